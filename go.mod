@@ -1,0 +1,3 @@
+module github.com/decap-ci/decap
+
+go 1.26

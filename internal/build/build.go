@@ -1,0 +1,247 @@
+// Package build is Decap's vocabulary: build requests, IDs, refs, lock keys,
+// statuses, records and project descriptors, the versioned queue message, and
+// the sentinel errors that every other package decides on with errors.Is.
+//
+// It does no I/O. Every value that crosses a process boundary (queue body,
+// record, descriptor) is validated here, so adapters and logic packages can
+// trust what they receive.
+package build
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Sentinel errors. Adapters wrap them; callers test with errors.Is.
+var (
+	// ErrNotFound means the build, lock, project or object does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid means the input was rejected; the wrapping message says why.
+	ErrInvalid = errors.New("invalid")
+	// ErrLocked means another build holds the lock key.
+	ErrLocked = errors.New("lock key busy")
+	// ErrCapReached means the cluster-wide concurrency cap is reached.
+	ErrCapReached = errors.New("concurrency cap reached")
+	// ErrConflict means a conditional write lost, e.g. a final record would
+	// be overwritten.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable means a backend could not be reached; retrying later may
+	// succeed.
+	ErrUnavailable = errors.New("backend unavailable")
+)
+
+// RefType tells a branch from a tag.
+type RefType string
+
+// Ref types.
+const (
+	Branch RefType = "branch"
+	Tag    RefType = "tag"
+)
+
+// Trigger says who asked for a build.
+type Trigger string
+
+// Triggers.
+const (
+	TriggerPush   Trigger = "push"
+	TriggerManual Trigger = "manual"
+	TriggerAPI    Trigger = "api"
+)
+
+// Limits on names. GitHub allows 39-character owners and 100-character
+// repository names; git refs have no hard limit but Decap keeps them to what
+// fits a DynamoDB key and a Pod annotation comfortably.
+const (
+	MaxNameLen = 100
+	MaxRefLen  = 255
+)
+
+// ValidateName checks a team or project name: 1–100 of [A-Za-z0-9._-],
+// not starting with '.' or '-'. It rejects path tricks such as "..".
+func ValidateName(kind, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, kind)
+	}
+	if len(s) > MaxNameLen {
+		return fmt.Errorf("%w: %s is longer than %d characters", ErrInvalid, kind, MaxNameLen)
+	}
+	if s[0] == '.' || s[0] == '-' {
+		return fmt.Errorf("%w: %s %q starts with %q", ErrInvalid, kind, s, s[:1])
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%w: %s %q contains %q", ErrInvalid, kind, s, r)
+		}
+	}
+	return nil
+}
+
+// ValidateRef checks a branch or tag name (without refs/heads/ or
+// refs/tags/) against git's check-ref-format rules, plus a length limit.
+func ValidateRef(ref string) error {
+	switch {
+	case ref == "":
+		return fmt.Errorf("%w: ref is empty", ErrInvalid)
+	case len(ref) > MaxRefLen:
+		return fmt.Errorf("%w: ref is longer than %d bytes", ErrInvalid, MaxRefLen)
+	case !utf8.ValidString(ref):
+		return fmt.Errorf("%w: ref is not valid UTF-8", ErrInvalid)
+	case ref == "@":
+		return fmt.Errorf("%w: ref %q is reserved", ErrInvalid, ref)
+	case strings.HasPrefix(ref, "/") || strings.HasSuffix(ref, "/"),
+		strings.HasPrefix(ref, "-"),
+		strings.HasSuffix(ref, "."),
+		strings.HasSuffix(ref, ".lock"),
+		strings.Contains(ref, ".."),
+		strings.Contains(ref, "//"),
+		strings.Contains(ref, "@{"):
+		return fmt.Errorf("%w: ref %q is not a valid git ref name", ErrInvalid, ref)
+	}
+	for _, part := range strings.Split(ref, "/") {
+		if strings.HasPrefix(part, ".") {
+			return fmt.Errorf("%w: ref %q has a component starting with '.'", ErrInvalid, ref)
+		}
+	}
+	for _, r := range ref {
+		if r < 0x20 || r == 0x7f || r == ' ' || strings.ContainsRune("~^:?*[\\", r) {
+			return fmt.Errorf("%w: ref %q contains %q", ErrInvalid, ref, r)
+		}
+	}
+	return nil
+}
+
+// ProjectKey is "team/project".
+func ProjectKey(team, project string) string { return team + "/" + project }
+
+// LockKey is "team/project/ref": at most one running build per lock key.
+func LockKey(team, project, ref string) string { return team + "/" + project + "/" + ref }
+
+// SplitLockKey splits a lock key into team, project and ref. The ref may
+// contain slashes.
+func SplitLockKey(key string) (team, project, ref string, err error) {
+	parts := strings.SplitN(key, "/", 3)
+	if len(parts) != 3 {
+		return "", "", "", fmt.Errorf("%w: lock key %q is not team/project/ref", ErrInvalid, key)
+	}
+	if err := ValidateName("team", parts[0]); err != nil {
+		return "", "", "", err
+	}
+	if err := ValidateName("project", parts[1]); err != nil {
+		return "", "", "", err
+	}
+	if err := ValidateRef(parts[2]); err != nil {
+		return "", "", "", err
+	}
+	return parts[0], parts[1], parts[2], nil
+}
+
+// Status is the state of a build record.
+type Status string
+
+// Statuses. Queued and Deferred are waiting, Running is running, the rest
+// are final: a final record is never changed again.
+const (
+	StatusQueued    Status = "queued"
+	StatusDeferred  Status = "deferred"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusTimedOut  Status = "timed_out"
+	StatusCancelled Status = "cancelled"
+	StatusErrored   Status = "errored"
+	StatusExpired   Status = "expired"
+	// StatusSkipped records a request that was accepted but deliberately not
+	// built: an unmanaged ref, an unknown project, a duplicate delivery.
+	StatusSkipped Status = "skipped"
+)
+
+// Final reports whether s is a final status.
+func (s Status) Final() bool { return s.Rank() == 2 }
+
+// Rank orders statuses for conditional writes: waiting (0) < running (1) <
+// final (2). A record may move to an equal or higher rank, never lower, and
+// never away from a final status.
+func (s Status) Rank() int {
+	switch s {
+	case StatusQueued, StatusDeferred:
+		return 0
+	case StatusRunning:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// Valid reports whether s is one of the statuses above.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusQueued, StatusDeferred, StatusRunning, StatusSucceeded, StatusFailed,
+		StatusTimedOut, StatusCancelled, StatusErrored, StatusExpired, StatusSkipped:
+		return true
+	}
+	return false
+}
+
+// Record is what Decap remembers of one build.
+type Record struct {
+	BuildID       ID        `json:"id"`
+	Team          string    `json:"team"`
+	Project       string    `json:"project"`
+	Ref           string    `json:"ref"`
+	RefType       RefType   `json:"refType"`
+	SHA           string    `json:"sha,omitempty"`
+	Trigger       Trigger   `json:"trigger"`
+	RequestedBy   string    `json:"requestedBy,omitempty"`
+	DeliveryID    string    `json:"deliveryId,omitempty"`
+	Status        Status    `json:"status"`
+	ExitCode      *int      `json:"exitCode,omitempty"`
+	QueuedAt      time.Time `json:"queuedAt"`
+	StartedAt     time.Time `json:"startedAt,omitzero"`
+	FinishedAt    time.Time `json:"finishedAt,omitzero"`
+	LogKey        string    `json:"logKey,omitempty"`
+	ArtifactsKey  string    `json:"artifactsKey,omitempty"`
+	PodName       string    `json:"podName,omitempty"`
+	CatalogCommit string    `json:"catalogCommit,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+}
+
+// ProjectKey returns "team/project".
+func (r Record) ProjectKey() string { return ProjectKey(r.Team, r.Project) }
+
+// LockKey returns "team/project/ref".
+func (r Record) LockKey() string { return LockKey(r.Team, r.Project, r.Ref) }
+
+// Duration is FinishedAt-StartedAt for a build that ran, else zero.
+func (r Record) Duration() time.Duration {
+	if r.StartedAt.IsZero() || r.FinishedAt.IsZero() {
+		return 0
+	}
+	return r.FinishedAt.Sub(r.StartedAt)
+}
+
+// RecordFor returns the queued record of a request.
+func RecordFor(req Request) Record {
+	return Record{
+		BuildID:     req.BuildID,
+		Team:        req.Team,
+		Project:     req.Project,
+		Ref:         req.Ref,
+		RefType:     req.RefType,
+		SHA:         req.SHA,
+		Trigger:     req.Trigger,
+		RequestedBy: req.RequestedBy,
+		DeliveryID:  req.DeliveryID,
+		Status:      StatusQueued,
+		QueuedAt:    req.RequestedAt,
+	}
+}
+
+// LogKey is the object key of a build's console log.
+func LogKey(id ID) string { return "logs/" + string(id) + "/console.log.gz" }
+
+// ArtifactsKey is the object key of a build's artifacts tarball.
+func ArtifactsKey(id ID) string { return "artifacts/" + string(id) + "/artifacts.tar.gz" }

@@ -1,0 +1,156 @@
+package build
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// MaxDescriptorSize bounds a project.json.
+const MaxDescriptorSize = 64 << 10
+
+// DefaultBuildTimeout applies when a descriptor sets none.
+const DefaultBuildTimeout = time.Hour
+
+// MaxBuildTimeout bounds what a descriptor may ask for.
+const MaxBuildTimeout = 24 * time.Hour
+
+// Descriptor is a parsed, validated project.json.
+type Descriptor struct {
+	BuildImage      string    `json:"buildImage"`
+	RepoManager     string    `json:"repoManager,omitempty"`
+	RepoURL         string    `json:"repoUrl,omitempty"`
+	RepoDescription string    `json:"repoDescription,omitempty"`
+	ManagedRefRegex string    `json:"managedRefRegex,omitempty"`
+	TimeoutSeconds  int       `json:"buildTimeoutSeconds,omitempty"`
+	Sidecars        []Sidecar `json:"sidecars,omitempty"`
+
+	managed *regexp.Regexp
+}
+
+// Sidecar is a container run next to the build container.
+type Sidecar struct {
+	Name    string   `json:"name"`
+	Image   string   `json:"image"`
+	Command []string `json:"command,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Env     []EnvVar `json:"env,omitempty"`
+}
+
+// EnvVar is one environment variable of a sidecar.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Repository managers Decap knows.
+const RepoManagerGitHub = "github"
+
+var (
+	dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// An image reference: no spaces or control characters, a sane length.
+	imageRef = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$`)
+)
+
+// ParseDescriptor parses and validates a project.json. Unknown fields are an
+// error, so a typo such as "managedRefRegexp" does not silently build every
+// branch.
+func ParseDescriptor(data []byte) (Descriptor, error) {
+	if len(data) > MaxDescriptorSize {
+		return Descriptor{}, fmt.Errorf("%w: project.json is %d bytes, more than %d", ErrInvalid, len(data), MaxDescriptorSize)
+	}
+	var d Descriptor
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return Descriptor{}, fmt.Errorf("%w: project.json: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return Descriptor{}, fmt.Errorf("%w: project.json has data after the JSON object", ErrInvalid)
+	}
+	if err := d.validate(); err != nil {
+		return Descriptor{}, fmt.Errorf("%w: project.json: %s", ErrInvalid, err)
+	}
+	return d, nil
+}
+
+func (d *Descriptor) validate() error {
+	if d.BuildImage == "" {
+		return fmt.Errorf("buildImage is required")
+	}
+	if !imageRef.MatchString(d.BuildImage) {
+		return fmt.Errorf("buildImage %q is not an image reference", truncate(d.BuildImage, 80))
+	}
+	switch d.RepoManager {
+	case "", RepoManagerGitHub:
+	default:
+		return fmt.Errorf("repoManager %q is not known (want %q)", truncate(d.RepoManager, 40), RepoManagerGitHub)
+	}
+	if d.RepoURL != "" && !strings.HasPrefix(d.RepoURL, "https://") && !strings.HasPrefix(d.RepoURL, "git@") && !strings.HasPrefix(d.RepoURL, "ssh://") {
+		return fmt.Errorf("repoUrl %q must be an https://, ssh:// or git@ URL", truncate(d.RepoURL, 80))
+	}
+	if d.ManagedRefRegex != "" {
+		if len(d.ManagedRefRegex) > 1024 {
+			return fmt.Errorf("managedRefRegex is longer than 1024 bytes")
+		}
+		re, err := regexp.Compile("^(?:" + d.ManagedRefRegex + ")$")
+		if err != nil {
+			return fmt.Errorf("managedRefRegex does not compile: %v", err)
+		}
+		d.managed = re
+	}
+	if d.TimeoutSeconds < 0 || time.Duration(d.TimeoutSeconds)*time.Second > MaxBuildTimeout {
+		return fmt.Errorf("buildTimeoutSeconds must be between 0 and %d", int(MaxBuildTimeout/time.Second))
+	}
+	if len(d.Sidecars) > 8 {
+		return fmt.Errorf("at most 8 sidecars, got %d", len(d.Sidecars))
+	}
+	seen := map[string]bool{}
+	for i, s := range d.Sidecars {
+		if !dnsLabel.MatchString(s.Name) {
+			return fmt.Errorf("sidecars[%d].name %q is not a DNS label", i, truncate(s.Name, 70))
+		}
+		if s.Name == "build" || s.Name == "checkout" || seen[s.Name] {
+			return fmt.Errorf("sidecars[%d].name %q is reserved or repeated", i, s.Name)
+		}
+		seen[s.Name] = true
+		if !imageRef.MatchString(s.Image) {
+			return fmt.Errorf("sidecars[%d].image %q is not an image reference", i, truncate(s.Image, 80))
+		}
+		for j, e := range s.Env {
+			if !envName.MatchString(e.Name) {
+				return fmt.Errorf("sidecars[%d].env[%d].name %q is not a variable name", i, j, truncate(e.Name, 40))
+			}
+		}
+	}
+	return nil
+}
+
+// Manages reports whether push-triggered builds of ref are wanted: true when
+// the descriptor has no managedRefRegex, else whether the whole ref matches.
+func (d Descriptor) Manages(ref string) bool {
+	if d.managed == nil {
+		if d.ManagedRefRegex == "" {
+			return true
+		}
+		// A Descriptor built by hand rather than parsed: compile now.
+		re, err := regexp.Compile("^(?:" + d.ManagedRefRegex + ")$")
+		if err != nil {
+			return false
+		}
+		return re.MatchString(ref)
+	}
+	return d.managed.MatchString(ref)
+}
+
+// Timeout is the build's deadline: the descriptor's, or DefaultBuildTimeout.
+func (d Descriptor) Timeout() time.Duration {
+	if d.TimeoutSeconds > 0 {
+		return time.Duration(d.TimeoutSeconds) * time.Second
+	}
+	return DefaultBuildTimeout
+}
