@@ -207,6 +207,8 @@ type Record struct {
 	PodName       string    `json:"podName,omitempty"`
 	CatalogCommit string    `json:"catalogCommit,omitempty"`
 	Reason        string    `json:"reason,omitempty"`
+	// NextAttemptAt is when a deferred request is tried again.
+	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
 }
 
 // ProjectKey returns "team/project".

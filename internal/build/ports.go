@@ -69,3 +69,15 @@ type Outcome struct {
 
 // LockKey returns the outcome's "team/project/ref".
 func (o Outcome) LockKey() string { return LockKey(o.Team, o.Project, o.Ref) }
+
+// Project is one entry of the catalog: a buildable project with its
+// descriptor, or an unbuildable one with the error that makes it so.
+type Project struct {
+	Team       string      `json:"team"`
+	Project    string      `json:"project"`
+	Descriptor *Descriptor `json:"descriptor,omitempty"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// Key returns "team/project".
+func (p Project) Key() string { return ProjectKey(p.Team, p.Project) }

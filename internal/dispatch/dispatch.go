@@ -1,0 +1,353 @@
+// Package dispatch decides what happens to each build request taken off the
+// queue: launch it, defer it (lock key busy, cap reached, backend trouble),
+// or drop it with a recorded reason. It never blocks a consumer on a busy
+// lock: deferral is a visibility change on the queue message, so the branch's
+// later requests wait behind it in order while every other lock key goes on.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Queue is the work queue as the dispatcher consumes it. Receive long-polls;
+// Delete and ChangeVisibility take the receipt of the delivery in hand and
+// fail with build.ErrNotFound when it is stale; DeadLetter moves a message
+// that can never be handled to the dead-letter queue and deletes it.
+type Queue interface {
+	Receive(ctx context.Context, max int, wait time.Duration) ([]build.Message, error)
+	Delete(ctx context.Context, receipt string) error
+	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
+	DeadLetter(ctx context.Context, m build.Message, reason string) error
+}
+
+// Catalog looks projects up. Lookup returns the descriptor and the catalog
+// commit it came from; build.ErrNotFound for an unknown project,
+// build.ErrInvalid for one whose project.json is invalid.
+type Catalog interface {
+	Lookup(team, project string) (build.Descriptor, string, error)
+}
+
+// Locks takes a branch lock together with a slot of the concurrency cap
+// (Acquire fails with build.ErrLocked or build.ErrCapReached), keeps it for
+// the build's lifetime (Extend) and gives it back when launching fails
+// (Release).
+type Locks interface {
+	Acquire(ctx context.Context, l build.Lease, cap int) error
+	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
+	Release(ctx context.Context, key string, id build.ID) error
+}
+
+// Idempotency returns the build that owns a delivery: the caller's when its
+// claim is the first.
+type Idempotency interface {
+	Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error)
+}
+
+// Records stores build records; Save fails with build.ErrConflict when the
+// stored record is further along (e.g. already final).
+type Records interface {
+	Get(ctx context.Context, id build.ID) (build.Record, error)
+	Save(ctx context.Context, r build.Record) error
+}
+
+// Launcher starts a build. Launching a build that was already launched is
+// not an error; an error wrapping build.ErrInvalid will never succeed, any
+// other error may on a later try.
+type Launcher interface {
+	Launch(ctx context.Context, job build.Job) error
+}
+
+// Config tunes a Dispatcher. Zero values take the defaults named.
+type Config struct {
+	// Owner names this replica in lock items.
+	Owner string
+	// Cap bounds running builds across all replicas; <= 0 means no cap.
+	Cap int
+	// Workers bounds decisions in flight in this replica (default 32).
+	Workers int
+	// BatchSize is the most messages one Receive asks for (default 10).
+	BatchSize int
+	// WaitTime is the long-poll wait of one Receive (default 20s).
+	WaitTime time.Duration
+	// LaunchLease is the lock lease while launching: how long a lock stays
+	// stuck if this replica dies between lock and launch (default 2m).
+	LaunchLease time.Duration
+	// RunGrace is added to a build's timeout for the lease of a running
+	// build (default 10m); the reaper releases the lock before that.
+	RunGrace time.Duration
+	// BackoffBase and BackoffMax bound deferral delays (defaults 1s, 30s).
+	BackoffBase, BackoffMax time.Duration
+	// MaxDeferAge is how long a request may wait before it is recorded as
+	// expired (default 24h).
+	MaxDeferAge time.Duration
+	// IdempotencyTTL is how long a delivery is remembered (default 8 days;
+	// GitHub redelivers for up to 7).
+	IdempotencyTTL time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Workers <= 0 {
+		c.Workers = 32
+	}
+	if c.BatchSize <= 0 || c.BatchSize > 10 {
+		c.BatchSize = 10
+	}
+	if c.Owner == "" {
+		c.Owner = "dispatcher"
+	}
+	def(&c.WaitTime, 20*time.Second)
+	def(&c.LaunchLease, 2*time.Minute)
+	def(&c.RunGrace, 10*time.Minute)
+	def(&c.BackoffBase, time.Second)
+	def(&c.BackoffMax, 30*time.Second)
+	def(&c.MaxDeferAge, 24*time.Hour)
+	def(&c.IdempotencyTTL, 8*24*time.Hour)
+	return c
+}
+
+// Dispatcher consumes build requests. Several may run against one queue.
+type Dispatcher struct {
+	cfg      Config
+	queue    Queue
+	catalog  Catalog
+	locks    Locks
+	idem     Idempotency
+	records  Records
+	launcher Launcher
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// Deps are the Dispatcher's collaborators.
+type Deps struct {
+	Queue       Queue
+	Catalog     Catalog
+	Locks       Locks
+	Idempotency Idempotency
+	Records     Records
+	Launcher    Launcher
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// New returns a Dispatcher.
+func New(cfg Config, d Deps) *Dispatcher {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Dispatcher{
+		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
+		idem: d.Idempotency, records: d.Records, launcher: d.Launcher,
+		log: d.Logger, now: d.Now,
+	}
+}
+
+// Action is what became of a request.
+type Action int
+
+// Actions.
+const (
+	// Launched: the build was started (or found started); delete the message.
+	Launched Action = iota + 1
+	// Deferred: try again after Delay; the message stays on the queue.
+	Deferred
+	// Dropped: nothing to build, and the record says why; delete the message.
+	Dropped
+)
+
+func (a Action) String() string {
+	switch a {
+	case Launched:
+		return "launched"
+	case Deferred:
+		return "deferred"
+	case Dropped:
+		return "dropped"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Action  Action
+	BuildID build.ID
+	Delay   time.Duration
+	Reason  string
+}
+
+// Decide takes one request through catalog lookup, the managed-ref filter,
+// the once-only check, lock and slot, and launch. m is the delivery it came
+// in (its ID names requests that bring no build ID; its receive count drives
+// the backoff). Decide writes the build record at every step, so whatever it
+// decides is visible; it touches the queue not at all.
+func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Message) Decision {
+	now := d.now()
+	log := d.log.With("lock_key", req.LockKey(), "delivery_id", req.DeliveryID)
+
+	// Once only. A request without a build ID (another producer) is named by
+	// its delivery ID or its queue message ID, and adopts the build that owns
+	// that name, so its redeliveries do not build twice either.
+	key, ownID := req.IdempotencyKey(), req.BuildID
+	if ownID == "" {
+		ownID = build.NewID(now)
+		if key == "" {
+			key = "message:" + m.ID
+		}
+	}
+	owner, err := d.idem.Claim(ctx, key, ownID, d.cfg.IdempotencyTTL)
+	if err != nil {
+		return d.retry(log, m, fmt.Errorf("claim %s: %w", key, err))
+	}
+	if req.BuildID != "" && owner != req.BuildID {
+		rec := build.RecordFor(req)
+		rec.Status = build.StatusSkipped
+		rec.Reason = fmt.Sprintf("duplicate delivery: already built as %s", owner)
+		rec.FinishedAt = now
+		if err := d.save(ctx, rec); err != nil {
+			return d.retry(log, m, err)
+		}
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: rec.Reason}
+	}
+	req.BuildID = owner
+	log = log.With("build_id", req.BuildID)
+
+	rec, err := d.records.Get(ctx, req.BuildID)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		rec = build.RecordFor(req)
+		if err := d.save(ctx, rec); err != nil {
+			return d.retry(log, m, err)
+		}
+	case err != nil:
+		return d.retry(log, m, fmt.Errorf("get record: %w", err))
+	case rec.Status.Final():
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(rec.Status)}
+	case rec.Status == build.StatusRunning:
+		// Launched by a replica that died before deleting the message.
+		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running"}
+	}
+
+	if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
+		return d.drop(ctx, log, m, rec, build.StatusExpired,
+			fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
+	}
+
+	desc, commit, err := d.catalog.Lookup(req.Team, req.Project)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		return d.drop(ctx, log, m, rec, build.StatusSkipped, "project "+req.ProjectKey()+" is not in the build-scripts repository")
+	case errors.Is(err, build.ErrInvalid):
+		return d.drop(ctx, log, m, rec, build.StatusErrored, "project "+req.ProjectKey()+" is not buildable: "+err.Error())
+	case err != nil:
+		return d.retry(log, m, fmt.Errorf("look up %s: %w", req.ProjectKey(), err))
+	}
+	if req.Trigger == build.TriggerPush && !desc.Manages(req.Ref) {
+		return d.drop(ctx, log, m, rec, build.StatusSkipped,
+			fmt.Sprintf("ref %q does not match managedRefRegex %q", req.Ref, desc.ManagedRefRegex))
+	}
+
+	lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: d.cfg.Owner, AcquiredAt: now, ExpiresAt: now.Add(d.cfg.LaunchLease)}
+	switch err := d.locks.Acquire(ctx, lease, d.cfg.Cap); {
+	case errors.Is(err, build.ErrLocked):
+		return d.deferBy(ctx, log, m, rec, "another build of "+req.LockKey()+" is running")
+	case errors.Is(err, build.ErrCapReached):
+		return d.deferBy(ctx, log, m, rec, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
+	case err != nil:
+		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))
+	}
+
+	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}
+	if err := d.launcher.Launch(ctx, job); err != nil {
+		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
+			log.Warn("release lock after failed launch", "err", rerr)
+		}
+		if errors.Is(err, build.ErrInvalid) {
+			return d.drop(ctx, log, m, rec, build.StatusErrored, "launch: "+err.Error())
+		}
+		return d.retry(log, m, fmt.Errorf("launch: %w", err))
+	}
+
+	started := d.now()
+	if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(job.Timeout+d.cfg.RunGrace)); err != nil {
+		// The build runs; the reaper still releases the lock when it ends.
+		log.Warn("extend lock lease", "err", err)
+	}
+	rec.Status = build.StatusRunning
+	rec.StartedAt = started
+	rec.PodName = req.BuildID.PodName()
+	rec.CatalogCommit = commit
+	rec.Reason = ""
+	rec.NextAttemptAt = time.Time{}
+	if err := d.records.Save(ctx, rec); err != nil && !errors.Is(err, build.ErrConflict) {
+		// ErrConflict: the reaper already recorded the end. Otherwise the
+		// record still says queued; the reaper writes the final one.
+		log.Warn("record running build", "err", err)
+	}
+	log.Info("build launched", "commit", commit)
+	return Decision{Action: Launched, BuildID: req.BuildID}
+}
+
+// save writes rec; a conflict (the record moved on meanwhile) is not an error.
+func (d *Dispatcher) save(ctx context.Context, rec build.Record) error {
+	if err := d.records.Save(ctx, rec); err != nil && !errors.Is(err, build.ErrConflict) {
+		return fmt.Errorf("save record %s: %w", rec.BuildID, err)
+	}
+	return nil
+}
+
+func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, status build.Status, reason string) Decision {
+	rec.Status = status
+	rec.Reason = reason
+	rec.FinishedAt = d.now()
+	rec.NextAttemptAt = time.Time{}
+	if err := d.save(ctx, rec); err != nil {
+		return d.retry(log, m, err)
+	}
+	log.Info("request dropped", "status", status, "reason", reason)
+	return Decision{Action: Dropped, BuildID: rec.BuildID, Reason: reason}
+}
+
+func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, reason string) Decision {
+	delay := d.backoff(m.ReceiveCount)
+	rec.Status = build.StatusDeferred
+	rec.Reason = reason
+	rec.NextAttemptAt = d.now().Add(delay)
+	if err := d.save(ctx, rec); err != nil {
+		log.Warn("record deferral", "err", err)
+	}
+	return Decision{Action: Deferred, BuildID: rec.BuildID, Delay: delay, Reason: reason}
+}
+
+// retry defers a request after a backend error; the error is logged here,
+// where it is handled.
+func (d *Dispatcher) retry(log *slog.Logger, m build.Message, err error) Decision {
+	log.Error("dispatch failed, will retry", "err", err)
+	return Decision{Action: Deferred, Delay: d.backoff(m.ReceiveCount), Reason: err.Error()}
+}
+
+// backoff grows exponentially with the receive count, capped, with ±20%
+// jitter so deferred requests of many keys do not wake in lockstep.
+func (d *Dispatcher) backoff(receiveCount int) time.Duration {
+	n := max(receiveCount-1, 0)
+	delay := d.cfg.BackoffMax
+	if n < 30 {
+		delay = min(d.cfg.BackoffBase<<n, d.cfg.BackoffMax)
+	}
+	jitter := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(delay) * jitter)
+}

@@ -1,0 +1,137 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Run consumes the queue until ctx is done, with up to Workers decisions in
+// flight. Messages of one group (lock key) are decided one after another in
+// queue order; groups proceed independently, so a deferred key never holds
+// up another. Run returns nil when ctx is cancelled after in-flight decisions
+// finish.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	// One token per message being decided.
+	sem := make(chan struct{}, d.cfg.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := time.Duration(0)
+	for {
+		// Block until a worker is free, then take what else is free, up to
+		// a batch, without blocking.
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		n := 1
+	take:
+		for n < d.cfg.BatchSize {
+			select {
+			case sem <- struct{}{}:
+				n++
+			default:
+				break take
+			}
+		}
+		msgs, err := d.queue.Receive(ctx, n, d.cfg.WaitTime)
+		for range n - len(msgs) {
+			<-sem
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+			d.log.Error("receive from queue", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		for _, group := range groupInOrder(msgs) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// A decision in progress finishes even when ctx ends, so
+				// shutdown never leaves a lock taken and nothing launched.
+				d.handleGroup(context.WithoutCancel(ctx), group)
+				for range group {
+					<-sem
+				}
+			}()
+		}
+	}
+}
+
+// groupInOrder splits a batch by message group, keeping the order of groups'
+// first appearance and the order within each group.
+func groupInOrder(msgs []build.Message) [][]build.Message {
+	index := map[string]int{}
+	var groups [][]build.Message
+	for _, m := range msgs {
+		i, ok := index[m.GroupID]
+		if !ok {
+			i = len(groups)
+			index[m.GroupID] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], m)
+	}
+	return groups
+}
+
+// handleGroup decides a group's messages in order. Once one is deferred, the
+// rest are made visible again at once: the queue hands them out only after
+// the deferred one, so order holds.
+func (d *Dispatcher) handleGroup(ctx context.Context, msgs []build.Message) {
+	for i, m := range msgs {
+		if d.Handle(ctx, m).Action == Deferred {
+			for _, rest := range msgs[i+1:] {
+				if err := d.queue.ChangeVisibility(ctx, rest.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
+					d.log.Warn("return message to queue", "group", rest.GroupID, "err", err)
+				}
+			}
+			return
+		}
+	}
+}
+
+// Handle decides one delivery and settles it on the queue: delete when
+// launched or dropped, a visibility change when deferred, the dead-letter
+// queue when the body cannot be parsed.
+func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
+	req, err := build.Decode(m.Body)
+	if err != nil {
+		reason := fmt.Sprintf("malformed build request: %v", err)
+		if err := d.queue.DeadLetter(ctx, m, reason); err != nil {
+			d.log.Error("dead-letter malformed message", "message_id", m.ID, "err", err)
+			return Decision{Action: Deferred, Reason: reason}
+		}
+		d.log.Warn("malformed message dead-lettered", "message_id", m.ID, "reason", reason)
+		return Decision{Action: Dropped, Reason: reason}
+	}
+	dec := d.Decide(ctx, req, m)
+	log := d.log.With("build_id", dec.BuildID, "lock_key", req.LockKey())
+	switch dec.Action {
+	case Launched, Dropped:
+		if err := d.queue.Delete(ctx, m.Receipt); err != nil {
+			// A stale receipt: the message came back and another delivery
+			// settles it; the record and the lock make that one a no-op.
+			log.Warn("delete message", "err", err)
+		}
+	case Deferred:
+		if err := d.queue.ChangeVisibility(ctx, m.Receipt, dec.Delay); err != nil {
+			log.Warn("defer message", "err", err)
+		}
+	}
+	return dec
+}

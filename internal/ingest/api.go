@@ -1,0 +1,303 @@
+package ingest
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// averageOver is how many successful builds the progress estimate averages.
+const averageOver = 10
+
+func (s *Server) teams(c echo.Context) error {
+	seen := map[string]bool{}
+	for _, p := range s.deps.Catalog.Projects() {
+		seen[p.Team] = true
+	}
+	keys, err := s.deps.Records.Projects(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("list projects with builds: %w", err)
+	}
+	for _, k := range keys {
+		if team, _, ok := cutKey(k); ok {
+			seen[team] = true
+		}
+	}
+	teams := make([]string, 0, len(seen))
+	for t := range seen {
+		teams = append(teams, t)
+	}
+	slices.Sort(teams)
+	return c.JSON(http.StatusOK, map[string][]string{"teams": teams})
+}
+
+func cutKey(key string) (team, project string, ok bool) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			return key[:i], key[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func (s *Server) projects(c echo.Context) error {
+	ps := s.deps.Catalog.Projects()
+	if team := c.QueryParam("team"); team != "" {
+		ps = slices.DeleteFunc(slices.Clone(ps), func(p build.Project) bool { return p.Team != team })
+	}
+	if ps == nil {
+		ps = []build.Project{}
+	}
+	return c.JSON(http.StatusOK, map[string][]build.Project{"projects": ps})
+}
+
+// pathProject validates :team and :project.
+func pathProject(c echo.Context) (team, project string, err error) {
+	team, project = c.Param("team"), c.Param("project")
+	if err := build.ValidateName("team", team); err != nil {
+		return "", "", err
+	}
+	if err := build.ValidateName("project", project); err != nil {
+		return "", "", err
+	}
+	return team, project, nil
+}
+
+type buildPage struct {
+	Builds                 []build.Record `json:"builds"`
+	NextCursor             string         `json:"nextCursor,omitempty"`
+	AverageDurationSeconds float64        `json:"averageDurationSeconds,omitempty"`
+}
+
+func (s *Server) projectBuilds(c echo.Context) error {
+	team, project, err := pathProject(c)
+	if err != nil {
+		return err
+	}
+	limit := 20
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 200 {
+			return fmt.Errorf("%w: limit must be a number from 1 to 200", build.ErrInvalid)
+		}
+		limit = n
+	}
+	ctx := c.Request().Context()
+	recs, next, err := s.deps.Records.ListProject(ctx, team, project, limit, c.QueryParam("cursor"))
+	if err != nil {
+		return fmt.Errorf("list builds of %s: %w", build.ProjectKey(team, project), err)
+	}
+	avg, n, err := s.deps.Records.AverageDuration(ctx, team, project, averageOver)
+	if err != nil {
+		return fmt.Errorf("average duration of %s: %w", build.ProjectKey(team, project), err)
+	}
+	page := buildPage{Builds: recs, NextCursor: next}
+	if page.Builds == nil {
+		page.Builds = []build.Record{}
+	}
+	if n > 0 {
+		page.AverageDurationSeconds = avg.Seconds()
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+// buildRequestBody is the body of POST .../builds.
+type buildRequestBody struct {
+	Ref     string        `json:"ref"`
+	RefType build.RefType `json:"refType,omitempty"`
+	SHA     string        `json:"sha,omitempty"`
+}
+
+func (s *Server) requestBuild(c echo.Context) error {
+	team, project, err := pathProject(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	var in buildRequestBody
+	dec := json.NewDecoder(bytesReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return fmt.Errorf("%w: body must be JSON like {\"ref\": \"main\"}: %v", build.ErrInvalid, err)
+	}
+	if in.RefType == "" {
+		in.RefType = build.Branch
+	}
+	if _, _, err := s.deps.Catalog.Lookup(team, project); err != nil {
+		if errors.Is(err, build.ErrInvalid) {
+			return echo.NewHTTPError(http.StatusUnprocessableEntity, "project "+build.ProjectKey(team, project)+" is not buildable: "+err.Error())
+		}
+		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), err)
+	}
+	now := s.now().UTC()
+	req := build.Request{
+		V: build.MessageVersion, BuildID: build.NewID(now), Team: team, Project: project,
+		Ref: in.Ref, RefType: in.RefType, SHA: in.SHA, Trigger: build.TriggerAPI,
+		RequestedBy: "api", RequestedAt: now,
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := s.deps.Publisher.Publish(c.Request().Context(), req); err != nil {
+		return fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	}
+	s.log.Info("build requested", "build_id", req.BuildID, "lock_key", req.LockKey())
+	return c.JSON(http.StatusAccepted, queuedBuild{ID: req.BuildID, LockKey: req.LockKey()})
+}
+
+func (s *Server) record(c echo.Context) (build.Record, error) {
+	id, err := build.ParseID(c.Param("id"))
+	if err != nil {
+		return build.Record{}, err
+	}
+	rec, err := s.deps.Records.Get(c.Request().Context(), id)
+	if err != nil {
+		return build.Record{}, fmt.Errorf("build %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+func (s *Server) getBuild(c echo.Context) error {
+	rec, err := s.record(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rec)
+}
+
+// buildLog serves the console log as text: the stored log of an ended
+// build, or what a running build has written so far. With follow=1 it
+// streams until the build ends.
+func (s *Server) buildLog(c echo.Context) error {
+	rec, err := s.record(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	follow := c.QueryParam("follow") == "1" || c.QueryParam("follow") == "true"
+	if rec.LogKey == "" && s.deps.LiveLogs != nil && (follow || rec.Status == build.StatusRunning) {
+		if !rec.Status.Final() && follow {
+			return s.followLog(c, rec)
+		}
+		if live, err := s.deps.LiveLogs.OpenLiveLog(rec.BuildID); err == nil {
+			defer live.Close()
+			return c.Stream(http.StatusOK, echo.MIMETextPlainCharsetUTF8, live)
+		}
+	}
+	if rec.LogKey == "" {
+		return fmt.Errorf("%w: build %s has no stored log (status %s)", build.ErrNotFound, rec.BuildID, rec.Status)
+	}
+	obj, err := s.deps.Blobs.Open(ctx, rec.LogKey)
+	if err != nil {
+		return fmt.Errorf("open log of %s: %w", rec.BuildID, err)
+	}
+	defer obj.Close()
+	zr, err := gzip.NewReader(bufio.NewReader(obj))
+	if err != nil {
+		return fmt.Errorf("log of %s is not gzip: %w", rec.BuildID, err)
+	}
+	defer zr.Close()
+	return c.Stream(http.StatusOK, echo.MIMETextPlainCharsetUTF8, zr)
+}
+
+// followLog streams a running (or still queued) build's log as it grows,
+// until the build's record is final and the log is read to its end.
+func (s *Server) followLog(c echo.Context, rec build.Record) error {
+	ctx := c.Request().Context()
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	w.Flush()
+	var live io.ReadCloser
+	defer func() {
+		if live != nil {
+			live.Close()
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	tick := time.NewTicker(s.cfg.FollowPoll)
+	defer tick.Stop()
+	for {
+		if live == nil {
+			if f, err := s.deps.LiveLogs.OpenLiveLog(rec.BuildID); err == nil {
+				live = f
+			}
+		}
+		if live != nil {
+			for {
+				n, err := live.Read(buf)
+				if n > 0 {
+					if _, werr := w.Write(buf[:n]); werr != nil {
+						return nil // the client went away
+					}
+				}
+				if err != nil || n == 0 {
+					break
+				}
+			}
+			w.Flush()
+		}
+		if rec.Status.Final() {
+			if live == nil && rec.LogKey != "" {
+				return s.copyStoredLog(c, rec)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		next, err := s.deps.Records.Get(ctx, rec.BuildID)
+		if err == nil {
+			rec = next
+		}
+	}
+}
+
+func (s *Server) copyStoredLog(c echo.Context, rec build.Record) error {
+	obj, err := s.deps.Blobs.Open(c.Request().Context(), rec.LogKey)
+	if err != nil {
+		return nil // headers are sent; the stream just ends
+	}
+	defer obj.Close()
+	zr, err := gzip.NewReader(obj)
+	if err != nil {
+		return nil
+	}
+	defer zr.Close()
+	_, _ = io.Copy(c.Response(), zr)
+	return nil
+}
+
+func (s *Server) buildArtifacts(c echo.Context) error {
+	rec, err := s.record(c)
+	if err != nil {
+		return err
+	}
+	if rec.ArtifactsKey == "" {
+		return fmt.Errorf("%w: build %s has no stored artifacts (status %s)", build.ErrNotFound, rec.BuildID, rec.Status)
+	}
+	obj, err := s.deps.Blobs.Open(c.Request().Context(), rec.ArtifactsKey)
+	if err != nil {
+		return fmt.Errorf("open artifacts of %s: %w", rec.BuildID, err)
+	}
+	defer obj.Close()
+	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", string(rec.BuildID)+"-artifacts.tar.gz"))
+	return c.Stream(http.StatusOK, "application/gzip", obj)
+}

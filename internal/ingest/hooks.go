@@ -1,0 +1,112 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// queuedBuild is one build a webhook or API call queued.
+type queuedBuild struct {
+	ID      build.ID `json:"id"`
+	LockKey string   `json:"lockKey"`
+}
+
+type ignored struct {
+	Ignored string `json:"ignored"`
+}
+
+// githubHook handles POST /hooks/github: verify, then push → build request,
+// ping → 200, anything else → 202 with the reason it builds nothing.
+func (s *Server) githubHook(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	h := c.Request().Header
+	if !s.cfg.InsecureSkipSignature {
+		if len(s.cfg.WebhookSecret) == 0 {
+			return fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
+		}
+		if err := VerifySignature(s.cfg.WebhookSecret, body, h.Get("X-Hub-Signature-256")); err != nil {
+			return err
+		}
+	}
+	event, delivery := h.Get("X-GitHub-Event"), h.Get("X-GitHub-Delivery")
+	if event == "" {
+		return echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Event header is missing")
+	}
+	switch event {
+	case "ping":
+		return c.JSON(http.StatusOK, map[string]string{"pong": delivery})
+	case "push":
+	default:
+		return c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
+	}
+	if delivery == "" || len(delivery) > 128 || strings.ContainsFunc(delivery, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Delivery header is missing or malformed")
+	}
+	if ct := h.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "push payload must be application/json (set the webhook's content type to JSON)")
+	}
+	push, err := parsePush(body)
+	if err != nil {
+		return err
+	}
+	if push.ignored != "" {
+		return c.JSON(http.StatusAccepted, ignored{push.ignored})
+	}
+	key := build.ProjectKey(push.team, push.project)
+	desc, _, err := s.deps.Catalog.Lookup(push.team, push.project)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		return c.JSON(http.StatusAccepted, ignored{"project " + key + " is not in the build-scripts repository"})
+	case errors.Is(err, build.ErrInvalid):
+		return c.JSON(http.StatusAccepted, ignored{"project " + key + " is not buildable: " + err.Error()})
+	case err != nil:
+		return fmt.Errorf("look up %s: %w", key, err)
+	}
+	if !desc.Manages(push.ref) {
+		return c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("ref %q does not match managedRefRegex %q", push.ref, desc.ManagedRefRegex)})
+	}
+	now := s.now().UTC()
+	req := build.Request{
+		V: build.MessageVersion, BuildID: build.NewID(now), Team: push.team, Project: push.project,
+		Ref: push.ref, RefType: push.refType, SHA: push.sha, Trigger: build.TriggerPush,
+		RequestedBy: push.pusher, RequestedAt: now, DeliveryID: delivery,
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := s.deps.Publisher.Publish(c.Request().Context(), req); err != nil {
+		return fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	}
+	s.log.Info("push queued", "build_id", req.BuildID, "lock_key", req.LockKey(), "delivery_id", delivery)
+	return c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: req.BuildID, LockKey: req.LockKey()}}})
+}
+
+// refreshCatalog handles POST /hooks/buildscripts. It is signed like any
+// GitHub webhook when a secret is configured.
+func (s *Server) refreshCatalog(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	if !s.cfg.InsecureSkipSignature {
+		if len(s.cfg.WebhookSecret) == 0 {
+			return fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
+		}
+		if err := VerifySignature(s.cfg.WebhookSecret, body, c.Request().Header.Get("X-Hub-Signature-256")); err != nil {
+			return err
+		}
+	}
+	if err := s.deps.Catalog.Refresh(c.Request().Context()); err != nil {
+		return fmt.Errorf("refresh catalog: %w", err)
+	}
+	return c.JSON(http.StatusAccepted, map[string]int{"projects": len(s.deps.Catalog.Projects())})
+}

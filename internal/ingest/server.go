@@ -1,0 +1,250 @@
+// Package ingest is Decap's only HTTP service: it verifies and normalizes
+// GitHub webhooks and API build requests into build requests and publishes
+// them, and serves the JSON API, health and readiness. It is stateless.
+package ingest
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Publisher puts build requests on the queue; an error means none of them
+// may be assumed queued.
+type Publisher interface {
+	Publish(ctx context.Context, reqs ...build.Request) error
+}
+
+// Catalog is the build-scripts repository as ingest reads it. Lookup fails
+// with build.ErrNotFound for an unknown project and build.ErrInvalid for an
+// unbuildable one; Refresh rescans the repository.
+type Catalog interface {
+	Lookup(team, project string) (build.Descriptor, string, error)
+	Projects() []build.Project
+	Refresh(ctx context.Context) error
+}
+
+// Records reads build records (see buildtest.Records for the contract).
+type Records interface {
+	Get(ctx context.Context, id build.ID) (build.Record, error)
+	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
+	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
+	Projects(ctx context.Context) ([]string, error)
+}
+
+// Blobs opens stored logs and artifacts; build.ErrNotFound if absent.
+type Blobs interface {
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
+// LiveLogs opens the console log of a build that is still running, as far
+// as it is written; build.ErrNotFound when the build is not running here.
+type LiveLogs interface {
+	OpenLiveLog(id build.ID) (io.ReadCloser, error)
+}
+
+// Check is one readiness check: a backend that must be reachable.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Config configures the HTTP surface.
+type Config struct {
+	// WebhookSecret verifies X-Hub-Signature-256. Empty with
+	// InsecureSkipSignature false rejects every webhook.
+	WebhookSecret []byte
+	// InsecureSkipSignature accepts unsigned webhooks (local trials only).
+	InsecureSkipSignature bool
+	// APIToken guards mutations (Authorization: Bearer ...). Empty with
+	// AuthDisabled false rejects every mutation.
+	APIToken string
+	// AuthDisabled lets mutations through without a token (local use only).
+	AuthDisabled bool
+	// MaxBodyBytes bounds request bodies (default 5 MiB); larger gets 413.
+	MaxBodyBytes int64
+	// FollowPoll is how often a followed log is checked for more (default 250ms).
+	FollowPoll time.Duration
+}
+
+// Deps are the Server's collaborators. LiveLogs may be nil.
+type Deps struct {
+	Publisher Publisher
+	Catalog   Catalog
+	Records   Records
+	Blobs     Blobs
+	LiveLogs  LiveLogs
+	Ready     []Check
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Server serves ingest's routes.
+type Server struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	now  func() time.Time
+	echo *echo.Echo
+}
+
+// errUnauthorized marks a missing or wrong signature or token: 401.
+var errUnauthorized = errors.New("unauthorized")
+
+// New returns a Server with every route registered.
+func New(cfg Config, deps Deps) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 5 << 20
+	}
+	if cfg.FollowPoll <= 0 {
+		cfg.FollowPoll = 250 * time.Millisecond
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestID())
+	e.Use(middleware.Recover())
+	e.Use(s.limitBody)
+	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogStatus: true, LogURIPath: true, LogMethod: true, LogLatency: true, LogRequestID: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			s.log.Debug("request", "method", v.Method, "path", v.URIPath, "status", v.Status,
+				"latency", v.Latency, "request_id", v.RequestID)
+			return nil
+		},
+	}))
+
+	e.POST("/hooks/github", s.githubHook)
+	e.POST("/hooks/buildscripts", s.refreshCatalog)
+	api := e.Group("/api/v1")
+	api.GET("/teams", s.teams)
+	api.GET("/projects", s.projects)
+	api.GET("/projects/:team/:project/builds", s.projectBuilds)
+	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
+	api.GET("/builds/:id", s.getBuild)
+	api.GET("/builds/:id/log", s.buildLog)
+	api.GET("/builds/:id/artifacts", s.buildArtifacts)
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	s.echo = e
+	return s
+}
+
+// ServeHTTP serves a request through the echo router and error handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// limitBody answers 413 for a declared length over the limit and cuts off
+// bodies that grow past it.
+func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.ContentLength > s.cfg.MaxBodyBytes {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", s.cfg.MaxBodyBytes))
+		}
+		req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes)
+		return next(c)
+	}
+}
+
+// readBody reads the whole (limited) body, turning an overrun into 413.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", s.cfg.MaxBodyBytes))
+		}
+		return nil, echo.NewHTTPError(http.StatusBadRequest, "read request body: "+err.Error())
+	}
+	return body, nil
+}
+
+// requireToken guards mutations with the API token.
+func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.cfg.AuthDisabled {
+			return next(c)
+		}
+		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok || s.cfg.APIToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.APIToken)) != 1 {
+			return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
+		}
+		return next(c)
+	}
+}
+
+// apiError is the JSON shape of every error answer.
+type apiError struct {
+	Error  string `json:"error"`
+	Detail any    `json:"detail,omitempty"`
+}
+
+// handleError decides every error answer's status, in one place.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		status = he.Code
+		msg = fmt.Sprint(he.Message)
+		if he.Internal != nil {
+			msg += ": " + he.Internal.Error()
+		}
+	case errors.Is(err, errUnauthorized):
+		status, msg = http.StatusUnauthorized, err.Error()
+	case errors.Is(err, build.ErrNotFound):
+		status, msg = http.StatusNotFound, err.Error()
+	case errors.Is(err, build.ErrInvalid):
+		status, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, build.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		status, msg = http.StatusServiceUnavailable, "backend unavailable, try again"
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", status,
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID), "err", err)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, apiError{Error: msg, Detail: map[string]any{"status": status}})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	failed := map[string]string{}
+	for _, ch := range s.deps.Ready {
+		if err := ch.Check(ctx); err != nil {
+			failed[ch.Name] = err.Error()
+		}
+	}
+	if len(failed) > 0 {
+		return c.JSON(http.StatusServiceUnavailable, apiError{Error: "not ready", Detail: failed})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
