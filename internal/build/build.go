@@ -159,8 +159,9 @@ const (
 	StatusSkipped Status = "skipped"
 )
 
-// Final reports whether s is a final status.
-func (s Status) Final() bool { return s.Rank() == 2 }
+// Final reports whether s is one of the final statuses; an unknown status
+// is not final.
+func (s Status) Final() bool { return s.Valid() && s.Rank() == 2 }
 
 // Rank orders statuses for conditional writes: waiting (0) < running (1) <
 // final (2). A record may move to an equal or higher rank, never lower, and

@@ -61,7 +61,6 @@ func New(records Records, locks Locks, exec Executor, logger *slog.Logger, now f
 // step that fails returns the error and leaves the later steps undone; the
 // executor reports the outcome again until the build is removed.
 func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
-	log := r.log.With("build_id", o.BuildID, "lock_key", o.LockKey())
 	if !o.Status.Final() {
 		return fmt.Errorf("outcome of %s has status %q, not a final one", o.BuildID, o.Status)
 	}
@@ -77,6 +76,12 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 	case err != nil:
 		return fmt.Errorf("get record %s: %w", o.BuildID, err)
 	}
+	if o.Team == "" {
+		// An executor that lost the build's labels (e.g. a launch interrupted
+		// before its job was written): the record knows the lock key.
+		o.Team, o.Project, o.Ref = rec.Team, rec.Project, rec.Ref
+	}
+	log := r.log.With("build_id", o.BuildID, "lock_key", o.LockKey())
 	if !rec.Status.Final() {
 		rec.Status = o.Status
 		rec.ExitCode = o.ExitCode
@@ -102,7 +107,9 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 		}
 		log.Info("build ended", "status", rec.Status, "reason", rec.Reason, "duration", rec.Duration())
 	}
-	if err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
+	if o.Team == "" {
+		log.Warn("build has neither labels nor a record; its lock, if any, is freed when its lease expires")
+	} else if err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
 		if !errors.Is(err, build.ErrConflict) {
 			return fmt.Errorf("release lock %s: %w", o.LockKey(), err)
 		}

@@ -1,0 +1,74 @@
+// Command dispatcher consumes build requests: catalog lookup, managed-ref
+// filter, once-only check, branch lock and concurrency slot, launch; or
+// deferral, or a recorded drop. Several replicas may run. It serves
+// /healthz and /readyz on DECAP_DISPATCHER_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/dispatch"
+	"github.com/decap-ci/decap/internal/embedded"
+	"github.com/decap-ci/decap/internal/health"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return errors.New("dispatcher takes no arguments; configure it with DECAP_* environment variables")
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "dispatcher")
+	b, err := embedded.Open(cfg, log, time.Now)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Catalog.Refresh(ctx); err != nil {
+		log.Error("first catalog refresh failed; will retry", "err", err)
+	}
+	go b.Catalog.Run(ctx, cfg.CatalogRefresh)
+	ex, err := b.OpenExecutor(time.Now)
+	if err != nil {
+		return err
+	}
+
+	host, _ := os.Hostname()
+	d := dispatch.New(dispatch.Config{
+		Owner: fmt.Sprintf("%s/%d", host, os.Getpid()), Cap: cfg.Cap,
+		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
+	}, dispatch.Deps{
+		Queue: b.Queue, Catalog: embedded.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
+		Idempotency: b.Idempotency, Records: b.Records, Launcher: ex,
+		Logger: log, Now: time.Now,
+	})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(
+			health.Check{Name: "database", Check: b.Ping},
+			health.Check{Name: "catalog", Check: embedded.CatalogLoaded(b.Catalog)},
+		), log)
+	}()
+	fmt.Fprintf(stdout, "dispatcher: consuming the queue (at most %d running builds)\n", cfg.Cap)
+	runErr := d.Run(ctx)
+	return errors.Join(runErr, <-errc)
+}

@@ -1,0 +1,80 @@
+// Command ingest is Decap's HTTP service: GitHub webhooks and API build
+// requests in, build requests onto the queue; the JSON API, health and
+// readiness out. It is configured by DECAP_* variables (see the README).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/embedded"
+	"github.com/decap-ci/decap/internal/health"
+	"github.com/decap-ci/decap/internal/ingest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ingest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return errors.New("ingest takes no arguments; configure it with DECAP_* environment variables")
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "ingest")
+	if cfg.InsecureSkipSignature {
+		log.Warn("DECAP_INSECURE_SKIP_SIGNATURE is on: webhooks are accepted WITHOUT signature verification; anyone who can reach this port can queue builds")
+	} else if len(cfg.WebhookSecret) == 0 {
+		log.Warn("no webhook secret configured (DECAP_GITHUB_WEBHOOK_SECRET): every webhook will be rejected with 401")
+	}
+	if cfg.AuthDisabled {
+		log.Warn("DECAP_AUTH=off: API mutations need no token")
+	} else if cfg.APIToken == "" {
+		log.Warn("no API token configured (DECAP_API_TOKEN): API mutations will be rejected with 401")
+	}
+
+	b, err := embedded.Open(cfg, log, time.Now)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Catalog.Refresh(ctx); err != nil {
+		log.Error("first catalog refresh failed; will retry", "err", err)
+	}
+	go b.Catalog.Run(ctx, cfg.CatalogRefresh)
+
+	var live ingest.LiveLogs
+	if ex, err := b.OpenExecutor(time.Now); err != nil {
+		log.Warn("live logs of running builds are unavailable", "err", err)
+	} else {
+		live = ex
+	}
+	srv := ingest.New(ingest.Config{
+		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
+		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
+	}, ingest.Deps{
+		Publisher: b.Queue, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
+		Ready: []ingest.Check{
+			{Name: "database", Check: b.Ping},
+			{Name: "catalog", Check: embedded.CatalogLoaded(b.Catalog)},
+		},
+		Logger: log, Now: time.Now,
+	})
+	fmt.Fprintf(stdout, "ingest: serving the API on http://%s/\n", cfg.IngestAddr)
+	return health.Serve(ctx, cfg.IngestAddr, srv, log)
+}

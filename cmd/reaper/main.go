@@ -1,0 +1,80 @@
+// Command reaper ends builds: when a build's process (or Pod) ends it writes
+// the final record, releases the branch lock and slot, and removes what is
+// left. On start it reconciles every build that ended while it was down. It
+// serves /healthz and /readyz on DECAP_REAPER_ADDR.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/embedded"
+	"github.com/decap-ci/decap/internal/health"
+	"github.com/decap-ci/decap/internal/reap"
+)
+
+// reconcileEvery is how often builds recorded as running are checked for a
+// vanished process.
+const reconcileEvery = time.Minute
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "reaper:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return errors.New("reaper takes no arguments; configure it with DECAP_* environment variables")
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger(stderr, "reaper")
+	b, err := embedded.Open(cfg, log, time.Now)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	ex, err := b.OpenExecutor(time.Now)
+	if err != nil {
+		return err
+	}
+	r := reap.New(b.Records, b.Locks, ex, log, time.Now)
+
+	errc := make(chan error, 1)
+	go func() {
+		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(health.Check{Name: "database", Check: b.Ping}), log)
+	}()
+	go func() {
+		t := time.NewTicker(reconcileEvery)
+		defer t.Stop()
+		for {
+			if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				log.Error("reconcile running builds", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	fmt.Fprintln(stdout, "reaper: watching builds")
+	watchErr := ex.Watch(ctx, r.Handle)
+	if errors.Is(watchErr, context.Canceled) {
+		watchErr = nil
+	}
+	return errors.Join(watchErr, <-errc)
+}

@@ -1,0 +1,115 @@
+package buildtest
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// FakeLocks is an in-memory Locks measured by an injected clock. It is safe
+// for concurrent use.
+type FakeLocks struct {
+	now func() time.Time
+
+	mu     sync.Mutex
+	leases map[string]build.Lease
+}
+
+// NewLocks returns a FakeLocks with no leases, reading time from now.
+func NewLocks(now func() time.Time) *FakeLocks {
+	return &FakeLocks{now: now, leases: map[string]build.Lease{}}
+}
+
+// Acquire takes l.Key and a slot of cap for l.BuildID; see Locks.
+func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
+	if l.Key == "" || l.BuildID == "" {
+		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if held, ok := s.leases[l.Key]; ok && held.ExpiresAt.After(now) {
+		if held.BuildID != l.BuildID {
+			return fmt.Errorf("acquire lock %s: %w by build %s", l.Key, build.ErrLocked, held.BuildID)
+		}
+		held.ExpiresAt = l.ExpiresAt
+		s.leases[l.Key] = held
+		return nil
+	}
+	if cap > 0 {
+		n := 0
+		for _, held := range s.leases {
+			if held.ExpiresAt.After(now) {
+				n++
+			}
+		}
+		if n >= cap {
+			return fmt.Errorf("acquire lock %s: %w (%d)", l.Key, build.ErrCapReached, cap)
+		}
+	}
+	s.leases[l.Key] = l
+	return nil
+}
+
+// Extend moves the expiry of an unexpired lease held by id; see Locks.
+func (s *FakeLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.leases[key]
+	if !ok || held.BuildID != id || !held.ExpiresAt.After(s.now()) {
+		return fmt.Errorf("extend lock %s: %w for build %s", key, build.ErrNotFound, id)
+	}
+	held.ExpiresAt = until
+	s.leases[key] = held
+	return nil
+}
+
+// Release drops key if id holds it; see Locks.
+func (s *FakeLocks) Release(ctx context.Context, key string, id build.ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.leases[key]
+	switch {
+	case !ok:
+		return nil
+	case held.BuildID == id:
+		delete(s.leases, key)
+		return nil
+	case held.ExpiresAt.After(s.now()):
+		return fmt.Errorf("release lock %s: %w: held by build %s", key, build.ErrConflict, held.BuildID)
+	}
+	return nil
+}
+
+// ForceRelease drops key whoever holds it; see Locks.
+func (s *FakeLocks) ForceRelease(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.leases[key]
+	if ok {
+		delete(s.leases, key)
+	}
+	if !ok || !held.ExpiresAt.After(s.now()) {
+		return fmt.Errorf("force-release lock %s: %w", key, build.ErrNotFound)
+	}
+	return nil
+}
+
+// List returns unexpired leases ordered by key.
+func (s *FakeLocks) List(ctx context.Context) ([]build.Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var out []build.Lease
+	for _, l := range s.leases {
+		if l.ExpiresAt.After(now) {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}

@@ -1,0 +1,186 @@
+// Package config reads Decap's settings from DECAP_* environment variables,
+// the same for every service, so one table in the README describes them all.
+// Secrets may come from a file (VAR_FILE) instead of the variable itself and
+// are never part of an error message.
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every service's configuration; each service reads what it needs.
+type Config struct {
+	// Backend is where the queue, locks and records live: "embedded".
+	Backend string
+	// Executor runs builds: "local".
+	Executor string
+	// DataDir holds the embedded backend's state (SQLite, blobs, run dirs).
+	DataDir string
+	// BuildScripts is the build-scripts repository: a directory or git URL.
+	BuildScripts string
+	// CatalogRefresh is how often the catalog is rescanned.
+	CatalogRefresh time.Duration
+
+	// IngestAddr, DispatcherAddr and ReaperAddr are listen addresses.
+	IngestAddr, DispatcherAddr, ReaperAddr string
+
+	WebhookSecret         []byte
+	InsecureSkipSignature bool
+	APIToken              string
+	AuthDisabled          bool
+
+	// Cap bounds running builds; 0 means no cap.
+	Cap int
+	// DispatchWorkers bounds decisions in flight per dispatcher.
+	DispatchWorkers int
+	// MaxDeferAge is how long a request may wait before it expires.
+	MaxDeferAge time.Duration
+	// Entrypoint is the decap-entrypoint binary the local executor runs.
+	Entrypoint string
+	// ReapInterval is how often the local reaper scans for ended builds.
+	ReapInterval time.Duration
+
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// Load reads the configuration through getenv. A value that cannot be parsed
+// is an error naming the variable (never the value of a secret).
+func Load(getenv func(string) string) (Config, error) {
+	c := Config{
+		Backend:         or(getenv("DECAP_BACKEND"), "embedded"),
+		Executor:        or(getenv("DECAP_EXECUTOR"), "local"),
+		DataDir:         or(getenv("DECAP_DATA_DIR"), ".decap"),
+		BuildScripts:    or(getenv("DECAP_BUILD_SCRIPTS"), "examples/build-scripts"),
+		IngestAddr:      or(getenv("DECAP_ADDR"), "127.0.0.1:8080"),
+		DispatcherAddr:  or(getenv("DECAP_DISPATCHER_ADDR"), "127.0.0.1:8081"),
+		ReaperAddr:      or(getenv("DECAP_REAPER_ADDR"), "127.0.0.1:8082"),
+		Entrypoint:      getenv("DECAP_ENTRYPOINT"),
+		LogFormat:       or(getenv("DECAP_LOG_FORMAT"), "json"),
+		Cap:             4,
+		DispatchWorkers: 32,
+	}
+	var errs []string
+	fail := func(name, why string) { errs = append(errs, name+": "+why) }
+
+	dur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fail(name, "want a positive duration such as 30s or 5m")
+			return def
+		}
+		return d
+	}
+	integer := func(name string, def, min int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min {
+			fail(name, fmt.Sprintf("want a whole number >= %d", min))
+			return def
+		}
+		return n
+	}
+	boolean := func(name string) bool {
+		switch strings.ToLower(getenv(name)) {
+		case "", "0", "false", "no", "off":
+			return false
+		case "1", "true", "yes", "on":
+			return true
+		}
+		fail(name, "want true or false")
+		return false
+	}
+	secret := func(name string) string {
+		v, file := getenv(name), getenv(name+"_FILE")
+		if v != "" && file != "" {
+			fail(name, "set either "+name+" or "+name+"_FILE, not both")
+			return ""
+		}
+		if file == "" {
+			return v
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			fail(name+"_FILE", "cannot read the file it names")
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+
+	c.CatalogRefresh = dur("DECAP_CATALOG_REFRESH", 30*time.Second)
+	c.MaxDeferAge = dur("DECAP_MAX_DEFER_AGE", 24*time.Hour)
+	c.ReapInterval = dur("DECAP_REAP_INTERVAL", 500*time.Millisecond)
+	c.Cap = integer("DECAP_MAX_RUNNING_BUILDS", c.Cap, 0)
+	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
+	c.WebhookSecret = []byte(secret("DECAP_GITHUB_WEBHOOK_SECRET"))
+	c.APIToken = secret("DECAP_API_TOKEN")
+	c.InsecureSkipSignature = boolean("DECAP_INSECURE_SKIP_SIGNATURE")
+	switch strings.ToLower(or(getenv("DECAP_AUTH"), "on")) {
+	case "on":
+	case "off":
+		c.AuthDisabled = true
+	default:
+		fail("DECAP_AUTH", "want on or off")
+	}
+	switch strings.ToLower(or(getenv("DECAP_LOG_LEVEL"), "info")) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		fail("DECAP_LOG_LEVEL", "want debug, info, warn or error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		fail("DECAP_LOG_FORMAT", "want json or text")
+	}
+	if c.Backend != "embedded" {
+		fail("DECAP_BACKEND", fmt.Sprintf("%q is not supported (want embedded)", c.Backend))
+	}
+	if c.Executor != "local" {
+		fail("DECAP_EXECUTOR", fmt.Sprintf("%q is not supported (want local)", c.Executor))
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return Config{}, fmt.Errorf("configuration: DECAP_DATA_DIR: %w", err)
+	}
+	c.DataDir = abs
+	return c, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// Logger returns the slog logger the configuration asks for, writing to w.
+func (c Config) Logger(w io.Writer, service string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if c.LogFormat == "text" {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(h).With("service", service)
+}

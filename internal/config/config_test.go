@@ -1,0 +1,70 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/decap-ci/decap/internal/config"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IngestAddr != "127.0.0.1:8080" || c.Backend != "embedded" || c.Cap != 4 || c.CatalogRefresh != 30*time.Second || c.AuthDisabled {
+		t.Errorf("defaults: got %+v", c)
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		t.Errorf("DataDir = %q, want absolute", c.DataDir)
+	}
+}
+
+func TestLoadSecretsFromFile(t *testing.T) {
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte("s3cr3t-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(env(map[string]string{"DECAP_GITHUB_WEBHOOK_SECRET_FILE": f, "DECAP_API_TOKEN": "tok"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.WebhookSecret) != "s3cr3t-value" || c.APIToken != "tok" {
+		t.Errorf("secrets: got %q and %q", c.WebhookSecret, c.APIToken)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"bad duration", map[string]string{"DECAP_CATALOG_REFRESH": "often"}, "DECAP_CATALOG_REFRESH"},
+		{"negative cap", map[string]string{"DECAP_MAX_RUNNING_BUILDS": "-1"}, "DECAP_MAX_RUNNING_BUILDS"},
+		{"bad auth", map[string]string{"DECAP_AUTH": "maybe"}, "DECAP_AUTH"},
+		{"unknown backend", map[string]string{"DECAP_BACKEND": "etcd"}, "DECAP_BACKEND"},
+		{"both secret forms", map[string]string{"DECAP_API_TOKEN": "hunter2", "DECAP_API_TOKEN_FILE": "/x"}, "not both"},
+		{"missing secret file", map[string]string{"DECAP_API_TOKEN_FILE": "/nonexistent/hunter2"}, "DECAP_API_TOKEN_FILE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load: got %v, want error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q leaks a secret", err)
+			}
+		})
+	}
+}

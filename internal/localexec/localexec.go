@@ -1,0 +1,384 @@
+// Package localexec is the embedded default's executor, the stand-in for
+// Kubernetes build Pods: each build runs decap-entrypoint as a detached
+// local process in its own directory, <RunDir>/<pod name>/.
+//
+// The directory is the whole state, so the process that launches builds (the
+// dispatcher) and the process that observes their end (the reaper) share
+// nothing but the file system, and either may restart at any time:
+//
+//	launch.lock     flock held while a build is being launched
+//	job.json        the build.Job
+//	scripts/        the build scripts at the catalog commit
+//	workspace/      the script's working directory
+//	artifacts/      BUILD_ARTIFACTS
+//	pid             "<pid> <start time>" of decap-entrypoint
+//	script.pid      "<pid> <start time>" of build.sh, also its process group
+//	console.log     the live console log
+//	entrypoint.out  decap-entrypoint's own output
+//	result.json     the entrypoint.Result, once the build ended
+package localexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/entrypoint"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPollInterval = 500 * time.Millisecond
+	DefaultLaunchGrace  = 30 * time.Second
+)
+
+// Scripts exports the build scripts. The catalog implements it.
+type Scripts interface {
+	// Export writes the files of team/project at commit under dest, as
+	// dest/<team>/<project>/build.sh and so on. dest exists and is empty.
+	Export(ctx context.Context, commit, team, project, dest string) error
+}
+
+// Config configures an Executor.
+type Config struct {
+	// RunDir holds one directory per build; created if missing.
+	RunDir string
+	// BlobsDir is the localfs.Blobs directory the builds upload to.
+	BlobsDir string
+	// EntrypointPath is the decap-entrypoint binary.
+	EntrypointPath string
+	Scripts        Scripts
+	// Env is the environment of decap-entrypoint and so the base of the
+	// build script's. Nil means PATH, HOME, USER, LOGNAME, SHELL, LANG,
+	// LC_ALL, TZ and TMPDIR of this process: no secrets of the dispatcher.
+	Env []string
+	// PollInterval is how often Watch scans RunDir; zero means
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// LaunchGrace is how long a build directory may stay without a process
+	// before Watch reports the launch as interrupted; zero means
+	// DefaultLaunchGrace.
+	LaunchGrace time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Executor launches builds as local processes and observes their end. Any
+// number of Executors, in any number of processes, may share a RunDir.
+type Executor struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns an Executor. It creates RunDir and checks that the entrypoint
+// binary exists.
+func New(cfg Config) (*Executor, error) {
+	switch {
+	case cfg.RunDir == "":
+		return nil, fmt.Errorf("%w: run directory is empty", build.ErrInvalid)
+	case cfg.BlobsDir == "":
+		return nil, fmt.Errorf("%w: blobs directory is empty", build.ErrInvalid)
+	case cfg.EntrypointPath == "":
+		return nil, fmt.Errorf("%w: entrypoint path is empty", build.ErrInvalid)
+	case cfg.Scripts == nil:
+		return nil, fmt.Errorf("%w: no build scripts source", build.ErrInvalid)
+	}
+	if info, err := os.Stat(cfg.EntrypointPath); err != nil {
+		return nil, fmt.Errorf("entrypoint binary: %w", err)
+	} else if !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
+		return nil, fmt.Errorf("%w: entrypoint %s is not an executable file", build.ErrInvalid, cfg.EntrypointPath)
+	}
+	var err error
+	// Absolute paths: the entrypoint runs in the build's directory.
+	if cfg.RunDir, err = filepath.Abs(cfg.RunDir); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	if cfg.BlobsDir, err = filepath.Abs(cfg.BlobsDir); err != nil {
+		return nil, fmt.Errorf("blobs directory: %w", err)
+	}
+	if cfg.EntrypointPath, err = filepath.Abs(cfg.EntrypointPath); err != nil {
+		return nil, fmt.Errorf("entrypoint path: %w", err)
+	}
+	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create run directory: %w", err)
+	}
+	if cfg.Env == nil {
+		for _, name := range []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR"} {
+			if v, ok := os.LookupEnv(name); ok {
+				cfg.Env = append(cfg.Env, name+"="+v)
+			}
+		}
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.LaunchGrace <= 0 {
+		cfg.LaunchGrace = DefaultLaunchGrace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Executor{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// dir returns the build's directory after checking the ID, so that no ID
+// reaches outside RunDir.
+func (e *Executor) dir(id build.ID) (string, error) {
+	if _, err := build.ParseID(string(id)); err != nil {
+		return "", err
+	}
+	return filepath.Join(e.cfg.RunDir, id.PodName()), nil
+}
+
+// Launch starts the build, the local counterpart of creating its Pod.
+//
+// It is idempotent: when the build was launched already (its process runs
+// or ran), it returns nil and starts nothing, also when another process
+// launches it at the same moment. A launch that was interrupted before the
+// process started (the launcher died) is completed. A build whose scripts
+// cannot be exported is launched as ended: its result says errored, and
+// Watch reports it. An error means nothing was started; the caller may
+// retry.
+//
+// The build process outlives the caller; Watch, in any process, sees its
+// end.
+func (e *Executor) Launch(ctx context.Context, job build.Job) error {
+	req := job.Request
+	dir, err := e.dir(req.BuildID)
+	if err != nil {
+		return err
+	}
+	if err := build.ValidateName("team", req.Team); err != nil {
+		return err
+	}
+	if err := build.ValidateName("project", req.Project); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("launch %s: %w", req.BuildID, err)
+	}
+	l, err := takeLock(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("launch %s: %w", req.BuildID, err)
+	}
+	defer l.unlock()
+	if launched(dir) {
+		return nil
+	}
+	if err := e.launch(ctx, dir, job); err != nil {
+		return fmt.Errorf("launch %s: %w", req.BuildID, err)
+	}
+	return nil
+}
+
+// launched reports whether a process was started, or an end recorded, for
+// the build in dir.
+func launched(dir string) bool {
+	for _, name := range []string{pidFile, ResultFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// launch does the work of Launch, under the launch lock, from any point an
+// earlier launch was interrupted at.
+func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error {
+	if err := writeJob(dir, job); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ConsoleLogFile), nil, 0o644); err != nil {
+		return fmt.Errorf("create console log: %w", err)
+	}
+	scripts := filepath.Join(dir, ScriptsDir)
+	if err := removeAll(scripts); err != nil {
+		return fmt.Errorf("clear scripts: %w", err)
+	}
+	if err := os.Mkdir(scripts, 0o755); err != nil {
+		return fmt.Errorf("create scripts: %w", err)
+	}
+	req := job.Request
+	if err := e.cfg.Scripts.Export(ctx, job.CatalogCommit, req.Team, req.Project, scripts); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("export build scripts: %w", err)
+		}
+		// Like a Pod whose checkout failed: launched, and ended.
+		return e.endUnstarted(dir, "export build scripts: "+err.Error())
+	}
+	for _, sub := range []string{WorkspaceDir, ArtifactsDir} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", sub, err)
+		}
+	}
+	out, err := os.OpenFile(filepath.Join(dir, outFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("create entrypoint output: %w", err)
+	}
+	defer out.Close()
+	cmd := exec.Command(e.cfg.EntrypointPath, "-run-dir", dir, "-blobs", e.cfg.BlobsDir)
+	cmd.Dir = dir
+	cmd.Env = e.cfg.Env
+	cmd.Stdout, cmd.Stderr = out, out // stdin is /dev/null
+	// Its own process group: a signal to the launcher's group (Ctrl-C)
+	// does not reach the build.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start entrypoint: %w", err)
+	}
+	// Not yet waited for, the child cannot vanish from /proc: it is at
+	// worst a zombie, whose start time still reads.
+	start, err := startTime(cmd.Process.Pid)
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(dir, pidFile), []byte(process{cmd.Process.Pid, start}.String()))
+	}
+	if err != nil {
+		// Without a pid file nobody could tell this process from an
+		// interrupted launch: stop it, and let the caller retry.
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("record entrypoint pid: %w", err)
+	}
+	go cmd.Wait() // reap it, so no zombie stays while this process lives
+	return nil
+}
+
+// endUnstarted records the end of a build that never started.
+func (e *Executor) endUnstarted(dir, reason string) error {
+	now := e.cfg.Now()
+	if f, err := os.OpenFile(filepath.Join(dir, ConsoleLogFile), os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		fmt.Fprintf(f, "decap: %s\n", reason)
+		f.Close()
+	}
+	_, err := writeResultOnce(dir, entrypoint.Result{Status: build.StatusErrored, Reason: reason, StartedAt: now, FinishedAt: now})
+	return err
+}
+
+// Cancel stops a running build: decap-entrypoint gets SIGTERM, stops the
+// script's process group, uploads what there is and records the build as
+// cancelled. It gives build.ErrNotFound when no such build runs.
+func (e *Executor) Cancel(ctx context.Context, id build.ID) error {
+	dir, err := e.dir(id)
+	if err != nil {
+		return err
+	}
+	p, err := readProcess(filepath.Join(dir, pidFile))
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !p.alive() {
+		return fmt.Errorf("cancel %s: %w", id, build.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	if err := syscall.Kill(p.pid, syscall.SIGTERM); errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("cancel %s: %w", id, build.ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	return nil
+}
+
+// Remove deletes the build's directory, the counterpart of deleting its
+// Pod. The caller must have recorded the build's end first: its live log
+// and its Outcome are gone afterwards. Removing a missing build is not an
+// error; removing a running one gives build.ErrConflict.
+func (e *Executor) Remove(ctx context.Context, id build.ID) error {
+	dir, err := e.dir(id)
+	if err != nil {
+		return err
+	}
+	if p, err := readProcess(filepath.Join(dir, pidFile)); err == nil && p.alive() {
+		return fmt.Errorf("remove %s: %w: build is running", id, build.ErrConflict)
+	}
+	if err := removeAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	return nil
+}
+
+// Running returns the builds whose process runs, oldest first.
+func (e *Executor) Running(ctx context.Context) ([]build.ID, error) {
+	ids, err := e.list()
+	if err != nil {
+		return nil, err
+	}
+	var running []build.ID
+	for _, id := range ids {
+		p, err := readProcess(filepath.Join(e.cfg.RunDir, id.PodName(), pidFile))
+		if err == nil && p.alive() {
+			running = append(running, id)
+		}
+	}
+	return running, nil
+}
+
+// OpenLiveLog opens the build's console log as it is being written; reading
+// to EOF and again later follows it. It gives build.ErrNotFound when there
+// is no such build (or it was removed).
+func (e *Executor) OpenLiveLog(id build.ID) (io.ReadCloser, error) {
+	dir, err := e.dir(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(dir, ConsoleLogFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open live log %s: %w", id, build.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open live log %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// list returns the IDs of the build directories in RunDir, oldest first.
+func (e *Executor) list() ([]build.ID, error) {
+	entries, err := os.ReadDir(e.cfg.RunDir)
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	var ids []build.ID
+	for _, ent := range entries { // ReadDir sorts by name: UUIDv7s by time
+		name, ok := strings.CutPrefix(ent.Name(), "build-")
+		if !ok || !ent.IsDir() {
+			continue
+		}
+		if id, err := build.ParseID(name); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// removeAll is os.RemoveAll that also removes read-only directories, as
+// builds leave them (Go's module cache, for one).
+func removeAll(path string) error {
+	err := os.RemoveAll(path)
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(path)
+}
+
+// Present returns every build that has a directory, running or ended but
+// not yet removed: the local counterpart of listing build Pods.
+func (e *Executor) Present(ctx context.Context) ([]build.ID, error) {
+	return e.list()
+}

@@ -1,0 +1,281 @@
+package localexec
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/entrypoint"
+)
+
+// Files of a build's directory, <RunDir>/<pod name>/. The local executor
+// writes the job, the scripts and pid; decap-entrypoint writes the console
+// log, script.pid and the result.
+const (
+	JobFile        = "job.json"
+	ResultFile     = "result.json"
+	ConsoleLogFile = "console.log"
+	ScriptsDir     = "scripts"
+	WorkspaceDir   = "workspace"
+	ArtifactsDir   = "artifacts"
+	pidFile        = "pid"
+	scriptPIDFile  = "script.pid"
+	lockFile       = "launch.lock"
+	outFile        = "entrypoint.out"
+)
+
+// jobJSON is the content of job.json.
+type jobJSON struct {
+	Request       build.Request    `json:"request"`
+	Descriptor    build.Descriptor `json:"descriptor"`
+	CatalogCommit string           `json:"catalogCommit,omitempty"`
+	// Timeout is a Go duration such as "1h0m0s".
+	Timeout string `json:"timeout"`
+}
+
+func writeJob(dir string, job build.Job) error {
+	data, err := json.MarshalIndent(jobJSON{
+		Request:       job.Request,
+		Descriptor:    job.Descriptor,
+		CatalogCommit: job.CatalogCommit,
+		Timeout:       job.Timeout.String(),
+	}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode job: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, JobFile), append(data, '\n'))
+}
+
+// ReadJob reads the job.json of the build directory dir.
+func ReadJob(dir string) (build.Job, error) {
+	data, err := os.ReadFile(filepath.Join(dir, JobFile))
+	if err != nil {
+		return build.Job{}, fmt.Errorf("read job: %w", err)
+	}
+	var j jobJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return build.Job{}, fmt.Errorf("%w: job.json: %v", build.ErrInvalid, err)
+	}
+	timeout, err := time.ParseDuration(j.Timeout)
+	if err != nil {
+		return build.Job{}, fmt.Errorf("%w: job.json: timeout: %v", build.ErrInvalid, err)
+	}
+	return build.Job{Request: j.Request, Descriptor: j.Descriptor, CatalogCommit: j.CatalogCommit, Timeout: timeout}, nil
+}
+
+// WriteResult writes result.json into the build directory dir, atomically.
+func WriteResult(dir string, r entrypoint.Result) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, ResultFile), append(data, '\n'))
+}
+
+// writeResultOnce writes result.json unless there is one already; it
+// reports whether it wrote.
+func writeResultOnce(dir string, r entrypoint.Result) (bool, error) {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return false, fmt.Errorf("encode result: %w", err)
+	}
+	tmp, err := writeTemp(dir, ResultFile, append(data, '\n'))
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp)
+	// link, unlike rename, fails when the target exists.
+	err = os.Link(tmp, filepath.Join(dir, ResultFile))
+	if errors.Is(err, fs.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("write result: %w", err)
+	}
+	return true, nil
+}
+
+// readResult reads result.json; fs.ErrNotExist when there is none.
+func readResult(dir string) (entrypoint.Result, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ResultFile))
+	if err != nil {
+		return entrypoint.Result{}, err
+	}
+	var r entrypoint.Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return entrypoint.Result{}, fmt.Errorf("%w: result.json: %v", build.ErrInvalid, err)
+	}
+	return r, nil
+}
+
+// WriteScriptPID records the build script's process (also its process
+// group), so that the group can be stopped if decap-entrypoint dies.
+func WriteScriptPID(dir string, pid int) error {
+	start, err := startTime(pid)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, scriptPIDFile), []byte(process{pid, start}.String()))
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// writeTemp writes data to a synced temporary file in dir and returns its
+// path.
+func writeTemp(dir, name string, data []byte) (string, error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	tmp := filepath.Join(dir, "."+name+".tmp-"+hex.EncodeToString(b[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	return tmp, nil
+}
+
+// process identifies a process across pid reuse: its pid and its start time
+// in clock ticks since boot.
+type process struct {
+	pid   int
+	start uint64
+}
+
+func (p process) String() string { return fmt.Sprintf("%d %d\n", p.pid, p.start) }
+
+// readProcess reads a pid file; fs.ErrNotExist when there is none.
+func readProcess(path string) (process, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return process{}, err
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return process{}, fmt.Errorf("%w: %s: want pid and start time", build.ErrInvalid, filepath.Base(path))
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	start, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 0 {
+		return process{}, fmt.Errorf("%w: %s: want pid and start time", build.ErrInvalid, filepath.Base(path))
+	}
+	return process{pid, start}, nil
+}
+
+// alive reports whether the process still runs: its pid exists with the
+// same start time and is not a zombie.
+func (p process) alive() bool {
+	state, start, err := procStat(p.pid)
+	return err == nil && start == p.start && state != 'Z' && state != 'X'
+}
+
+// exists reports whether the pid is taken by the same process, even as a
+// zombie.
+func (p process) exists() bool {
+	_, start, err := procStat(p.pid)
+	return err == nil && start == p.start
+}
+
+func startTime(pid int) (uint64, error) {
+	_, start, err := procStat(pid)
+	return start, err
+}
+
+// procStat reads the state (field 3) and start time (field 22) of
+// /proc/<pid>/stat.
+func procStat(pid int) (byte, uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) is in parentheses and may contain anything.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return f[0][0], start, nil
+}
+
+// lock holds an exclusive flock on a build's launch.lock.
+type lock struct{ f *os.File }
+
+// tryLock takes the lock if it is free; ok is false when another process
+// (or another Executor in this one) holds it.
+func tryLock(dir string) (l lock, ok bool, err error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return lock{}, false, fmt.Errorf("open launch lock: %w", err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return lock{}, false, nil
+	}
+	if err != nil {
+		f.Close()
+		return lock{}, false, fmt.Errorf("lock launch: %w", err)
+	}
+	return lock{f}, true, nil
+}
+
+// takeLock waits for the lock until ctx is done.
+func takeLock(ctx context.Context, dir string) (lock, error) {
+	for {
+		l, ok, err := tryLock(dir)
+		if err != nil || ok {
+			return l, err
+		}
+		select {
+		case <-ctx.Done():
+			return lock{}, fmt.Errorf("lock launch: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// unlock releases the lock; closing the file drops the flock.
+func (l lock) unlock() { l.f.Close() }

@@ -1,0 +1,204 @@
+package localexec
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/entrypoint"
+)
+
+// Reasons of the outcomes Watch makes up for builds that left no result.
+const (
+	ReasonNoResult          = "entrypoint process exited without a result"
+	ReasonLaunchInterrupted = "launch interrupted"
+)
+
+// Watch calls handle with the Outcome of every build that has ended, until
+// ctx is done; then it returns nil. It scans RunDir at once, which
+// reconciles builds that ended while nobody watched, and then every
+// PollInterval.
+//
+// A build has ended when decap-entrypoint wrote its result; when its process
+// is gone without one (killed, crashed), which gives an errored Outcome and
+// stops what is left of the script; or when its launch was interrupted and
+// LaunchGrace has passed, also errored. Running builds are left alone.
+//
+// handle is called again on every scan until the build is removed, so it
+// must be idempotent and should end with Remove. Its errors are logged and
+// the build is retried on the next scan.
+func (e *Executor) Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error {
+	ticker := time.NewTicker(e.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		e.scan(ctx, handle)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+func (e *Executor) scan(ctx context.Context, handle func(context.Context, build.Outcome) error) {
+	ids, err := e.list()
+	if err != nil {
+		e.log.Error("scan builds", "err", err)
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		log := e.log.With("build_id", string(id))
+		o, ended, err := e.inspect(id)
+		if err != nil {
+			log.Error("inspect build", "err", err)
+			continue
+		}
+		if !ended {
+			continue
+		}
+		log = log.With("lock_key", o.LockKey())
+		if err := handle(ctx, o); err != nil {
+			log.Error("handle build outcome", "status", string(o.Status), "err", err)
+		}
+	}
+}
+
+// inspect decides whether the build has ended and, if so, how.
+func (e *Executor) inspect(id build.ID) (build.Outcome, bool, error) {
+	dir := filepath.Join(e.cfg.RunDir, id.PodName())
+	p, err := readProcess(filepath.Join(dir, pidFile))
+	switch {
+	case err == nil:
+		// Liveness first, result second: a process seen dead cannot
+		// write its result afterwards.
+		if p.alive() {
+			return build.Outcome{}, false, nil
+		}
+		res, err := readResult(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			e.stopScript(dir)
+			if res, err = e.synthesize(dir, ReasonNoResult, modTime(filepath.Join(dir, pidFile))); err != nil {
+				return build.Outcome{}, false, err
+			}
+		} else if err != nil {
+			return build.Outcome{}, false, err
+		}
+		return e.outcome(id, dir, res), true, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return build.Outcome{}, false, err
+	}
+
+	// No process was recorded: launching, or launched as ended (the
+	// scripts could not be exported), or the launcher died.
+	res, err := readResult(dir)
+	if err == nil {
+		return e.outcome(id, dir, res), true, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return build.Outcome{}, false, err
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) { // removed meanwhile
+			return build.Outcome{}, false, nil
+		}
+		return build.Outcome{}, false, err
+	}
+	if e.cfg.Now().Sub(info.ModTime()) < e.cfg.LaunchGrace {
+		return build.Outcome{}, false, nil
+	}
+	l, ok, err := tryLock(dir)
+	if err != nil || !ok {
+		return build.Outcome{}, false, err // a launcher is at work
+	}
+	defer l.unlock()
+	if launched(dir) {
+		return build.Outcome{}, false, nil // it finished meanwhile; next scan
+	}
+	// Recorded under the lock, so a late Launch of this build finds it
+	// ended and starts nothing.
+	if res, err = e.synthesize(dir, ReasonLaunchInterrupted, time.Time{}); err != nil {
+		return build.Outcome{}, false, err
+	}
+	return e.outcome(id, dir, res), true, nil
+}
+
+// synthesize records an errored result for a build that left none, and
+// returns the recorded result: the first one, if another scan won.
+func (e *Executor) synthesize(dir, reason string, started time.Time) (entrypoint.Result, error) {
+	now := e.cfg.Now()
+	if started.IsZero() {
+		started = now
+	}
+	if _, err := writeResultOnce(dir, entrypoint.Result{
+		Status:     build.StatusErrored,
+		Reason:     reason,
+		StartedAt:  started,
+		FinishedAt: now,
+	}); err != nil {
+		return entrypoint.Result{}, err
+	}
+	return readResult(dir)
+}
+
+// stopScript kills what is left of the build script's process group after
+// decap-entrypoint died. The group is signalled only while it is provably
+// the script's: its leader still runs with the recorded start time, or no
+// process holds the leader's pid, which Linux does not give out again while
+// the group has members.
+func (e *Executor) stopScript(dir string) {
+	p, err := readProcess(filepath.Join(dir, scriptPIDFile))
+	if err != nil {
+		return // the script never started, or its pid is unknown
+	}
+	if _, _, err := procStat(p.pid); err == nil && !p.exists() {
+		return // the pid belongs to another process now
+	}
+	if err := syscall.Kill(-p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		e.log.Error("stop orphaned build script", "dir", filepath.Base(dir), "err", err)
+	}
+}
+
+// outcome turns a result into the build's Outcome, with the names from
+// job.json; those stay empty if the launch was interrupted before it was
+// written.
+func (e *Executor) outcome(id build.ID, dir string, res entrypoint.Result) build.Outcome {
+	o := build.Outcome{
+		BuildID:      id,
+		PodName:      id.PodName(),
+		Status:       res.Status,
+		ExitCode:     res.ExitCode,
+		Reason:       res.Reason,
+		StartedAt:    res.StartedAt,
+		FinishedAt:   res.FinishedAt,
+		LogKey:       res.LogKey,
+		ArtifactsKey: res.ArtifactsKey,
+	}
+	if job, err := ReadJob(dir); err == nil {
+		o.Team, o.Project, o.Ref = job.Request.Team, job.Request.Project, job.Request.Ref
+	}
+	switch o.Status {
+	case build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored:
+	default: // not a status a build run ends with
+
+		o.Status = build.StatusErrored
+		o.Reason = "result has status " + string(res.Status)
+	}
+	return o
+}
+
+func modTime(path string) time.Time {
+	info, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return info.ModTime()
+}

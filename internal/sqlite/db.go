@@ -1,0 +1,298 @@
+// Package sqlite is the embedded default's durable store: the build queue,
+// branch locks with the concurrency cap, idempotency claims and build records
+// in one SQLite database file (modernc.org/sqlite, pure Go).
+//
+// Several processes (dispatcher, ingest, reaper) may open the same file at
+// once. The database runs in WAL mode; every read-modify-write runs in a
+// BEGIN IMMEDIATE transaction, so writers are serialized across processes by
+// SQLite's lock (waiting up to the busy timeout) and within a process by a
+// one-connection write pool. A queue Receive that finds nothing sleeps until a
+// wake-up: in-process through a channel, across processes through unix
+// datagram sockets in a wake directory; see Options.WakeDir.
+//
+// Errors that mean the database could not be used (locked past the busy
+// timeout, I/O failure, full disk) wrap build.ErrUnavailable.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// DefaultBusyTimeout is how long a statement waits for another connection's
+// lock before failing with build.ErrUnavailable.
+const DefaultBusyTimeout = 10 * time.Second
+
+// Options configures Open. Zero fields take the defaults.
+type Options struct {
+	// Now is the clock for leases, visibility and expiry (default time.Now).
+	Now func() time.Time
+	// BusyTimeout bounds waits for locks held by other connections or
+	// processes (default DefaultBusyTimeout).
+	BusyTimeout time.Duration
+	// WakeDir holds the unix datagram sockets through which processes
+	// sharing the database wake each other's queue receivers (default: the
+	// directory "wake" next to the database file). Every process opening
+	// the database must use the same WakeDir.
+	WakeDir string
+	// ReadConns bounds the connections used for reads (default 4).
+	ReadConns int
+}
+
+// DB is an open database. It is safe for concurrent use; Close it when done.
+type DB struct {
+	now  func() time.Time
+	rdb  *sql.DB // reads; several connections
+	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
+	wake *waker
+}
+
+// Open opens or creates the database file at path, configures it (WAL,
+// busy timeout, foreign keys, synchronous=NORMAL) and brings its schema up to
+// date. The directory must exist.
+func Open(path string, opts Options) (*DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("open database %q: %w: want a plain file path", path, build.ErrInvalid)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	if opts.WakeDir == "" {
+		opts.WakeDir = filepath.Join(filepath.Dir(path), "wake")
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	dsn := path + "?" + strings.Join([]string{
+		"_busy_timeout=" + strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10),
+		"_journal_mode=WAL",
+		"_synchronous=NORMAL",
+		"_foreign_keys=on",
+		"_txlock=immediate",
+	}, "&")
+	wdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetConnMaxIdleTime(0)
+	rdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(opts.ReadConns)
+	rdb.SetMaxIdleConns(opts.ReadConns)
+	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb}
+	if err := db.migrate(context.Background()); err != nil {
+		db.close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	w, err := newWaker(opts.WakeDir)
+	if err != nil {
+		db.close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.wake = w
+	return db, nil
+}
+
+// Close stops wake-ups and closes the database. Calls in progress fail.
+func (db *DB) Close() error {
+	if db.wake != nil {
+		db.wake.close()
+	}
+	return db.close()
+}
+
+func (db *DB) close() error {
+	return errors.Join(db.wdb.Close(), db.rdb.Close())
+}
+
+// migrations returns the statements that bring the schema from version i to
+// i+1. Append only: a released migration never changes.
+func migrations() []string {
+	return []string{schemaV1}
+}
+
+// schemaV1 is the first schema. Times are Unix nanoseconds.
+const schemaV1 = `
+CREATE TABLE queue_messages (
+	seq           INTEGER PRIMARY KEY AUTOINCREMENT, -- publish order
+	id            TEXT    NOT NULL UNIQUE,
+	group_id      TEXT    NOT NULL,
+	dedup_id      TEXT    NOT NULL,
+	body          BLOB    NOT NULL,
+	sent_at       INTEGER NOT NULL,
+	visible_at    INTEGER NOT NULL, -- receivable from; for a received message its lease end
+	receipt       TEXT    UNIQUE,   -- of the latest delivery; NULL before the first
+	receive_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_messages_group ON queue_messages (group_id, seq);
+CREATE INDEX queue_messages_visible ON queue_messages (visible_at);
+
+CREATE TABLE queue_dead_letters (
+	seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+	id            TEXT    NOT NULL,
+	group_id      TEXT    NOT NULL,
+	dedup_id      TEXT    NOT NULL,
+	body          BLOB    NOT NULL,
+	sent_at       INTEGER NOT NULL,
+	receive_count INTEGER NOT NULL,
+	reason        TEXT    NOT NULL,
+	dead_at       INTEGER NOT NULL
+);
+
+CREATE TABLE queue_dedup (
+	dedup_id   TEXT    PRIMARY KEY,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX queue_dedup_expires ON queue_dedup (expires_at);
+
+CREATE TABLE locks (
+	key         TEXT    PRIMARY KEY,
+	build_id    TEXT    NOT NULL,
+	owner       TEXT    NOT NULL,
+	acquired_at INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX locks_expires ON locks (expires_at);
+
+CREATE TABLE idempotency (
+	key        TEXT    PRIMARY KEY,
+	build_id   TEXT    NOT NULL,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX idempotency_expires ON idempotency (expires_at);
+
+CREATE TABLE records (
+	id          TEXT    PRIMARY KEY,
+	team        TEXT    NOT NULL,
+	project     TEXT    NOT NULL,
+	status      TEXT    NOT NULL,
+	rank        INTEGER NOT NULL, -- build.Status.Rank
+	queued_at   INTEGER NOT NULL,
+	started_at  INTEGER,
+	finished_at INTEGER,
+	doc         BLOB    NOT NULL  -- the build.Record as JSON
+) WITHOUT ROWID;
+CREATE INDEX records_history ON records (team, project, queued_at, id);
+CREATE INDEX records_running ON records (id) WHERE status = 'running';
+`
+
+// migrate applies the migrations the database lacks, in one transaction.
+func (db *DB) migrate(ctx context.Context) error {
+	return db.write(ctx, func(tx *sql.Tx) error {
+		steps := migrations()
+		var v int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if v > len(steps) {
+			return fmt.Errorf("%w: schema version %d is newer than this program's %d", build.ErrInvalid, v, len(steps))
+		}
+		for i := v; i < len(steps); i++ {
+			if _, err := tx.ExecContext(ctx, steps[i]); err != nil {
+				return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+			}
+		}
+		if v < len(steps) {
+			// PRAGMA takes no parameters; the value is an integer we made.
+			if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(len(steps))); err != nil {
+				return fmt.Errorf("set schema version: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn in a BEGIN IMMEDIATE transaction on the write connection and
+// commits it if fn returns nil. Errors from SQLite are classified (see
+// classify); errors of fn are returned as they are.
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return classify(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error of fn matters more
+		return classify(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// unavailableError marks an SQLite error that means the database could not
+// be used right now; it matches build.ErrUnavailable.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string        { return e.err.Error() }
+func (e unavailableError) Unwrap() error        { return e.err }
+func (e unavailableError) Is(target error) bool { return target == build.ErrUnavailable }
+
+// classify marks SQLite errors that mean "the database is unusable for now"
+// (busy or locked past the timeout, I/O errors, a full disk, a file that
+// cannot be opened) with build.ErrUnavailable. Other errors pass unchanged.
+func classify(err error) error {
+	var se *sqlite.Error
+	if err == nil || !errors.As(err, &se) || errors.Is(err, build.ErrUnavailable) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY:
+		return unavailableError{err}
+	}
+	return err
+}
+
+// nanos stores a time as Unix nanoseconds; the zero time is 0.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNanos is the inverse of nanos, in UTC.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// token returns a random 128-bit hex string for message IDs, receipts and
+// socket names.
+func token() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
+}
+
+// ensureDir creates dir (and parents) if missing.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Idempotency remembers which build owns a delivery or request
+// (buildtest.Idempotency). It is safe for concurrent use.
+type Idempotency struct {
+	db *DB
+}
+
+// NewIdempotency returns the idempotency claims stored in db.
+func NewIdempotency(db *DB) *Idempotency {
+	return &Idempotency{db: db}
+}
+
+// Claim records that key belongs to id for ttl unless an unexpired claim
+// exists, and returns the owner: id when the claim is new (or was id's
+// already), the earlier build's ID otherwise. An existing claim keeps its
+// expiry. Expired claims are purged as claims are made.
+func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error) {
+	if key == "" || id == "" || ttl <= 0 {
+		return "", fmt.Errorf("claim %s: %w: empty key or build id, or ttl not positive", key, build.ErrInvalid)
+	}
+	var owner string
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		now := nanos(s.db.now())
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO idempotency (key, build_id, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, expires_at = excluded.expires_at
+	WHERE idempotency.expires_at <= ?`, key, string(id), now+int64(ttl), now); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT build_id FROM idempotency WHERE key = ?`, key).Scan(&owner)
+	})
+	if err != nil {
+		return "", fmt.Errorf("claim %s: %w", key, err)
+	}
+	return build.ID(owner), nil
+}

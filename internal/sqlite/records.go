@@ -1,0 +1,235 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// DefaultPageSize is the page size ListProject uses when limit <= 0.
+const DefaultPageSize = 50
+
+// Records stores build records (buildtest.Records). Each record is kept whole
+// as JSON next to the columns that queries need. It is safe for concurrent
+// use.
+type Records struct {
+	db *DB
+}
+
+// NewRecords returns the build records stored in db.
+func NewRecords(db *DB) *Records {
+	return &Records{db: db}
+}
+
+// Save writes r, creating or replacing the stored record, unless the stored
+// record's status ranks higher than r's or is final: then build.ErrConflict
+// and nothing changes. A record without build ID or with an unknown status
+// gives build.ErrInvalid.
+func (s *Records) Save(ctx context.Context, r build.Record) error {
+	if r.BuildID == "" || !r.Status.Valid() {
+		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
+	}
+	doc, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
+	err = s.db.write(ctx, func(tx *sql.Tx) error {
+		// The WHERE of the upsert is the rank rule: rank 2 is final.
+		res, err := tx.ExecContext(ctx, `
+INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
+	status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
+	started_at = excluded.started_at, finished_at = excluded.finished_at, doc = excluded.doc
+WHERE records.rank < 2 AND records.rank <= excluded.rank`,
+			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), doc)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			var old string
+			if err := tx.QueryRowContext(ctx, `SELECT status FROM records WHERE id = ?`, string(r.BuildID)).Scan(&old); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old, r.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
+	return nil
+}
+
+// Get returns one record; build.ErrNotFound if none.
+func (s *Records) Get(ctx context.Context, id build.ID) (build.Record, error) {
+	var doc []byte
+	err := s.db.rdb.QueryRowContext(ctx, `SELECT doc FROM records WHERE id = ?`, string(id)).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, build.ErrNotFound)
+	}
+	if err != nil {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, classify(err))
+	}
+	var r build.Record
+	if err := json.Unmarshal(doc, &r); err != nil {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ListProject returns a project's records newest first (by QueuedAt, then
+// BuildID), at most limit (DefaultPageSize when limit <= 0), starting after
+// cursor ("" = from the newest), and the cursor of the next page ("" when
+// there is none). A malformed cursor gives build.ErrInvalid.
+func (s *Records) ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error) {
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	// One more than a page tells whether a next page exists.
+	q := `SELECT doc FROM records WHERE team = ? AND project = ? ORDER BY queued_at DESC, id DESC LIMIT ?`
+	args := []any{team, project, limit + 1}
+	if cursor != "" {
+		after, err := parseCursor(cursor)
+		if err != nil {
+			return nil, "", fmt.Errorf("list builds of %s: %w", build.ProjectKey(team, project), err)
+		}
+		q = `SELECT doc FROM records WHERE team = ? AND project = ? AND (queued_at, id) < (?, ?)
+ORDER BY queued_at DESC, id DESC LIMIT ?`
+		args = []any{team, project, after.queued, string(after.id), limit + 1}
+	}
+	recs, err := s.query(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list builds of %s: %w", build.ProjectKey(team, project), err)
+	}
+	if len(recs) <= limit {
+		return recs, "", nil
+	}
+	recs = recs[:limit]
+	last := recs[limit-1]
+	return recs, position{queued: nanos(last.QueuedAt), id: last.BuildID}.cursor(), nil
+}
+
+// Running returns every record with status running, ordered by build ID.
+func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
+	recs, err := s.query(ctx, `SELECT doc FROM records WHERE status = 'running' ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list running builds: %w", err)
+	}
+	return recs, nil
+}
+
+// AverageDuration averages the durations of the project's last n succeeded
+// builds (newest by QueuedAt, then BuildID); it returns how many it averaged
+// (0: no figure).
+func (s *Records) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {
+	if n <= 0 {
+		return 0, 0, nil
+	}
+	var count int
+	var sum int64
+	err := s.db.rdb.QueryRowContext(ctx, `
+SELECT COUNT(*), COALESCE(SUM(d), 0) FROM (
+	SELECT CASE WHEN started_at IS NULL OR finished_at IS NULL THEN 0 ELSE finished_at - started_at END AS d
+	FROM records
+	WHERE team = ? AND project = ? AND status = 'succeeded'
+	ORDER BY queued_at DESC, id DESC
+	LIMIT ?)`, team, project, n).Scan(&count, &sum)
+	if err != nil {
+		return 0, 0, fmt.Errorf("average duration of %s: %w", build.ProjectKey(team, project), classify(err))
+	}
+	if count == 0 {
+		return 0, 0, nil
+	}
+	return time.Duration(sum / int64(count)), count, nil
+}
+
+// Projects returns the distinct project keys ("team/project") that have
+// records, sorted as strings.
+func (s *Records) Projects(ctx context.Context) ([]string, error) {
+	rows, err := s.db.rdb.QueryContext(ctx, `SELECT DISTINCT team || '/' || project AS k FROM records ORDER BY k`)
+	if err != nil {
+		return nil, fmt.Errorf("list projects: %w", classify(err))
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("list projects: %w", classify(err))
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list projects: %w", classify(err))
+	}
+	return out, nil
+}
+
+// query returns the records whose docs the query selects.
+func (s *Records) query(ctx context.Context, query string, args ...any) ([]build.Record, error) {
+	rows, err := s.db.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	defer rows.Close()
+	out := []build.Record{}
+	for rows.Next() {
+		var doc []byte
+		if err := rows.Scan(&doc); err != nil {
+			return nil, classify(err)
+		}
+		var r build.Record
+		if err := json.Unmarshal(doc, &r); err != nil {
+			return nil, fmt.Errorf("decode record: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(err)
+	}
+	return out, nil
+}
+
+func nullNanos(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+// position is a record's place in a project's history: QueuedAt in Unix
+// nanoseconds, then BuildID.
+type position struct {
+	queued int64
+	id     build.ID
+}
+
+// cursor encodes p opaquely for API clients.
+func (p position) cursor() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.queued, 10) + ":" + string(p.id)))
+}
+
+func parseCursor(s string) (position, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return position{}, fmt.Errorf("%w: malformed cursor", build.ErrInvalid)
+	}
+	n, id, ok := strings.Cut(string(b), ":")
+	q, err := strconv.ParseInt(n, 10, 64)
+	if !ok || err != nil || id == "" {
+		return position{}, fmt.Errorf("%w: malformed cursor", build.ErrInvalid)
+	}
+	return position{queued: q, id: build.ID(id)}, nil
+}

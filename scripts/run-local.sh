@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Starts ingest, dispatcher and reaper on the embedded default, in the
+# foreground; Ctrl-C stops all three. Used by `make run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$PWD/bin}
+
+export DECAP_DATA_DIR=${DECAP_DATA_DIR:-$PWD/.decap}
+export DECAP_BUILD_SCRIPTS=${DECAP_BUILD_SCRIPTS:-$PWD/examples/build-scripts}
+export DECAP_ADDR=${DECAP_ADDR:-127.0.0.1:8080}
+export DECAP_ENTRYPOINT=${DECAP_ENTRYPOINT:-$BIN/decap-entrypoint}
+export DECAP_LOG_FORMAT=${DECAP_LOG_FORMAT:-text}
+mkdir -p "$DECAP_DATA_DIR"
+
+# Secrets: taken from the environment when set; otherwise generated once into
+# the data directory (mode 0600) and passed by file, never printed.
+for var in DECAP_GITHUB_WEBHOOK_SECRET DECAP_API_TOKEN; do
+  file_var=${var}_FILE
+  if [ -z "${!var:-}" ] && [ -z "${!file_var:-}" ]; then
+    f="$DECAP_DATA_DIR/$(echo "${var#DECAP_}" | tr 'A-Z_' 'a-z-')"
+    if [ ! -s "$f" ]; then
+      (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$f")
+    fi
+    export "$file_var=$f"
+  fi
+done
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+"$BIN/reaper" & pids+=($!)
+"$BIN/dispatcher" & pids+=($!)
+"$BIN/ingest" & pids+=($!)
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$DECAP_ADDR/readyz" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+
+secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
+[ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ] && secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
+cat <<MSG
+
+  Decap is running on the embedded default.
+    API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects)
+    build scripts:    $DECAP_BUILD_SCRIPTS
+    data directory:   $DECAP_DATA_DIR
+  Send a signed push webhook (signed with $secret_hint):
+    scripts/send-webhook.sh ../shared/testdata/github-webhooks/push-with-new-branch.json
+  Then look at the build it answers with:
+    curl http://$DECAP_ADDR/api/v1/builds/<id>
+    curl http://$DECAP_ADDR/api/v1/builds/<id>/log
+  Ctrl-C stops all three services; queued requests and history are kept.
+
+MSG
+# Stop everything as soon as one service exits.
+set +e
+wait -n "${pids[@]}"
+rc=$?
+echo "a Decap service exited with status $rc; stopping the others" >&2
+exit "$rc"
