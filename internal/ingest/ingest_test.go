@@ -234,7 +234,9 @@ func TestWebhookRejections(t *testing.T) {
 		{"missing delivery", nil, func() *http.Request { return hook("push", "", good) }, 400, "X-GitHub-Delivery"},
 		{"path traversal owner", nil, func() *http.Request { return hook("push", "d1", pushBody("..", "hello", "refs/heads/main")) }, 400, "repository owner"},
 		{"slash in repository", nil, func() *http.Request { return hook("push", "d1", pushBody("decap-ci", "../../etc", "refs/heads/main")) }, 400, "repository name"},
-		{"space in repository", nil, func() *http.Request { return hook("push", "d1", pushBody("decap-ci", "hello world", "refs/heads/main")) }, 400, "repository name"},
+		{"space in repository", nil, func() *http.Request {
+			return hook("push", "d1", pushBody("decap-ci", "hello world", "refs/heads/main"))
+		}, 400, "repository name"},
 		{"ref with dotdot", nil, func() *http.Request { return hook("push", "d1", pushBody("decap-ci", "hello", "refs/heads/a/../b")) }, 400, "ref"},
 		{"very long ref", nil, func() *http.Request {
 			return hook("push", "d1", pushBody("decap-ci", "hello", "refs/heads/"+strings.Repeat("x", 400)))
