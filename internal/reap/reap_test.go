@@ -1,0 +1,202 @@
+package reap_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
+	"github.com/decap-ci/decap/internal/reap"
+)
+
+// fakeExecutor holds the builds that are present (Pods not yet removed).
+type fakeExecutor struct {
+	mu        sync.Mutex
+	present   map[build.ID]bool
+	removeErr error
+}
+
+func (e *fakeExecutor) Remove(_ context.Context, id build.ID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.removeErr != nil {
+		return e.removeErr
+	}
+	delete(e.present, id)
+	return nil
+}
+
+func (e *fakeExecutor) Present(context.Context) ([]build.ID, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []build.ID
+	for id := range e.present {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+
+type fixture struct {
+	records *buildtest.FakeRecords
+	locks   *buildtest.FakeLocks
+	exec    *fakeExecutor
+	reaper  *reap.Reaper
+	clock   *buildtest.Clock
+}
+
+func newFixture() *fixture {
+	clock := buildtest.NewClock(t0)
+	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: &fakeExecutor{present: map[build.ID]bool{}}, clock: clock}
+	f.reaper = reap.New(f.records, f.locks, f.exec, nil, clock.Now)
+	return f
+}
+
+// running records a running build holding its lock, as the dispatcher leaves it.
+func (f *fixture) running(t *testing.T, ref string) build.Record {
+	t.Helper()
+	ctx := context.Background()
+	id := build.NewID(f.clock.Now())
+	rec := build.Record{BuildID: id, Team: "decap-ci", Project: "hello", Ref: ref, RefType: build.Branch, Trigger: build.TriggerPush,
+		Status: build.StatusRunning, QueuedAt: f.clock.Now(), StartedAt: f.clock.Now(), PodName: id.PodName()}
+	if err := f.records.Save(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.locks.Acquire(ctx, build.Lease{Key: rec.LockKey(), BuildID: id, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.exec.present[id] = true
+	return rec
+}
+
+func outcome(rec build.Record, status build.Status, code int, at time.Time) build.Outcome {
+	return build.Outcome{BuildID: rec.BuildID, PodName: rec.PodName, Team: rec.Team, Project: rec.Project, Ref: rec.Ref,
+		Status: status, ExitCode: &code, Reason: "exit code", StartedAt: rec.StartedAt, FinishedAt: at,
+		LogKey: build.LogKey(rec.BuildID), ArtifactsKey: build.ArtifactsKey(rec.BuildID)}
+}
+
+func TestHandleEndsBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	rec := f.running(t, "main")
+	o := outcome(rec, build.StatusFailed, 3, t0.Add(42*time.Second))
+	for range 2 { // the second call is a repeat report: a no-op
+		if err := f.reaper.Handle(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := f.records.Get(ctx, rec.BuildID)
+	want := rec
+	three := 3
+	want.Status, want.ExitCode, want.Reason, want.FinishedAt = build.StatusFailed, &three, "exit code", t0.Add(42*time.Second)
+	want.LogKey, want.ArtifactsKey = build.LogKey(rec.BuildID), build.ArtifactsKey(rec.BuildID)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("record (-want +got):\n%s", diff)
+	}
+	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+		t.Errorf("locks still held: %v", leases)
+	}
+	if ids, _ := f.exec.Present(ctx); len(ids) != 0 {
+		t.Errorf("pods left: %v", ids)
+	}
+}
+
+func TestHandleKeepsOtherBuildsLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	old := f.running(t, "main")
+	// Its lease expired and a newer build of the branch took the lock.
+	f.clock.Advance(2 * time.Hour)
+	newer := build.NewID(f.clock.Now())
+	if err := f.locks.Acquire(ctx, build.Lease{Key: old.LockKey(), BuildID: newer, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.reaper.Handle(ctx, outcome(old, build.StatusSucceeded, 0, f.clock.Now())); err != nil {
+		t.Fatal(err)
+	}
+	leases, _ := f.locks.List(ctx)
+	if len(leases) != 1 || leases[0].BuildID != newer {
+		t.Errorf("leases = %v, want the newer build's kept", leases)
+	}
+}
+
+func TestHandleFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	rec := f.running(t, "main")
+	f.exec.removeErr = errors.New("api server down")
+	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
+	if err := f.reaper.Handle(ctx, o); err == nil {
+		t.Fatal("Handle succeeded although removal failed")
+	}
+	// Record and lock are already settled; the retry only removes.
+	if got, _ := f.records.Get(ctx, rec.BuildID); got.Status != build.StatusSucceeded {
+		t.Errorf("status = %s before removal, want succeeded", got.Status)
+	}
+	f.exec.removeErr = nil
+	if err := f.reaper.Handle(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := f.exec.Present(ctx); len(ids) != 0 {
+		t.Errorf("pods left: %v", ids)
+	}
+}
+
+func TestHandleWithoutRecordOrLabels(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	// A build whose dispatcher died before its first record write.
+	id := build.NewID(t0)
+	code := 0
+	o := build.Outcome{BuildID: id, Team: "decap-ci", Project: "hello", Ref: "main", Status: build.StatusSucceeded, ExitCode: &code, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
+	if err := f.reaper.Handle(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.records.Get(ctx, id); err != nil || got.Status != build.StatusSucceeded || got.LockKey() != "decap-ci/hello/main" {
+		t.Errorf("record = %+v, %v", got, err)
+	}
+	// An outcome without labels takes the lock key from the record.
+	rec := f.running(t, "feature")
+	bare := build.Outcome{BuildID: rec.BuildID, Status: build.StatusErrored, Reason: "launch interrupted"}
+	if err := f.reaper.Handle(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+		t.Errorf("lock of an unlabelled outcome still held: %v", leases)
+	}
+	if err := f.reaper.Handle(ctx, build.Outcome{BuildID: rec.BuildID, Status: build.StatusRunning}); err == nil {
+		t.Errorf("a non-final outcome was accepted")
+	}
+}
+
+func TestReconcileEndsVanishedBuilds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	gone := f.running(t, "gone")
+	alive := f.running(t, "alive")
+	delete(f.exec.present, gone.BuildID) // deleted from outside while nobody watched
+	if err := f.reaper.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.records.Get(ctx, gone.BuildID); got.Status != build.StatusErrored || got.Reason == "" {
+		t.Errorf("vanished build = %s (%q), want errored with a reason", got.Status, got.Reason)
+	}
+	if got, _ := f.records.Get(ctx, alive.BuildID); got.Status != build.StatusRunning {
+		t.Errorf("live build = %s, want running", got.Status)
+	}
+	leases, _ := f.locks.List(ctx)
+	if len(leases) != 1 || leases[0].BuildID != alive.BuildID {
+		t.Errorf("leases = %v, want only the live build's", leases)
+	}
+}
