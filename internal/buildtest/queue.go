@@ -193,7 +193,7 @@ func (q *FakeQueue) receiveLocked(n int) ([]build.Message, time.Time) {
 		if m.count >= q.opts.RedriveLimit {
 			q.dead = append(q.dead, DeadLetter{
 				Message: m.message(),
-				Reason:  fmt.Sprintf("received %d times, the redrive limit", m.count),
+				Reason:  fmt.Sprintf("receive count %d reached the redrive limit", m.count),
 			})
 			q.msgs = append(q.msgs[:i], q.msgs[i+1:]...)
 			seen[m.group] = false // the next message of the group is its head now

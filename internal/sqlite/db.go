@@ -82,7 +82,6 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	dsn := path + "?" + strings.Join([]string{
 		"_busy_timeout=" + strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10),
-		"_journal_mode=WAL",
 		"_synchronous=NORMAL",
 		"_foreign_keys=on",
 		"_txlock=immediate",
@@ -92,7 +91,6 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	wdb.SetMaxOpenConns(1)
-	wdb.SetConnMaxIdleTime(0)
 	rdb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		wdb.Close()
@@ -101,6 +99,10 @@ func Open(path string, opts Options) (*DB, error) {
 	rdb.SetMaxOpenConns(opts.ReadConns)
 	rdb.SetMaxIdleConns(opts.ReadConns)
 	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb}
+	if err := db.useWAL(context.Background(), opts.BusyTimeout); err != nil {
+		db.close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	if err := db.migrate(context.Background()); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -196,6 +198,29 @@ CREATE TABLE records (
 CREATE INDEX records_history ON records (team, project, queued_at, id);
 CREATE INDEX records_running ON records (id) WHERE status = 'running';
 `
+
+// useWAL puts the database file in WAL mode, which persists in the file.
+// Switching a new file to WAL while another process does the same can fail
+// with SQLITE_BUSY without SQLite waiting for the busy timeout, so useWAL
+// retries for up to timeout itself.
+func (db *DB) useWAL(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var mode string
+		err := db.wdb.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		if err == nil {
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("set journal mode: got %q, want wal", mode)
+			}
+			return nil
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return fmt.Errorf("set journal mode: %w", classify(err))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // migrate applies the migrations the database lacks, in one transaction.
 func (db *DB) migrate(ctx context.Context) error {

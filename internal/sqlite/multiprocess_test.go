@@ -174,6 +174,9 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 	if err := sqlite.NewLocks(db).Acquire(t.Context(), l, 1); err != nil {
 		t.Fatalf("Acquire() error = %v", err)
 	}
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Errorf("no write-ahead log after a write: %v", err)
+	}
 	if err := db.Close(); err != nil {
 		t.Fatalf("Close() error = %v", err)
 	}
@@ -292,4 +295,25 @@ func receiveOne(t *testing.T, q *sqlite.Queue) build.Message {
 		t.Fatalf("Receive() = %d messages, error %v; want 1", len(msgs), err)
 	}
 	return msgs[0]
+}
+
+func TestConcurrentOpensOfANewFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		go func() {
+			db, err := sqlite.Open(path, sqlite.Options{})
+			if err == nil {
+				_, err = sqlite.NewRecords(db).Projects(t.Context())
+				err = errors.Join(err, db.Close())
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("Open() of a new file by several at once: %v", err)
+		}
+	}
 }

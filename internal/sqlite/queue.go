@@ -209,7 +209,7 @@ func (q *Queue) receiveOnce(ctx context.Context, n int) ([]build.Message, time.T
 			redriven := false
 			for _, h := range heads {
 				if h.ReceiveCount >= q.opts.RedriveLimit {
-					reason := fmt.Sprintf("received %d times, the redrive limit", h.ReceiveCount)
+					reason := fmt.Sprintf("receive count %d reached the redrive limit", h.ReceiveCount)
 					if err := deadLetter(ctx, tx, h.seq, reason, nanos(now)); err != nil {
 						return err
 					}

@@ -1,9 +1,16 @@
 package sqlite_test
 
 import (
+	"context"
+	"database/sql"
+	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/sqlite"
 )
@@ -57,4 +64,96 @@ func TestRecords(t *testing.T) {
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
 		return sqlite.NewRecords(openDB(t, nil))
 	})
+}
+
+func TestSendRawAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	q := sqlite.NewQueue(openDB(t, clock), sqlite.QueueOptions{RedriveLimit: 1})
+	ctx := t.Context()
+	if err := q.SendRaw(ctx, "t/p/main", "", []byte("not json")); err != nil {
+		t.Fatalf("SendRaw() error = %v", err)
+	}
+	if err := q.SendRaw(ctx, "t/p/dev", "", []byte("{}")); err != nil {
+		t.Fatalf("SendRaw() error = %v", err)
+	}
+	msgs, err := q.Receive(ctx, 10, 0)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("Receive() = %d messages, error %v; want 2", len(msgs), err)
+	}
+	if err := q.DeadLetter(ctx, msgs[0], "message is not a JSON request"); err != nil {
+		t.Fatalf("DeadLetter() error = %v", err)
+	}
+	// The second message exceeds the redrive limit of 1 on its next receive.
+	if err := q.ChangeVisibility(ctx, msgs[1].Receipt, 0); err != nil {
+		t.Fatalf("ChangeVisibility() error = %v", err)
+	}
+	if again, err := q.Receive(ctx, 10, 0); err != nil || len(again) != 0 {
+		t.Fatalf("Receive() past the redrive limit = %d messages, error %v; want none", len(again), err)
+	}
+
+	got, err := q.DeadLetters(ctx, 10)
+	if err != nil {
+		t.Fatalf("DeadLetters() error = %v", err)
+	}
+	want := []sqlite.DeadLetter{
+		{
+			Message: build.Message{ID: msgs[1].ID, GroupID: "t/p/dev", Body: []byte("{}"), ReceiveCount: 1, SentAt: clock.Now()},
+			Reason:  "receive count 1 reached the redrive limit",
+			DeadAt:  clock.Now(),
+		},
+		{
+			Message: build.Message{ID: msgs[0].ID, GroupID: "t/p/main", Body: []byte("not json"), ReceiveCount: 1, SentAt: clock.Now()},
+			Reason:  "message is not a JSON request",
+			DeadAt:  clock.Now(),
+		},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("DeadLetters() (-want +got):\n%s", diff)
+	}
+}
+
+func TestBusyDatabaseIsUnavailable(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openPath(t, path, sqlite.Options{Now: clock.Now, BusyTimeout: 100 * time.Millisecond})
+
+	// Another process holds the write lock.
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("sql.Open() error = %v", err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(t.Context())
+	if err != nil {
+		t.Fatalf("Conn() error = %v", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("BEGIN IMMEDIATE error = %v", err)
+	}
+	defer conn.ExecContext(context.Background(), "ROLLBACK")
+
+	l := build.Lease{Key: "t/p/main", BuildID: build.NewID(clock.Now()), AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	err = sqlite.NewLocks(db).Acquire(t.Context(), l, 1)
+	if !errors.Is(err, build.ErrUnavailable) {
+		t.Errorf("Acquire() on a locked database error = %v, want ErrUnavailable", err)
+	}
+	// Reads go on in WAL mode.
+	if _, err := sqlite.NewLocks(db).List(t.Context()); err != nil {
+		t.Errorf("List() on a write-locked database error = %v", err)
+	}
+}
+
+func TestOpenRejectsNonFilePaths(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"", ":memory:", "file:x.db", "x.db?mode=ro"} {
+		if db, err := sqlite.Open(path, sqlite.Options{}); !errors.Is(err, build.ErrInvalid) {
+			if db != nil {
+				db.Close()
+			}
+			t.Errorf("Open(%q) error = %v, want ErrInvalid", path, err)
+		}
+	}
 }
