@@ -23,7 +23,9 @@ type Queue interface {
 	// while an earlier message of its group is in flight. Each returned
 	// message is invisible for the queue's visibility timeout. A message
 	// received more than the redrive limit is moved to the dead-letter queue
-	// instead of being returned.
+	// instead of being returned. A consumer must also cope with several
+	// messages of one group in a batch (SQS FIFO returns them in order). When
+	// ctx ends during the wait, the error wraps ctx.Err().
 	Receive(ctx context.Context, max int, wait time.Duration) ([]build.Message, error)
 	// Delete removes a received message. A stale receipt gives ErrNotFound.
 	Delete(ctx context.Context, receipt string) error
@@ -31,9 +33,11 @@ type Queue interface {
 	// now). A stale receipt gives ErrNotFound.
 	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
 	// DeadLetter moves a received message to the dead-letter queue with the
-	// reason attached, and deletes it from the queue.
+	// reason attached, and deletes it from the queue; ErrNotFound for a stale
+	// receipt.
 	DeadLetter(ctx context.Context, m build.Message, reason string) error
-	// Stats counts messages.
+	// Stats counts messages; Visible includes messages waiting behind an
+	// in-flight message of their group.
 	Stats(ctx context.Context) (build.QueueStats, error)
 }
 
@@ -46,13 +50,15 @@ type Locks interface {
 	// l.BuildID already holds succeeds and moves its expiry to l.ExpiresAt.
 	Acquire(ctx context.Context, l build.Lease, cap int) error
 	// Extend moves the expiry of key, held by id, to until. ErrNotFound when
-	// id does not hold key (never held, released, or expired and taken).
+	// id does not hold an unexpired lease on key: an expired lease never
+	// comes back to life, so its slot stays free.
 	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
 	// Release drops key if id holds it. Releasing a key that nobody holds, or
 	// whose lease expired, is not an error; a key held by another build gives
 	// ErrConflict and stays held.
 	Release(ctx context.Context, key string, id build.ID) error
-	// ForceRelease drops key whoever holds it; ErrNotFound if nobody does.
+	// ForceRelease drops key whoever holds it; ErrNotFound if nobody holds an
+	// unexpired lease on it.
 	ForceRelease(ctx context.Context, key string) error
 	// List returns unexpired leases, ordered by key.
 	List(ctx context.Context) ([]build.Lease, error)
@@ -62,7 +68,8 @@ type Locks interface {
 type Idempotency interface {
 	// Claim records that key belongs to id for ttl, unless an unexpired claim
 	// exists. It returns the owner: id when the claim is new (or was id's
-	// already), the earlier build's ID otherwise.
+	// already; a repeated claim does not extend the ttl), the earlier build's
+	// ID otherwise.
 	Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error)
 }
 
@@ -76,12 +83,14 @@ type Records interface {
 	Get(ctx context.Context, id build.ID) (build.Record, error)
 	// ListProject returns a project's records newest first (by QueuedAt, then
 	// BuildID), at most limit, starting after cursor ("" = from the newest),
-	// and the cursor of the next page ("" when there is none).
+	// and the cursor of the next page ("" when there is none). limit <= 0
+	// means 50.
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
 	// Running returns every record with status running.
 	Running(ctx context.Context) ([]build.Record, error)
 	// AverageDuration averages the durations of the project's last n
-	// succeeded builds; it returns how many it averaged (0: no figure).
+	// succeeded builds (newest by QueuedAt, then BuildID); it returns how
+	// many it averaged (0: no figure).
 	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
 	// Projects returns the distinct project keys ("team/project") that have
 	// records, sorted.
