@@ -82,8 +82,14 @@ type Config struct {
 	// RunGrace is added to a build's timeout for the lease of a running
 	// build (default 10m); the reaper releases the lock before that.
 	RunGrace time.Duration
-	// BackoffBase and BackoffMax bound deferral delays (defaults 1s, 30s).
+	// BackoffBase and BackoffMax bound the deferral delay of a young request
+	// (defaults 1s, 30s). An older request waits longer, about 1/32 of its
+	// age and at most 15 minutes, so that a day of deferral costs ~200
+	// receives, well inside SQS's largest redrive maxReceiveCount (1000).
 	BackoffBase, BackoffMax time.Duration
+	// VisibilityTimeout is the queue's; a decision that takes longer than
+	// half of it extends the message's visibility (default 30s).
+	VisibilityTimeout time.Duration
 	// MaxDeferAge is how long a request may wait before it is recorded as
 	// expired (default 24h).
 	MaxDeferAge time.Duration
@@ -112,6 +118,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RunGrace, 10*time.Minute)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 30*time.Second)
+	def(&c.VisibilityTimeout, 30*time.Second)
 	def(&c.MaxDeferAge, 24*time.Hour)
 	def(&c.IdempotencyTTL, 8*24*time.Hour)
 	return c
@@ -323,7 +330,7 @@ func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message
 }
 
 func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, reason string) Decision {
-	delay := d.backoff(m.ReceiveCount)
+	delay := d.backoff(m.ReceiveCount, d.now().Sub(rec.QueuedAt))
 	rec.Status = build.StatusDeferred
 	rec.Reason = reason
 	rec.NextAttemptAt = d.now().Add(delay)
@@ -337,17 +344,26 @@ func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Mess
 // where it is handled.
 func (d *Dispatcher) retry(log *slog.Logger, m build.Message, err error) Decision {
 	log.Error("dispatch failed, will retry", "err", err)
-	return Decision{Action: Deferred, Delay: d.backoff(m.ReceiveCount), Reason: err.Error()}
+	var age time.Duration
+	if !m.SentAt.IsZero() {
+		age = d.now().Sub(m.SentAt)
+	}
+	return Decision{Action: Deferred, Delay: d.backoff(m.ReceiveCount, age), Reason: err.Error()}
 }
 
-// backoff grows exponentially with the receive count, capped, with ±20%
-// jitter so deferred requests of many keys do not wake in lockstep.
-func (d *Dispatcher) backoff(receiveCount int) time.Duration {
+// maxBackoff bounds any deferral; SQS allows visibility up to 12 hours.
+const maxBackoff = 15 * time.Minute
+
+// backoff grows exponentially with the receive count up to BackoffMax, then
+// with the request's age (age/32, at most maxBackoff), with ±20% jitter so
+// deferred requests of many keys do not wake in lockstep.
+func (d *Dispatcher) backoff(receiveCount int, age time.Duration) time.Duration {
 	n := max(receiveCount-1, 0)
 	delay := d.cfg.BackoffMax
 	if n < 30 {
 		delay = min(d.cfg.BackoffBase<<n, d.cfg.BackoffMax)
 	}
+	delay = min(max(delay, age/32), maxBackoff)
 	jitter := 0.8 + 0.4*rand.Float64()
 	return time.Duration(float64(delay) * jitter)
 }

@@ -520,3 +520,83 @@ func TestDispatcherDiesBetweenLockAndLaunch(t *testing.T) {
 		t.Fatalf("after the lease: %v (%s), want launched", dec.Action, dec.Reason)
 	}
 }
+
+// slowLauncher blocks until released, like an API server that hangs.
+type slowLauncher struct {
+	*fakeLauncher
+	release chan struct{}
+}
+
+func (l slowLauncher) Launch(ctx context.Context, job build.Job) error {
+	<-l.release
+	return l.fakeLauncher.Launch(ctx, job)
+}
+
+func TestSlowDecisionKeepsMessageInvisible(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(0, nil)
+	q := buildtest.NewQueue(time.Now, buildtest.QueueOptions{VisibilityTimeout: 300 * time.Millisecond})
+	slow := slowLauncher{f.launcher, make(chan struct{})}
+	d := dispatch.New(dispatch.Config{VisibilityTimeout: 300 * time.Millisecond}, dispatch.Deps{Queue: q, Catalog: f.catalog, Locks: f.locks,
+		Idempotency: f.idem, Records: f.records, Launcher: slow, Now: time.Now})
+	req := request("decap-ci/hello", "main", build.TriggerPush, time.Now())
+	if err := q.Publish(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := q.Receive(ctx, 1, time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("received %d", len(msgs))
+	}
+	done := make(chan dispatch.Decision)
+	go func() { done <- d.Handle(ctx, msgs[0]) }()
+	// Three visibility timeouts pass during the decision; the message must
+	// not be handed to another consumer.
+	if again, _ := q.Receive(ctx, 1, time.Second); len(again) != 0 {
+		t.Errorf("message redelivered while its decision was still running")
+	}
+	close(slow.release)
+	if dec := <-done; dec.Action != dispatch.Launched {
+		t.Fatalf("decision %v (%s)", dec.Action, dec.Reason)
+	}
+	if st, _ := q.Stats(ctx); st.Visible+st.InFlight != 0 {
+		t.Errorf("queue after the decision: %+v, want empty", st)
+	}
+}
+
+func TestBackoffBoundsReceives(t *testing.T) {
+	t.Parallel()
+	// Deferring a request for a whole day must stay well inside SQS's
+	// largest redrive limit (1000 receives), or deferral would dead-letter.
+	ctx := context.Background()
+	clock := buildtest.NewClock(t0)
+	f := newFixture(0, clock)
+	f.cfg = dispatch.Config{} // production defaults
+	d := f.dispatcher(nil)
+	req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+	other := build.Lease{Key: req.LockKey(), BuildID: build.NewID(t0), Owner: "x", AcquiredAt: t0, ExpiresAt: t0.Add(48 * time.Hour)}
+	if err := f.locks.Acquire(ctx, other, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := message(t, req)
+	receives := 0
+	for clock.Now().Sub(t0) < 24*time.Hour {
+		receives++
+		m.ReceiveCount = receives
+		dec := d.Decide(ctx, req, m)
+		if dec.Action != dispatch.Deferred {
+			t.Fatalf("receive %d: %v", receives, dec.Action)
+		}
+		if dec.Delay > 15*time.Minute+15*time.Minute/5 || dec.Delay <= 0 {
+			t.Fatalf("delay %v out of bounds", dec.Delay)
+		}
+		clock.Advance(dec.Delay)
+	}
+	if receives > 500 {
+		t.Errorf("a day of deferral took %d receives, want well under 1000", receives)
+	}
+	if dec := d.Decide(ctx, req, m); dec.Action != dispatch.Dropped {
+		t.Errorf("after a day: %v, want dropped as expired", dec.Action)
+	}
+	t.Logf("a day of deferral: %d receives", receives)
+}

@@ -119,7 +119,9 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 		d.log.Warn("malformed message dead-lettered", "message_id", m.ID, "reason", reason)
 		return Decision{Action: Dropped, Reason: reason}
 	}
+	stop := d.heartbeat(ctx, m)
 	dec := d.Decide(ctx, req, m)
+	stop()
 	log := d.log.With("build_id", dec.BuildID, "lock_key", req.LockKey())
 	switch dec.Action {
 	case Launched, Dropped:
@@ -134,4 +136,32 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 		}
 	}
 	return dec
+}
+
+// heartbeat keeps m invisible while a slow decision runs, so no other
+// consumer receives it meanwhile: every half visibility timeout it extends
+// the visibility by a full one. The returned stop waits for the heartbeat to
+// end, so it never races the decision's own settlement of m.
+func (d *Dispatcher) heartbeat(ctx context.Context, m build.Message) (stop func()) {
+	every := d.cfg.VisibilityTimeout / 2
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if err := d.queue.ChangeVisibility(ctx, m.Receipt, d.cfg.VisibilityTimeout); err != nil {
+					d.log.Warn("extend visibility of a slow decision", "message_id", m.ID, "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
