@@ -5,10 +5,11 @@
 //
 // Local mode, under the embedded default's executor (internal/localexec):
 //
-//	decap-entrypoint -run-dir DIR -blobs BLOBDIR
+//	decap-entrypoint -run-dir DIR [-blobs BLOBDIR]
 //
 // reads DIR/job.json, runs the build in DIR, uploads to the localfs
-// directory BLOBDIR, and writes DIR/result.json.
+// directory BLOBDIR (or, without -blobs, to the presigned URLs in
+// DIR/uploads.json), and writes DIR/result.json.
 //
 // Container mode, in a build Pod, takes everything from the environment:
 // BUILD_ID, PROJECT_KEY (team/project), BRANCH_TO_BUILD, COMMIT_SHA
@@ -121,16 +122,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func runLocal(ctx context.Context, runDir, blobsDir string, env []string, logger *slog.Logger) (entrypoint.Result, error) {
-	if blobsDir == "" {
-		return entrypoint.Result{}, errors.New("-blobs is required with -run-dir")
-	}
 	job, err := localexec.ReadJob(runDir)
 	if err != nil {
 		return entrypoint.Result{}, err
 	}
-	blobs, err := localfs.NewBlobs(blobsDir)
-	if err != nil {
-		return entrypoint.Result{}, err
+	var uploader entrypoint.Uploader
+	if blobsDir != "" {
+		blobs, err := localfs.NewBlobs(blobsDir)
+		if err != nil {
+			return entrypoint.Result{}, err
+		}
+		uploader = blobs
+	} else {
+		urls, err := localexec.ReadUploads(runDir)
+		if err != nil {
+			return entrypoint.Result{}, fmt.Errorf("-blobs not given and no presigned uploads: %w", err)
+		}
+		uploader = entrypoint.NewHTTPUploader(&http.Client{}, urls, runDir)
 	}
 	timeout := job.Timeout
 	if timeout <= 0 {
@@ -148,7 +156,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, env []string, logger
 		ArtifactsDir: filepath.Join(runDir, localexec.ArtifactsDir),
 		LiveLog:      filepath.Join(runDir, localexec.ConsoleLogFile),
 		Timeout:      timeout,
-		Uploader:     blobs,
+		Uploader:     uploader,
 		Env:          env,
 		OnStart: func(pid int) {
 			if err := localexec.WriteScriptPID(runDir, pid); err != nil {

@@ -14,9 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/dispatch"
-	"github.com/decap-ci/decap/internal/embedded"
 	"github.com/decap-ci/decap/internal/health"
 )
 
@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "dispatcher")
-	b, err := embedded.Open(cfg, log, time.Now)
+	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Owner: fmt.Sprintf("%s/%d", host, os.Getpid()), Cap: cfg.Cap,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
 	}, dispatch.Deps{
-		Queue: b.Queue, Catalog: embedded.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
+		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
 		Idempotency: b.Idempotency, Records: b.Records, Launcher: ex,
 		Logger: log, Now: time.Now,
 	})
@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go func() {
 		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(
 			health.Check{Name: "database", Check: b.Ping},
-			health.Check{Name: "catalog", Check: embedded.CatalogLoaded(b.Catalog)},
+			health.Check{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},
 		), log)
 	}()
 	fmt.Fprintf(stdout, "dispatcher: consuming the queue (at most %d running builds)\n", cfg.Cap)

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
-	"github.com/decap-ci/decap/internal/embedded"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/ingest"
 )
@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("no API token configured (DECAP_API_TOKEN): API mutations will be rejected with 401")
 	}
 
-	b, err := embedded.Open(cfg, log, time.Now)
+	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Publisher: b.Queue, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
-			{Name: "catalog", Check: embedded.CatalogLoaded(b.Catalog)},
+			{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},
 		},
 		Logger: log, Now: time.Now,
 	})

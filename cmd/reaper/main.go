@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
-	"github.com/decap-ci/decap/internal/embedded"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/reap"
 )
@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "reaper")
-	b, err := embedded.Open(cfg, log, time.Now)
+	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}

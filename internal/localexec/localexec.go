@@ -53,8 +53,13 @@ type Scripts interface {
 type Config struct {
 	// RunDir holds one directory per build; created if missing.
 	RunDir string
-	// BlobsDir is the localfs.Blobs directory the builds upload to.
+	// BlobsDir is the localfs.Blobs directory the builds upload to, unless
+	// Uploads is set.
 	BlobsDir string
+	// Uploads, when set, returns presigned upload URLs (object key → URL,
+	// valid for at least ttl) for a build, which then uploads its log and
+	// artifacts over HTTP, as a build Pod does, instead of into BlobsDir.
+	Uploads func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error)
 	// EntrypointPath is the decap-entrypoint binary.
 	EntrypointPath string
 	Scripts        Scripts
@@ -86,8 +91,8 @@ func New(cfg Config) (*Executor, error) {
 	switch {
 	case cfg.RunDir == "":
 		return nil, fmt.Errorf("%w: run directory is empty", build.ErrInvalid)
-	case cfg.BlobsDir == "":
-		return nil, fmt.Errorf("%w: blobs directory is empty", build.ErrInvalid)
+	case cfg.BlobsDir == "" && cfg.Uploads == nil:
+		return nil, fmt.Errorf("%w: neither a blobs directory nor presigned uploads", build.ErrInvalid)
 	case cfg.EntrypointPath == "":
 		return nil, fmt.Errorf("%w: entrypoint path is empty", build.ErrInvalid)
 	case cfg.Scripts == nil:
@@ -103,8 +108,10 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.RunDir, err = filepath.Abs(cfg.RunDir); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	if cfg.BlobsDir, err = filepath.Abs(cfg.BlobsDir); err != nil {
-		return nil, fmt.Errorf("blobs directory: %w", err)
+	if cfg.BlobsDir != "" {
+		if cfg.BlobsDir, err = filepath.Abs(cfg.BlobsDir); err != nil {
+			return nil, fmt.Errorf("blobs directory: %w", err)
+		}
 	}
 	if cfg.EntrypointPath, err = filepath.Abs(cfg.EntrypointPath); err != nil {
 		return nil, fmt.Errorf("entrypoint path: %w", err)
@@ -229,7 +236,20 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 		return fmt.Errorf("create entrypoint output: %w", err)
 	}
 	defer out.Close()
-	cmd := exec.Command(e.cfg.EntrypointPath, "-run-dir", dir, "-blobs", e.cfg.BlobsDir)
+	args := []string{"-run-dir", dir}
+	if e.cfg.Uploads != nil {
+		// Valid past the build's deadline, with an hour to upload.
+		urls, err := e.cfg.Uploads(ctx, req.BuildID, job.Timeout+time.Hour)
+		if err != nil {
+			return fmt.Errorf("presign uploads: %w", err)
+		}
+		if err := writeUploads(dir, urls); err != nil {
+			return err
+		}
+	} else {
+		args = append(args, "-blobs", e.cfg.BlobsDir)
+	}
+	cmd := exec.Command(e.cfg.EntrypointPath, args...)
 	cmd.Dir = dir
 	cmd.Env = e.cfg.Env
 	cmd.Stdout, cmd.Stderr = out, out // stdin is /dev/null

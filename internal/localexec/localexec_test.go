@@ -2,11 +2,14 @@ package localexec_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -552,5 +555,68 @@ func TestInvalidIDs(t *testing.T) {
 	}
 	if _, err := e.ex.OpenLiveLog(build.NewID(time.Now())); !errors.Is(err, build.ErrNotFound) {
 		t.Errorf("OpenLiveLog of an unknown build: error %v, want ErrNotFound", err)
+	}
+}
+
+// TestPresignedUploads runs a build that uploads over HTTP to presigned
+// URLs, as it does when the blob store is S3.
+func TestPresignedUploads(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	got := map[string][]byte{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "s3cr3t" {
+			http.Error(w, "denied", http.StatusForbidden)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got[r.URL.Path] = body
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	tmp := t.TempDir()
+	var gotTTL time.Duration
+	ex, err := localexec.New(localexec.Config{
+		RunDir: filepath.Join(tmp, "run"), EntrypointPath: entrypointPath, PollInterval: 50 * time.Millisecond,
+		Scripts: fakeScripts{"up": "echo uploaded-over-http; echo x > \"$BUILD_ARTIFACTS/a.txt\""},
+		Uploads: func(_ context.Context, id build.ID, ttl time.Duration) (map[string]string, error) {
+			gotTTL = ttl
+			return map[string]string{
+				build.LogKey(id):       srv.URL + "/" + build.LogKey(id) + "?sig=s3cr3t",
+				build.ArtifactsKey(id): srv.URL + "/" + build.ArtifactsKey(id) + "?sig=s3cr3t",
+			}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := env{ex: ex, run: filepath.Join(tmp, "run"), tmp: tmp}
+	c := e.watch(t)
+	job := newJob("up", time.Minute)
+	if err := ex.Launch(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	o := c.outcome(t, job.Request.BuildID)
+	if o.Status != build.StatusSucceeded || o.LogKey == "" || o.ArtifactsKey == "" {
+		t.Fatalf("outcome %+v, want succeeded with both objects", o)
+	}
+	if gotTTL < time.Minute {
+		t.Errorf("presigned for %v, shorter than the build's timeout", gotTTL)
+	}
+	mu.Lock()
+	logGz := got["/"+build.LogKey(job.Request.BuildID)]
+	mu.Unlock()
+	zr, err := gzip.NewReader(bytes.NewReader(logGz))
+	if err != nil {
+		t.Fatalf("uploaded log is not gzip: %v", err)
+	}
+	text, _ := io.ReadAll(zr)
+	if !strings.Contains(string(text), "uploaded-over-http") {
+		t.Errorf("uploaded log = %q", text)
+	}
+	info, err := os.Stat(filepath.Join(e.dir(job.Request.BuildID), localexec.UploadsFile))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("uploads.json: %v, mode %v; want 0600", err, info.Mode().Perm())
 	}
 }

@@ -279,3 +279,37 @@ func takeLock(ctx context.Context, dir string) (lock, error) {
 
 // unlock releases the lock; closing the file drops the flock.
 func (l lock) unlock() { l.f.Close() }
+
+// UploadsFile holds a build's presigned upload URLs (key → URL), readable by
+// its owner only: the URLs are a narrow credential.
+const UploadsFile = "uploads.json"
+
+func writeUploads(dir string, urls map[string]string) error {
+	data, err := json.Marshal(urls)
+	if err != nil {
+		return fmt.Errorf("encode uploads: %w", err)
+	}
+	path := filepath.Join(dir, UploadsFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write uploads: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write uploads: %w", err)
+	}
+	return nil
+}
+
+// ReadUploads reads the presigned upload URLs of the build directory dir;
+// an error wrapping fs.ErrNotExist when the build uploads into a directory.
+func ReadUploads(dir string) (map[string]string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, UploadsFile))
+	if err != nil {
+		return nil, fmt.Errorf("read uploads: %w", err)
+	}
+	var urls map[string]string
+	if err := json.Unmarshal(data, &urls); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", build.ErrInvalid, UploadsFile, err)
+	}
+	return urls, nil
+}

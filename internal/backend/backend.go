@@ -1,0 +1,221 @@
+// Package backend wires the storage Decap runs on, chosen by configuration
+// (DECAP_BACKEND): the queue, locks, idempotency records, build records and
+// blob store behind the small interfaces the services consume, plus the
+// catalog and the executor. Nothing else in a service changes with the
+// backend.
+//
+// The embedded default keeps everything under one data directory, so that
+// separate ingest, dispatcher and reaper processes share one state:
+//
+//	decap.db      SQLite: queue, dead letters, locks, idempotency, records
+//	wake/         sockets through which processes wake queue receivers
+//	blobs/        logs/<id>/console.log.gz, artifacts/<id>/artifacts.tar.gz
+//	run/          one directory per build being run by the local executor
+//	catalog/      bare clones of git build-scripts repositories
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/catalog"
+	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/localexec"
+	"github.com/decap-ci/decap/internal/localfs"
+	"github.com/decap-ci/decap/internal/sqlite"
+)
+
+// Queue is the work queue (see buildtest.Queue for the contract).
+type Queue interface {
+	Publish(ctx context.Context, reqs ...build.Request) error
+	Receive(ctx context.Context, max int, wait time.Duration) ([]build.Message, error)
+	Delete(ctx context.Context, receipt string) error
+	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
+	DeadLetter(ctx context.Context, m build.Message, reason string) error
+	Stats(ctx context.Context) (build.QueueStats, error)
+}
+
+// Locks holds branch locks and concurrency slots (see buildtest.Locks).
+type Locks interface {
+	Acquire(ctx context.Context, l build.Lease, cap int) error
+	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
+	Release(ctx context.Context, key string, id build.ID) error
+	ForceRelease(ctx context.Context, key string) error
+	List(ctx context.Context) ([]build.Lease, error)
+}
+
+// Idempotency remembers which build owns a delivery (see buildtest.Idempotency).
+type Idempotency interface {
+	Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error)
+}
+
+// Records stores build records (see buildtest.Records).
+type Records interface {
+	Save(ctx context.Context, r build.Record) error
+	Get(ctx context.Context, id build.ID) (build.Record, error)
+	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
+	Running(ctx context.Context) ([]build.Record, error)
+	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
+	Projects(ctx context.Context) ([]string, error)
+}
+
+// Blobs stores logs and artifacts (see buildtest.Blobs).
+type Blobs interface {
+	Put(ctx context.Context, key string, r io.Reader) error
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
+// Set is one backend, opened.
+type Set struct {
+	Queue       Queue
+	Locks       Locks
+	Idempotency Idempotency
+	Records     Records
+	Blobs       Blobs
+	Catalog     *catalog.Catalog
+	// Executor is nil until OpenExecutor is called.
+	Executor *localexec.Executor
+
+	cfg     config.Config
+	log     *slog.Logger
+	closers []func() error
+	// blobsDir is where the local executor's builds upload when the blob
+	// store is a directory; uploads is how they upload otherwise.
+	blobsDir string
+	uploads  func(ctx context.Context, id build.ID) (map[string]string, error)
+}
+
+// Open opens the backend cfg.Backend names, and the catalog of
+// cfg.BuildScripts (not yet scanned: call Catalog.Refresh or Catalog.Run).
+func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func() time.Time) (*Set, error) {
+	cat, err := catalog.New(catalog.Config{
+		Source: cfg.BuildScripts, CacheDir: filepath.Join(cfg.DataDir, "catalog"),
+		Logger: logger.With("component", "catalog"), Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{Catalog: cat, cfg: cfg, log: logger}
+	switch cfg.Backend {
+	case "embedded":
+		err = s.openEmbedded(now)
+	default:
+		err = fmt.Errorf("%w: backend %q is not known", build.ErrInvalid, cfg.Backend)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Set) openEmbedded(now func() time.Time) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	db, err := sqlite.Open(filepath.Join(s.cfg.DataDir, "decap.db"), sqlite.Options{Now: now})
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, db.Close)
+	s.blobsDir = filepath.Join(s.cfg.DataDir, "blobs")
+	blobs, err := localfs.NewBlobs(s.blobsDir)
+	if err != nil {
+		return err
+	}
+	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
+	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
+	return nil
+}
+
+// OpenExecutor opens the local executor. The entrypoint binary is
+// cfg.Entrypoint, or decap-entrypoint next to this program's executable.
+func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {
+	path := s.cfg.Entrypoint
+	if path == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find decap-entrypoint: %w", err)
+		}
+		path = filepath.Join(filepath.Dir(self), "decap-entrypoint")
+	}
+	ex, err := localexec.New(localexec.Config{
+		RunDir: filepath.Join(s.cfg.DataDir, "run"), BlobsDir: s.blobsDir,
+		EntrypointPath: path, Scripts: s.Catalog, PollInterval: s.cfg.ReapInterval,
+		Logger: s.log.With("component", "executor"), Now: now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("local executor (set DECAP_ENTRYPOINT to the decap-entrypoint binary; `make build` makes bin/decap-entrypoint): %w", err)
+	}
+	s.Executor = ex
+	return ex, nil
+}
+
+// Ping checks that the queue answers; it is the readiness check.
+func (s *Set) Ping(ctx context.Context) error {
+	_, err := s.Queue.Stats(ctx)
+	return err
+}
+
+// Close releases what Open opened.
+func (s *Set) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// CatalogLoaded is a readiness check: the catalog has loaded a commit.
+func CatalogLoaded(c *catalog.Catalog) func(context.Context) error {
+	return func(context.Context) error {
+		if c.Commit() == "" {
+			if err := c.LastError(); err != nil {
+				return fmt.Errorf("build-scripts repository not loaded yet: %w", err)
+			}
+			return errors.New("build-scripts repository not loaded yet")
+		}
+		return nil
+	}
+}
+
+// FreshCatalog wraps a catalog whose Lookup refreshes once, at most every
+// minAge, when a project is not found: a project added to the build-scripts
+// repository is built at once rather than after the next periodic refresh.
+func FreshCatalog(c *catalog.Catalog, minAge time.Duration) *Fresh {
+	return &Fresh{c: c, minAge: minAge}
+}
+
+// Fresh is the catalog FreshCatalog returns.
+type Fresh struct {
+	c      *catalog.Catalog
+	minAge time.Duration
+	mu     sync.Mutex
+}
+
+// Lookup looks the project up, refreshing first if it is unknown and the
+// catalog is older than minAge.
+func (f *Fresh) Lookup(team, project string) (build.Descriptor, string, error) {
+	d, commit, err := f.c.Lookup(team, project)
+	if !errors.Is(err, build.ErrNotFound) {
+		return d, commit, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.c.RefreshedAt()) >= f.minAge {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if rerr := f.c.Refresh(ctx); rerr != nil {
+			return d, commit, err
+		}
+	}
+	return f.c.Lookup(team, project)
+}
