@@ -17,8 +17,12 @@ import (
 
 // Config is every service's configuration; each service reads what it needs.
 type Config struct {
-	// Backend is where the queue, locks and records live: "embedded".
+	// Backend is where the queue, locks and records live: "embedded" or "aws".
 	Backend string
+	// Prefix starts the name of every AWS resource (queue, tables, bucket).
+	Prefix string
+	// Bucket is the S3 bucket of logs and artifacts (default Prefix-builds).
+	Bucket string
 	// Executor runs builds: "local".
 	Executor string
 	// DataDir holds the embedded backend's state (SQLite, blobs, run dirs).
@@ -56,6 +60,7 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Backend:         or(getenv("DECAP_BACKEND"), "embedded"),
+		Prefix:          or(getenv("DECAP_PREFIX"), "decap"),
 		Executor:        or(getenv("DECAP_EXECUTOR"), "local"),
 		DataDir:         or(getenv("DECAP_DATA_DIR"), ".decap"),
 		BuildScripts:    or(getenv("DECAP_BUILD_SCRIPTS"), "examples/build-scripts"),
@@ -151,9 +156,13 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		fail("DECAP_LOG_FORMAT", "want json or text")
 	}
-	if c.Backend != "embedded" {
-		fail("DECAP_BACKEND", fmt.Sprintf("%q is not supported (want embedded)", c.Backend))
+	if c.Backend != "embedded" && c.Backend != "aws" {
+		fail("DECAP_BACKEND", fmt.Sprintf("%q is not supported (want embedded or aws)", c.Backend))
 	}
+	if !validPrefix(c.Prefix) {
+		fail("DECAP_PREFIX", "want 3-40 lowercase letters, digits or hyphens, starting with a letter")
+	}
+	c.Bucket = or(getenv("DECAP_BUCKET"), c.Prefix+"-builds")
 	if c.Executor != "local" {
 		fail("DECAP_EXECUTOR", fmt.Sprintf("%q is not supported (want local)", c.Executor))
 	}
@@ -166,6 +175,18 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.DataDir = abs
 	return c, nil
+}
+
+func validPrefix(p string) bool {
+	if len(p) < 3 || len(p) > 40 || p[0] < 'a' || p[0] > 'z' {
+		return false
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func or(v, def string) string {

@@ -52,6 +52,7 @@ func TestLoadErrors(t *testing.T) {
 		{"negative cap", map[string]string{"DECAP_MAX_RUNNING_BUILDS": "-1"}, "DECAP_MAX_RUNNING_BUILDS"},
 		{"bad auth", map[string]string{"DECAP_AUTH": "maybe"}, "DECAP_AUTH"},
 		{"unknown backend", map[string]string{"DECAP_BACKEND": "etcd"}, "DECAP_BACKEND"},
+		{"bad prefix", map[string]string{"DECAP_PREFIX": "Bad_Prefix!"}, "DECAP_PREFIX"},
 		{"both secret forms", map[string]string{"DECAP_API_TOKEN": "hunter2", "DECAP_API_TOKEN_FILE": "/x"}, "not both"},
 		{"missing secret file", map[string]string{"DECAP_API_TOKEN_FILE": "/nonexistent/hunter2"}, "DECAP_API_TOKEN_FILE"},
 	}
