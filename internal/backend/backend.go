@@ -90,7 +90,7 @@ type Set struct {
 	// blobsDir is where the local executor's builds upload when the blob
 	// store is a directory; uploads is how they upload otherwise.
 	blobsDir string
-	uploads  func(ctx context.Context, id build.ID) (map[string]string, error)
+	uploads  func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error)
 }
 
 // Open opens the backend cfg.Backend names, and the catalog of
@@ -107,6 +107,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	switch cfg.Backend {
 	case "embedded":
 		err = s.openEmbedded(now)
+	case "aws":
+		err = s.openAWS(ctx, now)
 	default:
 		err = fmt.Errorf("%w: backend %q is not known", build.ErrInvalid, cfg.Backend)
 	}
@@ -148,7 +150,7 @@ func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {
 		path = filepath.Join(filepath.Dir(self), "decap-entrypoint")
 	}
 	ex, err := localexec.New(localexec.Config{
-		RunDir: filepath.Join(s.cfg.DataDir, "run"), BlobsDir: s.blobsDir,
+		RunDir: filepath.Join(s.cfg.DataDir, "run"), BlobsDir: s.blobsDir, Uploads: s.uploads,
 		EntrypointPath: path, Scripts: s.Catalog, PollInterval: s.cfg.ReapInterval,
 		Logger: s.log.With("component", "executor"), Now: now,
 	})
@@ -159,10 +161,17 @@ func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {
 	return ex, nil
 }
 
-// Ping checks that the queue answers; it is the readiness check.
+// Ping checks that the queue and the record store answer; it is the
+// readiness check.
 func (s *Set) Ping(ctx context.Context) error {
-	_, err := s.Queue.Stats(ctx)
-	return err
+	if _, err := s.Queue.Stats(ctx); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	// Any ID will do: not found is an answer.
+	if _, err := s.Records.Get(ctx, build.ID("00000000-0000-7000-8000-000000000000")); err != nil && !errors.Is(err, build.ErrNotFound) {
+		return fmt.Errorf("build records: %w", err)
+	}
+	return nil
 }
 
 // Close releases what Open opened.
