@@ -1,0 +1,431 @@
+package awsdynamo_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/decap-ci/decap/internal/awsdynamo"
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
+)
+
+// newClient returns a client of the DynamoDB at AWS_ENDPOINT_URL (moto in
+// tests), or skips the test when that is unset.
+func newClient(t *testing.T) *dynamodb.Client {
+	t.Helper()
+	endpoint := os.Getenv("AWS_ENDPOINT_URL")
+	if endpoint == "" {
+		t.Skip("AWS_ENDPOINT_URL not set: start moto (make test does) to run the DynamoDB adapter tests")
+	}
+	cfg, err := config.LoadDefaultConfig(t.Context(),
+		config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")),
+	)
+	if err != nil {
+		t.Fatalf("LoadDefaultConfig() error = %v", err)
+	}
+	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(endpoint)
+	})
+}
+
+// newTables creates the tables that want names (non-empty fields) under a
+// prefix unique to this call, and deletes them when the test ends.
+func newTables(t *testing.T, client *dynamodb.Client, want awsdynamo.Tables) awsdynamo.Tables {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	all := awsdynamo.TableNames("decaptest-" + hex.EncodeToString(b[:]))
+	var tables awsdynamo.Tables
+	if want.Locks != "" {
+		tables.Locks = all.Locks
+	}
+	if want.Idempotency != "" {
+		tables.Idempotency = all.Idempotency
+	}
+	if want.Builds != "" {
+		tables.Builds = all.Builds
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds} {
+			if name == "" {
+				continue
+			}
+			_, err := client.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+			var gone *types.ResourceNotFoundException
+			if err != nil && !errors.As(err, &gone) {
+				t.Errorf("DeleteTable(%s) error = %v", name, err)
+			}
+		}
+	})
+	if err := awsdynamo.CreateTables(t.Context(), client, tables); err != nil {
+		t.Fatalf("CreateTables() error = %v", err)
+	}
+	return tables
+}
+
+var (
+	locksOnly       = awsdynamo.Tables{Locks: "x"}
+	idempotencyOnly = awsdynamo.Tables{Idempotency: "x"}
+	buildsOnly      = awsdynamo.Tables{Builds: "x"}
+)
+
+func TestLocks(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestLocks(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Locks {
+		return awsdynamo.NewLocks(client, newTables(t, client, locksOnly).Locks, clock.Now)
+	})
+}
+
+// TestConcurrentLocksAcrossStores stands for several dispatcher replicas:
+// each Locks has its own client (and connections) over one table.
+func TestConcurrentLocksAcrossStores(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	table := newTables(t, client, locksOnly).Locks
+	clock := buildtest.NewClock(time.Time{})
+	var stores []buildtest.Locks
+	for range 3 {
+		stores = append(stores, awsdynamo.NewLocks(newClient(t), table, clock.Now))
+	}
+	buildtest.CheckConcurrentLocks(t, stores, clock)
+}
+
+func TestIdempotency(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestIdempotency(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Idempotency {
+		return awsdynamo.NewIdempotency(client, newTables(t, client, idempotencyOnly).Idempotency, clock.Now)
+	})
+}
+
+func TestRecords(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
+		return awsdynamo.NewRecords(client, newTables(t, client, buildsOnly).Builds)
+	})
+}
+
+func TestCreateTables(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	ctx := t.Context()
+	tables := newTables(t, client, awsdynamo.Tables{Locks: "x", Idempotency: "x", Builds: "x"})
+	if err := awsdynamo.CreateTables(ctx, client, tables); err != nil {
+		t.Fatalf("CreateTables() of existing tables error = %v, want nil", err)
+	}
+
+	out, err := client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tables.Builds)})
+	if err != nil {
+		t.Fatalf("DescribeTable() error = %v", err)
+	}
+	var indexes []string
+	for _, ix := range out.Table.GlobalSecondaryIndexes {
+		indexes = append(indexes, aws.ToString(ix.IndexName))
+	}
+	slices.Sort(indexes)
+	if want := []string{"by-project", "projects", "running"}; !slices.Equal(indexes, want) {
+		t.Errorf("builds table indexes = %v, want %v", indexes, want)
+	}
+	for _, name := range []string{tables.Locks, tables.Idempotency} {
+		ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(name)})
+		if err != nil {
+			t.Fatalf("DescribeTimeToLive(%s) error = %v", name, err)
+		}
+		if d := ttl.TimeToLiveDescription; d == nil || d.TimeToLiveStatus != types.TimeToLiveStatusEnabled || aws.ToString(d.AttributeName) != "ttl" {
+			t.Errorf("TTL of %s = %+v, want enabled on ttl", name, d)
+		}
+	}
+
+	// A table of the same name with another schema is an error.
+	wrong := awsdynamo.Tables{Builds: tables.Locks}
+	if err := awsdynamo.CreateTables(ctx, client, wrong); err == nil {
+		t.Errorf("CreateTables() over a table with another schema error = nil, want one")
+	}
+}
+
+func TestRecordsHideProjectMarkers(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	s := awsdynamo.NewRecords(client, newTables(t, client, buildsOnly).Builds)
+	ctx := t.Context()
+	r := build.Record{
+		BuildID:  build.NewID(time.Now()),
+		Team:     "ae6rt",
+		Project:  "p",
+		Ref:      "main",
+		Status:   build.StatusRunning,
+		QueuedAt: time.Now(),
+	}
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatalf("Save() error = %v", err)
+	}
+	if _, err := s.Get(ctx, "project#ae6rt/p"); !errors.Is(err, build.ErrNotFound) {
+		t.Errorf("Get() of a marker error = %v, want ErrNotFound", err)
+	}
+	running, err := s.Running(ctx)
+	if err != nil || len(running) != 1 || running[0].BuildID != r.BuildID {
+		t.Errorf("Running() = %v, %v; want only %s", running, err, r.BuildID)
+	}
+	recs, _, err := s.ListProject(ctx, "ae6rt", "p", 10, "")
+	if err != nil || len(recs) != 1 || recs[0].BuildID != r.BuildID {
+		t.Errorf("ListProject() = %v, %v; want only %s", recs, err, r.BuildID)
+	}
+	if _, _, err := s.ListProject(ctx, "ae6rt", "p", 10, "not a cursor"); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("ListProject() with a bad cursor error = %v, want ErrInvalid", err)
+	}
+	bad := r
+	bad.BuildID = "project#ae6rt/p"
+	if err := s.Save(ctx, bad); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("Save() with a marker's ID error = %v, want ErrInvalid", err)
+	}
+}
+
+// raceClient runs race once, just before the first PutItem whose key
+// starts with prefix: a concurrent writer that wins the race between
+// Acquire's read and its writes.
+type raceClient struct {
+	*dynamodb.Client
+	prefix string
+	race   func(in *dynamodb.PutItemInput)
+	once   sync.Once
+}
+
+func (c *raceClient) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if pk, ok := in.Item["pk"].(*types.AttributeValueMemberS); ok && strings.HasPrefix(pk.Value, c.prefix) {
+		c.once.Do(func() { c.race(in) })
+	}
+	return c.Client.PutItem(ctx, in, opts...)
+}
+
+func TestAcquireLosesRaces(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	clock := buildtest.NewClock(time.Time{})
+	now := clock.Now()
+	lease := func(key string) build.Lease {
+		return build.Lease{Key: key, BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	const key = "t/p/main"
+	rival := lease("t/p/other")
+	cases := []struct {
+		name string
+		cap  int
+		// before is the prefix of the item whose write race precedes.
+		before string
+		race   func(t *testing.T, s *awsdynamo.Locks, table string, in *dynamodb.PutItemInput)
+		// wantErr is Acquire's error; then wantFree slots must be free.
+		wantErr  error
+		wantFree int
+	}{
+		{
+			name:   "lock taken before the slot write",
+			cap:    2,
+			before: "slot#",
+			race: func(t *testing.T, s *awsdynamo.Locks, _ string, _ *dynamodb.PutItemInput) {
+				l := rival
+				l.Key = key
+				if err := s.Acquire(t.Context(), l, 2); err != nil {
+					t.Errorf("rival Acquire() error = %v", err)
+				}
+			},
+			wantErr:  build.ErrLocked,
+			wantFree: 1,
+		},
+		{
+			name:   "lock taken between the slot and the lock write",
+			cap:    1,
+			before: "lock#",
+			race: func(t *testing.T, s *awsdynamo.Locks, _ string, _ *dynamodb.PutItemInput) {
+				l := rival
+				l.Key = key
+				if err := s.Acquire(t.Context(), l, 0); err != nil {
+					t.Errorf("rival Acquire() error = %v", err)
+				}
+			},
+			wantErr:  build.ErrLocked,
+			wantFree: 1, // the slot was given back
+		},
+		{
+			name:   "last slot taken",
+			cap:    1,
+			before: "slot#",
+			race: func(t *testing.T, s *awsdynamo.Locks, _ string, _ *dynamodb.PutItemInput) {
+				if err := s.Acquire(t.Context(), rival, 1); err != nil {
+					t.Errorf("rival Acquire() error = %v", err)
+				}
+			},
+			wantErr: build.ErrCapReached,
+		},
+		{
+			name:   "chosen slot taken, another free",
+			cap:    2,
+			before: "slot#",
+			race: func(t *testing.T, _ *awsdynamo.Locks, table string, in *dynamodb.PutItemInput) {
+				// Another replica's lease takes exactly the slot Acquire chose.
+				_, err := client.PutItem(t.Context(), &dynamodb.PutItemInput{
+					TableName: aws.String(table),
+					Item: map[string]types.AttributeValue{
+						"pk":        in.Item["pk"],
+						"buildId":   &types.AttributeValueMemberS{Value: string(rival.BuildID)},
+						"lockKey":   &types.AttributeValueMemberS{Value: rival.Key},
+						"expiresAt": &types.AttributeValueMemberN{Value: strconv.FormatInt(rival.ExpiresAt.UnixNano(), 10)},
+						"ttl":       &types.AttributeValueMemberN{Value: strconv.FormatInt(rival.ExpiresAt.Unix(), 10)},
+					},
+				})
+				if err != nil {
+					t.Errorf("PutItem() of the slot error = %v", err)
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			table := newTables(t, client, locksOnly).Locks
+			other := awsdynamo.NewLocks(client, table, clock.Now)
+			racer := &raceClient{Client: client, prefix: tc.before, race: func(in *dynamodb.PutItemInput) {
+				tc.race(t, other, table, in)
+			}}
+			s := awsdynamo.NewLocks(racer, table, clock.Now)
+			l := lease(key)
+			err := s.Acquire(t.Context(), l, tc.cap)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("Acquire() error = %v, want %v", err, tc.wantErr)
+			}
+			if errors.Is(err, build.ErrLocked) && !strings.Contains(err.Error(), string(rival.BuildID)) {
+				t.Errorf("Acquire() error = %v, want it to name the holder %s", err, rival.BuildID)
+			}
+			if tc.wantErr == nil {
+				if err := s.Release(t.Context(), l.Key, l.BuildID); err != nil {
+					t.Errorf("Release() error = %v", err)
+				}
+				return
+			}
+			// The free slots take new leases; then the cap is reached.
+			for i := range tc.wantFree {
+				if err := other.Acquire(t.Context(), lease(fmt.Sprintf("t/p/free-%d", i)), tc.cap); err != nil {
+					t.Errorf("Acquire() of free slot %d error = %v", i, err)
+				}
+			}
+			if err := other.Acquire(t.Context(), lease("t/p/full"), tc.cap); !errors.Is(err, build.ErrCapReached) {
+				t.Errorf("Acquire() over the cap error = %v, want ErrCapReached", err)
+			}
+		})
+	}
+}
+
+// TestExtendMovesTheSlot checks that Extend moves the slot's expiry with the
+// lock's, longer and shorter: the suite extends only leases without a slot.
+func TestExtendMovesTheSlot(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	clock := buildtest.NewClock(time.Time{})
+	s := awsdynamo.NewLocks(client, newTables(t, client, locksOnly).Locks, clock.Now)
+	ctx := t.Context()
+	lease := func(key string, ttl time.Duration) build.Lease {
+		now := clock.Now()
+		return build.Lease{Key: key, BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(ttl)}
+	}
+	l := lease("t/p/main", time.Minute)
+	if err := s.Acquire(ctx, l, 1); err != nil {
+		t.Fatalf("Acquire() error = %v", err)
+	}
+	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("Extend() error = %v", err)
+	}
+	clock.Advance(2 * time.Minute) // past the first expiry: the slot is still taken
+	if err := s.Acquire(ctx, lease("t/p/other", time.Hour), 1); !errors.Is(err, build.ErrCapReached) {
+		t.Fatalf("Acquire() while the extended lease holds the slot error = %v, want ErrCapReached", err)
+	}
+	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("Extend() to a shorter expiry error = %v", err)
+	}
+	clock.Advance(2 * time.Minute) // past the shorter expiry: the slot is free
+	if err := s.Acquire(ctx, lease("t/p/other", time.Hour), 1); err != nil {
+		t.Fatalf("Acquire() after the lease expired error = %v", err)
+	}
+	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Hour)); !errors.Is(err, build.ErrNotFound) {
+		t.Errorf("Extend() of the expired lease error = %v, want ErrNotFound", err)
+	}
+}
+
+// failLockWrites fails every write of a lock item as a lost connection
+// would, after the slot was claimed.
+type failLockWrites struct{ *dynamodb.Client }
+
+func (c failLockWrites) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if pk, ok := in.Item["pk"].(*types.AttributeValueMemberS); ok && strings.HasPrefix(pk.Value, "lock#") {
+		return nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+	}
+	return c.Client.PutItem(ctx, in, opts...)
+}
+
+// TestAcquireFailedHalfway checks what an Acquire that claimed a slot but
+// could not write the lock leaves behind: an occupied slot, which the
+// build's retry reuses, and which is freed when another build turns out to
+// hold the key.
+func TestAcquireFailedHalfway(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	ctx := t.Context()
+	clock := buildtest.NewClock(time.Time{})
+	now := clock.Now()
+	lease := func(key string) build.Lease {
+		return build.Lease{Key: key, BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	table := newTables(t, client, locksOnly).Locks
+	s := awsdynamo.NewLocks(client, table, clock.Now)
+	broken := awsdynamo.NewLocks(failLockWrites{client}, table, clock.Now)
+
+	l := lease("t/p/main")
+	if err := broken.Acquire(ctx, l, 1); !errors.Is(err, build.ErrUnavailable) {
+		t.Fatalf("Acquire() with a failing lock write error = %v, want ErrUnavailable", err)
+	}
+	if err := s.Acquire(ctx, lease("t/p/other"), 1); !errors.Is(err, build.ErrCapReached) {
+		t.Fatalf("Acquire() while a half-acquired slot is taken error = %v, want ErrCapReached", err)
+	}
+	if err := s.Acquire(ctx, l, 1); err != nil {
+		t.Fatalf("Acquire() retried by the same build error = %v, want its slot back", err)
+	}
+	if err := s.Release(ctx, l.Key, l.BuildID); err != nil {
+		t.Fatalf("Release() error = %v", err)
+	}
+
+	// Half-acquired again; meanwhile another build takes the key without a
+	// cap. The retry finds the key held and frees the orphaned slot.
+	if err := broken.Acquire(ctx, l, 1); !errors.Is(err, build.ErrUnavailable) {
+		t.Fatalf("Acquire() with a failing lock write error = %v, want ErrUnavailable", err)
+	}
+	other := lease(l.Key)
+	if err := s.Acquire(ctx, other, 0); err != nil {
+		t.Fatalf("Acquire() without a cap error = %v", err)
+	}
+	if err := s.Acquire(ctx, l, 1); !errors.Is(err, build.ErrLocked) {
+		t.Fatalf("Acquire() of a key another build holds error = %v, want ErrLocked", err)
+	}
+	if err := s.Acquire(ctx, lease("t/p/other"), 1); err != nil {
+		t.Errorf("Acquire() after the orphaned slot was freed error = %v", err)
+	}
+}

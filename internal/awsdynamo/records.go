@@ -1,0 +1,504 @@
+package awsdynamo
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// recordsAPI lists the DynamoDB calls Records makes.
+type recordsAPI interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// DefaultPageSize is the page size ListProject uses when limit <= 0.
+const DefaultPageSize = 50
+
+const (
+	// markerPrefix starts the buildId of a project marker item; build IDs
+	// that start with it are rejected.
+	markerPrefix = "project#"
+	markerKind   = "project"
+	runningValue = "running"
+	// queuedLayout makes QueuedAt sort as a string: fixed width, UTC.
+	queuedLayout = "20060102T150405.000000000Z"
+	// averageScanBound bounds how many of a project's newest records
+	// AverageDuration reads looking for succeeded ones.
+	averageScanBound = 1000
+	queryPage        = 100
+)
+
+// recordItem is a build record as stored: the record's fields, plus the
+// keys of the indexes (projectKey/queuedSort for by-project, runningPk for
+// running) and rank for the conditional write. Times are RFC 3339 UTC with
+// nanoseconds; zero times and empty fields are left out.
+type recordItem struct {
+	BuildID       string `dynamodbav:"buildId"`
+	ProjectKey    string `dynamodbav:"projectKey"`
+	QueuedSort    string `dynamodbav:"queuedSort"`
+	RunningPK     string `dynamodbav:"runningPk,omitempty"`
+	Rank          int    `dynamodbav:"rank"`
+	Team          string `dynamodbav:"team"`
+	Project       string `dynamodbav:"project"`
+	Ref           string `dynamodbav:"ref,omitempty"`
+	RefType       string `dynamodbav:"refType,omitempty"`
+	SHA           string `dynamodbav:"sha,omitempty"`
+	Trigger       string `dynamodbav:"trigger,omitempty"`
+	RequestedBy   string `dynamodbav:"requestedBy,omitempty"`
+	DeliveryID    string `dynamodbav:"deliveryId,omitempty"`
+	Status        string `dynamodbav:"status"`
+	ExitCode      *int   `dynamodbav:"exitCode,omitempty"`
+	QueuedAt      string `dynamodbav:"queuedAt,omitempty"`
+	StartedAt     string `dynamodbav:"startedAt,omitempty"`
+	FinishedAt    string `dynamodbav:"finishedAt,omitempty"`
+	DurationNanos int64  `dynamodbav:"durationNanos,omitempty"`
+	LogKey        string `dynamodbav:"logKey,omitempty"`
+	ArtifactsKey  string `dynamodbav:"artifactsKey,omitempty"`
+	PodName       string `dynamodbav:"podName,omitempty"`
+	CatalogCommit string `dynamodbav:"catalogCommit,omitempty"`
+	Reason        string `dynamodbav:"reason,omitempty"`
+	NextAttemptAt string `dynamodbav:"nextAttemptAt,omitempty"`
+	// Kind is set only on project markers.
+	Kind string `dynamodbav:"kind,omitempty"`
+}
+
+// markerItem says that a project has records; the projects index lists
+// them.
+type markerItem struct {
+	BuildID string `dynamodbav:"buildId"`
+	Kind    string `dynamodbav:"kind"`
+	Team    string `dynamodbav:"team"`
+	Project string `dynamodbav:"project"`
+}
+
+func itemFor(r build.Record) recordItem {
+	it := recordItem{
+		BuildID:       string(r.BuildID),
+		ProjectKey:    r.ProjectKey(),
+		QueuedSort:    position{queued: r.QueuedAt, id: r.BuildID}.sortKey(),
+		Rank:          r.Status.Rank(),
+		Team:          r.Team,
+		Project:       r.Project,
+		Ref:           r.Ref,
+		RefType:       string(r.RefType),
+		SHA:           r.SHA,
+		Trigger:       string(r.Trigger),
+		RequestedBy:   r.RequestedBy,
+		DeliveryID:    r.DeliveryID,
+		Status:        string(r.Status),
+		ExitCode:      r.ExitCode,
+		QueuedAt:      formatTime(r.QueuedAt),
+		StartedAt:     formatTime(r.StartedAt),
+		FinishedAt:    formatTime(r.FinishedAt),
+		DurationNanos: int64(r.Duration()),
+		LogKey:        r.LogKey,
+		ArtifactsKey:  r.ArtifactsKey,
+		PodName:       r.PodName,
+		CatalogCommit: r.CatalogCommit,
+		Reason:        r.Reason,
+		NextAttemptAt: formatTime(r.NextAttemptAt),
+	}
+	if r.Status == build.StatusRunning {
+		it.RunningPK = runningValue
+	}
+	return it
+}
+
+func (it recordItem) record() (build.Record, error) {
+	r := build.Record{
+		BuildID:       build.ID(it.BuildID),
+		Team:          it.Team,
+		Project:       it.Project,
+		Ref:           it.Ref,
+		RefType:       build.RefType(it.RefType),
+		SHA:           it.SHA,
+		Trigger:       build.Trigger(it.Trigger),
+		RequestedBy:   it.RequestedBy,
+		DeliveryID:    it.DeliveryID,
+		Status:        build.Status(it.Status),
+		ExitCode:      it.ExitCode,
+		LogKey:        it.LogKey,
+		ArtifactsKey:  it.ArtifactsKey,
+		PodName:       it.PodName,
+		CatalogCommit: it.CatalogCommit,
+		Reason:        it.Reason,
+	}
+	for _, f := range []struct {
+		s string
+		t *time.Time
+	}{
+		{it.QueuedAt, &r.QueuedAt},
+		{it.StartedAt, &r.StartedAt},
+		{it.FinishedAt, &r.FinishedAt},
+		{it.NextAttemptAt, &r.NextAttemptAt},
+	} {
+		t, err := parseTime(f.s)
+		if err != nil {
+			return build.Record{}, fmt.Errorf("decode record %s: %w", it.BuildID, err)
+		}
+		*f.t = t
+	}
+	return r, nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return t.UTC(), nil
+}
+
+// Records stores build records (buildtest.Records) in the builds table, one
+// item per build, plus one marker item per project for Projects. It is safe
+// for concurrent use.
+//
+// Get reads consistently. ListProject, Running, AverageDuration and Projects
+// query global secondary indexes, which DynamoDB updates asynchronously: a
+// record saved a moment ago may be missing from them, or show its previous
+// status, for a short while.
+type Records struct {
+	client recordsAPI
+	table  string
+}
+
+// NewRecords returns the build records stored in table. Records needs no
+// clock: nothing in it expires.
+func NewRecords(client recordsAPI, table string) *Records {
+	return &Records{client: client, table: table}
+}
+
+// Save writes r, creating or replacing the stored record, unless the stored
+// record's status ranks higher than r's or is final: then build.ErrConflict
+// and nothing changes. A record without build ID, with an ID that starts
+// with "project#", or with an unknown status gives build.ErrInvalid.
+//
+// Save first writes the project's marker item (idempotent, a few bytes),
+// then the record with a condition on its stored rank. The two are not one
+// transaction on purpose: every build of a project would then conflict on
+// the marker. A Save that fails after the marker write leaves at most a
+// marker for a project that has no record yet.
+func (s *Records) Save(ctx context.Context, r build.Record) error {
+	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) {
+		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
+	}
+	marker, err := attributevalue.MarshalMap(markerItem{
+		BuildID: markerPrefix + r.ProjectKey(),
+		Kind:    markerKind,
+		Team:    r.Team,
+		Project: r.Project,
+	})
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
+	item, err := attributevalue.MarshalMap(itemFor(r))
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
+	if _, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: marker}); err != nil {
+		return fmt.Errorf("save record %s: mark project: %w", r.BuildID, classify(err))
+	}
+	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(s.table),
+		Item:                     item,
+		ConditionExpression:      aws.String("attribute_not_exists(#id) OR (#rank < :final AND #rank <= :rank)"),
+		ExpressionAttributeNames: map[string]string{"#id": "buildId", "#rank": "rank"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":final": num(int64(build.StatusSucceeded.Rank())),
+			":rank":  num(int64(r.Status.Rank())),
+		},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, ok := conditionFailed(err); ok {
+		var stored recordItem
+		if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil || stored.Status == "" {
+			return fmt.Errorf("save record %s: %w: stored status ranks higher or is final, new status %s", r.BuildID, build.ErrConflict, r.Status)
+		}
+		return fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, stored.Status, r.Status)
+	}
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, classify(err))
+	}
+	return nil
+}
+
+// Get returns one record, read consistently; build.ErrNotFound if none.
+func (s *Records) Get(ctx context.Context, id build.ID) (build.Record, error) {
+	res, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            map[string]types.AttributeValue{"buildId": str(string(id))},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, classify(err))
+	}
+	var it recordItem
+	if res.Item != nil {
+		if err := attributevalue.UnmarshalMap(res.Item, &it); err != nil {
+			return build.Record{}, fmt.Errorf("get record %s: decode: %w", id, err)
+		}
+	}
+	if res.Item == nil || it.Kind != "" {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, build.ErrNotFound)
+	}
+	r, err := it.record()
+	if err != nil {
+		return build.Record{}, fmt.Errorf("get record %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ListProject returns a project's records newest first (by QueuedAt, then
+// BuildID), at most limit (DefaultPageSize when limit <= 0), starting after
+// cursor ("" = from the newest), and the cursor of the next page ("" when
+// there is none). A malformed cursor gives build.ErrInvalid.
+func (s *Records) ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error) {
+	pk := build.ProjectKey(team, project)
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(indexByProject),
+		KeyConditionExpression:    aws.String("#pk = :pk"),
+		ExpressionAttributeNames:  map[string]string{"#pk": "projectKey"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str(pk)},
+		ScanIndexForward:          aws.Bool(false),
+	}
+	if cursor != "" {
+		after, err := parseCursor(cursor)
+		if err != nil {
+			return nil, "", fmt.Errorf("list builds of %s: %w", pk, err)
+		}
+		in.KeyConditionExpression = aws.String("#pk = :pk AND #sort < :after")
+		in.ExpressionAttributeNames["#sort"] = "queuedSort"
+		in.ExpressionAttributeValues[":after"] = str(after.sortKey())
+	}
+	// One more than a page tells whether a next page exists.
+	recs := []build.Record{}
+	for {
+		in.Limit = aws.Int32(int32(min(limit+1-len(recs), queryPage)))
+		out, err := s.client.Query(ctx, in)
+		if err != nil {
+			return nil, "", fmt.Errorf("list builds of %s: %w", pk, classify(err))
+		}
+		page, err := decodeRecords(out.Items)
+		if err != nil {
+			return nil, "", fmt.Errorf("list builds of %s: %w", pk, err)
+		}
+		recs = append(recs, page...)
+		if len(recs) > limit || len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	if len(recs) <= limit {
+		return recs, "", nil
+	}
+	recs = recs[:limit]
+	last := recs[limit-1]
+	return recs, position{queued: last.QueuedAt, id: last.BuildID}.cursor(), nil
+}
+
+// Running returns every record with status running, ordered by build ID.
+func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
+	recs, err := s.queryAll(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(indexRunning),
+		KeyConditionExpression:    aws.String("#r = :r"),
+		ExpressionAttributeNames:  map[string]string{"#r": "runningPk"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":r": str(runningValue)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list running builds: %w", err)
+	}
+	out := []build.Record{}
+	for _, av := range recs {
+		var it recordItem
+		if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+			return nil, fmt.Errorf("list running builds: decode: %w", err)
+		}
+		// The index lags the table: skip a record that no longer runs.
+		if it.Status != string(build.StatusRunning) {
+			continue
+		}
+		r, err := it.record()
+		if err != nil {
+			return nil, fmt.Errorf("list running builds: %w", err)
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].BuildID < out[j].BuildID })
+	return out, nil
+}
+
+// AverageDuration averages the durations of the project's last n succeeded
+// builds (newest by QueuedAt, then BuildID); it returns how many it averaged
+// (0: no figure). It reads at most the project's newest 1000 records, so a
+// project whose last 1000 builds did not succeed has no figure.
+func (s *Records) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {
+	if n <= 0 {
+		return 0, 0, nil
+	}
+	pk := build.ProjectKey(team, project)
+	in := &dynamodb.QueryInput{
+		TableName:              aws.String(s.table),
+		IndexName:              aws.String(indexByProject),
+		KeyConditionExpression: aws.String("#pk = :pk"),
+		FilterExpression:       aws.String("#status = :succeeded"),
+		ProjectionExpression:   aws.String("#started, #finished"),
+		ExpressionAttributeNames: map[string]string{
+			"#pk": "projectKey", "#status": "status", "#started": "startedAt", "#finished": "finishedAt",
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":pk": str(pk), ":succeeded": str(string(build.StatusSucceeded)),
+		},
+		ScanIndexForward: aws.Bool(false),
+		Limit:            aws.Int32(queryPage),
+	}
+	var sum time.Duration
+	count, scanned := 0, 0
+	for count < n && scanned < averageScanBound {
+		out, err := s.client.Query(ctx, in)
+		if err != nil {
+			return 0, 0, fmt.Errorf("average duration of %s: %w", pk, classify(err))
+		}
+		scanned += int(out.ScannedCount)
+		for _, av := range out.Items {
+			if count == n {
+				break
+			}
+			var it recordItem
+			if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+				return 0, 0, fmt.Errorf("average duration of %s: decode: %w", pk, err)
+			}
+			started, err1 := parseTime(it.StartedAt)
+			finished, err2 := parseTime(it.FinishedAt)
+			if err1 != nil || err2 != nil {
+				return 0, 0, fmt.Errorf("average duration of %s: bad time in a record", pk)
+			}
+			sum += build.Record{StartedAt: started, FinishedAt: finished}.Duration()
+			count++
+		}
+		if len(out.LastEvaluatedKey) == 0 || out.ScannedCount == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	if count == 0 {
+		return 0, 0, nil
+	}
+	return sum / time.Duration(count), count, nil
+}
+
+// Projects returns the distinct project keys ("team/project") that have
+// records, sorted as strings.
+func (s *Records) Projects(ctx context.Context) ([]string, error) {
+	items, err := s.queryAll(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(indexProjects),
+		KeyConditionExpression:    aws.String("#k = :k"),
+		ProjectionExpression:      aws.String("#id"),
+		ExpressionAttributeNames:  map[string]string{"#k": "kind", "#id": "buildId"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": str(markerKind)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list projects: %w", err)
+	}
+	out := []string{}
+	for _, av := range items {
+		if id, ok := av["buildId"].(*types.AttributeValueMemberS); ok && strings.HasPrefix(id.Value, markerPrefix) {
+			out = append(out, strings.TrimPrefix(id.Value, markerPrefix))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// queryAll returns the items of every page of a query.
+func (s *Records) queryAll(ctx context.Context, in *dynamodb.QueryInput) ([]map[string]types.AttributeValue, error) {
+	var items []map[string]types.AttributeValue
+	for pages := dynamodb.NewQueryPaginator(s.client, in); pages.HasMorePages(); {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, classify(err)
+		}
+		items = append(items, page.Items...)
+	}
+	return items, nil
+}
+
+func decodeRecords(items []map[string]types.AttributeValue) ([]build.Record, error) {
+	out := make([]build.Record, 0, len(items))
+	for _, av := range items {
+		var it recordItem
+		if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+			return nil, fmt.Errorf("decode record: %w", err)
+		}
+		r, err := it.record()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// position is a record's place in a project's history: QueuedAt, then
+// BuildID.
+type position struct {
+	queued time.Time
+	id     build.ID
+}
+
+// sortKey is the by-project range key: QueuedAt, fixed width in UTC, "#",
+// BuildID. Strings sort as positions do.
+func (p position) sortKey() string {
+	return p.queued.UTC().Format(queuedLayout) + "#" + string(p.id)
+}
+
+// cursor encodes p opaquely for API clients.
+func (p position) cursor() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(p.sortKey()))
+}
+
+// parseCursor decodes a cursor made by position.cursor; build.ErrInvalid if
+// s is not one.
+func parseCursor(s string) (position, error) {
+	bad := fmt.Errorf("%w: malformed cursor", build.ErrInvalid)
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return position{}, bad
+	}
+	at, id, ok := strings.Cut(string(b), "#")
+	if !ok || id == "" || strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return position{}, bad
+	}
+	t, err := time.Parse(queuedLayout, at)
+	if err != nil || t.Format(queuedLayout) != at {
+		return position{}, bad
+	}
+	return position{queued: t, id: build.ID(id)}, nil
+}
