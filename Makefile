@@ -19,14 +19,26 @@ build: ## build the services and the build entrypoint into bin/
 run: build ## start ingest, dispatcher and reaper on the embedded default (no AWS, no Kubernetes)
 	@BIN=$(BIN) scripts/run-local.sh
 
+.PHONY: run-aws
+run-aws: build ## the same three services on the AWS backend, against a local moto_server with resources from create-world.sh
+	@BIN=$(BIN) scripts/run-aws.sh
+
 .PHONY: test
-test: ## vet and run every test (the end-to-end ones included)
+test: ## vet and run every test: unit, contract suites (SQLite and, against a local moto_server, AWS), end-to-end
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	scripts/with-moto.sh $(GO) test -count=1 ./...
 
 .PHONY: test-race
 test-race: ## the tests under the race detector (slower)
-	$(GO) test -count=1 -race ./...
+	scripts/with-moto.sh $(GO) test -count=1 -race ./...
+
+.PHONY: moto
+moto: ## start moto_server on :5000 in the background: eval "$$(make -s moto)"; stop with scripts/moto.sh stop
+	@scripts/moto.sh start
+
+.PHONY: aws-world
+aws-world: ## create the AWS resources (DECAP_PREFIX, AWS_REGION, AWS_ENDPOINT_URL; see aws-resources/README.md)
+	aws-resources/create-world.sh
 
 .PHONY: lint
 lint: ## gofmt and go vet

@@ -46,7 +46,7 @@ secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
 [ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ] && secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
 cat <<MSG
 
-  Decap is running on the embedded default.
+  Decap is running on the ${DECAP_BACKEND:-embedded} backend.
     API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects)
     build scripts:    $DECAP_BUILD_SCRIPTS
     data directory:   $DECAP_DATA_DIR
