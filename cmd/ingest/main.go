@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
 	}, ingest.Deps{
-		Publisher: b.Queue, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
+		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
 			{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},

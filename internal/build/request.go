@@ -12,6 +12,10 @@ import (
 // accepts it and rejects others.
 const MessageVersion = 1
 
+// IdempotencyTTL is how long a delivery's build is remembered: longer than
+// the 7 days over which GitHub lets a delivery be redelivered.
+const IdempotencyTTL = 8 * 24 * time.Hour
+
 // MaxMessageSize bounds a queue body; SQS allows 256 KiB, a request needs far
 // less.
 const MaxMessageSize = 64 << 10

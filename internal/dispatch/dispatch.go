@@ -93,8 +93,8 @@ type Config struct {
 	// MaxDeferAge is how long a request may wait before it is recorded as
 	// expired (default 24h).
 	MaxDeferAge time.Duration
-	// IdempotencyTTL is how long a delivery is remembered (default 8 days;
-	// GitHub redelivers for up to 7).
+	// IdempotencyTTL is how long a delivery is remembered (default
+	// build.IdempotencyTTL).
 	IdempotencyTTL time.Duration
 }
 
@@ -120,7 +120,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BackoffMax, 30*time.Second)
 	def(&c.VisibilityTimeout, 30*time.Second)
 	def(&c.MaxDeferAge, 24*time.Hour)
-	def(&c.IdempotencyTTL, 8*24*time.Hour)
+	def(&c.IdempotencyTTL, build.IdempotencyTTL)
 	return c
 }
 
@@ -276,6 +276,25 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 		return d.deferBy(ctx, log, m, rec, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))
+	}
+
+	// Read the record again under the lock: a replica that launched this
+	// build and died before recording it leaves it queued, and the reaper
+	// may have ended it since the read above. The reaper records the end
+	// before it releases the lock, so this read sees it.
+	switch cur, err := d.records.Get(ctx, req.BuildID); {
+	case err != nil && !errors.Is(err, build.ErrNotFound):
+		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
+			log.Warn("release lock after failed read", "err", rerr)
+		}
+		return d.retry(log, m, fmt.Errorf("get record: %w", err))
+	case err == nil && cur.Status.Final():
+		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
+			log.Warn("release lock of an ended build", "err", rerr)
+		}
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status)}
+	case err == nil && cur.Status == build.StatusRunning:
+		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running"}
 	}
 
 	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}

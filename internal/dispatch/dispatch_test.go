@@ -600,3 +600,44 @@ func TestBackoffBoundsReceives(t *testing.T) {
 	}
 	t.Logf("a day of deferral: %d receives", receives)
 }
+
+// endingRecords ends the build (as the reaper would) the first time the
+// dispatcher reads its record, i.e. between its first read and the lock.
+type endingRecords struct {
+	*buildtest.FakeRecords
+	once sync.Once
+}
+
+func (r *endingRecords) Get(ctx context.Context, id build.ID) (build.Record, error) {
+	rec, err := r.FakeRecords.Get(ctx, id)
+	r.once.Do(func() {
+		ended := rec
+		ended.Status = build.StatusSucceeded
+		if err := r.FakeRecords.Save(ctx, ended); err != nil {
+			panic(err)
+		}
+	})
+	return rec, err
+}
+
+func TestBuildEndingDuringDecisionIsNotLaunchedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := buildtest.NewClock(t0)
+	f := newFixture(0, clock)
+	req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+	// Launched by a replica that died before recording it: still queued.
+	if err := f.records.Save(ctx, build.RecordFor(req)); err != nil {
+		t.Fatal(err)
+	}
+	recs := &endingRecords{FakeRecords: f.records}
+	d := dispatch.New(f.cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
+		Idempotency: f.idem, Records: recs, Launcher: f.launcher, Now: clock.Now})
+	dec := d.Decide(ctx, req, message(t, req))
+	if dec.Action != dispatch.Dropped || len(f.launcher.Started()) != 0 {
+		t.Errorf("decision %v (%s), started %d; want dropped and nothing launched", dec.Action, dec.Reason, len(f.launcher.Started()))
+	}
+	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+		t.Errorf("lock left held: %v", leases)
+	}
+}

@@ -152,11 +152,11 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := s.deps.Publisher.Publish(c.Request().Context(), req); err != nil {
-		return fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	id, err := s.enqueue(c.Request().Context(), req)
+	if err != nil {
+		return err
 	}
-	s.log.Info("build requested", "build_id", req.BuildID, "lock_key", req.LockKey())
-	return c.JSON(http.StatusAccepted, queuedBuild{ID: req.BuildID, LockKey: req.LockKey()})
+	return c.JSON(http.StatusAccepted, queuedBuild{ID: id, LockKey: req.LockKey()})
 }
 
 func (s *Server) record(c echo.Context) (build.Record, error) {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -83,11 +84,11 @@ func (s *Server) githubHook(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := s.deps.Publisher.Publish(c.Request().Context(), req); err != nil {
-		return fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	id, err := s.enqueue(c.Request().Context(), req)
+	if err != nil {
+		return err
 	}
-	s.log.Info("push queued", "build_id", req.BuildID, "lock_key", req.LockKey(), "delivery_id", delivery)
-	return c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: req.BuildID, LockKey: req.LockKey()}}})
+	return c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: id, LockKey: req.LockKey()}}})
 }
 
 // refreshCatalog handles POST /hooks/buildscripts. It is signed like any
@@ -109,4 +110,52 @@ func (s *Server) refreshCatalog(c echo.Context) error {
 		return fmt.Errorf("refresh catalog: %w", err)
 	}
 	return c.JSON(http.StatusAccepted, map[string]int{"projects": len(s.deps.Catalog.Projects())})
+}
+
+// enqueue records and publishes a request, and returns its build ID. A
+// redelivered webhook gets the build ID of the delivery's first request, so
+// every ID ingest answers with has a record: the redelivery is published
+// again under that ID (the queue's deduplication or the dispatcher's
+// once-only check drops it if it was queued or built already), which also
+// repairs a first attempt that was recorded but never queued.
+func (s *Server) enqueue(ctx context.Context, req build.Request) (build.ID, error) {
+	log := s.log.With("lock_key", req.LockKey(), "delivery_id", req.DeliveryID)
+	first := true
+	if req.DeliveryID != "" {
+		owner, err := s.deps.Idempotency.Claim(ctx, req.IdempotencyKey(), req.BuildID, build.IdempotencyTTL)
+		if err != nil {
+			return "", fmt.Errorf("claim delivery %s: %w", req.DeliveryID, err)
+		}
+		if owner != req.BuildID {
+			first = false
+			req.BuildID = owner
+			req.RequestedAt = owner.Time()
+			if req.RequestedAt.IsZero() {
+				req.RequestedAt = s.now().UTC()
+			}
+		}
+	}
+	log = log.With("build_id", req.BuildID)
+	if first {
+		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil {
+			return "", fmt.Errorf("record %s: %w", req.BuildID, err)
+		}
+	} else if _, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
+		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil && !errors.Is(err, build.ErrConflict) {
+			return "", fmt.Errorf("record %s: %w", req.BuildID, err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("get record %s: %w", req.BuildID, err)
+	}
+	// A failed publish leaves the record queued under an ID nobody was
+	// given; a redelivery of the webhook finds it and publishes it again.
+	if err := s.deps.Publisher.Publish(ctx, req); err != nil {
+		return "", fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	}
+	if first {
+		log.Info("build queued", "trigger", req.Trigger)
+	} else {
+		log.Info("redelivery answered with the delivery's first build")
+	}
+	return req.BuildID, nil
 }

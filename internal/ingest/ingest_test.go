@@ -29,6 +29,7 @@ const (
 type fixture struct {
 	srv     *ingest.Server
 	queue   *buildtest.FakeQueue
+	idem    *buildtest.FakeIdempotency
 	records *buildtest.FakeRecords
 	blobs   *buildtest.FakeBlobs
 	catalog *buildtest.Catalog
@@ -40,6 +41,7 @@ func newFixture(t *testing.T, mutate func(*ingest.Config)) *fixture {
 	clock := buildtest.NewClock(time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC))
 	f := &fixture{
 		queue:   buildtest.NewQueue(clock.Now, buildtest.QueueOptions{}),
+		idem:    buildtest.NewIdempotency(clock.Now),
 		records: buildtest.NewRecords(),
 		blobs:   buildtest.NewBlobs(),
 		catalog: buildtest.NewCatalog("c0ffee", map[string]string{
@@ -54,7 +56,7 @@ func newFixture(t *testing.T, mutate func(*ingest.Config)) *fixture {
 		mutate(&cfg)
 	}
 	f.srv = ingest.New(cfg, ingest.Deps{
-		Publisher: f.queue, Catalog: f.catalog, Records: f.records, Blobs: f.blobs, Now: clock.Now,
+		Publisher: f.queue, Idempotency: f.idem, Catalog: f.catalog, Records: f.records, Blobs: f.blobs, Now: clock.Now,
 	})
 	return f
 }
@@ -318,13 +320,48 @@ func TestDuplicateDeliveryQueuedOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
 	body := payload(t, "push-with-new-branch.json")
-	for range 3 {
-		if w := f.do(hook("push", "same-delivery", body)); w.Code != 202 {
+	var ids []any
+	for i := range 3 {
+		// The last redelivery comes days later, past the queue's dedup window.
+		if i == 2 {
+			f.clock.Advance(72 * time.Hour)
+		}
+		w := f.do(hook("push", "same-delivery", body))
+		if w.Code != 202 {
 			t.Fatalf("status %d (%s)", w.Code, w.Body)
 		}
+		ids = append(ids, decodeJSON(t, w)["builds"].([]any)[0].(map[string]any)["id"])
 	}
-	if n := len(f.queued(t)); n != 1 {
-		t.Errorf("queued %d requests for one delivery, want 1", n)
+	// Every answer names the delivery's one build, which has a record.
+	if ids[0] != ids[1] || ids[0] != ids[2] {
+		t.Errorf("answered ids %v, want the first build's id every time", ids)
+	}
+	rec, err := f.records.Get(context.Background(), build.ID(ids[0].(string)))
+	if err != nil || rec.Status != build.StatusQueued || rec.DeliveryID != "same-delivery" {
+		t.Errorf("record = %+v, %v; want a queued record of the delivery", rec, err)
+	}
+	// The queue got it once within its dedup window, and again (same build
+	// ID, which the dispatcher builds once) after it.
+	reqs := f.queued(t)
+	if len(reqs) != 1 || string(reqs[0].BuildID) != ids[0] {
+		t.Errorf("received %+v, want the head: one request of build %v", reqs, ids[0])
+	}
+	if st, _ := f.queue.Stats(context.Background()); st.Visible+st.InFlight != 2 {
+		t.Errorf("queue holds %+v, want 2 messages (the second after the dedup window)", st)
+	}
+}
+
+func TestQueuedRecordVisibleAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	w := f.do(apiRequest(http.MethodPost, "/api/v1/projects/decap-ci/hello/builds", token, `{"ref":"main"}`))
+	if w.Code != 202 {
+		t.Fatalf("status %d (%s)", w.Code, w.Body)
+	}
+	id := decodeJSON(t, w)["id"].(string)
+	w = f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+id, nil))
+	if w.Code != 200 || decodeJSON(t, w)["status"] != "queued" {
+		t.Errorf("GET the accepted build before any dispatcher ran: %d %s, want 200 queued", w.Code, w.Body)
 	}
 }
 

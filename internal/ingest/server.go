@@ -35,12 +35,20 @@ type Catalog interface {
 	Refresh(ctx context.Context) error
 }
 
-// Records reads build records (see buildtest.Records for the contract).
+// Records reads build records, and writes the first, queued record of a
+// request (see buildtest.Records for the contract).
 type Records interface {
+	Save(ctx context.Context, r build.Record) error
 	Get(ctx context.Context, id build.ID) (build.Record, error)
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
 	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
 	Projects(ctx context.Context) ([]string, error)
+}
+
+// Idempotency returns the build that owns a delivery: id when the claim is
+// the first, the earlier build otherwise.
+type Idempotency interface {
+	Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error)
 }
 
 // Blobs opens stored logs and artifacts; build.ErrNotFound if absent.
@@ -80,14 +88,15 @@ type Config struct {
 
 // Deps are the Server's collaborators. LiveLogs may be nil.
 type Deps struct {
-	Publisher Publisher
-	Catalog   Catalog
-	Records   Records
-	Blobs     Blobs
-	LiveLogs  LiveLogs
-	Ready     []Check
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Publisher   Publisher
+	Idempotency Idempotency
+	Catalog     Catalog
+	Records     Records
+	Blobs       Blobs
+	LiveLogs    LiveLogs
+	Ready       []Check
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Server serves ingest's routes.

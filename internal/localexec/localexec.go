@@ -39,7 +39,21 @@ import (
 // Defaults for the zero values of Config.
 const (
 	DefaultPollInterval = 500 * time.Millisecond
-	DefaultLaunchGrace  = 30 * time.Second
+	// DefaultLaunchGrace is well past the queue's visibility timeout (30s):
+	// an interrupted launch is completed by the redelivered request long
+	// before the launch is given up as interrupted.
+	DefaultLaunchGrace = 10 * time.Minute
+	// TombstoneTTL is how long a removed build is remembered, so that a late
+	// redelivery of its request does not run it again: longer than any
+	// request lives on the queue.
+	TombstoneTTL = build.IdempotencyTTL
+)
+
+// Names under RunDir that are not build directories; list skips them (they
+// start with '.').
+const (
+	tombstoneDir   = ".removed"
+	removingPrefix = ".removing-"
 )
 
 // Scripts exports the build scripts. The catalog implements it.
@@ -138,7 +152,9 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger}, nil
+	e := &Executor{cfg: cfg, log: cfg.Logger}
+	e.sweep()
+	return e, nil
 }
 
 // dir returns the build's directory after checking the ID, so that no ID
@@ -174,6 +190,9 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	if err := build.ValidateName("project", req.Project); err != nil {
 		return err
 	}
+	if e.removed(req.BuildID) {
+		return nil // launched, ended and removed
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("launch %s: %w", req.BuildID, err)
 	}
@@ -183,6 +202,12 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	}
 	defer l.unlock()
 	if launched(dir) {
+		return nil
+	}
+	if e.removed(req.BuildID) {
+		// Removed between the check above and the lock: the directory is
+		// a fresh, empty one of this call's making.
+		_ = removeAll(dir)
 		return nil
 	}
 	if err := e.launch(ctx, dir, job); err != nil {
@@ -322,10 +347,65 @@ func (e *Executor) Remove(ctx context.Context, id build.ID) error {
 	if p, err := readProcess(filepath.Join(dir, pidFile)); err == nil && p.alive() {
 		return fmt.Errorf("remove %s: %w: build is running", id, build.ErrConflict)
 	}
-	if err := removeAll(dir); err != nil {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	l, err := takeLock(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	// First the tombstone, so no later Launch runs the build again; then
+	// one atomic rename, so a crash never leaves a half-deleted directory
+	// that looks like an interrupted launch; then the slow part.
+	if err := e.writeTombstone(id); err != nil {
+		l.unlock()
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	gone := filepath.Join(e.cfg.RunDir, removingPrefix+id.PodName())
+	err = os.Rename(dir, gone)
+	l.unlock()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	if err := removeAll(gone); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	return nil
+}
+
+func (e *Executor) tombstone(id build.ID) string {
+	return filepath.Join(e.cfg.RunDir, tombstoneDir, id.PodName())
+}
+
+func (e *Executor) removed(id build.ID) bool {
+	_, err := os.Lstat(e.tombstone(id))
+	return err == nil
+}
+
+func (e *Executor) writeTombstone(id build.ID) error {
+	if err := os.MkdirAll(filepath.Join(e.cfg.RunDir, tombstoneDir), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(e.tombstone(id), nil, 0o644)
+}
+
+// sweep finishes removals a crash interrupted and forgets tombstones older
+// than TombstoneTTL.
+func (e *Executor) sweep() {
+	entries, _ := os.ReadDir(e.cfg.RunDir)
+	for _, ent := range entries {
+		if strings.HasPrefix(ent.Name(), removingPrefix) {
+			if err := removeAll(filepath.Join(e.cfg.RunDir, ent.Name())); err != nil {
+				e.log.Warn("finish removing a build directory", "dir", ent.Name(), "err", err)
+			}
+		}
+	}
+	stones, _ := os.ReadDir(filepath.Join(e.cfg.RunDir, tombstoneDir))
+	for _, st := range stones {
+		if info, err := st.Info(); err == nil && e.cfg.Now().Sub(info.ModTime()) > TombstoneTTL {
+			_ = os.Remove(filepath.Join(e.cfg.RunDir, tombstoneDir, st.Name()))
+		}
+	}
 }
 
 // Running returns the builds whose process runs, oldest first.

@@ -620,3 +620,51 @@ func TestPresignedUploads(t *testing.T) {
 		t.Errorf("uploads.json: %v, mode %v; want 0600", err, info.Mode().Perm())
 	}
 }
+
+// TestRemovedBuildNeverRunsAgain: a late redelivery of a request whose
+// build ended and was removed must not start it again, and a removal that a
+// crash interrupted is finished, not taken for an interrupted launch.
+func TestRemovedBuildNeverRunsAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	counter := filepath.Join(e.tmp, "runs")
+	cfg := localexec.Config{
+		RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
+		Scripts:      fakeScripts{"once": fmt.Sprintf("echo run >> %q", counter)},
+		PollInterval: 50 * time.Millisecond, LaunchGrace: 100 * time.Millisecond,
+	}
+	e.ex, _ = localexec.New(cfg)
+	c := e.watch(t)
+	job := newJob("once", time.Minute)
+	if err := e.ex.Launch(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	if o := c.outcome(t, job.Request.BuildID); o.Status != build.StatusSucceeded {
+		t.Fatalf("outcome = %+v, want succeeded", o)
+	}
+	if err := e.ex.Remove(t.Context(), job.Request.BuildID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ex.Launch(t.Context(), job); err != nil {
+		t.Fatalf("Launch after Remove: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if data, _ := os.ReadFile(counter); strings.Count(string(data), "run") != 1 {
+		t.Errorf("build.sh ran %d times, want 1", strings.Count(string(data), "run"))
+	}
+	if ids, _ := e.ex.Present(t.Context()); len(ids) != 0 {
+		t.Errorf("present after Remove and a late Launch: %v", ids)
+	}
+
+	// A removal interrupted after its rename: a new Executor finishes it.
+	half := filepath.Join(e.run, ".removing-build-"+string(build.NewID(time.Now())))
+	if err := os.MkdirAll(filepath.Join(half, "workspace"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := localexec.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(half); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("interrupted removal left %s: %v", half, err)
+	}
+}

@@ -1,0 +1,111 @@
+// Package e2e_test runs the embedded default as real processes — ingest,
+// dispatchers and reapers built from cmd/, with decap-entrypoint running
+// every build as a detached local process — and checks the invariants of
+// DESIGN.md from the outside: through signed webhooks, the JSON API, the
+// data directory's run/ layout and a trace that the build scripts write.
+//
+// The tests need Linux (the local executor reads /proc) and bash. They build
+// the four binaries once, in TestMain, and are skipped with -short. A failed
+// test logs its services' logs, the trace and what is left in the run
+// directory; E2E_DUMP=1 logs them for passing tests too.
+package e2e_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// Set once by TestMain, read-only afterwards.
+var (
+	// binDir holds ingest, dispatcher, reaper and decap-entrypoint.
+	binDir string
+	// moduleRoot is the directory of the module's go.mod.
+	moduleRoot string
+	// skipReason, when set, is why every test is skipped.
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	flag.Parse()
+	switch {
+	case testing.Short():
+		skipReason = "end-to-end tests start real processes; skipped with -short"
+	case runtime.GOOS != "linux":
+		skipReason = "end-to-end tests need Linux: the local executor reads /proc"
+	default:
+		if _, err := exec.LookPath("bash"); err != nil {
+			skipReason = "end-to-end tests need bash in PATH to run build scripts: " + err.Error()
+		}
+	}
+	if skipReason != "" {
+		return m.Run()
+	}
+
+	root, err := findModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	moduleRoot = root
+	dir, err := os.MkdirTemp("", "decap-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: create binary directory:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := buildBinaries(root, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+// findModuleRoot asks the go command where go.mod is.
+func findModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("go env GOMOD: not inside a module (got %q)", gomod)
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// buildBinaries builds what `make build` builds, into dir.
+func buildBinaries(root, dir string) error {
+	for _, args := range [][]string{
+		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper"},
+		{"build", "-o", filepath.Join(dir, "decap-entrypoint"), "./build-container/entrypoint"},
+	} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.String())
+		}
+	}
+	return nil
+}
+
+// requireE2E skips t when the end-to-end tests cannot run here.
+func requireE2E(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
