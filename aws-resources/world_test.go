@@ -505,6 +505,8 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, dlq)
 		grant([]string{"dynamodb:GetItem", "dynamodb:Query"}, buildsAndIndexes...)
+		grant([]string{"dynamodb:PutItem"}, builds)
+		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem"}, idem)
 		grant([]string{"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:DeleteItem"}, locks)
 		grant([]string{"s3:GetObject"}, objects...)
 	case "dispatcher":
