@@ -36,7 +36,7 @@ const (
 	// PartSize.
 	MaxObjectSize = maxParts * PartSize
 	// MaxKeyLen is S3's limit on an object key.
-	MaxKeyLen = 1024
+	MaxKeyLen = build.MaxObjectKeyLen
 	// MaxPresignTTL is the longest a presigned URL can be valid (SigV4).
 	MaxPresignTTL = 7 * 24 * time.Hour
 	// UploadContentType is the Content-Type a presigned PUT requires, as
@@ -104,7 +104,7 @@ func New(client *s3.Client, cfg Config) (*Blobs, error) {
 // An invalid key gives build.ErrInvalid, content over MaxObjectSize
 // build.ErrInvalid, an unreachable or throttling S3 build.ErrUnavailable.
 func (b *Blobs) Put(ctx context.Context, key string, r io.Reader) error {
-	if err := ValidateKey(key); err != nil {
+	if err := build.ValidateObjectKey(key); err != nil {
 		return err
 	}
 	if err := b.put(ctx, key, r); err != nil {
@@ -233,7 +233,7 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 // empty reader. No object under key gives build.ErrNotFound, an invalid key
 // or a negative offset build.ErrInvalid.
 func (b *Blobs) OpenRange(ctx context.Context, key string, offset int64) (io.ReadCloser, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := build.ValidateObjectKey(key); err != nil {
 		return nil, err
 	}
 	if offset < 0 {
@@ -260,7 +260,7 @@ func (b *Blobs) OpenRange(ctx context.Context, key string, offset int64) (io.Rea
 // key, and never log it. An invalid key, or a ttl not in (0,
 // MaxPresignTTL], gives build.ErrInvalid. Errors never contain the URL.
 func (b *Blobs) PresignPut(ctx context.Context, key string, ttl time.Duration) (string, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := build.ValidateObjectKey(key); err != nil {
 		return "", err
 	}
 	if ttl <= 0 || ttl > MaxPresignTTL {
@@ -275,34 +275,6 @@ func (b *Blobs) PresignPut(ctx context.Context, key string, ttl time.Duration) (
 		return "", fmt.Errorf("presign put %s: %w", key, err)
 	}
 	return req.URL, nil
-}
-
-// ValidateKey checks an object key: a relative slash-separated path such as
-// "logs/<id>/console.log.gz" with no empty, "." or ".." segment, no
-// backslash or control character, at most MaxKeyLen bytes. It returns a
-// build.ErrInvalid error that says why.
-func ValidateKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: object key is empty", build.ErrInvalid)
-	case len(key) > MaxKeyLen:
-		return fmt.Errorf("%w: object key is longer than %d bytes", build.ErrInvalid, MaxKeyLen)
-	case strings.HasPrefix(key, "/"):
-		return fmt.Errorf("%w: object key %q is absolute", build.ErrInvalid, key)
-	case strings.Contains(key, `\`):
-		return fmt.Errorf("%w: object key %q contains a backslash", build.ErrInvalid, key)
-	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("%w: object key %q contains a control character", build.ErrInvalid, key)
-	}
-	for _, seg := range strings.Split(key, "/") {
-		switch seg {
-		case "":
-			return fmt.Errorf("%w: object key %q has an empty segment", build.ErrInvalid, key)
-		case ".", "..":
-			return fmt.Errorf("%w: object key %q has a %q segment", build.ErrInvalid, key, seg)
-		}
-	}
-	return nil
 }
 
 // classify wraps err with build.ErrNotFound for a missing object,

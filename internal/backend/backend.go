@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -33,53 +32,13 @@ import (
 	"github.com/decap-ci/decap/internal/sqlite"
 )
 
-// Queue is the work queue (see buildtest.Queue for the contract).
-type Queue interface {
-	Publish(ctx context.Context, reqs ...build.Request) error
-	Receive(ctx context.Context, max int, wait time.Duration) ([]build.Message, error)
-	Delete(ctx context.Context, receipt string) error
-	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
-	DeadLetter(ctx context.Context, m build.Message, reason string) error
-	Stats(ctx context.Context) (build.QueueStats, error)
-}
-
-// Locks holds branch locks and concurrency slots (see buildtest.Locks).
-type Locks interface {
-	Acquire(ctx context.Context, l build.Lease, cap int) error
-	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
-	Release(ctx context.Context, key string, id build.ID) error
-	ForceRelease(ctx context.Context, key string) error
-	List(ctx context.Context) ([]build.Lease, error)
-}
-
-// Idempotency remembers which build owns a delivery (see buildtest.Idempotency).
-type Idempotency interface {
-	Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error)
-}
-
-// Records stores build records (see buildtest.Records).
-type Records interface {
-	Save(ctx context.Context, r build.Record) error
-	Get(ctx context.Context, id build.ID) (build.Record, error)
-	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
-	Running(ctx context.Context) ([]build.Record, error)
-	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
-	Projects(ctx context.Context) ([]string, error)
-}
-
-// Blobs stores logs and artifacts (see buildtest.Blobs).
-type Blobs interface {
-	Put(ctx context.Context, key string, r io.Reader) error
-	Open(ctx context.Context, key string) (io.ReadCloser, error)
-}
-
 // Set is one backend, opened.
 type Set struct {
-	Queue       Queue
-	Locks       Locks
-	Idempotency Idempotency
-	Records     Records
-	Blobs       Blobs
+	Queue       build.Queue
+	Locks       build.Locks
+	Idempotency build.Idempotency
+	Records     build.Records
+	Blobs       build.Blobs
 	Catalog     *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor *localexec.Executor

@@ -248,3 +248,34 @@ func LogKey(id ID) string { return "logs/" + string(id) + "/console.log.gz" }
 
 // ArtifactsKey is the object key of a build's artifacts tarball.
 func ArtifactsKey(id ID) string { return "artifacts/" + string(id) + "/artifacts.tar.gz" }
+
+// MaxObjectKeyLen bounds an object key, like S3's 1024-byte limit.
+const MaxObjectKeyLen = 1024
+
+// ValidateObjectKey checks an object key: a relative slash-separated path such as
+// "logs/<id>/console.log.gz" with no empty, "." or ".." segment, no
+// backslash or control character, at most MaxObjectKeyLen bytes. It returns a
+// ErrInvalid error that says why.
+func ValidateObjectKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: object key is empty", ErrInvalid)
+	case len(key) > MaxObjectKeyLen:
+		return fmt.Errorf("%w: object key is longer than %d bytes", ErrInvalid, MaxObjectKeyLen)
+	case strings.HasPrefix(key, "/"):
+		return fmt.Errorf("%w: object key %q is absolute", ErrInvalid, key)
+	case strings.Contains(key, `\`):
+		return fmt.Errorf("%w: object key %q contains a backslash", ErrInvalid, key)
+	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%w: object key %q contains a control character", ErrInvalid, key)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("%w: object key %q has an empty segment", ErrInvalid, key)
+		case ".", "..":
+			return fmt.Errorf("%w: object key %q has a %q segment", ErrInvalid, key, seg)
+		}
+	}
+	return nil
+}

@@ -20,7 +20,7 @@ import (
 )
 
 // MaxKeyLen bounds an object key, like S3's 1024-byte limit.
-const MaxKeyLen = 1024
+const MaxKeyLen = build.MaxObjectKeyLen
 
 // Blobs stores objects as files under a directory: key "logs/<id>/console.log.gz"
 // is the file <dir>/logs/<id>/console.log.gz. It is safe for concurrent use,
@@ -46,7 +46,7 @@ func NewBlobs(dir string) (*Blobs, error) {
 // never a part. An invalid key gives build.ErrInvalid; a cancelled ctx stops
 // the copy and stores nothing.
 func (b *Blobs) Put(ctx context.Context, key string, r io.Reader) error {
-	if err := ValidateKey(key); err != nil {
+	if err := build.ValidateObjectKey(key); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -110,7 +110,7 @@ func put(ctx context.Context, root *os.Root, key string, r io.Reader) error {
 // Open returns the object stored under key. It gives build.ErrNotFound when
 // there is none and build.ErrInvalid for an invalid key.
 func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := build.ValidateObjectKey(key); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -138,34 +138,6 @@ func (b *Blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("open %s: %w", key, build.ErrNotFound)
 	}
 	return f, nil
-}
-
-// ValidateKey checks an object key: a relative slash-separated path such as
-// "logs/<id>/console.log.gz" with no empty, "." or ".." segment, no
-// backslash or control character, at most MaxKeyLen bytes. It returns a
-// build.ErrInvalid error that says why.
-func ValidateKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: object key is empty", build.ErrInvalid)
-	case len(key) > MaxKeyLen:
-		return fmt.Errorf("%w: object key is longer than %d bytes", build.ErrInvalid, MaxKeyLen)
-	case strings.HasPrefix(key, "/"):
-		return fmt.Errorf("%w: object key %q is absolute", build.ErrInvalid, key)
-	case strings.Contains(key, `\`):
-		return fmt.Errorf("%w: object key %q contains a backslash", build.ErrInvalid, key)
-	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("%w: object key %q contains a control character", build.ErrInvalid, key)
-	}
-	for _, seg := range strings.Split(key, "/") {
-		switch seg {
-		case "":
-			return fmt.Errorf("%w: object key %q has an empty segment", build.ErrInvalid, key)
-		case ".", "..":
-			return fmt.Errorf("%w: object key %q has a %q segment", build.ErrInvalid, key, seg)
-		}
-	}
-	return nil
 }
 
 func randomSuffix() string {
