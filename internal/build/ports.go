@@ -167,9 +167,6 @@ type Records interface {
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]Record, string, error)
 	// Running returns every record with status running.
 	Running(ctx context.Context) ([]Record, error)
-	// Waiting returns every record with status queued or deferred, oldest
-	// first (by QueuedAt, then BuildID).
-	Waiting(ctx context.Context) ([]Record, error)
 	// AverageDuration averages the durations of the project's last n
 	// succeeded builds (newest by QueuedAt, then BuildID); it returns how
 	// many it averaged (0: no figure).
@@ -186,21 +183,4 @@ type Blobs interface {
 	Put(ctx context.Context, key string, r io.Reader) error
 	// Open returns the object; ErrNotFound if there is none.
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
-}
-
-// GateState is the dispatch gate: while it is closed (Paused), dispatchers
-// take nothing off the queue; requests wait there, nothing is lost.
-type GateState struct {
-	Paused bool      `json:"paused"`
-	Reason string    `json:"reason,omitempty"`
-	By     string    `json:"by,omitempty"`
-	Since  time.Time `json:"since,omitzero"`
-}
-
-// Gate stores the dispatch gate, shared by every dispatcher replica.
-type Gate interface {
-	// Get returns the gate; open (the zero GateState) if never set.
-	Get(ctx context.Context) (GateState, error)
-	// Set replaces the gate.
-	Set(ctx context.Context, g GateState) error
 }
