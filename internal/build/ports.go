@@ -184,3 +184,20 @@ type Blobs interface {
 	// Open returns the object; ErrNotFound if there is none.
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 }
+
+// GateState is the dispatch gate: while it is closed (Paused), dispatchers
+// take nothing off the queue; requests wait there, nothing is lost.
+type GateState struct {
+	Paused bool      `json:"paused"`
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// Gate stores the dispatch gate, shared by every dispatcher replica.
+type Gate interface {
+	// Get returns the gate; open (the zero GateState) if never set.
+	Get(ctx context.Context) (GateState, error)
+	// Set replaces the gate.
+	Set(ctx context.Context, g GateState) error
+}

@@ -99,6 +99,21 @@ func (s *FakeRecords) Running(ctx context.Context) ([]build.Record, error) {
 	return out, nil
 }
 
+// Waiting returns every queued or deferred record, oldest first (by
+// QueuedAt, then BuildID).
+func (s *FakeRecords) Waiting(ctx context.Context) ([]build.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []build.Record
+	for _, r := range s.records {
+		if r.Status == build.StatusQueued || r.Status == build.StatusDeferred {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return posOf(out[i]).before(posOf(out[j])) })
+	return out, nil
+}
+
 // AverageDuration averages the durations of the project's last n succeeded
 // builds (newest by QueuedAt, then BuildID); see Records.
 func (s *FakeRecords) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {
