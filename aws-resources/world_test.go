@@ -508,6 +508,7 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"dynamodb:PutItem"}, builds)
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem"}, idem)
 		grant([]string{"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:DeleteItem"}, locks)
+		grant([]string{"dynamodb:PutItem"}, locks) // the dispatch gate; GetItem reads it
 		grant([]string{"s3:GetObject"}, objects...)
 	case "dispatcher":
 		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)

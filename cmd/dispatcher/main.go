@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: ex,
+		Idempotency: b.Idempotency, Records: b.Records, Launcher: ex, Gate: b.Gate,
 		Logger: log, Now: time.Now,
 	})
 	errc := make(chan error, 1)

@@ -7,8 +7,12 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/sqlite"
 )
 
 func baseEnv(t *testing.T) map[string]string {
@@ -83,5 +87,82 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after its context was cancelled")
+	}
+}
+
+// syncBuffer is a log sink read while the service writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunHonoursTheGate checks the wiring of the dispatch gate: paused in
+// the shared database (as ingest pauses it), the dispatcher leaves a
+// request on the queue; resumed, it takes it.
+func TestRunHonoursTheGate(t *testing.T) {
+	t.Parallel()
+	env := baseEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := sqlite.Open(filepath.Join(env["DECAP_DATA_DIR"], "decap.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gate, queue := sqlite.NewGate(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+	if err := gate.Set(ctx, build.GateState{Paused: true, Reason: "test", By: "t", Since: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// An unknown project: the dispatcher drops it, launching nothing.
+	req := build.Request{V: 1, BuildID: build.NewID(time.Now()), Team: "nobody", Project: "none", Ref: "main",
+		RefType: build.Branch, Trigger: build.TriggerAPI, RequestedAt: time.Now()}
+	if err := queue.Publish(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &bytes.Buffer{}, stderr) }()
+	waitUntil(t, "the dispatcher to log the pause", stderr, func() bool { return strings.Contains(stderr.String(), "dispatch paused") })
+	time.Sleep(300 * time.Millisecond)
+	if st, err := queue.Stats(ctx); err != nil || st.Visible != 1 || st.InFlight != 0 {
+		t.Fatalf("queue while paused = %+v, %v; want the request visible, untouched", st, err)
+	}
+	if err := gate.Set(ctx, build.GateState{By: "t", Since: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the request to be taken", stderr, func() bool {
+		st, err := queue.Stats(ctx)
+		return err == nil && st.Visible+st.InFlight == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run after cancel: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "dispatch resumed") {
+		t.Errorf("no resume logged:\n%s", stderr.String())
+	}
+}
+
+func waitUntil(t *testing.T, what string, log *syncBuffer, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; log:\n%s", what, log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

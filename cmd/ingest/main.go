@@ -58,17 +58,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	go b.Catalog.Run(ctx, cfg.CatalogRefresh)
 
-	var live ingest.LiveLogs
-	if ex, err := b.OpenExecutor(time.Now); err != nil {
-		log.Warn("live logs of running builds are unavailable", "err", err)
+	// The executor shows running builds' logs and cancels them. Without it
+	// (nil interfaces, not typed nils) those two answer 404 and 501.
+	var (
+		live      ingest.LiveLogs
+		canceller ingest.Canceller
+	)
+	if _, err := b.OpenExecutor(time.Now); err != nil {
+		log.Warn("live logs of running builds are unavailable, and running builds cannot be cancelled", "err", err)
 	} else {
-		live = ex
+		live, canceller = b.Executor, b.Executor
 	}
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
+		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
+		// Refs (GET /api/v1/projects/{team}/{project}/refs) stays nil, so 501,
+		// until the GitHub repository manager is wired here.
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
 			{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},

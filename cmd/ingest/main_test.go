@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -81,6 +82,46 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			t.Fatalf("ingest never became ready; log:\n%s", stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The control plane is wired to the backend: the queue, the locks and
+	// the dispatch gate answer, and the gate can be paused with the token
+	// and resumed through a UI session.
+	base := "http://" + addr + "/api/v1"
+	call := func(method, path, body string, header map[string]string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/queue", "/locks", "/dispatch"} {
+		if code, body := call(http.MethodGet, path, "", nil); code != http.StatusOK {
+			t.Errorf("GET %s: %d %s, want 200", path, code, body)
+		}
+	}
+	if code, body := call(http.MethodPost, "/dispatch/pause", `{"reason":"test"}`, map[string]string{"Authorization": "Bearer t0ken-for-tests"}); code != http.StatusOK || !strings.Contains(body, `"paused":true`) {
+		t.Errorf("pause: %d %s, want 200 and a paused gate", code, body)
+	}
+	if code, body := call(http.MethodGet, "/dispatch", "", nil); !strings.Contains(body, `"paused":true`) {
+		t.Errorf("GET /dispatch after pause: %d %s, want the paused gate", code, body)
+	}
+	code, _ := call(http.MethodPost, "/session", `{"token":"t0ken-for-tests"}`, nil)
+	if code != http.StatusNoContent {
+		t.Errorf("POST /session: %d, want 204", code)
+	}
+	session := map[string]string{"Cookie": "decap_session=t0ken-for-tests", "X-Decap-CSRF": "1"}
+	if code, body := call(http.MethodPost, "/dispatch/resume", "", session); code != http.StatusOK || !strings.Contains(body, `"paused":false`) {
+		t.Errorf("resume through the session: %d %s, want 200 and an open gate", code, body)
 	}
 	cancel()
 	select {

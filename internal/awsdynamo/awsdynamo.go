@@ -1,19 +1,23 @@
 // Package awsdynamo stores Decap's branch locks, concurrency slots,
-// idempotency claims and build records in DynamoDB. Its Locks, Idempotency
-// and Records satisfy the same contracts (internal/buildtest) as the SQLite
-// adapters of the embedded default; callers see only internal/build types
-// and sentinel errors.
+// idempotency claims, build records and the dispatch gate in DynamoDB. Its
+// Locks, Idempotency, Records and Gate satisfy the same contracts
+// (internal/buildtest) as the SQLite adapters of the embedded default;
+// callers see only internal/build types and sentinel errors.
 //
 // Three tables, named by TableNames from a configurable prefix:
 //
 //	<prefix>-locks        HASH pk (S); TTL attribute ttl (N, epoch seconds).
 //	                      Lock items pk = "lock#<team/project/ref>",
-//	                      slot items pk = "slot#<n>" for n in [0, cap).
+//	                      slot items pk = "slot#<n>" for n in [0, cap),
+//	                      the dispatch gate pk = "gate#dispatch" (no ttl).
 //	<prefix>-idempotency  HASH pk (S); TTL attribute ttl.
 //	<prefix>-builds       HASH buildId (S); global secondary indexes, all
 //	                      projecting ALL attributes:
 //	                      by-project (HASH projectKey S, RANGE queuedSort S),
-//	                      running (HASH runningPk S, RANGE buildId S; sparse),
+//	                      running (HASH runningPk S, RANGE buildId S; sparse:
+//	                      runningPk = "running" while a build runs,
+//	                      "waiting" while it is queued or deferred, absent
+//	                      once final),
 //	                      projects (HASH kind S, RANGE buildId S; sparse
 //	                      marker items buildId = "project#<team/project>").
 //

@@ -127,6 +127,43 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+func TestGate(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestGate(t, func(t *testing.T) buildtest.Gate {
+		return awsdynamo.NewGate(client, newTables(t, client, locksOnly).Locks)
+	})
+}
+
+// TestGateBesideLocks checks that the gate's item in the locks table is
+// seen by every replica's Gate and is neither listed as a lock nor counted
+// against the cap.
+func TestGateBesideLocks(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	ctx := t.Context()
+	table := newTables(t, client, locksOnly).Locks
+	paused := build.GateState{Paused: true, Reason: "maintenance", By: "ops", Since: time.Date(2025, time.March, 1, 12, 0, 0, 1, time.UTC)}
+	if err := awsdynamo.NewGate(client, table).Set(ctx, paused); err != nil {
+		t.Fatalf("Set() error = %v", err)
+	}
+	got, err := awsdynamo.NewGate(newClient(t), table).Get(ctx)
+	if err != nil || !got.Paused || got.Reason != paused.Reason || got.By != paused.By || !got.Since.Equal(paused.Since) {
+		t.Errorf("Get() from another replica = %+v, %v; want %+v", got, err, paused)
+	}
+	clock := buildtest.NewClock(time.Time{})
+	locks := awsdynamo.NewLocks(client, table, clock.Now)
+	now := clock.Now()
+	l := build.Lease{Key: "t/p/main", BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := locks.Acquire(ctx, l, 1); err != nil {
+		t.Fatalf("Acquire() beside the gate error = %v", err)
+	}
+	leases, err := locks.List(ctx)
+	if err != nil || len(leases) != 1 || leases[0].Key != l.Key {
+		t.Errorf("List() = %v, %v; want only %s", leases, err, l.Key)
+	}
+}
+
 func TestCreateTables(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)

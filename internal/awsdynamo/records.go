@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -31,7 +32,11 @@ const (
 	// that start with it are rejected.
 	markerPrefix = "project#"
 	markerKind   = "project"
+	// runningValue and waitingValue are the running index's partitions:
+	// runningPk of a running record, and of a queued or deferred one. A
+	// final record has no runningPk and leaves the (sparse) index.
 	runningValue = "running"
+	waitingValue = "waiting"
 	// queuedLayout makes QueuedAt sort as a string: fixed width, UTC.
 	queuedLayout = "20060102T150405.000000000Z"
 	// averageScanBound bounds how many of a project's newest records
@@ -41,8 +46,8 @@ const (
 )
 
 // recordItem is a build record as stored: the record's fields, plus the
-// keys of the indexes (projectKey/queuedSort for by-project, runningPk for
-// running) and rank for the conditional write. Times are RFC 3339 UTC with
+// keys of the indexes (projectKey/queuedSort for by-project, runningPk =
+// "running" or "waiting" for running) and rank for the conditional write. Times are RFC 3339 UTC with
 // nanoseconds; zero times and empty fields are left out.
 type recordItem struct {
 	BuildID       string `dynamodbav:"buildId"`
@@ -110,8 +115,11 @@ func itemFor(r build.Record) recordItem {
 		Reason:        r.Reason,
 		NextAttemptAt: formatTime(r.NextAttemptAt),
 	}
-	if r.Status == build.StatusRunning {
+	switch r.Status {
+	case build.StatusRunning:
 		it.RunningPK = runningValue
+	case build.StatusQueued, build.StatusDeferred:
+		it.RunningPK = waitingValue
 	}
 	return it
 }
@@ -175,8 +183,8 @@ func parseTime(s string) (time.Time, error) {
 // item per build, plus one marker item per project for Projects. It is safe
 // for concurrent use.
 //
-// Get reads consistently. ListProject, Running, AverageDuration and Projects
-// query global secondary indexes, which DynamoDB updates asynchronously: a
+// Get reads consistently. ListProject, Running, Waiting, AverageDuration and
+// Projects query global secondary indexes, which DynamoDB updates asynchronously: a
 // record saved a moment ago may be missing from them, or show its previous
 // status, for a short while.
 type Records struct {
@@ -324,33 +332,61 @@ func (s *Records) ListProject(ctx context.Context, team, project string, limit i
 
 // Running returns every record with status running, ordered by build ID.
 func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
-	recs, err := s.queryAll(ctx, &dynamodb.QueryInput{
+	out, err := s.partition(ctx, runningValue, build.StatusRunning)
+	if err != nil {
+		return nil, fmt.Errorf("list running builds: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].BuildID < out[j].BuildID })
+	return out, nil
+}
+
+// Waiting returns every record with status queued or deferred, oldest first
+// (by QueuedAt, then BuildID). It reads the running index's "waiting"
+// partition, never the whole table.
+func (s *Records) Waiting(ctx context.Context) ([]build.Record, error) {
+	out, err := s.partition(ctx, waitingValue, build.StatusQueued, build.StatusDeferred)
+	if err != nil {
+		return nil, fmt.Errorf("list waiting builds: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.QueuedAt.Equal(b.QueuedAt) {
+			return a.QueuedAt.Before(b.QueuedAt)
+		}
+		return a.BuildID < b.BuildID
+	})
+	return out, nil
+}
+
+// partition returns the records in the running index under runningPk = pk
+// whose status is one of statuses: the index lags the table, so it may
+// still hold a record whose status moved on.
+func (s *Records) partition(ctx context.Context, pk string, statuses ...build.Status) ([]build.Record, error) {
+	items, err := s.queryAll(ctx, &dynamodb.QueryInput{
 		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(indexRunning),
 		KeyConditionExpression:    aws.String("#r = :r"),
 		ExpressionAttributeNames:  map[string]string{"#r": "runningPk"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":r": str(runningValue)},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":r": str(pk)},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list running builds: %w", err)
+		return nil, err
 	}
 	out := []build.Record{}
-	for _, av := range recs {
+	for _, av := range items {
 		var it recordItem
 		if err := attributevalue.UnmarshalMap(av, &it); err != nil {
-			return nil, fmt.Errorf("list running builds: decode: %w", err)
+			return nil, fmt.Errorf("decode: %w", err)
 		}
-		// The index lags the table: skip a record that no longer runs.
-		if it.Status != string(build.StatusRunning) {
+		if !slices.Contains(statuses, build.Status(it.Status)) {
 			continue
 		}
 		r, err := it.record()
 		if err != nil {
-			return nil, fmt.Errorf("list running builds: %w", err)
+			return nil, err
 		}
 		out = append(out, r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].BuildID < out[j].BuildID })
 	return out, nil
 }
 

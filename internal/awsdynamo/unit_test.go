@@ -239,8 +239,9 @@ func TestTableNames(t *testing.T) {
 	}
 }
 
-// TestItemsGolden pins the stored form of a record, its project marker and
-// a lease, which the UI, operators and other systems read.
+// TestItemsGolden pins the stored form of records, a project marker, a
+// lease and the dispatch gate, which the UI, operators and other systems
+// read.
 func TestItemsGolden(t *testing.T) {
 	t.Parallel()
 	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
@@ -275,12 +276,21 @@ func TestItemsGolden(t *testing.T) {
 		PK: lockPrefix + "ae6rt/dynamodb-lab/main", BuildID: string(running.BuildID), Owner: "dispatcher-0",
 		AcquiredAt: nanos(base), ExpiresAt: nanos(base.Add(time.Hour)), TTL: ttlSeconds(base.Add(time.Hour)), Slot: &slot,
 	}
+	queued := build.RecordFor(build.Request{
+		BuildID: "0195509c-4c00-7000-8000-000000000003", Team: "ae6rt", Project: "dynamodb-lab",
+		Ref: "dev", RefType: build.Branch, Trigger: build.TriggerManual, RequestedAt: base,
+	})
+	deferred := queued
+	deferred.Status, deferred.Reason, deferred.NextAttemptAt = build.StatusDeferred, "branch busy", base.Add(30*time.Second)
 	items := map[string]any{
-		"record":  itemFor(r),
-		"running": itemFor(running),
-		"marker":  markerItem{BuildID: markerPrefix + r.ProjectKey(), Kind: markerKind, Team: r.Team, Project: r.Project},
-		"lock":    lease,
-		"slot":    slotItem{PK: slotPrefix + "2", BuildID: lease.BuildID, LockKey: "ae6rt/dynamodb-lab/main", ExpiresAt: lease.ExpiresAt, TTL: lease.TTL},
+		"record":   itemFor(r),
+		"running":  itemFor(running),
+		"queued":   itemFor(queued),
+		"deferred": itemFor(deferred),
+		"gate":     gateItemFor(build.GateState{Paused: true, Reason: "cluster upgrade", By: "octocat", Since: base}),
+		"marker":   markerItem{BuildID: markerPrefix + r.ProjectKey(), Kind: markerKind, Team: r.Team, Project: r.Project},
+		"lock":     lease,
+		"slot":     slotItem{PK: slotPrefix + "2", BuildID: lease.BuildID, LockKey: "ae6rt/dynamodb-lab/main", ExpiresAt: lease.ExpiresAt, TTL: lease.TTL},
 	}
 	doc := map[string]any{}
 	for name, it := range items {
@@ -313,7 +323,7 @@ func TestItemsGolden(t *testing.T) {
 	}
 
 	// And back.
-	for _, rec := range []build.Record{r, running} {
+	for _, rec := range []build.Record{r, running, queued, deferred} {
 		back, err := itemFor(rec).record()
 		if err != nil {
 			t.Fatalf("record() error = %v", err)
@@ -382,5 +392,56 @@ func TestClaimReadsTheOwnerWithoutOldItem(t *testing.T) {
 		if err != nil || got != first {
 			t.Errorf("Claim(%s) = %s, %v; want %s", id, got, err, first)
 		}
+	}
+}
+
+// staleIndex answers every Query with its items, as a lagging index would.
+type staleIndex struct {
+	recordsAPI
+	items []map[string]types.AttributeValue
+}
+
+func (d staleIndex) Query(_ context.Context, in *dynamodb.QueryInput, _ ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	return &dynamodb.QueryOutput{Items: d.items}, nil
+}
+
+// TestWaitingSkipsStaleIndexEntries checks that Waiting and Running drop
+// index entries whose status moved on, and that Waiting sorts by QueuedAt,
+// then BuildID, whatever order the index returns.
+func TestWaitingSkipsStaleIndexEntries(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(id string, at time.Time, st build.Status) build.Record {
+		return build.Record{BuildID: build.ID(id), Team: "t", Project: "p", Ref: "main", Status: st, QueuedAt: at}
+	}
+	recs := []build.Record{
+		rec("a", base.Add(2*time.Second), build.StatusQueued),
+		rec("b", base, build.StatusRunning), // started since it was indexed as waiting
+		rec("c", base, build.StatusDeferred),
+		rec("d", base.Add(time.Second), build.StatusSucceeded), // final since
+		rec("0", base.Add(2*time.Second), build.StatusDeferred),
+	}
+	var items []map[string]types.AttributeValue
+	for _, r := range recs {
+		av, err := attributevalue.MarshalMap(itemFor(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, av)
+	}
+	s := NewRecords(staleIndex{items: items}, "builds")
+	got, err := s.Waiting(t.Context())
+	if err != nil {
+		t.Fatalf("Waiting() error = %v", err)
+	}
+	if diff := cmp.Diff([]build.Record{recs[2], recs[4], recs[0]}, got); diff != "" {
+		t.Errorf("Waiting() (-want +got):\n%s", diff)
+	}
+	running, err := s.Running(t.Context())
+	if err != nil {
+		t.Fatalf("Running() error = %v", err)
+	}
+	if diff := cmp.Diff([]build.Record{recs[1]}, running); diff != "" {
+		t.Errorf("Running() (-want +got):\n%s", diff)
 	}
 }

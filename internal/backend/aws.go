@@ -66,6 +66,7 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	s.Locks = awsdynamo.NewLocks(ddb, tables.Locks, now)
 	s.Idempotency = awsdynamo.NewIdempotency(ddb, tables.Idempotency, now)
 	s.Records = awsdynamo.NewRecords(ddb, tables.Builds)
+	s.Gate = awsdynamo.NewGate(ddb, tables.Locks)
 	s.Blobs = blobs
 	// Builds get presigned PUT URLs for exactly their two objects, never
 	// the services' credentials.

@@ -7,7 +7,8 @@
 // The embedded default keeps everything under one data directory, so that
 // separate ingest, dispatcher and reaper processes share one state:
 //
-//	decap.db      SQLite: queue, dead letters, locks, idempotency, records
+//	decap.db      SQLite: queue, dead letters, locks, idempotency, records,
+//	              the dispatch gate
 //	wake/         sockets through which processes wake queue receivers
 //	blobs/        logs/<id>/console.log.gz, artifacts/<id>/artifacts.tar.gz
 //	run/          one directory per build being run by the local executor
@@ -39,7 +40,9 @@ type Set struct {
 	Idempotency build.Idempotency
 	Records     build.Records
 	Blobs       build.Blobs
-	Catalog     *catalog.Catalog
+	// Gate is the dispatch gate: dispatchers honour it, ingest sets it.
+	Gate    build.Gate
+	Catalog *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor *localexec.Executor
 
@@ -94,6 +97,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	}
 	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
 	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
+	s.Gate = sqlite.NewGate(db)
 	return nil
 }
 

@@ -167,6 +167,9 @@ type Records interface {
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]Record, string, error)
 	// Running returns every record with status running.
 	Running(ctx context.Context) ([]Record, error)
+	// Waiting returns every record with status queued or deferred, oldest
+	// first (by QueuedAt, then BuildID): the requests not yet started.
+	Waiting(ctx context.Context) ([]Record, error)
 	// AverageDuration averages the durations of the project's last n
 	// succeeded builds (newest by QueuedAt, then BuildID); it returns how
 	// many it averaged (0: no figure).

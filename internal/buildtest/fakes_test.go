@@ -43,3 +43,10 @@ func TestFakeBlobs(t *testing.T) {
 		return buildtest.NewBlobs()
 	})
 }
+
+func TestFakeGate(t *testing.T) {
+	t.Parallel()
+	buildtest.TestGate(t, func(t *testing.T) buildtest.Gate {
+		return buildtest.NewGate()
+	})
+}

@@ -12,4 +12,5 @@ type (
 	Idempotency = build.Idempotency
 	Records     = build.Records
 	Blobs       = build.Blobs
+	Gate        = build.Gate
 )

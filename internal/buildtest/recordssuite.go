@@ -213,6 +213,70 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		}
 	})
 
+	t.Run("waiting", func(t *testing.T) {
+		t.Parallel()
+		s := newRecords(t)
+		got, err := s.Waiting(t.Context())
+		if err != nil || len(got) != 0 {
+			t.Fatalf("Waiting() of an empty store = %v, %v; want none", got, err)
+		}
+		cases := []struct {
+			at     time.Duration // QueuedAt after base
+			status build.Status
+		}{
+			{3 * time.Second, build.StatusQueued},
+			{time.Second, build.StatusDeferred},
+			{2 * time.Second, build.StatusRunning},
+			{-time.Second, build.StatusQueued}, // saved late but queued first
+			{time.Second, build.StatusQueued},  // the same QueuedAt: BuildID breaks the tie
+			{0, build.StatusSucceeded},
+			{0, build.StatusExpired},
+			{4 * time.Second, build.StatusDeferred},
+			{5 * time.Second, build.StatusQueued},
+			{6 * time.Second, build.StatusDeferred},
+		}
+		var recs []build.Record
+		for i, c := range cases {
+			r := newRecord(base.Add(c.at), "ae6rt", fmt.Sprintf("p%d", i%3), c.status)
+			saveRecord(t, s, r)
+			recs = append(recs, r)
+		}
+		// A queued request is deferred: it still waits, as deferred.
+		recs[0].Status, recs[0].Reason = build.StatusDeferred, "branch busy"
+		saveRecord(t, s, recs[0])
+		// Records that leave waiting disappear: one starts, one expires.
+		recs[7].Status, recs[7].StartedAt = build.StatusRunning, base.Add(time.Minute)
+		saveRecord(t, s, recs[7])
+		recs[8].Status, recs[8].Reason = build.StatusExpired, "waited too long"
+		saveRecord(t, s, recs[8])
+
+		var want []build.Record
+		for _, r := range recs {
+			if r.Status == build.StatusQueued || r.Status == build.StatusDeferred {
+				want = append(want, r)
+			}
+		}
+		slices.SortFunc(want, func(a, b build.Record) int {
+			if c := a.QueuedAt.Compare(b.QueuedAt); c != 0 {
+				return c
+			}
+			if a.BuildID < b.BuildID {
+				return -1
+			}
+			return 1
+		})
+		if len(want) != 5 {
+			t.Fatalf("the test wants 5 waiting records, has %d", len(want))
+		}
+		got, err = s.Waiting(t.Context())
+		if err != nil {
+			t.Fatalf("Waiting() error = %v", err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Waiting() (-want +got):\n%s", diff)
+		}
+	})
+
 	t.Run("average duration", func(t *testing.T) {
 		t.Parallel()
 		s := newRecords(t)

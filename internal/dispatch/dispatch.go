@@ -96,6 +96,9 @@ type Config struct {
 	// IdempotencyTTL is how long a delivery is remembered (default
 	// build.IdempotencyTTL).
 	IdempotencyTTL time.Duration
+	// GateInterval is how long Run trusts a read of the dispatch gate, and
+	// how often a paused Run reads it again (default 2s).
+	GateInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -121,6 +124,7 @@ func (c Config) withDefaults() Config {
 	def(&c.VisibilityTimeout, 30*time.Second)
 	def(&c.MaxDeferAge, 24*time.Hour)
 	def(&c.IdempotencyTTL, build.IdempotencyTTL)
+	def(&c.GateInterval, 2*time.Second)
 	return c
 }
 
@@ -133,6 +137,7 @@ type Dispatcher struct {
 	idem     Idempotency
 	records  Records
 	launcher Launcher
+	gate     Gate
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -145,8 +150,10 @@ type Deps struct {
 	Idempotency Idempotency
 	Records     Records
 	Launcher    Launcher
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Gate pauses and resumes Run; nil means always open.
+	Gate   Gate
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // New returns a Dispatcher.
@@ -160,7 +167,7 @@ func New(cfg Config, d Deps) *Dispatcher {
 	return &Dispatcher{
 		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
 		idem: d.Idempotency, records: d.Records, launcher: d.Launcher,
-		log: d.Logger, now: d.Now,
+		gate: d.Gate, log: d.Logger, now: d.Now,
 	}
 }
 

@@ -15,11 +15,18 @@ import (
 // queue order; groups proceed independently, so a deferred key never holds
 // up another. Run returns nil when ctx is cancelled after in-flight decisions
 // finish.
+//
+// Before each receive Run consults the dispatch gate (Deps.Gate), read at
+// most once per GateInterval. While the gate is paused Run receives
+// nothing and reads the gate again every GateInterval; requests wait on the
+// queue. Messages received before Run saw the pause are decided as usual.
+// A failed read keeps the state Run saw last (open before the first read).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	// One token per message being decided.
 	sem := make(chan struct{}, d.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	gate := &gateWatch{gate: d.gate, every: d.cfg.GateInterval, log: d.log}
 	backoff := time.Duration(0)
 	for {
 		// Block until a worker is free, then take what else is free, up to
@@ -38,6 +45,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			default:
 				break take
 			}
+		}
+		// Consulted after the wait for workers, which may be long, so
+		// that what it says is fresh.
+		if !gate.waitOpen(ctx) {
+			return nil
 		}
 		msgs, err := d.queue.Receive(ctx, n, d.cfg.WaitTime)
 		for range n - len(msgs) {

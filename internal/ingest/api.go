@@ -64,7 +64,12 @@ func (s *Server) projects(c echo.Context) error {
 
 // pathProject validates :team and :project.
 func pathProject(c echo.Context) (team, project string, err error) {
-	team, project = c.Param("team"), c.Param("project")
+	if team, err = pathValue(c, "team"); err != nil {
+		return "", "", err
+	}
+	if project, err = pathValue(c, "project"); err != nil {
+		return "", "", err
+	}
 	if err := build.ValidateName("team", team); err != nil {
 		return "", "", err
 	}
@@ -112,6 +117,18 @@ func (s *Server) projectBuilds(c echo.Context) error {
 	return c.JSON(http.StatusOK, page)
 }
 
+// lookupProject checks that the catalog has a buildable team/project:
+// build.ErrNotFound (404) if it is unknown, 422 if it is not buildable.
+func (s *Server) lookupProject(team, project string) error {
+	if _, _, err := s.deps.Catalog.Lookup(team, project); err != nil {
+		if errors.Is(err, build.ErrInvalid) {
+			return echo.NewHTTPError(http.StatusUnprocessableEntity, "project "+build.ProjectKey(team, project)+" is not buildable: "+err.Error())
+		}
+		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), err)
+	}
+	return nil
+}
+
 // buildRequestBody is the body of POST .../builds.
 type buildRequestBody struct {
 	Ref     string        `json:"ref"`
@@ -137,11 +154,8 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if in.RefType == "" {
 		in.RefType = build.Branch
 	}
-	if _, _, err := s.deps.Catalog.Lookup(team, project); err != nil {
-		if errors.Is(err, build.ErrInvalid) {
-			return echo.NewHTTPError(http.StatusUnprocessableEntity, "project "+build.ProjectKey(team, project)+" is not buildable: "+err.Error())
-		}
-		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), err)
+	if err := s.lookupProject(team, project); err != nil {
+		return err
 	}
 	now := s.now().UTC()
 	req := build.Request{

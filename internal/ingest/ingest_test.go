@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,16 +28,28 @@ const (
 )
 
 type fixture struct {
-	srv     *ingest.Server
-	queue   *buildtest.FakeQueue
-	idem    *buildtest.FakeIdempotency
-	records *buildtest.FakeRecords
-	blobs   *buildtest.FakeBlobs
-	catalog *buildtest.Catalog
-	clock   *buildtest.Clock
+	srv       *ingest.Server
+	queue     *buildtest.FakeQueue
+	idem      *buildtest.FakeIdempotency
+	records   *buildtest.FakeRecords
+	blobs     *buildtest.FakeBlobs
+	catalog   *buildtest.Catalog
+	clock     *buildtest.Clock
+	locks     *buildtest.FakeLocks
+	gate      *buildtest.FakeGate
+	refs      *fakeRefs
+	canceller *fakeCanceller
+	logs      *syncBuffer
 }
 
 func newFixture(t *testing.T, mutate func(*ingest.Config)) *fixture {
+	t.Helper()
+	return newFixtureDeps(t, mutate, nil)
+}
+
+// newFixtureDeps is newFixture with a hook to change (for instance, remove)
+// the server's collaborators.
+func newFixtureDeps(t *testing.T, mutate func(*ingest.Config), deps func(*ingest.Deps)) *fixture {
 	t.Helper()
 	clock := buildtest.NewClock(time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC))
 	f := &fixture{
@@ -49,15 +62,27 @@ func newFixture(t *testing.T, mutate func(*ingest.Config)) *fixture {
 			"decap-ci/hello":         `{"buildImage":"debian:bookworm-slim"}`,
 			"decap-ci/broken":        `{"buildImage":"x","managedRefRegex":"(unclosed"}`,
 		}),
-		clock: clock,
+		clock:     clock,
+		locks:     buildtest.NewLocks(clock.Now),
+		gate:      buildtest.NewGate(),
+		refs:      &fakeRefs{repos: map[string]refsOf{}},
+		canceller: &fakeCanceller{running: map[build.ID]bool{}},
+		logs:      &syncBuffer{},
 	}
 	cfg := ingest.Config{WebhookSecret: []byte(secret), APIToken: token, MaxBodyBytes: 64 << 10}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	f.srv = ingest.New(cfg, ingest.Deps{
-		Publisher: f.queue, Idempotency: f.idem, Catalog: f.catalog, Records: f.records, Blobs: f.blobs, Now: clock.Now,
-	})
+	d := ingest.Deps{
+		Publisher: f.queue, Idempotency: f.idem, Catalog: f.catalog, Records: f.records, Blobs: f.blobs,
+		Queue: f.queue, Waiting: f.records, Locks: f.locks, Gate: f.gate, Canceller: f.canceller, Refs: f.refs,
+		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:    clock.Now,
+	}
+	if deps != nil {
+		deps(&d)
+	}
+	f.srv = ingest.New(cfg, d)
 	return f
 }
 

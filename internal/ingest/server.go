@@ -62,6 +62,54 @@ type LiveLogs interface {
 	OpenLiveLog(id build.ID) (io.ReadCloser, error)
 }
 
+// QueueInfo counts the queue's messages for GET /api/v1/queue.
+type QueueInfo interface {
+	Stats(ctx context.Context) (build.QueueStats, error)
+}
+
+// WaitingLister lists the requests not yet started: the queued and deferred
+// records, oldest first (by QueuedAt, then BuildID).
+type WaitingLister interface {
+	Waiting(ctx context.Context) ([]build.Record, error)
+}
+
+// Locks lists the held branch locks (unexpired leases, ordered by key) and
+// force-releases one whoever holds it; ForceRelease gives build.ErrNotFound
+// when nobody holds an unexpired lease on the key.
+type Locks interface {
+	List(ctx context.Context) ([]build.Lease, error)
+	ForceRelease(ctx context.Context, key string) error
+}
+
+// Gate reads and replaces the dispatch gate every dispatcher obeys; Get
+// returns the open gate (the zero GateState) when it was never set.
+type Gate interface {
+	Get(ctx context.Context) (build.GateState, error)
+	Set(ctx context.Context, g build.GateState) error
+}
+
+// Canceller stops a running build. On success the build's entrypoint ends
+// it and reports it as cancelled, and the reaper records that; the caller
+// does not write the record. build.ErrNotFound means no such build process
+// runs any more: it ended by itself and the reaper records how.
+type Canceller interface {
+	Cancel(ctx context.Context, id build.ID) error
+}
+
+// RefInfo is one branch or tag of a repository and the commit it points at,
+// {"name", "sha"}. It is build's type, so that a repository manager adapter
+// (internal/github) satisfies Refs without importing ingest.
+type RefInfo = build.RefInfo
+
+// Refs lists a project's branches and tags from its repository manager
+// (GitHub). It fails with build.ErrNotFound when the repository does not
+// exist there and with an error wrapping build.ErrUnavailable when the
+// manager cannot answer now (unreachable, rate limited); any other error
+// is a failure of the manager.
+type Refs interface {
+	Refs(ctx context.Context, team, project string) (branches, tags []RefInfo, err error)
+}
+
 // Check is one readiness check: a backend that must be reachable.
 type Check struct {
 	Name  string
@@ -75,8 +123,9 @@ type Config struct {
 	WebhookSecret []byte
 	// InsecureSkipSignature accepts unsigned webhooks (local trials only).
 	InsecureSkipSignature bool
-	// APIToken guards mutations (Authorization: Bearer ...). Empty with
-	// AuthDisabled false rejects every mutation.
+	// APIToken guards mutations (Authorization: Bearer ..., or the UI's
+	// session cookie with X-Decap-CSRF: 1). Empty with AuthDisabled false
+	// rejects every mutation.
 	APIToken string
 	// AuthDisabled lets mutations through without a token (local use only).
 	AuthDisabled bool
@@ -86,7 +135,9 @@ type Config struct {
 	FollowPoll time.Duration
 }
 
-// Deps are the Server's collaborators. LiveLogs may be nil.
+// Deps are the Server's collaborators. LiveLogs and the control-plane
+// collaborators below it may be nil: their endpoints then answer 501 Not
+// Implemented (a running build cannot be cancelled without a Canceller).
 type Deps struct {
 	Publisher   Publisher
 	Idempotency Idempotency
@@ -94,9 +145,17 @@ type Deps struct {
 	Records     Records
 	Blobs       Blobs
 	LiveLogs    LiveLogs
-	Ready       []Check
-	Logger      *slog.Logger
-	Now         func() time.Time
+
+	Queue     QueueInfo
+	Waiting   WaitingLister
+	Locks     Locks
+	Gate      Gate
+	Canceller Canceller
+	Refs      Refs
+
+	Ready  []Check
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server serves ingest's routes.
@@ -110,6 +169,17 @@ type Server struct {
 
 // errUnauthorized marks a missing or wrong signature or token: 401.
 var errUnauthorized = errors.New("unauthorized")
+
+// publicError is an error answer whose status and message are decided where
+// it happens (an upstream's failure), while its cause is only logged.
+type publicError struct {
+	status int
+	msg    string
+	cause  error
+}
+
+func (e *publicError) Error() string { return e.msg + ": " + e.cause.Error() }
+func (e *publicError) Unwrap() error { return e.cause }
 
 // New returns a Server with every route registered.
 func New(cfg Config, deps Deps) *Server {
@@ -149,9 +219,20 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects", s.projects)
 	api.GET("/projects/:team/:project/builds", s.projectBuilds)
 	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
+	api.GET("/projects/:team/:project/refs", s.projectRefs)
 	api.GET("/builds/:id", s.getBuild)
+	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)
 	api.GET("/builds/:id/log", s.buildLog)
 	api.GET("/builds/:id/artifacts", s.buildArtifacts)
+	api.GET("/queue", s.queue)
+	api.GET("/locks", s.locks)
+	api.GET("/locks/:team/:project/*", s.lock)
+	api.DELETE("/locks/:team/:project/*", s.releaseLock, s.requireToken)
+	api.GET("/dispatch", s.dispatchGate)
+	api.POST("/dispatch/pause", s.pauseDispatch, s.requireToken)
+	api.POST("/dispatch/resume", s.resumeDispatch, s.requireToken)
+	api.POST("/session", s.createSession)
+	api.DELETE("/session", s.deleteSession)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	s.echo = e
@@ -189,18 +270,64 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 	return body, nil
 }
 
-// requireToken guards mutations with the API token.
+// Who made a mutation, as recorded in reasons and the gate's By.
+const (
+	actorKey = "decap.actor"
+	actorAPI = "api" // Authorization: Bearer, or auth off
+	actorUI  = "ui"  // the session cookie
+)
+
+// csrfHeader must be "1" on every mutation authenticated by the session
+// cookie. A cross-site form or a simple request cannot set a header, so the
+// header proves the request came from a script of the UI's own origin.
+const csrfHeader = "X-Decap-CSRF"
+
+// requireToken guards mutations with the API token, given either as
+// Authorization: Bearer or as the session cookie; a cookie-authenticated
+// request must also carry X-Decap-CSRF: 1. An Authorization header, when
+// present, is the only credential looked at. It records who made the
+// mutation (actorAPI or actorUI) for the handler.
 func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.cfg.AuthDisabled {
+			c.Set(actorKey, actorAPI)
 			return next(c)
 		}
-		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-		if !ok || s.cfg.APIToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.APIToken)) != 1 {
-			return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
+		req := c.Request()
+		if h := req.Header.Get(echo.HeaderAuthorization); h != "" {
+			token, ok := strings.CutPrefix(h, "Bearer ")
+			if !ok || !s.validToken(token) {
+				return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
+			}
+			c.Set(actorKey, actorAPI)
+			return next(c)
 		}
-		return next(c)
+		if ck, err := req.Cookie(sessionCookie); err == nil && ck.Value != "" {
+			if !s.validToken(ck.Value) {
+				return fmt.Errorf("%w: the session is not valid any more; sign in again with the API token", errUnauthorized)
+			}
+			if req.Header.Get(csrfHeader) != "1" {
+				return echo.NewHTTPError(http.StatusForbidden, "missing "+csrfHeader+" header (a request authenticated by the session cookie must send "+csrfHeader+": 1)")
+			}
+			c.Set(actorKey, actorUI)
+			return next(c)
+		}
+		return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
 	}
+}
+
+// validToken compares token with the API token in constant time. No token
+// is valid when none is configured.
+func (s *Server) validToken(token string) bool {
+	return s.cfg.APIToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.APIToken)) == 1
+}
+
+// actor returns who made the mutation in c: actorAPI or actorUI.
+func actor(c echo.Context) string {
+	if a, ok := c.Get(actorKey).(string); ok {
+		return a
+	}
+	return actorAPI
 }
 
 // apiError is the JSON shape of every error answer.
@@ -216,7 +343,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	status, msg := http.StatusInternalServerError, "internal error"
 	var he *echo.HTTPError
+	var pe *publicError
 	switch {
+	case errors.As(err, &pe):
+		status, msg = pe.status, pe.msg
 	case errors.As(err, &he):
 		status = he.Code
 		msg = fmt.Sprint(he.Message)
@@ -229,6 +359,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		status, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, build.ErrInvalid):
 		status, msg = http.StatusBadRequest, err.Error()
+	case errors.Is(err, build.ErrConflict):
+		status, msg = http.StatusConflict, err.Error()
 	case errors.Is(err, build.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		status, msg = http.StatusServiceUnavailable, "backend unavailable, try again"
 	}

@@ -1,6 +1,7 @@
 // Package sqlite is the embedded default's durable store: the build queue,
-// branch locks with the concurrency cap, idempotency claims and build records
-// in one SQLite database file (modernc.org/sqlite, pure Go).
+// branch locks with the concurrency cap, idempotency claims, build records
+// and the dispatch gate in one SQLite database file (modernc.org/sqlite,
+// pure Go).
 //
 // Several processes (dispatcher, ingest, reaper) may open the same file at
 // once. The database runs in WAL mode; every read-modify-write runs in a
@@ -131,7 +132,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1}
+	return []string{schemaV1, schemaV2}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -197,6 +198,19 @@ CREATE TABLE records (
 ) WITHOUT ROWID;
 CREATE INDEX records_history ON records (team, project, queued_at, id);
 CREATE INDEX records_running ON records (id) WHERE status = 'running';
+`
+
+// schemaV2 adds the dispatch gate (one row, absent until first set) and an
+// index of the waiting records in the order Records.Waiting lists them.
+const schemaV2 = `
+CREATE TABLE dispatch_gate (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	paused INTEGER NOT NULL,
+	reason TEXT    NOT NULL,
+	set_by TEXT    NOT NULL,
+	since  INTEGER NOT NULL
+);
+CREATE INDEX records_waiting ON records (queued_at, id) WHERE status IN ('queued', 'deferred');
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

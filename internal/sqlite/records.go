@@ -130,6 +130,16 @@ func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
 	return recs, nil
 }
 
+// Waiting returns every record with status queued or deferred, oldest first
+// (by QueuedAt, then BuildID).
+func (s *Records) Waiting(ctx context.Context) ([]build.Record, error) {
+	recs, err := s.query(ctx, `SELECT doc FROM records WHERE status IN ('queued', 'deferred') ORDER BY queued_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list waiting builds: %w", err)
+	}
+	return recs, nil
+}
+
 // AverageDuration averages the durations of the project's last n succeeded
 // builds (newest by QueuedAt, then BuildID); it returns how many it averaged
 // (0: no figure).

@@ -66,6 +66,46 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+func TestGate(t *testing.T) {
+	t.Parallel()
+	buildtest.TestGate(t, func(t *testing.T) buildtest.Gate {
+		return sqlite.NewGate(openDB(t, nil))
+	})
+}
+
+// TestGateIsShared checks that every Open of one database file sees the
+// gate, as dispatchers in other processes do, and that it outlives a
+// restart.
+func TestGateIsShared(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	ingest := sqlite.NewGate(openPath(t, path, sqlite.Options{}))
+	dispatcher := sqlite.NewGate(openPath(t, path, sqlite.Options{}))
+	paused := build.GateState{Paused: true, Reason: "maintenance", By: "ops", Since: time.Date(2025, time.March, 1, 12, 0, 0, 1, time.UTC)}
+	if err := ingest.Set(t.Context(), paused); err != nil {
+		t.Fatalf("Set() error = %v", err)
+	}
+	got, err := dispatcher.Get(t.Context())
+	if err != nil {
+		t.Fatalf("Get() from another Open error = %v", err)
+	}
+	if diff := cmp.Diff(paused, got); diff != "" {
+		t.Errorf("Get() from another Open (-want +got):\n%s", diff)
+	}
+
+	db, err := sqlite.Open(path, sqlite.Options{})
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	got, err = sqlite.NewGate(openPath(t, path, sqlite.Options{})).Get(t.Context())
+	if err != nil || !got.Paused {
+		t.Errorf("Get() after reopening = %+v, %v; want paused", got, err)
+	}
+}
+
 func TestSendRawAndDeadLetters(t *testing.T) {
 	t.Parallel()
 	clock := buildtest.NewClock(time.Time{})

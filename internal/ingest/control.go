@@ -1,0 +1,339 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// The control plane of the JSON API: refs, cancel, queue, locks and the
+// dispatch gate.
+
+// refsTimeout bounds one call to the repository manager.
+const refsTimeout = 20 * time.Second
+
+// maxPauseReason bounds the reason given for pausing dispatch, in bytes.
+const maxPauseReason = 500
+
+// pathValue returns the path parameter name, percent-decoded. Echo matches
+// on the raw path when the request's path has escapes (such as %2F), and
+// then hands out parameters still escaped.
+func pathValue(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	u, err := url.PathUnescape(v)
+	if err != nil {
+		return "", fmt.Errorf("%w: path parameter %s is not properly escaped", build.ErrInvalid, name)
+	}
+	return u, nil
+}
+
+// refList is the answer of GET .../refs.
+type refList struct {
+	Branches []RefInfo `json:"branches"`
+	Tags     []RefInfo `json:"tags"`
+}
+
+// projectRefs handles GET /api/v1/projects/:team/:project/refs: the
+// project's branches and tags, from its repository manager.
+func (s *Server) projectRefs(c echo.Context) error {
+	team, project, err := pathProject(c)
+	if err != nil {
+		return err
+	}
+	if err := s.lookupProject(team, project); err != nil {
+		return err
+	}
+	if s.deps.Refs == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no repository manager configured")
+	}
+	key := build.ProjectKey(team, project)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), refsTimeout)
+	defer cancel()
+	branches, tags, err := s.deps.Refs.Refs(ctx, team, project)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		return fmt.Errorf("repository of %s at its repository manager: %w", key, err)
+	case errors.Is(err, build.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return &publicError{status: http.StatusServiceUnavailable,
+			msg: "the repository manager is unavailable, try again later (listing the refs of " + key + ")", cause: err}
+	case err != nil:
+		return &publicError{status: http.StatusBadGateway,
+			msg: "the repository manager failed to list the refs of " + key, cause: err}
+	}
+	if branches == nil {
+		branches = []RefInfo{}
+	}
+	if tags == nil {
+		tags = []RefInfo{}
+	}
+	return c.JSON(http.StatusOK, refList{Branches: branches, Tags: tags})
+}
+
+// cancelling answers a cancel of a running build: the build is being
+// stopped, and its record becomes cancelled when the reaper records its end.
+type cancelling struct {
+	ID     build.ID `json:"id"`
+	Status string   `json:"status"`
+}
+
+// cancelBuild handles DELETE /api/v1/builds/:id. A waiting (queued or
+// deferred) build is recorded as cancelled at once, and the dispatcher drops
+// its request when it meets the final record: 200 with the record. A
+// running build is stopped through the Canceller: 202. An ended build: 409.
+func (s *Server) cancelBuild(c echo.Context) error {
+	rec, err := s.record(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	by := actor(c)
+	log := s.log.With("build_id", rec.BuildID, "lock_key", rec.LockKey())
+	switch rec.Status {
+	case build.StatusRunning:
+		if s.deps.Canceller == nil {
+			return echo.NewHTTPError(http.StatusNotImplemented, "no executor configured that could cancel running builds")
+		}
+		if err := s.deps.Canceller.Cancel(ctx, rec.BuildID); errors.Is(err, build.ErrNotFound) {
+			return s.ended(ctx, rec)
+		} else if err != nil {
+			return err
+		}
+		log.Info("build cancelling", "by", by)
+		return c.JSON(http.StatusAccepted, cancelling{ID: rec.BuildID, Status: "cancelling"})
+	case build.StatusQueued, build.StatusDeferred:
+		rec.Status = build.StatusCancelled
+		rec.Reason = "cancelled by " + by
+		rec.FinishedAt = s.now().UTC()
+		rec.NextAttemptAt = time.Time{}
+		if err := s.deps.Records.Save(ctx, rec); errors.Is(err, build.ErrConflict) {
+			return s.ended(ctx, rec) // it ended meanwhile
+		} else if err != nil {
+			return fmt.Errorf("record %s as cancelled: %w", rec.BuildID, err)
+		}
+		// A dispatcher that read the request as waiting just before may
+		// have launched it anyway. Stop such a process; its end cannot
+		// replace the final record.
+		if s.deps.Canceller != nil {
+			if err := s.deps.Canceller.Cancel(ctx, rec.BuildID); err != nil && !errors.Is(err, build.ErrNotFound) {
+				log.Warn("could not stop a build launched while it was being cancelled", "err", err)
+			}
+		}
+		log.Info("build cancelled before it started", "by", by)
+		return c.JSON(http.StatusOK, rec)
+	default:
+		return alreadyEnded(rec)
+	}
+}
+
+// ended answers a cancel that found the build no longer running or
+// waiting: 409, with the final status when the record has one.
+func (s *Server) ended(ctx context.Context, rec build.Record) error {
+	now, err := s.deps.Records.Get(ctx, rec.BuildID)
+	if err != nil {
+		return fmt.Errorf("build %s: %w", rec.BuildID, err)
+	}
+	if now.Status.Final() {
+		return alreadyEnded(now)
+	}
+	return echo.NewHTTPError(http.StatusConflict,
+		fmt.Sprintf("build %s is no longer running; its outcome is being recorded", rec.BuildID))
+}
+
+func alreadyEnded(rec build.Record) error {
+	return echo.NewHTTPError(http.StatusConflict,
+		fmt.Sprintf("build %s already %s", rec.BuildID, strings.ReplaceAll(string(rec.Status), "_", " ")))
+}
+
+// waitingRequest is one request of GET /api/v1/queue that has not started.
+type waitingRequest struct {
+	ID            build.ID      `json:"id"`
+	LockKey       string        `json:"lockKey"`
+	Status        build.Status  `json:"status"`
+	Reason        string        `json:"reason,omitempty"`
+	QueuedAt      time.Time     `json:"queuedAt"`
+	NextAttemptAt time.Time     `json:"nextAttemptAt,omitzero"`
+	Trigger       build.Trigger `json:"trigger"`
+	Ref           string        `json:"ref"`
+}
+
+// queueState is the answer of GET /api/v1/queue.
+type queueState struct {
+	Stats   build.QueueStats `json:"stats"`
+	Waiting []waitingRequest `json:"waiting"`
+}
+
+// queue handles GET /api/v1/queue: the queue's counts and the requests
+// waiting to start, oldest first, deferred ones with reason and next attempt.
+func (s *Server) queue(c echo.Context) error {
+	if s.deps.Queue == nil || s.deps.Waiting == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no queue listing configured")
+	}
+	ctx := c.Request().Context()
+	stats, err := s.deps.Queue.Stats(ctx)
+	if err != nil {
+		return fmt.Errorf("queue stats: %w", err)
+	}
+	recs, err := s.deps.Waiting.Waiting(ctx)
+	if err != nil {
+		return fmt.Errorf("list waiting requests: %w", err)
+	}
+	out := queueState{Stats: stats, Waiting: make([]waitingRequest, 0, len(recs))}
+	for _, r := range recs {
+		out.Waiting = append(out.Waiting, waitingRequest{
+			ID: r.BuildID, LockKey: r.LockKey(), Status: r.Status, Reason: r.Reason,
+			QueuedAt: r.QueuedAt, NextAttemptAt: r.NextAttemptAt, Trigger: r.Trigger, Ref: r.Ref,
+		})
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// lockKeyParam returns the lock key of /locks/:team/:project/*; the ref
+// may contain slashes. Hostile names are build.ErrInvalid (400).
+func lockKeyParam(c echo.Context) (string, error) {
+	team, project, err := pathProject(c)
+	if err != nil {
+		return "", err
+	}
+	ref, err := pathValue(c, "*")
+	if err != nil {
+		return "", err
+	}
+	key := build.LockKey(team, project, ref)
+	if _, _, _, err := build.SplitLockKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// locks handles GET /api/v1/locks: every held lock, ordered by key.
+func (s *Server) locks(c echo.Context) error {
+	if s.deps.Locks == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no lock store configured")
+	}
+	leases, err := s.deps.Locks.List(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("list locks: %w", err)
+	}
+	if leases == nil {
+		leases = []build.Lease{}
+	}
+	return c.JSON(http.StatusOK, map[string][]build.Lease{"locks": leases})
+}
+
+// lock handles GET /api/v1/locks/:team/:project/:ref: the lease, or 404.
+func (s *Server) lock(c echo.Context) error {
+	key, err := lockKeyParam(c)
+	if err != nil {
+		return err
+	}
+	if s.deps.Locks == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no lock store configured")
+	}
+	leases, err := s.deps.Locks.List(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("list locks: %w", err)
+	}
+	for _, l := range leases {
+		if l.Key == key {
+			return c.JSON(http.StatusOK, l)
+		}
+	}
+	return fmt.Errorf("lock %s: %w (nobody holds it)", key, build.ErrNotFound)
+}
+
+// releaseLock handles DELETE /api/v1/locks/:team/:project/:ref: drop the
+// lock whoever holds it (an operator's unlock), or 404.
+func (s *Server) releaseLock(c echo.Context) error {
+	key, err := lockKeyParam(c)
+	if err != nil {
+		return err
+	}
+	if s.deps.Locks == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no lock store configured")
+	}
+	if err := s.deps.Locks.ForceRelease(c.Request().Context(), key); errors.Is(err, build.ErrNotFound) {
+		return fmt.Errorf("lock %s: %w (nobody holds it)", key, build.ErrNotFound)
+	} else if err != nil {
+		return err
+	}
+	s.log.Info("lock force-released", "lock_key", key, "by", actor(c))
+	return c.JSON(http.StatusOK, map[string]string{"released": key})
+}
+
+// dispatchGate handles GET /api/v1/dispatch: the dispatch gate.
+func (s *Server) dispatchGate(c echo.Context) error {
+	if s.deps.Gate == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no dispatch gate configured")
+	}
+	g, err := s.deps.Gate.Get(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("read the dispatch gate: %w", err)
+	}
+	return c.JSON(http.StatusOK, g)
+}
+
+// pauseBody is the optional body of POST /api/v1/dispatch/pause.
+type pauseBody struct {
+	Reason string `json:"reason"`
+}
+
+// pauseDispatch handles POST /api/v1/dispatch/pause: close the gate, so
+// dispatchers take nothing off the queue until it is resumed.
+func (s *Server) pauseDispatch(c echo.Context) error {
+	if s.deps.Gate == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no dispatch gate configured")
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	var in pauseBody
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			return fmt.Errorf("%w: body must be empty or JSON like {\"reason\": \"...\"}: %v", build.ErrInvalid, err)
+		}
+	}
+	in.Reason = strings.TrimSpace(in.Reason)
+	switch {
+	case len(in.Reason) > maxPauseReason:
+		return fmt.Errorf("%w: reason is longer than %d bytes", build.ErrInvalid, maxPauseReason)
+	case !utf8.ValidString(in.Reason), strings.ContainsFunc(in.Reason, unicode.IsControl):
+		return fmt.Errorf("%w: reason must be UTF-8 text without control characters", build.ErrInvalid)
+	}
+	g := build.GateState{Paused: true, Reason: in.Reason, By: actor(c), Since: s.now().UTC()}
+	if err := s.deps.Gate.Set(c.Request().Context(), g); err != nil {
+		return fmt.Errorf("pause dispatch: %w", err)
+	}
+	s.log.Warn("dispatch paused", "by", g.By, "reason", g.Reason)
+	return c.JSON(http.StatusOK, g)
+}
+
+// resumeDispatch handles POST /api/v1/dispatch/resume: open the gate.
+func (s *Server) resumeDispatch(c echo.Context) error {
+	if s.deps.Gate == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no dispatch gate configured")
+	}
+	var open build.GateState
+	if err := s.deps.Gate.Set(c.Request().Context(), open); err != nil {
+		return fmt.Errorf("resume dispatch: %w", err)
+	}
+	s.log.Info("dispatch resumed", "by", actor(c))
+	return c.JSON(http.StatusOK, open)
+}

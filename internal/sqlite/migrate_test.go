@@ -1,0 +1,95 @@
+package sqlite
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// TestMigrateFromV1 opens a database file made by the first schema, with a
+// waiting and a running record in it, and checks that Open upgrades it: the
+// gate and Waiting work, and the data is kept.
+func TestMigrateFromV1(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	queued := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued, QueuedAt: base}
+	running := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "dev", Status: build.StatusRunning, QueuedAt: base}
+
+	old, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("sql.Open() error = %v", err)
+	}
+	if _, err := old.Exec(migrations()[0]); err != nil {
+		t.Fatalf("create schema v1: %v", err)
+	}
+	if _, err := old.Exec("PRAGMA user_version = 1"); err != nil {
+		t.Fatalf("set version 1: %v", err)
+	}
+	for _, r := range []build.Record{queued, running} {
+		doc, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := old.Exec(`INSERT INTO records (id, team, project, status, rank, queued_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt), doc); err != nil {
+			t.Fatalf("insert record: %v", err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open() of a version 1 database error = %v", err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations()) {
+		t.Errorf("user_version after Open = %d, %v; want %d", v, err, len(migrations()))
+	}
+	waiting, err := NewRecords(db).Waiting(t.Context())
+	if err != nil {
+		t.Fatalf("Waiting() error = %v", err)
+	}
+	if diff := cmp.Diff([]build.Record{queued}, waiting); diff != "" {
+		t.Errorf("Waiting() after the upgrade (-want +got):\n%s", diff)
+	}
+	g := NewGate(db)
+	if st, err := g.Get(t.Context()); err != nil || st.Paused {
+		t.Errorf("Get() of the new gate = %+v, %v; want open", st, err)
+	}
+	if err := g.Set(t.Context(), build.GateState{Paused: true}); err != nil {
+		t.Errorf("Set() error = %v", err)
+	}
+}
+
+// TestOpenRejectsNewerSchema checks that a program never opens a database
+// that a newer version of it upgraded.
+func TestOpenRejectsNewerSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open() error = %v", err)
+	}
+	if _, err := db.wdb.Exec("PRAGMA user_version = " + strconv.Itoa(len(migrations())+1)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err := Open(path, Options{}); !errors.Is(err, build.ErrInvalid) {
+		if db != nil {
+			db.Close()
+		}
+		t.Errorf("Open() of a newer schema error = %v, want ErrInvalid", err)
+	}
+}
