@@ -91,3 +91,13 @@ func (w *gateWatch) read(ctx context.Context) {
 	}
 	w.paused = st.Paused
 }
+
+// pausedNow reads the gate now, whatever the interval, and reports whether
+// it is paused (the last known state if the read fails).
+func (w *gateWatch) pausedNow(ctx context.Context) bool {
+	if w.gate == nil {
+		return false
+	}
+	w.read(ctx)
+	return w.paused
+}

@@ -230,3 +230,32 @@ func TestPausedDispatcherStopsWithContext(t *testing.T) {
 		t.Fatal("a paused Run did not return after ctx ended")
 	}
 }
+
+func TestPauseDuringLongPollReturnsMessages(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFixture(0, nil)
+	gate := &testGate{FakeGate: buildtest.NewGate()}
+	cfg := f.cfg
+	cfg.WaitTime, cfg.GateInterval = 10*time.Second, time.Hour
+	d := dispatch.New(cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
+		Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Gate: gate, Now: time.Now})
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	// The dispatcher read the open gate and now waits in a long poll.
+	waitFor(t, "the first gate read", func() bool { return gate.reads.Load() >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	gate.set(t, true)
+	reqs := publish(ctx, t, f, "late", 1)
+	waitFor(t, "the gate to be read again after the poll", func() bool { return gate.reads.Load() >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(f.launcher.Started()); n != 0 {
+		t.Fatalf("%d builds launched after the pause", n)
+	}
+	if st, _ := f.queue.Stats(ctx); st.Visible != len(reqs) {
+		t.Errorf("queue after the paused poll: %+v, want the request visible again", st)
+	}
+	cancel()
+	<-done
+}
