@@ -24,6 +24,7 @@ type buildRecord struct {
 	Project      string    `json:"project"`
 	Ref          string    `json:"ref"`
 	Trigger      string    `json:"trigger"`
+	RequestedBy  string    `json:"requestedBy"`
 	DeliveryID   string    `json:"deliveryId"`
 	Status       string    `json:"status"`
 	ExitCode     *int      `json:"exitCode"`
@@ -288,14 +289,27 @@ func (c *cluster) artifacts(id string) []byte {
 // projectBuilds returns the records of a project's builds, newest first.
 func (c *cluster) projectBuilds(team, repo string) []buildRecord {
 	c.t.Helper()
-	status, data := c.mustDo(http.MethodGet, "/api/v1/projects/"+team+"/"+repo+"/builds?limit=200", nil, nil)
+	builds, err := c.tryProjectBuilds(team, repo)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return builds
+}
+
+// tryProjectBuilds is projectBuilds that returns what went wrong, for
+// callers that poll.
+func (c *cluster) tryProjectBuilds(team, repo string) ([]buildRecord, error) {
+	status, data, err := c.do(http.MethodGet, "/api/v1/projects/"+team+"/"+repo+"/builds?limit=200", nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET builds of %s/%s: %w", team, repo, err)
+	}
 	var page struct {
 		Builds []buildRecord `json:"builds"`
 	}
 	if status != http.StatusOK || json.Unmarshal(data, &page) != nil {
-		c.t.Fatalf("GET builds of %s/%s: got %d %s, want 200 with builds", team, repo, status, data)
+		return nil, fmt.Errorf("GET builds of %s/%s: got %d %s, want 200 with builds", team, repo, status, data)
 	}
-	return page.Builds
+	return page.Builds, nil
 }
 
 // projects returns GET /api/v1/projects.

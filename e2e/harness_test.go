@@ -43,6 +43,7 @@ type cluster struct {
 	scripts string
 	trace   string // the build scripts' trace file, if any
 	cap     int
+	extra   []string // more environment of every service
 	// ingestAddr stays the same across ingest restarts.
 	ingestAddr string
 	client     *http.Client
@@ -60,6 +61,9 @@ type clusterOptions struct {
 	Trace string
 	// Cap is DECAP_MAX_RUNNING_BUILDS; 0 means no cap.
 	Cap int
+	// Env is more environment of every service ("NAME=value"), after the
+	// harness's own, e.g. the AWS backend's settings.
+	Env []string
 }
 
 // newCluster prepares (but starts nothing of) a cluster on a fresh data
@@ -77,6 +81,7 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		scripts:    opts.Scripts,
 		trace:      opts.Trace,
 		cap:        opts.Cap,
+		extra:      opts.Env,
 		ingestAddr: freeAddr(t),
 		client:     &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{}},
 		started:    map[string]int{},
@@ -123,8 +128,9 @@ func (s *service) exited() bool {
 }
 
 // env is the complete environment of a service: nothing is inherited but
-// PATH, HOME and TMPDIR, so no DECAP_* setting of the developer's shell
-// leaks in. The local executor passes PATH and HOME on to the builds.
+// PATH, HOME and TMPDIR, so no DECAP_* or AWS_* setting of the developer's
+// shell leaks in; clusterOptions.Env comes last. The local executor passes
+// PATH and HOME on to the builds.
 func (c *cluster) env(addr string) []string {
 	env := []string{
 		"DECAP_DATA_DIR=" + c.dataDir,
@@ -144,7 +150,7 @@ func (c *cluster) env(addr string) []string {
 			env = append(env, name+"="+v)
 		}
 	}
-	return env
+	return append(env, c.extra...)
 }
 
 // start starts a service of kind ("ingest", "dispatcher" or "reaper") and

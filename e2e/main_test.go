@@ -3,6 +3,8 @@
 // every build as a detached local process — and checks the invariants of
 // DESIGN.md from the outside: through signed webhooks, the JSON API, the
 // data directory's run/ layout and a trace that the build scripts write.
+// The tests in aws_test.go run the same processes on the AWS backend
+// against the emulator at AWS_ENDPOINT_URL (skipped without it).
 //
 // The tests need Linux (the local executor reads /proc) and bash. They build
 // the four binaries once, in TestMain, and are skipped with -short. A failed
