@@ -17,6 +17,7 @@ import (
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/ingest"
+	"github.com/decap-ci/decap/internal/ui"
 )
 
 func main() {
@@ -83,6 +84,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 		Logger: log, Now: time.Now,
 	})
-	fmt.Fprintf(stdout, "ingest: serving the API on http://%s/\n", cfg.IngestAddr)
+	ui.New(ui.Config{AuthDisabled: cfg.AuthDisabled}, ui.Deps{
+		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate,
+		Logger: log.With("component", "ui"), Now: time.Now,
+	}).Register(srv.Echo())
+	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)
 	return health.Serve(ctx, cfg.IngestAddr, srv, log)
 }

@@ -239,6 +239,10 @@ func New(cfg Config, deps Deps) *Server {
 	return s
 }
 
+// Echo returns the server's echo instance, for mounting more routes (the
+// status UI) behind the same middleware.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
 // ServeHTTP serves a request through the echo router and error handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 

@@ -1,0 +1,455 @@
+package browser_test
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// flowBudget bounds one whole flow: browser start, two builds, screenshots.
+const flowBudget = 90 * time.Second
+
+// pauseReason is what the flow answers the "Pause dispatching?" prompt.
+const pauseReason = "paused by the browser test"
+
+// target is what a flow runs against.
+type target struct {
+	// base is the UI's origin, http://host:port.
+	base  string
+	token string
+	// quick and slow are "team/project" keys. The quick project's build
+	// succeeds within seconds, prints quickLastLine last and leaves
+	// artifactName among its artifacts; the slow one prints slowLine early
+	// and runs long enough to be cancelled.
+	quick, slow   string
+	quickLastLine string
+	artifactName  string
+	slowLine      string
+	// shots is the directory of the screenshots.
+	shots string
+	// docs copies the dashboard and build page screenshots to
+	// docs/screenshots/.
+	docs bool
+}
+
+// session is one headless Chromium with one tab.
+type session struct {
+	t   *testing.T
+	tg  target
+	ctx context.Context
+	n   int // screenshots taken
+
+	mu       sync.Mutex
+	dialogs  []string // messages of the dialogs accepted
+	problems []string // script exceptions and security (CSP) errors
+	out      *os.File // the browser's stdout and stderr
+}
+
+// startSession starts Chromium as the machine's notes prescribe (headless,
+// no sandbox as root, no background networking, a fresh profile) and
+// accepts every dialog it opens.
+func startSession(t *testing.T, tg target) *session {
+	t.Helper()
+	if err := os.MkdirAll(tg.shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := filepath.Glob(filepath.Join(tg.shots, "*.png"))
+	for _, p := range old {
+		os.Remove(p)
+	}
+	out, err := os.Create(filepath.Join(t.TempDir(), "chromium.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{t: t, tg: tg, out: out}
+
+	bound, cancelBound := context.WithTimeout(context.Background(), flowBudget)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(bound,
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		chromedp.CombinedOutput(out),
+	)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancelCtx()
+		cancelAlloc()
+		cancelBound()
+		out.Close()
+		if t.Failed() {
+			t.Logf("==== chromium output ====\n%s", readTail(out.Name()))
+		}
+	})
+	s.ctx = ctx
+	// The first action starts the browser; the time it takes counts
+	// against the flow's budget.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium (%s): %v\n%s", chromium, err, readTail(out.Name()))
+	}
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatalf("enable the log domain: %v", err)
+	}
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for ev, err := range dialogs {
+			if err != nil {
+				return
+			}
+			s.note(&s.dialogs, ev.Message)
+			answer := page.HandleJavaScriptDialogParams{Accept: true}
+			if ev.Type == page.DialogTypePrompt {
+				answer.PromptText = pauseReason
+			}
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, answer)
+		}
+	}()
+	exceptions := chromedp.Events(ctx, cdpruntime.ExceptionThrown)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				msg += " " + d.Exception.Description
+			}
+			s.note(&s.problems, fmt.Sprintf("script exception at %s:%d: %s", d.URL, d.LineNumber+1, msg))
+		}
+	}()
+	entries := chromedp.Events(ctx, cdplog.EntryAdded)
+	go func() {
+		for ev, err := range entries {
+			if err != nil {
+				return
+			}
+			if e := ev.Entry; e.Source == cdplog.EntrySourceSecurity || e.Source == cdplog.EntrySourceJavascript && e.Level == cdplog.EntryLevelError {
+				s.note(&s.problems, fmt.Sprintf("%s %s: %s (%s)", e.Source, e.Level, e.Text, e.URL))
+			}
+		}
+	}()
+	return s
+}
+
+func (s *session) note(list *[]string, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	*list = append(*list, msg)
+}
+
+func (s *session) noted(list *[]string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(*list)
+}
+
+// do runs actions, failing the test with the page's state on error.
+func (s *session) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		s.fatalf("%s: %v", what, err)
+	}
+}
+
+func (s *session) navigate(path string) {
+	s.t.Helper()
+	s.do("open "+path, chromedp.Navigate(s.tg.base+path))
+}
+
+// eval evaluates a script that returns a string; a failure (say, while the
+// page navigates) gives "" and the error.
+func (s *session) eval(script string) (string, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[string](script))
+}
+
+// poll evaluates script until it returns a non-empty string, which it
+// returns; "fail:…" fails the test at once. After timeout it returns "",
+// false.
+func (s *session) poll(timeout time.Duration, script string) (string, bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, err := s.eval(script)
+		if err == nil && v != "" {
+			if msg, ok := strings.CutPrefix(v, "fail:"); ok {
+				s.fatalf("%s", msg)
+			}
+			return v, true
+		}
+		if s.ctx.Err() != nil {
+			s.fatalf("the flow's budget of %s is spent", flowBudget)
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// waitFor is poll that fails the test on timeout.
+func (s *session) waitFor(what string, timeout time.Duration, script string) string {
+	s.t.Helper()
+	v, ok := s.poll(timeout, script)
+	if !ok {
+		s.fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+	return v
+}
+
+// shot saves a full-page PNG as NN-name.png and returns its path.
+func (s *session) shot(name string) string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		s.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	s.n++
+	path := filepath.Join(s.tg.shots, fmt.Sprintf("%02d-%s.png", s.n, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	return path
+}
+
+// pageState describes the page for a failure message.
+const pageState = `(() => {
+  const text = (sel) => { const el = document.querySelector(sel); return el ? el.textContent.trim() : ''; };
+  const log = text('#log');
+  return 'at ' + location.href + '; status: ' + text('h1 [data-field="status"]') +
+    '; message: ' + text('#flash') + '; log state: ' + text('#log-state') +
+    '; log tail: ' + JSON.stringify(log.slice(-400));
+})()`
+
+// fatalf fails the test with what the page showed, and a screenshot.
+func (s *session) fatalf(format string, args ...any) {
+	s.t.Helper()
+	state, err := s.eval(pageState)
+	if err != nil {
+		state = "(page state unreadable: " + err.Error() + ")"
+	}
+	shot := "(none)"
+	if s.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+			shot = filepath.Join(s.tg.shots, "failure.png")
+			os.WriteFile(shot, png, 0o644)
+		}
+		cancel()
+	}
+	s.t.Fatalf("%s\npage %s\nscreenshot: %s\nproblems: %q", fmt.Sprintf(format, args...), state, shot, s.noted(&s.problems))
+}
+
+// js quotes s as a JavaScript string literal.
+func js(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// buildState is a script that reports "ok" once the build page shows
+// status want and a log containing line, and "fail:…" when the build ended
+// otherwise.
+func buildState(want, line string) string {
+	return `(() => {
+  const el = document.querySelector('h1 [data-field="status"]');
+  const log = document.getElementById('log');
+  if (!el || !log) return '';
+  const s = el.textContent.trim();
+  if (s === ` + js(want) + ` && log.textContent.includes(` + js(line) + `)) return 'ok';
+  const final = ['succeeded', 'failed', 'timed_out', 'cancelled', 'errored', 'expired', 'skipped'];
+  if (final.includes(s) && s !== ` + js(want) + `) return 'fail:the build ended ' + s + ', want ' + ` + js(want) + `;
+  return '';
+})()`
+}
+
+// runFlow is the whole browser flow against tg.
+func runFlow(t *testing.T, tg target) {
+	s := startSession(t, tg)
+
+	// Sign in with the token; the session cookie then offers "Sign out".
+	s.navigate("/ui/login?next=/")
+	s.waitFor("the sign-in form", 10*time.Second, `document.getElementById('login') ? 'ok' : ''`)
+	s.do("type the token", chromedp.SendKeys(chromedp.CSS(`#login input[name="token"]`), tg.token))
+	s.shot("sign-in")
+	s.do("sign in", chromedp.Click(chromedp.CSS(`#login button[type="submit"]`)))
+	s.waitFor("the dashboard after signing in", 15*time.Second, `(() => {
+  const flash = document.querySelector('#flash:not([hidden])');
+  if (location.pathname === '/ui/login' && flash) return 'fail:sign-in failed: ' + flash.textContent;
+  return location.pathname === '/' && document.querySelector('[data-action="logout"]') ? 'ok' : '';
+})()`)
+	s.shot("dashboard")
+
+	// Pause dispatching (answering the prompt for a reason) and resume it.
+	s.do("click Pause", chromedp.Click(chromedp.CSS(`button[data-action="pause"]`)))
+	s.waitFor("the dispatch gate to show paused", 10*time.Second,
+		`document.querySelector('button[data-action="resume"]') && document.querySelector('.gate').textContent.includes(`+js(pauseReason)+`) ? 'ok' : ''`)
+	s.shot("dispatch-paused")
+	s.do("click Resume", chromedp.Click(chromedp.CSS(`button[data-action="resume"]`)))
+	s.waitFor("the dispatch gate to show running", 10*time.Second, `document.querySelector('button[data-action="pause"]') ? 'ok' : ''`)
+
+	// Build the quick project from its page and watch the log to the end.
+	quickID := s.requestBuild(tg.quick, "quick")
+	s.waitFor("the quick build to succeed with its whole log", 45*time.Second, buildState("succeeded", tg.quickLastLine))
+	buildShot := s.shot("build-succeeded")
+
+	// Its artifacts: the link appears once they are stored.
+	href := s.waitFor("the artifacts link", 10*time.Second,
+		`(() => { const a = document.getElementById('artifacts'); return a && !a.hidden ? a.href : ''; })()`)
+	if want := tg.base + "/api/v1/builds/" + quickID + "/artifacts"; href != want {
+		t.Errorf("artifacts link = %q, want %q", href, want)
+	}
+	checkTarball(t, href, tg.artifactName)
+
+	// Build the slow project, watch it stream, look around, cancel it.
+	slowID := s.requestBuild(tg.slow, "slow")
+	s.waitFor("the slow build to run and stream its log", 30*time.Second, buildState("running", tg.slowLine))
+	s.shot("build-running")
+	s.navigate("/")
+	s.waitFor("the slow build among the running builds", 10*time.Second,
+		`document.querySelector('table.running a[href="/ui/builds/`+slowID+`"]') ? 'ok' : ''`)
+	dashboardShot := s.shot("dashboard-running")
+	s.navigate("/ui/queue")
+	s.shot("queue")
+	s.navigate("/ui/locks")
+	s.shot("locks")
+
+	s.navigate("/ui/builds/" + slowID)
+	s.waitFor("the cancel button", 10*time.Second, `(() => {
+  const b = document.getElementById('cancel');
+  return b && !b.hidden && document.querySelector('#log').textContent.includes(`+js(tg.slowLine)+`) ? 'ok' : '';
+})()`)
+	s.do("click Cancel", chromedp.Click(chromedp.CSS(`#cancel`)))
+	s.waitFor("the slow build to end cancelled", 30*time.Second, buildState("cancelled", tg.slowLine))
+	s.waitFor("the log stream to end", 10*time.Second, `document.getElementById('build').dataset.logDone ? 'ok' : ''`)
+	s.shot("build-cancelled")
+	if d := s.noted(&s.dialogs); !slices.ContainsFunc(d, func(m string) bool { return strings.HasPrefix(m, "Cancel build") }) {
+		t.Errorf("dialogs shown %q, want the confirmation of Cancel", d)
+	}
+
+	if p := s.noted(&s.problems); len(p) > 0 {
+		t.Errorf("the pages had problems:\n%s", strings.Join(p, "\n"))
+	}
+	t.Logf("screenshots in %s", tg.shots)
+	if tg.docs {
+		for src, dst := range map[string]string{dashboardShot: "dashboard.png", buildShot: "build.png"} {
+			copyFile(t, src, filepath.Join(moduleRoot, "docs", "screenshots", dst))
+		}
+	}
+}
+
+// requestBuild opens a project's page and clicks "Build" on its main branch
+// (or its first branch); if the repository manager cannot list the
+// branches, it builds main by name with the form next to the list. It
+// returns the ID of the build whose page the UI then shows.
+func (s *session) requestBuild(project, name string) string {
+	s.t.Helper()
+	s.navigate("/ui/projects/" + project)
+	state, ok := s.poll(15*time.Second, `(() => {
+  const r = document.getElementById('refs');
+  if (!r) return 'fail:the project page offers no builds';
+  return r.dataset.state === 'loading' ? '' : r.dataset.state;
+})()`)
+	s.shot("project-" + name)
+	button, _ := s.eval(`(() => {
+  const main = '#refs table[data-reftype="branch"] button[data-ref="main"]';
+  const any = '#refs table[data-reftype="branch"] button';
+  return document.querySelector(main) ? main : document.querySelector(any) ? any : '';
+})()`)
+	if ok && state == "loaded" && button != "" {
+		s.do("click Build on a branch", chromedp.Click(chromedp.CSS(button)))
+	} else {
+		why, _ := s.eval(`(document.querySelector('[data-refs-status]') || {}).textContent || ''`)
+		s.t.Logf("%s: no branch listed (refs %q: %s); building main by name", project, state, why)
+		s.do("build main by name",
+			chromedp.SendKeys(chromedp.CSS(`#build-form input[name="ref"]`), "main"),
+			chromedp.Click(chromedp.CSS(`#build-form button[type="submit"]`)))
+	}
+	return s.waitFor("the new build's page", 15*time.Second, `(() => {
+  const flash = document.querySelector('#flash:not([hidden])');
+  if (location.pathname.startsWith('/ui/projects/') && flash) return 'fail:build request failed: ' + flash.textContent;
+  return location.pathname.startsWith('/ui/builds/') && document.getElementById('build') ? location.pathname.slice('/ui/builds/'.length) : '';
+})()`)
+}
+
+// checkTarball downloads url and checks that it is a gzip-compressed tar
+// with a file named want.
+func checkTarball(t *testing.T, url, want string) {
+	t.Helper()
+	client := &http.Client{Timeout: 15 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("download artifacts: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s = %d: %s", url, resp.StatusCode, body)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatalf("artifacts are not gzip: %v", err)
+	}
+	tr := tar.NewReader(zr)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("artifacts are not a tarball: %v (entries so far %q)", err, names)
+		}
+		names = append(names, h.Name)
+	}
+	if !slices.ContainsFunc(names, func(n string) bool { return filepath.Base(n) == want }) {
+		t.Errorf("artifacts hold %q, want %s among them", names, want)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("updated %s", dst)
+}

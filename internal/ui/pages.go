@@ -1,0 +1,389 @@
+package ui
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// notAvailable is what a panel says when its backend is not wired in.
+const notAvailable = "not available"
+
+// panel is one part of a page that reads one backend: Unavailable says why
+// it shows nothing ("not available" when the backend is not wired in, the
+// error when reading failed); Data is what it shows otherwise.
+type panel[T any] struct {
+	Unavailable string
+	Data        T
+}
+
+func failed[T any](what string, err error) panel[T] {
+	return panel[T]{Unavailable: fmt.Sprintf("%s unavailable: %v", what, err)}
+}
+
+// progress is a build's elapsed time against its project's average.
+type progress struct {
+	Started  time.Time
+	Elapsed  time.Duration
+	Average  time.Duration // 0: no estimate
+	Percent  int           // elapsed/average, capped at 100
+	Overdue  bool          // elapsed past the average
+	Estimate bool
+}
+
+// progressOf measures a running build against avg (0: no history).
+func progressOf(r build.Record, avg time.Duration, now time.Time) progress {
+	start := r.StartedAt
+	if start.IsZero() {
+		start = r.QueuedAt
+	}
+	p := progress{Started: start, Elapsed: max(now.Sub(start), 0), Average: avg}
+	if avg > 0 {
+		p.Estimate = true
+		pct := int(100 * p.Elapsed / avg)
+		p.Overdue = pct > 100
+		p.Percent = min(pct, 100)
+	}
+	return p
+}
+
+// average returns the project's average successful build duration, 0 when
+// there is no history or it cannot be read.
+func (u *UI) average(ctx context.Context, team, project string) time.Duration {
+	avg, n, err := u.deps.Records.AverageDuration(ctx, team, project, u.cfg.AverageOver)
+	if err != nil || n == 0 {
+		return 0
+	}
+	return avg
+}
+
+type runningBuild struct {
+	build.Record
+	Progress progress
+}
+
+type dashboardView struct {
+	Gate    panel[build.GateState]
+	Running panel[[]runningBuild]
+	Stats   panel[build.QueueStats]
+	Waiting panel[[]build.Record]
+	Recent  panel[[]build.Record]
+	// RecentPartial says some projects' histories could not be read.
+	RecentPartial string
+}
+
+func (u *UI) dashboard(c echo.Context) error {
+	ctx, cancel := u.ctx(c)
+	defer cancel()
+	v := dashboardView{
+		Gate:    u.gatePanel(ctx),
+		Stats:   u.statsPanel(ctx),
+		Running: panel[[]runningBuild]{Unavailable: notAvailable},
+		Waiting: panel[[]build.Record]{Unavailable: notAvailable},
+		Recent:  panel[[]build.Record]{Unavailable: notAvailable},
+	}
+	if u.deps.Records == nil {
+		return u.render(c, http.StatusOK, "dashboard", "Dashboard", "dashboard", v)
+	}
+	now := u.now()
+	running, err := u.deps.Records.Running(ctx)
+	if err != nil {
+		v.Running = failed[[]runningBuild]("running builds", err)
+	} else {
+		v.Running = panel[[]runningBuild]{}
+		avgs := map[string]time.Duration{}
+		for _, r := range running {
+			avg, ok := avgs[r.ProjectKey()]
+			if !ok {
+				avg = u.average(ctx, r.Team, r.Project)
+				avgs[r.ProjectKey()] = avg
+			}
+			v.Running.Data = append(v.Running.Data, runningBuild{Record: r, Progress: progressOf(r, avg, now)})
+		}
+	}
+	v.Waiting = u.waitingPanel(ctx)
+
+	recent := map[build.ID]build.Record{}
+	for _, r := range running {
+		recent[r.BuildID] = r
+	}
+	for _, r := range v.Waiting.Data {
+		recent[r.BuildID] = r
+	}
+	if u.deps.Catalog != nil {
+		recs, err := u.recentOfProjects(ctx, u.deps.Catalog.Projects())
+		for _, r := range recs {
+			recent[r.BuildID] = r
+		}
+		if err != nil {
+			v.RecentPartial = "Some projects' builds could not be read: " + err.Error()
+		}
+	}
+	list := make([]build.Record, 0, len(recent))
+	for _, r := range recent {
+		list = append(list, r)
+	}
+	slices.SortFunc(list, newestFirst)
+	v.Recent = panel[[]build.Record]{Data: list[:min(len(list), u.cfg.RecentBuilds)]}
+	return u.render(c, http.StatusOK, "dashboard", "Dashboard", "dashboard", v)
+}
+
+// newestFirst orders records by QueuedAt, then build ID, newest first, as
+// Records.ListProject does.
+func newestFirst(a, b build.Record) int {
+	if c := b.QueuedAt.Compare(a.QueuedAt); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.BuildID, a.BuildID)
+}
+
+// recentOfProjects reads the newest few builds of each project, a few
+// projects at a time; it returns what it read and the first error.
+func (u *UI) recentOfProjects(ctx context.Context, projects []build.Project) ([]build.Record, error) {
+	var (
+		mu    sync.Mutex
+		out   []build.Record
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 8)
+	)
+	for _, p := range projects {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			recs, _, err := u.deps.Records.ListProject(ctx, p.Team, p.Project, u.cfg.RecentPerProject, "")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = fmt.Errorf("builds of %s: %w", p.Key(), err)
+			}
+			out = append(out, recs...)
+		}()
+	}
+	wg.Wait()
+	return out, first
+}
+
+func (u *UI) gatePanel(ctx context.Context) panel[build.GateState] {
+	if u.deps.Gate == nil {
+		return panel[build.GateState]{Unavailable: notAvailable}
+	}
+	g, err := u.deps.Gate.Get(ctx)
+	if err != nil {
+		return failed[build.GateState]("dispatch gate", err)
+	}
+	return panel[build.GateState]{Data: g}
+}
+
+func (u *UI) statsPanel(ctx context.Context) panel[build.QueueStats] {
+	if u.deps.Queue == nil {
+		return panel[build.QueueStats]{Unavailable: notAvailable}
+	}
+	s, err := u.deps.Queue.Stats(ctx)
+	if err != nil {
+		return failed[build.QueueStats]("queue statistics", err)
+	}
+	return panel[build.QueueStats]{Data: s}
+}
+
+func (u *UI) waitingPanel(ctx context.Context) panel[[]build.Record] {
+	if u.deps.Records == nil {
+		return panel[[]build.Record]{Unavailable: notAvailable}
+	}
+	w, err := u.deps.Records.Waiting(ctx)
+	if err != nil {
+		return failed[[]build.Record]("waiting builds", err)
+	}
+	return panel[[]build.Record]{Data: w}
+}
+
+type teamRow struct {
+	Name     string
+	Projects int
+	Invalid  int
+}
+
+func (u *UI) teams(c echo.Context) error {
+	v := panel[[]teamRow]{Unavailable: notAvailable}
+	if u.deps.Catalog != nil {
+		v = panel[[]teamRow]{}
+		idx := map[string]int{}
+		for _, p := range u.deps.Catalog.Projects() {
+			i, ok := idx[p.Team]
+			if !ok {
+				i = len(v.Data)
+				idx[p.Team] = i
+				v.Data = append(v.Data, teamRow{Name: p.Team})
+			}
+			v.Data[i].Projects++
+			if p.Descriptor == nil {
+				v.Data[i].Invalid++
+			}
+		}
+		slices.SortFunc(v.Data, func(a, b teamRow) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return u.render(c, http.StatusOK, "teams", "Teams", "teams", v)
+}
+
+type teamView struct {
+	Team     string
+	Projects panel[[]build.Project]
+}
+
+func (u *UI) team(c echo.Context) error {
+	team := c.Param("team")
+	if err := build.ValidateName("team", team); err != nil {
+		return err
+	}
+	v := teamView{Team: team, Projects: panel[[]build.Project]{Unavailable: notAvailable}}
+	if u.deps.Catalog != nil {
+		v.Projects = panel[[]build.Project]{}
+		for _, p := range u.deps.Catalog.Projects() {
+			if p.Team == team {
+				v.Projects.Data = append(v.Projects.Data, p)
+			}
+		}
+		if len(v.Projects.Data) == 0 {
+			return fmt.Errorf("team %s: %w in the catalog", team, build.ErrNotFound)
+		}
+	}
+	return u.render(c, http.StatusOK, "team", team, "teams", v)
+}
+
+type projectView struct {
+	Team, Project string
+	// Catalog is the project's catalog entry; nil when the catalog does not
+	// know it (or is not available), e.g. a removed project with history.
+	Catalog *build.Project
+	Builds  panel[[]build.Record]
+	// Cursor is this page's cursor ("" = newest), Next the next page's.
+	Cursor, Next string
+	Average      time.Duration
+}
+
+func (u *UI) project(c echo.Context) error {
+	team, project := c.Param("team"), c.Param("project")
+	if err := build.ValidateName("team", team); err != nil {
+		return err
+	}
+	if err := build.ValidateName("project", project); err != nil {
+		return err
+	}
+	ctx, cancel := u.ctx(c)
+	defer cancel()
+	v := projectView{Team: team, Project: project, Cursor: c.QueryParam("cursor"), Builds: panel[[]build.Record]{Unavailable: notAvailable}}
+	if u.deps.Catalog != nil {
+		for _, p := range u.deps.Catalog.Projects() {
+			if p.Team == team && p.Project == project {
+				v.Catalog = &p
+				break
+			}
+		}
+	}
+	if u.deps.Records != nil {
+		recs, next, err := u.deps.Records.ListProject(ctx, team, project, u.cfg.PageSize, v.Cursor)
+		switch {
+		case err != nil && v.Cursor != "":
+			return fmt.Errorf("builds of %s: %w", build.ProjectKey(team, project), err)
+		case err != nil:
+			v.Builds = failed[[]build.Record]("build history", err)
+		default:
+			v.Builds = panel[[]build.Record]{Data: recs}
+			v.Next = next
+			v.Average = u.average(ctx, team, project)
+		}
+	}
+	if v.Catalog == nil && u.deps.Catalog != nil && len(v.Builds.Data) == 0 && v.Builds.Unavailable == "" {
+		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), build.ErrNotFound)
+	}
+	return u.render(c, http.StatusOK, "project", build.ProjectKey(team, project), "teams", v)
+}
+
+type buildView struct {
+	build.Record
+	Progress progress
+}
+
+func (u *UI) build(c echo.Context) error {
+	if u.deps.Records == nil {
+		return fmt.Errorf("%w: build records are not available", build.ErrUnavailable)
+	}
+	id, err := build.ParseID(c.Param("id"))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := u.ctx(c)
+	defer cancel()
+	r, err := u.deps.Records.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("build %s: %w", id, err)
+	}
+	v := buildView{Record: r}
+	if r.Status == build.StatusRunning {
+		v.Progress = progressOf(r, u.average(ctx, r.Team, r.Project), u.now())
+	}
+	return u.render(c, http.StatusOK, "build", "Build "+shortID(r.BuildID)+" of "+r.ProjectKey(), "", v)
+}
+
+type queueView struct {
+	Stats   panel[build.QueueStats]
+	Waiting panel[[]build.Record]
+}
+
+func (u *UI) queue(c echo.Context) error {
+	ctx, cancel := u.ctx(c)
+	defer cancel()
+	v := queueView{Stats: u.statsPanel(ctx), Waiting: u.waitingPanel(ctx)}
+	return u.render(c, http.StatusOK, "queue", "Queue", "queue", v)
+}
+
+func (u *UI) locks(c echo.Context) error {
+	ctx, cancel := u.ctx(c)
+	defer cancel()
+	v := panel[[]build.Lease]{Unavailable: notAvailable}
+	if u.deps.Locks != nil {
+		leases, err := u.deps.Locks.List(ctx)
+		if err != nil {
+			v = failed[[]build.Lease]("locks", err)
+		} else {
+			v = panel[[]build.Lease]{Data: leases}
+		}
+	}
+	return u.render(c, http.StatusOK, "locks", "Locks", "locks", v)
+}
+
+type loginView struct {
+	// Next is where to go after signing in: a local path.
+	Next string
+}
+
+func (u *UI) login(c echo.Context) error {
+	return u.render(c, http.StatusOK, "login", "Sign in", "", loginView{Next: localPath(c.QueryParam("next"))})
+}
+
+// localPath returns p if it is a path on this site, else "/": a sign-in
+// link must not send the user elsewhere.
+func localPath(p string) string {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") ||
+		strings.ContainsAny(p, "\\\r\n\t") {
+		return "/"
+	}
+	return p
+}
+
+type errorView struct {
+	Status  int
+	Title   string
+	Message string
+}

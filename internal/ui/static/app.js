@@ -1,0 +1,484 @@
+// Decap status UI: small enhancements over the server-rendered pages.
+//
+// Every change goes through ingest's JSON API with fetch, the session
+// cookie (credentials: 'same-origin') and the X-Decap-CSRF header; a 401
+// sends the user to the sign-in page. Text from the server is only ever
+// put into the page as text (textContent, append), never as markup.
+'use strict';
+
+(function () {
+  const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'errored', 'expired', 'skipped']);
+  const BUILD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  // DONE says what a finished action did.
+  const DONE = {
+    pause: 'Dispatching paused: requests wait in the queue.',
+    resume: 'Dispatching resumed.',
+    cancel: 'Build cancelled.',
+    unlock: 'Lock released.',
+  };
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function goLogin() {
+    location.assign('/ui/login?next=' + encodeURIComponent(location.pathname + location.search));
+  }
+
+  async function errorText(res) {
+    try {
+      const body = await res.json();
+      if (body && typeof body.error === 'string') {
+        return res.status + ' ' + body.error;
+      }
+    } catch (e) { /* not JSON */ }
+    return 'HTTP ' + res.status;
+  }
+
+  // api sends a mutation. It resolves to the response of a 2xx answer and
+  // rejects with the server's error otherwise; a 401 also goes to sign in.
+  async function api(method, url, body) {
+    const headers = { 'X-Decap-CSRF': '1' };
+    const init = { method: method, headers: headers, credentials: 'same-origin' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(url, init);
+    if (res.status === 401) {
+      goLogin();
+      throw new Error('sign-in required');
+    }
+    if (!res.ok) {
+      throw new Error(await errorText(res));
+    }
+    return res;
+  }
+
+  function flash(msg, bad) {
+    const el = document.getElementById('flash');
+    if (!el) {
+      return;
+    }
+    el.textContent = msg;
+    el.classList.toggle('bad', !!bad);
+    el.hidden = false;
+  }
+
+  // ---- formatting, as the server formats (funcs.go) ----
+
+  function fmtTime(iso) {
+    if (!iso) {
+      return '';
+    }
+    const d = new Date(iso);
+    if (isNaN(d)) {
+      return '';
+    }
+    return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+  }
+
+  function pad2(n) {
+    return String(n).padStart(2, '0');
+  }
+
+  function fmtDur(ms) {
+    if (!(ms > 0)) {
+      return '';
+    }
+    if (ms < 1000) {
+      return Math.floor(ms) + 'ms';
+    }
+    if (ms < 60000) {
+      return (ms / 1000).toFixed(1) + 's';
+    }
+    const s = Math.floor(ms / 1000);
+    if (s < 3600) {
+      return Math.floor(s / 60) + 'm' + pad2(s % 60) + 's';
+    }
+    return Math.floor(s / 3600) + 'h' + pad2(Math.floor(s / 60) % 60) + 'm' + pad2(s % 60) + 's';
+  }
+
+  function statusClass(s) {
+    switch (s) {
+      case 'succeeded': return 'st-ok';
+      case 'failed': case 'errored': case 'timed_out': return 'st-bad';
+      case 'running': return 'st-run';
+      case 'queued': case 'deferred': return 'st-wait';
+      default: return 'st-off';
+    }
+  }
+
+  // ---- buttons: pause, resume, cancel, unlock, sign out ----
+
+  async function onAction(button) {
+    const action = button.dataset.action;
+    const url = button.dataset.url;
+    let body;
+    if (action === 'pause') {
+      const reason = window.prompt('Pause dispatching? Requests wait in the queue until dispatching is resumed.\n\nReason (optional):', '');
+      if (reason === null) {
+        return;
+      }
+      body = reason.trim() ? { reason: reason.trim() } : {};
+    } else if (action === 'resume') {
+      body = {};
+    } else if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) {
+      return;
+    }
+    button.disabled = true;
+    try {
+      switch (action) {
+        case 'pause':
+        case 'resume':
+          await api('POST', url, body);
+          break;
+        case 'cancel':
+        case 'unlock':
+          await api('DELETE', url);
+          break;
+        case 'logout':
+          await api('DELETE', '/api/v1/session');
+          location.assign('/');
+          return;
+        default:
+          return;
+      }
+    } catch (e) {
+      flash(button.textContent.trim() + ' failed: ' + e.message, true);
+      button.disabled = false;
+      return;
+    }
+    const build = document.getElementById('build');
+    if (action === 'cancel' && build) {
+      flash('Cancellation requested.');
+      await refreshRecord(build);
+      button.disabled = false;
+      return;
+    }
+    flash(DONE[action] || 'Done.');
+    await refreshMain();
+  }
+
+  document.addEventListener('click', (ev) => {
+    const button = ev.target.closest('button[data-action]');
+    if (button && !button.disabled) {
+      ev.preventDefault();
+      onAction(button);
+    }
+  });
+
+  // refreshMain re-reads the current page and swaps in its <main>, keeping
+  // the flash message: our own server-rendered, escaped HTML.
+  async function refreshMain() {
+    try {
+      const res = await fetch(location.href, { credentials: 'same-origin' });
+      if (!res.ok) {
+        return;
+      }
+      const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+      const next = doc.querySelector('main');
+      const cur = document.querySelector('main');
+      if (!next || !cur) {
+        return;
+      }
+      const flashEl = document.getElementById('flash');
+      const nextFlash = next.querySelector('#flash');
+      if (flashEl && nextFlash) {
+        nextFlash.replaceWith(flashEl);
+      }
+      cur.replaceWith(document.adoptNode(next));
+    } catch (e) { /* keep the page as it is */ }
+  }
+
+  // ---- sign in ----
+
+  function initLogin(form) {
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const button = form.querySelector('button');
+      button.disabled = true;
+      try {
+        const res = await fetch('/api/v1/session', {
+          method: 'POST',
+          credentials: 'same-origin',
+          headers: { 'Content-Type': 'application/json', 'X-Decap-CSRF': '1' },
+          body: JSON.stringify({ token: form.elements.token.value }),
+        });
+        if (res.status === 401) {
+          throw new Error('that token is not valid');
+        }
+        if (!res.ok) {
+          throw new Error(await errorText(res));
+        }
+        const next = form.dataset.next || '/';
+        location.assign(next.startsWith('/') && !next.startsWith('//') ? next : '/');
+      } catch (e) {
+        flash('Sign-in failed: ' + e.message, true);
+        button.disabled = false;
+      }
+    });
+  }
+
+  // ---- project page: refs and build requests ----
+
+  async function requestBuild(url, ref, refType, button) {
+    button.disabled = true;
+    try {
+      const res = await api('POST', url, { ref: ref, refType: refType });
+      const answer = await res.json();
+      if (!answer || !BUILD_ID.test(answer.id)) {
+        throw new Error('unexpected answer');
+      }
+      location.assign('/ui/builds/' + answer.id);
+    } catch (e) {
+      flash('Build request for ' + ref + ' failed: ' + e.message, true);
+      button.disabled = false;
+    }
+  }
+
+  function cell(text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (cls) {
+      td.className = cls;
+    }
+    return td;
+  }
+
+  function fillRefs(box, refType, refs) {
+    const table = box.querySelector('table[data-reftype="' + refType + '"]');
+    const tbody = table.tBodies[0];
+    tbody.replaceChildren();
+    for (const r of refs) {
+      if (!r || typeof r.name !== 'string') {
+        continue;
+      }
+      const tr = document.createElement('tr');
+      tr.append(cell(r.name, 'ref'));
+      const sha = cell(typeof r.sha === 'string' ? r.sha.slice(0, 7) : '', 'mono');
+      sha.title = r.sha || '';
+      tr.append(sha);
+      const td = document.createElement('td');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'small';
+      b.textContent = 'Build';
+      b.dataset.ref = r.name;
+      b.dataset.refType = refType;
+      b.setAttribute('aria-label', 'Build ' + refType + ' ' + r.name);
+      b.addEventListener('click', () => requestBuild(box.dataset.buildsUrl, r.name, refType, b));
+      td.append(b);
+      tr.append(td);
+      tbody.append(tr);
+    }
+    table.hidden = tbody.rows.length === 0;
+    return tbody.rows.length;
+  }
+
+  async function loadRefs(box) {
+    const status = box.querySelector('[data-refs-status]');
+    try {
+      const res = await fetch(box.dataset.refsUrl, { credentials: 'same-origin' });
+      if (!res.ok) {
+        throw new Error(await errorText(res));
+      }
+      const data = await res.json();
+      const n = fillRefs(box, 'branch', data.branches || []) + fillRefs(box, 'tag', data.tags || []);
+      status.textContent = n ? '' : 'The repository has no branches or tags.';
+      status.hidden = n > 0;
+      box.dataset.state = 'loaded';
+    } catch (e) {
+      status.textContent = 'Branches and tags could not be listed (' + e.message + '). A ref can still be built by name.';
+      status.classList.add('error');
+      box.dataset.state = 'error';
+    }
+  }
+
+  function initBuildForm(form) {
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const ref = form.elements.ref.value.trim();
+      if (ref) {
+        requestBuild(form.dataset.buildsUrl, ref, form.elements.refType.value, form.querySelector('button'));
+      }
+    });
+  }
+
+  // ---- build page: status and the live console log ----
+
+  function setField(name, text) {
+    for (const el of document.querySelectorAll('[data-field="' + name + '"]')) {
+      el.textContent = text;
+    }
+  }
+
+  function showRecord(box, rec) {
+    box.dataset.status = rec.status;
+    for (const el of document.querySelectorAll('[data-field="status"]')) {
+      el.textContent = rec.status;
+      el.className = 'status ' + statusClass(rec.status);
+    }
+    setField('startedAt', fmtTime(rec.startedAt));
+    setField('finishedAt', fmtTime(rec.finishedAt));
+    if (rec.startedAt && rec.finishedAt) {
+      setField('duration', fmtDur(Date.parse(rec.finishedAt) - Date.parse(rec.startedAt)));
+    }
+    setField('exitCode', rec.exitCode === undefined || rec.exitCode === null ? '' : String(rec.exitCode));
+    setField('reason', rec.reason || '');
+    const artifacts = document.getElementById('artifacts');
+    if (artifacts) {
+      artifacts.hidden = !rec.artifactsKey;
+    }
+    const cancel = document.getElementById('cancel');
+    if (cancel) {
+      cancel.hidden = FINAL.has(rec.status);
+    }
+    if (rec.status !== 'running') {
+      for (const el of document.querySelectorAll('[data-field="progress"]')) {
+        el.hidden = true;
+      }
+    }
+  }
+
+  async function refreshRecord(box) {
+    try {
+      const res = await fetch(box.dataset.buildUrl, { credentials: 'same-origin' });
+      if (!res.ok) {
+        return null;
+      }
+      const rec = await res.json();
+      showRecord(box, rec);
+      return rec;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function appendLog(pre, text) {
+    if (!text) {
+      return;
+    }
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.append(text);
+    if (atEnd) {
+      pre.scrollTop = pre.scrollHeight;
+    }
+  }
+
+  // streamLog reads the log with follow=1 into the <pre> until the build is
+  // final. A build that has not started has no log yet (404): try again.
+  async function streamLog(box) {
+    const pre = document.getElementById('log');
+    const state = document.getElementById('log-state');
+    let finalMisses = 0;
+    for (;;) {
+      let got = false;
+      try {
+        const res = await fetch(box.dataset.logUrl + '?follow=1', { credentials: 'same-origin' });
+        if (res.ok && res.body) {
+          got = true;
+          state.textContent = FINAL.has(box.dataset.status) ? '' : 'streaming…';
+          pre.textContent = '';
+          const reader = res.body.getReader();
+          const dec = new TextDecoder();
+          for (;;) {
+            const chunk = await reader.read();
+            if (chunk.done) {
+              break;
+            }
+            appendLog(pre, dec.decode(chunk.value, { stream: true }));
+          }
+          appendLog(pre, dec.decode());
+        } else if (res.status === 404) {
+          state.textContent = 'waiting for the build to start…';
+        } else {
+          state.textContent = 'log unavailable: ' + (await errorText(res));
+        }
+      } catch (e) {
+        state.textContent = 'log stream interrupted, retrying…';
+      }
+      const rec = await refreshRecord(box);
+      if (rec && FINAL.has(rec.status)) {
+        if (got) {
+          state.textContent = 'complete';
+          box.dataset.logDone = '1';
+          return;
+        }
+        if (++finalMisses > 1) {
+          state.textContent = 'no log was stored';
+          box.dataset.logDone = '1';
+          return;
+        }
+      }
+      await sleep(1000);
+    }
+  }
+
+  function initBuild(box) {
+    streamLog(box);
+    const timer = setInterval(async () => {
+      if (FINAL.has(box.dataset.status)) {
+        clearInterval(timer);
+        return;
+      }
+      await refreshRecord(box);
+    }, 2000);
+  }
+
+  // ---- progress bars and the dashboard's refresh ----
+
+  function tickProgress() {
+    const now = performance.now();
+    for (const bar of document.querySelectorAll('progress[data-elapsed-ms]')) {
+      if (bar.t0 === undefined) {
+        bar.t0 = now;
+      }
+      const avg = Number(bar.dataset.averageMs);
+      if (!(avg > 0)) {
+        continue;
+      }
+      const elapsed = Number(bar.dataset.elapsedMs) + (now - bar.t0);
+      const pct = Math.floor((100 * elapsed) / avg);
+      bar.value = Math.min(pct, 100);
+      const label = bar.parentElement.querySelector('[data-progress-label]');
+      if (label) {
+        label.textContent = Math.min(pct, 100) + '% of ~' + fmtDur(avg) + (pct > 100 ? ', overdue' : '');
+      }
+    }
+  }
+
+  function init() {
+    const login = document.getElementById('login');
+    if (login) {
+      initLogin(login);
+    }
+    const refs = document.getElementById('refs');
+    if (refs) {
+      loadRefs(refs);
+    }
+    const form = document.getElementById('build-form');
+    if (form) {
+      initBuildForm(form);
+    }
+    const build = document.getElementById('build');
+    if (build) {
+      initBuild(build);
+    }
+    setInterval(tickProgress, 1000);
+    const refresh = document.querySelector('[data-refresh]');
+    if (refresh) {
+      const seconds = Math.max(5, Number(refresh.dataset.refresh) || 15);
+      setInterval(() => {
+        if (document.visibilityState === 'visible') {
+          refreshMain();
+        }
+      }, seconds * 1000);
+    }
+  }
+
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', init);
+  } else {
+    init();
+  }
+})();
