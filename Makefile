@@ -10,9 +10,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build the services and the build entrypoint into bin/
+build: ## build the services, decapctl and the build entrypoint into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/reaper
+	$(GO) build -o $(BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/reaper ./cmd/decapctl
 	$(GO) build -o $(BIN)/decap-entrypoint ./build-container/entrypoint
 
 .PHONY: run

@@ -15,6 +15,7 @@ import (
 
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/github"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/ingest"
 	"github.com/decap-ci/decap/internal/ui"
@@ -70,14 +71,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		live, canceller = b.Executor, b.Executor
 	}
+	gh := github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}
+	refs, err := github.NewRefs(gh, 0, time.Now)
+	if err != nil {
+		return fmt.Errorf("github: %w", err)
+	}
+	var statuses ingest.Notifier // commit statuses only with a token
+	if cfg.GitHubToken != "" {
+		if statuses, err = github.NewStatuses(gh, 0); err != nil {
+			return fmt.Errorf("github: %w", err)
+		}
+	}
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
-		// Refs (GET /api/v1/projects/{team}/{project}/refs) stays nil, so 501,
-		// until the GitHub repository manager is wired here.
+		Refs: refs, Notifier: statuses,
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
 			{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/github"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/reap"
 )
@@ -52,6 +53,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	r := reap.New(b.Records, b.Locks, ex, log, time.Now)
+	if cfg.GitHubToken != "" {
+		statuses, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
+		if err != nil {
+			return fmt.Errorf("github: %w", err)
+		}
+		r.NotifyTo(statuses)
+	}
 
 	errc := make(chan error, 1)
 	go func() {

@@ -40,6 +40,11 @@ type Config struct {
 	APIToken              string
 	AuthDisabled          bool
 
+	// GitHubToken lets Decap read private repositories' refs and post
+	// commit statuses; GitHubAPIURL points at GitHub Enterprise (or a test
+	// server); PublicURL is where people reach the UI (status links).
+	GitHubToken, GitHubAPIURL, PublicURL string
+
 	// Cap bounds running builds; 0 means no cap.
 	Cap int
 	// DispatchWorkers bounds decisions in flight per dispatcher.
@@ -133,6 +138,9 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
 	c.WebhookSecret = []byte(secret("DECAP_GITHUB_WEBHOOK_SECRET"))
 	c.APIToken = secret("DECAP_API_TOKEN")
+	c.GitHubToken = secret("DECAP_GITHUB_TOKEN")
+	c.GitHubAPIURL = getenv("DECAP_GITHUB_API_URL")
+	c.PublicURL = strings.TrimSuffix(or(getenv("DECAP_PUBLIC_URL"), "http://"+c.IngestAddr), "/")
 	c.InsecureSkipSignature = boolean("DECAP_INSECURE_SKIP_SIGNATURE")
 	switch strings.ToLower(or(getenv("DECAP_AUTH"), "on")) {
 	case "on":

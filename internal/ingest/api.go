@@ -158,10 +158,16 @@ func (s *Server) requestBuild(c echo.Context) error {
 		return err
 	}
 	now := s.now().UTC()
+	// A person in the UI builds by hand; anything else with the token is
+	// another program.
+	trigger := build.TriggerAPI
+	if actor(c) == actorUI {
+		trigger = build.TriggerManual
+	}
 	req := build.Request{
 		V: build.MessageVersion, BuildID: build.NewID(now), Team: team, Project: project,
-		Ref: in.Ref, RefType: in.RefType, SHA: in.SHA, Trigger: build.TriggerAPI,
-		RequestedBy: "api", RequestedAt: now,
+		Ref: in.Ref, RefType: in.RefType, SHA: in.SHA, Trigger: trigger,
+		RequestedBy: actor(c), RequestedAt: now,
 	}
 	if err := req.Validate(); err != nil {
 		return err

@@ -134,6 +134,7 @@ func (s *Server) cancelBuild(c echo.Context) error {
 			}
 		}
 		log.Info("build cancelled before it started", "by", by)
+		s.notify(rec, Notifier.BuildEnded)
 		return c.JSON(http.StatusOK, rec)
 	default:
 		return alreadyEnded(rec)

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/ingest"
 )
 
@@ -826,5 +827,102 @@ func TestDispatchGate(t *testing.T) {
 				t.Errorf("status %d error %q, want 501 naming the missing gate", w.Code, got)
 			}
 		})
+	}
+}
+
+func TestTriggerNamesWhoAsked(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name        string
+		auth        func(r *http.Request)
+		wantTrigger build.Trigger
+	}{
+		{"token: another program", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }, build.TriggerAPI},
+		{"session: a person in the UI", func(r *http.Request) { withCookie(r, token, "1") }, build.TriggerManual},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			r := apiRequest(http.MethodPost, "/api/v1/projects/decap-ci/hello/builds", "", `{"ref":"main"}`)
+			tt.auth(r)
+			if w := f.do(r); w.Code != 202 {
+				t.Fatalf("status %d (%s)", w.Code, w.Body)
+			}
+			reqs := f.queued(t)
+			if len(reqs) != 1 || reqs[0].Trigger != tt.wantTrigger {
+				t.Errorf("queued %+v, want one request with trigger %s", reqs, tt.wantTrigger)
+			}
+		})
+	}
+}
+
+// recordingNotifier records what it hears.
+type recordingNotifier struct {
+	mu     sync.Mutex
+	queued []build.ID
+	ended  []build.Record
+}
+
+func (n *recordingNotifier) BuildQueued(_ context.Context, rec build.Record) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.queued = append(n.queued, rec.BuildID)
+	return nil
+}
+
+func (n *recordingNotifier) BuildEnded(_ context.Context, rec build.Record) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ended = append(n.ended, rec)
+	return nil
+}
+
+func (n *recordingNotifier) counts() (int, int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queued), len(n.ended)
+}
+
+func TestNotifierHearsQueuedAndCancelled(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC))
+	n := &recordingNotifier{}
+	records := buildtest.NewRecords()
+	srv := ingest.New(ingest.Config{WebhookSecret: []byte(secret), APIToken: token}, ingest.Deps{
+		Publisher: buildtest.NewQueue(clock.Now, buildtest.QueueOptions{}), Idempotency: buildtest.NewIdempotency(clock.Now),
+		Catalog: buildtest.NewCatalog("c0ffee", map[string]string{"decap-ci/hello": `{"buildImage":"x"}`}),
+		Records: records, Blobs: buildtest.NewBlobs(), Notifier: n, Now: clock.Now,
+	})
+	do := func(r *http.Request) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, r)
+		return w
+	}
+	body := pushBody("decap-ci", "hello", "refs/heads/main")
+	for range 2 { // a delivery and its redelivery: one build, one status
+		if w := do(hook("push", "d-notify", body)); w.Code != 202 {
+			t.Fatalf("push: %d %s", w.Code, w.Body)
+		}
+	}
+	waitUntil(t, "the queued notice", func() bool { q, _ := n.counts(); return q == 1 })
+	list, _, _ := records.ListProject(context.Background(), "decap-ci", "hello", 10, "")
+	if w := do(apiRequest(http.MethodDelete, "/api/v1/builds/"+string(list[0].BuildID), token, "")); w.Code != 200 {
+		t.Fatalf("cancel: %d %s", w.Code, w.Body)
+	}
+	waitUntil(t, "the ended notice", func() bool { _, e := n.counts(); return e == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if q, e := n.counts(); q != 1 || e != 1 || n.ended[0].Status != build.StatusCancelled {
+		t.Errorf("heard %d queued and %d ended (%+v), want 1 and 1 cancelled", q, e, n.ended)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

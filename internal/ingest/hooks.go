@@ -154,6 +154,7 @@ func (s *Server) enqueue(ctx context.Context, req build.Request) (build.ID, erro
 	}
 	if first {
 		log.Info("build queued", "trigger", req.Trigger)
+		s.notify(build.RecordFor(req), Notifier.BuildQueued)
 	} else {
 		log.Info("redelivery answered with the delivery's first build")
 	}

@@ -110,6 +110,28 @@ type Refs interface {
 	Refs(ctx context.Context, team, project string) (branches, tags []RefInfo, err error)
 }
 
+// Notifier tells another system (GitHub commit statuses) about builds. It
+// is called in the background after the answer is decided, so it never
+// delays a webhook; its errors are logged.
+type Notifier interface {
+	BuildQueued(ctx context.Context, rec build.Record) error
+	BuildEnded(ctx context.Context, rec build.Record) error
+}
+
+// notify calls fn on the Notifier in the background, bounded in time.
+func (s *Server) notify(rec build.Record, fn func(Notifier, context.Context, build.Record) error) {
+	if s.deps.Notifier == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := fn(s.deps.Notifier, ctx, rec); err != nil {
+			s.log.Warn("notify about build", "build_id", rec.BuildID, "err", err)
+		}
+	}()
+}
+
 // Check is one readiness check: a backend that must be reachable.
 type Check struct {
 	Name  string
@@ -152,6 +174,9 @@ type Deps struct {
 	Gate      Gate
 	Canceller Canceller
 	Refs      Refs
+	// Notifier, when set, hears of builds queued and of builds cancelled
+	// before they started (commit statuses on GitHub).
+	Notifier Notifier
 
 	Ready  []Check
 	Logger *slog.Logger

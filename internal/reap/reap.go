@@ -36,6 +36,12 @@ type Executor interface {
 	Present(ctx context.Context) ([]build.ID, error)
 }
 
+// Notifier hears of every build the reaper ends (GitHub commit statuses).
+// It is called in the background; its errors are logged.
+type Notifier interface {
+	BuildEnded(ctx context.Context, rec build.Record) error
+}
+
 // Reaper ends builds. Handle is idempotent and safe to call concurrently for
 // different builds.
 type Reaper struct {
@@ -44,6 +50,13 @@ type Reaper struct {
 	exec    Executor
 	log     *slog.Logger
 	now     func() time.Time
+	notify  Notifier
+}
+
+// NotifyTo makes r tell n about every build it ends, and returns r.
+func (r *Reaper) NotifyTo(n Notifier) *Reaper {
+	r.notify = n
+	return r
 }
 
 // New returns a Reaper.
@@ -106,6 +119,15 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 			return fmt.Errorf("record %s: %w", o.BuildID, err)
 		}
 		log.Info("build ended", "status", rec.Status, "reason", rec.Reason, "duration", rec.Duration())
+		if r.notify != nil {
+			go func(rec build.Record) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := r.notify.BuildEnded(ctx, rec); err != nil {
+					log.Warn("notify about the build's end", "err", err)
+				}
+			}(rec)
+		}
 	}
 	if o.Team == "" {
 		log.Warn("build has neither labels nor a record; its lock, if any, is freed when its lease expires")

@@ -200,3 +200,38 @@ func TestReconcileEndsVanishedBuilds(t *testing.T) {
 		t.Errorf("leases = %v, want only the live build's", leases)
 	}
 }
+
+type endNotifier struct{ ch chan build.Record }
+
+func (n endNotifier) BuildEnded(_ context.Context, rec build.Record) error {
+	n.ch <- rec
+	return nil
+}
+
+func TestReaperNotifiesEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture()
+	n := endNotifier{make(chan build.Record, 2)}
+	f.reaper.NotifyTo(n)
+	rec := f.running(t, "main")
+	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
+	for range 2 { // a repeated report notifies nothing new
+		if err := f.reaper.Handle(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-n.ch:
+		if got.BuildID != rec.BuildID || got.Status != build.StatusSucceeded {
+			t.Errorf("notified %+v, want the succeeded record", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notice of the end")
+	}
+	select {
+	case got := <-n.ch:
+		t.Errorf("a second notice for one end: %+v", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -1,0 +1,520 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// parseProject splits and checks "team/project".
+func parseProject(s string) (team, project string, err error) {
+	team, project, ok := strings.Cut(s, "/")
+	if !ok {
+		return "", "", usagef("%q is not team/project", s)
+	}
+	if err := build.ValidateName("team", team); err != nil {
+		return "", "", invalid(err)
+	}
+	if err := build.ValidateName("project", project); err != nil {
+		return "", "", invalid(err)
+	}
+	return team, project, nil
+}
+
+func parseID(s string) (build.ID, error) {
+	id, err := build.ParseID(s)
+	if err != nil {
+		return "", invalid(err)
+	}
+	return id, nil
+}
+
+func projectPath(team, project string) string {
+	return "/api/v1/projects/" + url.PathEscape(team) + "/" + url.PathEscape(project)
+}
+
+func buildPath(id build.ID) string { return "/api/v1/builds/" + string(id) }
+
+// buildPage is the answer of GET .../builds.
+type buildPage struct {
+	Builds                 []build.Record `json:"builds"`
+	NextCursor             string         `json:"nextCursor,omitempty"`
+	AverageDurationSeconds float64        `json:"averageDurationSeconds,omitempty"`
+}
+
+func (a *app) buildsCmd() *cobra.Command {
+	var limit int
+	var cursor string
+	cmd := &cobra.Command{
+		Use:   "builds [team/project]",
+		Short: "list a project's builds, or the running and waiting builds",
+		Long: `With team/project: the project's builds, newest first (--limit, --cursor).
+
+Without an argument: the builds that run now and those that wait, across
+every project. Running builds are those holding a branch lock
+(GET /api/v1/locks, each completed from its record); waiting ones are the
+queued and deferred requests of GET /api/v1/queue, with the reason they
+wait and their next attempt. With -o json it prints
+{"running": [records], "waiting": [queue entries]}.`,
+		Example: `  decapctl builds
+  decapctl builds ae6rt/dynamodb-lab --limit 50`,
+		Args: args(0, 1, "[team/project]"),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			c, err := a.api(cmd)
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				return a.activeBuilds(ctx, c)
+			}
+			team, project, err := parseProject(args[0])
+			if err != nil {
+				return err
+			}
+			if limit < 1 || limit > 200 {
+				return usagef("--limit must be from 1 to 200")
+			}
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			var page buildPage
+			raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: projectPath(team, project) + "/builds", query: q}, &page)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, raw)
+			}
+			if len(page.Builds) == 0 {
+				fmt.Fprintf(a.stdout, "no builds of %s\n", build.ProjectKey(team, project))
+				return nil
+			}
+			t := newTable(a.stdout, "ID", "REF", "STATUS", "TRIGGER", "QUEUED", "DURATION", "SHA")
+			for _, r := range page.Builds {
+				t.row(string(r.BuildID), r.Ref, statusText(r), string(r.Trigger), fmtTime(r.QueuedAt), fmtDur(r.Duration()), short(r.SHA, 12))
+			}
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if page.NextCursor != "" {
+				fmt.Fprintf(a.stderr, "more: decapctl builds %s --cursor %s\n", build.ProjectKey(team, project), page.NextCursor)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many builds to list (1-200)")
+	cmd.Flags().StringVar(&cursor, "cursor", "", "continue after an earlier page (printed after a full page)")
+	return cmd
+}
+
+// statusText is a record's status with its exit code when it failed.
+func statusText(r build.Record) string {
+	if r.Status == build.StatusFailed && r.ExitCode != nil {
+		return fmt.Sprintf("failed (%d)", *r.ExitCode)
+	}
+	return string(r.Status)
+}
+
+// activeView is what "builds" without an argument shows.
+type activeView struct {
+	Running []build.Record `json:"running"`
+	Waiting []waitingEntry `json:"waiting"`
+}
+
+func (a *app) activeBuilds(ctx context.Context, c *client) error {
+	var locks lockList
+	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/locks"}, &locks); err != nil {
+		return err
+	}
+	var q queueView
+	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/queue"}, &q); err != nil {
+		return err
+	}
+	view := activeView{Running: make([]build.Record, len(locks.Locks)), Waiting: q.Waiting}
+	if view.Waiting == nil {
+		view.Waiting = []waitingEntry{}
+	}
+	// A few records at a time; a lock whose record is gone shows as the
+	// lock alone.
+	var wg sync.WaitGroup
+	errs := make([]error, len(locks.Locks))
+	sem := make(chan struct{}, 8)
+	for i, l := range locks.Locks {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var rec build.Record
+			_, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(l.BuildID)}, &rec)
+			if isCode(err, ExitNotFound) {
+				team, project, ref, _ := build.SplitLockKey(l.Key)
+				rec, err = build.Record{BuildID: l.BuildID, Team: team, Project: project, Ref: ref, Status: "locked", StartedAt: l.AcquiredAt}, nil
+			}
+			view.Running[i], errs[i] = rec, err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	slices.SortFunc(view.Running, func(x, y build.Record) int { return since(x).Compare(since(y)) })
+	if a.json() {
+		return encodeJSON(a.stdout, view)
+	}
+	if len(view.Running)+len(view.Waiting) == 0 {
+		fmt.Fprintln(a.stdout, "no running or waiting builds")
+		return nil
+	}
+	t := newTable(a.stdout, "ID", "STATUS", "LOCK KEY", "TRIGGER", "SINCE", "NOTE")
+	for _, r := range view.Running {
+		t.row(string(r.BuildID), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), "")
+	}
+	for _, w := range view.Waiting {
+		t.row(string(w.ID), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w))
+	}
+	return t.flush()
+}
+
+// since is when a running build started, or was queued.
+func since(r build.Record) time.Time {
+	if !r.StartedAt.IsZero() {
+		return r.StartedAt
+	}
+	return r.QueuedAt
+}
+
+func waitNote(w waitingEntry) string {
+	var parts []string
+	if !w.NextAttemptAt.IsZero() {
+		parts = append(parts, "next attempt "+fmtTime(w.NextAttemptAt))
+	}
+	if w.Reason != "" {
+		parts = append(parts, w.Reason)
+	}
+	return strings.Join(parts, ": ")
+}
+
+// queuedBuild is the answer of POST .../builds and one build of a webhook
+// answer.
+type queuedBuild struct {
+	ID      build.ID `json:"id"`
+	LockKey string   `json:"lockKey"`
+}
+
+func (a *app) buildCmd() *cobra.Command {
+	var tag, wait bool
+	var sha string
+	cmd := &cobra.Command{
+		Use:   "build team/project REF",
+		Short: "request a build of a branch or tag; prints the build ID",
+		Long: `Requests a build of REF (a branch, or a tag with --tag) and prints its
+build ID. Requests by hand are not filtered by managedRefRegex.
+
+With --wait it follows the build's log to stdout until the build ends and
+exits with its result: 0 when it succeeded, 1 otherwise (the status on
+stderr). With --wait -o json it prints the final record instead of the log.`,
+		Example: `  decapctl build ae6rt/dynamodb-lab main
+  decapctl build ae6rt/dynamodb-lab v1.2.0 --tag --wait
+  id=$(decapctl build decap-ci/hello feature/x --sha 6113728f27ae82c7)`,
+		Args: args(2, 2, "team/project REF"),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			team, project, err := parseProject(args[0])
+			if err != nil {
+				return err
+			}
+			ref := args[1]
+			if err := build.ValidateRef(ref); err != nil {
+				return invalid(err)
+			}
+			if sha != "" && !isHex(sha, 7, 64) {
+				return usagef("--sha %q is not a commit id (7 to 64 hex digits)", short(sha, 80))
+			}
+			c, err := a.api(cmd)
+			if err != nil {
+				return err
+			}
+			body := map[string]string{"ref": ref}
+			if tag {
+				body["refType"] = string(build.Tag)
+			}
+			if sha != "" {
+				body["sha"] = sha
+			}
+			var qb queuedBuild
+			raw, _, err := c.fetch(ctx, call{
+				method: http.MethodPost, path: projectPath(team, project) + "/builds", body: body,
+				notFound: fmt.Sprintf("project %s is not in the build-scripts repository", build.ProjectKey(team, project)),
+			}, &qb)
+			if err != nil {
+				return err
+			}
+			if !wait {
+				if a.json() {
+					return printJSON(a.stdout, raw)
+				}
+				_, err := fmt.Fprintln(a.stdout, qb.ID)
+				return err
+			}
+			fmt.Fprintf(a.stderr, "build %s queued (%s)\n", qb.ID, qb.LockKey)
+			var rec build.Record
+			if a.json() {
+				rec, err = a.waitFinal(ctx, c, qb.ID)
+			} else {
+				rec, err = a.streamLog(ctx, c, qb.ID, a.stdout, true)
+				if isCode(err, ExitNotFound) && rec.Status.Final() {
+					// It ended without a log (say, it never started): the
+					// result still counts.
+					fmt.Fprintln(a.stderr, err)
+					err = nil
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if err := encodeJSON(a.stdout, rec); err != nil {
+					return err
+				}
+			}
+			return a.result(rec)
+		}),
+	}
+	cmd.Flags().BoolVar(&tag, "tag", false, "REF is a tag")
+	cmd.Flags().StringVar(&sha, "sha", "", "the commit to build (default: whatever REF points at when the build runs)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the log and exit with the build's result")
+	return cmd
+}
+
+// result turns a final record into the exit status of build --wait.
+func (a *app) result(rec build.Record) error {
+	d := fmtDur(rec.Duration())
+	switch rec.Status {
+	case build.StatusSucceeded:
+		fmt.Fprintf(a.stderr, "build %s succeeded in %s\n", rec.BuildID, d)
+		return nil
+	case build.StatusFailed:
+		if rec.ExitCode != nil {
+			return failf(ExitFailed, "build %s failed with exit code %d after %s", rec.BuildID, *rec.ExitCode, d)
+		}
+		return failf(ExitFailed, "build %s failed after %s", rec.BuildID, d)
+	case build.StatusTimedOut:
+		return failf(ExitFailed, "build %s timed out after %s", rec.BuildID, d)
+	}
+	if rec.Reason != "" {
+		return failf(ExitFailed, "build %s ended %s: %s", rec.BuildID, rec.Status, rec.Reason)
+	}
+	return failf(ExitFailed, "build %s ended %s", rec.BuildID, rec.Status)
+}
+
+// getBuild reads one record.
+func (a *app) getBuild(ctx context.Context, c *client, id build.ID) (build.Record, []byte, error) {
+	var rec build.Record
+	raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(id), notFound: fmt.Sprintf("build %s not found", id)}, &rec)
+	return rec, raw, err
+}
+
+// waitFinal polls a build's record until it is final.
+func (a *app) waitFinal(ctx context.Context, c *client, id build.ID) (build.Record, error) {
+	for {
+		rec, _, err := a.getBuild(ctx, c, id)
+		if err != nil || rec.Status.Final() {
+			return rec, err
+		}
+		if err := a.sleep(ctx); err != nil {
+			return rec, err
+		}
+	}
+}
+
+func (a *app) sleep(ctx context.Context) error {
+	t := time.NewTimer(a.poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return failf(ExitInterrupted, "interrupted")
+	case <-t.C:
+		return nil
+	}
+}
+
+func (a *app) logsCmd() *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs [-f] ID",
+		Short: "print a build's console log",
+		Long: `Prints a build's console log to stdout: the stored log of an ended build,
+or what a running build has written so far. With -f it follows the log
+until the build ends (waiting for a queued build to start, and picking up
+where it was if the connection breaks). The log is text; -o json does not
+apply.`,
+		Args: args(1, 1, "[-f] ID"),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cmd)
+			if err != nil {
+				return err
+			}
+			_, err = a.streamLog(ctx, c, id, a.stdout, follow)
+			return err
+		}),
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the build ends")
+	return cmd
+}
+
+// streamLog writes a build's log to w and returns the build's last record.
+// With follow it streams until the build's record is final: while the
+// build has no log yet it waits, and when a stream breaks it asks again and
+// skips what it already wrote.
+func (a *app) streamLog(ctx context.Context, c *client, id build.ID, w io.Writer, follow bool) (build.Record, error) {
+	rec, _, err := a.getBuild(ctx, c, id)
+	if err != nil {
+		return rec, err
+	}
+	var written int64 // bytes of the log already written to w
+	for {
+		wasFinal := rec.Status.Final()
+		q := url.Values{}
+		if follow && !wasFinal {
+			q.Set("follow", "1")
+		}
+		resp, err := c.do(ctx, call{
+			method: http.MethodGet, path: buildPath(id) + "/log", query: q, stream: true,
+			notFound: fmt.Sprintf("build %s has no log (status %s)", id, rec.Status),
+		})
+		clean := false
+		switch {
+		case err != nil && !(follow && !wasFinal && isCode(err, ExitNotFound)):
+			return rec, err
+		case err == nil:
+			n, rerr, werr := copySkipping(w, resp.Body, written)
+			resp.Body.Close()
+			written = max(written, n)
+			switch {
+			case werr != nil:
+				return rec, failf(ExitFailed, "write log: %v", werr)
+			case rerr != nil && ctx.Err() != nil:
+				return rec, failf(ExitInterrupted, "interrupted")
+			case rerr != nil && !follow:
+				return rec, failf(ExitUnavailable, "the log of build %s broke off: %s", id, netReason(rerr))
+			}
+			clean = rerr == nil
+			if !follow || clean && wasFinal {
+				return rec, nil
+			}
+		}
+		// Following: the stream ended (the build ended, or the connection
+		// broke) or there is no log yet (the build has not started).
+		rec, _, err = a.getBuild(ctx, c, id)
+		if err != nil {
+			return rec, err
+		}
+		switch {
+		case clean && rec.Status.Final():
+			return rec, nil
+		case !rec.Status.Final():
+			if err := a.sleep(ctx); err != nil {
+				return rec, err
+			}
+		}
+		// A broken stream of an ended build: read the rest of the stored log.
+	}
+}
+
+// copySkipping copies r to w, dropping the first skip bytes. It returns
+// how far into r it read, and the read and write errors (a clean end of r
+// is no error).
+func copySkipping(w io.Writer, r io.Reader, skip int64) (pos int64, rerr, werr error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if pos < skip {
+				drop := min(int64(n), skip-pos)
+				chunk = chunk[drop:]
+			}
+			pos += int64(n)
+			if len(chunk) > 0 {
+				if _, werr := w.Write(chunk); werr != nil {
+					return pos, nil, werr
+				}
+			}
+		}
+		if err == io.EOF {
+			return pos, nil, nil
+		}
+		if err != nil {
+			return pos, err, nil
+		}
+	}
+}
+
+func (a *app) cancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "cancel a queued or running build",
+		Long: `Cancels a build: a queued one is cancelled at once, a running one is
+stopped (the server answers that it is cancelling). A build that already
+ended cannot be cancelled (exit 1).`,
+		Args: args(1, 1, "ID"),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cmd)
+			if err != nil {
+				return err
+			}
+			var answer struct {
+				build.Record
+				// Status may also be "cancelling" (202).
+			}
+			raw, status, err := c.fetch(ctx, call{method: http.MethodDelete, path: buildPath(id), notFound: fmt.Sprintf("build %s not found", id)}, &answer)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, raw)
+			}
+			switch {
+			case status == http.StatusAccepted:
+				fmt.Fprintf(a.stdout, "build %s is being cancelled\n", id)
+			case answer.Status == build.StatusCancelled:
+				fmt.Fprintf(a.stdout, "build %s cancelled\n", id)
+			default:
+				fmt.Fprintf(a.stdout, "build %s is %s\n", id, answer.Status)
+			}
+			return nil
+		}),
+	}
+}
+
+func isHex(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
