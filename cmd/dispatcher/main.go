@@ -1,7 +1,7 @@
 // Command dispatcher consumes build requests: catalog lookup, managed-ref
 // filter, once-only check, branch lock and concurrency slot, launch; or
 // deferral, or a recorded drop. Several replicas may run. It serves
-// /healthz and /readyz on DECAP_DISPATCHER_ADDR.
+// /healthz, /readyz and /metrics on DECAP_DISPATCHER_ADDR.
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/health"
+	"github.com/decap-ci/decap/internal/metrics"
 )
 
 func main() {
@@ -38,11 +39,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "dispatcher")
+	reg := metrics.NewRegistry()
 	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	be := metrics.NewBackend(reg)
+	b.Instrument(be)
 	if err := b.Catalog.Refresh(ctx); err != nil {
 		log.Error("first catalog refresh failed; will retry", "err", err)
 	}
@@ -53,22 +57,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	host, _ := os.Hostname()
+	m := metrics.NewDispatch(reg, cfg.Cap)
 	d := dispatch.New(dispatch.Config{
 		Owner: fmt.Sprintf("%s/%d", host, os.Getpid()), Cap: cfg.Cap,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: ex, Gate: b.Gate,
-		Logger: log, Now: time.Now,
+		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Gate: b.Gate,
+		Observer: m, Logger: log, Now: time.Now,
 	})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		m.Sample(ctx, b.Queue, b.Locks, metrics.SampleEvery, log)
+	}()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(
+		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(metrics.Handler(reg),
 			health.Check{Name: "database", Check: b.Ping},
 			health.Check{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},
 		), log)
 	}()
 	fmt.Fprintf(stdout, "dispatcher: consuming the queue (at most %d running builds)\n", cfg.Cap)
 	runErr := d.Run(ctx)
-	return errors.Join(runErr, <-errc)
+	err = errors.Join(runErr, <-errc)
+	<-sampled
+	return err
 }

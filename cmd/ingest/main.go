@@ -1,6 +1,7 @@
 // Command ingest is Decap's HTTP service: GitHub webhooks and API build
-// requests in, build requests onto the queue; the JSON API, health and
-// readiness out. It is configured by DECAP_* variables (see the README).
+// requests in, build requests onto the queue; the JSON API, the status UI,
+// health, readiness and Prometheus metrics (/metrics) out. It is configured
+// by DECAP_* variables (see the README).
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/decap-ci/decap/internal/github"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/ingest"
+	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/ui"
 )
 
@@ -50,11 +52,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("no API token configured (DECAP_API_TOKEN): API mutations will be rejected with 401")
 	}
 
+	reg := metrics.NewRegistry()
 	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	b.Instrument(metrics.NewBackend(reg))
 	if err := b.Catalog.Refresh(ctx); err != nil {
 		log.Error("first catalog refresh failed; will retry", "err", err)
 	}
@@ -89,6 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
 		Refs: refs, Notifier: statuses,
+		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
 			{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},

@@ -1,7 +1,7 @@
 // Command reaper ends builds: when a build's process (or Pod) ends it writes
 // the final record, releases the branch lock and slot, and removes what is
 // left. On start it reconciles every build that ended while it was down. It
-// serves /healthz and /readyz on DECAP_REAPER_ADDR.
+// serves /healthz, /readyz and /metrics on DECAP_REAPER_ADDR.
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/github"
 	"github.com/decap-ci/decap/internal/health"
+	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 )
 
@@ -43,16 +44,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "reaper")
+	reg := metrics.NewRegistry()
 	b, err := backend.Open(ctx, cfg, log, time.Now)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	be := metrics.NewBackend(reg)
+	b.Instrument(be)
 	ex, err := b.OpenExecutor(time.Now)
 	if err != nil {
 		return err
 	}
-	r := reap.New(b.Records, b.Locks, ex, log, time.Now)
+	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg))
 	if cfg.GitHubToken != "" {
 		statuses, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
 		if err != nil {
@@ -63,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	errc := make(chan error, 1)
 	go func() {
-		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(health.Check{Name: "database", Check: b.Ping}), log)
+		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log)
 	}()
 	go func() {
 		t := time.NewTicker(reconcileEvery)

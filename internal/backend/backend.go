@@ -101,6 +101,25 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	return nil
 }
 
+// Instrumenter wraps the backend's ports, for instance to count their
+// failures (internal/metrics.Backend). Each method returns a port that
+// behaves exactly as the one it is given.
+type Instrumenter interface {
+	Queue(build.Queue) build.Queue
+	Locks(build.Locks) build.Locks
+	Idempotency(build.Idempotency) build.Idempotency
+	Records(build.Records) build.Records
+	Blobs(build.Blobs) build.Blobs
+	Gate(build.Gate) build.Gate
+}
+
+// Instrument replaces the set's ports with what in makes of them. Call it
+// right after Open, before the ports are handed out.
+func (s *Set) Instrument(in Instrumenter) {
+	s.Queue, s.Locks, s.Idempotency = in.Queue(s.Queue), in.Locks(s.Locks), in.Idempotency(s.Idempotency)
+	s.Records, s.Blobs, s.Gate = in.Records(s.Records), in.Blobs(s.Blobs), in.Gate(s.Gate)
+}
+
 // OpenExecutor opens the local executor. The entrypoint binary is
 // cfg.Entrypoint, or decap-entrypoint next to this program's executable.
 func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {

@@ -64,6 +64,23 @@ type Launcher interface {
 	Launch(ctx context.Context, job build.Job) error
 }
 
+// Observer hears what the dispatcher decides, for metrics. Its methods are
+// called on the decision path, so they must be cheap, must not block, and
+// must be safe for concurrent use.
+type Observer interface {
+	// Decided hears every decision, once: each one Decide returns, and
+	// each one Handle makes about a message it could not parse.
+	Decided(d Decision)
+	// Paused hears the state of the dispatch gate whenever Run reads it.
+	Paused(paused bool)
+}
+
+// nopObserver is the Observer of a Dispatcher given none.
+type nopObserver struct{}
+
+func (nopObserver) Decided(Decision) {}
+func (nopObserver) Paused(bool)      {}
+
 // Config tunes a Dispatcher. Zero values take the defaults named.
 type Config struct {
 	// Owner names this replica in lock items.
@@ -138,6 +155,7 @@ type Dispatcher struct {
 	records  Records
 	launcher Launcher
 	gate     Gate
+	obs      Observer
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -151,9 +169,11 @@ type Deps struct {
 	Records     Records
 	Launcher    Launcher
 	// Gate pauses and resumes Run; nil means always open.
-	Gate   Gate
-	Logger *slog.Logger
-	Now    func() time.Time
+	Gate Gate
+	// Observer hears decisions and the gate's state; nil hears nothing.
+	Observer Observer
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // New returns a Dispatcher.
@@ -164,10 +184,13 @@ func New(cfg Config, d Deps) *Dispatcher {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
 	return &Dispatcher{
 		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
 		idem: d.Idempotency, records: d.Records, launcher: d.Launcher,
-		gate: d.Gate, log: d.Logger, now: d.Now,
+		gate: d.Gate, obs: d.Observer, log: d.Logger, now: d.Now,
 	}
 }
 
@@ -196,12 +219,41 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
+// Cause is why a decision went the way it did, from a small fixed set: a
+// label for metrics and dashboards, where Reason is a sentence for people.
+type Cause string
+
+// Causes.
+const (
+	// Launched.
+	CauseStarted        Cause = "started"         // started now
+	CauseAlreadyRunning Cause = "already_running" // started by an earlier delivery
+	// Deferred.
+	CauseLocked       Cause = "locked"        // another build of the lock key runs
+	CauseCap          Cause = "cap"           // the concurrency cap is reached
+	CauseBackendError Cause = "backend_error" // a store failed; retried
+	// Deferred (retried) or dropped (will never succeed).
+	CauseLaunchFailed Cause = "launch_failed"
+	// Dropped.
+	CauseUnmanaged      Cause = "unmanaged"       // a push of a ref managedRefRegex does not match
+	CauseUnknownProject Cause = "unknown_project" // not in the build-scripts repository
+	CauseInvalidProject Cause = "invalid_project" // its project.json is invalid
+	CauseDuplicate      Cause = "duplicate"       // its delivery was built already
+	CauseExpired        Cause = "expired"         // deferred longer than MaxDeferAge
+	CauseAlreadyEnded   Cause = "already_ended"   // its record is final (ended, cancelled)
+	CauseMalformed      Cause = "malformed"       // the body cannot be parsed: dead-lettered
+)
+
 // Decision is the outcome of Decide.
 type Decision struct {
 	Action  Action
 	BuildID build.ID
 	Delay   time.Duration
 	Reason  string
+	Cause   Cause
+	// Waited is, for a build started now (CauseStarted), the time from its
+	// request to its launch: queueing, deferrals and the decision itself.
+	Waited time.Duration
 }
 
 // Decide takes one request through catalog lookup, the managed-ref filter,
@@ -210,8 +262,20 @@ type Decision struct {
 // the backoff). Decide writes the build record at every step, so whatever it
 // decides is visible; it touches the queue not at all.
 func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Message) Decision {
+	dec := d.decide(ctx, req, m)
+	d.obs.Decided(dec)
+	return dec
+}
+
+func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Message) Decision {
 	now := d.now()
-	log := d.log.With("lock_key", req.LockKey(), "delivery_id", req.DeliveryID)
+	log := d.log.With("lock_key", req.LockKey())
+	if req.DeliveryID != "" {
+		log = log.With("delivery_id", req.DeliveryID)
+	}
+	if req.BuildID != "" {
+		log = log.With("build_id", req.BuildID)
+	}
 
 	// Once only. A request without a build ID (another producer) is named by
 	// its delivery ID or its queue message ID, and adopts the build that owns
@@ -235,10 +299,13 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 		if err := d.save(ctx, rec); err != nil {
 			return d.retry(log, m, err)
 		}
-		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: rec.Reason}
+		log.Info("request dropped", "status", rec.Status, "reason", rec.Reason)
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: rec.Reason, Cause: CauseDuplicate}
+	}
+	if req.BuildID == "" {
+		log = log.With("build_id", owner)
 	}
 	req.BuildID = owner
-	log = log.With("build_id", req.BuildID)
 
 	rec, err := d.records.Get(ctx, req.BuildID)
 	switch {
@@ -250,37 +317,37 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("get record: %w", err))
 	case rec.Status.Final():
-		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(rec.Status)}
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(rec.Status), Cause: CauseAlreadyEnded}
 	case rec.Status == build.StatusRunning:
 		// Launched by a replica that died before deleting the message.
-		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running"}
+		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 	}
 
 	if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
-		return d.drop(ctx, log, m, rec, build.StatusExpired,
+		return d.drop(ctx, log, m, rec, build.StatusExpired, CauseExpired,
 			fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
 	}
 
 	desc, commit, err := d.catalog.Lookup(req.Team, req.Project)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
-		return d.drop(ctx, log, m, rec, build.StatusSkipped, "project "+req.ProjectKey()+" is not in the build-scripts repository")
+		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnknownProject, "project "+req.ProjectKey()+" is not in the build-scripts repository")
 	case errors.Is(err, build.ErrInvalid):
-		return d.drop(ctx, log, m, rec, build.StatusErrored, "project "+req.ProjectKey()+" is not buildable: "+err.Error())
+		return d.drop(ctx, log, m, rec, build.StatusErrored, CauseInvalidProject, "project "+req.ProjectKey()+" is not buildable: "+err.Error())
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("look up %s: %w", req.ProjectKey(), err))
 	}
 	if req.Trigger == build.TriggerPush && !desc.Manages(req.Ref) {
-		return d.drop(ctx, log, m, rec, build.StatusSkipped,
+		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnmanaged,
 			fmt.Sprintf("ref %q does not match managedRefRegex %q", req.Ref, desc.ManagedRefRegex))
 	}
 
 	lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: d.cfg.Owner, AcquiredAt: now, ExpiresAt: now.Add(d.cfg.LaunchLease)}
 	switch err := d.locks.Acquire(ctx, lease, d.cfg.Cap); {
 	case errors.Is(err, build.ErrLocked):
-		return d.deferBy(ctx, log, m, rec, "another build of "+req.LockKey()+" is running")
+		return d.deferBy(ctx, log, m, rec, CauseLocked, "another build of "+req.LockKey()+" is running")
 	case errors.Is(err, build.ErrCapReached):
-		return d.deferBy(ctx, log, m, rec, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
+		return d.deferBy(ctx, log, m, rec, CauseCap, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))
 	}
@@ -299,9 +366,9 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
 			log.Warn("release lock of an ended build", "err", rerr)
 		}
-		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status)}
+		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status), Cause: CauseAlreadyEnded}
 	case err == nil && cur.Status == build.StatusRunning:
-		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running"}
+		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 	}
 
 	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}
@@ -310,9 +377,11 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 			log.Warn("release lock after failed launch", "err", rerr)
 		}
 		if errors.Is(err, build.ErrInvalid) {
-			return d.drop(ctx, log, m, rec, build.StatusErrored, "launch: "+err.Error())
+			return d.drop(ctx, log, m, rec, build.StatusErrored, CauseLaunchFailed, "launch: "+err.Error())
 		}
-		return d.retry(log, m, fmt.Errorf("launch: %w", err))
+		dec := d.retry(log, m, fmt.Errorf("launch: %w", err))
+		dec.Cause = CauseLaunchFailed
+		return dec
 	}
 
 	started := d.now()
@@ -331,8 +400,12 @@ func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Mess
 		// record still says queued; the reaper writes the final one.
 		log.Warn("record running build", "err", err)
 	}
-	log.Info("build launched", "commit", commit)
-	return Decision{Action: Launched, BuildID: req.BuildID}
+	waited := started.Sub(rec.QueuedAt)
+	if rec.QueuedAt.IsZero() || waited < 0 {
+		waited = 0
+	}
+	log.Info("build launched", "commit", commit, "waited", waited)
+	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited}
 }
 
 // save writes rec; a conflict (the record moved on meanwhile) is not an error.
@@ -343,7 +416,7 @@ func (d *Dispatcher) save(ctx context.Context, rec build.Record) error {
 	return nil
 }
 
-func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, status build.Status, reason string) Decision {
+func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, status build.Status, cause Cause, reason string) Decision {
 	rec.Status = status
 	rec.Reason = reason
 	rec.FinishedAt = d.now()
@@ -352,10 +425,10 @@ func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message
 		return d.retry(log, m, err)
 	}
 	log.Info("request dropped", "status", status, "reason", reason)
-	return Decision{Action: Dropped, BuildID: rec.BuildID, Reason: reason}
+	return Decision{Action: Dropped, BuildID: rec.BuildID, Reason: reason, Cause: cause}
 }
 
-func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, reason string) Decision {
+func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, cause Cause, reason string) Decision {
 	delay := d.backoff(m.ReceiveCount, d.now().Sub(rec.QueuedAt))
 	rec.Status = build.StatusDeferred
 	rec.Reason = reason
@@ -363,7 +436,7 @@ func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Mess
 	if err := d.save(ctx, rec); err != nil {
 		log.Warn("record deferral", "err", err)
 	}
-	return Decision{Action: Deferred, BuildID: rec.BuildID, Delay: delay, Reason: reason}
+	return Decision{Action: Deferred, BuildID: rec.BuildID, Delay: delay, Reason: reason, Cause: cause}
 }
 
 // retry defers a request after a backend error; the error is logged here,
@@ -374,7 +447,7 @@ func (d *Dispatcher) retry(log *slog.Logger, m build.Message, err error) Decisio
 	if !m.SentAt.IsZero() {
 		age = d.now().Sub(m.SentAt)
 	}
-	return Decision{Action: Deferred, Delay: d.backoff(m.ReceiveCount, age), Reason: err.Error()}
+	return Decision{Action: Deferred, Delay: d.backoff(m.ReceiveCount, age), Reason: err.Error(), Cause: CauseBackendError}
 }
 
 // maxBackoff bounds any deferral; SQS allows visibility up to 12 hours.

@@ -29,6 +29,7 @@ type gateWatch struct {
 	gate    Gate // nil: always open
 	every   time.Duration
 	log     *slog.Logger
+	obs     Observer  // hears every successful read
 	paused  bool      // last known; open until a read says otherwise
 	readAt  time.Time // of the last read, failed or not; zero before the first
 	failing bool      // the last read failed
@@ -90,6 +91,9 @@ func (w *gateWatch) read(ctx context.Context) {
 		w.log.Info("dispatch resumed", "by", st.By, "since", st.Since)
 	}
 	w.paused = st.Paused
+	if w.obs != nil {
+		w.obs.Paused(w.paused)
+	}
 }
 
 // pausedNow reads the gate now, whatever the interval, and reports whether

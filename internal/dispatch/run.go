@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	sem := make(chan struct{}, d.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	gate := &gateWatch{gate: d.gate, every: d.cfg.GateInterval, log: d.log}
+	gate := &gateWatch{gate: d.gate, every: d.cfg.GateInterval, log: d.log, obs: d.obs}
 	backoff := time.Duration(0)
 	for {
 		// Block until a worker is free, then take what else is free, up to
@@ -76,7 +77,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if len(msgs) > 0 && gate.pausedNow(ctx) {
 			for _, m := range msgs {
 				if err := d.queue.ChangeVisibility(context.WithoutCancel(ctx), m.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
-					d.log.Warn("return message to the paused queue", "message_id", m.ID, "err", err)
+					d.log.Warn("return message to the paused queue", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
 				}
 				<-sem
 			}
@@ -122,7 +123,7 @@ func (d *Dispatcher) handleGroup(ctx context.Context, msgs []build.Message) {
 		if d.Handle(ctx, m).Action == Deferred {
 			for _, rest := range msgs[i+1:] {
 				if err := d.queue.ChangeVisibility(ctx, rest.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
-					d.log.Warn("return message to queue", "group", rest.GroupID, "err", err)
+					d.log.Warn("return message to queue", "message_id", rest.ID, "lock_key", rest.GroupID, "err", err)
 				}
 			}
 			return
@@ -136,18 +137,30 @@ func (d *Dispatcher) handleGroup(ctx context.Context, msgs []build.Message) {
 func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 	req, err := build.Decode(m.Body)
 	if err != nil {
+		// The group is the lock key the producer meant, if it followed
+		// the rules; the body says nothing reliable.
+		log := d.log.With("message_id", m.ID, "lock_key", m.GroupID)
 		reason := fmt.Sprintf("malformed build request: %v", err)
+		dec := Decision{Action: Dropped, Reason: reason, Cause: CauseMalformed}
 		if err := d.queue.DeadLetter(ctx, m, reason); err != nil {
-			d.log.Error("dead-letter malformed message", "message_id", m.ID, "err", err)
-			return Decision{Action: Deferred, Reason: reason}
+			log.Error("dead-letter malformed message", "err", err)
+			dec = Decision{Action: Deferred, Reason: reason, Cause: CauseBackendError}
+		} else {
+			log.Warn("malformed message dead-lettered", "reason", reason)
 		}
-		d.log.Warn("malformed message dead-lettered", "message_id", m.ID, "reason", reason)
-		return Decision{Action: Dropped, Reason: reason}
+		d.obs.Decided(dec)
+		return dec
 	}
 	stop := d.heartbeat(ctx, m)
 	dec := d.Decide(ctx, req, m)
 	stop()
-	log := d.log.With("build_id", dec.BuildID, "lock_key", req.LockKey())
+	log := d.log.With("lock_key", req.LockKey())
+	if id := cmp.Or(dec.BuildID, req.BuildID); id != "" {
+		log = log.With("build_id", id)
+	}
+	if req.DeliveryID != "" {
+		log = log.With("delivery_id", req.DeliveryID)
+	}
 	switch dec.Action {
 	case Launched, Dropped:
 		if err := d.queue.Delete(ctx, m.Receipt); err != nil {
@@ -180,7 +193,7 @@ func (d *Dispatcher) heartbeat(ctx context.Context, m build.Message) (stop func(
 				return
 			case <-t.C:
 				if err := d.queue.ChangeVisibility(ctx, m.Receipt, d.cfg.VisibilityTimeout); err != nil {
-					d.log.Warn("extend visibility of a slow decision", "message_id", m.ID, "err", err)
+					d.log.Warn("extend visibility of a slow decision", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
 				}
 			}
 		}

@@ -1,6 +1,6 @@
-// Package health serves /healthz and /readyz for the services that have no
-// other HTTP surface (dispatcher, reaper), and runs an http.Server until its
-// context ends.
+// Package health serves /healthz, /readyz and /metrics for the services that
+// have no other HTTP surface (dispatcher, reaper), and runs an http.Server
+// until its context ends.
 package health
 
 import (
@@ -21,9 +21,14 @@ type Check struct {
 }
 
 // Handler answers /healthz (the process runs) and /readyz (every check
-// passes within two seconds), in JSON.
-func Handler(checks ...Check) http.Handler {
+// passes within two seconds), in JSON, and hands GET /metrics to metrics
+// (nil: no /metrics). The checks run on every /readyz, so readiness drops
+// while a backend is unreachable and comes back by itself when it answers.
+func Handler(metrics http.Handler, checks ...Check) http.Handler {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -172,7 +172,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	id, err := s.enqueue(c.Request().Context(), req)
+	id, _, err := s.enqueue(c.Request().Context(), req)
 	if err != nil {
 		return err
 	}

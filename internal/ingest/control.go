@@ -102,7 +102,7 @@ func (s *Server) cancelBuild(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	by := actor(c)
-	log := s.log.With("build_id", rec.BuildID, "lock_key", rec.LockKey())
+	log := s.recordLog(rec)
 	switch rec.Status {
 	case build.StatusRunning:
 		if s.deps.Canceller == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,57 +24,69 @@ type ignored struct {
 }
 
 // githubHook handles POST /hooks/github: verify, then push → build request,
-// ping → 200, anything else → 202 with the reason it builds nothing.
+// ping → 200, anything else → 202 with the reason it builds nothing. The
+// Observer hears the event and its outcome.
 func (s *Server) githubHook(c echo.Context) error {
+	outcome, err := s.handleGitHub(c)
+	if outcome == "" {
+		outcome = hookOutcome(err)
+	}
+	s.obs.WebhookHandled(eventLabel(c.Request().Header.Get("X-GitHub-Event")), outcome)
+	return err
+}
+
+// handleGitHub is githubHook; it returns the outcome once one is decided,
+// and "" when an error decides it (see hookOutcome).
+func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	body, err := s.readBody(c)
 	if err != nil {
-		return err
+		return "", err
 	}
 	h := c.Request().Header
 	if !s.cfg.InsecureSkipSignature {
 		if len(s.cfg.WebhookSecret) == 0 {
-			return fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
+			return "", fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
 		}
 		if err := VerifySignature(s.cfg.WebhookSecret, body, h.Get("X-Hub-Signature-256")); err != nil {
-			return err
+			return "", err
 		}
 	}
 	event, delivery := h.Get("X-GitHub-Event"), h.Get("X-GitHub-Delivery")
 	if event == "" {
-		return echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Event header is missing")
+		return "", echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Event header is missing")
 	}
 	switch event {
 	case "ping":
-		return c.JSON(http.StatusOK, map[string]string{"pong": delivery})
+		return OutcomeIgnored, c.JSON(http.StatusOK, map[string]string{"pong": delivery})
 	case "push":
 	default:
-		return c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
 	}
 	if delivery == "" || len(delivery) > 128 || strings.ContainsFunc(delivery, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-		return echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Delivery header is missing or malformed")
+		return "", echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Delivery header is missing or malformed")
 	}
 	if ct := h.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
-		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "push payload must be application/json (set the webhook's content type to JSON)")
+		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, "push payload must be application/json (set the webhook's content type to JSON)")
 	}
 	push, err := parsePush(body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if push.ignored != "" {
-		return c.JSON(http.StatusAccepted, ignored{push.ignored})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{push.ignored})
 	}
 	key := build.ProjectKey(push.team, push.project)
 	desc, _, err := s.deps.Catalog.Lookup(push.team, push.project)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
-		return c.JSON(http.StatusAccepted, ignored{"project " + key + " is not in the build-scripts repository"})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{"project " + key + " is not in the build-scripts repository"})
 	case errors.Is(err, build.ErrInvalid):
-		return c.JSON(http.StatusAccepted, ignored{"project " + key + " is not buildable: " + err.Error()})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{"project " + key + " is not buildable: " + err.Error()})
 	case err != nil:
-		return fmt.Errorf("look up %s: %w", key, err)
+		return "", fmt.Errorf("look up %s: %w", key, err)
 	}
 	if !desc.Manages(push.ref) {
-		return c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("ref %q does not match managedRefRegex %q", push.ref, desc.ManagedRefRegex)})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("ref %q does not match managedRefRegex %q", push.ref, desc.ManagedRefRegex)})
 	}
 	now := s.now().UTC()
 	req := build.Request{
@@ -82,13 +95,42 @@ func (s *Server) githubHook(c echo.Context) error {
 		RequestedBy: push.pusher, RequestedAt: now, DeliveryID: delivery,
 	}
 	if err := req.Validate(); err != nil {
-		return err
+		return "", err
 	}
-	id, err := s.enqueue(c.Request().Context(), req)
+	id, first, err := s.enqueue(c.Request().Context(), req)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: id, LockKey: req.LockKey()}}})
+	outcome := OutcomeQueued
+	if !first {
+		outcome = OutcomeDuplicate
+	}
+	return outcome, c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: id, LockKey: req.LockKey()}}})
+}
+
+// hookOutcome is the outcome of a webhook that err ended: unauthorized,
+// invalid (any 4xx answer), or error.
+func hookOutcome(err error) string {
+	var he *echo.HTTPError
+	switch {
+	case errors.Is(err, errUnauthorized):
+		return OutcomeUnauthorized
+	case errors.As(err, &he) && he.Code < http.StatusInternalServerError, errors.Is(err, build.ErrInvalid):
+		return OutcomeInvalid
+	}
+	return OutcomeError
+}
+
+// eventLabel bounds the X-GitHub-Event header, which anybody can send, to
+// the few values a metric label may take.
+func eventLabel(event string) string {
+	switch event {
+	case "push", "ping":
+		return event
+	case "":
+		return "none"
+	}
+	return "other"
 }
 
 // refreshCatalog handles POST /hooks/buildscripts. It is signed like any
@@ -117,14 +159,16 @@ func (s *Server) refreshCatalog(c echo.Context) error {
 // every ID ingest answers with has a record: the redelivery is published
 // again under that ID (the queue's deduplication or the dispatcher's
 // once-only check drops it if it was queued or built already), which also
-// repairs a first attempt that was recorded but never queued.
-func (s *Server) enqueue(ctx context.Context, req build.Request) (build.ID, error) {
-	log := s.log.With("lock_key", req.LockKey(), "delivery_id", req.DeliveryID)
-	first := true
+// repairs a first attempt that was recorded but never queued. first is
+// false for such a redelivery.
+func (s *Server) enqueue(ctx context.Context, req build.Request) (id build.ID, first bool, err error) {
+	log := s.log.With("lock_key", req.LockKey())
+	first = true
 	if req.DeliveryID != "" {
+		log = log.With("delivery_id", req.DeliveryID)
 		owner, err := s.deps.Idempotency.Claim(ctx, req.IdempotencyKey(), req.BuildID, build.IdempotencyTTL)
 		if err != nil {
-			return "", fmt.Errorf("claim delivery %s: %w", req.DeliveryID, err)
+			return "", false, fmt.Errorf("claim delivery %s: %w", req.DeliveryID, err)
 		}
 		if owner != req.BuildID {
 			first = false
@@ -138,25 +182,29 @@ func (s *Server) enqueue(ctx context.Context, req build.Request) (build.ID, erro
 	log = log.With("build_id", req.BuildID)
 	if first {
 		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil {
-			return "", fmt.Errorf("record %s: %w", req.BuildID, err)
+			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
 		}
 	} else if _, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
 		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil && !errors.Is(err, build.ErrConflict) {
-			return "", fmt.Errorf("record %s: %w", req.BuildID, err)
+			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
 		}
 	} else if err != nil {
-		return "", fmt.Errorf("get record %s: %w", req.BuildID, err)
+		return "", false, fmt.Errorf("get record %s: %w", req.BuildID, err)
 	}
 	// A failed publish leaves the record queued under an ID nobody was
 	// given; a redelivery of the webhook finds it and publishes it again.
-	if err := s.deps.Publisher.Publish(ctx, req); err != nil {
-		return "", fmt.Errorf("publish %s: %w", req.LockKey(), err)
+	start := time.Now()
+	err = s.deps.Publisher.Publish(ctx, req)
+	s.obs.Published(time.Since(start))
+	if err != nil {
+		return "", false, fmt.Errorf("publish %s: %w", req.LockKey(), err)
 	}
 	if first {
+		s.obs.BuildQueued(req.Trigger)
 		log.Info("build queued", "trigger", req.Trigger)
 		s.notify(build.RecordFor(req), Notifier.BuildQueued)
 	} else {
 		log.Info("redelivery answered with the delivery's first build")
 	}
-	return req.BuildID, nil
+	return req.BuildID, first, nil
 }

@@ -127,9 +127,55 @@ func (s *Server) notify(rec build.Record, fn func(Notifier, context.Context, bui
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := fn(s.deps.Notifier, ctx, rec); err != nil {
-			s.log.Warn("notify about build", "build_id", rec.BuildID, "err", err)
+			s.recordLog(rec).Warn("notify about build", "err", err)
 		}
 	}()
+}
+
+// Observer hears what ingest does, for metrics. Its methods are called on
+// the request path, so they must be cheap, must not block, and must be safe
+// for concurrent use. Every label it is given comes from a small fixed set.
+type Observer interface {
+	// WebhookHandled hears of every POST /hooks/github: its event ("push",
+	// "ping", "other" or "none") and outcome (one of the Outcome* constants).
+	WebhookHandled(event, outcome string)
+	// Published hears how long one publish to the queue took, whether it
+	// succeeded or not.
+	Published(took time.Duration)
+	// BuildQueued hears of each new build request queued (not of a
+	// redelivery answered with an earlier build).
+	BuildQueued(trigger build.Trigger)
+	// RequestServed hears of every HTTP request when its answer is decided:
+	// its method (GET, POST, ..., or "other"), its route pattern ("/api/v1/builds/:id";
+	// "unmatched" when no route matched) and its status code.
+	RequestServed(method, route string, code int)
+}
+
+// Outcomes of a webhook, as WebhookHandled hears them.
+const (
+	OutcomeQueued       = "queued"       // a build request was queued
+	OutcomeIgnored      = "ignored"      // valid, but builds nothing (ping, other events, deletions, unmanaged refs, unknown projects)
+	OutcomeDuplicate    = "duplicate"    // a redelivery, answered with its first build
+	OutcomeUnauthorized = "unauthorized" // missing or bad signature
+	OutcomeInvalid      = "invalid"      // a malformed request: 4xx
+	OutcomeError        = "error"        // ingest or a backend failed: 5xx
+)
+
+type nopObserver struct{}
+
+func (nopObserver) WebhookHandled(string, string)     {}
+func (nopObserver) Published(time.Duration)           {}
+func (nopObserver) BuildQueued(build.Trigger)         {}
+func (nopObserver) RequestServed(string, string, int) {}
+
+// recordLog returns the server's logger with the build's ID, lock key and,
+// when known, delivery ID attached.
+func (s *Server) recordLog(rec build.Record) *slog.Logger {
+	log := s.log.With("build_id", rec.BuildID, "lock_key", rec.LockKey())
+	if rec.DeliveryID != "" {
+		log = log.With("delivery_id", rec.DeliveryID)
+	}
+	return log
 }
 
 // Check is one readiness check: a backend that must be reachable.
@@ -178,6 +224,11 @@ type Deps struct {
 	// before they started (commit statuses on GitHub).
 	Notifier Notifier
 
+	// Observer hears webhooks, publishes and requests; nil hears nothing.
+	Observer Observer
+	// Metrics, when set, is served at GET /metrics.
+	Metrics http.Handler
+
 	Ready  []Check
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -187,6 +238,7 @@ type Deps struct {
 type Server struct {
 	cfg  Config
 	deps Deps
+	obs  Observer
 	log  *slog.Logger
 	now  func() time.Time
 	echo *echo.Echo
@@ -220,12 +272,16 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now}
+	if deps.Observer == nil {
+		deps.Observer = nopObserver{}
+	}
+	s := &Server{cfg: cfg, deps: deps, obs: deps.Observer, log: deps.Logger, now: deps.Now}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
+	e.Use(s.observeRequests)
 	e.Use(middleware.Recover())
 	e.Use(s.limitBody)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
@@ -260,8 +316,39 @@ func New(cfg Config, deps Deps) *Server {
 	api.DELETE("/session", s.deleteSession)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
+	if deps.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(deps.Metrics))
+	}
 	s.echo = e
 	return s
+}
+
+// observeRequests tells the Observer of every request once its answer is
+// decided. An error is handed to the error handler here rather than after
+// the middleware chain, so that its status is known; the chain then
+// returns nil.
+func (s *Server) observeRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		s.obs.RequestServed(methodLabel(c.Request().Method), route, c.Response().Status)
+		return nil
+	}
+}
+
+// methodLabel bounds a request's method to the standard ones.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // Echo returns the server's echo instance, for mounting more routes (the

@@ -42,6 +42,34 @@ type Notifier interface {
 	BuildEnded(ctx context.Context, rec build.Record) error
 }
 
+// Observer hears what the reaper does, for metrics. Its methods must be
+// cheap, must not block, and must be safe for concurrent use.
+type Observer interface {
+	// Ended hears of each build whose final record this reaper wrote: its
+	// status, how long it ran, and the lag from its end (as the executor
+	// saw it) to the record; lag is negative when the executor did not
+	// know when the build ended.
+	Ended(status build.Status, ran, lag time.Duration)
+	// Failed hears of a step that failed and will be tried again.
+	Failed(step Step)
+}
+
+// Step names what the reaper was doing when it failed.
+type Step string
+
+// Steps.
+const (
+	StepRecord    Step = "record"    // reading or writing the build record
+	StepRelease   Step = "release"   // releasing the lock and slot
+	StepRemove    Step = "remove"    // removing the Pod or process
+	StepReconcile Step = "reconcile" // listing running builds or build Pods
+)
+
+type nopObserver struct{}
+
+func (nopObserver) Ended(build.Status, time.Duration, time.Duration) {}
+func (nopObserver) Failed(Step)                                      {}
+
 // Reaper ends builds. Handle is idempotent and safe to call concurrently for
 // different builds.
 type Reaper struct {
@@ -51,11 +79,22 @@ type Reaper struct {
 	log     *slog.Logger
 	now     func() time.Time
 	notify  Notifier
+	obs     Observer
 }
 
 // NotifyTo makes r tell n about every build it ends, and returns r.
 func (r *Reaper) NotifyTo(n Notifier) *Reaper {
 	r.notify = n
+	return r
+}
+
+// ObserveWith makes r report to o what it does, and returns r. Call it
+// before the first Handle; nil observes nothing.
+func (r *Reaper) ObserveWith(o Observer) *Reaper {
+	if o == nil {
+		o = nopObserver{}
+	}
+	r.obs = o
 	return r
 }
 
@@ -67,7 +106,7 @@ func New(records Records, locks Locks, exec Executor, logger *slog.Logger, now f
 	if now == nil {
 		now = time.Now
 	}
-	return &Reaper{records: records, locks: locks, exec: exec, log: logger, now: now}
+	return &Reaper{records: records, locks: locks, exec: exec, log: logger, now: now, obs: nopObserver{}}
 }
 
 // Handle ends one build: final record, then lock release, then removal. A
@@ -77,6 +116,15 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 	if !o.Status.Final() {
 		return fmt.Errorf("outcome of %s has status %q, not a final one", o.BuildID, o.Status)
 	}
+	step, err := r.handle(ctx, o)
+	if err != nil && ctx.Err() == nil { // a shutdown is no failure
+		r.obs.Failed(step)
+	}
+	return err
+}
+
+// handle is Handle; on failure it says at which step.
+func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 	rec, err := r.records.Get(ctx, o.BuildID)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
@@ -87,7 +135,7 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 			rec.QueuedAt = o.StartedAt
 		}
 	case err != nil:
-		return fmt.Errorf("get record %s: %w", o.BuildID, err)
+		return StepRecord, fmt.Errorf("get record %s: %w", o.BuildID, err)
 	}
 	if o.Team == "" {
 		// An executor that lost the build's labels (e.g. a launch interrupted
@@ -95,6 +143,9 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 		o.Team, o.Project, o.Ref = rec.Team, rec.Project, rec.Ref
 	}
 	log := r.log.With("build_id", o.BuildID, "lock_key", o.LockKey())
+	if rec.DeliveryID != "" {
+		log = log.With("delivery_id", rec.DeliveryID)
+	}
 	if !rec.Status.Final() {
 		rec.Status = o.Status
 		rec.ExitCode = o.ExitCode
@@ -115,8 +166,17 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 			rec.PodName = o.PodName
 		}
 		rec.NextAttemptAt = time.Time{}
-		if err := r.records.Save(ctx, rec); err != nil && !errors.Is(err, build.ErrConflict) {
-			return fmt.Errorf("record %s: %w", o.BuildID, err)
+		switch err := r.records.Save(ctx, rec); {
+		case errors.Is(err, build.ErrConflict):
+			// Another reaper (or a cancel) wrote the final record first.
+		case err != nil:
+			return StepRecord, fmt.Errorf("record %s: %w", o.BuildID, err)
+		default:
+			lag := time.Duration(-1)
+			if !o.FinishedAt.IsZero() {
+				lag = max(r.now().Sub(o.FinishedAt), 0)
+			}
+			r.obs.Ended(rec.Status, rec.Duration(), lag)
 		}
 		log.Info("build ended", "status", rec.Status, "reason", rec.Reason, "duration", rec.Duration())
 		if r.notify != nil {
@@ -133,15 +193,15 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 		log.Warn("build has neither labels nor a record; its lock, if any, is freed when its lease expires")
 	} else if err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
 		if !errors.Is(err, build.ErrConflict) {
-			return fmt.Errorf("release lock %s: %w", o.LockKey(), err)
+			return StepRelease, fmt.Errorf("release lock %s: %w", o.LockKey(), err)
 		}
 		// Its lease expired and another build took the key: nothing to free.
 		log.Warn("lock already held by another build")
 	}
 	if err := r.exec.Remove(ctx, o.BuildID); err != nil {
-		return fmt.Errorf("remove %s: %w", o.BuildID, err)
+		return StepRemove, fmt.Errorf("remove %s: %w", o.BuildID, err)
 	}
-	return nil
+	return "", nil
 }
 
 // Reconcile ends builds recorded as running whose Pod or process is gone
@@ -152,6 +212,9 @@ func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 func (r *Reaper) Reconcile(ctx context.Context) error {
 	running, err := r.records.Running(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			r.obs.Failed(StepReconcile)
+		}
 		return fmt.Errorf("list running builds: %w", err)
 	}
 	if len(running) == 0 {
@@ -159,6 +222,9 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 	}
 	present, err := r.exec.Present(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			r.obs.Failed(StepReconcile)
+		}
 		return fmt.Errorf("list build pods: %w", err)
 	}
 	live := make(map[build.ID]bool, len(present))

@@ -1,0 +1,275 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Backend counts the failures of the backend ports. Its methods wrap a
+// port in a decorator that passes every call through unchanged and counts
+// the errors that mean the backend failed; the series of a wrapped port's
+// operations start at zero. Answers (build.ErrNotFound,
+// ErrLocked, ErrCapReached, ErrConflict, ErrInvalid) and cancellations are
+// not failures.
+type Backend struct {
+	errors *prometheus.CounterVec
+}
+
+// NewBackend registers decap_backend_errors_total on reg.
+func NewBackend(reg prometheus.Registerer) *Backend {
+	return &Backend{errors: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "decap_backend_errors_total",
+		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, executor) and operation (e.g. publish, acquire, save, launch).",
+	}, []string{"backend", "op"})}
+}
+
+// known starts the series of a wrapped port at zero, so that they are
+// exposed before its first failure.
+func (m *Backend) known(backend string, ops ...string) {
+	for _, op := range ops {
+		m.errors.WithLabelValues(backend, op)
+	}
+}
+
+// count counts err if it is a failure, and returns it.
+func (m *Backend) count(backend, op string, err error) error {
+	if failed(err) {
+		m.errors.WithLabelValues(backend, op).Inc()
+	}
+	return err
+}
+
+func failed(err error) bool {
+	switch {
+	case err == nil,
+		errors.Is(err, context.Canceled),
+		errors.Is(err, build.ErrNotFound), errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached),
+		errors.Is(err, build.ErrConflict), errors.Is(err, build.ErrInvalid):
+		return false
+	}
+	return true
+}
+
+// Queue wraps q.
+func (m *Backend) Queue(q build.Queue) build.Queue {
+	m.known("queue", "publish", "receive", "delete", "change_visibility", "dead_letter", "stats")
+	return &queue{q, m}
+}
+
+type queue struct {
+	q build.Queue
+	m *Backend
+}
+
+func (w *queue) Publish(ctx context.Context, reqs ...build.Request) error {
+	return w.m.count("queue", "publish", w.q.Publish(ctx, reqs...))
+}
+
+func (w *queue) Receive(ctx context.Context, max int, wait time.Duration) ([]build.Message, error) {
+	msgs, err := w.q.Receive(ctx, max, wait)
+	return msgs, w.m.count("queue", "receive", err)
+}
+
+func (w *queue) Delete(ctx context.Context, receipt string) error {
+	return w.m.count("queue", "delete", w.q.Delete(ctx, receipt))
+}
+
+func (w *queue) ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error {
+	return w.m.count("queue", "change_visibility", w.q.ChangeVisibility(ctx, receipt, d))
+}
+
+func (w *queue) DeadLetter(ctx context.Context, msg build.Message, reason string) error {
+	return w.m.count("queue", "dead_letter", w.q.DeadLetter(ctx, msg, reason))
+}
+
+func (w *queue) Stats(ctx context.Context) (build.QueueStats, error) {
+	st, err := w.q.Stats(ctx)
+	return st, w.m.count("queue", "stats", err)
+}
+
+// Locks wraps l.
+func (m *Backend) Locks(l build.Locks) build.Locks {
+	m.known("locks", "acquire", "extend", "release", "force_release", "list")
+	return &locks{l, m}
+}
+
+type locks struct {
+	l build.Locks
+	m *Backend
+}
+
+func (w *locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
+	return w.m.count("locks", "acquire", w.l.Acquire(ctx, l, cap))
+}
+
+func (w *locks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
+	return w.m.count("locks", "extend", w.l.Extend(ctx, key, id, until))
+}
+
+func (w *locks) Release(ctx context.Context, key string, id build.ID) error {
+	return w.m.count("locks", "release", w.l.Release(ctx, key, id))
+}
+
+func (w *locks) ForceRelease(ctx context.Context, key string) error {
+	return w.m.count("locks", "force_release", w.l.ForceRelease(ctx, key))
+}
+
+func (w *locks) List(ctx context.Context) ([]build.Lease, error) {
+	ls, err := w.l.List(ctx)
+	return ls, w.m.count("locks", "list", err)
+}
+
+// Idempotency wraps i.
+func (m *Backend) Idempotency(i build.Idempotency) build.Idempotency {
+	m.known("idempotency", "claim")
+	return &idempotency{i, m}
+}
+
+type idempotency struct {
+	i build.Idempotency
+	m *Backend
+}
+
+func (w *idempotency) Claim(ctx context.Context, key string, id build.ID, ttl time.Duration) (build.ID, error) {
+	owner, err := w.i.Claim(ctx, key, id, ttl)
+	return owner, w.m.count("idempotency", "claim", err)
+}
+
+// Records wraps r.
+func (m *Backend) Records(r build.Records) build.Records {
+	m.known("records", "save", "get", "list_project", "running", "waiting", "average_duration", "projects")
+	return &records{r, m}
+}
+
+type records struct {
+	r build.Records
+	m *Backend
+}
+
+func (w *records) Save(ctx context.Context, r build.Record) error {
+	return w.m.count("records", "save", w.r.Save(ctx, r))
+}
+
+func (w *records) Get(ctx context.Context, id build.ID) (build.Record, error) {
+	r, err := w.r.Get(ctx, id)
+	return r, w.m.count("records", "get", err)
+}
+
+func (w *records) ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error) {
+	rs, next, err := w.r.ListProject(ctx, team, project, limit, cursor)
+	return rs, next, w.m.count("records", "list_project", err)
+}
+
+func (w *records) Running(ctx context.Context) ([]build.Record, error) {
+	rs, err := w.r.Running(ctx)
+	return rs, w.m.count("records", "running", err)
+}
+
+func (w *records) Waiting(ctx context.Context) ([]build.Record, error) {
+	rs, err := w.r.Waiting(ctx)
+	return rs, w.m.count("records", "waiting", err)
+}
+
+func (w *records) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {
+	d, k, err := w.r.AverageDuration(ctx, team, project, n)
+	return d, k, w.m.count("records", "average_duration", err)
+}
+
+func (w *records) Projects(ctx context.Context) ([]string, error) {
+	ps, err := w.r.Projects(ctx)
+	return ps, w.m.count("records", "projects", err)
+}
+
+// Blobs wraps b.
+func (m *Backend) Blobs(b build.Blobs) build.Blobs {
+	m.known("blobs", "put", "open")
+	return &blobs{b, m}
+}
+
+type blobs struct {
+	b build.Blobs
+	m *Backend
+}
+
+func (w *blobs) Put(ctx context.Context, key string, r io.Reader) error {
+	return w.m.count("blobs", "put", w.b.Put(ctx, key, r))
+}
+
+func (w *blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := w.b.Open(ctx, key)
+	return rc, w.m.count("blobs", "open", err)
+}
+
+// Gate wraps g.
+func (m *Backend) Gate(g build.Gate) build.Gate {
+	m.known("gate", "get", "set")
+	return &gate{g, m}
+}
+
+type gate struct {
+	g build.Gate
+	m *Backend
+}
+
+func (w *gate) Get(ctx context.Context) (build.GateState, error) {
+	st, err := w.g.Get(ctx)
+	return st, w.m.count("gate", "get", err)
+}
+
+func (w *gate) Set(ctx context.Context, g build.GateState) error {
+	return w.m.count("gate", "set", w.g.Set(ctx, g))
+}
+
+// Launcher starts builds (the executor, as the dispatcher uses it).
+type Launcher interface {
+	Launch(ctx context.Context, job build.Job) error
+}
+
+// Launcher wraps l.
+func (m *Backend) Launcher(l Launcher) Launcher {
+	m.known("executor", "launch")
+	return &launcher{l, m}
+}
+
+type launcher struct {
+	l Launcher
+	m *Backend
+}
+
+func (w *launcher) Launch(ctx context.Context, job build.Job) error {
+	return w.m.count("executor", "launch", w.l.Launch(ctx, job))
+}
+
+// Remover removes ended builds and lists the present ones (the executor,
+// as the reaper uses it).
+type Remover interface {
+	Remove(ctx context.Context, id build.ID) error
+	Present(ctx context.Context) ([]build.ID, error)
+}
+
+// Remover wraps r.
+func (m *Backend) Remover(r Remover) Remover {
+	m.known("executor", "remove", "present")
+	return &remover{r, m}
+}
+
+type remover struct {
+	r Remover
+	m *Backend
+}
+
+func (w *remover) Remove(ctx context.Context, id build.ID) error {
+	return w.m.count("executor", "remove", w.r.Remove(ctx, id))
+}
+
+func (w *remover) Present(ctx context.Context) ([]build.ID, error) {
+	ids, err := w.r.Present(ctx)
+	return ids, w.m.count("executor", "present", err)
+}
