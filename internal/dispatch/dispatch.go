@@ -107,8 +107,8 @@ type Config struct {
 	// VisibilityTimeout is the queue's; a decision that takes longer than
 	// half of it extends the message's visibility (default 30s).
 	VisibilityTimeout time.Duration
-	// MaxDeferAge is how long a request may wait before it is recorded as
-	// expired (default 24h).
+	// MaxDeferAge is how long a request may wait for its lock or a slot
+	// before it is recorded as expired (default 24h).
 	MaxDeferAge time.Duration
 	// IdempotencyTTL is how long a delivery is remembered (default
 	// build.IdempotencyTTL).
@@ -323,11 +323,6 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 	}
 
-	if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
-		return d.drop(ctx, log, m, rec, build.StatusExpired, CauseExpired,
-			fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
-	}
-
 	desc, commit, err := d.catalog.Lookup(req.Team, req.Project)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
@@ -344,9 +339,17 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 
 	lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: d.cfg.Owner, AcquiredAt: now, ExpiresAt: now.Add(d.cfg.LaunchLease)}
 	switch err := d.locks.Acquire(ctx, lease, d.cfg.Cap); {
-	case errors.Is(err, build.ErrLocked):
-		return d.deferBy(ctx, log, m, rec, CauseLocked, "another build of "+req.LockKey()+" is running")
-	case errors.Is(err, build.ErrCapReached):
+	case errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached):
+		// Only a request that could not start expires: one that got its
+		// lock may have been launched already by a replica that died
+		// before recording it, and its launch is idempotent.
+		if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
+			return d.drop(ctx, log, m, rec, build.StatusExpired, CauseExpired,
+				fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
+		}
+		if errors.Is(err, build.ErrLocked) {
+			return d.deferBy(ctx, log, m, rec, CauseLocked, "another build of "+req.LockKey()+" is running")
+		}
 		return d.deferBy(ctx, log, m, rec, CauseCap, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))

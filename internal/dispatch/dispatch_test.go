@@ -203,9 +203,19 @@ func TestDecide(t *testing.T) {
 				}
 			}
 		}, want: dispatch.Deferred, wantStatus: build.StatusDeferred, wantReason: "cap of 2"},
-		{name: "too old expires", req: func(now time.Time) build.Request {
+		{name: "too old and still locked out expires", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now.Add(-25*time.Hour))
+		}, setup: func(f *fixture, req build.Request) {
+			other := build.Lease{Key: req.LockKey(), BuildID: build.NewID(t0), Owner: "x", AcquiredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+			if err := f.locks.Acquire(ctx, other, 0); err != nil {
+				t.Fatal(err)
+			}
 		}, want: dispatch.Dropped, wantStatus: build.StatusExpired, wantReason: "longer than"},
+		// It may have been launched by a replica that died before recording
+		// it; launching is idempotent, expiring it would hide a running build.
+		{name: "too old but its lock is free launches", req: func(now time.Time) build.Request {
+			return request("decap-ci/hello", "main", build.TriggerPush, now.Add(-25*time.Hour))
+		}, want: dispatch.Launched, wantStatus: build.StatusRunning, wantStarted: 1},
 		{name: "transient launch failure defers and frees the lock", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
 		}, setup: func(f *fixture, req build.Request) { f.launcher.err = errors.New("executor down") },

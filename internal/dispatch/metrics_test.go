@@ -108,7 +108,12 @@ func TestMetricsCountDecisions(t *testing.T) {
 		{name: "unmanaged push", project: "Codertocat/Hello-World", ref: "master-old", trigger: build.TriggerPush, wantOutcome: "dropped", reason: "unmanaged"},
 		{name: "unknown project", project: "nobody/nothing", ref: "main", wantOutcome: "dropped", reason: "unknown_project"},
 		{name: "invalid project", project: "decap-ci/broken", ref: "main", wantOutcome: "dropped", reason: "invalid_project"},
-		{name: "expired", project: "decap-ci/hello", ref: "main", age: 25 * time.Hour, wantOutcome: "dropped", reason: "expired"},
+		{name: "expired", project: "decap-ci/hello", ref: "main", age: 25 * time.Hour, setup: func(f *fixture, req build.Request) {
+			other := build.Lease{Key: req.LockKey(), BuildID: build.NewID(t0), Owner: "x", AcquiredAt: t0, ExpiresAt: t0.Add(time.Hour)}
+			if err := f.locks.Acquire(ctx, other, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, wantOutcome: "dropped", reason: "expired"},
 		{name: "already ended", project: "decap-ci/hello", ref: "main", setup: func(f *fixture, req build.Request) {
 			rec := build.RecordFor(req)
 			rec.Status = build.StatusCancelled

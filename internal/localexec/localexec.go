@@ -39,10 +39,11 @@ import (
 // Defaults for the zero values of Config.
 const (
 	DefaultPollInterval = 500 * time.Millisecond
-	// DefaultLaunchGrace is well past the queue's visibility timeout (30s):
+	// DefaultLaunchGrace is well past the queue's visibility timeout (30s)
+	// and the dispatcher's longest retry delay (15m):
 	// an interrupted launch is completed by the redelivered request long
 	// before the launch is given up as interrupted.
-	DefaultLaunchGrace = 10 * time.Minute
+	DefaultLaunchGrace = 30 * time.Minute
 	// TombstoneTTL is how long a removed build is remembered, so that a late
 	// redelivery of its request does not run it again: longer than any
 	// request lives on the queue.

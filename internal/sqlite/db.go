@@ -63,7 +63,7 @@ type DB struct {
 }
 
 // Open opens or creates the database file at path, configures it (WAL,
-// busy timeout, foreign keys, synchronous=NORMAL) and brings its schema up to
+// busy timeout, foreign keys, synchronous=FULL) and brings its schema up to
 // date. The directory must exist.
 func Open(path string, opts Options) (*DB, error) {
 	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" || strings.HasPrefix(path, "file:") {
@@ -83,7 +83,8 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	dsn := path + "?" + strings.Join([]string{
 		"_busy_timeout=" + strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10),
-		"_synchronous=NORMAL",
+		// FULL: a request answered 202 survives a power loss, not only a crash.
+		"_synchronous=FULL",
 		"_foreign_keys=on",
 		"_txlock=immediate",
 	}, "&")
