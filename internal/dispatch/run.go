@@ -117,10 +117,27 @@ func groupInOrder(msgs []build.Message) [][]build.Message {
 
 // handleGroup decides a group's messages in order. Once one is deferred, the
 // rest are made visible again at once: the queue hands them out only after
-// the deferred one, so order holds.
+// the deferred one, so order holds. While earlier messages are decided, the
+// later ones are kept invisible too, so no other replica decides them
+// meanwhile (SQS FIFO batches several messages of one group).
 func (d *Dispatcher) handleGroup(ctx context.Context, msgs []build.Message) {
+	var mu sync.Mutex
+	waiting := msgs[1:] // received, not yet taken up by Handle
+	stop := func() {}
+	if len(waiting) > 0 {
+		stop = d.heartbeat(ctx, func() []build.Message {
+			mu.Lock()
+			defer mu.Unlock()
+			return waiting
+		})
+	}
+	defer stop()
 	for i, m := range msgs {
+		mu.Lock()
+		waiting = msgs[i+1:]
+		mu.Unlock()
 		if d.Handle(ctx, m).Action == Deferred {
+			stop()
 			for _, rest := range msgs[i+1:] {
 				if err := d.queue.ChangeVisibility(ctx, rest.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
 					d.log.Warn("return message to queue", "message_id", rest.ID, "lock_key", rest.GroupID, "err", err)
@@ -151,7 +168,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 		d.obs.Decided(dec)
 		return dec
 	}
-	stop := d.heartbeat(ctx, m)
+	stop := d.heartbeat(ctx, func() []build.Message { return []build.Message{m} })
 	dec := d.Decide(ctx, req, m)
 	stop()
 	log := d.log.With("lock_key", req.LockKey())
@@ -176,11 +193,12 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 	return dec
 }
 
-// heartbeat keeps m invisible while a slow decision runs, so no other
-// consumer receives it meanwhile: every half visibility timeout it extends
-// the visibility by a full one. The returned stop waits for the heartbeat to
-// end, so it never races the decision's own settlement of m.
-func (d *Dispatcher) heartbeat(ctx context.Context, m build.Message) (stop func()) {
+// heartbeat keeps received messages invisible while a slow decision runs,
+// so no other consumer receives them meanwhile: every half visibility
+// timeout it extends the visibility of each message pending returns by a
+// full one. The returned stop (idempotent) waits for the heartbeat to end,
+// so it never races the decision's own settlement of those messages.
+func (d *Dispatcher) heartbeat(ctx context.Context, pending func() []build.Message) (stop func()) {
 	every := d.cfg.VisibilityTimeout / 2
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -192,14 +210,19 @@ func (d *Dispatcher) heartbeat(ctx context.Context, m build.Message) (stop func(
 			case <-quit:
 				return
 			case <-t.C:
-				if err := d.queue.ChangeVisibility(ctx, m.Receipt, d.cfg.VisibilityTimeout); err != nil {
-					d.log.Warn("extend visibility of a slow decision", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
+				for _, m := range pending() {
+					if err := d.queue.ChangeVisibility(ctx, m.Receipt, d.cfg.VisibilityTimeout); err != nil {
+						d.log.Warn("extend visibility during a slow decision", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
+					}
 				}
 			}
 		}
 	}()
+	var once sync.Once
 	return func() {
-		close(quit)
-		<-done
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
 	}
 }
