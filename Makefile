@@ -32,6 +32,19 @@ test: ## vet and run every test: unit, contract suites (SQLite and, against a lo
 test-race: ## the tests under the race detector (slower)
 	scripts/with-moto.sh $(GO) test -count=1 -race ./...
 
+.PHONY: fuzz
+fuzz: FUZZTIME ?= 15s
+fuzz: FUZZMINIMIZETIME ?= 2s
+fuzz: FUZZ ?= .
+fuzz: ## run every fuzz target for FUZZTIME (15s) each, one after another; FUZZ=<regexp> picks targets (docs/FUZZING.md)
+	@set -eo pipefail; \
+	grep -r --exclude-dir=.git --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' . \
+		| sed -E 's|^\./(.*)/[^/]+:func (.*)$$|\1 \2|' | sort | awk -v re='$(FUZZ)' '$$2 ~ re' \
+		| while read -r pkg name; do \
+			echo "== $$name (./$$pkg) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg || exit 1; \
+		done
+
 .PHONY: moto
 moto: ## start moto_server on :5000 in the background: eval "$$(make -s moto)"; stop with scripts/moto.sh stop
 	@scripts/moto.sh start

@@ -105,8 +105,16 @@ func ValidateRef(ref string) error {
 		if strings.HasPrefix(part, ".") {
 			return fmt.Errorf("%w: ref %q has a component starting with '.'", ErrInvalid, ref)
 		}
+		if strings.HasSuffix(part, ".lock") {
+			return fmt.Errorf("%w: ref %q has a component ending with .lock", ErrInvalid, ref)
+		}
 	}
 	for _, r := range ref {
+		if r == utf8.RuneError {
+			// What a JSON decoder makes of invalid UTF-8: no repository
+			// has such a ref.
+			return fmt.Errorf("%w: ref %q contains U+FFFD (invalid UTF-8?)", ErrInvalid, ref)
+		}
 		if r < 0x20 || r == 0x7f || r == ' ' || strings.ContainsRune("~^:?*[\\", r) {
 			return fmt.Errorf("%w: ref %q contains %q", ErrInvalid, ref, r)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -69,7 +70,7 @@ func ParseDescriptor(data []byte) (Descriptor, error) {
 	if err := dec.Decode(&d); err != nil {
 		return Descriptor{}, fmt.Errorf("%w: project.json: %v", ErrInvalid, err)
 	}
-	if dec.More() {
+	if !atEnd(dec) {
 		return Descriptor{}, fmt.Errorf("%w: project.json has data after the JSON object", ErrInvalid)
 	}
 	if err := d.validate(); err != nil {
@@ -97,13 +98,19 @@ func (d *Descriptor) validate() error {
 		if len(d.ManagedRefRegex) > 1024 {
 			return fmt.Errorf("managedRefRegex is longer than 1024 bytes")
 		}
+		// Compiled alone first: a regex such as "x)|(.*" would otherwise
+		// close the anchoring group and match every ref.
+		if _, err := regexp.Compile(d.ManagedRefRegex); err != nil {
+			return fmt.Errorf("managedRefRegex does not compile: %v", err)
+		}
 		re, err := regexp.Compile("^(?:" + d.ManagedRefRegex + ")$")
 		if err != nil {
 			return fmt.Errorf("managedRefRegex does not compile: %v", err)
 		}
 		d.managed = re
 	}
-	if d.TimeoutSeconds < 0 || time.Duration(d.TimeoutSeconds)*time.Second > MaxBuildTimeout {
+	// Compared in seconds: a huge value would overflow a Duration.
+	if d.TimeoutSeconds < 0 || d.TimeoutSeconds > int(MaxBuildTimeout/time.Second) {
 		return fmt.Errorf("buildTimeoutSeconds must be between 0 and %d", int(MaxBuildTimeout/time.Second))
 	}
 	if len(d.Sidecars) > 8 {
@@ -153,4 +160,11 @@ func (d Descriptor) Timeout() time.Duration {
 		return time.Duration(d.TimeoutSeconds) * time.Second
 	}
 	return DefaultBuildTimeout
+}
+
+// atEnd reports whether nothing but white space follows the value dec
+// decoded. (Decoder.More is false before a stray ']' or '}'.)
+func atEnd(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return err == io.EOF
 }

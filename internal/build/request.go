@@ -104,6 +104,9 @@ func (r Request) Validate() error {
 	if r.RequestedAt.IsZero() {
 		return fmt.Errorf("%w: requestedAt is missing", ErrInvalid)
 	}
+	if y := r.RequestedAt.UTC().Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("%w: requestedAt is outside the years 1 to 9999", ErrInvalid)
+	}
 	return nil
 }
 
@@ -141,7 +144,7 @@ func Decode(body []byte) (Request, error) {
 	if err := dec.Decode(&r); err != nil {
 		return Request{}, fmt.Errorf("%w: message is not a JSON request: %v", ErrInvalid, err)
 	}
-	if dec.More() {
+	if !atEnd(dec) {
 		return Request{}, fmt.Errorf("%w: message has data after the JSON object", ErrInvalid)
 	}
 	if err := r.Validate(); err != nil {

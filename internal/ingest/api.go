@@ -151,6 +151,9 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err := dec.Decode(&in); err != nil {
 		return fmt.Errorf("%w: body must be JSON like {\"ref\": \"main\"}: %v", build.ErrInvalid, err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: body has data after the JSON object", build.ErrInvalid)
+	}
 	if in.RefType == "" {
 		in.RefType = build.Branch
 	}
