@@ -5,11 +5,15 @@
 //
 // Local mode, under the embedded default's executor (internal/localexec):
 //
-//	decap-entrypoint -run-dir DIR [-blobs BLOBDIR]
+//	decap-entrypoint -run-dir DIR [-blobs BLOBDIR] [-handshake]
 //
 // reads DIR/job.json, runs the build in DIR, uploads to the localfs
 // directory BLOBDIR (or, without -blobs, to the presigned URLs in
-// DIR/uploads.json), and writes DIR/result.json.
+// DIR/uploads.json), and writes DIR/result.json. With -handshake, as the
+// local executor starts it, it first does the start-up handshake with the
+// launcher over descriptors 3 to 5 (localexec.Handshake): it keeps
+// DIR/alive.lock for as long as it lives, and starts nothing before its pid
+// is recorded in DIR/pid.
 //
 // Container mode, in a build Pod, takes everything from the environment:
 // BUILD_ID, PROJECT_KEY (team/project), BRANCH_TO_BUILD, COMMIT_SHA
@@ -82,11 +86,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags.SetOutput(stderr)
 	runDir := flags.String("run-dir", "", "local mode: the build's directory, holding job.json")
 	blobsDir := flags.String("blobs", "", "local mode: the directory logs and artifacts are stored in")
+	handshake := flags.Bool("handshake", false, "local mode: started by the local executor, with descriptors 3 to 5 for the start-up handshake")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flags.Args())
+	}
+	if *handshake && *runDir == "" {
+		return errors.New("-handshake needs -run-dir")
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	// The script inherits this process's environment, minus Decap's own
@@ -99,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var res entrypoint.Result
 	if *runDir != "" {
-		r, err := runLocal(ctx, *runDir, *blobsDir, env, logger)
+		r, err := runLocal(ctx, *runDir, *blobsDir, *handshake, env, logger)
 		if err != nil {
 			return err
 		}
@@ -121,7 +129,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-func runLocal(ctx context.Context, runDir, blobsDir string, env []string, logger *slog.Logger) (entrypoint.Result, error) {
+// runLocal runs the build in runDir. With handshake it first does the
+// launcher's start-up handshake; main handles SIGTERM by then, so a Cancel,
+// which waits for the launch, cancels rather than kills.
+func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, env []string, logger *slog.Logger) (entrypoint.Result, error) {
+	if handshake {
+		if err := localexec.Handshake(runDir); err != nil {
+			return entrypoint.Result{}, err
+		}
+	}
 	job, err := localexec.ReadJob(runDir)
 	if err != nil {
 		return entrypoint.Result{}, err

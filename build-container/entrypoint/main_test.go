@@ -174,6 +174,7 @@ func TestRunSetupErrors(t *testing.T) {
 		{"stray argument", []string{"x"}, nil, "unexpected arguments"},
 		{"local without job, blobs or uploads", []string{"-run-dir", "/nonexistent"}, nil, "read job"},
 		{"local without job", []string{"-run-dir", "/nonexistent", "-blobs", "/nonexistent"}, nil, "read job"},
+		{"handshake without run-dir", []string{"-handshake"}, nil, "-handshake needs -run-dir"},
 		{"container without env", nil, nil, "BUILD_ID, PROJECT_KEY"},
 		{"container without URLs", nil, map[string]string{"BUILD_ID": testID, "PROJECT_KEY": "a/b", "BRANCH_TO_BUILD": "main"}, "DECAP_LOG_UPLOAD_URL"},
 	}

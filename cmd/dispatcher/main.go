@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Gate: b.Gate,
+		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Canceller: ex, Gate: b.Gate,
 		Observer: m, Logger: log, Now: time.Now,
 	})
 	sampled := make(chan struct{})

@@ -23,8 +23,12 @@ import (
 )
 
 // reconcileEvery is how often builds recorded as running are checked for a
-// vanished process.
+// vanished process, and the leases of live ones renewed.
 const reconcileEvery = time.Minute
+
+// renewFor is how long past each reconciliation a live build's lease lasts
+// at least: many reconciliations, so a few failed ones lose no lease.
+const renewFor = 15 * reconcileEvery
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg))
+	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg)).RenewFor(renewFor)
 	if cfg.GitHubToken != "" {
 		statuses, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
 		if err != nil {

@@ -373,38 +373,203 @@ func TestAcquireLosesRaces(t *testing.T) {
 	}
 }
 
-// TestExtendMovesTheSlot checks that Extend moves the slot's expiry with the
-// lock's, longer and shorter: the suite extends only leases without a slot.
-func TestExtendMovesTheSlot(t *testing.T) {
+// hookClient runs hook once, just before the first call of op ("put",
+// "update" or "delete") on an item whose key starts with prefix: a
+// concurrent writer that acts at exactly that point.
+type hookClient struct {
+	*dynamodb.Client
+	op, prefix string
+	hook       func()
+	once       sync.Once
+}
+
+func (c *hookClient) at(op string, key map[string]types.AttributeValue) {
+	if pk, ok := key["pk"].(*types.AttributeValueMemberS); ok && op == c.op && strings.HasPrefix(pk.Value, c.prefix) {
+		c.once.Do(c.hook)
+	}
+}
+
+func (c *hookClient) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	c.at("put", in.Item)
+	return c.Client.PutItem(ctx, in, opts...)
+}
+
+func (c *hookClient) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	c.at("update", in.Key)
+	return c.Client.UpdateItem(ctx, in, opts...)
+}
+
+func (c *hookClient) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	c.at("delete", in.Key)
+	return c.Client.DeleteItem(ctx, in, opts...)
+}
+
+// TestLeaseNeverShortensUnderRaces has another replica lengthen a lease
+// between a re-acquire's (or an Extend's) read and each of its writes: the
+// longer expiry stays, on the lock and on its slot.
+func TestLeaseNeverShortensUnderRaces(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
-	clock := buildtest.NewClock(time.Time{})
-	s := awsdynamo.NewLocks(client, newTables(t, client, locksOnly).Locks, clock.Now)
-	ctx := t.Context()
-	lease := func(key string, ttl time.Duration) build.Lease {
-		now := clock.Now()
-		return build.Lease{Key: key, BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(ttl)}
+	cases := []struct {
+		name, op, prefix string
+		reacquire        bool
+	}{
+		{"re-acquire, lengthened before the slot write", "put", "slot#", true},
+		{"re-acquire, lengthened before the lock write", "put", "lock#", true},
+		{"extend, lengthened before the slot write", "update", "slot#", false},
+		{"extend, lengthened before the lock write", "update", "lock#", false},
 	}
-	l := lease("t/p/main", time.Minute)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			clock := buildtest.NewClock(time.Time{})
+			now := clock.Now()
+			table := newTables(t, client, locksOnly).Locks
+			other := awsdynamo.NewLocks(client, table, clock.Now)
+			l := build.Lease{Key: "t/p/main", BuildID: build.NewID(now), Owner: "d0", AcquiredAt: now, ExpiresAt: now.Add(70 * time.Minute)}
+			if err := other.Acquire(ctx, l, 1); err != nil {
+				t.Fatalf("Acquire() error = %v", err)
+			}
+			ours, theirs := now.Add(80*time.Minute), now.Add(3*time.Hour)
+			racer := &hookClient{Client: client, op: tc.op, prefix: tc.prefix, hook: func() {
+				if err := other.Extend(ctx, l.Key, l.BuildID, theirs); err != nil {
+					t.Errorf("rival Extend() error = %v", err)
+				}
+			}}
+			s := awsdynamo.NewLocks(racer, table, clock.Now)
+			var err error
+			if tc.reacquire {
+				again := l
+				again.ExpiresAt = ours
+				err = s.Acquire(ctx, again, 1)
+			} else {
+				err = s.Extend(ctx, l.Key, l.BuildID, ours)
+			}
+			if err != nil {
+				t.Fatalf("error = %v, want nil", err)
+			}
+			leases, err := s.List(ctx)
+			if err != nil || len(leases) != 1 || !leases[0].ExpiresAt.Equal(theirs) {
+				t.Fatalf("List() = %v, %v; want one lease expiring at %v", leases, err, theirs)
+			}
+			clock.Advance(2 * time.Hour) // past ours: the slot is still taken
+			fresh := build.Lease{Key: "t/p/other", BuildID: build.NewID(clock.Now()), AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+			if err := s.Acquire(ctx, fresh, 1); !errors.Is(err, build.ErrCapReached) {
+				t.Errorf("Acquire() while the lengthened lease holds the slot error = %v, want ErrCapReached", err)
+			}
+		})
+	}
+}
+
+// failSlotDeletes fails every delete of a slot item as a lost connection
+// would, after the lock item was deleted.
+type failSlotDeletes struct{ *dynamodb.Client }
+
+func (c failSlotDeletes) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	if pk, ok := in.Key["pk"].(*types.AttributeValueMemberS); ok && strings.HasPrefix(pk.Value, "slot#") {
+		return nil, &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
+	}
+	return c.Client.DeleteItem(ctx, in, opts...)
+}
+
+// TestReleaseFailedHalfway checks that a release that deleted the lock but
+// not its slot is completed by its retry, which finds no lock: the slot is
+// free again at once, not when its lease ends.
+func TestReleaseFailedHalfway(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	cases := []struct {
+		name string
+		// retry releases again after the half-done release; meanwhile
+		// holds the key for another build, without a cap, if set.
+		meanwhile bool
+		force     bool
+		wantErr   error
+	}{
+		{name: "release", wantErr: nil},
+		{name: "release, key taken meanwhile", meanwhile: true, wantErr: build.ErrConflict},
+		{name: "force release", force: true, wantErr: build.ErrNotFound},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			clock := buildtest.NewClock(time.Time{})
+			lease := func(key string) build.Lease {
+				now := clock.Now()
+				return build.Lease{Key: key, BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(70 * time.Minute)}
+			}
+			table := newTables(t, client, locksOnly).Locks
+			s := awsdynamo.NewLocks(client, table, clock.Now)
+			broken := awsdynamo.NewLocks(failSlotDeletes{client}, table, clock.Now)
+			l := lease("t/p/main")
+			if err := s.Acquire(ctx, l, 1); err != nil {
+				t.Fatalf("Acquire() error = %v", err)
+			}
+			release := func(s *awsdynamo.Locks) error {
+				if tc.force {
+					return s.ForceRelease(ctx, l.Key)
+				}
+				return s.Release(ctx, l.Key, l.BuildID)
+			}
+			if err := release(broken); !errors.Is(err, build.ErrUnavailable) {
+				t.Fatalf("release with a failing slot delete error = %v, want ErrUnavailable", err)
+			}
+			if err := s.Acquire(ctx, lease("t/p/other"), 1); !errors.Is(err, build.ErrCapReached) {
+				t.Fatalf("Acquire() while the slot is left behind error = %v, want ErrCapReached", err)
+			}
+			if tc.meanwhile {
+				if err := s.Acquire(ctx, lease(l.Key), 0); err != nil {
+					t.Fatalf("Acquire() of the key by another build error = %v", err)
+				}
+			}
+			if err := release(s); !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("retried release error = %v, want %v", err, tc.wantErr)
+			}
+			if err := s.Acquire(ctx, lease("t/p/other"), 1); err != nil {
+				t.Errorf("Acquire() after the retried release error = %v, want the slot free", err)
+			}
+		})
+	}
+}
+
+// TestReleaseRetryRacesAcquire has the build acquire its key again between
+// the retried release's scan and its delete of the slot left behind: the
+// build's new lock keeps the slot, so the cap still holds.
+func TestReleaseRetryRacesAcquire(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	ctx := t.Context()
+	clock := buildtest.NewClock(time.Time{})
+	now := clock.Now()
+	table := newTables(t, client, locksOnly).Locks
+	s := awsdynamo.NewLocks(client, table, clock.Now)
+	l := build.Lease{Key: "t/p/main", BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := s.Acquire(ctx, l, 1); err != nil {
 		t.Fatalf("Acquire() error = %v", err)
 	}
-	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Hour)); err != nil {
-		t.Fatalf("Extend() error = %v", err)
+	if err := awsdynamo.NewLocks(failSlotDeletes{client}, table, clock.Now).Release(ctx, l.Key, l.BuildID); !errors.Is(err, build.ErrUnavailable) {
+		t.Fatalf("Release() with a failing slot delete error = %v, want ErrUnavailable", err)
 	}
-	clock.Advance(2 * time.Minute) // past the first expiry: the slot is still taken
-	if err := s.Acquire(ctx, lease("t/p/other", time.Hour), 1); !errors.Is(err, build.ErrCapReached) {
-		t.Fatalf("Acquire() while the extended lease holds the slot error = %v, want ErrCapReached", err)
+	racer := &hookClient{Client: client, op: "delete", prefix: "slot#", hook: func() {
+		if err := s.Acquire(ctx, l, 1); err != nil {
+			t.Errorf("Acquire() again error = %v", err)
+		}
+	}}
+	if err := awsdynamo.NewLocks(racer, table, clock.Now).Release(ctx, l.Key, l.BuildID); err != nil {
+		t.Fatalf("retried Release() error = %v", err)
 	}
-	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Minute)); err != nil {
-		t.Fatalf("Extend() to a shorter expiry error = %v", err)
+	leases, err := s.List(ctx)
+	if err != nil || len(leases) != 1 || leases[0].BuildID != l.BuildID {
+		t.Fatalf("List() = %v, %v; want the lease acquired again", leases, err)
 	}
-	clock.Advance(2 * time.Minute) // past the shorter expiry: the slot is free
-	if err := s.Acquire(ctx, lease("t/p/other", time.Hour), 1); err != nil {
-		t.Fatalf("Acquire() after the lease expired error = %v", err)
+	other := build.Lease{Key: "t/p/other", BuildID: build.NewID(now), AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.Acquire(ctx, other, 1); !errors.Is(err, build.ErrCapReached) {
+		t.Errorf("Acquire() of another key error = %v, want ErrCapReached: the lease kept its slot", err)
 	}
-	if err := s.Extend(ctx, l.Key, l.BuildID, clock.Now().Add(time.Hour)); !errors.Is(err, build.ErrNotFound) {
-		t.Errorf("Extend() of the expired lease error = %v, want ErrNotFound", err)
+	if err := s.Extend(ctx, l.Key, l.BuildID, now.Add(2*time.Hour)); err != nil {
+		t.Errorf("Extend() of the lease acquired again error = %v", err)
 	}
 }
 

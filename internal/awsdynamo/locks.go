@@ -44,10 +44,12 @@ const (
 )
 
 // Conditions. A lease (lock or slot item) is free when absent, expired, or
-// the caller's own; it is held when it is the caller's and unexpired.
+// the caller's own and not expiring later than the write (:exp), which so
+// never shortens it; it is held when it is the caller's and unexpired.
 const (
-	condFree      = "attribute_not_exists(#pk) OR #exp <= :now OR #id = :id"
+	condFree      = "attribute_not_exists(#pk) OR #exp <= :now OR (#id = :id AND #exp <= :exp)"
 	condHeld      = "#id = :id AND #exp > :now"
+	condLonger    = condHeld + " AND #exp < :until"
 	updateExpires = "SET #exp = :until, #ttl = :ttl"
 )
 
@@ -91,11 +93,12 @@ func (it lockItem) lease() build.Lease {
 // unexpired lock item with slot n always has an unexpired slot item n of
 // the same build that expires no earlier: Acquire claims the slot before it
 // writes the lock, Release deletes the lock before the slot, Extend
-// lengthens the slot before the lock. So at most cap leases are held. A
-// slot may be occupied without a lock for a moment, or, when a call fails
-// halfway, until the build's retry reuses it, a later Acquire of the build
-// finds the key held by another and frees it, or its lease expires:
-// nothing stays stuck beyond the lease.
+// lengthens the slot before the lock, and no write shortens a lease. So at
+// most cap leases are held. A slot may be occupied without a lock for a
+// moment, or, when a call fails halfway, until the build's retry reuses it, a
+// later Acquire of the build finds the key held by another and frees it, a
+// later Release or ForceRelease of the key finds no lock of the build and
+// frees it, or its lease expires: nothing stays stuck beyond the lease.
 //
 // A TransactWriteItems of lock and slot would make the pair atomic, at
 // twice the write cost, but moto (5.2.1, the emulator of the tests) rolls
@@ -127,9 +130,10 @@ var errRace = errors.New("lost a race")
 // another build holds an unexpired lease on the key and with
 // build.ErrCapReached when every slot is occupied (or when it lost the race
 // for the last free slots several times). Acquiring a key that l.BuildID
-// already holds succeeds, keeps its slot and moves its expiry to
-// l.ExpiresAt. It costs one consistent read of the lock and slot items (one
-// request per 100 slots) and two conditional writes.
+// already holds succeeds, keeps its slot and keeps the later of its expiry
+// and l.ExpiresAt (then it writes nothing unless the lease grows). It costs
+// one consistent read of the lock and slot items (one request per 100
+// slots) and two conditional writes.
 func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	if l.Key == "" || l.BuildID == "" {
 		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
@@ -168,8 +172,13 @@ func (s *Locks) tryAcquire(ctx context.Context, l build.Lease, cap int) error {
 		TTL:        ttlSeconds(l.ExpiresAt),
 	}
 	if ours {
-		// The lease goes on with a new expiry, as in the other adapters.
+		// The lease goes on, never shorter, as in the other adapters.
+		if held.ExpiresAt >= item.ExpiresAt && (held.Slot != nil || cap <= 0) {
+			return nil
+		}
 		item.AcquiredAt, item.Owner = held.AcquiredAt, held.Owner
+		item.ExpiresAt = max(item.ExpiresAt, held.ExpiresAt)
+		item.TTL = ttlSeconds(fromNanos(item.ExpiresAt))
 	}
 	slot, slotExpires := -1, item.ExpiresAt
 	switch {
@@ -200,10 +209,17 @@ func (s *Locks) tryAcquire(ctx context.Context, l build.Lease, cap int) error {
 		Item:                                av,
 		ConditionExpression:                 aws.String(condFree),
 		ExpressionAttributeNames:            freeNames(),
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":now": num(now), ":id": str(id)},
+		ExpressionAttributeValues:           freeValues(now, id, item.ExpiresAt),
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	if old, ok := conditionFailed(err); ok {
+		holder := holderOf(old)
+		if holder == "" || holder == id {
+			// This build's lease grew since the read (another replica
+			// re-acquired or extended it), or the emulator did not say
+			// whose the lock is: read again. The slot may be the lock's.
+			return errRace
+		}
 		// Another build took the key since the read: give the slot back.
 		// Only on this definite answer; after an unclear error the lock
 		// may have been written, and the slot must outlive it.
@@ -218,8 +234,8 @@ func (s *Locks) tryAcquire(ctx context.Context, l build.Lease, cap int) error {
 	return classify(err)
 }
 
-// claimSlot writes slot item n for l if it is free or l.BuildID's already;
-// errRace if another lease holds it.
+// claimSlot writes slot item n for l, expiring at expires, if it is free or
+// l.BuildID's already and expiring no later; errRace otherwise.
 func (s *Locks) claimSlot(ctx context.Context, n int, l build.Lease, expires, now int64) error {
 	av, err := attributevalue.MarshalMap(slotItem{
 		PK:        slotPrefix + strconv.Itoa(n),
@@ -236,7 +252,7 @@ func (s *Locks) claimSlot(ctx context.Context, n int, l build.Lease, expires, no
 		Item:                      av,
 		ConditionExpression:       aws.String(condFree),
 		ExpressionAttributeNames:  freeNames(),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(now), ":id": str(string(l.BuildID))},
+		ExpressionAttributeValues: freeValues(now, string(l.BuildID), expires),
 	})
 	if _, ok := conditionFailed(err); ok || conflicted(err) {
 		return errRace
@@ -275,11 +291,20 @@ func (s *Locks) freeOrphans(ctx context.Context, slots map[int]slotItem, l build
 // lockedBy is ErrLocked naming the holder, when the failed condition
 // returned the old item.
 func lockedBy(old map[string]types.AttributeValue) error {
-	var it lockItem
-	if old != nil && attributevalue.UnmarshalMap(old, &it) == nil && it.BuildID != "" {
-		return fmt.Errorf("%w by build %s", build.ErrLocked, it.BuildID)
+	if holder := holderOf(old); holder != "" {
+		return fmt.Errorf("%w by build %s", build.ErrLocked, holder)
 	}
 	return build.ErrLocked
+}
+
+// holderOf returns the build ID of the old item a failed condition
+// returned; "" when there is none.
+func holderOf(old map[string]types.AttributeValue) string {
+	var it lockItem
+	if old == nil || attributevalue.UnmarshalMap(old, &it) != nil {
+		return ""
+	}
+	return it.BuildID
 }
 
 // pickSlot returns the slot that id already occupies for key, else a free
@@ -388,8 +413,9 @@ func (s *Locks) get(ctx context.Context, key string) (*lockItem, error) {
 }
 
 // Extend moves the expiry of key, and of its slot, to until if id holds an
-// unexpired lease on it; build.ErrNotFound otherwise: an expired lease never
-// comes back to life.
+// unexpired lease on it and until is later; an earlier until writes nothing
+// (Extend never shortens a lease). build.ErrNotFound when id holds no
+// unexpired lease on key: an expired lease never comes back to life.
 func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	err := retryRaces(ctx, writeAttempts, func() error { return s.tryExtend(ctx, key, id, until) })
 	if errors.Is(err, errRace) {
@@ -411,6 +437,9 @@ func (s *Locks) tryExtend(ctx context.Context, key string, id build.ID, until ti
 	if held == nil || held.BuildID != string(id) || held.ExpiresAt <= now {
 		return notFound
 	}
+	if nanos(until) <= held.ExpiresAt {
+		return nil // never shorter; its slot expires no earlier than the lock
+	}
 	values := func() map[string]types.AttributeValue {
 		return map[string]types.AttributeValue{
 			":now": num(now), ":id": str(string(id)), ":until": num(nanos(until)), ":ttl": num(ttlSeconds(until)),
@@ -419,9 +448,9 @@ func (s *Locks) tryExtend(ctx context.Context, key string, id build.ID, until ti
 	extendLock := func() error {
 		names, vals := extendNames(), values()
 		names["#slot"] = "slot"
-		cond := condHeld + " AND attribute_not_exists(#slot)"
+		cond := condLonger + " AND attribute_not_exists(#slot)"
 		if held.Slot != nil {
-			cond = condHeld + " AND #slot = :slot"
+			cond = condLonger + " AND #slot = :slot"
 			vals[":slot"] = num(int64(*held.Slot))
 		}
 		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
@@ -433,48 +462,74 @@ func (s *Locks) tryExtend(ctx context.Context, key string, id build.ID, until ti
 			ExpressionAttributeValues: vals,
 		})
 		if _, ok := conditionFailed(err); ok || conflicted(err) {
-			return errRace // changed since the read: read again
+			// Changed since the read (released, or lengthened by another
+			// caller): read again.
+			return errRace
 		}
 		return classify(err)
 	}
 	if held.Slot == nil {
 		return extendLock()
 	}
-	extendSlot := func() error {
-		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:                 aws.String(s.table),
-			Key:                       map[string]types.AttributeValue{"pk": str(slotPrefix + strconv.Itoa(*held.Slot))},
-			UpdateExpression:          aws.String(updateExpires),
-			ConditionExpression:       aws.String(condHeld),
-			ExpressionAttributeNames:  extendNames(),
-			ExpressionAttributeValues: values(),
-		})
-		if _, ok := conditionFailed(err); ok {
-			// A held lock always has its slot, so the lease is being
-			// released right now.
+	slotKey := slotPrefix + strconv.Itoa(*held.Slot)
+	// The slot first: it must never expire before its lock.
+	_, err = s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       map[string]types.AttributeValue{"pk": str(slotKey)},
+		UpdateExpression:          aws.String(updateExpires),
+		ConditionExpression:       aws.String(condLonger),
+		ExpressionAttributeNames:  extendNames(),
+		ExpressionAttributeValues: values(),
+	})
+	if _, ok := conditionFailed(err); ok {
+		// Either the slot already expires at until or later (a concurrent
+		// Extend), or it is not this lease's any more: a held lock always
+		// has its slot, so the lease is being released right now.
+		slot, err := s.getSlot(ctx, slotKey)
+		switch {
+		case err != nil:
+			return err
+		case slot == nil || slot.BuildID != string(id) || slot.ExpiresAt <= now:
 			return notFound
-		}
-		if conflicted(err) {
+		case slot.ExpiresAt < nanos(until):
 			return errRace
 		}
+	} else if conflicted(err) {
+		return errRace
+	} else if err != nil {
 		return classify(err)
 	}
-	// The slot must never expire before its lock.
-	first, second := extendSlot, extendLock
-	if nanos(until) < held.ExpiresAt {
-		first, second = extendLock, extendSlot
+	return extendLock()
+}
+
+// getSlot reads slot item pk consistently; nil if absent.
+func (s *Locks) getSlot(ctx context.Context, pk string) (*slotItem, error) {
+	res, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            map[string]types.AttributeValue{"pk": str(pk)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, classify(err)
 	}
-	if err := first(); err != nil {
-		return err
+	if res.Item == nil {
+		return nil, nil
 	}
-	return second()
+	var it slotItem
+	if err := attributevalue.UnmarshalMap(res.Item, &it); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", pk, err)
+	}
+	return &it, nil
 }
 
 // Release drops key, and then its slot, if id holds it. A key that nobody
 // holds, or whose lease expired, is not an error; a key another build holds
 // gives build.ErrConflict and stays held. If the lock is dropped but its
-// slot cannot be, Release returns the error and the slot is free again when
-// the lease expires.
+// slot cannot be, Release returns the error; a retry finds no lock of id on
+// key and frees the slot that id still occupies for key (so does one that
+// finds the key held by another build), else the slot is free again when
+// its lease expires. A Release that finds no lock of id costs a consistent
+// scan of the (small) table.
 func (s *Locks) Release(ctx context.Context, key string, id build.ID) error {
 	err := retryRaces(ctx, writeAttempts, func() error { return s.tryRelease(ctx, key, id) })
 	if errors.Is(err, errRace) {
@@ -491,19 +546,25 @@ func (s *Locks) tryRelease(ctx context.Context, key string, id build.ID) error {
 	switch {
 	case err != nil:
 		return err
-	case held == nil:
-		return nil
-	case held.BuildID != string(id) && held.ExpiresAt > nanos(s.now()):
-		return fmt.Errorf("%w: held by build %s", build.ErrConflict, held.BuildID)
-	case held.BuildID != string(id):
-		return nil // another build's expired lease holds nothing; TTL removes it
+	case held != nil && held.BuildID == string(id):
+		return s.drop(ctx, held)
 	}
-	return s.drop(ctx, held)
+	// No lock of id: a release that failed between its two writes may have
+	// left id's slot behind.
+	if err := s.freeStrays(ctx, key, id); err != nil {
+		return err
+	}
+	if held != nil && held.ExpiresAt > nanos(s.now()) {
+		return fmt.Errorf("%w: held by build %s", build.ErrConflict, held.BuildID)
+	}
+	return nil // nobody's, or another build's expired lease: TTL removes it
 }
 
 // ForceRelease drops key, and then its slot, whoever holds it;
 // build.ErrNotFound if nobody holds an unexpired lease on it (an expired
-// lease is dropped too).
+// lease is dropped too). When it finds no lock item, it frees the slots
+// still occupied for key, left by a release that failed halfway; that costs
+// a consistent scan of the (small) table.
 func (s *Locks) ForceRelease(ctx context.Context, key string) error {
 	err := retryRaces(ctx, writeAttempts, func() error { return s.tryForceRelease(ctx, key) })
 	if errors.Is(err, errRace) {
@@ -522,6 +583,9 @@ func (s *Locks) tryForceRelease(ctx context.Context, key string) error {
 		return err
 	}
 	if held == nil {
+		if err := s.freeStrays(ctx, key, ""); err != nil {
+			return err
+		}
 		return build.ErrNotFound
 	}
 	if err := s.drop(ctx, held); err != nil {
@@ -554,6 +618,68 @@ func (s *Locks) drop(ctx context.Context, held *lockItem) error {
 	l := held.lease()
 	if err := s.freeSlot(ctx, *held.Slot, l); err != nil {
 		return fmt.Errorf("free slot %d: %w", *held.Slot, err)
+	}
+	return nil
+}
+
+// freeStrays frees the slot items occupied for key (by build id; by any
+// build if id is "") while no lock of that build exists: left by a release
+// whose slot write failed after its lock delete. It reads them with a
+// consistent scan and deletes each on the condition that it is still the
+// same lease's.
+//
+// An Acquire of the same lease may be in flight: it claimed the slot and
+// writes its lock after the scan. So freeStrays reads the lock again
+// afterwards and gives the slot back to a lock that names it; errRace if
+// another lease took it meanwhile (the retry then drops that lock, or
+// returns, and the lease's next Extend reports it lost).
+func (s *Locks) freeStrays(ctx context.Context, key string, id build.ID) error {
+	filter := "begins_with(#pk, :prefix) AND #key = :key"
+	names := map[string]string{"#pk": "pk", "#key": "lockKey"}
+	values := map[string]types.AttributeValue{":prefix": str(slotPrefix), ":key": str(key)}
+	if id != "" {
+		filter += " AND #id = :id"
+		names["#id"] = "buildId"
+		values[":id"] = str(string(id))
+	}
+	in := &dynamodb.ScanInput{
+		TableName:                 aws.String(s.table),
+		ConsistentRead:            aws.Bool(true),
+		FilterExpression:          aws.String(filter),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	}
+	strays := map[int]slotItem{}
+	for pages := dynamodb.NewScanPaginator(s.client, in); pages.HasMorePages(); {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return classify(err)
+		}
+		for _, av := range page.Items {
+			var it slotItem
+			if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+				return fmt.Errorf("decode slot: %w", err)
+			}
+			if n, err := strconv.Atoi(strings.TrimPrefix(it.PK, slotPrefix)); err == nil {
+				strays[n] = it
+			}
+		}
+	}
+	if len(strays) == 0 {
+		return nil
+	}
+	for n, it := range strays {
+		if err := s.freeSlot(ctx, n, build.Lease{Key: it.LockKey, BuildID: build.ID(it.BuildID)}); err != nil {
+			return fmt.Errorf("free slot %d: %w", n, err)
+		}
+	}
+	held, err := s.get(ctx, key)
+	if err != nil || held == nil || held.Slot == nil {
+		return err
+	}
+	now := nanos(s.now())
+	if it, ok := strays[*held.Slot]; ok && it.BuildID == held.BuildID && held.ExpiresAt > now {
+		return s.claimSlot(ctx, *held.Slot, held.lease(), held.ExpiresAt, now)
 	}
 	return nil
 }
@@ -610,7 +736,13 @@ func freeNames() map[string]string {
 	return map[string]string{"#pk": "pk", "#id": "buildId", "#exp": "expiresAt"}
 }
 
-// extendNames returns the attribute names condHeld and updateExpires use.
+// freeValues returns the values condFree uses: the time, the writer's build
+// ID and the expiry it writes.
+func freeValues(now int64, id string, expires int64) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{":now": num(now), ":id": str(id), ":exp": num(expires)}
+}
+
+// extendNames returns the attribute names condLonger and updateExpires use.
 func extendNames() map[string]string {
 	return map[string]string{"#id": "buildId", "#exp": "expiresAt", "#ttl": "ttl"}
 }

@@ -126,11 +126,16 @@ type Locks interface {
 	// slot of cap (cap <= 0: no cap), or neither. It fails with ErrLocked when
 	// another build holds an unexpired lease on the key, and with
 	// ErrCapReached when cap unexpired leases exist. Acquiring a key that
-	// l.BuildID already holds succeeds and moves its expiry to l.ExpiresAt.
+	// l.BuildID already holds succeeds, keeps its slot, and keeps the later
+	// of its expiry and l.ExpiresAt: a re-acquire never shortens a lease (two
+	// replicas may decide one request, and the second must not cut the
+	// running build's lease back to a launch lease).
 	Acquire(ctx context.Context, l Lease, cap int) error
-	// Extend moves the expiry of key, held by id, to until. ErrNotFound when
-	// id does not hold an unexpired lease on key: an expired lease never
-	// comes back to life, so its slot stays free.
+	// Extend moves the expiry of key, held by id, to until if that is later;
+	// an earlier until leaves the lease as it is and is not an error, so
+	// Extend never shortens a lease and any number of callers may renew one.
+	// ErrNotFound when id does not hold an unexpired lease on key: an
+	// expired lease never comes back to life, so its slot stays free.
 	Extend(ctx context.Context, key string, id ID, until time.Time) error
 	// Release drops key if id holds it. Releasing a key that nobody holds, or
 	// whose lease expired, is not an error; a key held by another build gives

@@ -36,7 +36,7 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		if held.BuildID != l.BuildID {
 			return fmt.Errorf("acquire lock %s: %w by build %s", l.Key, build.ErrLocked, held.BuildID)
 		}
-		held.ExpiresAt = l.ExpiresAt
+		held.ExpiresAt = later(held.ExpiresAt, l.ExpiresAt)
 		s.leases[l.Key] = held
 		return nil
 	}
@@ -55,7 +55,8 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	return nil
 }
 
-// Extend moves the expiry of an unexpired lease held by id; see Locks.
+// Extend moves the expiry of an unexpired lease held by id to until if that
+// is later; see Locks.
 func (s *FakeLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -63,9 +64,16 @@ func (s *FakeLocks) Extend(ctx context.Context, key string, id build.ID, until t
 	if !ok || held.BuildID != id || !held.ExpiresAt.After(s.now()) {
 		return fmt.Errorf("extend lock %s: %w for build %s", key, build.ErrNotFound, id)
 	}
-	held.ExpiresAt = until
+	held.ExpiresAt = later(held.ExpiresAt, until)
 	s.leases[key] = held
 	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Release drops key if id holds it; see Locks.

@@ -64,6 +64,62 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		checkLeases(t, s, l)
 	})
 
+	// Two replicas decide one message (its visibility lapsed): the second
+	// re-acquires with the short launch lease while the first already gave
+	// the running build its long lease. The later expiry stays, with its
+	// slot.
+	t.Run("same build re-acquires with an earlier expiry and keeps the later one", func(t *testing.T) {
+		t.Parallel()
+		clock := NewClock(time.Time{})
+		s := newLocks(t, clock)
+		running := newLease(clock, keyA, 70*time.Minute)
+		acquire(t, s, running, 1)
+		again := running
+		again.Owner, again.ExpiresAt = "dispatcher-1", clock.Now().Add(2*time.Minute)
+		acquire(t, s, again, 1)
+		clock.Advance(5 * time.Minute) // past the launch lease
+		checkLeases(t, s, running)
+		if err := s.Acquire(t.Context(), newLease(clock, keyA, time.Hour), 1); !errors.Is(err, build.ErrLocked) {
+			t.Errorf("Acquire() by another build error = %v, want ErrLocked", err)
+		}
+		if err := s.Acquire(t.Context(), newLease(clock, keyB, time.Hour), 1); !errors.Is(err, build.ErrCapReached) {
+			t.Errorf("Acquire() of another key at the cap error = %v, want ErrCapReached: the slot stays taken", err)
+		}
+	})
+
+	t.Run("extend never shortens", func(t *testing.T) {
+		t.Parallel()
+		clock := NewClock(time.Time{})
+		s := newLocks(t, clock)
+		ctx := t.Context()
+		l := newLease(clock, keyA, time.Hour)
+		acquire(t, s, l, 1)
+		if err := s.Extend(ctx, keyA, l.BuildID, clock.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("Extend() to an earlier expiry error = %v, want nil", err)
+		}
+		clock.Advance(5 * time.Minute) // past the earlier expiry
+		checkLeases(t, s, l)
+		if err := s.Acquire(ctx, newLease(clock, keyB, time.Hour), 1); !errors.Is(err, build.ErrCapReached) {
+			t.Errorf("Acquire() of another key at the cap error = %v, want ErrCapReached: the slot stays taken", err)
+		}
+		// Later than the lease: it moves, and so does its slot.
+		l.ExpiresAt = clock.Now().Add(2 * time.Hour)
+		if err := s.Extend(ctx, keyA, l.BuildID, l.ExpiresAt); err != nil {
+			t.Fatalf("Extend() error = %v", err)
+		}
+		clock.Advance(90 * time.Minute) // past the first expiry
+		checkLeases(t, s, l)
+		if err := s.Acquire(ctx, newLease(clock, keyB, time.Hour), 1); !errors.Is(err, build.ErrCapReached) {
+			t.Errorf("Acquire() of another key at the cap error = %v, want ErrCapReached: the slot moved with the lease", err)
+		}
+		clock.Advance(time.Hour) // past the extended expiry
+		checkLeases(t, s)
+		if err := s.Extend(ctx, keyA, l.BuildID, clock.Now().Add(time.Hour)); !errors.Is(err, build.ErrNotFound) {
+			t.Errorf("Extend() of the expired lease error = %v, want ErrNotFound", err)
+		}
+		acquire(t, s, newLease(clock, keyB, time.Hour), 1) // its slot is free
+	})
+
 	t.Run("cap", func(t *testing.T) {
 		t.Parallel()
 		clock := NewClock(time.Time{})

@@ -37,7 +37,8 @@ type Catalog interface {
 // Locks takes a branch lock together with a slot of the concurrency cap
 // (Acquire fails with build.ErrLocked or build.ErrCapReached), keeps it for
 // the build's lifetime (Extend) and gives it back when launching fails
-// (Release).
+// (Release). Neither a re-acquire by the holder nor Extend ever shortens a
+// lease; Extend fails with build.ErrNotFound when the lease is gone.
 type Locks interface {
 	Acquire(ctx context.Context, l build.Lease, cap int) error
 	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
@@ -62,6 +63,12 @@ type Records interface {
 // other error may on a later try.
 type Launcher interface {
 	Launch(ctx context.Context, job build.Job) error
+}
+
+// Canceller stops a launched build (its Pod or process); build.ErrNotFound
+// means there is none to stop (already gone).
+type Canceller interface {
+	Cancel(ctx context.Context, id build.ID) error
 }
 
 // Observer hears what the dispatcher decides, for metrics. Its methods are
@@ -154,6 +161,7 @@ type Dispatcher struct {
 	idem     Idempotency
 	records  Records
 	launcher Launcher
+	cancel   Canceller
 	gate     Gate
 	obs      Observer
 	log      *slog.Logger
@@ -168,6 +176,10 @@ type Deps struct {
 	Idempotency Idempotency
 	Records     Records
 	Launcher    Launcher
+	// Canceller stops a build that was cancelled while it was launched
+	// (the canceller found no process yet); nil leaves such a build to run
+	// to its end under its cancelled record.
+	Canceller Canceller
 	// Gate pauses and resumes Run; nil means always open.
 	Gate Gate
 	// Observer hears decisions and the gate's state; nil hears nothing.
@@ -189,7 +201,7 @@ func New(cfg Config, d Deps) *Dispatcher {
 	}
 	return &Dispatcher{
 		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
-		idem: d.Idempotency, records: d.Records, launcher: d.Launcher,
+		idem: d.Idempotency, records: d.Records, launcher: d.Launcher, cancel: d.Canceller,
 		gate: d.Gate, obs: d.Observer, log: d.Logger, now: d.Now,
 	}
 }
@@ -254,6 +266,11 @@ type Decision struct {
 	// Waited is, for a build started now (CauseStarted), the time from its
 	// request to its launch: queueing, deferrals and the decision itself.
 	Waited time.Duration
+	// Unlocked is set for a build started now that could not keep its
+	// lock and slot (another build took them while it launched, or the
+	// store kept failing): it runs outside the lock and the cap, or its
+	// lease may run out early. Decide logs it as an error.
+	Unlocked bool
 }
 
 // Decide takes one request through catalog lookup, the managed-ref filter,
@@ -371,6 +388,16 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		}
 		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status), Cause: CauseAlreadyEnded}
 	case err == nil && cur.Status == build.StatusRunning:
+		// Launched by another replica meanwhile. If its lease had run out,
+		// the Acquire above took the lock anew with the launch lease: give
+		// the running build its running lease back (Extend never shortens).
+		started := cur.StartedAt
+		if started.IsZero() {
+			started = now
+		}
+		if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(desc.Timeout()+d.cfg.RunGrace)); err != nil {
+			log.Warn("extend lock lease of a running build", "err", err)
+		}
 		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 	}
 
@@ -388,19 +415,23 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	}
 
 	started := d.now()
-	if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(job.Timeout+d.cfg.RunGrace)); err != nil {
-		// The build runs; the reaper still releases the lock when it ends.
-		log.Warn("extend lock lease", "err", err)
-	}
+	locked := d.keepLease(ctx, log, req, started.Add(job.Timeout+d.cfg.RunGrace))
 	rec.Status = build.StatusRunning
 	rec.StartedAt = started
 	rec.PodName = req.BuildID.PodName()
 	rec.CatalogCommit = commit
 	rec.Reason = ""
 	rec.NextAttemptAt = time.Time{}
-	if err := d.records.Save(ctx, rec); err != nil && !errors.Is(err, build.ErrConflict) {
-		// ErrConflict: the reaper already recorded the end. Otherwise the
-		// record still says queued; the reaper writes the final one.
+	switch err := d.records.Save(ctx, rec); {
+	case errors.Is(err, build.ErrConflict):
+		// The record moved on while the build launched: the reaper recorded
+		// its end, or it was cancelled, maybe before there was anything to
+		// stop.
+		if dec, ok := d.stopCancelled(ctx, log, req.BuildID); ok {
+			return dec
+		}
+	case err != nil:
+		// The record still says queued; the reaper writes the final one.
 		log.Warn("record running build", "err", err)
 	}
 	waited := started.Sub(rec.QueuedAt)
@@ -408,7 +439,103 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		waited = 0
 	}
 	log.Info("build launched", "commit", commit, "waited", waited)
-	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited}
+	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited, Unlocked: !locked}
+}
+
+// Keeping the lease of a launched build: Extend is tried keepAttempts
+// times, pausing keepBackoff, doubled each time, in between.
+const (
+	keepAttempts = 4
+	keepBackoff  = 50 * time.Millisecond
+)
+
+// keepLease gives a launched build its running lease, until until. Extend
+// is retried after errors. When the launch lease is gone (a launch slower
+// than LaunchLease), it takes the lock and a slot again for the build, with
+// the running lease, unless the build ended meanwhile. It reports whether
+// the build holds its lock; when it does not (another build took the key or
+// the last slot meanwhile, or the store keeps failing), it logs the error
+// here: the build runs outside the lock and the cap.
+func (d *Dispatcher) keepLease(ctx context.Context, log *slog.Logger, req build.Request, until time.Time) bool {
+	key, id := req.LockKey(), req.BuildID
+	var err error
+	for attempt := range keepAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(keepBackoff << (attempt - 1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				err = fmt.Errorf("%w (after: %w)", ctx.Err(), err)
+			case <-t.C:
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		err = d.locks.Extend(ctx, key, id, until)
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, build.ErrNotFound) {
+			continue
+		}
+		// The reaper records a build's end before it releases the lock,
+		// so a build found ended needs no lock, and one found not ended
+		// after the Acquire will have it released by the reaper.
+		if d.ended(ctx, id) {
+			return true
+		}
+		lease := build.Lease{Key: key, BuildID: id, Owner: d.cfg.Owner, AcquiredAt: d.now(), ExpiresAt: until}
+		err = d.locks.Acquire(ctx, lease, d.cfg.Cap)
+		switch {
+		case err == nil:
+			if d.ended(ctx, id) {
+				if err := d.locks.Release(ctx, key, id); err != nil {
+					log.Warn("release lock of a build that ended while it launched", "err", err)
+				}
+				return true
+			}
+			log.Warn("launch outlasted the launch lease; lock and slot taken again", "launch_lease", d.cfg.LaunchLease)
+			return true
+		case errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached):
+			log.Error("build runs without its lock and slot: its launch lease ran out during the launch and was taken", "err", err)
+			return false
+		}
+	}
+	log.Error("build runs without a running lease: keeping its lock failed", "err", err)
+	return false
+}
+
+// ended reports whether id's record is final; false when it cannot be read.
+func (d *Dispatcher) ended(ctx context.Context, id build.ID) bool {
+	rec, err := d.records.Get(ctx, id)
+	return err == nil && rec.Status.Final()
+}
+
+// stopCancelled reads the record of a launched build whose running record
+// could not be written. If the build was cancelled meanwhile, it stops the
+// build (its lock stays until the reaper sees the end) and returns the
+// decision; ok is false otherwise.
+func (d *Dispatcher) stopCancelled(ctx context.Context, log *slog.Logger, id build.ID) (dec Decision, ok bool) {
+	cur, err := d.records.Get(ctx, id)
+	if err != nil {
+		log.Warn("read record of a launched build", "err", err)
+		return Decision{}, false
+	}
+	if cur.Status != build.StatusCancelled {
+		return Decision{}, false // ended already: the reaper has it
+	}
+	switch {
+	case d.cancel == nil:
+		log.Error("build cancelled while it launched, and nothing can stop it: it runs to its end")
+	default:
+		if err := d.cancel.Cancel(ctx, id); err != nil && !errors.Is(err, build.ErrNotFound) {
+			log.Error("stop build cancelled while it launched", "err", err)
+		} else {
+			log.Info("build cancelled while it launched; stopped")
+		}
+	}
+	return Decision{Action: Dropped, BuildID: id, Reason: "cancelled while it launched", Cause: CauseAlreadyEnded}, true
 }
 
 // save writes rec; a conflict (the record moved on meanwhile) is not an error.

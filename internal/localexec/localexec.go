@@ -7,11 +7,14 @@
 // nothing but the file system, and either may restart at any time:
 //
 //	launch.lock     flock held while a build is being launched
+//	alive.lock      flock held by decap-entrypoint for as long as it lives
+//	cancel          Cancel asked for the build before it ran
 //	job.json        the build.Job
 //	scripts/        the build scripts at the catalog commit
 //	workspace/      the script's working directory
 //	artifacts/      BUILD_ARTIFACTS
-//	pid             "<pid> <start time>" of decap-entrypoint
+//	pid             "<pid> <start time>" of decap-entrypoint, written by the
+//	                launcher, or by the entrypoint if the launcher died first
 //	script.pid      "<pid> <start time>" of build.sh, also its process group
 //	console.log     the live console log
 //	entrypoint.out  decap-entrypoint's own output
@@ -98,6 +101,11 @@ type Config struct {
 type Executor struct {
 	cfg Config
 	log *slog.Logger
+	// Set by tests only (export_test.go): launches stop right after the
+	// entrypoint started, as if the launcher died; pidWriteHook, if set,
+	// runs instead of the pid write and returns its error.
+	crashAfterStart bool
+	pidWriteHook    func() error
 }
 
 // New returns an Executor. It creates RunDir and checks that the entrypoint
@@ -171,14 +179,16 @@ func (e *Executor) dir(id build.ID) (string, error) {
 //
 // It is idempotent: when the build was launched already (its process runs
 // or ran), it returns nil and starts nothing, also when another process
-// launches it at the same moment. A launch that was interrupted before the
-// process started (the launcher died) is completed. A build whose scripts
-// cannot be exported is launched as ended: its result says errored, and
-// Watch reports it. An error means nothing was started; the caller may
-// retry.
+// launches it at the same moment, and also when the launcher that started
+// it died before recording its pid. A launch that was interrupted before
+// the process started (the launcher died) is completed. A build whose
+// scripts cannot be exported is launched as ended: its result says
+// errored, and Watch reports it; one that Cancel reached first is launched
+// as cancelled. An error means nothing was started; the caller may retry.
 //
-// The build process outlives the caller; Watch, in any process, sees its
-// end.
+// Launch returns once the build's process runs, is recorded, and takes a
+// Cancel as a cancel. The process outlives the caller; Watch, in any
+// process, sees its end.
 func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	req := job.Request
 	dir, err := e.dir(req.BuildID)
@@ -202,7 +212,9 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 		return fmt.Errorf("launch %s: %w", req.BuildID, err)
 	}
 	defer l.unlock()
-	if launched(dir) {
+	if ok, err := launched(dir); err != nil {
+		return fmt.Errorf("launch %s: %w", req.BuildID, err)
+	} else if ok {
 		return nil
 	}
 	if e.removed(req.BuildID) {
@@ -218,14 +230,32 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 }
 
 // launched reports whether a process was started, or an end recorded, for
-// the build in dir.
-func launched(dir string) bool {
+// the build in dir: a pid file, a result, or a live entrypoint that has not
+// recorded itself yet. The caller holds the launch lock, so no launcher is
+// at work on dir.
+func launched(dir string) (bool, error) {
 	for _, name := range []string{pidFile, ResultFile} {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return aliveHeld(dir)
+}
+
+// runs reports whether the build's entrypoint runs: the recorded process
+// lives or, while none is recorded, a process holds alive.lock.
+func runs(dir string) (bool, error) {
+	if p, err := readProcess(filepath.Join(dir, pidFile)); err == nil {
+		return p.alive(), nil
+	}
+	return aliveHeld(dir)
+}
+
+// cancelRequested reports whether Cancel asked for the build while it was
+// not running yet.
+func cancelRequested(dir string) bool {
+	_, err := os.Lstat(filepath.Join(dir, cancelFile))
+	return err == nil
 }
 
 // launch does the work of Launch, under the launch lock, from any point an
@@ -236,6 +266,9 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	}
 	if err := os.WriteFile(filepath.Join(dir, ConsoleLogFile), nil, 0o644); err != nil {
 		return fmt.Errorf("create console log: %w", err)
+	}
+	if cancelRequested(dir) {
+		return e.endUnstarted(dir, build.StatusCancelled, ReasonCancelledBeforeStart)
 	}
 	scripts := filepath.Join(dir, ScriptsDir)
 	if err := removeAll(scripts); err != nil {
@@ -250,7 +283,7 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 			return fmt.Errorf("export build scripts: %w", err)
 		}
 		// Like a Pod whose checkout failed: launched, and ended.
-		return e.endUnstarted(dir, "export build scripts: "+err.Error())
+		return e.endUnstarted(dir, build.StatusErrored, "export build scripts: "+err.Error())
 	}
 	for _, sub := range []string{WorkspaceDir, ArtifactsDir} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -262,7 +295,7 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 		return fmt.Errorf("create entrypoint output: %w", err)
 	}
 	defer out.Close()
-	args := []string{"-run-dir", dir}
+	args := []string{"-run-dir", dir, "-handshake"}
 	if e.cfg.Uploads != nil {
 		// Valid past the build's deadline, with an hour to upload.
 		urls, err := e.cfg.Uploads(ctx, req.BuildID, job.Timeout+time.Hour)
@@ -275,62 +308,179 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	} else {
 		args = append(args, "-blobs", e.cfg.BlobsDir)
 	}
+	// A Cancel that waited for this launch asked while the scripts were
+	// exported: start nothing.
+	if cancelRequested(dir) {
+		return e.endUnstarted(dir, build.StatusCancelled, ReasonCancelledBeforeStart)
+	}
+	return e.start(ctx, dir, args, out)
+}
+
+// start starts decap-entrypoint in dir and does the launcher's half of the
+// start-up handshake (see handshake.go).
+func (e *Executor) start(ctx context.Context, dir string, args []string, out *os.File) error {
+	alive, err := lockAlive(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer alive.Close()
+	recordedR, recordedW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("start entrypoint: %w", err)
+	}
+	defer recordedR.Close()
+	defer recordedW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("start entrypoint: %w", err)
+	}
+	defer readyR.Close()
+	defer readyW.Close()
+
 	cmd := exec.Command(e.cfg.EntrypointPath, args...)
 	cmd.Dir = dir
 	cmd.Env = e.cfg.Env
 	cmd.Stdout, cmd.Stderr = out, out // stdin is /dev/null
+	// Descriptors aliveFD, recordedFD and readyFD of the child.
+	cmd.ExtraFiles = []*os.File{alive, recordedR, readyW}
 	// Its own process group: a signal to the launcher's group (Ctrl-C)
 	// does not reach the build.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start entrypoint: %w", err)
 	}
+	// The child holds alive.lock now; this process must not, or the lock
+	// would outlive the child.
+	alive.Close()
+	recordedR.Close()
+	readyW.Close()
+	if e.crashAfterStart {
+		// As if this process died here: its descriptors close, nothing
+		// is recorded; only the reaping of the child stays.
+		go cmd.Wait()
+		return errors.New("launcher crashed after starting the entrypoint (test)")
+	}
+	pid := cmd.Process.Pid
+	// The entrypoint has started nothing: it waits for recorded to close.
+	// Its process group (pgid = pid) is all there is to stop.
+	abort := func(err error) error {
+		if kerr := syscall.Kill(-pid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
+			e.log.Error("stop entrypoint", "pid", pid, "err", kerr)
+		}
+		cmd.Wait()
+		return err
+	}
+	if err := awaitReady(ctx, readyR); err != nil {
+		return abort(err)
+	}
 	// Not yet waited for, the child cannot vanish from /proc: it is at
 	// worst a zombie, whose start time still reads.
-	start, err := startTime(cmd.Process.Pid)
-	if err == nil {
-		err = writeFileAtomic(filepath.Join(dir, pidFile), []byte(process{cmd.Process.Pid, start}.String()))
+	start, err := startTime(pid)
+	if err == nil && e.pidWriteHook != nil {
+		err = e.pidWriteHook()
+	} else if err == nil {
+		err = writeFileAtomic(filepath.Join(dir, pidFile), []byte(process{pid, start}.String()))
 	}
 	if err != nil {
-		// Without a pid file nobody could tell this process from an
-		// interrupted launch: stop it, and let the caller retry.
-		cmd.Process.Kill()
-		cmd.Wait()
-		return fmt.Errorf("record entrypoint pid: %w", err)
+		// Stopped before recorded closes, the entrypoint never ran the
+		// build: the caller may retry.
+		return abort(fmt.Errorf("record entrypoint pid: %w", err))
 	}
-	go cmd.Wait() // reap it, so no zombie stays while this process lives
+	recordedW.Close() // the entrypoint may go
+	go cmd.Wait()     // reap it, so no zombie stays while this process lives
 	return nil
 }
 
 // endUnstarted records the end of a build that never started.
-func (e *Executor) endUnstarted(dir, reason string) error {
+func (e *Executor) endUnstarted(dir string, status build.Status, reason string) error {
 	now := e.cfg.Now()
-	if f, err := os.OpenFile(filepath.Join(dir, ConsoleLogFile), os.O_WRONLY|os.O_APPEND, 0); err == nil {
+	if f, err := os.OpenFile(filepath.Join(dir, ConsoleLogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
 		fmt.Fprintf(f, "decap: %s\n", reason)
 		f.Close()
 	}
-	_, err := writeResultOnce(dir, entrypoint.Result{Status: build.StatusErrored, Reason: reason, StartedAt: now, FinishedAt: now})
+	_, err := writeResultOnce(dir, entrypoint.Result{Status: status, Reason: reason, StartedAt: now, FinishedAt: now})
 	return err
 }
 
-// Cancel stops a running build: decap-entrypoint gets SIGTERM, stops the
+// Cancel stops the build: decap-entrypoint gets SIGTERM, stops the
 // script's process group, uploads what there is and records the build as
-// cancelled. It gives build.ErrNotFound when no such build runs.
+// cancelled. A build being launched is waited for (until ctx is done) and
+// then stopped; one whose launch has not started it yet is asked not to
+// start, and one that was not started by then never is: it is recorded as
+// cancelled, and Watch reports it. Should ctx end the wait, the launch
+// still starts nothing if it had not started the build yet. Cancel gives
+// build.ErrNotFound when the build has no directory (it was never launched,
+// or ended and was removed) or has ended.
 func (e *Executor) Cancel(ctx context.Context, id build.ID) error {
 	dir, err := e.dir(id)
 	if err != nil {
 		return err
 	}
-	p, err := readProcess(filepath.Join(dir, pidFile))
-	if errors.Is(err, fs.ErrNotExist) || err == nil && !p.alive() {
-		return fmt.Errorf("cancel %s: %w", id, build.ErrNotFound)
+	notFound := fmt.Errorf("cancel %s: %w", id, build.ErrNotFound)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return notFound
+	}
+	// Asked first, so that a launch in progress, which this call is about
+	// to wait for, starts nothing; and so that the request stays should
+	// ctx end the wait.
+	if err := os.WriteFile(filepath.Join(dir, cancelFile), nil, 0o644); errors.Is(err, fs.ErrNotExist) {
+		return notFound // removed meanwhile
+	} else if err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	l, err := takeLock(ctx, dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return notFound
 	}
 	if err != nil {
 		return fmt.Errorf("cancel %s: %w", id, err)
 	}
-	if err := syscall.Kill(p.pid, syscall.SIGTERM); errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("cancel %s: %w", id, build.ErrNotFound)
-	} else if err != nil {
+	defer l.unlock()
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return notFound
+	}
+	for {
+		p, err := readProcess(filepath.Join(dir, pidFile))
+		if err == nil {
+			if !p.alive() {
+				return notFound
+			}
+			if err := syscall.Kill(p.pid, syscall.SIGTERM); errors.Is(err, syscall.ESRCH) {
+				return notFound
+			} else if err != nil {
+				return fmt.Errorf("cancel %s: %w", id, err)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cancel %s: %w", id, err)
+		}
+		held, err := aliveHeld(dir)
+		if err != nil {
+			return fmt.Errorf("cancel %s: %w", id, err)
+		}
+		if !held {
+			break
+		}
+		// An entrypoint whose launcher died before recording it: it
+		// records itself in a moment.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cancel %s: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if res, err := readResult(dir); err == nil {
+		if res.Status == build.StatusCancelled && res.Reason == ReasonCancelledBeforeStart {
+			return nil // by this request, or an earlier one, before it started
+		}
+		return notFound // ended without running: its scripts could not be exported
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	// Nothing runs, and under the launch lock nothing starts: the result
+	// makes every later Launch of the build a no-op.
+	if err := e.endUnstarted(dir, build.StatusCancelled, ReasonCancelledBeforeStart); err != nil {
 		return fmt.Errorf("cancel %s: %w", id, err)
 	}
 	return nil
@@ -345,15 +495,21 @@ func (e *Executor) Remove(ctx context.Context, id build.ID) error {
 	if err != nil {
 		return err
 	}
-	if p, err := readProcess(filepath.Join(dir, pidFile)); err == nil && p.alive() {
-		return fmt.Errorf("remove %s: %w: build is running", id, build.ErrConflict)
-	}
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	l, err := takeLock(ctx, dir)
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	// Under the lock, so that a launch in progress is seen once it started
+	// the build.
+	if ok, err := runs(dir); ok || err != nil {
+		l.unlock()
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", id, err)
+		}
+		return fmt.Errorf("remove %s: %w: build is running", id, build.ErrConflict)
 	}
 	// First the tombstone, so no later Launch runs the build again; then
 	// one atomic rename, so a crash never leaves a half-deleted directory
@@ -417,8 +573,7 @@ func (e *Executor) Running(ctx context.Context) ([]build.ID, error) {
 	}
 	var running []build.ID
 	for _, id := range ids {
-		p, err := readProcess(filepath.Join(e.cfg.RunDir, id.PodName(), pidFile))
-		if err == nil && p.alive() {
+		if ok, _ := runs(filepath.Join(e.cfg.RunDir, id.PodName())); ok {
 			running = append(running, id)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 
 // Files of a build's directory, <RunDir>/<pod name>/. The local executor
 // writes the job, the scripts and pid; decap-entrypoint writes the console
-// log, script.pid and the result.
+// log, script.pid and the result (and pid, if its launcher died before).
 const (
 	JobFile        = "job.json"
 	ResultFile     = "result.json"
@@ -33,6 +33,8 @@ const (
 	pidFile        = "pid"
 	scriptPIDFile  = "script.pid"
 	lockFile       = "launch.lock"
+	aliveFile      = "alive.lock"
+	cancelFile     = "cancel"
 	outFile        = "entrypoint.out"
 )
 
@@ -91,18 +93,24 @@ func writeResultOnce(dir string, r entrypoint.Result) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("encode result: %w", err)
 	}
-	tmp, err := writeTemp(dir, ResultFile, append(data, '\n'))
+	return writeFileOnce(dir, ResultFile, append(data, '\n'))
+}
+
+// writeFileOnce writes dir/name atomically unless it exists already; it
+// reports whether it wrote.
+func writeFileOnce(dir, name string, data []byte) (bool, error) {
+	tmp, err := writeTemp(dir, name, data)
 	if err != nil {
 		return false, err
 	}
 	defer os.Remove(tmp)
 	// link, unlike rename, fails when the target exists.
-	err = os.Link(tmp, filepath.Join(dir, ResultFile))
+	err = os.Link(tmp, filepath.Join(dir, name))
 	if errors.Is(err, fs.ErrExist) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("write result: %w", err)
+		return false, fmt.Errorf("write %s: %w", name, err)
 	}
 	return true, nil
 }
@@ -245,19 +253,13 @@ func tryLock(dir string) (l lock, ok bool, err error) {
 	if err != nil {
 		return lock{}, false, fmt.Errorf("open launch lock: %w", err)
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
-			break
+	ok, err = flock(f, syscall.LOCK_EX)
+	if err != nil || !ok {
+		f.Close()
+		if err != nil {
+			return lock{}, false, fmt.Errorf("lock launch: %w", err)
 		}
-	}
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		f.Close()
 		return lock{}, false, nil
-	}
-	if err != nil {
-		f.Close()
-		return lock{}, false, fmt.Errorf("lock launch: %w", err)
 	}
 	return lock{f}, true, nil
 }
@@ -279,6 +281,75 @@ func takeLock(ctx context.Context, dir string) (lock, error) {
 
 // unlock releases the lock; closing the file drops the flock.
 func (l lock) unlock() { l.f.Close() }
+
+// flock tries to take the flock how (LOCK_EX or LOCK_SH) on f without
+// waiting; ok is false when a conflicting lock is held.
+func flock(f *os.File, how int) (ok bool, err error) {
+	for {
+		err = syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// alive.lock says whether a build's decap-entrypoint lives, independent of
+// its pid file: the launcher takes an exclusive flock on it before starting
+// the entrypoint, which inherits the open file description and with it the
+// lock, and closes its own descriptor after the start. The lock is gone
+// when the entrypoint is, however it ends; it is not passed on to build.sh
+// (see Handshake). Probes take a shared lock for an instant, so that they
+// never make each other see a live build.
+
+// lockAlive creates alive.lock and takes its exclusive flock, for the
+// entrypoint about to be started to inherit. The caller holds the launch
+// lock and found alive.lock free, so only probes can be in the way, each
+// for an instant; it waits for them until ctx is done.
+func lockAlive(ctx context.Context, dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, aliveFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open alive lock: %w", err)
+	}
+	for {
+		ok, err := flock(f, syscall.LOCK_EX)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock alive lock: %w", err)
+		}
+		if ok {
+			return f, nil
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock alive lock: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// aliveHeld reports whether a process holds alive.lock: the build's
+// entrypoint (or the launcher about to start it) lives. No alive.lock, or
+// no build directory, means no.
+func aliveHeld(dir string) (bool, error) {
+	f, err := os.Open(filepath.Join(dir, aliveFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("probe alive lock: %w", err)
+	}
+	defer f.Close() // drops the probe's shared lock, if it got one
+	free, err := flock(f, syscall.LOCK_SH)
+	if err != nil {
+		return false, fmt.Errorf("probe alive lock: %w", err)
+	}
+	return !free, nil
+}
 
 // UploadsFile holds a build's presigned upload URLs (key → URL), readable by
 // its owner only: the URLs are a narrow credential.

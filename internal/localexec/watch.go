@@ -13,10 +13,12 @@ import (
 	"github.com/decap-ci/decap/internal/entrypoint"
 )
 
-// Reasons of the outcomes Watch makes up for builds that left no result.
+// Reasons of the outcomes Watch makes up for builds that left no result,
+// and of a build that Cancel stopped before it started.
 const (
-	ReasonNoResult          = "entrypoint process exited without a result"
-	ReasonLaunchInterrupted = "launch interrupted"
+	ReasonNoResult             = "entrypoint process exited without a result"
+	ReasonLaunchInterrupted    = "launch interrupted"
+	ReasonCancelledBeforeStart = "cancelled before the build started"
 )
 
 // Watch calls handle with the Outcome of every build that has ended, until
@@ -24,10 +26,12 @@ const (
 // reconciles builds that ended while nobody watched, and then every
 // PollInterval.
 //
-// A build has ended when decap-entrypoint wrote its result; when its process
-// is gone without one (killed, crashed), which gives an errored Outcome and
-// stops what is left of the script; or when its launch was interrupted and
-// LaunchGrace has passed, also errored. Running builds are left alone.
+// A build has ended when decap-entrypoint, or a launch or Cancel that did
+// not start it, wrote its result; when its process is gone without one
+// (killed, crashed), which gives an errored Outcome and stops what is left
+// of the script; or when its launch was interrupted and LaunchGrace has
+// passed, also errored. Running builds are left alone: their recorded
+// process lives or, with none recorded yet, their alive.lock is held.
 //
 // handle is called again on every scan until the build is removed, so it
 // must be idempotent and should end with Remove. Its errors are logged and
@@ -96,8 +100,13 @@ func (e *Executor) inspect(id build.ID) (build.Outcome, bool, error) {
 		return build.Outcome{}, false, err
 	}
 
-	// No process was recorded: launching, or launched as ended (the
-	// scripts could not be exported), or the launcher died.
+	// No process was recorded: launching; launched, and the entrypoint
+	// about to record itself because its launcher died first; launched as
+	// ended (the scripts could not be exported, or it was cancelled first);
+	// or the launcher died before starting it. Liveness first, as above.
+	if held, err := aliveHeld(dir); err != nil || held {
+		return build.Outcome{}, false, err
+	}
 	res, err := readResult(dir)
 	if err == nil {
 		return e.outcome(id, dir, res), true, nil
@@ -120,8 +129,8 @@ func (e *Executor) inspect(id build.ID) (build.Outcome, bool, error) {
 		return build.Outcome{}, false, err // a launcher is at work
 	}
 	defer l.unlock()
-	if launched(dir) {
-		return build.Outcome{}, false, nil // it finished meanwhile; next scan
+	if ok, err := launched(dir); err != nil || ok {
+		return build.Outcome{}, false, err // it finished meanwhile; next scan
 	}
 	// Recorded under the lock, so a late Launch of this build finds it
 	// ended and starts nothing.

@@ -22,10 +22,14 @@ type Records interface {
 	Running(ctx context.Context) ([]build.Record, error)
 }
 
-// Locks releases a build's lock and slot. Release of a lock nobody holds is
-// not an error; of a lock another build holds, build.ErrConflict.
+// Locks releases a build's lock and slot, and renews the lease of a live
+// build. Release of a lock nobody holds is not an error; of a lock another
+// build holds, build.ErrConflict. Extend moves the lease's expiry to until
+// only if that is later (it never shortens one); build.ErrNotFound when id
+// holds no unexpired lease on key.
 type Locks interface {
 	Release(ctx context.Context, key string, id build.ID) error
+	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
 }
 
 // Executor removes what is left of an ended build (its Pod, its local run
@@ -62,8 +66,13 @@ const (
 	StepRecord    Step = "record"    // reading or writing the build record
 	StepRelease   Step = "release"   // releasing the lock and slot
 	StepRemove    Step = "remove"    // removing the Pod or process
-	StepReconcile Step = "reconcile" // listing running builds or build Pods
+	StepReconcile Step = "reconcile" // listing running builds or build Pods, renewing leases
 )
+
+// DefaultRenewFor is how long past each Reconcile the lease of a live build
+// lasts at least: well past the interval between reconciliations (a
+// minute in cmd/reaper), so a lease never runs out between two of them.
+const DefaultRenewFor = 15 * time.Minute
 
 type nopObserver struct{}
 
@@ -80,6 +89,8 @@ type Reaper struct {
 	now     func() time.Time
 	notify  Notifier
 	obs     Observer
+	// renewFor is how long past a Reconcile a live build's lease lasts.
+	renewFor time.Duration
 }
 
 // NotifyTo makes r tell n about every build it ends, and returns r.
@@ -98,6 +109,18 @@ func (r *Reaper) ObserveWith(o Observer) *Reaper {
 	return r
 }
 
+// RenewFor makes Reconcile renew the lease of every live build so that it
+// lasts at least d from then (d <= 0: DefaultRenewFor), and returns r. d
+// must be well past the interval between Reconcile calls. Call it before
+// the first Reconcile.
+func (r *Reaper) RenewFor(d time.Duration) *Reaper {
+	if d <= 0 {
+		d = DefaultRenewFor
+	}
+	r.renewFor = d
+	return r
+}
+
 // New returns a Reaper.
 func New(records Records, locks Locks, exec Executor, logger *slog.Logger, now func() time.Time) *Reaper {
 	if logger == nil {
@@ -106,7 +129,7 @@ func New(records Records, locks Locks, exec Executor, logger *slog.Logger, now f
 	if now == nil {
 		now = time.Now
 	}
-	return &Reaper{records: records, locks: locks, exec: exec, log: logger, now: now, obs: nopObserver{}}
+	return &Reaper{records: records, locks: locks, exec: exec, log: logger, now: now, obs: nopObserver{}, renewFor: DefaultRenewFor}
 }
 
 // Handle ends one build: final record, then lock release, then removal. A
@@ -205,10 +228,18 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 }
 
 // Reconcile ends builds recorded as running whose Pod or process is gone
-// without an outcome (deleted from outside while nobody watched). Records
-// are read before the executor is asked, and the dispatcher creates a build's
-// Pod before recording it running, so a build launched meanwhile is never
-// taken for lost.
+// without an outcome (deleted from outside while nobody watched), and
+// renews the leases of those still there. Records are read before the
+// executor is asked, and the dispatcher creates a build's Pod before
+// recording it running, so a build launched meanwhile is never taken for
+// lost.
+//
+// The dispatcher leases a running build's lock for its timeout plus a
+// grace, but a build may outlast that (uploads after its deadline), and a
+// lease may end early when something went wrong. So every live build's
+// lease is renewed to last at least RenewFor from now; Extend never
+// shortens a lease, so this only lengthens leases about to run out, and a
+// lease that already ran out stays gone (logged as an error).
 func (r *Reaper) Reconcile(ctx context.Context) error {
 	running, err := r.records.Running(ctx)
 	if err != nil {
@@ -234,6 +265,9 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 	var errs []error
 	for _, rec := range running {
 		if live[rec.BuildID] {
+			if err := r.renew(ctx, rec); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		o := build.Outcome{BuildID: rec.BuildID, PodName: rec.PodName, Team: rec.Team, Project: rec.Project, Ref: rec.Ref,
@@ -243,4 +277,30 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// renew makes the lease of rec, a live build, last at least renewFor from
+// now. A lease that is gone is no error to retry: the build ended (and
+// released it) since its record was read, or it runs without its lock,
+// which is logged here.
+func (r *Reaper) renew(ctx context.Context, rec build.Record) error {
+	if rec.Team == "" {
+		return nil
+	}
+	log := r.log.With("build_id", rec.BuildID, "lock_key", rec.LockKey())
+	err := r.locks.Extend(ctx, rec.LockKey(), rec.BuildID, r.now().Add(r.renewFor))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, build.ErrNotFound):
+		if cur, gerr := r.records.Get(ctx, rec.BuildID); gerr == nil && cur.Status.Final() {
+			return nil
+		}
+		log.Error("live build holds no lock: it runs outside the lock and the cap", "err", err)
+		return nil
+	}
+	if ctx.Err() == nil {
+		r.obs.Failed(StepReconcile)
+	}
+	return fmt.Errorf("renew lock %s: %w", rec.LockKey(), err)
 }

@@ -27,7 +27,8 @@ func NewLocks(db *DB) *Locks {
 // of cap (cap <= 0: no cap), or neither. It fails with build.ErrLocked when
 // another build holds an unexpired lease on the key and with
 // build.ErrCapReached when cap unexpired leases exist. Acquiring a key that
-// l.BuildID already holds succeeds and moves its expiry to l.ExpiresAt.
+// l.BuildID already holds succeeds and keeps the later of its expiry and
+// l.ExpiresAt: a re-acquire never shortens a lease.
 func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	if l.Key == "" || l.BuildID == "" {
 		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
@@ -42,7 +43,7 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		err := tx.QueryRowContext(ctx, `SELECT build_id FROM locks WHERE key = ? AND expires_at > ?`, l.Key, now).Scan(&holder)
 		switch {
 		case err == nil && holder == string(l.BuildID):
-			_, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = ? WHERE key = ?`, nanos(l.ExpiresAt), l.Key)
+			_, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ?`, nanos(l.ExpiresAt), l.Key)
 			return err
 		case err == nil:
 			return fmt.Errorf("%w by build %s", build.ErrLocked, holder)
@@ -71,11 +72,12 @@ ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.o
 	return nil
 }
 
-// Extend moves the expiry of key to until if id holds an unexpired lease on
-// it; build.ErrNotFound otherwise.
+// Extend moves the expiry of key to until, if that is later, when id holds
+// an unexpired lease on it; it never shortens a lease. build.ErrNotFound when
+// id holds no unexpired lease on key.
 func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = ? WHERE key = ? AND build_id = ? AND expires_at > ?`,
+		res, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ? AND build_id = ? AND expires_at > ?`,
 			nanos(until), key, string(id), nanos(s.db.now()))
 		if err != nil {
 			return err
