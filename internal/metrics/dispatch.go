@@ -22,6 +22,7 @@ const SampleEvery = time.Minute
 type Dispatch struct {
 	decisions *prometheus.CounterVec
 	lockWait  prometheus.Histogram
+	unlocked  prometheus.Counter
 	paused    prometheus.Gauge
 
 	running, capacity                  prometheus.Gauge
@@ -40,18 +41,22 @@ func NewDispatch(reg prometheus.Registerer, cap int) *Dispatch {
 			Name: "decap_dispatch_decisions_total",
 			Help: "Build requests decided by this dispatcher, by outcome (launched, deferred, dropped) and reason (started, already_running, locked, cap, backend_error, launch_failed, unmanaged, unknown_project, invalid_project, duplicate, expired, already_ended, malformed).",
 		}, []string{"outcome", "reason"}),
+		unlocked: f.NewCounter(prometheus.CounterOpts{
+			Name: "decap_builds_unlocked_total",
+			Help: "Builds launched that could not keep their branch lock and slot (another build took them while the launch was slow): invariant 3 is at risk; alert on any increase.",
+		}),
 		lockWait: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "decap_lock_wait_seconds",
 			Help:    "Time from a build's request to its launch, in seconds: queueing, deferrals behind the branch lock or the cap, and the decision.",
 			Buckets: waitBuckets,
 		}),
 		paused:    gauge("decap_dispatch_paused", "1 while the dispatch gate is paused (nothing is taken off the queue), 0 while it is open, as this dispatcher last read it."),
-		running:   gauge("decap_running_builds", "Running builds across the cluster: held branch-lock leases, each one slot of the cap. Sampled every 15 seconds."),
+		running:   gauge("decap_running_builds", "Running builds across the cluster: held branch-lock leases, each one slot of the cap. Sampled every minute."),
 		capacity:  gauge("decap_running_builds_cap", "The concurrency cap on running builds across the cluster (DECAP_MAX_RUNNING_BUILDS); 0 means no cap."),
-		visible:   gauge("decap_queue_visible_messages", "Build requests waiting on the queue to be received. Sampled every 15 seconds."),
-		inFlight:  gauge("decap_queue_inflight_messages", "Build requests received and not yet deleted: being decided, or deferred. Sampled every 15 seconds."),
-		dead:      gauge("decap_queue_dead_letter_messages", "Messages in the dead-letter queue. Sampled every 15 seconds."),
-		oldestAge: gauge("decap_queue_oldest_age_seconds", "Age of the oldest message on the queue, in seconds (0 when it is empty). Sampled every 15 seconds."),
+		visible:   gauge("decap_queue_visible_messages", "Build requests waiting on the queue to be received. Sampled every minute."),
+		inFlight:  gauge("decap_queue_inflight_messages", "Build requests received and not yet deleted: being decided, or deferred. Sampled every minute."),
+		dead:      gauge("decap_queue_dead_letter_messages", "Messages in the dead-letter queue. Sampled every minute."),
+		oldestAge: gauge("decap_queue_oldest_age_seconds", "Age of the oldest message on the queue, in seconds (0 when it is empty). Sampled every minute."),
 	}
 	m.capacity.Set(float64(max(cap, 0)))
 	for _, d := range []struct {
@@ -80,6 +85,9 @@ func (m *Dispatch) Decided(d dispatch.Decision) {
 	m.decisions.WithLabelValues(d.Action.String(), reason).Inc()
 	if d.Action == dispatch.Launched && d.Cause == dispatch.CauseStarted {
 		m.lockWait.Observe(d.Waited.Seconds())
+	}
+	if d.Unlocked {
+		m.unlocked.Inc()
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
+	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/metrics/metricstest"
 )
@@ -284,4 +285,15 @@ func dump(t *testing.T, reg *prometheus.Registry) string {
 	metrics.Handler(reg).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	b, _ := io.ReadAll(w.Body)
 	return string(b)
+}
+
+func TestUnlockedBuildsCounted(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := metrics.NewDispatch(reg, 2)
+	m.Decided(dispatch.Decision{Action: dispatch.Launched, Cause: dispatch.CauseStarted, Unlocked: true})
+	m.Decided(dispatch.Decision{Action: dispatch.Launched, Cause: dispatch.CauseStarted})
+	if got := metricstest.Value(t, reg, "decap_builds_unlocked_total"); got != 1 {
+		t.Errorf("decap_builds_unlocked_total = %v, want 1", got)
+	}
 }
