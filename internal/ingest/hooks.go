@@ -197,7 +197,7 @@ func (s *Server) enqueue(ctx context.Context, req build.Request) (id build.ID, f
 	err = s.deps.Publisher.Publish(ctx, req)
 	s.obs.Published(time.Since(start))
 	if err != nil {
-		return "", false, fmt.Errorf("publish %s: %w", req.LockKey(), err)
+		return "", false, fmt.Errorf("publish build %s of %s: %w", req.BuildID, req.LockKey(), err)
 	}
 	if first {
 		s.obs.BuildQueued(req.Trigger)

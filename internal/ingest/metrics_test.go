@@ -318,3 +318,17 @@ func metricsGrep(text, s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestRequestLogShowsTheStatusSent(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	srv := ingest.New(ingest.Config{}, ingest.Deps{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	w := httptest.NewRecorder()
+	srv.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/hooks/github", strings.NewReader("{}")))
+	if w.Code != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", w.Code)
+	}
+	if !strings.Contains(logs.String(), "status=401") {
+		t.Errorf("request log does not show the 401 that was sent:\n%s", logs.String())
+	}
+}

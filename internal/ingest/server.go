@@ -286,6 +286,9 @@ func New(cfg Config, deps Deps) *Server {
 	e.Use(s.limitBody)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogStatus: true, LogURIPath: true, LogMethod: true, LogLatency: true, LogRequestID: true,
+		// The error handler answers first, so the line shows the status
+		// actually sent, not 200.
+		HandleError: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
 			s.log.Debug("request", "method", v.Method, "path", v.URIPath, "status", v.Status,
 				"latency", v.Latency, "request_id", v.RequestID)
