@@ -32,6 +32,11 @@ test: ## vet and run every test: unit, contract suites (SQLite and, against a lo
 test-race: ## the tests under the race detector (slower)
 	scripts/with-moto.sh $(GO) test -count=1 -race ./...
 
+.PHONY: test-reliability
+test-reliability: RELIABILITY_SCALE ?= full
+test-reliability: ## the reliability suite (docs/RELIABILITY.md): bursts, kills, an outage; RELIABILITY_SCALE=small|full, RELIABILITY_ARGS=-update-doc
+	scripts/with-moto.sh $(GO) test -count=1 -timeout 25m -v ./reliability/ -run . -args -scale=$(RELIABILITY_SCALE) $(RELIABILITY_ARGS)
+
 .PHONY: fuzz
 fuzz: FUZZTIME ?= 15s
 fuzz: FUZZMINIMIZETIME ?= 2s

@@ -1,0 +1,254 @@
+package reliability_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBurst sends a burst of signed push webhooks over many branches on the
+// embedded backend, 20% of them redelivered (invariants 1, 2 and 3).
+func TestBurst(t *testing.T) {
+	requireSuite(t)
+	r := newRow(t, "burst", "embedded")
+	s := newScripts(t)
+	s.addTraced(t, "rel", "app", 0, 0)
+	const capacity = 8
+	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity})
+	c.start("reaper")
+	c.start("dispatcher")
+	c.start("ingest")
+	runBurst(t, r, c, cfg.burstRequests, cfg.burstBranches, capacity)
+}
+
+// delivery is one unique webhook delivery of a burst.
+type delivery struct {
+	id     string // X-GitHub-Delivery
+	branch string
+	body   []byte
+	build  string // the build ID of the first 202 answer
+}
+
+// runBurst sends requests webhooks over branches to c — unique deliveries
+// and 20% redeliveries, half of them at once (while the first is queued or
+// running) and half after the first delivery's build ended (past the point
+// where only the dispatcher's once-only record can tell; the embedded
+// queue's clock cannot be moved past its dedup window) — and checks that
+// every unique delivery built exactly once, succeeded, and that every
+// redelivery was answered with the first build.
+func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int) {
+	redeliveries := requests / 5
+	unique := requests - redeliveries
+	early := redeliveries / 2
+	late := redeliveries - early
+	m := startMonitor(t, c, r, capacity)
+
+	ds := make([]*delivery, unique)
+	for i := range ds {
+		branch := fmt.Sprintf("b-%04d", i%branches)
+		ds[i] = &delivery{id: newDelivery(), branch: branch, body: pushPayload("rel", "app", branch)}
+	}
+	// Early redeliveries follow their first delivery at once; late ones
+	// go to other deliveries, after every build has ended.
+	earlyOf := map[int]bool{}
+	lateOf := map[int]bool{}
+	for k := range early {
+		earlyOf[k*unique/max(early, 1)] = true
+	}
+	for k := range late {
+		i := k*unique/max(late, 1) + 1
+		for earlyOf[i%unique] || lateOf[i%unique] {
+			i++
+		}
+		lateOf[i%unique] = true
+	}
+	redeliver := func(d *delivery, when string) {
+		r.add(&r.requests, 1)
+		id, err := c.pushWith(c.client, d.id, d.body)
+		if err != nil {
+			t.Errorf("%s redelivery of %s: %v", when, d.id, err)
+			return
+		}
+		r.add(&r.redeliveries, 1)
+		if id != d.build {
+			r.violate(t, "%s redelivery of %s answered with build %s, want the first delivery's build %s", when, d.id, id, d.build)
+		}
+	}
+
+	started := time.Now()
+	parallel(8, unique, func(i int) {
+		d := ds[i]
+		r.add(&r.requests, 1)
+		id, err := c.pushWith(c.client, d.id, d.body)
+		if err != nil {
+			t.Errorf("delivery %d: %v", i, err)
+			return
+		}
+		d.build = id
+		r.add(&r.deliveries, 1)
+		if earlyOf[i] {
+			redeliver(d, "immediate")
+		}
+	})
+	t.Logf("sent %d deliveries and %d immediate redeliveries in %s", unique, early, time.Since(started).Round(time.Millisecond))
+	if t.Failed() {
+		t.FailNow()
+	}
+	waitEnded(t, c, m, unique)
+	t.Logf("all %d builds ended %s after the first delivery", unique, time.Since(started).Round(time.Millisecond))
+
+	for i := range ds {
+		if lateOf[i] {
+			redeliver(ds[i], "late")
+		}
+	}
+	t.Logf("sent %d redeliveries after their builds ended", late)
+	waitSettled(t, c, m)
+
+	m.halt()
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.build
+	}
+	checkBuilds(t, r, c, m, ids, capacity, func(i int, rec buildRecord) {
+		if rec.DeliveryID != ds[i].id {
+			r.violate(t, "build %s: got deliveryId %q, want %q", ids[i], rec.DeliveryID, ds[i].id)
+		}
+	}, nil)
+}
+
+// parallel runs f(0..n-1) on workers goroutines.
+func parallel(workers, n int, f func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// waitEnded waits until the trace shows n ended builds.
+func waitEnded(t *testing.T, c *cluster, m *monitor, n int) {
+	t.Helper()
+	last := time.Now()
+	c.waitFor(cfg.wait, fmt.Sprintf("%d builds to end", n), func() (bool, string) {
+		m.mu.Lock()
+		ended, started := m.tr.ended(), len(m.tr)
+		m.mu.Unlock()
+		status := fmt.Sprintf("%d started, %d ended", started, ended)
+		if time.Since(last) > 15*time.Second {
+			t.Logf("waiting: %s of %d", status, n)
+			last = time.Now()
+		}
+		return ended >= n, status
+	})
+}
+
+// waitSettled waits until the queue holds nothing (every request decided)
+// and then a little longer, so a wrongly launched build would show up.
+func waitSettled(t *testing.T, c *cluster, m *monitor) {
+	t.Helper()
+	c.waitFor(cfg.wait, "the queue to drain", func() (bool, string) {
+		q, err := c.queue()
+		if err != nil {
+			return false, err.Error()
+		}
+		m.mu.Lock()
+		running := len(m.running)
+		m.mu.Unlock()
+		return q.Visible == 0 && q.InFlight == 0 && running == 0, fmt.Sprintf("%+v, %d running", q, running)
+	})
+	time.Sleep(3 * time.Second)
+}
+
+// checkBuilds checks the end state of a scenario whose accepted builds are
+// ids: each has a final record that succeeded (or, if allow says so, an
+// explained other end), each started exactly once, nothing else started,
+// the whole trace is serialized per branch and under the cap, and no lock
+// is left.
+func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, capacity int,
+	check func(i int, rec buildRecord), allow func(rec buildRecord, starts int) bool) {
+	t.Helper()
+	tr, err := readTrace(c.trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.add(&r.builds, len(tr))
+	tr.checkExact(t, r, capacity)
+	accepted := map[string]bool{}
+	var mu sync.Mutex
+	statuses := map[string]int{}
+	parallel(8, len(ids), func(i int) {
+		id := ids[i]
+		if id == "" {
+			return
+		}
+		mu.Lock()
+		accepted[id] = true
+		mu.Unlock()
+		var rec buildRecord
+		var code int
+		var err error
+		for range 3 { // through a restarting ingest
+			if rec, code, err = c.getBuild(id); err == nil && code == http.StatusOK {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil || code != http.StatusOK {
+			r.violate(t, "build %s: no record (HTTP %d, %v): an accepted request was lost", id, code, err)
+			return
+		}
+		mu.Lock()
+		statuses[rec.Status]++
+		mu.Unlock()
+		starts := 0
+		if sp := tr[id]; sp != nil {
+			starts = sp.starts
+		}
+		switch {
+		case rec.succeeded() && starts == 1:
+		case allow != nil && allow(rec, starts):
+			t.Logf("build %s: %s, started %d times (allowed)", id, rec, starts)
+		default:
+			r.violate(t, "build %s: record %s, started %d times; want succeeded, started once", id, rec, starts)
+		}
+		if check != nil {
+			check(i, rec)
+		}
+	})
+	for id, sp := range tr {
+		if !accepted[id] {
+			r.violate(t, "build %s (%s) started %d times but is none of the accepted builds", id, sp.branch, sp.starts)
+		}
+	}
+	t.Logf("records: %v", statuses)
+	var left []lease
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		left, err = c.locks()
+		if err == nil && len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.violate(t, "locks still held 60 s after every build ended: %+v (%v)", left, err)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if crashes := c.crashed(); len(crashes) > 0 {
+		t.Errorf("services crashed: %v", crashes)
+	}
+}
