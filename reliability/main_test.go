@@ -53,7 +53,7 @@ var scales = map[string]scale{
 	"small": {name: "small", burstRequests: 500, burstBranches: 50, awsBurstRequests: 30, awsBurstBranches: 30,
 		chaosKills: 10, outage: 10 * time.Second, wait: 3 * time.Minute},
 	"full": {name: "full", burstRequests: 10000, burstBranches: 1000, awsBurstRequests: 150, awsBurstBranches: 120,
-		chaosKills: 50, outage: 30 * time.Second, wait: 8 * time.Minute},
+		chaosKills: 50, outage: 30 * time.Second, wait: 15 * time.Minute},
 }
 
 // Set once by TestMain, read-only afterwards.
