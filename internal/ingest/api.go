@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -146,7 +147,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 		return err
 	}
 	var in buildRequestBody
-	dec := json.NewDecoder(bytesReader(body))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		return fmt.Errorf("%w: body must be JSON like {\"ref\": \"main\"}: %v", build.ErrInvalid, err)

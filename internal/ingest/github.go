@@ -1,13 +1,11 @@
 package ingest
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/decap-ci/decap/internal/build"
@@ -127,5 +125,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
