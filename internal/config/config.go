@@ -23,8 +23,11 @@ type Config struct {
 	Prefix string
 	// Bucket is the S3 bucket of logs and artifacts (default Prefix-builds).
 	Bucket string
-	// Executor runs builds: "local".
+	// Executor runs builds: "local" (processes on this machine) or
+	// "kubernetes" (build Pods).
 	Executor string
+	// Kube configures the kubernetes executor.
+	Kube Kube
 	// DataDir holds the embedded backend's state (SQLite, blobs, run dirs).
 	DataDir string
 	// BuildScripts is the build-scripts repository: a directory or git URL.
@@ -58,6 +61,30 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string
+}
+
+// Kube is the kubernetes executor's configuration.
+type Kube struct {
+	// Kubeconfig is a kubeconfig file; empty means the in-cluster config
+	// (the Pod's ServiceAccount).
+	Kubeconfig string
+	// Namespace holds the build Pods.
+	Namespace string
+	// QPS and Burst bound the client's request rate (client-go defaults to
+	// 5 and 10, too few for a dispatcher under load).
+	QPS   float32
+	Burst int
+	// EntrypointImage is the Decap build container image (build-container/):
+	// the build Pod's init container checks the build scripts out with its
+	// git and copies decap-entrypoint into the Pod for the project's
+	// buildImage to run.
+	EntrypointImage string
+	// PendingTimeout is how long a build Pod may stay Pending with an image
+	// it cannot pull or no node to run on before its build errors.
+	PendingTimeout time.Duration
+	// CPURequest, MemoryRequest and MemoryLimit size the build container
+	// (Kubernetes quantities such as 500m, 1Gi).
+	CPURequest, MemoryRequest, MemoryLimit string
 }
 
 // Load reads the configuration through getenv. A value that cannot be parsed
@@ -131,6 +158,17 @@ func Load(getenv func(string) string) (Config, error) {
 		return strings.TrimSpace(string(b))
 	}
 
+	c.Kube = Kube{
+		Kubeconfig:      getenv("DECAP_KUBECONFIG"),
+		Namespace:       or(getenv("DECAP_KUBE_NAMESPACE"), "decap"),
+		QPS:             float32(integer("DECAP_KUBE_QPS", 50, 1)),
+		Burst:           integer("DECAP_KUBE_BURST", 100, 1),
+		EntrypointImage: or(getenv("DECAP_ENTRYPOINT_IMAGE"), "ghcr.io/decap-ci/decap-build:latest"),
+		PendingTimeout:  dur("DECAP_POD_PENDING_TIMEOUT", 5*time.Minute),
+		CPURequest:      or(getenv("DECAP_BUILD_CPU_REQUEST"), "500m"),
+		MemoryRequest:   or(getenv("DECAP_BUILD_MEMORY_REQUEST"), "1Gi"),
+		MemoryLimit:     or(getenv("DECAP_BUILD_MEMORY_LIMIT"), "4Gi"),
+	}
 	c.CatalogRefresh = dur("DECAP_CATALOG_REFRESH", 30*time.Second)
 	c.MaxDeferAge = dur("DECAP_MAX_DEFER_AGE", 24*time.Hour)
 	c.ReapInterval = dur("DECAP_REAP_INTERVAL", 500*time.Millisecond)
@@ -171,8 +209,14 @@ func Load(getenv func(string) string) (Config, error) {
 		fail("DECAP_PREFIX", "want 3-40 lowercase letters, digits or hyphens, starting with a letter")
 	}
 	c.Bucket = or(getenv("DECAP_BUCKET"), c.Prefix+"-builds")
-	if c.Executor != "local" {
-		fail("DECAP_EXECUTOR", fmt.Sprintf("%q is not supported (want local)", c.Executor))
+	switch c.Executor {
+	case "local":
+	case "kubernetes":
+		if !validLabelValue(c.Kube.Namespace) {
+			fail("DECAP_KUBE_NAMESPACE", "want a Kubernetes namespace name")
+		}
+	default:
+		fail("DECAP_EXECUTOR", fmt.Sprintf("%q is not supported (want local or kubernetes)", c.Executor))
 	}
 	if len(errs) > 0 {
 		return Config{}, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
@@ -190,6 +234,20 @@ func validPrefix(p string) bool {
 		return false
 	}
 	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validLabelValue reports whether n is a DNS-1123 label, as namespace
+// names are.
+func validLabelValue(n string) bool {
+	if n == "" || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' {
+		return false
+	}
+	for _, r := range n {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
 			return false
 		}
