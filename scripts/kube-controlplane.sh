@@ -29,9 +29,9 @@ sources_sum() { cat tools/kube-controlplane/go.mod tools/kube-controlplane/go.su
 build() {
   if complete; then echo "$DIR"; return; fi
   mkdir -p "$DIR"
-  local tmp
-  tmp=$(mktemp -d "$DIR/.build.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
+  BUILD_TMP=$(mktemp -d "$DIR/.build.XXXXXX")
+  trap 'rm -rf "$BUILD_TMP"' EXIT
+  local tmp=$BUILD_TMP
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   echo "building the Kubernetes control plane $KUBE_VERSION into $DIR (cold: 11-25 minutes on 2 cores)..." >&2

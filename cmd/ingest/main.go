@@ -74,6 +74,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("live logs of running builds are unavailable, and running builds cannot be cancelled", "err", err)
 	} else {
 		live, canceller = b.Executor, b.Executor
+		if cfg.Executor == "kubernetes" {
+			// Ingest may only read build Pods: the reaper stops them.
+			canceller = backend.CancelRequests{Records: b.Records, Now: time.Now}
+		}
 	}
 	gh := github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}
 	refs, err := github.NewRefs(gh, 0, time.Now)

@@ -30,6 +30,10 @@ const reconcileEvery = time.Minute
 // at least: many reconciliations, so a few failed ones lose no lease.
 const renewFor = 15 * reconcileEvery
 
+// cancelSweepEvery is how often, on the kubernetes executor, the reaper
+// looks for running builds someone asked to cancel: the delay of a cancel.
+const cancelSweepEvery = 2 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,6 +91,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 		}
 	}()
+	if cfg.Executor == "kubernetes" {
+		// Ingest asks for cancels in the build records (it may not delete
+		// Pods); stop those builds.
+		go func() {
+			t := time.NewTicker(cancelSweepEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := r.SweepCancels(ctx, ex); err != nil && ctx.Err() == nil {
+					log.Error("stop cancelled builds", "err", err)
+				}
+			}
+		}()
+	}
 	fmt.Fprintln(stdout, "reaper: watching builds")
 	watchErr := ex.Watch(ctx, r.Handle)
 	if errors.Is(watchErr, context.Canceled) {

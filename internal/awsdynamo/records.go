@@ -75,6 +75,9 @@ type recordItem struct {
 	CatalogCommit string `dynamodbav:"catalogCommit,omitempty"`
 	Reason        string `dynamodbav:"reason,omitempty"`
 	NextAttemptAt string `dynamodbav:"nextAttemptAt,omitempty"`
+	// CancelRequestedAt is set while a cancel of the running build waits
+	// for the reaper.
+	CancelRequestedAt string `dynamodbav:"cancelRequestedAt,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
 }
@@ -114,6 +117,8 @@ func itemFor(r build.Record) recordItem {
 		CatalogCommit: r.CatalogCommit,
 		Reason:        r.Reason,
 		NextAttemptAt: formatTime(r.NextAttemptAt),
+
+		CancelRequestedAt: formatTime(r.CancelRequestedAt),
 	}
 	switch r.Status {
 	case build.StatusRunning:
@@ -151,6 +156,7 @@ func (it recordItem) record() (build.Record, error) {
 		{it.StartedAt, &r.StartedAt},
 		{it.FinishedAt, &r.FinishedAt},
 		{it.NextAttemptAt, &r.NextAttemptAt},
+		{it.CancelRequestedAt, &r.CancelRequestedAt},
 	} {
 		t, err := parseTime(f.s)
 		if err != nil {

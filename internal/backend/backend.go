@@ -19,15 +19,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/catalog"
 	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/kube"
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/localfs"
 	"github.com/decap-ci/decap/internal/sqlite"
@@ -44,7 +48,7 @@ type Set struct {
 	Gate    build.Gate
 	Catalog *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
-	Executor *localexec.Executor
+	Executor Executor
 
 	cfg     config.Config
 	log     *slog.Logger
@@ -120,9 +124,31 @@ func (s *Set) Instrument(in Instrumenter) {
 	s.Records, s.Blobs, s.Gate = in.Records(s.Records), in.Blobs(s.Blobs), in.Gate(s.Gate)
 }
 
-// OpenExecutor opens the local executor. The entrypoint binary is
-// cfg.Entrypoint, or decap-entrypoint next to this program's executable.
-func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {
+// Executor runs builds: local processes (internal/localexec) or build Pods
+// (internal/kube), as DECAP_EXECUTOR says.
+type Executor interface {
+	// Launch starts a build; launching one already launched is no error.
+	Launch(ctx context.Context, job build.Job) error
+	// Cancel stops a running build; build.ErrNotFound when none runs.
+	Cancel(ctx context.Context, id build.ID) error
+	// Remove deletes what is left of an ended, recorded build.
+	Remove(ctx context.Context, id build.ID) error
+	// Present lists the builds that have a process or Pod.
+	Present(ctx context.Context) ([]build.ID, error)
+	// Watch calls handle with every build's end until ctx is done.
+	Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error
+	// OpenLiveLog reads a running build's console log so far.
+	OpenLiveLog(id build.ID) (io.ReadCloser, error)
+}
+
+// OpenExecutor opens the executor cfg.Executor names. The local one runs
+// cfg.Entrypoint, or decap-entrypoint next to this program's executable;
+// the kubernetes one needs the aws backend (build Pods upload through
+// presigned URLs) and a git build-scripts repository.
+func (s *Set) OpenExecutor(now func() time.Time) (Executor, error) {
+	if s.cfg.Executor == "kubernetes" {
+		return s.openKube(now)
+	}
 	path := s.cfg.Entrypoint
 	if path == "" {
 		self, err := os.Executable()
@@ -138,6 +164,36 @@ func (s *Set) OpenExecutor(now func() time.Time) (*localexec.Executor, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local executor (set DECAP_ENTRYPOINT to the decap-entrypoint binary; `make build` makes bin/decap-entrypoint): %w", err)
+	}
+	s.Executor = ex
+	return ex, nil
+}
+
+func (s *Set) openKube(now func() time.Time) (Executor, error) {
+	k := s.cfg.Kube
+	if s.uploads == nil {
+		return nil, fmt.Errorf("%w: DECAP_EXECUTOR=kubernetes needs DECAP_BACKEND=aws: build pods upload logs and artifacts to S3 through presigned URLs", build.ErrInvalid)
+	}
+	repo, err := catalog.GitURL(s.cfg.BuildScripts)
+	if err != nil {
+		return nil, fmt.Errorf("DECAP_BUILD_SCRIPTS: %w", err)
+	}
+	rc, err := kube.RESTConfig(k.Kubeconfig, k.QPS, k.Burst)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	ex, err := kube.New(kube.Config{
+		Client: client, Namespace: k.Namespace, EntrypointImage: k.EntrypointImage, ScriptsRepo: repo,
+		CPURequest: k.CPURequest, MemoryRequest: k.MemoryRequest, MemoryLimit: k.MemoryLimit,
+		Uploads: s.uploads, PendingTimeout: k.PendingTimeout, Blobs: s.Blobs,
+		Logger: s.log.With("component", "executor"), Now: now,
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.Executor = ex
 	return ex, nil
@@ -209,4 +265,36 @@ func (f *Fresh) Lookup(team, project string) (build.Descriptor, string, error) {
 		}
 	}
 	return f.c.Lookup(team, project)
+}
+
+// CancelRequests cancels running builds by asking the reaper to: Cancel
+// marks the build's record (Record.CancelRequestedAt) and the reaper, which
+// may delete build Pods, stops the build (reap.Reaper.SweepCancels). It is
+// ingest's Canceller on the kubernetes executor, where ingest may only read
+// Pods.
+type CancelRequests struct {
+	Records build.Records
+	Now     func() time.Time
+}
+
+// Cancel asks for the running build id to be stopped; build.ErrNotFound
+// when it is not running (any more).
+func (c CancelRequests) Cancel(ctx context.Context, id build.ID) error {
+	rec, err := c.Records.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status != build.StatusRunning {
+		return fmt.Errorf("%w: build %s is %s", build.ErrNotFound, id, rec.Status)
+	}
+	if !rec.CancelRequestedAt.IsZero() {
+		return nil
+	}
+	rec.CancelRequestedAt = c.Now().UTC()
+	if err := c.Records.Save(ctx, rec); errors.Is(err, build.ErrConflict) {
+		return fmt.Errorf("%w: build %s ended meanwhile", build.ErrNotFound, id)
+	} else if err != nil {
+		return fmt.Errorf("record the cancel of %s: %w", id, err)
+	}
+	return nil
 }

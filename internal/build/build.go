@@ -218,6 +218,10 @@ type Record struct {
 	Reason        string    `json:"reason,omitempty"`
 	// NextAttemptAt is when a deferred request is tried again.
 	NextAttemptAt time.Time `json:"nextAttemptAt,omitzero"`
+	// CancelRequestedAt is when someone asked to cancel the running build,
+	// for an executor whose builds the asker cannot stop itself (ingest may
+	// not delete build Pods): the reaper stops it and records it cancelled.
+	CancelRequestedAt time.Time `json:"cancelRequestedAt,omitzero"`
 }
 
 // ProjectKey returns "team/project".

@@ -41,6 +41,9 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 			PodName:       "build-x",
 			CatalogCommit: "abc123",
 			Reason:        "exit code 3",
+			// Not a combination the services write (a cancel is asked of
+			// running builds); every field must round-trip.
+			CancelRequestedAt: base.Add(30 * time.Second),
 		}
 		saveRecord(t, s, r)
 		got, err := s.Get(t.Context(), r.BuildID)

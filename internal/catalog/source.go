@@ -109,3 +109,21 @@ func secretOf(s string) string {
 	}
 	return ""
 }
+
+// GitURL returns the git URL a build Pod fetches the build-scripts
+// repository from: the source's, when it is a git repository whose URL
+// carries no credential (build Pods hold none of the services'). A
+// directory, or a URL with a password or token, is an error saying so.
+func GitURL(source string) (string, error) {
+	kind, loc, err := parseSource(source)
+	if err != nil {
+		return "", err
+	}
+	if kind != kindGit {
+		return "", fmt.Errorf("%w: build scripts %s are a directory; build pods need a git repository (https://…, ssh://…, git@host:path)", build.ErrInvalid, displayName(source))
+	}
+	if secretOf(loc) != "" {
+		return "", fmt.Errorf("%w: the build-scripts URL %s carries a credential, which build pods must not hold; give pods a URL they can read without one (a deploy key in the image, a public mirror)", build.ErrInvalid, redactURL(loc))
+	}
+	return loc, nil
+}

@@ -173,6 +173,12 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 		rec.Status = o.Status
 		rec.ExitCode = o.ExitCode
 		rec.Reason = o.Reason
+		if !rec.CancelRequestedAt.IsZero() && o.Status != build.StatusSucceeded && o.Status != build.StatusCancelled {
+			// Stopped on request (SweepCancels deleted its Pod): whatever
+			// the executor saw of the stop, the build was cancelled.
+			rec.Status = build.StatusCancelled
+			rec.Reason = "cancelled on request; " + o.Reason
+		}
 		if !o.StartedAt.IsZero() {
 			rec.StartedAt = o.StartedAt
 		}
@@ -303,4 +309,36 @@ func (r *Reaper) renew(ctx context.Context, rec build.Record) error {
 		r.obs.Failed(StepReconcile)
 	}
 	return fmt.Errorf("renew lock %s: %w", rec.LockKey(), err)
+}
+
+// Canceller stops a running build (deletes its Pod); build.ErrNotFound
+// when there is nothing to stop.
+type Canceller interface {
+	Cancel(ctx context.Context, id build.ID) error
+}
+
+// SweepCancels stops every running build whose record asks for a cancel
+// (Record.CancelRequestedAt, set by a service that may not stop builds
+// itself). The build's end is then recorded as cancelled by Handle. A
+// build already gone is left to Watch and Reconcile.
+func (r *Reaper) SweepCancels(ctx context.Context, c Canceller) error {
+	running, err := r.records.Running(ctx)
+	if err != nil {
+		return fmt.Errorf("list running builds: %w", err)
+	}
+	var errs []error
+	for _, rec := range running {
+		if rec.CancelRequestedAt.IsZero() {
+			continue
+		}
+		err := c.Cancel(ctx, rec.BuildID)
+		switch {
+		case err == nil:
+			r.log.Info("build cancelling", "build_id", rec.BuildID, "lock_key", rec.LockKey(), "requested_at", rec.CancelRequestedAt)
+		case errors.Is(err, build.ErrNotFound):
+		default:
+			errs = append(errs, fmt.Errorf("cancel %s: %w", rec.BuildID, err))
+		}
+	}
+	return errors.Join(errs...)
 }
