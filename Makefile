@@ -50,6 +50,10 @@ fuzz: ## run every fuzz target for FUZZTIME (15s) each, one after another; FUZZ=
 			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg || exit 1; \
 		done
 
+.PHONY: kube-controlplane
+kube-controlplane: ## build etcd, kube-apiserver, kube-scheduler and kwok for the Kubernetes tests (once: 11-25 min; cached, see scripts/kube-controlplane.sh)
+	scripts/kube-controlplane.sh build
+
 .PHONY: moto
 moto: ## start moto_server on :5000 in the background: eval "$$(make -s moto)"; stop with scripts/moto.sh stop
 	@scripts/moto.sh start

@@ -19,20 +19,22 @@ import (
 // buildRecord is the JSON of GET /api/v1/builds/{id}, as far as the tests
 // read it.
 type buildRecord struct {
-	ID           string    `json:"id"`
-	Team         string    `json:"team"`
-	Project      string    `json:"project"`
-	Ref          string    `json:"ref"`
-	Trigger      string    `json:"trigger"`
-	RequestedBy  string    `json:"requestedBy"`
-	DeliveryID   string    `json:"deliveryId"`
-	Status       string    `json:"status"`
-	ExitCode     *int      `json:"exitCode"`
-	Reason       string    `json:"reason"`
-	StartedAt    time.Time `json:"startedAt"`
-	FinishedAt   time.Time `json:"finishedAt"`
-	LogKey       string    `json:"logKey"`
-	ArtifactsKey string    `json:"artifactsKey"`
+	ID            string    `json:"id"`
+	Team          string    `json:"team"`
+	Project       string    `json:"project"`
+	Ref           string    `json:"ref"`
+	Trigger       string    `json:"trigger"`
+	RequestedBy   string    `json:"requestedBy"`
+	DeliveryID    string    `json:"deliveryId"`
+	Status        string    `json:"status"`
+	ExitCode      *int      `json:"exitCode"`
+	Reason        string    `json:"reason"`
+	StartedAt     time.Time `json:"startedAt"`
+	FinishedAt    time.Time `json:"finishedAt"`
+	LogKey        string    `json:"logKey"`
+	ArtifactsKey  string    `json:"artifactsKey"`
+	PodName       string    `json:"podName"`
+	CatalogCommit string    `json:"catalogCommit"`
 }
 
 // finalStatuses are the statuses a build record never leaves.

@@ -44,6 +44,9 @@ type cluster struct {
 	trace   string // the build scripts' trace file, if any
 	cap     int
 	extra   []string // more environment of every service
+	// kindEnv is more environment of the services of one kind, after
+	// extra: a kubeconfig of the service's own ServiceAccount, say.
+	kindEnv map[string][]string
 	// ingestAddr stays the same across ingest restarts.
 	ingestAddr string
 	client     *http.Client
@@ -182,7 +185,7 @@ func (c *cluster) launch(kind string) *service {
 	defer out.Close() // the child has its own descriptor
 	cmd := exec.Command(filepath.Join(binDir, kind))
 	cmd.Dir = c.dir
-	cmd.Env = c.env(addr)
+	cmd.Env = append(c.env(addr), c.kindEnv[kind]...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = serviceProcAttr()
 	if err := cmd.Start(); err != nil {

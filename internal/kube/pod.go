@@ -159,10 +159,12 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 	}}
 	// Sidecars are native sidecars (init containers that keep running):
 	// they start before the build and stop when it ends, so they never
-	// keep a finished build's Pod alive.
+	// keep a finished build's Pod alive. A sidecar's container is named as
+	// the descriptor names it: a DNS label of up to 63 characters other than
+	// build and checkout (a prefix could make it too long).
 	for _, sc := range job.Descriptor.Sidecars {
 		c := corev1.Container{
-			Name:          "sidecar-" + sc.Name,
+			Name:          sc.Name,
 			Image:         sc.Image,
 			Command:       sc.Command,
 			Args:          sc.Args,
