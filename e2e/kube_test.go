@@ -271,4 +271,3 @@ func waitPodGone(t *testing.T, c *cluster, pods interface {
 		return false, string(p.Status.Phase)
 	})
 }
-
