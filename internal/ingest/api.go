@@ -256,25 +256,35 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 	buf := make([]byte, 32<<10)
 	tick := time.NewTicker(s.cfg.FollowPoll)
 	defer tick.Stop()
+	follower, follows := s.deps.LiveLogs.(LogFollower)
 	for {
 		if live == nil {
-			if f, err := s.deps.LiveLogs.OpenLiveLog(rec.BuildID); err == nil {
+			var f io.ReadCloser
+			var err error
+			if follows {
+				f, err = follower.FollowLiveLog(ctx, rec.BuildID)
+			} else {
+				f, err = s.deps.LiveLogs.OpenLiveLog(rec.BuildID)
+			}
+			if err == nil {
 				live = f
 			}
 		}
 		if live != nil {
+			// A followed stream blocks in Read until more is written, so
+			// every chunk is flushed as it comes.
 			for {
 				n, err := live.Read(buf)
 				if n > 0 {
 					if _, werr := w.Write(buf[:n]); werr != nil {
 						return nil // the client went away
 					}
+					w.Flush()
 				}
 				if err != nil || n == 0 {
 					break
 				}
 			}
-			w.Flush()
 		}
 		if rec.Status.Final() {
 			if live == nil && rec.LogKey != "" {

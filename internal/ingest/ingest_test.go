@@ -1,10 +1,12 @@
 package ingest_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -601,5 +603,57 @@ func TestVerifySignature(t *testing.T) {
 	}
 	if got := ingest.Sign([]byte(secret), []byte("Hello, World!")); got != sig {
 		t.Errorf("Sign = %s, want %s", got, sig)
+	}
+}
+
+// pipeFollower is a LogFollower whose followed log is a pipe the test
+// writes to; OpenLiveLog is never the way for it.
+type pipeFollower struct{ r *io.PipeReader }
+
+func (p pipeFollower) OpenLiveLog(build.ID) (io.ReadCloser, error) {
+	return nil, errors.New("a follower's log is followed, not opened")
+}
+
+func (p pipeFollower) FollowLiveLog(context.Context, build.ID) (io.ReadCloser, error) {
+	return p.r, nil
+}
+
+// TestFollowLogStreamsAFollowedLogAsItIsWritten: on the kubernetes executor
+// the live log is a stream that blocks until more is written; each chunk
+// must reach the client at once, not when the build ends.
+func TestFollowLogStreamsAFollowedLogAsItIsWritten(t *testing.T) {
+	pr, pw := io.Pipe()
+	f := newFixtureDeps(t, func(c *ingest.Config) { c.FollowPoll = 10 * time.Millisecond },
+		func(d *ingest.Deps) { d.LiveLogs = pipeFollower{r: pr} })
+	rec := build.Record{BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello", Ref: "main",
+		RefType: build.Branch, Trigger: build.TriggerPush, Status: build.StatusRunning, QueuedAt: f.clock.Now()}
+	if err := f.records.Save(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(f.srv)
+	defer srv.Close()
+	// A bound, so that a chunk held back fails the test instead of hanging it.
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(srv.URL + "/api/v1/builds/" + string(rec.BuildID) + "/log?follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+
+	go pw.Write([]byte("step 1\n"))
+	line, err := br.ReadString('\n')
+	if err != nil || line != "step 1\n" {
+		t.Fatalf("first line while the build runs: got %q, %v", line, err)
+	}
+	go func() {
+		pw.Write([]byte("step 2\n"))
+		pw.Close()
+		rec.Status, rec.FinishedAt = build.StatusSucceeded, f.clock.Now()
+		f.records.Save(context.Background(), rec)
+	}()
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "step 2\n" {
+		t.Fatalf("rest of the log: got %q, %v; want the second line, then the end", rest, err)
 	}
 }

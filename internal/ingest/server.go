@@ -62,6 +62,14 @@ type LiveLogs interface {
 	OpenLiveLog(id build.ID) (io.ReadCloser, error)
 }
 
+// LogFollower is a LiveLogs that can also stream a running build's log as
+// it is written (the kubernetes executor: the API server's pods/log with
+// follow). FollowLiveLog's reader blocks until more is written and ends
+// when the build's container does, or ctx does.
+type LogFollower interface {
+	FollowLiveLog(ctx context.Context, id build.ID) (io.ReadCloser, error)
+}
+
 // QueueInfo counts the queue's messages for GET /api/v1/queue.
 type QueueInfo interface {
 	Stats(ctx context.Context) (build.QueueStats, error)
