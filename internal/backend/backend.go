@@ -57,6 +57,10 @@ type Set struct {
 	// store is a directory; uploads is how they upload otherwise.
 	blobsDir string
 	uploads  func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error)
+	// checkWrites, if set, tells whether the store can be written (the
+	// embedded backend: reads go on while another process holds its
+	// write lock).
+	checkWrites func(context.Context) error
 }
 
 // Open opens the backend cfg.Backend names, and the catalog of
@@ -102,6 +106,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
 	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
 	s.Gate = sqlite.NewGate(db)
+	s.checkWrites = db.CheckWrites
 	return nil
 }
 
@@ -199,8 +204,8 @@ func (s *Set) openKube(now func() time.Time) (Executor, error) {
 	return ex, nil
 }
 
-// Ping checks that the queue and the record store answer; it is the
-// readiness check.
+// Ping checks that the queue and the record store answer, and that the
+// embedded store can be written; it is the readiness check.
 func (s *Set) Ping(ctx context.Context) error {
 	if _, err := s.Queue.Stats(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -208,6 +213,9 @@ func (s *Set) Ping(ctx context.Context) error {
 	// Any ID will do: not found is an answer.
 	if _, err := s.Records.Get(ctx, build.ID("00000000-0000-7000-8000-000000000000")); err != nil && !errors.Is(err, build.ErrNotFound) {
 		return fmt.Errorf("build records: %w", err)
+	}
+	if s.checkWrites != nil {
+		return s.checkWrites(ctx)
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -60,6 +61,10 @@ type DB struct {
 	rdb  *sql.DB // reads; several connections
 	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
 	wake *waker
+	// writesFailing is set while the last write failed because the
+	// database could not be written (locked by another process past the
+	// busy timeout, a full disk, I/O errors); see CheckWrites.
+	writesFailing atomic.Bool
 }
 
 // Open opens or creates the database file at path, configures it (WAL,
@@ -267,6 +272,14 @@ func (db *DB) migrate(ctx context.Context) error {
 // commits it if fn returns nil. Errors from SQLite are classified (see
 // classify); errors of fn are returned as they are.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	err := db.writeTx(ctx, fn)
+	if ctx.Err() == nil || err == nil { // a caller giving up says nothing of the database
+		db.writesFailing.Store(errors.Is(err, build.ErrUnavailable))
+	}
+	return err
+}
+
+func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classify(err)
@@ -277,6 +290,21 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return classify(err)
+	}
+	return nil
+}
+
+// CheckWrites is a readiness check: nil while writes succeed. Reads go on
+// in WAL mode when another process holds the write lock, so a read alone
+// does not tell. It costs nothing while the last write succeeded; after a
+// failed one it tries an empty write transaction, so readiness comes back
+// by itself once the database can be written again.
+func (db *DB) CheckWrites(ctx context.Context) error {
+	if !db.writesFailing.Load() {
+		return nil
+	}
+	if err := db.write(ctx, func(*sql.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("database cannot be written: %w", err)
 	}
 	return nil
 }
