@@ -161,22 +161,37 @@ func (m *motoServer) freeze() error { return syscall.Kill(-m.cmd.Process.Pid, sy
 func (m *motoServer) thaw() error   { return syscall.Kill(-m.cmd.Process.Pid, syscall.SIGCONT) }
 
 // TestAWSOutage freezes the AWS backend (SIGSTOP of a moto_server the test
-// started itself) for the scale's outage time while webhooks keep coming
-// (invariants 1, 2 and 4): the services stay up, ingest's /readyz drops and
-// comes back by itself, every webhook answered 202 builds exactly once, and
-// every webhook not answered 202 during the outage is redelivered
-// afterwards, as GitHub would, and builds exactly once too.
-//
-// The embedded backend has no such scenario: see docs/RELIABILITY.md.
+// started itself) for the scale's outage time; see runOutage.
 func TestAWSOutage(t *testing.T) {
 	requireSuite(t)
 	r := newRow(t, "outage", "aws (own moto)")
 	moto := startMoto(t)
 	w := newAWSWorld(t, "http://"+moto.addr)
+	runOutage(t, r, w.serviceEnv(), "freezing moto", func(*cluster) error {
+		if err := moto.freeze(); err != nil {
+			return fmt.Errorf("SIGSTOP moto: %w", err)
+		}
+		return nil
+	}, func() error {
+		if err := moto.thaw(); err != nil {
+			return fmt.Errorf("SIGCONT moto: %w", err)
+		}
+		return nil
+	})
+}
+
+// runOutage makes the backend unavailable with begin for the scale's outage
+// time, then available again with end, while push webhooks keep coming
+// (invariants 1, 2 and 4): the services stay up, ingest's /readyz drops and
+// comes back by itself, every webhook answered 202 builds exactly once, and
+// every webhook not answered 202 during the outage is redelivered
+// afterwards, as GitHub would, and builds exactly once too.
+func runOutage(t *testing.T, r *row, env []string, what string, begin func(*cluster) error, end func() error) {
+	t.Helper()
 	s := newScripts(t)
 	s.addTraced(t, "rel", "app", 200*time.Millisecond, 500*time.Millisecond)
 	const capacity = 4
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: w.serviceEnv()})
+	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: env})
 	c.start("reaper")
 	c.start("dispatcher")
 	c.start("ingest")
@@ -205,9 +220,9 @@ func TestAWSOutage(t *testing.T) {
 		n++
 	}
 
-	t.Logf("outage: freezing moto for %s", cfg.outage)
-	if err := moto.freeze(); err != nil {
-		t.Fatalf("SIGSTOP moto: %v", err)
+	t.Logf("outage: %s for %s", what, cfg.outage)
+	if err := begin(c); err != nil {
+		t.Fatalf("begin the outage: %v", err)
 	}
 	r.add(&r.outages, 1)
 	frozen := time.Now()
@@ -220,8 +235,8 @@ func TestAWSOutage(t *testing.T) {
 		n++
 		time.Sleep(500 * time.Millisecond)
 	}
-	if err := moto.thaw(); err != nil {
-		t.Fatalf("SIGCONT moto: %v", err)
+	if err := end(); err != nil {
+		t.Fatalf("end the outage: %v", err)
 	}
 	t.Logf("outage over after %s; %d webhooks not answered 202", time.Since(frozen).Round(time.Millisecond), len(failed))
 	if !dropped {

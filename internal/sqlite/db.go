@@ -61,11 +61,18 @@ type DB struct {
 	rdb  *sql.DB // reads; several connections
 	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
 	wake *waker
-	// writesFailing is set while the last write failed because the
-	// database could not be written (locked by another process past the
-	// busy timeout, a full disk, I/O errors); see CheckWrites.
-	writesFailing atomic.Bool
+	// pdb probes whether the database can be written (CheckWrites).
+	pdb *sql.DB
+	// writeSince is when the oldest write still running began (Unix
+	// nanoseconds; 0: none): a write blocked on another process's lock
+	// makes readiness drop before its busy timeout ends.
+	writeSince atomic.Int64
 }
+
+// SlowWrite is how long a write may take before CheckWrites reports the
+// database as not writable: writes are small, so one still waiting after
+// this long waits for a lock that another process holds.
+const SlowWrite = 2 * time.Second
 
 // Open opens or creates the database file at path, configures it (WAL,
 // busy timeout, foreign keys, synchronous=FULL) and brings its schema up to
@@ -105,7 +112,16 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	rdb.SetMaxOpenConns(opts.ReadConns)
 	rdb.SetMaxIdleConns(opts.ReadConns)
-	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb}
+	// The write probe waits at most a second for the lock: writes are
+	// short, so a lock held longer is held by something stuck.
+	pdb, err := sql.Open("sqlite", path+"?_busy_timeout=1000&_txlock=immediate")
+	if err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	pdb.SetMaxOpenConns(1)
+	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb, pdb: pdb}
 	if err := db.useWAL(context.Background(), opts.BusyTimeout); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -132,7 +148,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) close() error {
-	return errors.Join(db.wdb.Close(), db.rdb.Close())
+	return errors.Join(db.wdb.Close(), db.rdb.Close(), db.pdb.Close())
 }
 
 // migrations returns the statements that bring the schema from version i to
@@ -272,11 +288,10 @@ func (db *DB) migrate(ctx context.Context) error {
 // commits it if fn returns nil. Errors from SQLite are classified (see
 // classify); errors of fn are returned as they are.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	err := db.writeTx(ctx, fn)
-	if ctx.Err() == nil || err == nil { // a caller giving up says nothing of the database
-		db.writesFailing.Store(errors.Is(err, build.ErrUnavailable))
+	if start := time.Now().UnixNano(); db.writeSince.CompareAndSwap(0, start) {
+		defer db.writeSince.CompareAndSwap(start, 0)
 	}
-	return err
+	return db.writeTx(ctx, fn)
 }
 
 func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
@@ -294,19 +309,24 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
-// CheckWrites is a readiness check: nil while writes succeed. Reads go on
-// in WAL mode when another process holds the write lock, so a read alone
-// does not tell. It costs nothing while the last write succeeded; after a
-// failed one it tries an empty write transaction, so readiness comes back
-// by itself once the database can be written again.
+// CheckWrites is a readiness check: nil when the database can be
+// written. Reads go on in WAL mode while another process holds the write
+// lock, so a read alone does not tell. It fails while one of this
+// process's writes has waited longer than SlowWrite, and otherwise takes
+// and drops the write lock on a connection of its own (BEGIN IMMEDIATE,
+// ROLLBACK: nothing is written, nothing is synced), waiting at most a
+// second for it. It recovers by itself once the lock is free.
 func (db *DB) CheckWrites(ctx context.Context) error {
-	if !db.writesFailing.Load() {
-		return nil
+	if since := db.writeSince.Load(); since != 0 {
+		if d := time.Since(time.Unix(0, since)); d > SlowWrite {
+			return fmt.Errorf("database cannot be written: %w: a write has waited %s for the lock (another process holds it?)", build.ErrUnavailable, d.Round(time.Millisecond))
+		}
 	}
-	if err := db.write(ctx, func(*sql.Tx) error { return nil }); err != nil {
-		return fmt.Errorf("database cannot be written: %w", err)
+	tx, err := db.pdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("database cannot be written: %w", classify(err))
 	}
-	return nil
+	return tx.Rollback()
 }
 
 // unavailableError marks an SQLite error that means the database could not

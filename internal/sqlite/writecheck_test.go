@@ -63,3 +63,47 @@ func TestCheckWritesFollowsAnotherProcessHoldingTheWriteLock(t *testing.T) {
 		t.Errorf("Publish once the lock is released: %v", err)
 	}
 }
+
+// TestCheckWritesFailsWhileAWriteWaitsForTheLock: before a blocked write's
+// busy timeout ends, CheckWrites already reports it once it has waited
+// longer than SlowWrite.
+func TestCheckWritesFailsWhileAWriteWaitsForTheLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db, err := sqlite.Open(path, sqlite.Options{BusyTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := t.Context()
+	holder, err := sql.Open("sqlite", path+"?_busy_timeout=1000&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan error, 1)
+	go func() {
+		published <- sqlite.NewQueue(db, sqlite.QueueOptions{}).Publish(ctx, build.Request{V: 1, BuildID: build.NewID(time.Now()),
+			Team: "t", Project: "p", Ref: "main", RefType: build.Branch, Trigger: build.TriggerAPI, RequestedAt: time.Now()})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for db.CheckWrites(ctx) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("CheckWrites still nil 30 s into a write blocked on the lock")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := db.CheckWrites(ctx); !errors.Is(err, build.ErrUnavailable) {
+		t.Errorf("CheckWrites: got %v, want ErrUnavailable", err)
+	}
+	tx.Rollback()
+	if err := <-published; err != nil {
+		t.Errorf("the blocked Publish, once the lock is free: %v", err)
+	}
+	if err := db.CheckWrites(ctx); err != nil {
+		t.Errorf("CheckWrites after the write went through: %v", err)
+	}
+}
