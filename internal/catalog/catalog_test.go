@@ -918,3 +918,26 @@ func TestExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestGitURL(t *testing.T) {
+	for _, tc := range []struct {
+		source, want, err string
+	}{
+		{"https://github.com/example/build-scripts.git", "https://github.com/example/build-scripts.git", ""},
+		{"git@github.com:example/build-scripts.git", "git@github.com:example/build-scripts.git", ""},
+		{"git+https://git.example/scripts", "https://git.example/scripts", ""},
+		{"examples/build-scripts", "", "directory"},
+		{"https://ghp_s3cr3tT0ken@github.com/example/build-scripts.git", "", "credential"},
+		{"https://user:hunter2@git.example/scripts", "", "credential"},
+	} {
+		got, err := catalog.GitURL(tc.source)
+		switch {
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("GitURL(%q) = %q, %v; want %q", tc.source, got, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, build.ErrInvalid)):
+			t.Errorf("GitURL(%q): got %q, %v; want an ErrInvalid error about a %s", tc.source, got, err, tc.err)
+		case err != nil && (strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "hunter2")):
+			t.Errorf("GitURL(%q): error %q shows the credential", tc.source, err)
+		}
+	}
+}

@@ -26,6 +26,23 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestLoadKubernetes(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{
+		"DECAP_EXECUTOR": "kubernetes", "DECAP_KUBECONFIG": "/etc/decap/kubeconfig", "DECAP_KUBE_QPS": "20",
+		"DECAP_KUBE_BURST": "40", "DECAP_POD_PENDING_TIMEOUT": "90s", "DECAP_BUILD_MEMORY_LIMIT": "8Gi",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Kube{Kubeconfig: "/etc/decap/kubeconfig", Namespace: "decap", QPS: 20, Burst: 40,
+		EntrypointImage: "ghcr.io/decap-ci/decap-build:latest", PendingTimeout: 90 * time.Second,
+		CPURequest: "500m", MemoryRequest: "1Gi", MemoryLimit: "8Gi"}
+	if c.Executor != "kubernetes" || c.Kube != want {
+		t.Errorf("kubernetes settings: got %s %+v, want %+v", c.Executor, c.Kube, want)
+	}
+}
+
 func TestLoadSecretsFromFile(t *testing.T) {
 	t.Parallel()
 	f := filepath.Join(t.TempDir(), "secret")
@@ -55,6 +72,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad prefix", map[string]string{"DECAP_PREFIX": "Bad_Prefix!"}, "DECAP_PREFIX"},
 		{"both secret forms", map[string]string{"DECAP_API_TOKEN": "hunter2", "DECAP_API_TOKEN_FILE": "/x"}, "not both"},
 		{"missing secret file", map[string]string{"DECAP_API_TOKEN_FILE": "/nonexistent/hunter2"}, "DECAP_API_TOKEN_FILE"},
+		{"unknown executor", map[string]string{"DECAP_EXECUTOR": "nomad"}, "DECAP_EXECUTOR"},
+		{"bad namespace", map[string]string{"DECAP_EXECUTOR": "kubernetes", "DECAP_KUBE_NAMESPACE": "Decap_Builds"}, "DECAP_KUBE_NAMESPACE"},
+		{"zero qps", map[string]string{"DECAP_KUBE_QPS": "0"}, "DECAP_KUBE_QPS"},
+		{"bad pending timeout", map[string]string{"DECAP_POD_PENDING_TIMEOUT": "soon"}, "DECAP_POD_PENDING_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
