@@ -294,7 +294,7 @@ func terminalOutcome(pod *corev1.Pod, o *build.Outcome) {
 		}
 	}
 	switch {
-	case pod.Status.Reason == "DeadlineExceed":
+	case pod.Status.Reason == "DeadlineExceeded":
 		o.Status = build.StatusTimedOut
 		deadline := ""
 		if pod.Spec.ActiveDeadlineSeconds != nil {

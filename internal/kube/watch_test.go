@@ -422,6 +422,7 @@ func TestWatchHandledOnce(t *testing.T) {
 	w.setStatus(t, id, func(s *corev1.PodStatus) {
 		s.Conditions = append(s.Conditions, corev1.PodCondition{Type: "Ready", Status: "False"})
 	})
+	w.settle(t, 1) // each change on its own: the work queue would merge them
 	p, err := w.client.CoreV1().Pods(ns).Get(ctx, id.PodName(), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -431,10 +432,11 @@ func TestWatchHandledOnce(t *testing.T) {
 	if _, err := w.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	w.settle(t, 2)
 	if err := w.client.CoreV1().Pods(ns).Delete(ctx, id.PodName(), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w.settle(t, 1)
+	w.settle(t, 3)
 }
 
 // TestWatchCancelled checks that a Pod being deleted with its grace period
@@ -478,33 +480,97 @@ func TestWatchCancelled(t *testing.T) {
 	}
 }
 
+// TestWatchRetriesHandle checks that an outcome handle fails on is handed
+// over again until handle takes it, also for a Pod that is gone.
 func TestWatchRetriesHandle(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var tries []build.Outcome
-	w := startWatch(t, nil, func(_ context.Context, o build.Outcome) error {
-		mu.Lock()
-		defer mu.Unlock()
-		tries = append(tries, o)
-		if len(tries) < 3 {
-			return errors.New("records unavailable")
-		}
-		return nil
-	})
+	tests := []struct {
+		name string
+		end  func(*testing.T, *watchRun)
+		want build.Status
+	}{
+		{name: "ended", want: build.StatusFailed, end: func(t *testing.T, w *watchRun) {
+			w.setStatus(t, testID(1), ending("failed with a result").status)
+		}},
+		{name: "deleted", want: build.StatusErrored, end: func(t *testing.T, w *watchRun) {
+			if err := w.client.CoreV1().Pods(ns).Delete(context.Background(), testID(1).PodName(), metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var tries []build.Outcome
+			w := startWatch(t, nil, func(_ context.Context, o build.Outcome) error {
+				mu.Lock()
+				defer mu.Unlock()
+				tries = append(tries, o)
+				if len(tries) < 3 {
+					return errors.New("records unavailable")
+				}
+				return nil
+			})
+			w.create(t, podOf(testID(1)))
+			tt.end(t, w)
+			got := w.nextOf(t, testID(1))
+			if got.Status != tt.want {
+				t.Errorf("outcome %s (%s), want %s", got.Status, got.Reason, tt.want)
+			}
+			w.settle(t, 1)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(tries) != 3+1 { // three of the build, one of settle's sentinel
+				t.Fatalf("handle called %d times, want 3 for the build and 1 for the sentinel", len(tries))
+			}
+			for i, o := range tries[:3] {
+				if diff := cmp.Diff(got, o); diff != "" {
+					t.Errorf("try %d differs from the last (-last +try):\n%s", i+1, diff)
+				}
+			}
+		})
+	}
+}
+
+// TestWatchEndedAndDeleted checks that a Pod that ends and is deleted at
+// once (by another reaper, say) is handled once, with its end.
+func TestWatchEndedAndDeleted(t *testing.T) {
+	t.Parallel()
+	w := startWatch(t, nil, nil)
 	id := testID(1)
 	w.create(t, podOf(id))
 	w.setStatus(t, id, ending("failed with a result").status)
-	got := w.nextOf(t, id)
-	w.settle(t, 1)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(tries) != 3+1 { // three of the build, one of settle's sentinel
-		t.Fatalf("handle called %d times, want 3 for the build and 1 for the sentinel", len(tries))
+	if err := w.client.CoreV1().Pods(ns).Delete(context.Background(), id.PodName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	for i, o := range tries[:3] {
-		if diff := cmp.Diff(got, o); diff != "" {
-			t.Errorf("try %d differs from the last (-last +try):\n%s", i+1, diff)
+	if diff := cmp.Diff(ending("failed with a result").want, w.nextOf(t, id)); diff != "" {
+		t.Errorf("outcome (-want +got):\n%s", diff)
+	}
+	w.settle(t, 1)
+}
+
+// TestWatchStops checks that Watch returns nil when its context ends, also
+// before its informer synced.
+func TestWatchStops(t *testing.T) {
+	t.Parallel()
+	e := newExecutor(t, newClient(podOf(testID(1))), nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Watch(ctx, func(context.Context, build.Outcome) error {
+			t.Error("handle called after the context ended")
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Watch = %v, want nil", err)
 		}
+	case <-time.After(wait):
+		t.Fatalf("Watch did not return within %s of its context's end", wait)
 	}
 }
 
@@ -550,7 +616,7 @@ func TestWatchReconcilesAtStart(t *testing.T) {
 	w := startWatch(t, nil, nil, succeeded, failed, timedOut, running, young)
 
 	want := map[build.ID]build.Status{testID(1): build.StatusSucceeded, testID(2): build.StatusFailed, testID(3): build.StatusTimedOut}
-	for range want {
+	for range len(want) {
 		o := w.next(t)
 		if want[o.BuildID] != o.Status {
 			t.Errorf("outcome of %s: %s (%s), want %v", o.BuildID, o.Status, o.Reason, want[o.BuildID])
@@ -584,6 +650,8 @@ func TestWatchWithReaper(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The reaper needs the Executor that startWatch makes; handle first
+	// runs after w.create below, so it sees reaper set.
 	var reaper *reap.Reaper
 	w := startWatch(t, nil, func(ctx context.Context, o build.Outcome) error { return reaper.Handle(ctx, o) })
 	reaper = reap.New(records, locks, w.exec, nil, clock.Now)
