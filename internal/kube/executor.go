@@ -145,10 +145,14 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	if err != nil {
 		return fmt.Errorf("presign uploads of %s: %w", job.Request.BuildID, err)
 	}
+	logURL, artifactsURL := urls[build.LogKey(job.Request.BuildID)], urls[build.ArtifactsKey(job.Request.BuildID)]
+	if logURL == "" || artifactsURL == "" {
+		return fmt.Errorf("presign uploads of %s: got no URL for the log or the artifacts", job.Request.BuildID)
+	}
 	pod := PodFor(job, PodSpec{
 		Namespace: e.cfg.Namespace, EntrypointImage: e.cfg.EntrypointImage, ScriptsRepo: e.cfg.ScriptsRepo,
 		ServiceAccount: e.cfg.ServiceAccount,
-		LogUploadURL:   urls[build.LogKey(job.Request.BuildID)], ArtifactsUploadURL: urls[build.ArtifactsKey(job.Request.BuildID)],
+		LogUploadURL:   logURL, ArtifactsUploadURL: artifactsURL,
 		CPURequest: e.cpu, MemoryRequest: e.memReq, MemoryLimit: e.memLim,
 	})
 	_, err = e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})

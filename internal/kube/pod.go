@@ -7,6 +7,7 @@ package kube
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,8 +167,8 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 		c := corev1.Container{
 			Name:          sc.Name,
 			Image:         sc.Image,
-			Command:       sc.Command,
-			Args:          sc.Args,
+			Command:       slices.Clone(sc.Command),
+			Args:          slices.Clone(sc.Args),
 			RestartPolicy: &always,
 			SecurityContext: &corev1.SecurityContext{
 				RunAsNonRoot:             &nonRoot,

@@ -24,12 +24,13 @@ import (
 
 // Reasons of the outcomes Watch makes of build Pods.
 const (
-	ReasonDeleted      = "build pod was deleted before it ended"
-	ReasonNoResult     = "build container ended without reporting a result"
-	maxReasonLen       = 1024
-	maxStoredPodLog    = 4 << 20
-	watchWorkers       = 4
-	handleRetryCeiling = time.Minute
+	ReasonDeleted        = "build pod was deleted before it ended"
+	ReasonNoResult       = "build container ended without reporting a result"
+	maxReasonLen         = 1024
+	maxStoredPodLog      = 4 << 20
+	maxStoredPodLogLines = 20000
+	watchWorkers         = 4
+	handleRetryCeiling   = time.Minute
 )
 
 // Waiting reasons of a container that will not start by itself.
@@ -239,10 +240,16 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 		return o, false, 0
 	}
 	age := e.now().Sub(pod.CreationTimestamp.Time)
+	if why, permanent := stuck(pod); permanent {
+		// Nothing will change: end it now rather than after the timeout.
+		o.Status, o.FinishedAt = build.StatusErrored, e.now()
+		o.Reason = clip("build pod cannot start: " + why)
+		return o, true, 0
+	}
 	if age < e.cfg.PendingTimeout {
 		return o, false, e.cfg.PendingTimeout - age + time.Second
 	}
-	if why := stuck(pod); why != "" {
+	if why, _ := stuck(pod); why != "" {
 		o.Status, o.FinishedAt = build.StatusErrored, e.now()
 		o.Reason = clip(fmt.Sprintf("build pod pending for %s: %s", age.Round(time.Second), why))
 		return o, true, 0
@@ -252,23 +259,31 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 	return o, false, e.cfg.PendingTimeout
 }
 
-// stuck says why a Pending Pod will not start by itself, or "".
-func stuck(pod *corev1.Pod) string {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-			return "no node can run it (Unschedulable: " + c.Message + ")"
-		}
-	}
+// Waiting reasons that never pass in a build Pod: its image name is
+// malformed, or its container cannot be configured (build Pods refer to no
+// ConfigMap or Secret that could appear later; a sidecar image that runs as
+// root under runAsNonRoot is the usual cause).
+var permanentWaiting = map[string]bool{"InvalidImageName": true, "CreateContainerConfigError": true}
+
+// stuck says why a Pending Pod will not start by itself, or "", and
+// whether waiting longer cannot help.
+func stuck(pod *corev1.Pod) (why string, permanent bool) {
 	statuses := append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, s := range statuses {
 		if s.State.Waiting == nil {
 			continue
 		}
 		if what, ok := stuckWaiting[s.State.Waiting.Reason]; ok {
-			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, what, s.State.Waiting.Reason, s.State.Waiting.Message)
+			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, what, s.State.Waiting.Reason, s.State.Waiting.Message),
+				permanentWaiting[s.State.Waiting.Reason]
 		}
 	}
-	return ""
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return "no node can run it (Unschedulable: " + c.Message + ")", false
+		}
+	}
+	return "", false
 }
 
 // terminalOutcome fills o from a Succeeded or Failed Pod.
@@ -372,8 +387,16 @@ func (e *Executor) storePodLog(ctx context.Context, pod *corev1.Pod, o build.Out
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	limit := int64(maxStoredPodLog)
-	rc, err := e.client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: container, LimitBytes: &limit}).Stream(ctx)
+	key := build.LogKey(o.BuildID)
+	if obj, err := e.cfg.Blobs.Open(ctx, key); err == nil {
+		// Uploaded after all (the entrypoint died before its result):
+		// that log is the better one.
+		obj.Close()
+		return key, nil
+	}
+	// The tail, where a failure shows, bounded in lines and bytes.
+	tail, limit := int64(maxStoredPodLogLines), int64(maxStoredPodLog)
+	rc, err := e.client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: container, TailLines: &tail, LimitBytes: &limit}).Stream(ctx)
 	if err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) {
 			return "", nil
@@ -383,14 +406,13 @@ func (e *Executor) storePodLog(ctx context.Context, pod *corev1.Pod, o build.Out
 	defer rc.Close()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
-	fmt.Fprintf(zw, "[decap] the build uploaded no log; this is the %s container's log as Kubernetes kept it\n", container)
+	fmt.Fprintf(zw, "[decap] the build uploaded no log; this is the end of the %s container's log as Kubernetes kept it\n", container)
 	if _, err := io.Copy(zw, io.LimitReader(rc, maxStoredPodLog)); err != nil {
 		return "", err
 	}
 	if err := zw.Close(); err != nil {
 		return "", err
 	}
-	key := build.LogKey(o.BuildID)
 	if err := e.cfg.Blobs.Put(ctx, key, &buf); err != nil {
 		return "", err
 	}

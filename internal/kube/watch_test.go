@@ -225,8 +225,8 @@ func TestWatchStoresPodLog(t *testing.T) {
 				}
 			} else {
 				want.LogKey = build.LogKey(id)
-				if len(logs) != 1 || logs[0].Container != tt.log || logs[0].LimitBytes == nil || logs[0].Follow {
-					t.Errorf("log requests %+v, want one of container %s with a byte limit", logs, tt.log)
+				if len(logs) != 1 || logs[0].Container != tt.log || logs[0].LimitBytes == nil || logs[0].TailLines == nil || logs[0].Follow {
+					t.Errorf("log requests %+v, want one of container %s's tail with a byte limit", logs, tt.log)
 				}
 				if log := gunzip(t, blobs, build.LogKey(id)); !strings.Contains(log, "the "+tt.log+" container's log") || !strings.HasSuffix(log, "\nfake logs") {
 					t.Errorf("stored log %q, want a note naming the %s container, then the fake's log", log, tt.log)
@@ -715,5 +715,56 @@ func TestWatchWithReaper(t *testing.T) {
 		if d.GracePeriodSeconds == nil || *d.GracePeriodSeconds != 0 {
 			t.Errorf("the reaper deleted with grace period %v, want 0", d.GracePeriodSeconds)
 		}
+	}
+}
+
+// TestWatchPermanentWaitEndsAtOnce: a young Pod whose image name is invalid
+// or whose container cannot be configured (a root sidecar image under
+// runAsNonRoot) will never start; its build ends without waiting out the
+// pending timeout.
+func TestWatchPermanentWaitEndsAtOnce(t *testing.T) {
+	t.Parallel()
+	for i, reason := range []string{"InvalidImageName", "CreateContainerConfigError"} {
+		t.Run(reason, func(t *testing.T) {
+			t.Parallel()
+			w := startWatch(t, nil, nil)
+			id := testID(10 + i)
+			w.create(t, pending(id, metav1.NewTime(t0.Add(-time.Second)), func(s *corev1.PodStatus) {
+				s.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "no"}}
+			}))
+			o := w.nextOf(t, id)
+			if o.Status != build.StatusErrored || !strings.HasPrefix(o.Reason, "build pod cannot start: container build:") || !strings.Contains(o.Reason, reason) {
+				t.Errorf("outcome: got %s %q, want errored, cannot start, naming %s", o.Status, o.Reason, reason)
+			}
+		})
+	}
+}
+
+// TestWatchKeepsAnUploadedLog: a build whose entrypoint uploaded its log but
+// died before writing its result keeps that log; the Pod's is not stored
+// over it.
+func TestWatchKeepsAnUploadedLog(t *testing.T) {
+	t.Parallel()
+	blobs := buildtest.NewBlobs()
+	id := testID(1)
+	if err := blobs.Put(context.Background(), build.LogKey(id), strings.NewReader("the uploaded log")); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, func(c *kube.Config) { c.Blobs = blobs }, nil)
+	w.create(t, podOf(id))
+	w.setStatus(t, id, func(s *corev1.PodStatus) {
+		s.Phase = corev1.PodFailed
+		s.ContainerStatuses[0].State = terminated(137, "")
+	})
+	if o := w.nextOf(t, id); o.LogKey != build.LogKey(id) {
+		t.Errorf("outcome's LogKey: got %q, want the uploaded %s", o.LogKey, build.LogKey(id))
+	}
+	rc, err := blobs.Open(context.Background(), build.LogKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if b, _ := io.ReadAll(rc); string(b) != "the uploaded log" {
+		t.Errorf("stored log: got %q, want the uploaded one untouched", b)
 	}
 }
