@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // The tests in this file run the same processes on the AWS backend
@@ -39,15 +41,15 @@ func TestAWSReplicasNeverDoubleBuildOrExceedCap(t *testing.T) {
 	w := newAWSWorld(t)
 	s := newScripts(t)
 	s.addTraced("e2e", "app", time.Second)
-	c := w.cluster(clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity})
-	c.start("reaper")
-	dispatchers := []*service{c.start("dispatcher"), c.start("dispatcher"), c.start("dispatcher")}
-	c.start("ingest")
+	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
+	c.Start("reaper")
+	dispatchers := []*proctest.Service{c.Start("dispatcher"), c.Start("dispatcher"), c.Start("dispatcher")}
+	c.Start("ingest")
 
 	var ids []string
 	perBranch := map[string][]string{} // build IDs in request order
 	push := func(branch string) {
-		id := c.push("e2e", "app", branch)
+		id := c.Push("e2e", "app", branch)
 		ids = append(ids, id)
 		perBranch[branch] = append(perBranch[branch], id)
 	}
@@ -56,7 +58,7 @@ func TestAWSReplicasNeverDoubleBuildOrExceedCap(t *testing.T) {
 	}
 	push("branch-00")
 	push("branch-01")
-	recs := c.waitSucceeded(ids...)
+	recs := c.WaitSucceeded(ids...)
 
 	tr := s.readTrace()
 	tr.checkStartedOnce(t, ids...)
@@ -80,8 +82,8 @@ func TestAWSReplicasNeverDoubleBuildOrExceedCap(t *testing.T) {
 	}
 	t.Logf("most builds running at once: %d", most)
 	for _, d := range dispatchers {
-		log, _ := os.ReadFile(d.logPath)
-		t.Logf("%s launched %d builds", d.name, strings.Count(string(log), "build launched"))
+		log, _ := os.ReadFile(d.LogPath)
+		t.Logf("%s launched %d builds", d.Name, strings.Count(string(log), "build launched"))
 	}
 }
 
@@ -96,13 +98,13 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read sample push: %v", err)
 	}
-	c := w.cluster(clusterOptions{Scripts: filepath.Join(moduleRoot, "examples", "build-scripts"), Cap: 4})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := w.cluster(proctest.Options{Scripts: filepath.Join(moduleRoot, "examples", "build-scripts"), Cap: 4})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 
-	delivery := newDelivery()
-	status, ans, body := c.signedHook("push", delivery, payload)
+	delivery := proctest.NewDelivery()
+	status, ans, body := c.SignedHook("push", delivery, payload)
 	if status != http.StatusAccepted || len(ans.Builds) != 1 {
 		t.Fatalf("signed push: got %d %s, want 202 with one build", status, body)
 	}
@@ -111,7 +113,7 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 		t.Errorf("lock key: got %q, want %q", got, want)
 	}
 
-	rec := c.waitSucceeded(id)[id]
+	rec := c.WaitSucceeded(id)[id]
 	logKey, artifactsKey := "logs/"+id+"/console.log.gz", "artifacts/"+id+"/artifacts.tar.gz"
 	for _, f := range []struct{ name, got, want string }{
 		{"team", rec.Team, "Codertocat"},
@@ -128,13 +130,13 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	}
 
 	// ingest serves the log and the artifacts from S3.
-	log := c.buildLog(id)
+	log := c.BuildLog(id)
 	for _, want := range []string{"== compiling", "== Decap build " + id, "branch:   master"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console log of %s lacks %q; got:\n%s", id, want, log)
 		}
 	}
-	files := tarFiles(t, c.artifacts(id))
+	files := tarFiles(t, c.Artifacts(id))
 	if info, ok := files["build-info.txt"]; !ok {
 		t.Errorf("artifacts of %s: got files %v, want build-info.txt among them", id, mapKeys(files))
 	} else if want := "build_id=" + id; !strings.Contains(info, want) {
@@ -156,7 +158,7 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	// ID. SQS would deduplicate it for 5 minutes; moto forgets the
 	// deduplication ID of a deleted message, so here the dispatcher's
 	// once-only check is what drops it.
-	status, again, body := c.signedHook("push", delivery, payload)
+	status, again, body := c.SignedHook("push", delivery, payload)
 	if status != http.StatusAccepted || len(again.Builds) != 1 {
 		t.Fatalf("redelivered push: got %d %s, want 202 with one build", status, body)
 	}
@@ -166,13 +168,13 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	// Once the queue is empty the redelivery was dropped or decided; a
 	// decision writes the record before the message is deleted.
 	waitQueueEmpty(c, w, w.queueURL(w.queue()), "the redelivery to leave the queue")
-	if after, code, err := c.getBuild(id); err != nil || code != http.StatusOK || after.Status != "succeeded" ||
+	if after, code, err := c.GetBuild(id); err != nil || code != http.StatusOK || after.Status != "succeeded" ||
 		!after.StartedAt.Equal(rec.StartedAt) || !after.FinishedAt.Equal(rec.FinishedAt) {
 		t.Errorf("build %s after its redelivery: got %s started %s finished %s (HTTP %d, %v); want still succeeded, started %s, finished %s",
 			id, after, after.StartedAt, after.FinishedAt, code, err, rec.StartedAt, rec.FinishedAt)
 	}
 	var builds []string
-	for _, r := range c.projectBuilds("Codertocat", "Hello-World") {
+	for _, r := range c.ProjectBuilds("Codertocat", "Hello-World") {
 		builds = append(builds, r.ID+" "+r.Status)
 	}
 	if want := []string{id + " succeeded"}; !slices.Equal(builds, want) {
@@ -196,10 +198,10 @@ func TestAWSMessageFromAnotherSystem(t *testing.T) {
 	w := newAWSWorld(t)
 	s := newScripts(t)
 	s.addTraced("e2e", "app", 200*time.Millisecond)
-	c := w.cluster(clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: 4})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 4})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 	queueURL, dlqURL := w.queueURL(w.queue()), w.queueURL(w.dlq())
 
 	body, err := json.Marshal(map[string]any{
@@ -209,19 +211,19 @@ func TestAWSMessageFromAnotherSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.sendMessage(queueURL, "e2e/app/main", "other-system-"+randomHex(8), string(body))
+	w.sendMessage(queueURL, "e2e/app/main", "other-system-"+proctest.RandomHex(8), string(body))
 
 	// Nobody told ingest: the build shows up once a dispatcher took it.
-	var other buildRecord
-	c.waitFor(buildTimeout, "a build requested by other-system to end", func() (bool, string) {
-		builds, err := c.tryProjectBuilds("e2e", "app")
+	var other proctest.Record
+	c.WaitFor(proctest.BuildTimeout, "a build requested by other-system to end", func() (bool, string) {
+		builds, err := c.TryProjectBuilds("e2e", "app")
 		if err != nil {
 			return false, err.Error()
 		}
 		for _, r := range builds {
 			if r.RequestedBy == "other-system" {
 				other = r
-				return isFinal(r.Status), r.ID + ": " + r.String()
+				return proctest.IsFinal(r.Status), r.ID + ": " + r.String()
 			}
 		}
 		return false, fmt.Sprintf("%d builds of e2e/app, none requested by other-system", len(builds))
@@ -235,15 +237,15 @@ func TestAWSMessageFromAnotherSystem(t *testing.T) {
 	if other.Ref != "main" || other.Trigger != "api" {
 		t.Errorf("build %s requested by other-system: got ref %q, trigger %q; want main, api", other.ID, other.Ref, other.Trigger)
 	}
-	if rec, code, err := c.getBuild(other.ID); err != nil || code != http.StatusOK || rec.Status != other.Status {
+	if rec, code, err := c.GetBuild(other.ID); err != nil || code != http.StatusOK || rec.Status != other.Status {
 		t.Errorf("GET /api/v1/builds/%s: got %s (HTTP %d, %v), want the record the project's history shows (%s)", other.ID, rec, code, err, other)
 	}
 
 	// A body that is not a build request at all.
 	const garbage = "not json"
-	sent := w.sendMessage(queueURL, "other-system/garbage", "garbage-"+randomHex(8), garbage)
+	sent := w.sendMessage(queueURL, "other-system/garbage", "garbage-"+proctest.RandomHex(8), garbage)
 	var dead sqsMessage
-	c.waitFor(buildTimeout, "the malformed message in "+w.dlq(), func() (bool, string) {
+	c.WaitFor(proctest.BuildTimeout, "the malformed message in "+w.dlq(), func() (bool, string) {
 		msgs, err := w.receive(dlqURL, 2*time.Second)
 		if err != nil {
 			return false, err.Error()
@@ -272,13 +274,13 @@ func TestAWSMessageFromAnotherSystem(t *testing.T) {
 	}
 
 	// The services keep working.
-	id := c.push("e2e", "app", "main")
-	c.waitSucceeded(id)
+	id := c.Push("e2e", "app", "main")
+	c.WaitSucceeded(id)
 	s.readTrace().checkStartedOnce(t, other.ID, id)
 
 	// The build uploaded through presigned URLs; its script saw neither
 	// the services' AWS credentials nor those URLs.
-	env := tarFiles(t, c.artifacts(id))["env.txt"]
+	env := tarFiles(t, c.Artifacts(id))["env.txt"]
 	if !strings.Contains(env, "BUILD_ID="+id) {
 		t.Errorf("environment of build %s lacks BUILD_ID=%s; got:\n%s", id, id, env)
 	}
@@ -291,9 +293,9 @@ func TestAWSMessageFromAnotherSystem(t *testing.T) {
 
 // waitQueueEmpty waits until the queue at url holds no message, visible or
 // in flight.
-func waitQueueEmpty(c *cluster, w *awsWorld, url, what string) {
-	c.t.Helper()
-	c.waitFor(buildTimeout, what, func() (bool, string) {
+func waitQueueEmpty(c *proctest.Cluster, w *awsWorld, url, what string) {
+	w.t.Helper()
+	c.WaitFor(proctest.BuildTimeout, what, func() (bool, string) {
 		d, err := w.depth(url)
 		if err != nil {
 			return false, err.Error()

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // awsRegion is the region of every AWS world; moto accepts any.
@@ -64,7 +66,7 @@ func requireAWS(t *testing.T) string {
 func newAWSWorld(t *testing.T) *awsWorld {
 	t.Helper()
 	endpoint := requireAWS(t)
-	w := &awsWorld{t: t, prefix: "e2e-" + randomHex(4), endpoint: endpoint}
+	w := &awsWorld{t: t, prefix: "e2e-" + proctest.RandomHex(4), endpoint: endpoint}
 	// Nothing of the developer's AWS or Decap settings leaks in: the
 	// scripts see this world's prefix, the endpoint and test credentials.
 	for _, kv := range os.Environ() {
@@ -106,7 +108,7 @@ func (w *awsWorld) serviceEnv() []string {
 // cluster returns a cluster on this world, once fewer than two other AWS
 // clusters run (see awsClusterSlots). The slot is given back when the
 // cluster's processes are gone.
-func (w *awsWorld) cluster(opts clusterOptions) *cluster {
+func (w *awsWorld) cluster(opts proctest.Options) *proctest.Cluster {
 	w.t.Helper()
 	waited := time.Now()
 	awsClusterSlots <- struct{}{}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestDispatcherKilledMidway SIGKILLs the dispatcher three times while it
@@ -22,28 +24,28 @@ func TestDispatcherKilledMidway(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced("e2e", "app", time.Second)
 	c := s.cluster(capacity)
-	c.start("reaper")
-	d := c.start("dispatcher")
-	c.start("ingest")
+	c.Start("reaper")
+	d := c.Start("dispatcher")
+	c.Start("ingest")
 
 	var ids []string
 	for i := range 6 {
-		ids = append(ids, c.push("e2e", "app", fmt.Sprintf("branch-%d", i)))
+		ids = append(ids, c.Push("e2e", "app", fmt.Sprintf("branch-%d", i)))
 	}
 	// The first kill comes right after the last push was accepted, while
 	// the dispatcher is likely deciding; the next ones when the first and
 	// the second build have started. A request the killed dispatcher held
 	// comes back when its visibility timeout (30 s) ends.
 	for kill := range 3 {
-		c.waitFor(buildTimeout, fmt.Sprintf("%d builds to start", kill), func() (bool, string) {
+		c.WaitFor(proctest.BuildTimeout, fmt.Sprintf("%d builds to start", kill), func() (bool, string) {
 			n := s.readTrace().started()
 			return n >= kill, fmt.Sprintf("%d started", n)
 		})
-		c.kill(d)
-		d = c.start("dispatcher")
+		c.Kill(d)
+		d = c.Start("dispatcher")
 	}
 
-	recs := c.waitFinal(ids...)
+	recs := c.WaitFinal(ids...)
 	tr := s.readTrace()
 	for _, id := range ids {
 		r := recs[id]
@@ -88,24 +90,24 @@ func TestReaperRestartLosesNothing(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced("e2e", "app", 200*time.Millisecond)
 	c := s.cluster(4)
-	c.start("dispatcher")
-	c.start("ingest")
+	c.Start("dispatcher")
+	c.Start("ingest")
 
 	branches := []string{"main", "dev", "release/1", "feature/a"}
 	var ids []string
 	for _, b := range branches {
-		ids = append(ids, c.push("e2e", "app", b))
+		ids = append(ids, c.Push("e2e", "app", b))
 	}
 	// With nobody reaping, the builds end (result.json) and their records
 	// stay running.
-	c.waitFor(buildTimeout, "4 builds to end with nobody reaping", func() (bool, string) {
+	c.WaitFor(proctest.BuildTimeout, "4 builds to end with nobody reaping", func() (bool, string) {
 		var pending []string
 		for _, id := range ids {
-			if !fileExists(filepath.Join(c.runDir(id), "result.json")) {
+			if _, err := os.Stat(filepath.Join(c.RunDir(id), "result.json")); err != nil {
 				pending = append(pending, id+": no result.json yet")
 				continue
 			}
-			rec, code, err := c.getBuild(id)
+			rec, code, err := c.GetBuild(id)
 			if err != nil || code != http.StatusOK || rec.Status != "running" {
 				pending = append(pending, fmt.Sprintf("%s: record %s (HTTP %d, %v), want running", id, rec, code, err))
 			}
@@ -113,31 +115,31 @@ func TestReaperRestartLosesNothing(t *testing.T) {
 		return len(pending) == 0, strings.Join(pending, "; ")
 	})
 
-	first := c.start("reaper")
-	c.waitFor(buildTimeout, "the first reaper to record a build", func() (bool, string) {
+	first := c.Start("reaper")
+	c.WaitFor(proctest.BuildTimeout, "the first reaper to record a build", func() (bool, string) {
 		var got []string
 		for _, id := range ids {
-			rec, _, err := c.getBuild(id)
-			if err == nil && isFinal(rec.Status) {
+			rec, _, err := c.GetBuild(id)
+			if err == nil && proctest.IsFinal(rec.Status) {
 				return true, ""
 			}
 			got = append(got, id+": "+rec.String())
 		}
 		return false, strings.Join(got, "; ")
 	})
-	c.kill(first)
-	c.start("reaper")
+	c.Kill(first)
+	c.Start("reaper")
 
-	c.waitSucceeded(ids...)
-	c.waitFor(buildTimeout, "run directories to be removed", func() (bool, string) {
+	c.WaitSucceeded(ids...)
+	c.WaitFor(proctest.BuildTimeout, "run directories to be removed", func() (bool, string) {
 		var left []string
 		for _, id := range ids {
-			if entries, err := os.ReadDir(c.runDir(id)); err == nil {
+			if entries, err := os.ReadDir(c.RunDir(id)); err == nil {
 				var names []string
 				for _, e := range entries {
 					names = append(names, e.Name())
 				}
-				left = append(left, fmt.Sprintf("%s holds %v", c.runDir(id), names))
+				left = append(left, fmt.Sprintf("%s holds %v", c.RunDir(id), names))
 			}
 		}
 		return len(left) == 0, "still there: " + strings.Join(left, "; ")
@@ -147,9 +149,9 @@ func TestReaperRestartLosesNothing(t *testing.T) {
 	// (a held lock would defer them for its whole lease).
 	var again []string
 	for _, b := range branches {
-		again = append(again, c.push("e2e", "app", b))
+		again = append(again, c.Push("e2e", "app", b))
 	}
-	c.waitSucceeded(again...)
+	c.WaitSucceeded(again...)
 	tr := s.readTrace()
 	tr.checkStartedOnce(t, append(append([]string(nil), ids...), again...)...)
 	tr.checkBranchesSerialized(t)
@@ -164,22 +166,22 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced("e2e", "app", 300*time.Millisecond)
 	c := s.cluster(4)
-	ingest := c.start("ingest")
+	ingest := c.Start("ingest")
 
-	main1 := c.requestBuild("e2e", "app", "main")
-	dev := c.requestBuild("e2e", "app", "dev")
-	main2 := c.requestBuild("e2e", "app", "main")
+	main1 := c.RequestBuild("e2e", "app", "main")
+	dev := c.RequestBuild("e2e", "app", "dev")
+	main2 := c.RequestBuild("e2e", "app", "main")
 	ids := []string{main1, dev, main2}
 	// Accepted means recorded: visible before any dispatcher has seen it.
-	if rec, code, err := c.getBuild(main1); err != nil || code != http.StatusOK || rec.Status != "queued" {
+	if rec, code, err := c.GetBuild(main1); err != nil || code != http.StatusOK || rec.Status != "queued" {
 		t.Errorf("GET /api/v1/builds/%s before any dispatcher ran: got %s (HTTP %d, %v), want queued", main1, rec, code, err)
 	}
-	c.stop(ingest)
+	c.Stop(ingest)
 
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
-	recs := c.waitSucceeded(ids...)
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
+	recs := c.WaitSucceeded(ids...)
 	for _, id := range ids {
 		if got := recs[id].Trigger; got != "api" {
 			t.Errorf("build %s: got trigger %q, want api", id, got)

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/decap-ci/decap/internal/kubetest"
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // The Kubernetes end-to-end test: the three services on the AWS backend
@@ -109,23 +110,23 @@ func TestKubernetesPipeline(t *testing.T) {
 	})
 
 	scripts := gitScripts(t)
-	c := w.cluster(clusterOptions{Scripts: "git+" + scripts, Cap: 4, Env: []string{
+	kindEnv := map[string][]string{}
+	for _, kind := range []string{"ingest", "dispatcher", "reaper"} {
+		kindEnv[kind] = []string{"DECAP_KUBECONFIG=" + cp.ServiceAccountKubeconfig("decap-system", "decap-"+kind)}
+	}
+	c := w.cluster(proctest.Options{Scripts: "git+" + scripts, Cap: 4, KindEnv: kindEnv, Env: []string{
 		"DECAP_EXECUTOR=kubernetes",
 		"DECAP_KUBE_NAMESPACE=decap",
 		"DECAP_ENTRYPOINT_IMAGE=ghcr.io/decap-ci/decap-build:e2e",
 	}})
-	c.kindEnv = map[string][]string{}
-	for _, kind := range []string{"ingest", "dispatcher", "reaper"} {
-		c.kindEnv[kind] = []string{"DECAP_KUBECONFIG=" + cp.ServiceAccountKubeconfig("decap-system", "decap-"+kind)}
-	}
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 	pods := cp.Client.CoreV1().Pods("decap")
 
 	t.Run("push builds in a pod that kwok runs to success", func(t *testing.T) {
-		id := c.push("kube", "hello", "main")
-		rec := c.waitFinal(id)[id]
+		id := c.Push("kube", "hello", "main")
+		rec := c.WaitFinal(id)[id]
 		if rec.Status != "succeeded" || rec.PodName != "build-"+id {
 			t.Fatalf("record: got %s, want succeeded in pod build-%s", rec, id)
 		}
@@ -133,8 +134,8 @@ func TestKubernetesPipeline(t *testing.T) {
 	})
 
 	t.Run("failed build container", func(t *testing.T) {
-		id := c.push("kube", "hello", kubetest.BranchFail)
-		rec := c.waitFinal(id)[id]
+		id := c.Push("kube", "hello", kubetest.BranchFail)
+		rec := c.WaitFinal(id)[id]
 		if rec.Status != "failed" || rec.ExitCode == nil || *rec.ExitCode != kubetest.FailExitCode || !strings.Contains(rec.Reason, "Error 3") {
 			t.Fatalf("record: got %s (exit %v), want failed with exit code %d and the message's last line", rec, rec.ExitCode, kubetest.FailExitCode)
 		}
@@ -142,19 +143,19 @@ func TestKubernetesPipeline(t *testing.T) {
 	})
 
 	t.Run("pod spec, then a cancel through the API", func(t *testing.T) {
-		id := c.push("kube", "hello", kubetest.BranchHold)
-		rec := c.waitStatus("running", func(r buildRecord) bool { return r.Status == "running" }, id)[id]
+		id := c.Push("kube", "hello", kubetest.BranchHold)
+		rec := c.WaitStatus("running", func(r proctest.Record) bool { return r.Status == "running" }, id)[id]
 		pod, err := pods.Get(t.Context(), "build-"+id, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("get the build pod: %v", err)
 		}
 		checkBuildPod(t, pod, id, rec.CatalogCommit, w.bucket())
 
-		status, body, err := c.do(http.MethodDelete, "/api/v1/builds/"+id, http.Header{"Authorization": {"Bearer " + apiToken}}, nil)
+		status, body, err := c.Do(http.MethodDelete, "/api/v1/builds/"+id, http.Header{"Authorization": {"Bearer " + apiToken}}, nil)
 		if err != nil || status != http.StatusAccepted {
 			t.Fatalf("DELETE /api/v1/builds/%s: %d %s %v, want 202", id, status, body, err)
 		}
-		rec = c.waitFinal(id)[id]
+		rec = c.WaitFinal(id)[id]
 		if rec.Status != "cancelled" {
 			t.Fatalf("record: got %s, want cancelled", rec)
 		}
@@ -162,12 +163,12 @@ func TestKubernetesPipeline(t *testing.T) {
 	})
 
 	t.Run("pod deleted from outside", func(t *testing.T) {
-		id := c.push("kube", "hello", kubetest.BranchHold)
-		c.waitStatus("running", func(r buildRecord) bool { return r.Status == "running" }, id)
+		id := c.Push("kube", "hello", kubetest.BranchHold)
+		c.WaitStatus("running", func(r proctest.Record) bool { return r.Status == "running" }, id)
 		if err := pods.Delete(t.Context(), "build-"+id, metav1.DeleteOptions{}); err != nil {
 			t.Fatalf("delete the build pod: %v", err)
 		}
-		rec := c.waitFinal(id)[id]
+		rec := c.WaitFinal(id)[id]
 		if rec.Status != "errored" || !strings.Contains(rec.Reason, "deleted") {
 			t.Fatalf("record: got %s, want errored because its pod was deleted", rec)
 		}
@@ -256,11 +257,11 @@ func checkBuildPod(t *testing.T, pod *corev1.Pod, id, commit, bucket string) {
 }
 
 // waitPodGone waits until the reaper has removed the build's Pod.
-func waitPodGone(t *testing.T, c *cluster, pods interface {
+func waitPodGone(t *testing.T, c *proctest.Cluster, pods interface {
 	Get(context.Context, string, metav1.GetOptions) (*corev1.Pod, error)
 }, name string) {
 	t.Helper()
-	c.waitFor(buildTimeout, "pod "+name+" to be removed", func() (bool, string) {
+	c.WaitFor(proctest.BuildTimeout, "pod "+name+" to be removed", func() (bool, string) {
 		p, err := pods.Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return true, ""

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestTwoPushesOneBranchSerialized pushes one branch twice (two deliveries)
@@ -16,14 +18,14 @@ func TestTwoPushesOneBranchSerialized(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced("e2e", "app", time.Second)
 	c := s.cluster(4)
-	reaper := c.start("reaper")
-	dispatcher := c.start("dispatcher")
-	ingest := c.start("ingest")
+	reaper := c.Start("reaper")
+	dispatcher := c.Start("dispatcher")
+	ingest := c.Start("ingest")
 
-	main := []string{c.push("e2e", "app", "main"), c.push("e2e", "app", "main")}
-	feature := c.push("e2e", "app", "feature/x")
+	main := []string{c.Push("e2e", "app", "main"), c.Push("e2e", "app", "main")}
+	feature := c.Push("e2e", "app", "feature/x")
 	all := append(append([]string(nil), main...), feature)
-	recs := c.waitSucceeded(all...)
+	recs := c.WaitSucceeded(all...)
 
 	tr := s.readTrace()
 	tr.checkStartedOnce(t, all...)
@@ -42,7 +44,7 @@ func TestTwoPushesOneBranchSerialized(t *testing.T) {
 
 	// The build saw its own variables and none of Decap's settings or
 	// secrets.
-	files := tarFiles(t, c.artifacts(feature))
+	files := tarFiles(t, c.Artifacts(feature))
 	if got, want := files["built.txt"], feature+" feature/x\n"; got != want {
 		t.Errorf("built.txt of %s: got %q, want %q", feature, got, want)
 	}
@@ -59,9 +61,9 @@ func TestTwoPushesOneBranchSerialized(t *testing.T) {
 	}
 
 	// Every service shuts down cleanly on SIGTERM.
-	c.stop(ingest)
-	c.stop(dispatcher)
-	c.stop(reaper)
+	c.Stop(ingest)
+	c.Stop(dispatcher)
+	c.Stop(reaper)
 }
 
 // TestCapAcrossDispatcherProcesses runs three dispatcher processes on one
@@ -73,15 +75,15 @@ func TestCapAcrossDispatcherProcesses(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced("e2e", "app", 700*time.Millisecond)
 	c := s.cluster(capacity)
-	c.start("reaper")
-	dispatchers := []*service{c.start("dispatcher"), c.start("dispatcher"), c.start("dispatcher")}
-	c.start("ingest")
+	c.Start("reaper")
+	dispatchers := []*proctest.Service{c.Start("dispatcher"), c.Start("dispatcher"), c.Start("dispatcher")}
+	c.Start("ingest")
 
 	var ids []string
 	for i := range branches {
-		ids = append(ids, c.push("e2e", "app", fmt.Sprintf("branch-%02d", i)))
+		ids = append(ids, c.Push("e2e", "app", fmt.Sprintf("branch-%02d", i)))
 	}
-	c.waitSucceeded(ids...)
+	c.WaitSucceeded(ids...)
 
 	tr := s.readTrace()
 	tr.checkStartedOnce(t, ids...)
@@ -97,7 +99,7 @@ func TestCapAcrossDispatcherProcesses(t *testing.T) {
 		t.Errorf("most builds running at once: got %d, want %d (builds ran one at a time)\n%s", most, capacity, tr)
 	}
 	for _, d := range dispatchers {
-		log, _ := os.ReadFile(d.logPath)
-		t.Logf("%s launched %d builds", d.name, strings.Count(string(log), "build launched"))
+		log, _ := os.ReadFile(d.LogPath)
+		t.Logf("%s launched %d builds", d.Name, strings.Count(string(log), "build launched"))
 	}
 }

@@ -13,15 +13,20 @@
 package e2e_test
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
+
+	"github.com/decap-ci/decap/internal/proctest"
+)
+
+// Secrets of every cluster; only the tests know them.
+const (
+	webhookSecret = "e2e-webhook-secret"
+	apiToken      = "e2e-api-token"
 )
 
 // Set once by TestMain, read-only afterwards.
@@ -54,7 +59,7 @@ func runTests(m *testing.M) int {
 		return m.Run()
 	}
 
-	root, err := findModuleRoot()
+	root, err := proctest.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -66,42 +71,12 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if err := buildBinaries(root, dir); err != nil {
+	if err := proctest.BuildBinaries(root, dir); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	binDir = dir
 	return m.Run()
-}
-
-// findModuleRoot asks the go command where go.mod is.
-func findModuleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD: not inside a module (got %q)", gomod)
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// buildBinaries builds what `make build` builds, into dir.
-func buildBinaries(root, dir string) error {
-	for _, args := range [][]string{
-		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper"},
-		{"build", "-o", filepath.Join(dir, "decap-entrypoint"), "./build-container/entrypoint"},
-	} {
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.String())
-		}
-	}
-	return nil
 }
 
 // requireE2E skips t when the end-to-end tests cannot run here.
@@ -110,4 +85,16 @@ func requireE2E(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
+}
+
+// newCluster prepares a cluster of the binaries TestMain built, with the
+// secrets above (opts.Env may override them), after requireE2E; see
+// proctest.NewCluster. E2E_DUMP=1 logs the dumps of passing tests too.
+func newCluster(t *testing.T, opts proctest.Options) *proctest.Cluster {
+	t.Helper()
+	requireE2E(t)
+	opts.Bin = binDir
+	opts.WebhookSecret, opts.APIToken = webhookSecret, apiToken
+	opts.AlwaysDump = os.Getenv("E2E_DUMP") != ""
+	return proctest.NewCluster(t, opts)
 }

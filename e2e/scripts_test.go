@@ -12,6 +12,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // validDescriptor is a project.json every test project may use.
@@ -256,7 +258,7 @@ func (tr buildTrace) String() string {
 
 // cluster returns a cluster on these build scripts, dumping their trace on
 // failure; capacity is DECAP_MAX_RUNNING_BUILDS (0: no cap).
-func (s *scriptsDir) cluster(capacity int) *cluster {
+func (s *scriptsDir) cluster(capacity int) *proctest.Cluster {
 	s.t.Helper()
-	return newCluster(s.t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity})
+	return newCluster(s.t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // A secret of the secrets test: random, so that no other text contains
@@ -215,7 +217,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	s.add("e2e", "env-dump", validDescriptor, envDumpScript(probe))
 	s.add("e2e", "denied", validDescriptor, "#!/usr/bin/env bash\necho never\n")
 	s.add("e2e", "flaky", validDescriptor, "#!/usr/bin/env bash\necho never\n")
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Cap: 2, Env: []string{
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Cap: 2, Env: []string{
 		// After the harness's own secrets: os/exec keeps the last value of
 		// a variable given twice, so these win.
 		"DECAP_GITHUB_WEBHOOK_SECRET=" + webhook.value,
@@ -224,14 +226,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"DECAP_GITHUB_API_URL=" + gh.URL + "/",
 		"DECAP_LOG_LEVEL=debug",
 	}})
-	rec := &recordingTransport{base: c.client.Transport}
-	c.client.Transport = rec
-	reaper := c.start("reaper")
-	dispatcher := c.start("dispatcher")
-	ingest := c.start("ingest")
+	rec := &recordingTransport{base: c.Client().Transport}
+	c.Client().Transport = rec
+	reaper := c.Start("reaper")
+	dispatcher := c.Start("dispatcher")
+	ingest := c.Start("ingest")
 
-	hook := func(signature string, body []byte) (int, hookAnswer, []byte) {
-		return c.sendHook("push", newDelivery(), signature, body)
+	hook := func(signature string, body []byte) (int, proctest.HookAnswer, []byte) {
+		return c.SendHook("push", proctest.NewDelivery(), signature, body)
 	}
 	bearer := func(auth string) http.Header {
 		h := http.Header{}
@@ -249,8 +251,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 
 	// A good webhook builds; the build prints its environment.
-	payload := pushPayload("e2e", "env-dump", "main")
-	status, ans, body := hook(sign(webhook.value, payload), payload)
+	payload := proctest.PushPayload("e2e", "env-dump", "main")
+	status, ans, body := hook(proctest.Sign(webhook.value, payload), payload)
 	if status != http.StatusAccepted || len(ans.Builds) != 1 {
 		t.Fatalf("signed push: got %d %s, want 202 with one build", status, body)
 	}
@@ -262,7 +264,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// Bad webhooks; some carry a secret where it does not belong, which
 	// the answer and the logs must not repeat.
-	hostile, unknown := pushPayload("e2e", "env-dump", "../../etc"), pushPayload("e2e", "nowhere", "main")
+	hostile, unknown := proctest.PushPayload("e2e", "env-dump", "../../etc"), proctest.PushPayload("e2e", "nowhere", "main")
 	for _, tc := range []struct {
 		name      string
 		signature string
@@ -270,13 +272,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 		want      int
 	}{
 		{"unsigned", "", payload, http.StatusUnauthorized},
-		{"signed with the harness's default secret", sign(webhookSecret, payload), payload, http.StatusUnauthorized},
-		{"signed with the API token", sign(api.value, payload), payload, http.StatusUnauthorized},
+		{"signed with the harness's default secret", proctest.Sign(webhookSecret, payload), payload, http.StatusUnauthorized},
+		{"signed with the API token", proctest.Sign(api.value, payload), payload, http.StatusUnauthorized},
 		{"the secret itself as the signature", webhook.value, payload, http.StatusUnauthorized},
 		{"the secret itself after sha256=", "sha256=" + webhook.value, payload, http.StatusUnauthorized},
-		{"malformed body", sign(webhook.value, []byte(`{"ref":`)), []byte(`{"ref":`), http.StatusBadRequest},
-		{"hostile ref", sign(webhook.value, hostile), hostile, http.StatusBadRequest},
-		{"unknown project", sign(webhook.value, unknown), unknown, http.StatusAccepted},
+		{"malformed body", proctest.Sign(webhook.value, []byte(`{"ref":`)), []byte(`{"ref":`), http.StatusBadRequest},
+		{"hostile ref", proctest.Sign(webhook.value, hostile), hostile, http.StatusBadRequest},
+		{"unknown project", proctest.Sign(webhook.value, unknown), unknown, http.StatusAccepted},
 	} {
 		status, ans, body := hook(tc.signature, tc.body)
 		expect("webhook "+tc.name, status, tc.want, body)
@@ -285,9 +287,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 	}
 	// The build-scripts hook, signed and not.
-	status, body = c.mustDo(http.MethodPost, "/hooks/buildscripts", http.Header{"X-Hub-Signature-256": {sign(webhook.value, nil)}}, nil)
+	status, body = c.MustDo(http.MethodPost, "/hooks/buildscripts", http.Header{"X-Hub-Signature-256": {proctest.Sign(webhook.value, nil)}}, nil)
 	expect("signed buildscripts hook", status, http.StatusAccepted, body)
-	status, body = c.mustDo(http.MethodPost, "/hooks/buildscripts", http.Header{"X-Hub-Signature-256": {"sha256=" + webhook.value}}, nil)
+	status, body = c.MustDo(http.MethodPost, "/hooks/buildscripts", http.Header{"X-Hub-Signature-256": {"sha256=" + webhook.value}}, nil)
 	expect("buildscripts hook with the secret as signature", status, http.StatusUnauthorized, body)
 
 	// Bad tokens, and the right token on requests that fail otherwise.
@@ -309,20 +311,20 @@ func TestSecretsNeverLeak(t *testing.T) {
 		{"the right token, a hostile ref", "Bearer " + api.value, []byte(`{"ref":"a..b"}`), http.StatusBadRequest},
 		{"the right token, a malformed body", "Bearer " + api.value, []byte(`{"ref":`), http.StatusBadRequest},
 	} {
-		status, body := c.mustDo(http.MethodPost, "/api/v1/projects/e2e/env-dump/builds", bearer(tc.auth), tc.body)
+		status, body := c.MustDo(http.MethodPost, "/api/v1/projects/e2e/env-dump/builds", bearer(tc.auth), tc.body)
 		expect("build request with "+tc.name, status, tc.want, body)
 	}
-	status, body = c.mustDo(http.MethodPost, "/api/v1/session", bearer(""), []byte(`{"token":"`+api.value+`x"}`))
+	status, body = c.MustDo(http.MethodPost, "/api/v1/session", bearer(""), []byte(`{"token":"`+api.value+`x"}`))
 	expect("session with a wrong token", status, http.StatusUnauthorized, body)
-	status, body = c.mustDo(http.MethodPost, "/api/v1/dispatch/pause", bearer("Bearer "+webhook.value), nil)
+	status, body = c.MustDo(http.MethodPost, "/api/v1/dispatch/pause", bearer("Bearer "+webhook.value), nil)
 	expect("pause with the webhook secret as token", status, http.StatusUnauthorized, body)
-	status, body = c.mustDo(http.MethodDelete, "/api/v1/locks/e2e/env-dump/nobody-holds-this", bearer("Bearer "+api.value), nil)
+	status, body = c.MustDo(http.MethodDelete, "/api/v1/locks/e2e/env-dump/nobody-holds-this", bearer("Bearer "+api.value), nil)
 	expect("release a lock nobody holds", status, http.StatusNotFound, body)
 
 	// The build: its record, console log and artifacts.
-	c.waitSucceeded(id)
-	consoleLog := c.buildLog(id)
-	artifacts := c.artifacts(id)
+	c.WaitSucceeded(id)
+	consoleLog := c.BuildLog(id)
+	artifacts := c.Artifacts(id)
 	files := tarFiles(t, artifacts)
 	if !strings.Contains(consoleLog, "BUILD_ID="+id) || !strings.Contains(files["env.txt"], "BUILD_ID="+id) {
 		t.Fatalf("the build did not print its environment: console log %q, artifacts %v", consoleLog, mapKeys(files))
@@ -334,7 +336,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 
 	// More answers, errors among them, from all three services.
-	status, body = c.mustDo(http.MethodDelete, "/api/v1/builds/"+id, bearer("Bearer "+api.value), nil)
+	status, body = c.MustDo(http.MethodDelete, "/api/v1/builds/"+id, bearer("Bearer "+api.value), nil)
 	expect("cancel an ended build", status, http.StatusConflict, body)
 	for _, tc := range []struct {
 		path string
@@ -362,16 +364,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 		{"/ui/login", 0},
 		{"/no/such/page", http.StatusNotFound},
 	} {
-		status, body := c.mustDo(http.MethodGet, tc.path, nil, nil)
+		status, body := c.MustDo(http.MethodGet, tc.path, nil, nil)
 		if tc.want == 0 && status >= 500 || tc.want != 0 && status != tc.want {
 			t.Errorf("GET %s: got %d %.300s, want %d", tc.path, status, body, tc.want)
 		}
 	}
-	for _, svc := range []*service{dispatcher, reaper} {
+	for _, svc := range []*proctest.Service{dispatcher, reaper} {
 		for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
-			resp, err := c.client.Get("http://" + svc.addr + path)
+			resp, err := c.Client().Get("http://" + svc.Addr + path)
 			if err != nil {
-				t.Errorf("GET %s of %s: %v", path, svc.name, err)
+				t.Errorf("GET %s of %s: %v", path, svc.Name, err)
 				continue
 			}
 			io.Copy(io.Discard, resp.Body)
@@ -382,7 +384,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// The GitHub token was used (so this test is not vacuous): for the refs
 	// and for the commit statuses, the last by the reaper when the build
 	// ended. No other secret ever went to GitHub.
-	c.waitFor(buildTimeout, "the reaper's commit status", func() (bool, string) {
+	c.WaitFor(proctest.BuildTimeout, "the reaper's commit status", func() (bool, string) {
 		_, statuses := gh.snapshot()
 		return slices.Contains(statuses, pushed.After+" success"), strings.Join(statuses, ", ")
 	})
@@ -400,9 +402,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 
 	// Stop the services, so every log line is written, then look.
-	c.stop(ingest)
-	c.stop(dispatcher)
-	c.stop(reaper)
+	c.Stop(ingest)
+	c.Stop(dispatcher)
+	c.Stop(reaper)
 
 	var found []string
 	for _, a := range rec.recorded() {
@@ -415,7 +417,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		found = append(found, leaks("the artifact "+name, []byte(content), secrets)...)
 	}
 	searched := 0
-	err := filepath.WalkDir(c.dir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(c.Dir(), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
@@ -424,14 +426,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 			return err
 		}
 		searched++
-		rel, _ := filepath.Rel(c.dir, path)
+		rel, _ := filepath.Rel(c.Dir(), path)
 		found = append(found, leaksUnpacked(rel, data, secrets)...)
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("walk %s: %v", c.dir, err)
+		t.Fatalf("walk %s: %v", c.Dir(), err)
 	}
-	logs, _ := filepath.Glob(filepath.Join(c.dir, "logs", "*.log"))
+	logs, _ := filepath.Glob(filepath.Join(c.Dir(), "logs", "*.log"))
 	if len(logs) != 3 || searched < 5 {
 		t.Errorf("searched %d files with logs %v; want the three services' logs and the data directory", searched, logs)
 	}
@@ -469,13 +471,13 @@ func TestInsecureSkipSignatureWarns(t *testing.T) {
 	t.Parallel()
 	s := newScripts(t)
 	s.add("e2e", "app", validDescriptor, "#!/usr/bin/env bash\necho ok\n")
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Env: []string{
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Env: []string{
 		"DECAP_INSECURE_SKIP_SIGNATURE=1",
 		"DECAP_GITHUB_WEBHOOK_SECRET=",
 	}})
-	ingest := c.start("ingest")
+	ingest := c.Start("ingest")
 
-	data, err := os.ReadFile(ingest.logPath)
+	data, err := os.ReadFile(ingest.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,10 +497,10 @@ func TestInsecureSkipSignatureWarns(t *testing.T) {
 		t.Errorf("the warning does not say webhooks are accepted without a signature: %s", warning)
 	}
 
-	payload := pushPayload("e2e", "app", "main")
-	status, ans, body := c.sendHook("push", newDelivery(), "", payload)
+	payload := proctest.PushPayload("e2e", "app", "main")
+	status, ans, body := c.SendHook("push", proctest.NewDelivery(), "", payload)
 	if status != http.StatusAccepted || len(ans.Builds) != 1 {
 		t.Errorf("unsigned push with the check off: got %d %s, want 202 with one build", status, body)
 	}
-	c.stop(ingest)
+	c.Stop(ingest)
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestSignedPushBecomesSucceededBuild sends GitHub's sample push webhook,
@@ -27,13 +29,13 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read sample push: %v", err)
 	}
-	c := newCluster(t, clusterOptions{Scripts: filepath.Join(moduleRoot, "examples", "build-scripts"), Cap: 4})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := newCluster(t, proctest.Options{Scripts: filepath.Join(moduleRoot, "examples", "build-scripts"), Cap: 4})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 
-	delivery := newDelivery()
-	status, ans, body := c.signedHook("push", delivery, payload)
+	delivery := proctest.NewDelivery()
+	status, ans, body := c.SignedHook("push", delivery, payload)
 	if status != http.StatusAccepted || len(ans.Builds) != 1 {
 		t.Fatalf("signed push: got %d %s, want 202 with one build", status, body)
 	}
@@ -42,7 +44,7 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 		t.Errorf("lock key: got %q, want %q", got, want)
 	}
 
-	rec := c.waitSucceeded(id)[id]
+	rec := c.WaitSucceeded(id)[id]
 	for _, f := range []struct{ name, got, want string }{
 		{"team", rec.Team, "Codertocat"},
 		{"project", rec.Project, "Hello-World"},
@@ -58,13 +60,13 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 		t.Errorf("record times: got started %s, finished %s; want both set, in order", rec.StartedAt, rec.FinishedAt)
 	}
 
-	log := c.buildLog(id)
+	log := c.BuildLog(id)
 	for _, want := range []string{"== compiling", "== Decap build " + id, "branch:   master"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console log of %s lacks %q; got:\n%s", id, want, log)
 		}
 	}
-	files := tarFiles(t, c.artifacts(id))
+	files := tarFiles(t, c.Artifacts(id))
 	info, ok := files["build-info.txt"]
 	if !ok {
 		t.Errorf("artifacts of %s: got files %v, want build-info.txt among them", id, mapKeys(files))
@@ -75,7 +77,7 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	// GitHub redelivers with the same X-GitHub-Delivery: ingest answers
 	// with the delivery's first build, which has a record, and builds
 	// nothing new (invariants 1 and 2).
-	status, again, body := c.signedHook("push", delivery, payload)
+	status, again, body := c.SignedHook("push", delivery, payload)
 	if status != http.StatusAccepted || len(again.Builds) != 1 {
 		t.Fatalf("redelivered push: got %d %s, want 202 with one build", status, body)
 	}
@@ -85,18 +87,18 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	// A new delivery of the same push has the same lock key, so the queue
 	// hands it out only after the redelivery was decided: once it has
 	// ended, the redelivery's fate is known.
-	status, next, body := c.signedHook("push", newDelivery(), payload)
+	status, next, body := c.SignedHook("push", proctest.NewDelivery(), payload)
 	if status != http.StatusAccepted || len(next.Builds) != 1 {
 		t.Fatalf("push with a new delivery: got %d %s, want 202 with one build", status, body)
 	}
 	nextID := next.Builds[0].ID
-	c.waitSucceeded(nextID)
-	if rec, code, err := c.getBuild(id); err != nil || code != http.StatusOK || rec.Status != "succeeded" {
+	c.WaitSucceeded(nextID)
+	if rec, code, err := c.GetBuild(id); err != nil || code != http.StatusOK || rec.Status != "succeeded" {
 		t.Errorf("first build after its redelivery: got %s (HTTP %d, %v), want still succeeded", rec, code, err)
 	}
 
 	var ran []string
-	for _, r := range c.projectBuilds("Codertocat", "Hello-World") {
+	for _, r := range c.ProjectBuilds("Codertocat", "Hello-World") {
 		if r.Status != "skipped" {
 			ran = append(ran, r.ID)
 		}
@@ -107,7 +109,7 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	if !slices.Equal(ran, want) {
 		t.Errorf("builds of Codertocat/Hello-World that were not skipped: got %v, want %v (one per unique delivery)", ran, want)
 	}
-	logs, _ := filepath.Glob(filepath.Join(c.dataDir, "blobs", "logs", "*"))
+	logs, _ := filepath.Glob(filepath.Join(c.DataDir(), "blobs", "logs", "*"))
 	if len(logs) != 2 {
 		t.Errorf("stored console logs: got %d (%v), want 2, one per unique delivery", len(logs), logs)
 	}
@@ -163,14 +165,14 @@ func TestBadInputBreaksNothing(t *testing.T) {
 	s.add("e2e", "no-image", `{"repoManager": "github"}`, "#!/usr/bin/env bash\necho never\n")
 	s.add("e2e", "bad-regex", `{"buildImage": "debian:bookworm-slim", "managedRefRegex": "release/(.+"}`, "#!/usr/bin/env bash\necho never\n")
 	c := s.cluster(4)
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 
 	// The catalog lists every project; the invalid ones with their error.
 	invalid := []string{"e2e/bad-regex", "e2e/broken-json", "e2e/no-image"}
-	listed := map[string]project{}
-	for _, p := range c.projects() {
+	listed := map[string]proctest.Project{}
+	for _, p := range c.Projects() {
 		listed[p.Team+"/"+p.Project] = p
 	}
 	if p, ok := listed["e2e/app"]; !ok || p.Error != "" || len(p.Descriptor) == 0 || string(p.Descriptor) == "null" {
@@ -183,7 +185,7 @@ func TestBadInputBreaksNothing(t *testing.T) {
 		}
 	}
 
-	push := pushPayload
+	push := proctest.PushPayload
 	deleted := func() []byte {
 		var m map[string]any
 		_ = json.Unmarshal(push("e2e", "app", "gone"), &m)
@@ -191,7 +193,7 @@ func TestBadInputBreaksNothing(t *testing.T) {
 		b, _ := json.Marshal(m)
 		return b
 	}
-	signed := func(b []byte) string { return sign(webhookSecret, b) }
+	signed := func(b []byte) string { return proctest.Sign(webhookSecret, b) }
 	hooks := []struct {
 		name        string
 		event       string
@@ -200,7 +202,7 @@ func TestBadInputBreaksNothing(t *testing.T) {
 		wantStatus  int
 		wantIgnored string // part of the "ignored" reason of a 202
 	}{
-		{"signed with another secret", "push", push("e2e", "app", "main"), func(b []byte) string { return sign("not-the-secret", b) }, http.StatusUnauthorized, ""},
+		{"signed with another secret", "push", push("e2e", "app", "main"), func(b []byte) string { return proctest.Sign("not-the-secret", b) }, http.StatusUnauthorized, ""},
 		{"unsigned", "push", push("e2e", "app", "main"), func([]byte) string { return "" }, http.StatusUnauthorized, ""},
 		{"signature of another body", "push", push("e2e", "app", "main"), func([]byte) string { return signed(push("e2e", "app", "other")) }, http.StatusUnauthorized, ""},
 		{"signature not hex", "push", push("e2e", "app", "main"), func([]byte) string { return "sha256=zz" }, http.StatusUnauthorized, ""},
@@ -217,7 +219,7 @@ func TestBadInputBreaksNothing(t *testing.T) {
 	}
 	for _, tc := range hooks {
 		t.Run("hook/"+tc.name, func(t *testing.T) {
-			status, ans, body := c.sendHook(tc.event, newDelivery(), tc.signature(tc.body), tc.body)
+			status, ans, body := c.SendHook(tc.event, proctest.NewDelivery(), tc.signature(tc.body), tc.body)
 			if status != tc.wantStatus {
 				t.Fatalf("got %d %s, want %d", status, body, tc.wantStatus)
 			}
@@ -245,7 +247,7 @@ func TestBadInputBreaksNothing(t *testing.T) {
 	}
 	for _, tc := range api {
 		t.Run("api/"+tc.name, func(t *testing.T) {
-			status, body, err := c.requestBuildRaw("e2e", tc.project, tc.ref, tc.token)
+			status, body, err := c.RequestBuildRaw("e2e", tc.project, tc.ref, tc.token)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -257,12 +259,12 @@ func TestBadInputBreaksNothing(t *testing.T) {
 
 	// Nothing of that broke anything: a valid push builds, and it is the
 	// only build that ever started.
-	id := c.push("e2e", "app", "main")
-	c.waitSucceeded(id)
+	id := c.Push("e2e", "app", "main")
+	c.WaitSucceeded(id)
 	s.readTrace().checkStartedOnce(t, id)
 	for _, key := range invalid {
 		team, repo, _ := strings.Cut(key, "/")
-		if got := c.projectBuilds(team, repo); len(got) != 0 {
+		if got := c.ProjectBuilds(team, repo); len(got) != 0 {
 			t.Errorf("builds of %s: got %d (%v), want none", key, len(got), got)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // The generated projects' build scripts.
@@ -57,8 +59,8 @@ func writeScripts(t *testing.T) string {
 func TestBrowser(t *testing.T) {
 	requireBrowser(t)
 	start := time.Now()
-	s := startStack(t, writeScripts(t))
-	resp, err := http.Get(s.url("/"))
+	c := startServices(t, writeScripts(t))
+	resp, err := http.Get(c.URL("/"))
 	if err != nil {
 		t.Fatalf("GET /: %v", err)
 	}
@@ -68,7 +70,7 @@ func TestBrowser(t *testing.T) {
 	}
 	t.Logf("services ready in %s", time.Since(start).Round(time.Millisecond))
 	runFlow(t, target{
-		base:          "http://" + s.addr,
+		base:          c.URL(""),
 		token:         apiToken,
 		quick:         "browser/quick",
 		slow:          "browser/slow",
@@ -78,4 +80,18 @@ func TestBrowser(t *testing.T) {
 		shots:         filepath.Join(moduleRoot, "test-output", "browser"),
 		docs:          os.Getenv("UPDATE_SCREENSHOTS") == "1",
 	})
+}
+
+// startServices builds the binaries if needed and starts ingest, a
+// dispatcher and a reaper of the embedded default on scripts and a fresh
+// data directory; see proctest.NewCluster for what happens when the test
+// ends.
+func startServices(t *testing.T, scripts string) *proctest.Cluster {
+	t.Helper()
+	binaries(t)
+	c := proctest.NewCluster(t, proctest.Options{Bin: binDir, Scripts: scripts, Cap: 4, APIToken: apiToken})
+	for _, kind := range []string{"ingest", "dispatcher", "reaper"} {
+		c.Start(kind)
+	}
+	return c
 }

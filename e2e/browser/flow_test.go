@@ -453,3 +453,15 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 	t.Logf("updated %s", dst)
 }
+
+// readTail returns the last 16 KiB of a file.
+func readTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	if len(data) > 16<<10 {
+		return "…" + string(data[len(data)-16<<10:])
+	}
+	return string(data)
+}

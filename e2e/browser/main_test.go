@@ -17,17 +17,20 @@
 package browser_test
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
+
+// apiToken is the API token of the services and the fake API; only the
+// tests know it.
+const apiToken = "browser-test-api-token"
 
 // Set once by TestMain, read-only afterwards.
 var (
@@ -67,13 +70,12 @@ func runTests(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		fmt.Fprintf(os.Stderr, "browser: go env GOMOD: not inside the module (%q, %v)\n", gomod, err)
+	root, err := proctest.ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "browser:", err)
 		return 1
 	}
-	moduleRoot = filepath.Dir(gomod)
+	moduleRoot = root
 	dir, err := os.MkdirTemp("", "decap-browser-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "browser: create binary directory:", err)
@@ -101,21 +103,7 @@ var (
 // binDir, once per test binary, as `make build` does.
 func binaries(t *testing.T) {
 	t.Helper()
-	buildOnce.Do(func() {
-		for _, args := range [][]string{
-			{"build", "-o", binDir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper"},
-			{"build", "-o", filepath.Join(binDir, "decap-entrypoint"), "./build-container/entrypoint"},
-		} {
-			cmd := exec.Command("go", args...)
-			cmd.Dir = moduleRoot
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Run(); err != nil {
-				buildErr = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.String())
-				return
-			}
-		}
-	})
+	buildOnce.Do(func() { buildErr = proctest.BuildBinaries(moduleRoot, binDir) })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
