@@ -514,14 +514,16 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:SendMessage"}, dlq)
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"}, locks, idem)
-		grant([]string{"dynamodb:BatchGetItem"}, locks)
+		grant([]string{"dynamodb:BatchGetItem", "dynamodb:Scan"}, locks) // Scan: slots left by a release that failed halfway
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, buildsAndIndexes...)
 		grant([]string{"s3:PutObject"}, objects...)
 	case "reaper":
 		grant([]string{"sqs:GetQueueUrl"}, queue, dlq)
+		grant([]string{"sqs:ChangeMessageVisibility"}, queue) // wakes the request deferred behind a released lock
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, buildsAndIndexes...)
-		grant([]string{"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}, locks)
+		grant([]string{"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem", "dynamodb:Scan"}, locks)
 		grant([]string{"s3:GetObject"}, objects...)
+		grant([]string{"s3:PutObject"}, bucket+"/logs/*") // the Pod's log of a build that uploaded none
 	}
 	slices.Sort(out)
 	return out

@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg)).RenewFor(renewFor)
+	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg)).RenewFor(renewFor).WakeWith(b.Queue)
 	if cfg.GitHubToken != "" {
 		statuses, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
 		if err != nil {

@@ -355,7 +355,7 @@ func TestAcquireLosesRaces(t *testing.T) {
 				t.Errorf("Acquire() error = %v, want it to name the holder %s", err, rival.BuildID)
 			}
 			if tc.wantErr == nil {
-				if err := s.Release(t.Context(), l.Key, l.BuildID); err != nil {
+				if _, err := s.Release(t.Context(), l.Key, l.BuildID); err != nil {
 					t.Errorf("Release() error = %v", err)
 				}
 				return
@@ -511,7 +511,8 @@ func TestReleaseFailedHalfway(t *testing.T) {
 				if tc.force {
 					return s.ForceRelease(ctx, l.Key)
 				}
-				return s.Release(ctx, l.Key, l.BuildID)
+				_, err := s.Release(ctx, l.Key, l.BuildID)
+				return err
 			}
 			if err := release(broken); !errors.Is(err, build.ErrUnavailable) {
 				t.Fatalf("release with a failing slot delete error = %v, want ErrUnavailable", err)
@@ -549,7 +550,7 @@ func TestReleaseRetryRacesAcquire(t *testing.T) {
 	if err := s.Acquire(ctx, l, 1); err != nil {
 		t.Fatalf("Acquire() error = %v", err)
 	}
-	if err := awsdynamo.NewLocks(failSlotDeletes{client}, table, clock.Now).Release(ctx, l.Key, l.BuildID); !errors.Is(err, build.ErrUnavailable) {
+	if _, err := awsdynamo.NewLocks(failSlotDeletes{client}, table, clock.Now).Release(ctx, l.Key, l.BuildID); !errors.Is(err, build.ErrUnavailable) {
 		t.Fatalf("Release() with a failing slot delete error = %v, want ErrUnavailable", err)
 	}
 	racer := &hookClient{Client: client, op: "delete", prefix: "slot#", hook: func() {
@@ -557,7 +558,7 @@ func TestReleaseRetryRacesAcquire(t *testing.T) {
 			t.Errorf("Acquire() again error = %v", err)
 		}
 	}}
-	if err := awsdynamo.NewLocks(racer, table, clock.Now).Release(ctx, l.Key, l.BuildID); err != nil {
+	if _, err := awsdynamo.NewLocks(racer, table, clock.Now).Release(ctx, l.Key, l.BuildID); err != nil {
 		t.Fatalf("retried Release() error = %v", err)
 	}
 	leases, err := s.List(ctx)
@@ -611,7 +612,7 @@ func TestAcquireFailedHalfway(t *testing.T) {
 	if err := s.Acquire(ctx, l, 1); err != nil {
 		t.Fatalf("Acquire() retried by the same build error = %v, want its slot back", err)
 	}
-	if err := s.Release(ctx, l.Key, l.BuildID); err != nil {
+	if _, err := s.Release(ctx, l.Key, l.BuildID); err != nil {
 		t.Fatalf("Release() error = %v", err)
 	}
 

@@ -63,6 +63,9 @@ type lockItem struct {
 	ExpiresAt  int64  `dynamodbav:"expiresAt"`
 	TTL        int64  `dynamodbav:"ttl"`
 	Slot       *int   `dynamodbav:"slot,omitempty"`
+	// Waiter is the receipt of the request deferred behind the lease
+	// (Await), handed back by Release.
+	Waiter string `dynamodbav:"waiter,omitempty"`
 }
 
 // slotItem is one slot of the concurrency cap: "slot#<n>". It names the
@@ -530,34 +533,58 @@ func (s *Locks) getSlot(ctx context.Context, pk string) (*slotItem, error) {
 // finds the key held by another build), else the slot is free again when
 // its lease expires. A Release that finds no lock of id costs a consistent
 // scan of the (small) table.
-func (s *Locks) Release(ctx context.Context, key string, id build.ID) error {
-	err := retryRaces(ctx, writeAttempts, func() error { return s.tryRelease(ctx, key, id) })
+func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, error) {
+	var waiter string
+	err := retryRaces(ctx, writeAttempts, func() (err error) {
+		waiter, err = s.tryRelease(ctx, key, id)
+		return err
+	})
 	if errors.Is(err, errRace) {
 		err = fmt.Errorf("%w: %w %d times", build.ErrUnavailable, err, writeAttempts)
 	}
 	if err != nil {
-		return fmt.Errorf("release lock %s: %w", key, err)
+		return "", fmt.Errorf("release lock %s: %w", key, err)
 	}
-	return nil
+	return waiter, nil
 }
 
-func (s *Locks) tryRelease(ctx context.Context, key string, id build.ID) error {
+func (s *Locks) tryRelease(ctx context.Context, key string, id build.ID) (string, error) {
 	held, err := s.get(ctx, key)
 	switch {
 	case err != nil:
-		return err
+		return "", err
 	case held != nil && held.BuildID == string(id):
 		return s.drop(ctx, held)
 	}
 	// No lock of id: a release that failed between its two writes may have
 	// left id's slot behind.
 	if err := s.freeStrays(ctx, key, id); err != nil {
-		return err
+		return "", err
 	}
 	if held != nil && held.ExpiresAt > nanos(s.now()) {
-		return fmt.Errorf("%w: held by build %s", build.ErrConflict, held.BuildID)
+		return "", fmt.Errorf("%w: held by build %s", build.ErrConflict, held.BuildID)
 	}
-	return nil // nobody's, or another build's expired lease: TTL removes it
+	return "", nil // nobody's, or another build's expired lease: TTL removes it
+}
+
+// Await records waiter on key's unexpired lease, replacing an earlier one;
+// build.ErrNotFound when nobody holds an unexpired lease on key.
+func (s *Locks) Await(ctx context.Context, key, waiter string) error {
+	_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       map[string]types.AttributeValue{"pk": str(lockPrefix + key)},
+		UpdateExpression:          aws.String("SET #waiter = :waiter"),
+		ConditionExpression:       aws.String("attribute_exists(#pk) AND #exp > :now"),
+		ExpressionAttributeNames:  map[string]string{"#waiter": "waiter", "#pk": "pk", "#exp": "expiresAt"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":waiter": str(waiter), ":now": num(nanos(s.now()))},
+	})
+	if _, ok := conditionFailed(err); ok {
+		return fmt.Errorf("await lock %s: %w", key, build.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("await lock %s: %w", key, classify(err))
+	}
+	return nil
 }
 
 // ForceRelease drops key, and then its slot, whoever holds it;
@@ -588,7 +615,7 @@ func (s *Locks) tryForceRelease(ctx context.Context, key string) error {
 		}
 		return build.ErrNotFound
 	}
-	if err := s.drop(ctx, held); err != nil {
+	if _, err := s.drop(ctx, held); err != nil {
 		return err
 	}
 	if held.ExpiresAt <= now {
@@ -601,25 +628,34 @@ func (s *Locks) tryForceRelease(ctx context.Context, key string) error {
 // its slot item if that still belongs to the same lease (after the lease
 // expired, another build may have taken the slot). errRace if the lock
 // changed hands since it was read.
-func (s *Locks) drop(ctx context.Context, held *lockItem) error {
-	_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+func (s *Locks) drop(ctx context.Context, held *lockItem) (string, error) {
+	out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       map[string]types.AttributeValue{"pk": str(held.PK)},
 		ConditionExpression:       aws.String("#id = :id"),
 		ExpressionAttributeNames:  map[string]string{"#id": "buildId"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":id": str(held.BuildID)},
+		// The waiter as it was when the item went, not as it was read.
+		ReturnValues: types.ReturnValueAllOld,
 	})
 	if _, ok := conditionFailed(err); ok || conflicted(err) {
-		return errRace
+		return "", errRace
 	}
-	if err != nil || held.Slot == nil {
-		return classify(err)
+	if err != nil {
+		return "", classify(err)
+	}
+	var waiter string
+	if w, ok := out.Attributes["waiter"].(*types.AttributeValueMemberS); ok {
+		waiter = w.Value
+	}
+	if held.Slot == nil {
+		return waiter, nil
 	}
 	l := held.lease()
 	if err := s.freeSlot(ctx, *held.Slot, l); err != nil {
-		return fmt.Errorf("free slot %d: %w", *held.Slot, err)
+		return "", fmt.Errorf("free slot %d: %w", *held.Slot, err)
 	}
-	return nil
+	return waiter, nil
 }
 
 // freeStrays frees the slot items occupied for key (by build id; by any

@@ -175,7 +175,8 @@ func TestUnreachableBackendIsUnavailable(t *testing.T) {
 	records := NewRecords(client, "x-builds")
 	calls := map[string]func() error{
 		"Acquire": func() error { return locks.Acquire(ctx, lease, 3) },
-		"Release": func() error { return locks.Release(ctx, lease.Key, lease.BuildID) },
+		"Release": func() error { _, err := locks.Release(ctx, lease.Key, lease.BuildID); return err },
+		"Await":   func() error { return locks.Await(ctx, lease.Key, "receipt") },
 		"List":    func() error { _, err := locks.List(ctx); return err },
 		"Claim": func() error {
 			_, err := NewIdempotency(client, "x-idempotency", nil).Claim(ctx, "k", lease.BuildID, time.Hour)

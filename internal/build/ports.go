@@ -137,10 +137,17 @@ type Locks interface {
 	// ErrNotFound when id does not hold an unexpired lease on key: an
 	// expired lease never comes back to life, so its slot stays free.
 	Extend(ctx context.Context, key string, id ID, until time.Time) error
-	// Release drops key if id holds it. Releasing a key that nobody holds, or
-	// whose lease expired, is not an error; a key held by another build gives
-	// ErrConflict and stays held.
-	Release(ctx context.Context, key string, id ID) error
+	// Release drops key if id holds it, and returns the waiter Await
+	// recorded on the lease ("" if none). Releasing a key that nobody
+	// holds, or whose lease expired, is not an error; a key held by
+	// another build gives ErrConflict and stays held.
+	Release(ctx context.Context, key string, id ID) (waiter string, err error)
+	// Await records waiter (the receipt of a queue message deferred behind
+	// the lease) on key's unexpired lease, replacing an earlier one, for
+	// Release to return: whoever releases the lock can then make the
+	// deferred request visible at once rather than after its backoff.
+	// ErrNotFound when nobody holds an unexpired lease on key.
+	Await(ctx context.Context, key, waiter string) error
 	// ForceRelease drops key whoever holds it; ErrNotFound if nobody holds an
 	// unexpired lease on it.
 	ForceRelease(ctx context.Context, key string) error

@@ -15,13 +15,14 @@ import (
 type FakeLocks struct {
 	now func() time.Time
 
-	mu     sync.Mutex
-	leases map[string]build.Lease
+	mu      sync.Mutex
+	leases  map[string]build.Lease
+	waiters map[string]string // by key, of the current lease
 }
 
 // NewLocks returns a FakeLocks with no leases, reading time from now.
 func NewLocks(now func() time.Time) *FakeLocks {
-	return &FakeLocks{now: now, leases: map[string]build.Lease{}}
+	return &FakeLocks{now: now, leases: map[string]build.Lease{}, waiters: map[string]string{}}
 }
 
 // Acquire takes l.Key and a slot of cap for l.BuildID; see Locks.
@@ -52,6 +53,7 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		}
 	}
 	s.leases[l.Key] = l
+	delete(s.waiters, l.Key) // a new lease; an earlier one's waiter went with it
 	return nil
 }
 
@@ -76,20 +78,38 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// Release drops key if id holds it; see Locks.
-func (s *FakeLocks) Release(ctx context.Context, key string, id build.ID) error {
+// Release drops key if id holds it and returns its waiter; see Locks.
+func (s *FakeLocks) Release(ctx context.Context, key string, id build.ID) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	held, ok := s.leases[key]
 	switch {
 	case !ok:
-		return nil
+		return "", nil
 	case held.BuildID == id:
+		waiter := s.waiters[key]
 		delete(s.leases, key)
-		return nil
+		delete(s.waiters, key)
+		return waiter, nil
 	case held.ExpiresAt.After(s.now()):
-		return fmt.Errorf("release lock %s: %w: held by build %s", key, build.ErrConflict, held.BuildID)
+		return "", fmt.Errorf("release lock %s: %w: held by build %s", key, build.ErrConflict, held.BuildID)
 	}
+	// Another build's expired lease: free; its waiter waits for the key.
+	waiter := s.waiters[key]
+	delete(s.leases, key)
+	delete(s.waiters, key)
+	return waiter, nil
+}
+
+// Await records waiter on key's unexpired lease; see Locks.
+func (s *FakeLocks) Await(ctx context.Context, key, waiter string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.leases[key]
+	if !ok || !held.ExpiresAt.After(s.now()) {
+		return fmt.Errorf("await lock %s: %w", key, build.ErrNotFound)
+	}
+	s.waiters[key] = waiter
 	return nil
 }
 
@@ -100,6 +120,7 @@ func (s *FakeLocks) ForceRelease(ctx context.Context, key string) error {
 	held, ok := s.leases[key]
 	if ok {
 		delete(s.leases, key)
+		delete(s.waiters, key)
 	}
 	if !ok || !held.ExpiresAt.After(s.now()) {
 		return fmt.Errorf("force-release lock %s: %w", key, build.ErrNotFound)

@@ -23,6 +23,53 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		keyD = "team2/p/main"
 	)
 
+	t.Run("waiter", func(t *testing.T) {
+		t.Parallel()
+		clock := NewClock(time.Time{})
+		s := newLocks(t, clock)
+		ctx := t.Context()
+		if err := s.Await(ctx, keyA, "r0"); !errors.Is(err, build.ErrNotFound) {
+			t.Errorf("Await() on a free key error = %v, want ErrNotFound", err)
+		}
+		l := newLease(clock, keyA, time.Hour)
+		acquire(t, s, l, 2)
+		if w, err := s.Release(ctx, keyA, l.BuildID); err != nil || w != "" {
+			t.Errorf("Release() without a waiter = %q, %v; want \"\", nil", w, err)
+		}
+		l = newLease(clock, keyA, time.Hour)
+		acquire(t, s, l, 2)
+		for _, w := range []string{"r1", "r2"} {
+			if err := s.Await(ctx, keyA, w); err != nil {
+				t.Fatalf("Await(%s) error = %v", w, err)
+			}
+		}
+		if w, err := s.Release(ctx, keyA, build.NewID(clock.Now())); !errors.Is(err, build.ErrConflict) || w != "" {
+			t.Errorf("Release() by another build = %q, %v; want \"\", ErrConflict", w, err)
+		}
+		if err := s.Extend(ctx, keyA, l.BuildID, clock.Now().Add(2*time.Hour)); err != nil {
+			t.Fatalf("Extend() error = %v", err)
+		}
+		if w, err := s.Release(ctx, keyA, l.BuildID); err != nil || w != "r2" {
+			t.Errorf("Release() = %q, %v; want the last waiter \"r2\" (kept through a conflict and an Extend)", w, err)
+		}
+		if w, err := s.Release(ctx, keyA, l.BuildID); err != nil || w != "" {
+			t.Errorf("a second Release() = %q, %v; want \"\", nil", w, err)
+		}
+		// A new lease starts without the old one's waiter.
+		next := newLease(clock, keyA, time.Hour)
+		acquire(t, s, next, 2)
+		if w, err := s.Release(ctx, keyA, next.BuildID); err != nil || w != "" {
+			t.Errorf("Release() of a new lease = %q, %v; want \"\", nil", w, err)
+		}
+		// An expired lease takes no waiter.
+		old := newLease(clock, keyB, time.Minute)
+		acquire(t, s, old, 2)
+		clock.Advance(2 * time.Minute)
+		if err := s.Await(ctx, keyB, "r3"); !errors.Is(err, build.ErrNotFound) {
+			t.Errorf("Await() on an expired lease error = %v, want ErrNotFound", err)
+		}
+	})
+
 	t.Run("acquire and release", func(t *testing.T) {
 		t.Parallel()
 		clock := NewClock(time.Time{})
@@ -32,7 +79,7 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		checkLeases(t, s, l)
 		release(t, s, keyA, l.BuildID)
 		checkLeases(t, s)
-		if err := s.Release(t.Context(), keyA, l.BuildID); err != nil {
+		if _, err := s.Release(t.Context(), keyA, l.BuildID); err != nil {
 			t.Errorf("Release() of a free key error = %v, want nil", err)
 		}
 		other := newLease(clock, keyA, time.Hour)
@@ -162,7 +209,7 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		if err := s.Extend(t.Context(), keyA, old.BuildID, clock.Now().Add(time.Hour)); !errors.Is(err, build.ErrNotFound) {
 			t.Errorf("Extend() by the expired holder error = %v, want ErrNotFound", err)
 		}
-		if err := s.Release(t.Context(), keyA, old.BuildID); !errors.Is(err, build.ErrConflict) {
+		if _, err := s.Release(t.Context(), keyA, old.BuildID); !errors.Is(err, build.ErrConflict) {
 			t.Errorf("Release() by the expired holder error = %v, want ErrConflict", err)
 		}
 		checkLeases(t, s, taker)
@@ -175,10 +222,10 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		l := newLease(clock, keyA, time.Minute)
 		acquire(t, s, l, 0)
 		clock.Advance(2 * time.Minute)
-		if err := s.Release(t.Context(), keyA, build.NewID(clock.Now())); err != nil {
+		if _, err := s.Release(t.Context(), keyA, build.NewID(clock.Now())); err != nil {
 			t.Errorf("Release() by another build of an expired lease error = %v, want nil", err)
 		}
-		if err := s.Release(t.Context(), keyA, l.BuildID); err != nil {
+		if _, err := s.Release(t.Context(), keyA, l.BuildID); err != nil {
 			t.Errorf("Release() by the holder of an expired lease error = %v, want nil", err)
 		}
 		checkLeases(t, s)
@@ -190,7 +237,7 @@ func TestLocks(t *testing.T, newLocks func(t *testing.T, clock *Clock) Locks) {
 		s := newLocks(t, clock)
 		l := newLease(clock, keyA, time.Hour)
 		acquire(t, s, l, 0)
-		if err := s.Release(t.Context(), keyA, build.NewID(clock.Now())); !errors.Is(err, build.ErrConflict) {
+		if _, err := s.Release(t.Context(), keyA, build.NewID(clock.Now())); !errors.Is(err, build.ErrConflict) {
 			t.Errorf("Release() by another build error = %v, want ErrConflict", err)
 		}
 		checkLeases(t, s, l)
@@ -344,7 +391,7 @@ func CheckConcurrentLocks(t *testing.T, stores []Locks, clock *Clock) {
 				held--
 				holders[key]--
 				mu.Unlock()
-				if err := s.Release(t.Context(), key, l.BuildID); err != nil {
+				if _, err := s.Release(t.Context(), key, l.BuildID); err != nil {
 					t.Errorf("Release() error = %v", err)
 					return
 				}
@@ -383,7 +430,7 @@ func acquire(t *testing.T, s Locks, l build.Lease, cap int) {
 
 func release(t *testing.T, s Locks, key string, id build.ID) {
 	t.Helper()
-	if err := s.Release(t.Context(), key, id); err != nil {
+	if _, err := s.Release(t.Context(), key, id); err != nil {
 		t.Fatalf("Release(%s) error = %v", key, err)
 	}
 }

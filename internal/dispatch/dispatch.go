@@ -38,11 +38,14 @@ type Catalog interface {
 // (Acquire fails with build.ErrLocked or build.ErrCapReached), keeps it for
 // the build's lifetime (Extend) and gives it back when launching fails
 // (Release). Neither a re-acquire by the holder nor Extend ever shortens a
-// lease; Extend fails with build.ErrNotFound when the lease is gone.
+// lease; Extend fails with build.ErrNotFound when the lease is gone. Await
+// leaves the receipt of a request deferred behind a lock on its lease, so
+// that whoever releases it wakes the request (build.ErrNotFound: no lease).
 type Locks interface {
 	Acquire(ctx context.Context, l build.Lease, cap int) error
 	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
-	Release(ctx context.Context, key string, id build.ID) error
+	Release(ctx context.Context, key string, id build.ID) (string, error)
+	Await(ctx context.Context, key, waiter string) error
 }
 
 // Idempotency returns the build that owns a delivery: the caller's when its
@@ -378,12 +381,12 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	// before it releases the lock, so this read sees it.
 	switch cur, err := d.records.Get(ctx, req.BuildID); {
 	case err != nil && !errors.Is(err, build.ErrNotFound):
-		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
+		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
 			log.Warn("release lock after failed read", "err", rerr)
 		}
 		return d.retry(log, m, fmt.Errorf("get record: %w", err))
 	case err == nil && cur.Status.Final():
-		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
+		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
 			log.Warn("release lock of an ended build", "err", rerr)
 		}
 		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status), Cause: CauseAlreadyEnded}
@@ -403,7 +406,7 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 
 	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}
 	if err := d.launcher.Launch(ctx, job); err != nil {
-		if rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
+		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
 			log.Warn("release lock after failed launch", "err", rerr)
 		}
 		if errors.Is(err, build.ErrInvalid) {
@@ -490,7 +493,7 @@ func (d *Dispatcher) keepLease(ctx context.Context, log *slog.Logger, req build.
 		switch {
 		case err == nil:
 			if d.ended(ctx, id) {
-				if err := d.locks.Release(ctx, key, id); err != nil {
+				if _, err := d.locks.Release(ctx, key, id); err != nil {
 					log.Warn("release lock of a build that ended while it launched", "err", err)
 				}
 				return true

@@ -74,7 +74,7 @@ func (l *fakeLauncher) Finish(ctx context.Context) bool {
 	}
 	delete(l.running, id)
 	l.mu.Unlock()
-	if err := l.locks.Release(ctx, key, id); err != nil {
+	if _, err := l.locks.Release(ctx, key, id); err != nil {
 		panic(err)
 	}
 	return true

@@ -246,7 +246,7 @@ func TestBuildEndedDuringSlowLaunchHoldsNoLock(t *testing.T) {
 		if err := f.records.Save(ctx, rec); err != nil {
 			t.Error(err)
 		}
-		if err := f.locks.Release(ctx, req.LockKey(), req.BuildID); err != nil {
+		if _, err := f.locks.Release(ctx, req.LockKey(), req.BuildID); err != nil {
 			t.Error(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -188,9 +189,30 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 	case Deferred:
 		if err := d.queue.ChangeVisibility(ctx, m.Receipt, dec.Delay); err != nil {
 			log.Warn("defer message", "err", err)
+			break
+		}
+		if dec.Cause == CauseLocked {
+			d.await(ctx, log, req.LockKey(), m.Receipt)
 		}
 	}
 	return dec
+}
+
+// await leaves the receipt of a request deferred behind a held lock on the
+// lock's lease: the reaper, when it releases the lock, makes the request
+// visible at once instead of after its backoff (push to Pod for a busy
+// branch). If the lock went meanwhile, the request is tried again now.
+// Failures cost only latency: the backoff still brings the request back.
+func (d *Dispatcher) await(ctx context.Context, log *slog.Logger, key, receipt string) {
+	err := d.locks.Await(ctx, key, receipt)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		if err := d.queue.ChangeVisibility(ctx, receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
+			log.Warn("retry a request whose lock was released meanwhile", "err", err)
+		}
+	case err != nil:
+		log.Warn("wait for the lock; the request comes back after its backoff", "err", err)
+	}
 }
 
 // heartbeat keeps received messages invisible while a slow decision runs,

@@ -113,8 +113,13 @@ func (w *locks) Extend(ctx context.Context, key string, id build.ID, until time.
 	return w.m.count("locks", "extend", w.l.Extend(ctx, key, id, until))
 }
 
-func (w *locks) Release(ctx context.Context, key string, id build.ID) error {
-	return w.m.count("locks", "release", w.l.Release(ctx, key, id))
+func (w *locks) Release(ctx context.Context, key string, id build.ID) (string, error) {
+	waiter, err := w.l.Release(ctx, key, id)
+	return waiter, w.m.count("locks", "release", err)
+}
+
+func (w *locks) Await(ctx context.Context, key, waiter string) error {
+	return w.m.count("locks", "await", w.l.Await(ctx, key, waiter))
 }
 
 func (w *locks) ForceRelease(ctx context.Context, key string) error {

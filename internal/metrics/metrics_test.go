@@ -232,7 +232,7 @@ func TestDispatchSamplesQueueAndRunningBuilds(t *testing.T) {
 	// A failed read keeps the last value, is logged once, and the gauges
 	// follow again once the backend answers.
 	locks.setFail(true)
-	if err := locks.Locks.Release(ctx, "decap-ci/hello/r0", mustList(t, locks.Locks)[0].BuildID); err != nil {
+	if _, err := locks.Locks.Release(ctx, "decap-ci/hello/r0", mustList(t, locks.Locks)[0].BuildID); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, func() bool {

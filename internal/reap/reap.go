@@ -28,8 +28,15 @@ type Records interface {
 // only if that is later (it never shortens one); build.ErrNotFound when id
 // holds no unexpired lease on key.
 type Locks interface {
-	Release(ctx context.Context, key string, id build.ID) error
+	Release(ctx context.Context, key string, id build.ID) (waiter string, err error)
 	Extend(ctx context.Context, key string, id build.ID, until time.Time) error
+}
+
+// Waker makes a deferred queue message visible again: the request that
+// waited for a released lock (its receipt is the lock's waiter).
+// build.ErrNotFound for a stale receipt (the message came back already).
+type Waker interface {
+	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
 }
 
 // Executor removes what is left of an ended build (its Pod, its local run
@@ -88,9 +95,17 @@ type Reaper struct {
 	log     *slog.Logger
 	now     func() time.Time
 	notify  Notifier
+	waker   Waker
 	obs     Observer
 	// renewFor is how long past a Reconcile a live build's lease lasts.
 	renewFor time.Duration
+}
+
+// WakeWith makes r, when it releases a lock that a deferred request waits
+// for, make that request visible at once through w; it returns r.
+func (r *Reaper) WakeWith(w Waker) *Reaper {
+	r.waker = w
+	return r
 }
 
 // NotifyTo makes r tell n about every build it ends, and returns r.
@@ -220,12 +235,19 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 	}
 	if o.Team == "" {
 		log.Warn("build has neither labels nor a record; its lock, if any, is freed when its lease expires")
-	} else if err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
+	} else if waiter, err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
 		if !errors.Is(err, build.ErrConflict) {
 			return StepRelease, fmt.Errorf("release lock %s: %w", o.LockKey(), err)
 		}
 		// Its lease expired and another build took the key: nothing to free.
 		log.Warn("lock already held by another build")
+	} else if waiter != "" && r.waker != nil {
+		// The branch's next request waits behind this lock: bring it back
+		// now rather than after its backoff. If this fails, it comes back
+		// after its backoff anyway.
+		if err := r.waker.ChangeVisibility(ctx, waiter, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
+			log.Warn("wake the request waiting for the lock", "err", err)
+		}
 	}
 	if err := r.exec.Remove(ctx, o.BuildID); err != nil {
 		return StepRemove, fmt.Errorf("remove %s: %w", o.BuildID, err)

@@ -144,7 +144,7 @@ func TestReconcileRenewalFailures(t *testing.T) {
 	// Ended since its record was read: nothing to say.
 	logs.Reset()
 	ended := f.running(t, "ended")
-	if err := f.locks.Release(ctx, ended.LockKey(), ended.BuildID); err != nil {
+	if _, err := f.locks.Release(ctx, ended.LockKey(), ended.BuildID); err != nil {
 		t.Fatal(err)
 	}
 	r = reap.New(endingRecords{f.records, ended.BuildID}, f.locks, f.exec, slog.New(slog.NewJSONHandler(&logs, nil)), f.clock.Now)

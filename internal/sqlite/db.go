@@ -154,7 +154,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2}
+	return []string{schemaV1, schemaV2, schemaV3}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -233,6 +233,12 @@ CREATE TABLE dispatch_gate (
 	since  INTEGER NOT NULL
 );
 CREATE INDEX records_waiting ON records (queued_at, id) WHERE status IN ('queued', 'deferred');
+`
+
+// schemaV3 gives a lock its waiter: the receipt of the request deferred
+// behind it (Locks.Await), which Release hands back.
+const schemaV3 = `
+ALTER TABLE locks ADD COLUMN waiter TEXT NOT NULL DEFAULT '';
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

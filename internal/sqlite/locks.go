@@ -62,7 +62,7 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		_, err = tx.ExecContext(ctx, `
 INSERT INTO locks (key, build_id, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.owner,
-	acquired_at = excluded.acquired_at, expires_at = excluded.expires_at`,
+	acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, waiter = ''`,
 			l.Key, string(l.BuildID), l.Owner, nanos(l.AcquiredAt), nanos(l.ExpiresAt))
 		return err
 	})
@@ -95,20 +95,24 @@ func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.
 	return nil
 }
 
-// Release drops key if id holds it. A key that nobody holds, or whose lease
-// expired, is not an error; a key another build holds gives
+// Release drops key if id holds it and returns the lease's waiter (see
+// Await). A key that nobody holds, or whose lease expired, is not an
+// error (an expired lease is dropped, and its waiter returned: the request
+// waits for the key, not for that build); a key another build holds gives
 // build.ErrConflict and stays held.
-func (s *Locks) Release(ctx context.Context, key string, id build.ID) error {
+func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, error) {
+	var waiter string
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
 		var holder string
 		var expires int64
-		err := tx.QueryRowContext(ctx, `SELECT build_id, expires_at FROM locks WHERE key = ?`, key).Scan(&holder, &expires)
+		err := tx.QueryRowContext(ctx, `SELECT build_id, expires_at, waiter FROM locks WHERE key = ?`, key).Scan(&holder, &expires, &waiter)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil
 		case err != nil:
 			return err
 		case holder != string(id) && expires > nanos(s.db.now()):
+			waiter = ""
 			return fmt.Errorf("%w: held by build %s", build.ErrConflict, holder)
 		}
 		// Ours, or an expired lease of another build: either way free.
@@ -116,7 +120,28 @@ func (s *Locks) Release(ctx context.Context, key string, id build.ID) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("release lock %s: %w", key, err)
+		return "", fmt.Errorf("release lock %s: %w", key, err)
+	}
+	return waiter, nil
+}
+
+// Await records waiter on key's unexpired lease, replacing an earlier one;
+// build.ErrNotFound when nobody holds an unexpired lease on key.
+func (s *Locks) Await(ctx context.Context, key, waiter string) error {
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE locks SET waiter = ? WHERE key = ? AND expires_at > ?`, waiter, key, nanos(s.db.now()))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return build.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("await lock %s: %w", key, err)
 	}
 	return nil
 }

@@ -260,7 +260,7 @@ func TestHelperProcess(t *testing.T) {
 		}
 		// ErrConflict here would mean another process took the key while
 		// this one held it.
-		if err := locks.Release(t.Context(), key, l.BuildID); err != nil {
+		if _, err := locks.Release(t.Context(), key, l.BuildID); err != nil {
 			t.Fatalf("Release() error = %v", err)
 		}
 	}

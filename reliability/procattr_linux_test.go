@@ -1,9 +1,0 @@
-package reliability_test
-
-import "syscall"
-
-// serviceProcAttr makes a service die with the test binary (builds are
-// detached by design; cleanup finds them in the data directory).
-func serviceProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
