@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // The AWS scenarios run the same services with DECAP_BACKEND=aws on
@@ -37,7 +39,7 @@ func newAWSWorld(t *testing.T, endpoint string) *awsWorld {
 	if _, err := exec.LookPath("aws"); err != nil {
 		t.Skipf("AWS scenarios skipped: the AWS CLI (aws) is not on PATH, and the resources are created with it: %v", err)
 	}
-	w := &awsWorld{t: t, prefix: "rel-" + randomHex(4), endpoint: endpoint}
+	w := &awsWorld{t: t, prefix: "rel-" + proctest.RandomHex(4), endpoint: endpoint}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "DECAP_") {
 			w.env = append(w.env, kv)
@@ -97,11 +99,11 @@ func TestAWSBurst(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced(t, "rel", "app", 0, 0)
 	const capacity = 4
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: w.serviceEnv()})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: w.serviceEnv()})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("dispatcher")
+	c.Start("ingest")
 	runBurst(t, r, c, cfg.awsBurstRequests, cfg.awsBurstBranches, capacity)
 }
 
@@ -117,7 +119,7 @@ func startMoto(t *testing.T) *motoServer {
 	if err != nil {
 		t.Skipf("AWS outage skipped: moto_server is not on PATH, and the outage freezes a moto_server of its own: %v", err)
 	}
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
 	log, err := os.Create(filepath.Join(t.TempDir(), "moto.log"))
 	if err != nil {
@@ -167,7 +169,7 @@ func TestAWSOutage(t *testing.T) {
 	r := newRow(t, "outage", "aws (own moto)")
 	moto := startMoto(t)
 	w := newAWSWorld(t, "http://"+moto.addr)
-	runOutage(t, r, w.serviceEnv(), "freezing moto", func(*cluster) error {
+	runOutage(t, r, w.serviceEnv(), "freezing moto", func(*proctest.Cluster) error {
 		if err := moto.freeze(); err != nil {
 			return fmt.Errorf("SIGSTOP moto: %w", err)
 		}
@@ -186,15 +188,15 @@ func TestAWSOutage(t *testing.T) {
 // comes back by itself, every webhook answered 202 builds exactly once, and
 // every webhook not answered 202 during the outage is redelivered
 // afterwards, as GitHub would, and builds exactly once too.
-func runOutage(t *testing.T, r *row, env []string, what string, begin func(*cluster) error, end func() error) {
+func runOutage(t *testing.T, r *row, env []string, what string, begin func(*proctest.Cluster) error, end func() error) {
 	t.Helper()
 	s := newScripts(t)
 	s.addTraced(t, "rel", "app", 200*time.Millisecond, 500*time.Millisecond)
 	const capacity = 4
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: env})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: env})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 	m := startMonitor(t, c, r, capacity)
 	short := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
 
@@ -202,9 +204,9 @@ func runOutage(t *testing.T, r *row, env []string, what string, begin func(*clus
 	var failed []*delivery // not answered 202: GitHub redelivers these
 	send := func(i int) {
 		branch := fmt.Sprintf("o-%03d", i)
-		d := &delivery{id: newDelivery(), branch: branch, body: pushPayload("rel", "app", branch)}
+		d := &delivery{id: proctest.NewDelivery(), branch: branch, body: proctest.PushPayload("rel", "app", branch)}
 		r.add(&r.requests, 1)
-		id, err := c.pushWith(short, d.id, d.body)
+		id, err := c.SendPush(short, d.id, d.body)
 		if err != nil {
 			t.Logf("delivery %s during the outage: %v (to be redelivered)", d.id, err)
 			failed = append(failed, d)
@@ -228,7 +230,7 @@ func runOutage(t *testing.T, r *row, env []string, what string, begin func(*clus
 	frozen := time.Now()
 	dropped := false
 	for time.Since(frozen) < cfg.outage {
-		if !ready(short, c.ingestAddr) {
+		if ok, _ := proctest.Ready(short, c.IngestAddr()); !ok {
 			dropped = true
 		}
 		send(n)
@@ -242,18 +244,18 @@ func runOutage(t *testing.T, r *row, env []string, what string, begin func(*clus
 	if !dropped {
 		r.violate(t, "ingest's /readyz answered 200 all through a %s backend outage; want it to drop", cfg.outage)
 	}
-	if crashes := c.crashed(); len(crashes) > 0 {
+	if crashes := c.Crashed(); len(crashes) > 0 {
 		t.Fatalf("services did not survive the outage: %v", crashes)
 	}
-	for _, s := range c.services {
-		c.waitReady(s) // comes back by itself
+	for _, s := range c.Services() {
+		c.WaitReady(s) // comes back by itself
 	}
 	t.Logf("every service ready again %s after the outage", time.Since(frozen.Add(cfg.outage)).Round(time.Millisecond))
 
 	// GitHub redelivers what was not answered 2xx; then a few more.
 	for _, d := range failed {
 		r.add(&r.requests, 1)
-		id, err := c.pushWith(c.client, d.id, d.body)
+		id, err := c.SendPush(c.Client(), d.id, d.body)
 		if err != nil {
 			t.Errorf("redelivery of %s after the outage: %v", d.id, err)
 			continue

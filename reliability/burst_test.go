@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestBurst sends a burst of signed push webhooks over many branches on the
@@ -16,10 +18,10 @@ func TestBurst(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced(t, "rel", "app", 0, 0)
 	const capacity = 8
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity})
-	c.start("reaper")
-	c.start("dispatcher")
-	c.start("ingest")
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
 	runBurst(t, r, c, cfg.burstRequests, cfg.burstBranches, capacity)
 }
 
@@ -38,7 +40,7 @@ type delivery struct {
 // queue's clock cannot be moved past its dedup window) — and checks that
 // every unique delivery built exactly once, succeeded, and that every
 // redelivery was answered with the first build.
-func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int) {
+func runBurst(t *testing.T, r *row, c *proctest.Cluster, requests, branches, capacity int) {
 	redeliveries := requests / 5
 	unique := requests - redeliveries
 	early := redeliveries / 2
@@ -48,7 +50,7 @@ func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int
 	ds := make([]*delivery, unique)
 	for i := range ds {
 		branch := fmt.Sprintf("b-%04d", i%branches)
-		ds[i] = &delivery{id: newDelivery(), branch: branch, body: pushPayload("rel", "app", branch)}
+		ds[i] = &delivery{id: proctest.NewDelivery(), branch: branch, body: proctest.PushPayload("rel", "app", branch)}
 	}
 	// Early redeliveries follow their first delivery at once; late ones
 	// go to other deliveries, after every build has ended.
@@ -66,7 +68,7 @@ func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int
 	}
 	redeliver := func(d *delivery, when string) {
 		r.add(&r.requests, 1)
-		id, err := c.pushWith(c.client, d.id, d.body)
+		id, err := c.SendPush(c.Client(), d.id, d.body)
 		if err != nil {
 			t.Errorf("%s redelivery of %s: %v", when, d.id, err)
 			return
@@ -81,7 +83,7 @@ func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int
 	parallel(8, unique, func(i int) {
 		d := ds[i]
 		r.add(&r.requests, 1)
-		id, err := c.pushWith(c.client, d.id, d.body)
+		id, err := c.SendPush(c.Client(), d.id, d.body)
 		if err != nil {
 			t.Errorf("delivery %d: %v", i, err)
 			return
@@ -112,7 +114,7 @@ func runBurst(t *testing.T, r *row, c *cluster, requests, branches, capacity int
 	for i, d := range ds {
 		ids[i] = d.build
 	}
-	checkBuilds(t, r, c, m, ids, capacity, func(i int, rec buildRecord) {
+	checkBuilds(t, r, c, m, ids, capacity, func(i int, rec proctest.Record) {
 		if rec.DeliveryID != ds[i].id {
 			r.violate(t, "build %s: got deliveryId %q, want %q", ids[i], rec.DeliveryID, ds[i].id)
 		}
@@ -140,10 +142,10 @@ func parallel(workers, n int, f func(i int)) {
 }
 
 // waitEnded waits until the trace shows n ended builds.
-func waitEnded(t *testing.T, c *cluster, m *monitor, n int) {
+func waitEnded(t *testing.T, c *proctest.Cluster, m *monitor, n int) {
 	t.Helper()
 	last := time.Now()
-	c.waitFor(cfg.wait, fmt.Sprintf("%d builds to end", n), func() (bool, string) {
+	c.WaitFor(cfg.wait, fmt.Sprintf("%d builds to end", n), func() (bool, string) {
 		m.mu.Lock()
 		ended, started := m.tr.ended(), len(m.tr)
 		m.mu.Unlock()
@@ -158,10 +160,10 @@ func waitEnded(t *testing.T, c *cluster, m *monitor, n int) {
 
 // waitSettled waits until the queue holds nothing (every request decided)
 // and then a little longer, so a wrongly launched build would show up.
-func waitSettled(t *testing.T, c *cluster, m *monitor) {
+func waitSettled(t *testing.T, c *proctest.Cluster, m *monitor) {
 	t.Helper()
-	c.waitFor(cfg.wait, "the queue to drain", func() (bool, string) {
-		q, err := c.queue()
+	c.WaitFor(cfg.wait, "the queue to drain", func() (bool, string) {
+		q, err := c.Queue()
 		if err != nil {
 			return false, err.Error()
 		}
@@ -178,10 +180,10 @@ func waitSettled(t *testing.T, c *cluster, m *monitor) {
 // explained other end), each started exactly once, nothing else started,
 // the whole trace is serialized per branch and under the cap, and no lock
 // is left.
-func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, capacity int,
-	check func(i int, rec buildRecord), allow func(rec buildRecord, starts int) bool) {
+func checkBuilds(t *testing.T, r *row, c *proctest.Cluster, m *monitor, ids []string, capacity int,
+	check func(i int, rec proctest.Record), allow func(rec proctest.Record, starts int) bool) {
 	t.Helper()
-	tr, err := readTrace(c.trace)
+	tr, err := readTrace(c.Trace())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +200,11 @@ func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, cap
 		mu.Lock()
 		accepted[id] = true
 		mu.Unlock()
-		var rec buildRecord
+		var rec proctest.Record
 		var code int
 		var err error
 		for range 3 { // through a restarting ingest
-			if rec, code, err = c.getBuild(id); err == nil && code == http.StatusOK {
+			if rec, code, err = c.GetBuild(id); err == nil && code == http.StatusOK {
 				break
 			}
 			time.Sleep(time.Second)
@@ -219,7 +221,7 @@ func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, cap
 			starts = sp.starts
 		}
 		switch {
-		case rec.succeeded() && starts == 1:
+		case rec.Succeeded() && starts == 1:
 		case allow != nil && allow(rec, starts):
 			t.Logf("build %s: %s, started %d times (allowed)", id, rec, starts)
 		default:
@@ -235,10 +237,10 @@ func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, cap
 		}
 	}
 	t.Logf("records: %v", statuses)
-	var left []lease
+	var left []proctest.Lease
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		left, err = c.locks()
+		left, err = c.Locks()
 		if err == nil && len(left) == 0 {
 			break
 		}
@@ -248,7 +250,7 @@ func checkBuilds(t *testing.T, r *row, c *cluster, m *monitor, ids []string, cap
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if crashes := c.crashed(); len(crashes) > 0 {
+	if crashes := c.Crashed(); len(crashes) > 0 {
 		t.Errorf("services crashed: %v", crashes)
 	}
 }

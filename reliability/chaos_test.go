@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestChaos SIGKILLs dispatchers and the reaper at random moments and
@@ -20,10 +22,10 @@ func TestChaos(t *testing.T) {
 	s := newScripts(t)
 	s.addTraced(t, "rel", "chaos", 200*time.Millisecond, time.Second)
 	const capacity, branches = 4, 40
-	c := newCluster(t, clusterOptions{Scripts: s.dir, Trace: s.trace, Cap: capacity})
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
 	var mu sync.Mutex
-	victims := []*service{c.start("reaper"), c.start("dispatcher"), c.start("dispatcher")}
-	c.start("ingest")
+	victims := []*proctest.Service{c.Start("reaper"), c.Start("dispatcher"), c.Start("dispatcher")}
+	c.Start("ingest")
 	m := startMonitor(t, c, r, capacity)
 
 	stop := make(chan struct{})
@@ -39,7 +41,7 @@ func TestChaos(t *testing.T) {
 			case <-time.After(time.Duration(100+rand.IntN(200)) * time.Millisecond):
 			}
 			r.add(&r.requests, 1)
-			id, err := c.requestBuild("rel", "chaos", fmt.Sprintf("c-%02d", rand.IntN(branches)))
+			id, err := c.TryRequestBuild("rel", "chaos", fmt.Sprintf("c-%02d", rand.IntN(branches)))
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
 				continue
@@ -55,15 +57,15 @@ func TestChaos(t *testing.T) {
 		time.Sleep(time.Duration(300+rand.IntN(2200)) * time.Millisecond)
 		i := rand.IntN(len(victims))
 		v := victims[i]
-		kind := strings.SplitN(v.name, "-", 2)[0]
-		c.kill(v)
+		kind := strings.SplitN(v.Name, "-", 2)[0]
+		c.Kill(v)
 		r.add(&r.kills, 1)
 		// Sometimes the service stays down for a moment.
 		if rand.IntN(3) == 0 {
 			time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond)
 		}
-		victims[i] = c.start(kind)
-		t.Logf("kill %d/%d: %s", k+1, cfg.chaosKills, v.name)
+		victims[i] = c.Start(kind)
+		t.Logf("kill %d/%d: %s", k+1, cfg.chaosKills, v.Name)
 	}
 	close(stop)
 	sent.Wait()
@@ -74,12 +76,12 @@ func TestChaos(t *testing.T) {
 
 	// Every accepted build ends: a request a killed dispatcher held comes
 	// back after its visibility timeout (30 s).
-	c.waitFor(cfg.wait, fmt.Sprintf("%d builds to have a final record", len(accepted)), func() (bool, string) {
+	c.WaitFor(cfg.wait, fmt.Sprintf("%d builds to have a final record", len(accepted)), func() (bool, string) {
 		pending := 0
 		var first string
 		for _, id := range accepted {
-			rec, _, err := c.getBuild(id)
-			if err != nil || !isFinal(rec.Status) {
+			rec, _, err := c.GetBuild(id)
+			if err != nil || !proctest.IsFinal(rec.Status) {
 				pending++
 				if first == "" {
 					first = id + ": " + rec.String()
@@ -94,7 +96,7 @@ func TestChaos(t *testing.T) {
 	// starting its process leaves a build the reaper records as errored
 	// ("launch interrupted"); its script never ran. That is a final record
 	// with a reason, which invariant 4 asks for, not a lost build.
-	checkBuilds(t, r, c, m, accepted, capacity, nil, func(rec buildRecord, starts int) bool {
+	checkBuilds(t, r, c, m, accepted, capacity, nil, func(rec proctest.Record, starts int) bool {
 		return rec.Status == "errored" && strings.Contains(rec.Reason, "launch interrupted") && starts == 0
 	})
 }

@@ -16,7 +16,6 @@
 package reliability_test
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 var (
@@ -92,30 +93,21 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	cfg = s
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-		fmt.Fprintf(os.Stderr, "reliability: go env GOMOD: %v %q\n", err, out)
-		return 1
-	}
-	moduleRoot = filepath.Dir(strings.TrimSpace(string(out)))
-	dir, err := os.MkdirTemp("", "decap-reliability-bin-")
+	root, err := proctest.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reliability:", err)
 		return 1
 	}
+	moduleRoot = root
+	dir, err := os.MkdirTemp("", "decap-reliability-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reliability: create binary directory:", err)
+		return 1
+	}
 	defer os.RemoveAll(dir)
-	for _, args := range [][]string{
-		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper"},
-		{"build", "-o", filepath.Join(dir, "decap-entrypoint"), "./build-container/entrypoint"},
-	} {
-		cmd := exec.Command("go", args...)
-		cmd.Dir = moduleRoot
-		var b bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &b, &b
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "reliability: go %s: %v\n%s", strings.Join(args, " "), err, b.String())
-			return 1
-		}
+	if err := proctest.BuildBinaries(root, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "reliability:", err)
+		return 1
 	}
 	binDir = dir
 	start := time.Now()
@@ -136,11 +128,30 @@ func runTests(m *testing.M) int {
 	return code
 }
 
+// requireSuite skips t when the suite does not run (see TestMain).
 func requireSuite(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
+}
+
+// Secrets of every cluster; only the suite knows them.
+const (
+	webhookSecret = "reliability-webhook-secret"
+	apiToken      = "reliability-api-token"
+)
+
+// newCluster prepares a cluster of the binaries TestMain built, with the
+// secrets above, after requireSuite; see proctest.NewCluster.
+// RELIABILITY_DUMP=1 logs the dumps of passing tests too.
+func newCluster(t *testing.T, opts proctest.Options) *proctest.Cluster {
+	t.Helper()
+	requireSuite(t)
+	opts.Bin = binDir
+	opts.WebhookSecret, opts.APIToken = webhookSecret, apiToken
+	opts.AlwaysDump = os.Getenv("RELIABILITY_DUMP") != ""
+	return proctest.NewCluster(t, opts)
 }
 
 // row is one scenario's line of the summary table.

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	_ "modernc.org/sqlite" // the test holds the services' database from outside
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // TestEmbeddedOutage makes the embedded store unavailable the way it fails
@@ -22,10 +24,10 @@ func TestEmbeddedOutage(t *testing.T) {
 		holder *sql.DB
 		tx     *sql.Tx
 	)
-	runOutage(t, r, nil, "holding the SQLite write lock", func(c *cluster) error {
+	runOutage(t, r, nil, "holding the SQLite write lock", func(c *proctest.Cluster) error {
 		var err error
 		// _txlock=immediate: BEGIN IMMEDIATE takes the write lock at once.
-		holder, err = sql.Open("sqlite", filepath.Join(c.dataDir, "decap.db")+"?_busy_timeout=30000&_txlock=immediate")
+		holder, err = sql.Open("sqlite", filepath.Join(c.DataDir(), "decap.db")+"?_busy_timeout=30000&_txlock=immediate")
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 const validDescriptor = `{"buildImage": "debian:bookworm-slim", "repoManager": "github"}`
@@ -180,7 +182,7 @@ func (tr trace) checkExact(t *testing.T, r *row, capacity int) {
 // running builds (or held leases) than the cap, is a violation.
 type monitor struct {
 	t        *testing.T
-	c        *cluster
+	c        *proctest.Cluster
 	r        *row
 	capacity int
 	stop     chan struct{}
@@ -195,7 +197,7 @@ type monitor struct {
 
 const sampleEvery = 50 * time.Millisecond
 
-func startMonitor(t *testing.T, c *cluster, r *row, capacity int) *monitor {
+func startMonitor(t *testing.T, c *proctest.Cluster, r *row, capacity int) *monitor {
 	m := &monitor{t: t, c: c, r: r, capacity: capacity, stop: make(chan struct{}), done: make(chan struct{}),
 		tr: trace{}, running: map[string]*span{}}
 	go m.loop()
@@ -248,7 +250,7 @@ func (m *monitor) sample() {
 	}
 	// The lock table, when ingest answers (it may be restarting or the
 	// backend may be down: then there is nothing to sample).
-	leases, err := m.c.locks()
+	leases, err := m.c.Locks()
 	if err != nil {
 		return
 	}
@@ -266,7 +268,7 @@ func (m *monitor) sample() {
 
 // readTrace reads the lines appended since the last sample.
 func (m *monitor) readTrace() {
-	f, err := os.Open(m.c.trace)
+	f, err := os.Open(m.c.Trace())
 	if err != nil {
 		return
 	}
