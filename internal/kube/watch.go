@@ -50,8 +50,10 @@ var stuckWaiting = map[string]string{
 //
 // A build has ended when its Pod is Succeeded or Failed (the build
 // container's result, DeadlineExceeded, an eviction, a failed checkout),
-// when it has waited in Pending past PendingTimeout for an image it cannot
-// pull or a node it cannot get, or when it was deleted before it ended.
+// when it cannot start at all (an invalid image name, a container that
+// cannot be configured), when it has waited in Pending past PendingTimeout
+// for an image it cannot pull or a node it cannot get, or when it was
+// deleted before it ended.
 //
 // handle must be idempotent and should end with Remove: the Pod is removed
 // only after handle recorded its end. An error from handle is logged and
