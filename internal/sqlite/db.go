@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,12 @@ type DB struct {
 	// nanoseconds; 0: none): a write blocked on another process's lock
 	// makes readiness drop before its busy timeout ends.
 	writeSince atomic.Int64
+
+	// The writer goroutine (batch.go): writes, its queue; stop ends it.
+	writes   chan *writeReq
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 // SlowWrite is how long a write may take before CheckWrites reports the
@@ -126,6 +133,7 @@ func Open(path string, opts Options) (*DB, error) {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	db.startWriter()
 	if err := db.migrate(context.Background()); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -148,6 +156,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) close() error {
+	db.stopWriter()
 	return errors.Join(db.wdb.Close(), db.rdb.Close(), db.pdb.Close())
 }
 
@@ -291,13 +300,14 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 // write runs fn in a BEGIN IMMEDIATE transaction on the write connection and
-// commits it if fn returns nil. Errors from SQLite are classified (see
-// classify); errors of fn are returned as they are.
+// commits it if fn returns nil; concurrent writes share one commit (see
+// batch.go). Errors from SQLite are classified (see classify); errors of fn
+// are returned as they are. fn runs once, and must not call write itself.
 func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if start := time.Now().UnixNano(); db.writeSince.CompareAndSwap(0, start) {
 		defer db.writeSince.CompareAndSwap(start, 0)
 	}
-	return db.writeTx(ctx, fn)
+	return db.submit(ctx, fn)
 }
 
 func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {

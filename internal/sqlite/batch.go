@@ -1,0 +1,171 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+)
+
+// Group commit. Every write of a process goes through one writer goroutine
+// that runs the writes waiting at that moment in one transaction, each in a
+// savepoint of its own, and commits them together: one fsync
+// (synchronous=FULL) for the batch instead of one per write. Each write
+// still runs alone and in order, sees the writes before it, and is rolled
+// back alone when its function fails; its caller returns only after the
+// commit, with the commit's error if that failed. A single waiting write
+// runs exactly as it would without batching.
+
+// maxBatch bounds the writes committed together, so that one commit never
+// holds the lock long.
+const maxBatch = 64
+
+// States of a write request.
+const (
+	reqPending   int32 = iota // queued: the writer has not started it
+	reqStarted                // the writer runs it; its caller waits for the outcome
+	reqAbandoned              // its caller gave up before it started; skipped
+)
+
+var errClosed = errors.New("database is closed")
+
+// writeReq is one write waiting for the writer.
+type writeReq struct {
+	ctx   context.Context
+	fn    func(*sql.Tx) error
+	state atomic.Int32
+	done  chan error // buffered: the writer never blocks on a caller
+}
+
+// startWriter starts the writer goroutine; stopWriter ends it.
+func (db *DB) startWriter() {
+	db.writes = make(chan *writeReq)
+	db.stop = make(chan struct{})
+	db.stopped = make(chan struct{})
+	go db.writer()
+}
+
+func (db *DB) stopWriter() {
+	db.stopOnce.Do(func() {
+		if db.stop != nil {
+			close(db.stop)
+			<-db.stopped
+		}
+	})
+}
+
+func (db *DB) writer() {
+	defer close(db.stopped)
+	var batch []*writeReq
+	for {
+		select {
+		case r := <-db.writes:
+			batch = append(batch[:0], r)
+		case <-db.stop:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-db.writes:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		db.runBatch(batch)
+		clear(batch) // let the requests go
+	}
+}
+
+// submit hands fn to the writer and waits for its outcome. A caller whose
+// ctx ends before its write started gets ctx's error and the write never
+// runs; once started, the caller waits for the commit, so an error always
+// means nothing was written.
+func (db *DB) submit(ctx context.Context, fn func(*sql.Tx) error) error {
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case db.writes <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.stop:
+		return errClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+			return ctx.Err()
+		}
+		return <-r.done
+	}
+}
+
+// runBatch runs the batch's live writes: alone as before, or together.
+func (db *DB) runBatch(batch []*writeReq) {
+	live := make([]*writeReq, 0, len(batch))
+	for _, r := range batch {
+		if r.state.CompareAndSwap(reqPending, reqStarted) {
+			live = append(live, r)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		live[0].done <- db.writeTx(live[0].ctx, live[0].fn)
+		return
+	}
+	results, err := db.writeBatch(live)
+	for i, r := range live {
+		switch {
+		case results[i] != nil:
+			r.done <- classify(results[i])
+		case err != nil:
+			r.done <- classify(err)
+		default:
+			r.done <- nil
+		}
+	}
+}
+
+// writeBatch runs the writes in one transaction, each in a savepoint, and
+// commits. results[i] is the error of the i-th write's own function (its
+// changes rolled back); err is the transaction's error, which undoes every
+// write that had none of its own.
+func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
+	results = make([]error, len(live))
+	// The transaction outlives any one caller: a caller that gives up
+	// waits for the commit instead (see submit).
+	tx, err := db.wdb.BeginTx(context.Background(), nil)
+	if err != nil {
+		return results, err
+	}
+	for i, r := range live {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+			_ = tx.Rollback()
+			return results, fmt.Errorf("savepoint: %w", err)
+		}
+		if ferr := r.fn(tx); ferr != nil {
+			results[i] = ferr
+			// A statement interrupted by its caller's context may have
+			// rolled the whole transaction back: then this fails, and so
+			// does the batch.
+			if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+				_ = tx.Rollback()
+				return results, fmt.Errorf("roll back a failed write: %w", err)
+			}
+		}
+		if _, err := tx.Exec("RELEASE w"); err != nil {
+			_ = tx.Rollback()
+			return results, fmt.Errorf("release savepoint: %w", err)
+		}
+	}
+	return results, tx.Commit()
+}
