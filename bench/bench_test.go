@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmoke runs the embedded scenarios at a tiny scale and checks that the
+// report has their rows. It measures nothing worth reading and asserts no
+// figure: the benchmarks are `make bench`.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a few seconds of load; skipped under -short")
+	}
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "BENCHMARKS.md")
+	args := []string{
+		"-scale", "quick", "-aws", "off", "-only", "^(ingest|launch|dispatch|reap)$", "-out", out,
+		"-ingest-round", "200ms", "-ingest-rounds", "1", "-ingest-clients", "2", "-ingest-rate", "20", "-ingest-rate-for", "250ms",
+		"-light-rate", "10", "-light-for", "300ms", "-heavy-rate", "20", "-heavy-for", "250ms",
+		"-dispatch-n", "40", "-dispatch-keys", "4", "-reap-n", "5", "-reap-rate", "50",
+	}
+	getenv := func(k string) string {
+		if k == "TMPDIR" {
+			return tmp
+		}
+		return os.Getenv(k)
+	}
+	var stderr bytes.Buffer
+	if err := run(context.Background(), args, getenv, io.Discard, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	report, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| ingest | signed push webhooks", "| launch | push → Launch, light", "| dispatch | dispatcher: 40 queued", "| reap | reaper lag"} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("the report has no row %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(string(report), "failed:") {
+		t.Errorf("a scenario failed:\n%s", report)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	t.Parallel()
+	l := latencies{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0, 1}, {0.5, 5}, {0.9, 9}, {0.99, 10}, {1, 10}} {
+		if got := l.quantile(tc.q); got != tc.want {
+			t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := (latencies{}).quantile(0.5); got != 0 {
+		t.Errorf("quantile of no sample = %v, want 0", got)
+	}
+}
+
+func TestScaleFlags(t *testing.T) {
+	t.Parallel()
+	var s scale
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	s.flags(fs)
+	if err := fs.Parse([]string{"-dispatch-n", "7", "-light-for", "2s"}); err != nil {
+		t.Fatal(err)
+	}
+	base := scales["quick"]
+	got := s.over(base, fs)
+	if got.DispatchN != 7 || got.LightFor != 2*time.Second || got.ReapN != base.ReapN {
+		t.Errorf("over: DispatchN %d, LightFor %s, ReapN %d; want 7, 2s, %d", got.DispatchN, got.LightFor, got.ReapN, base.ReapN)
+	}
+	if args := got.args(base); args != "-light-for=2s -dispatch-n=7" {
+		t.Errorf("args = %q, want %q", args, "-light-for=2s -dispatch-n=7")
+	}
+}
