@@ -50,6 +50,10 @@ fuzz: ## run every fuzz target for FUZZTIME (15s) each, one after another; FUZZ=
 			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg || exit 1; \
 		done
 
+.PHONY: bench
+bench: ## measure DESIGN.md's targets against same-run baselines (~10 min; its own moto) and write docs/BENCHMARKS.md; BENCH_ARGS='-scale quick' for a short run
+	scripts/with-moto.sh $(GO) run ./bench -out docs/BENCHMARKS.md $(BENCH_ARGS)
+
 .PHONY: kube-controlplane
 kube-controlplane: ## build etcd, kube-apiserver, kube-scheduler and kwok for the Kubernetes tests (once: 11-25 min; cached, see scripts/kube-controlplane.sh)
 	scripts/kube-controlplane.sh build
