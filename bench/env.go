@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -268,4 +269,61 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineTicks returns the machine's busy and total CPU ticks so far, from
+// the first line of /proc/stat.
+func machineTicks() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	v := make([]int64, 8)
+	for i := range v {
+		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	// user nice system idle iowait irq softirq steal
+	busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+	return busy, busy + v[3] + v[4]
+}
+
+// loadavg returns the 1-minute load average.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
+}
+
+// usage is what the machine did while a scenario ran.
+type usage struct {
+	busy0, total0 int64
+	cpu0          time.Duration
+	wall0         time.Time
+	load0         string
+}
+
+func startUsage() usage {
+	b, t := machineTicks()
+	return usage{busy0: b, total0: t, cpu0: cpuTime(), wall0: time.Now(), load0: loadavg()}
+}
+
+// String says how busy the machine was since u started, and how much of
+// it was this process.
+func (u usage) String() string {
+	b, t := machineTicks()
+	if t <= u.total0 {
+		return ""
+	}
+	n := float64(runtime.NumCPU())
+	machine := float64(b-u.busy0) / float64(t-u.total0) * n
+	own := float64(cpuTime()-u.cpu0) / float64(time.Since(u.wall0))
+	return fmt.Sprintf("The machine meanwhile: %.2f of %.0f cores busy on average, %.2f of them this process "+
+		"(the services it started and moto not included); load average %s → %s.", machine, n, own, u.load0, loadavg())
 }

@@ -120,8 +120,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			continue
 		}
 		e.logf("== %s", sc.name)
-		start := time.Now()
+		start, u := time.Now(), startUsage()
 		res, err := sc.run(ctx, e)
+		if err == nil {
+			res.details = append(res.details, u.String())
+		}
 		e.logf("== %s done in %s", sc.name, time.Since(start).Round(100*time.Millisecond))
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
