@@ -13,8 +13,9 @@ import (
 
 // profile records this process's CPU profile until the returned stop is
 // called; stop returns the top entries of the profile (go tool pprof -top)
-// without the load generator's goroutines (see clientSide), and the CPU the
-// whole process used per wall second meanwhile.
+// without the load generator's goroutines (see clientSide), followed by
+// where the SQLite writer goroutines' time went, and the CPU the whole
+// process used per wall second meanwhile.
 func (e *env) profile(name string) (stop func() (top string, cores float64)) {
 	path := filepath.Join(e.tmp, name+".cpu.pprof")
 	f, err := os.Create(path)
@@ -30,8 +31,34 @@ func (e *env) profile(name string) (stop func() (top string, cores float64)) {
 		pprof.StopCPUProfile()
 		f.Close()
 		cores := float64(cpuTime()-cpu0) / float64(time.Since(wall0))
-		return pprofTop(path, 22), cores
+		return pprofTop(path, 22) + "\n\n" + writerParts(path), cores
 	}
+}
+
+// writerParts shows where the time of internal/sqlite's writer goroutines
+// (group commit: every write of a process runs on one) went: preparing
+// statements (parsing SQL), stepping them (the COMMIT's own step
+// included), committing, and the fsync within the commit.
+func writerParts(path string) string {
+	var out bytes.Buffer
+	cmd := exec.Command("go", "tool", "pprof", "-top", "-cum", "-tagignore=side=client",
+		`-focus=sqlite\.\(\*DB\)\.writer$`,
+		`-show=sqlite\.\(\*DB\)\.writer$|_sqlite3Prepare$|sqlite\.\(\*conn\)\.step$|sqlite\.\(\*tx\)\.Commit$|libc\.Xfsync$`, path)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Sprintf("(go tool pprof failed: %v)", err)
+	}
+	lines := []string{"The SQLite writer goroutines (internal/sqlite's group commit) and their parts, cumulative:"}
+	on := false
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat") {
+			on = true
+		}
+		if on && strings.TrimSpace(l) != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // pprofTop returns the first n entries of go tool pprof -top -cum of a
