@@ -192,7 +192,10 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 			// Stopped on request (SweepCancels deleted its Pod): whatever
 			// the executor saw of the stop, the build was cancelled.
 			rec.Status = build.StatusCancelled
-			rec.Reason = "cancelled on request; " + o.Reason
+			rec.Reason = "cancelled on request"
+			if o.Reason != "" {
+				rec.Reason += "; " + o.Reason
+			}
 		}
 		if !o.StartedAt.IsZero() {
 			rec.StartedAt = o.StartedAt
