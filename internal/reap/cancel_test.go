@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/decap-ci/decap/internal/build"
 )
@@ -46,6 +47,16 @@ func TestSweepCancelsStopsBuildsWhoseRecordAsksForIt(t *testing.T) {
 	}
 	if len(c.cancelled) != 1 || c.cancelled[0] != asked.BuildID {
 		t.Fatalf("stopped: got %v, want only %s (not %s, never asked; %s is gone already)", c.cancelled, asked.BuildID, left.BuildID, gone.BuildID)
+	}
+
+	// While its Pod terminates, later sweeps leave it alone; a stop that
+	// did not end it is repeated after a while.
+	if err := f.reaper.SweepCancels(ctx, c); err != nil || len(c.cancelled) != 1 {
+		t.Fatalf("a second sweep at once: stopped %v, %v; want no second stop", c.cancelled, err)
+	}
+	f.clock.Advance(time.Minute)
+	if err := f.reaper.SweepCancels(ctx, c); err != nil || len(c.cancelled) != 2 {
+		t.Fatalf("a sweep a minute later: stopped %v, %v; want the stop repeated", c.cancelled, err)
 	}
 
 	// The Pod went away under the delete: the executor reports errored.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
@@ -99,7 +100,16 @@ type Reaper struct {
 	obs     Observer
 	// renewFor is how long past a Reconcile a live build's lease lasts.
 	renewFor time.Duration
+
+	// cancelAsked is when SweepCancels last stopped each build, so a
+	// terminating Pod is not deleted (and logged) again every sweep.
+	cancelMu    sync.Mutex
+	cancelAsked map[build.ID]time.Time
 }
+
+// cancelRepeat is how long SweepCancels waits before it stops a build
+// again whose earlier stop did not end it (a lost delete).
+const cancelRepeat = 30 * time.Second
 
 // WakeWith makes r, when it releases a lock that a deferred request waits
 // for, make that request visible at once through w; it returns r.
@@ -351,14 +361,23 @@ func (r *Reaper) SweepCancels(ctx context.Context, c Canceller) error {
 	if err != nil {
 		return fmt.Errorf("list running builds: %w", err)
 	}
+	r.cancelMu.Lock()
+	defer r.cancelMu.Unlock()
+	asked := r.cancelAsked
+	r.cancelAsked = map[build.ID]time.Time{} // forgets builds no longer running
 	var errs []error
 	for _, rec := range running {
 		if rec.CancelRequestedAt.IsZero() {
 			continue
 		}
+		if at, ok := asked[rec.BuildID]; ok && r.now().Sub(at) < cancelRepeat {
+			r.cancelAsked[rec.BuildID] = at // stopping: its end comes
+			continue
+		}
 		err := c.Cancel(ctx, rec.BuildID)
 		switch {
 		case err == nil:
+			r.cancelAsked[rec.BuildID] = r.now()
 			r.log.Info("build cancelling", "build_id", rec.BuildID, "lock_key", rec.LockKey(), "requested_at", rec.CancelRequestedAt)
 		case errors.Is(err, build.ErrNotFound):
 		default:
