@@ -156,10 +156,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, env 
 		}
 		uploader = entrypoint.NewHTTPUploader(&http.Client{}, urls, runDir)
 	}
-	timeout := job.Timeout
-	if timeout <= 0 {
-		timeout = job.Descriptor.Timeout()
-	}
+	timeout := job.BuildTimeout()
 	req := job.Request
 	res := entrypoint.Run(ctx, entrypoint.Config{
 		ScriptsDir:   filepath.Join(runDir, localexec.ScriptsDir),

@@ -47,6 +47,11 @@ type EnvVar struct {
 	Value string `json:"value"`
 }
 
+// IsDNSLabel reports whether s is a DNS-1123 label (lower-case letters,
+// digits and '-', at most 63): a sidecar's or a Kubernetes namespace's
+// name.
+func IsDNSLabel(s string) bool { return dnsLabel.MatchString(s) }
+
 // Repository managers Decap knows.
 const RepoManagerGitHub = "github"
 

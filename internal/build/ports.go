@@ -51,7 +51,17 @@ type Job struct {
 	Request       Request
 	Descriptor    Descriptor
 	CatalogCommit string
-	Timeout       time.Duration
+	// Timeout is the build's deadline; zero means the descriptor's (see
+	// BuildTimeout).
+	Timeout time.Duration
+}
+
+// BuildTimeout is the job's deadline: Timeout, or the descriptor's.
+func (j Job) BuildTimeout() time.Duration {
+	if j.Timeout > 0 {
+		return j.Timeout
+	}
+	return j.Descriptor.Timeout()
 }
 
 // Outcome is how a build ended, as an executor observed it.

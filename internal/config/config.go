@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/decap-ci/decap/internal/build"
 )
 
 // Config is every service's configuration; each service reads what it needs.
@@ -212,7 +214,7 @@ func Load(getenv func(string) string) (Config, error) {
 	switch c.Executor {
 	case "local":
 	case "kubernetes":
-		if !validLabelValue(c.Kube.Namespace) {
+		if !build.IsDNSLabel(c.Kube.Namespace) {
 			fail("DECAP_KUBE_NAMESPACE", "want a Kubernetes namespace name")
 		}
 	default:
@@ -234,20 +236,6 @@ func validPrefix(p string) bool {
 		return false
 	}
 	for _, r := range p {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// validLabelValue reports whether n is a DNS-1123 label, as namespace
-// names are.
-func validLabelValue(n string) bool {
-	if n == "" || len(n) > 63 || n[0] == '-' || n[len(n)-1] == '-' {
-		return false
-	}
-	for _, r := range n {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
 			return false
 		}

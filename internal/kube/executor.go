@@ -135,10 +135,7 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	if e.cfg.Uploads == nil {
 		return errors.New("kube: no way to presign upload URLs for build pods (the kubernetes executor needs DECAP_BACKEND=aws)")
 	}
-	timeout := job.Timeout
-	if timeout <= 0 {
-		timeout = job.Descriptor.Timeout()
-	}
+	timeout := job.BuildTimeout()
 	// The URLs must outlive the Pod: its deadline, plus time to be
 	// scheduled and to pull its images.
 	urls, err := e.cfg.Uploads(ctx, job.Request.BuildID, timeout+UploadGrace+e.cfg.PendingTimeout+10*time.Minute)

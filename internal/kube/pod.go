@@ -113,10 +113,7 @@ type PodSpec struct {
 // repeated create of one build collide on its name (AlreadyExists).
 func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 	req := job.Request
-	timeout := job.Timeout
-	if timeout <= 0 {
-		timeout = job.Descriptor.Timeout()
-	}
+	timeout := job.BuildTimeout()
 	deadline := int64((timeout + UploadGrace) / time.Second)
 	grace := int64(60) // SIGTERM → uploads of what there is
 	uid, nonRoot, noEscalation, readOnly := int64(BuildUID), true, false, true

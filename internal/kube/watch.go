@@ -33,13 +33,20 @@ const (
 	handleRetryCeiling   = time.Minute
 )
 
-// Waiting reasons of a container that will not start by itself.
-var stuckWaiting = map[string]string{
-	"ErrImagePull":               "its image cannot be pulled",
-	"ImagePullBackOff":           "its image cannot be pulled",
-	"InvalidImageName":           "its image name is invalid",
-	"CreateContainerConfigError": "its container cannot be configured",
-	"CreateContainerError":       "its container cannot be created",
+// Waiting reasons of a container that will not start by itself: what
+// they mean, and whether they never pass in a build Pod (a malformed image
+// name; a container that cannot be configured — build Pods refer to no
+// ConfigMap or Secret that could appear later, and a sidecar image that
+// runs as root under runAsNonRoot is the usual cause).
+var stuckWaiting = map[string]struct {
+	what      string
+	permanent bool
+}{
+	"ErrImagePull":               {"its image cannot be pulled", false},
+	"ImagePullBackOff":           {"its image cannot be pulled", false},
+	"InvalidImageName":           {"its image name is invalid", true},
+	"CreateContainerConfigError": {"its container cannot be configured", true},
+	"CreateContainerError":       {"its container cannot be created", false},
 }
 
 // Watch calls handle with the Outcome of every build whose Pod has ended,
@@ -161,28 +168,22 @@ func (w *watcher) next(ctx context.Context) bool {
 // timeout has not come yet).
 func (w *watcher) process(ctx context.Context, name string) (retry time.Duration, err error) {
 	pod, err := w.lister(name)
-	deleted := false
-	switch {
-	case apierrors.IsNotFound(err):
-		w.mu.Lock()
-		pod, deleted = w.gone[name], true
-		handled := w.done[name]
-		delete(w.done, name)
-		if handled {
-			delete(w.gone, name)
-		}
-		w.mu.Unlock()
-		if pod == nil || handled {
-			return 0, nil
-		}
-	case err != nil:
+	deleted := apierrors.IsNotFound(err)
+	if err != nil && !deleted {
 		return 0, err
 	}
 	w.mu.Lock()
 	handled := w.done[name]
+	if deleted {
+		pod = w.gone[name]
+		delete(w.done, name) // its deletion ends what the watcher keeps of it
+		if handled {
+			delete(w.gone, name)
+		}
+	}
 	w.mu.Unlock()
-	if handled {
-		return 0, nil // ended and handled; its deletion is on its way
+	if pod == nil || handled {
+		return 0, nil // unknown, or ended and handled (its deletion is on its way)
 	}
 	o, ended, retry := w.e.outcome(pod, deleted)
 	if !ended {
@@ -261,12 +262,6 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 	return o, false, e.cfg.PendingTimeout
 }
 
-// Waiting reasons that never pass in a build Pod: its image name is
-// malformed, or its container cannot be configured (build Pods refer to no
-// ConfigMap or Secret that could appear later; a sidecar image that runs as
-// root under runAsNonRoot is the usual cause).
-var permanentWaiting = map[string]bool{"InvalidImageName": true, "CreateContainerConfigError": true}
-
 // stuck says why a Pending Pod will not start by itself, or "", and
 // whether waiting longer cannot help.
 func stuck(pod *corev1.Pod) (why string, permanent bool) {
@@ -275,9 +270,8 @@ func stuck(pod *corev1.Pod) (why string, permanent bool) {
 		if s.State.Waiting == nil {
 			continue
 		}
-		if what, ok := stuckWaiting[s.State.Waiting.Reason]; ok {
-			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, what, s.State.Waiting.Reason, s.State.Waiting.Message),
-				permanentWaiting[s.State.Waiting.Reason]
+		if r, ok := stuckWaiting[s.State.Waiting.Reason]; ok {
+			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, r.what, s.State.Waiting.Reason, s.State.Waiting.Message), r.permanent
 		}
 	}
 	for _, c := range pod.Status.Conditions {

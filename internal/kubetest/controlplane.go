@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,6 +35,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/decap-ci/decap/internal/proctest"
 )
 
 // Version is the Kubernetes version scripts/kube-controlplane.sh builds.
@@ -380,14 +381,10 @@ func (cp *ControlPlane) serviceAccountKeys() (keyPEM, pubPEM []byte) {
 		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 }
 
+// freePort is the port of proctest.FreeAddr, for flags that take a port.
 func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_, port, _ := net.SplitHostPort(proctest.FreeAddr(t))
+	return port
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
