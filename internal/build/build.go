@@ -81,7 +81,9 @@ func ValidateName(kind, s string) error {
 }
 
 // ValidateRef checks a branch or tag name (without refs/heads/ or
-// refs/tags/) against git's check-ref-format rules, plus a length limit.
+// refs/tags/) against git's check-ref-format rules, plus a length limit. A
+// name starting with "refs/" is refused: Decap's refs are short names, so
+// that each branch has exactly one lock key.
 func ValidateRef(ref string) error {
 	switch {
 	case ref == "":
@@ -92,6 +94,10 @@ func ValidateRef(ref string) error {
 		return fmt.Errorf("%w: ref is not valid UTF-8", ErrInvalid)
 	case ref == "@":
 		return fmt.Errorf("%w: ref %q is reserved", ErrInvalid, ref)
+	case strings.HasPrefix(ref, "refs/"):
+		// One branch, one lock key: "refs/heads/main" and "main" must not
+		// be two refs (see NormalizeRef, which the entry points apply).
+		return fmt.Errorf("%w: ref %q starts with refs/: give the branch or tag name alone", ErrInvalid, ref)
 	case strings.HasPrefix(ref, "/") || strings.HasSuffix(ref, "/"),
 		strings.HasPrefix(ref, "-"),
 		strings.HasSuffix(ref, "."),

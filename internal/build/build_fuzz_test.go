@@ -26,6 +26,8 @@ func gitRefProblem(ref string) string {
 		return "is not valid UTF-8"
 	case ref == "@":
 		return `is the single character "@"`
+	case strings.HasPrefix(ref, "refs/"):
+		return "starts with refs/ (Decap's own rule: short names only, one lock key per branch)"
 	case strings.HasPrefix(ref, "-"):
 		return `starts with "-" (git check-ref-format --branch)`
 	case strings.HasPrefix(ref, "/"), strings.HasSuffix(ref, "/"):

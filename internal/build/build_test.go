@@ -81,6 +81,8 @@ func TestDecode(t *testing.T) {
 		{"ref with space", strings.Replace(ok, `"main"`, `"a b"`, 1), "ref"},
 		{"very long ref", strings.Replace(ok, `"main"`, `"`+strings.Repeat("r", 300)+`"`, 1), "longer than"},
 		{"bad ref type", strings.Replace(ok, `"branch"`, `"pr"`, 1), "refType"},
+		{"full tag ref called a branch", strings.Replace(ok, `"main"`, `"refs/tags/v1"`, 1), "refType"},
+		{"pull request ref", strings.Replace(ok, `"main"`, `"refs/pull/1/head"`, 1), "neither a branch"},
 		{"bad trigger", strings.Replace(ok, `"api"`, `"cron"`, 1), "trigger"},
 		{"bad build id", strings.Replace(ok, `"v":1,`, `"v":1,"buildId":"x/../y",`, 1), "not a UUID"},
 		{"bad sha", strings.Replace(ok, `"v":1,`, `"v":1,"sha":"zz",`, 1), "sha"},
@@ -107,7 +109,7 @@ func TestDecode(t *testing.T) {
 func TestValidateRef(t *testing.T) {
 	t.Parallel()
 	valid := []string{"main", "feature/Locks", "release/1.2.3", "v1.0", "UPPER", "a-b_c", "ünïcode"}
-	invalid := []string{"", "../x", "a..b", "a b", "-x", "x.lock", "x/", "/x", "a//b", "a@{b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", ".hidden", "a/.b", "x.", "@", "tab\there", "nl\nx", string([]byte{0xff}), strings.Repeat("a", 256)}
+	invalid := []string{"", "refs/heads/main", "refs/tags/v1", "refs/pull/1/head", "../x", "a..b", "a b", "-x", "x.lock", "x/", "/x", "a//b", "a@{b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", ".hidden", "a/.b", "x.", "@", "tab\there", "nl\nx", string([]byte{0xff}), strings.Repeat("a", 256)}
 	for _, r := range valid {
 		if err := build.ValidateRef(r); err != nil {
 			t.Errorf("ValidateRef(%q) = %v, want nil", r, err)
@@ -116,6 +118,71 @@ func TestValidateRef(t *testing.T) {
 	for _, r := range invalid {
 		if err := build.ValidateRef(r); !errors.Is(err, build.ErrInvalid) {
 			t.Errorf("ValidateRef(%q) = %v, want ErrInvalid", r, err)
+		}
+	}
+}
+
+// A queue message from another producer may name a full ref: it is read
+// as the webhook's ref is, so that "refs/heads/main" and "main" are one lock
+// key.
+func TestDecodeNormalizesRefs(t *testing.T) {
+	t.Parallel()
+	msg := func(ref, refType string) string {
+		return `{"v":1,"team":"ae6rt","project":"p","ref":"` + ref + `","refType":"` + refType + `","trigger":"api","requestedAt":"2026-11-27T00:00:00Z"}`
+	}
+	tests := []struct {
+		ref, refType string
+		wantLockKey  string
+		wantType     build.RefType
+	}{
+		{"main", "branch", "ae6rt/p/main", build.Branch},
+		{"refs/heads/main", "branch", "ae6rt/p/main", build.Branch},
+		{"refs/heads/feature/refs/x", "branch", "ae6rt/p/feature/refs/x", build.Branch},
+		{"v1", "tag", "ae6rt/p/v1", build.Tag},
+		{"refs/tags/v1", "tag", "ae6rt/p/v1", build.Tag},
+	}
+	for _, tt := range tests {
+		r, err := build.Decode([]byte(msg(tt.ref, tt.refType)))
+		if err != nil {
+			t.Errorf("Decode(ref %q): %v", tt.ref, err)
+			continue
+		}
+		if r.LockKey() != tt.wantLockKey || r.RefType != tt.wantType {
+			t.Errorf("Decode(ref %q): lock key %q (%s), want %q (%s)", tt.ref, r.LockKey(), r.RefType, tt.wantLockKey, tt.wantType)
+		}
+	}
+}
+
+func TestNormalizeRef(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		ref      string
+		typ      build.RefType
+		wantRef  string
+		wantType build.RefType
+		wantErr  string
+	}{
+		{"main", "", "main", "", ""},
+		{"main", build.Tag, "main", build.Tag, ""},
+		{"refs/heads/main", "", "main", build.Branch, ""},
+		{"refs/heads/main", build.Branch, "main", build.Branch, ""},
+		{"refs/tags/v1", "", "v1", build.Tag, ""},
+		{"refs/tags/v1", build.Branch, "", "", "refType"},
+		{"refs/heads/x", build.Tag, "", "", "refType"},
+		{"refs/pull/7/head", "", "", "", "neither a branch"},
+		// Only the prefix goes; ValidateRef judges what is left.
+		{"refs/heads/refs/heads/x", "", "refs/heads/x", build.Branch, ""},
+	}
+	for _, tt := range tests {
+		ref, typ, err := build.NormalizeRef(tt.ref, tt.typ)
+		if tt.wantErr != "" {
+			if !errors.Is(err, build.ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("NormalizeRef(%q, %q) error = %v, want ErrInvalid containing %q", tt.ref, tt.typ, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || ref != tt.wantRef || typ != tt.wantType {
+			t.Errorf("NormalizeRef(%q, %q) = %q, %q, %v; want %q, %q", tt.ref, tt.typ, ref, typ, err, tt.wantRef, tt.wantType)
 		}
 	}
 }

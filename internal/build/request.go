@@ -123,6 +123,39 @@ func isHex(s string, min, max int) bool {
 	return true
 }
 
+// Full-ref prefixes that NormalizeRef strips.
+const (
+	branchRefPrefix = "refs/heads/"
+	tagRefPrefix    = "refs/tags/"
+)
+
+// NormalizeRef turns a ref as a person or another producer may write it
+// into the short branch or tag name Decap keys locks by, as a push webhook's
+// ref is read: "refs/heads/x" is branch x and "refs/tags/v1" is tag v1,
+// whatever t says when t is empty; a short name keeps t. A full ref that
+// contradicts t, or another refs/ name (refs/pull/1/head), is an
+// ErrInvalid error. So one branch has one lock key whatever the entry point
+// (webhook, API, queue message). The name itself is checked by ValidateRef,
+// not here.
+func NormalizeRef(ref string, t RefType) (string, RefType, error) {
+	var full RefType
+	short := ref
+	switch {
+	case strings.HasPrefix(ref, branchRefPrefix):
+		full, short = Branch, strings.TrimPrefix(ref, branchRefPrefix)
+	case strings.HasPrefix(ref, tagRefPrefix):
+		full, short = Tag, strings.TrimPrefix(ref, tagRefPrefix)
+	case strings.HasPrefix(ref, "refs/"):
+		return "", "", fmt.Errorf("%w: ref %q is neither a branch (refs/heads/...) nor a tag (refs/tags/...)", ErrInvalid, truncate(ref, 100))
+	default:
+		return ref, t, nil
+	}
+	if t != "" && t != full {
+		return "", "", fmt.Errorf("%w: ref %q is a %s, but refType says %q", ErrInvalid, truncate(ref, 100), full, truncate(string(t), 20))
+	}
+	return short, full, nil
+}
+
 // Encode validates r and returns its queue body.
 func Encode(r Request) ([]byte, error) {
 	if err := r.Validate(); err != nil {
@@ -134,7 +167,8 @@ func Encode(r Request) ([]byte, error) {
 
 // Decode parses and validates a queue body. Unknown fields are ignored so
 // producers may add their own; a missing or unsupported "v", a malformed body
-// or an invalid field is an ErrInvalid error that says which.
+// or an invalid field is an ErrInvalid error that says which. A full ref
+// ("refs/heads/main") is normalized to its short name (see NormalizeRef).
 func Decode(body []byte) (Request, error) {
 	if len(body) > MaxMessageSize {
 		return Request{}, fmt.Errorf("%w: message is %d bytes, more than %d", ErrInvalid, len(body), MaxMessageSize)
@@ -146,6 +180,10 @@ func Decode(body []byte) (Request, error) {
 	}
 	if !atEnd(dec) {
 		return Request{}, fmt.Errorf("%w: message has data after the JSON object", ErrInvalid)
+	}
+	var err error
+	if r.Ref, r.RefType, err = NormalizeRef(r.Ref, r.RefType); err != nil {
+		return Request{}, err
 	}
 	if err := r.Validate(); err != nil {
 		return Request{}, err

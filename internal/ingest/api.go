@@ -155,6 +155,11 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: body has data after the JSON object", build.ErrInvalid)
 	}
+	// "refs/heads/main" builds branch main under main's lock key, as a
+	// push of it does.
+	if in.Ref, in.RefType, err = build.NormalizeRef(in.Ref, in.RefType); err != nil {
+		return err
+	}
 	if in.RefType == "" {
 		in.RefType = build.Branch
 	}

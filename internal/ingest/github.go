@@ -106,6 +106,12 @@ func parsePush(body []byte) (parsedPush, error) {
 		p.ignored = fmt.Sprintf("ref %q is neither a branch nor a tag", truncate(ev.Ref, 100))
 		return p, nil
 	}
+	if strings.HasPrefix(p.ref, "refs/") {
+		// A branch named like a full ref (refs/heads/refs/heads/main) would
+		// share a name with what the API reads as branch main.
+		p.ignored = fmt.Sprintf("%s %q starts with refs/, which Decap does not build", p.refType, truncate(p.ref, 100))
+		return p, nil
+	}
 	if err := build.ValidateRef(p.ref); err != nil {
 		return parsedPush{}, err
 	}

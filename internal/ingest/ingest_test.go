@@ -302,6 +302,7 @@ func TestWebhookIgnored(t *testing.T) {
 		{"invalid project.json", "decap-ci", "broken", "refs/heads/main", "not buildable"},
 		{"unmanaged ref", "Codertocat", "Hello-World", "refs/heads/master-old", "does not match managedRefRegex"},
 		{"neither branch nor tag", "decap-ci", "hello", "refs/pull/1/head", "neither a branch nor a tag"},
+		{"branch named like a full ref", "decap-ci", "hello", "refs/heads/refs/heads/main", "starts with refs/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,6 +453,64 @@ func TestRequestBuild(t *testing.T) {
 			}
 			if len(reqs) != 1 || string(reqs[0].BuildID) != body["id"] || reqs[0].Trigger != build.TriggerAPI {
 				t.Fatalf("queued %+v, answer %v: want one api request with the answered id", reqs, body)
+			}
+		})
+	}
+}
+
+// One branch has one lock key whatever the entry point: a build of
+// "refs/heads/main" by hand runs under the same lock key as a push of main,
+// never beside it (invariant 3).
+func TestOneLockKeyPerRef(t *testing.T) {
+	t.Parallel()
+	const path = "/api/v1/projects/decap-ci/hello/builds"
+	tests := []struct {
+		name        string
+		req         *http.Request
+		wantLockKey string
+		wantType    build.RefType
+	}{
+		{"push of a branch", hook("push", "d-branch", pushBody("decap-ci", "hello", "refs/heads/main")), "decap-ci/hello/main", build.Branch},
+		{"api short name", apiRequest(http.MethodPost, path, token, `{"ref":"main"}`), "decap-ci/hello/main", build.Branch},
+		{"api full branch ref", apiRequest(http.MethodPost, path, token, `{"ref":"refs/heads/main"}`), "decap-ci/hello/main", build.Branch},
+		{"api full branch ref with its type", apiRequest(http.MethodPost, path, token, `{"ref":"refs/heads/main","refType":"branch"}`), "decap-ci/hello/main", build.Branch},
+		{"push of a tag", hook("push", "d-tag", pushBody("decap-ci", "hello", "refs/tags/v1")), "decap-ci/hello/v1", build.Tag},
+		{"api full tag ref", apiRequest(http.MethodPost, path, token, `{"ref":"refs/tags/v1"}`), "decap-ci/hello/v1", build.Tag},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			if w := f.do(tt.req); w.Code != http.StatusAccepted {
+				t.Fatalf("status = %d (%s), want 202", w.Code, w.Body)
+			}
+			reqs := f.queued(t)
+			if len(reqs) != 1 {
+				t.Fatalf("queued %d requests, want 1", len(reqs))
+			}
+			if got := reqs[0].LockKey(); got != tt.wantLockKey || reqs[0].RefType != tt.wantType {
+				t.Errorf("queued lock key %q (%s), want %q (%s)", got, reqs[0].RefType, tt.wantLockKey, tt.wantType)
+			}
+		})
+	}
+	refused := []struct{ name, body, wantError string }{
+		{"full tag ref called a branch", `{"ref":"refs/tags/v1","refType":"branch"}`, "refType"},
+		{"pull request ref", `{"ref":"refs/pull/1/head"}`, "neither a branch"},
+		{"other full ref", `{"ref":"refs/remotes/origin/main"}`, "neither a branch"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			w := f.do(apiRequest(http.MethodPost, path, token, tt.body))
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("status = %d (%s), want 400", w.Code, w.Body)
+			}
+			if got, _ := decodeJSON(t, w)["error"].(string); !strings.Contains(got, tt.wantError) {
+				t.Errorf("error = %q, want it to contain %q", got, tt.wantError)
+			}
+			if n := len(f.queued(t)); n != 0 {
+				t.Errorf("queued %d requests, want none", n)
 			}
 		})
 	}
