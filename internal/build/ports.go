@@ -2,6 +2,9 @@ package build
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"time"
 )
@@ -225,4 +228,67 @@ type Gate interface {
 	Get(ctx context.Context) (GateState, error)
 	// Set replaces the gate.
 	Set(ctx context.Context, g GateState) error
+}
+
+// Session is a signed-in UI session as it is stored. The browser holds the
+// session's random ID; the store keeps only its SHA-256 (Key, see
+// SessionKey), so whoever reads the store cannot use a session.
+type Session struct {
+	// Key is SessionKey of the session's ID.
+	Key string
+	// Binding ties the session to the credential it was made with (ingest
+	// stores an HMAC of the API token under the key): the session is valid
+	// only while the binding still matches, so rotating the credential
+	// ends every session made with the old one.
+	Binding   string
+	CreatedAt time.Time
+	// ExpiresAt ends the session: it is expired once ExpiresAt <= now.
+	ExpiresAt time.Time
+}
+
+// SessionKey returns the key a session with this ID is stored under: the
+// lowercase hex SHA-256 of id.
+func SessionKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+// ValidateSession checks what every Sessions store requires: a Key as
+// SessionKey makes it and an expiry after the creation. ErrInvalid otherwise.
+func ValidateSession(s Session) error {
+	if !isSessionKey(s.Key) {
+		return fmt.Errorf("%w: session key must be 64 lowercase hex digits", ErrInvalid)
+	}
+	if s.CreatedAt.IsZero() || !s.ExpiresAt.After(s.CreatedAt) {
+		return fmt.Errorf("%w: session must expire after it is created", ErrInvalid)
+	}
+	return nil
+}
+
+func isSessionKey(k string) bool {
+	if len(k) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !(k[i] >= '0' && k[i] <= '9' || k[i] >= 'a' && k[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Sessions stores the UI's signed-in sessions, shared by every ingest
+// replica. Expiry is measured by the store's clock.
+type Sessions interface {
+	// Create stores s. ErrInvalid when ValidateSession refuses it;
+	// ErrConflict when an unexpired session with s.Key exists (it stays as
+	// it is). An expired session with the key is replaced.
+	Create(ctx context.Context, s Session) error
+	// Get returns the session stored under key; ErrNotFound when there is
+	// none, when it has expired (whether or not the store has removed it
+	// yet), or when key is not a session key at all.
+	Get(ctx context.Context, key string) (Session, error)
+	// Delete removes the session under key. Deleting a session that does
+	// not exist (or a malformed key) is not an error.
+	Delete(ctx context.Context, key string) error
 }

@@ -50,3 +50,10 @@ func TestFakeGate(t *testing.T) {
 		return buildtest.NewGate()
 	})
 }
+
+func TestFakeSessions(t *testing.T) {
+	t.Parallel()
+	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
+		return buildtest.NewSessions(clock.Now)
+	})
+}

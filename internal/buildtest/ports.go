@@ -13,4 +13,5 @@ type (
 	Records     = build.Records
 	Blobs       = build.Blobs
 	Gate        = build.Gate
+	Sessions    = build.Sessions
 )
