@@ -1,7 +1,7 @@
 // Package sqlite is the embedded default's durable store: the build queue,
-// branch locks with the concurrency cap, idempotency claims, build records
-// and the dispatch gate in one SQLite database file (modernc.org/sqlite,
-// pure Go).
+// branch locks with the concurrency cap, idempotency claims, build records,
+// the dispatch gate and the UI's sessions in one SQLite database file
+// (modernc.org/sqlite, pure Go).
 //
 // Several processes (dispatcher, ingest, reaper) may open the same file at
 // once. The database runs in WAL mode; every read-modify-write runs in a
@@ -163,7 +163,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -248,6 +248,18 @@ CREATE INDEX records_waiting ON records (queued_at, id) WHERE status IN ('queued
 // behind it (Locks.Await), which Release hands back.
 const schemaV3 = `
 ALTER TABLE locks ADD COLUMN waiter TEXT NOT NULL DEFAULT '';
+`
+
+// schemaV4 adds the UI's signed-in sessions (Sessions), keyed by the
+// SHA-256 of the session ID.
+const schemaV4 = `
+CREATE TABLE sessions (
+	key        TEXT    PRIMARY KEY,
+	binding    TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_expires ON sessions (expires_at);
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

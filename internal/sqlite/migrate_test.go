@@ -71,6 +71,10 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := g.Set(t.Context(), build.GateState{Paused: true}); err != nil {
 		t.Errorf("Set() error = %v", err)
 	}
+	sess := build.Session{Key: build.SessionKey("s"), Binding: "b", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := NewSessions(db).Create(t.Context(), sess); err != nil {
+		t.Errorf("Sessions.Create() after the upgrade error = %v", err)
+	}
 }
 
 // TestOpenRejectsNewerSchema checks that a program never opens a database

@@ -66,6 +66,13 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+func TestSessions(t *testing.T) {
+	t.Parallel()
+	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
+		return sqlite.NewSessions(openDB(t, clock))
+	})
+}
+
 func TestGate(t *testing.T) {
 	t.Parallel()
 	buildtest.TestGate(t, func(t *testing.T) buildtest.Gate {
