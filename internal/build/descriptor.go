@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"time"
 )
@@ -100,17 +101,9 @@ func (d *Descriptor) validate() error {
 		return fmt.Errorf("repoUrl %q must be an https://, ssh:// or git@ URL", truncate(d.RepoURL, 80))
 	}
 	if d.ManagedRefRegex != "" {
-		if len(d.ManagedRefRegex) > 1024 {
-			return fmt.Errorf("managedRefRegex is longer than 1024 bytes")
-		}
-		// Compiled alone first: a regex such as "x)|(.*" would otherwise
-		// close the anchoring group and match every ref.
-		if _, err := regexp.Compile(d.ManagedRefRegex); err != nil {
-			return fmt.Errorf("managedRefRegex does not compile: %v", err)
-		}
-		re, err := regexp.Compile("^(?:" + d.ManagedRefRegex + ")$")
+		re, err := compileManaged(d.ManagedRefRegex)
 		if err != nil {
-			return fmt.Errorf("managedRefRegex does not compile: %v", err)
+			return err
 		}
 		d.managed = re
 	}
@@ -149,14 +142,88 @@ func (d Descriptor) Manages(ref string) bool {
 		if d.ManagedRefRegex == "" {
 			return true
 		}
-		// A Descriptor built by hand rather than parsed: compile now.
-		re, err := regexp.Compile("^(?:" + d.ManagedRefRegex + ")$")
+		// A Descriptor built by hand rather than parsed: compile now,
+		// with the same limits.
+		re, err := compileManaged(d.ManagedRefRegex)
 		if err != nil {
 			return false
 		}
 		return re.MatchString(ref)
 	}
 	return d.managed.MatchString(ref)
+}
+
+// MaxRegexInsts bounds a managedRefRegex by the size of its compiled program
+// (regexp/syntax instructions, anchored), not by its text: Go allows {n,m} up
+// to 1000, but repeats multiply, and ".{0,1000}" a hundred times over is 900
+// bytes of text that compile to 200,004 instructions and cost about 150 MiB
+// to compile and match in every service that reads the catalog. Branch filters
+// projects really use compile to a few dozen instructions
+// ("main|release/.*|feature/[A-Z]+-[0-9]+" is 33, ".{0,255}" is 514); the
+// bound leaves room for ".{0,1000}" (2,004) and keeps a worst case to a few
+// MiB.
+const MaxRegexInsts = 4096
+
+// compileManaged compiles a managedRefRegex anchored at both ends, refusing
+// one that does not parse on its own or whose program exceeds MaxRegexInsts.
+// The errors name the field and are shown as the project's error.
+func compileManaged(expr string) (*regexp.Regexp, error) {
+	// Parsed alone first: a regex such as "x)|(.*" would otherwise close the
+	// anchoring group and match every ref.
+	if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
+		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+	}
+	anchored := "^(?:" + expr + ")$"
+	tree, err := syntax.Parse(anchored, syntax.Perl)
+	if err != nil {
+		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+	}
+	// Parsing does not expand repeats; simplifying and compiling do. The
+	// estimate refuses a bomb before it is expanded, the program's length
+	// decides the rest.
+	if progEstimate(tree) > 2*MaxRegexInsts {
+		return nil, fmt.Errorf("managedRefRegex is too large: it compiles to more than %d instructions (repeats such as {0,1000} multiply the size of what they repeat)", MaxRegexInsts)
+	}
+	prog, err := syntax.Compile(tree.Simplify())
+	if err != nil {
+		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+	}
+	if n := len(prog.Inst); n > MaxRegexInsts {
+		return nil, fmt.Errorf("managedRefRegex is too large: it compiles to %d instructions, more than %d (repeats such as {0,1000} multiply the size of what they repeat)", n, MaxRegexInsts)
+	}
+	re, err := regexp.Compile(anchored)
+	if err != nil {
+		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+	}
+	return re, nil
+}
+
+// progEstimate is about the number of instructions re compiles to, counting
+// repeats as their expansion without expanding them (as regexp/syntax's own
+// size check does). It saturates instead of overflowing.
+func progEstimate(re *syntax.Regexp) int64 {
+	const limit = 1 << 40
+	var n int64
+	switch re.Op {
+	case syntax.OpLiteral:
+		n = int64(len(re.Rune))
+	case syntax.OpCapture, syntax.OpStar:
+		n = 2 + progEstimate(re.Sub[0])
+	case syntax.OpPlus, syntax.OpQuest:
+		n = 1 + progEstimate(re.Sub[0])
+	case syntax.OpConcat, syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			n += progEstimate(sub) + 1
+		}
+	case syntax.OpRepeat:
+		sub := progEstimate(re.Sub[0])
+		times := int64(re.Max)
+		if re.Max == -1 {
+			times = int64(re.Min) + 1
+		}
+		n = (times+1)*sub + times
+	}
+	return min(max(1, n), limit)
 }
 
 // Timeout is the build's deadline: the descriptor's, or DefaultBuildTimeout.

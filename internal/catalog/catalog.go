@@ -7,7 +7,9 @@
 // Bad content never breaks the catalog: a project with a missing or invalid
 // project.json or a missing build.sh is listed with the error that makes it
 // unbuildable, and directories with hostile names are skipped (see
-// Snapshot.Skipped).
+// Snapshot.Skipped). A refresh parses only the project.json files whose
+// content it has not seen in the current catalog (they are cached by SHA-256),
+// so a costly descriptor is paid for once, not on every refresh.
 //
 // # Sources
 //
@@ -99,9 +101,9 @@ type source interface {
 }
 
 type scanResult struct {
-	commit   string
-	projects []build.Project
-	skipped  []string
+	commit     string
+	candidates []candidate
+	skipped    []string
 }
 
 // Catalog serves the projects of a build-scripts repository. Its methods are
@@ -117,6 +119,10 @@ type Catalog struct {
 	refreshing chan struct{}
 	// wake carries RequestRefresh to Run.
 	wake chan struct{}
+
+	// parsed caches descriptors by content; only Refresh, one at a time,
+	// uses it.
+	parsed *descriptorCache
 
 	mu      sync.Mutex
 	lastErr error
@@ -136,6 +142,7 @@ func New(cfg Config) (*Catalog, error) {
 		now:        cfg.Now,
 		refreshing: make(chan struct{}, 1),
 		wake:       make(chan struct{}, 1),
+		parsed:     newDescriptorCache(build.ParseDescriptor),
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -203,7 +210,7 @@ func (c *Catalog) Refresh(ctx context.Context) error {
 		c.snap.Store(&next)
 		return nil
 	}
-	next := newSnapshot(res.commit, res.projects, res.skipped, now)
+	next := newSnapshot(res.commit, c.parsed.projects(res.candidates), res.skipped, now)
 	c.snap.Store(next)
 	invalid := 0
 	for _, p := range next.projects {

@@ -105,7 +105,7 @@ func (d *dirSource) scan(ctx context.Context, _ string) (scanResult, error) {
 				pf, c = scanDirProject(root, c)
 				files = append(files, pf...)
 			}
-			res.projects = append(res.projects, c.toProject())
+			res.candidates = append(res.candidates, c)
 		}
 	}
 	res.commit = "dir:" + contentHash(root, files, dirs, res.skipped)[:16]

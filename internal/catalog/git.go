@@ -202,7 +202,7 @@ func (g *gitSource) scan(ctx context.Context, prev string) (scanResult, error) {
 		if c.jsonOID != "" {
 			c.json = blobs[c.jsonOID]
 		}
-		res.projects = append(res.projects, c.toProject())
+		res.candidates = append(res.candidates, c.candidate)
 	}
 	return res, nil
 }

@@ -127,33 +127,6 @@ type candidate struct {
 	scriptErr string
 }
 
-func (c candidate) toProject() build.Project {
-	p := build.Project{Team: c.team, Project: c.project}
-	if c.dirErr != "" {
-		p.Error = c.dirErr
-		return p
-	}
-	var problems []string
-	var d build.Descriptor
-	if c.jsonErr != "" {
-		problems = append(problems, c.jsonErr)
-	} else {
-		var err error
-		if d, err = build.ParseDescriptor(c.json); err != nil {
-			problems = append(problems, reason(err))
-		}
-	}
-	if c.scriptErr != "" {
-		problems = append(problems, c.scriptErr)
-	}
-	if len(problems) > 0 {
-		p.Error = strings.Join(problems, "; ")
-		return p
-	}
-	p.Descriptor = &d
-	return p
-}
-
 // skip formats one Snapshot.Skipped line.
 func skip(path string, err error) string {
 	return displayName(path) + ": " + reason(err)
