@@ -1,6 +1,6 @@
 // Package health serves /healthz, /readyz and /metrics for the services that
-// have no other HTTP surface (dispatcher, reaper), and runs an http.Server
-// until its context ends.
+// have no other HTTP surface (dispatcher, reaper), and runs every service's
+// http.Server, with read, write and idle timeouts, until its context ends.
 package health
 
 import (
@@ -56,16 +56,84 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve listens on addr and serves h until ctx ends, then shuts down
-// gracefully. It returns an error only when it cannot listen or serving
-// fails.
+// Timeouts bound how long a connection may take over each part of an
+// exchange, so that a client that sends slowly, reads slowly or holds a
+// connection idle cannot keep it (and the memory behind it) for ever. A
+// zero field takes the default in DefaultTimeouts.
+type Timeouts struct {
+	// ReadHeader bounds the arrival of a request's headers.
+	ReadHeader time.Duration
+	// Read bounds the arrival of a whole request, headers and body: a body
+	// still arriving after it is cut off (the handler's read fails and the
+	// connection is closed).
+	Read time.Duration
+	// Write bounds the writing of an answer, from the end of the request's
+	// headers. A handler that streams a long answer extends its own
+	// deadline per chunk (http.ResponseController.SetWriteDeadline).
+	Write time.Duration
+	// Idle bounds how long a keep-alive connection may wait for its next
+	// request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts returns the timeouts of Serve. Read leaves a 5 MiB
+// webhook 30 s to arrive (GitHub itself gives up on a delivery after
+// 10 s); Idle is above the 60 s idle timeout of common load balancers (AWS
+// ALB), which must close an idle connection before the server behind them
+// does.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		ReadHeader: 10 * time.Second,
+		Read:       30 * time.Second,
+		Write:      60 * time.Second,
+		Idle:       75 * time.Second,
+	}
+}
+
+// orDefaults returns t with its zero fields taken from DefaultTimeouts.
+func (t Timeouts) orDefaults() Timeouts {
+	def := DefaultTimeouts()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&t.ReadHeader, def.ReadHeader)
+	set(&t.Read, def.Read)
+	set(&t.Write, def.Write)
+	set(&t.Idle, def.Idle)
+	t.ReadHeader = min(t.ReadHeader, t.Read)
+	return t
+}
+
+// Serve is ServeWith with the default timeouts.
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	return ServeWith(ctx, addr, h, log, Timeouts{})
+}
+
+// ServeWith listens on addr and serves h with the timeouts t (zero
+// fields: the defaults) until ctx ends, then shuts down gracefully. It returns an error only when it
+// cannot listen or serving fails.
+func ServeWith(ctx context.Context, addr string, h http.Handler, log *slog.Logger, t Timeouts) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "addr", ln.Addr().String())
+	return serve(ctx, ln, h, t)
+}
+
+// serve serves h on ln; see ServeWith.
+func serve(ctx context.Context, ln net.Listener, h http.Handler, t Timeouts) error {
+	t = t.orDefaults()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+	}
+	addr := ln.Addr().String()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
