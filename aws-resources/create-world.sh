@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or brings up to date) the AWS resources Decap runs on: the SQS FIFO
-# queue and its dead-letter queue, three DynamoDB tables, the S3 bucket for
+# queue and its dead-letter queue, four DynamoDB tables, the S3 bucket for
 # logs and artifacts, and one least-privilege IAM policy per service.
 #
 #   DECAP_PREFIX=decap AWS_REGION=us-east-1 aws-resources/create-world.sh
@@ -310,6 +310,8 @@ ensure_table() {
 
 locks_table() { ensure_table "$LOCKS_TABLE" pk ttl; }
 idempotency_table() { ensure_table "$IDEMPOTENCY_TABLE" pk ttl; }
+# The UI's sessions, keyed by the SHA-256 of the session ID; TTL cleans up.
+sessions_table() { ensure_table "$SESSIONS_TABLE" pk ttl; }
 # Build records are history: no TTL (their logs and artifacts expire in S3).
 builds_table() { ensure_table "$BUILDS_TABLE" buildId - "${BUILDS_INDEXES[@]}"; }
 
@@ -404,7 +406,7 @@ bucket() {
 render_policy() {
   local doc var
   doc=$(<"policies/$1.json")
-  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN BUCKET_ARN; do
+  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN; do
     doc=${doc//"{{$var}}"/${!var}}
   done
   if [[ $doc == *"{{"* ]]; then die "policies/$1.json has an unknown placeholder: $(grep -o '{{[^}]*}}' <<<"$doc" | head -1)"; fi
@@ -454,4 +456,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table bucket policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deletes everything create-world.sh creates for one DECAP_PREFIX: both
-# queues, the three tables, the bucket with every object version in it, and the
+# queues, the four tables, the bucket with every object version in it, and the
 # three IAM policies. Same parameters as create-world.sh (DECAP_PREFIX,
 # AWS_REGION, AWS_ENDPOINT_URL, DECAP_BUCKET).
 #
@@ -39,7 +39,7 @@ if ! $yes; then
   {
     echo "This deletes, in account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+ (endpoint $AWS_ENDPOINT_URL)}:"
     echo "  SQS queues      $QUEUE $DLQ (and any messages in them)"
-    echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history)"
+    echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE"
     echo "  S3 bucket       $BUCKET (every log and artifact, every version)"
     echo "  IAM policies    ${DECAP_SERVICES[*]/#/$DECAP_PREFIX-}"
   } >&2
@@ -95,6 +95,7 @@ delete_table() {
 locks_table() { delete_table "$LOCKS_TABLE"; }
 idempotency_table() { delete_table "$IDEMPOTENCY_TABLE"; }
 builds_table() { delete_table "$BUILDS_TABLE"; }
+sessions_table() { delete_table "$SESSIONS_TABLE"; }
 
 # bucket empties the bucket (unfinished multipart uploads, every object
 # version and delete marker, 1000 at a time) and deletes it.
@@ -181,4 +182,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table bucket policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies

@@ -153,7 +153,7 @@ func (w world) dlq() string            { return w.prefix + "-builds-dlq.fifo" }
 func (w world) bucket() string         { return w.prefix + "-builds" }
 func (w world) policy(s string) string { return w.prefix + "-" + s }
 func (w world) tables() []string {
-	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds"}
+	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions"}
 }
 func (w world) sqsARN(name string) string {
 	return fmt.Sprintf("arn:%s:sqs:%s:%s:%s", w.partition, w.region, w.account, name)
@@ -235,7 +235,7 @@ func TestWorld(t *testing.T) {
 
 	t.Run("resources", func(t *testing.T) {
 		t.Run("queues", func(t *testing.T) { t.Parallel(); checkQueues(t, c, w) })
-		for _, table := range []string{"locks", "idempotency", "builds"} {
+		for _, table := range []string{"locks", "idempotency", "builds", "sessions"} {
 			t.Run("table "+table, func(t *testing.T) { t.Parallel(); checkTable(t, c, w, table) })
 		}
 		t.Run("bucket", func(t *testing.T) { t.Parallel(); checkBucket(t, c, w) })
@@ -496,6 +496,7 @@ func wantGrants(w world, service string) []string {
 	}
 	queue, dlq := w.sqsARN(w.queue()), w.sqsARN(w.dlq())
 	locks, idem, builds := w.tableARN("locks"), w.tableARN("idempotency"), w.tableARN("builds")
+	sessions := w.tableARN("sessions")
 	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects"}
 	bucket := fmt.Sprintf("arn:%s:s3:::%s", w.partition, w.bucket())
 	objects := []string{bucket + "/logs/*", bucket + "/artifacts/*"}
@@ -507,6 +508,7 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"dynamodb:GetItem", "dynamodb:Query"}, buildsAndIndexes...)
 		grant([]string{"dynamodb:PutItem"}, builds)
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem"}, idem)
+		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}, sessions) // the UI's sessions: sign in, check, sign out
 		grant([]string{"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:DeleteItem"}, locks)
 		grant([]string{"dynamodb:PutItem"}, locks) // the dispatch gate; GetItem reads it
 		grant([]string{"s3:GetObject"}, objects...)

@@ -1,10 +1,11 @@
 // Package awsdynamo stores Decap's branch locks, concurrency slots,
-// idempotency claims, build records and the dispatch gate in DynamoDB. Its
-// Locks, Idempotency, Records and Gate satisfy the same contracts
+// idempotency claims, build records, the dispatch gate and the UI's sessions
+// in DynamoDB. Its Locks, Idempotency, Records, Gate and Sessions satisfy
+// the same contracts
 // (internal/buildtest) as the SQLite adapters of the embedded default;
 // callers see only internal/build types and sentinel errors.
 //
-// Three tables, named by TableNames from a configurable prefix:
+// Four tables, named by TableNames from a configurable prefix:
 //
 //	<prefix>-locks        HASH pk (S); TTL attribute ttl (N, epoch seconds).
 //	                      Lock items pk = "lock#<team/project/ref>",
@@ -20,6 +21,8 @@
 //	                      once final),
 //	                      projects (HASH kind S, RANGE buildId S; sparse
 //	                      marker items buildId = "project#<team/project>").
+//	<prefix>-sessions     HASH pk (S) = SHA-256 of the session ID (hex);
+//	                      TTL attribute ttl.
 //
 // CreateTables creates them for tests and local setups; production creates
 // them with aws-resources/create-world.sh from the same definitions.
@@ -69,11 +72,12 @@ type Tables struct {
 	Locks       string
 	Idempotency string
 	Builds      string
+	Sessions    string
 }
 
 // TableNames returns the table names for prefix: "<prefix>-locks",
-// "<prefix>-idempotency" and "<prefix>-builds" (prefix "" means
-// DefaultPrefix).
+// "<prefix>-idempotency", "<prefix>-builds" and "<prefix>-sessions" (prefix
+// "" means DefaultPrefix).
 func TableNames(prefix string) Tables {
 	if prefix == "" {
 		prefix = DefaultPrefix
@@ -82,6 +86,7 @@ func TableNames(prefix string) Tables {
 		Locks:       prefix + "-locks",
 		Idempotency: prefix + "-idempotency",
 		Builds:      prefix + "-builds",
+		Sessions:    prefix + "-sessions",
 	}
 }
 
@@ -113,12 +118,15 @@ func CreateTables(ctx context.Context, client tablesAPI, t Tables) error {
 	if t.Builds != "" {
 		defs = append(defs, buildsTable(t.Builds))
 	}
+	if t.Sessions != "" {
+		defs = append(defs, hashTable(t.Sessions, "pk"))
+	}
 	for _, def := range defs {
 		if err := createTable(ctx, client, def); err != nil {
 			return fmt.Errorf("create table %s: %w", aws.ToString(def.TableName), classify(err))
 		}
 	}
-	for _, name := range []string{t.Locks, t.Idempotency} {
+	for _, name := range []string{t.Locks, t.Idempotency, t.Sessions} {
 		if name == "" {
 			continue
 		}

@@ -63,10 +63,13 @@ func newTables(t *testing.T, client *dynamodb.Client, want awsdynamo.Tables) aws
 	if want.Builds != "" {
 		tables.Builds = all.Builds
 	}
+	if want.Sessions != "" {
+		tables.Sessions = all.Sessions
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds} {
+		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds, tables.Sessions} {
 			if name == "" {
 				continue
 			}
@@ -87,6 +90,7 @@ var (
 	locksOnly       = awsdynamo.Tables{Locks: "x"}
 	idempotencyOnly = awsdynamo.Tables{Idempotency: "x"}
 	buildsOnly      = awsdynamo.Tables{Builds: "x"}
+	sessionsOnly    = awsdynamo.Tables{Sessions: "x"}
 )
 
 func TestLocks(t *testing.T) {
@@ -124,6 +128,14 @@ func TestRecords(t *testing.T) {
 	client := newClient(t)
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
 		return awsdynamo.NewRecords(client, newTables(t, client, buildsOnly).Builds)
+	})
+}
+
+func TestSessions(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
+		return awsdynamo.NewSessions(client, newTables(t, client, sessionsOnly).Sessions, clock.Now)
 	})
 }
 
@@ -168,7 +180,7 @@ func TestCreateTables(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	ctx := t.Context()
-	tables := newTables(t, client, awsdynamo.Tables{Locks: "x", Idempotency: "x", Builds: "x"})
+	tables := newTables(t, client, awsdynamo.Tables{Locks: "x", Idempotency: "x", Builds: "x", Sessions: "x"})
 	if err := awsdynamo.CreateTables(ctx, client, tables); err != nil {
 		t.Fatalf("CreateTables() of existing tables error = %v, want nil", err)
 	}
@@ -185,7 +197,7 @@ func TestCreateTables(t *testing.T) {
 	if want := []string{"by-project", "projects", "running"}; !slices.Equal(indexes, want) {
 		t.Errorf("builds table indexes = %v, want %v", indexes, want)
 	}
-	for _, name := range []string{tables.Locks, tables.Idempotency} {
+	for _, name := range []string{tables.Locks, tables.Idempotency, tables.Sessions} {
 		ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(name)})
 		if err != nil {
 			t.Fatalf("DescribeTimeToLive(%s) error = %v", name, err)

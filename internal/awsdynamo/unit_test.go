@@ -203,15 +203,19 @@ func TestInvalidInputMakesNoCall(t *testing.T) {
 	locks := NewLocks(nil, "t", nil)
 	records := NewRecords(nil, "t")
 	claims := NewIdempotency(nil, "t", nil)
+	sessions := NewSessions(nil, "t", nil)
+	now := time.Now()
 	id := build.NewID(time.Now())
 	errs := map[string]error{
-		"Acquire without key":   locks.Acquire(ctx, build.Lease{BuildID: id}, 1),
-		"Acquire without build": locks.Acquire(ctx, build.Lease{Key: "t/p/main"}, 1),
-		"Claim without key":     func() error { _, err := claims.Claim(ctx, "", id, time.Hour); return err }(),
-		"Claim with zero ttl":   func() error { _, err := claims.Claim(ctx, "k", id, 0); return err }(),
-		"Save without id":       records.Save(ctx, build.Record{Status: build.StatusQueued}),
-		"Save unknown status":   records.Save(ctx, build.Record{BuildID: id, Status: "bogus"}),
-		"Save marker id":        records.Save(ctx, build.Record{BuildID: "project#t/p", Status: build.StatusQueued}),
+		"Acquire without key":            locks.Acquire(ctx, build.Lease{BuildID: id}, 1),
+		"Acquire without build":          locks.Acquire(ctx, build.Lease{Key: "t/p/main"}, 1),
+		"Claim without key":              func() error { _, err := claims.Claim(ctx, "", id, time.Hour); return err }(),
+		"Claim with zero ttl":            func() error { _, err := claims.Claim(ctx, "k", id, 0); return err }(),
+		"Save without id":                records.Save(ctx, build.Record{Status: build.StatusQueued}),
+		"Save unknown status":            records.Save(ctx, build.Record{BuildID: id, Status: "bogus"}),
+		"Save marker id":                 records.Save(ctx, build.Record{BuildID: "project#t/p", Status: build.StatusQueued}),
+		"Create session with a raw ID":   sessions.Create(ctx, build.Session{Key: "raw id", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}),
+		"Create session already expired": sessions.Create(ctx, build.Session{Key: build.SessionKey("x"), CreatedAt: now, ExpiresAt: now}),
 		"ListProject bad cursor": func() error {
 			_, _, err := records.ListProject(ctx, "t", "p", 10, "!")
 			return err
@@ -230,8 +234,8 @@ func TestTableNames(t *testing.T) {
 		prefix string
 		want   Tables
 	}{
-		{"", Tables{"decap-locks", "decap-idempotency", "decap-builds"}},
-		{"ci", Tables{"ci-locks", "ci-idempotency", "ci-builds"}},
+		{"", Tables{"decap-locks", "decap-idempotency", "decap-builds", "decap-sessions"}},
+		{"ci", Tables{"ci-locks", "ci-idempotency", "ci-builds", "ci-sessions"}},
 	}
 	for _, tc := range cases {
 		if got := TableNames(tc.prefix); got != tc.want {
@@ -291,7 +295,11 @@ func TestItemsGolden(t *testing.T) {
 		"gate":     gateItemFor(build.GateState{Paused: true, Reason: "cluster upgrade", By: "octocat", Since: base}),
 		"marker":   markerItem{BuildID: markerPrefix + r.ProjectKey(), Kind: markerKind, Team: r.Team, Project: r.Project},
 		"lock":     lease,
-		"slot":     slotItem{PK: slotPrefix + "2", BuildID: lease.BuildID, LockKey: "ae6rt/dynamodb-lab/main", ExpiresAt: lease.ExpiresAt, TTL: lease.TTL},
+		"session": sessionItem{
+			PK: build.SessionKey("a session ID"), Binding: "3f1c0a5e9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e",
+			CreatedAt: nanos(base), ExpiresAt: nanos(base.Add(12 * time.Hour)), TTL: ttlSeconds(base.Add(12 * time.Hour)),
+		},
+		"slot": slotItem{PK: slotPrefix + "2", BuildID: lease.BuildID, LockKey: "ae6rt/dynamodb-lab/main", ExpiresAt: lease.ExpiresAt, TTL: lease.TTL},
 	}
 	doc := map[string]any{}
 	for name, it := range items {
