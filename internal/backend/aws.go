@@ -67,6 +67,7 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	s.Idempotency = awsdynamo.NewIdempotency(ddb, tables.Idempotency, now)
 	s.Records = awsdynamo.NewRecords(ddb, tables.Builds)
 	s.Gate = awsdynamo.NewGate(ddb, tables.Locks)
+	s.Sessions = awsdynamo.NewSessions(ddb, tables.Sessions, now)
 	s.Blobs = blobs
 	// Builds get presigned PUT URLs for exactly their two objects, never
 	// the services' credentials.

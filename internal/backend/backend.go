@@ -8,7 +8,7 @@
 // separate ingest, dispatcher and reaper processes share one state:
 //
 //	decap.db      SQLite: queue, dead letters, locks, idempotency, records,
-//	              the dispatch gate
+//	              the dispatch gate, the UI's sessions
 //	wake/         sockets through which processes wake queue receivers
 //	blobs/        logs/<id>/console.log.gz, artifacts/<id>/artifacts.tar.gz
 //	run/          one directory per build being run by the local executor
@@ -45,7 +45,9 @@ type Set struct {
 	Records     build.Records
 	Blobs       build.Blobs
 	// Gate is the dispatch gate: dispatchers honour it, ingest sets it.
-	Gate    build.Gate
+	Gate build.Gate
+	// Sessions are the UI's signed-in sessions (ingest only).
+	Sessions build.Sessions
 	Catalog *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
@@ -106,6 +108,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
 	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
 	s.Gate = sqlite.NewGate(db)
+	s.Sessions = sqlite.NewSessions(db)
 	s.checkWrites = db.CheckWrites
 	return nil
 }
