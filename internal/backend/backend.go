@@ -48,7 +48,7 @@ type Set struct {
 	Gate build.Gate
 	// Sessions are the UI's signed-in sessions (ingest only).
 	Sessions build.Sessions
-	Catalog *catalog.Catalog
+	Catalog  *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
 
