@@ -171,6 +171,9 @@ const (
 	// StatusSkipped records a request that was accepted but deliberately not
 	// built: an unmanaged ref, an unknown project, a duplicate delivery.
 	StatusSkipped Status = "skipped"
+	// StatusSuperseded records a request that a newer request for its lock
+	// key made unnecessary (Record.Supersede).
+	StatusSuperseded Status = "superseded"
 )
 
 // Final reports whether s is one of the final statuses; an unknown status
@@ -195,13 +198,36 @@ func (s Status) Rank() int {
 func (s Status) Valid() bool {
 	switch s {
 	case StatusQueued, StatusDeferred, StatusRunning, StatusSucceeded, StatusFailed,
-		StatusTimedOut, StatusCancelled, StatusErrored, StatusExpired, StatusSkipped:
+		StatusTimedOut, StatusCancelled, StatusErrored, StatusExpired, StatusSkipped,
+		StatusSuperseded:
 		return true
 	}
 	return false
 }
 
 // Record is what Decap remembers of one build.
+//
+// Its status, times, reason, NextAttemptAt, CancelRequestedAt, exit code,
+// Pod name and object keys change only through its transitions (record.go),
+// which refuse, with an error wrapping ErrConflict, every move this state
+// machine does not have; a final record never changes again:
+//
+//	from                       transition      to
+//	(a request)                RecordFor       queued
+//	queued, deferred           Defer           deferred (reason, NextAttemptAt)
+//	queued, deferred           Start           running (deferral fields cleared)
+//	queued, deferred           Cancel          cancelled
+//	queued, deferred           Supersede       superseded
+//	queued, deferred           Drop            skipped, expired or errored
+//	running                    RequestCancel   running, CancelRequestedAt set
+//	queued, deferred, running  End             the executor's final status
+//
+// End takes a build's Outcome: from a waiting record too, since a build may
+// run while its record still says queued (its dispatcher died between the
+// launch and the running record). A running record with a cancel request
+// ends cancelled whatever the executor saw of the stop, unless the build
+// succeeded first. Tests and storage adapters may build records by hand;
+// services never set these fields themselves.
 type Record struct {
 	BuildID       ID        `json:"id"`
 	Team          string    `json:"team"`

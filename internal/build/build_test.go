@@ -229,7 +229,7 @@ func TestStatusRank(t *testing.T) {
 			t.Errorf("%s.Final() = true", s)
 		}
 	}
-	for _, s := range []build.Status{build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored, build.StatusExpired, build.StatusSkipped} {
+	for _, s := range []build.Status{build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored, build.StatusExpired, build.StatusSkipped, build.StatusSuperseded} {
 		if !s.Final() || !s.Valid() {
 			t.Errorf("%s: Final()=%v Valid()=%v, want both true", s, s.Final(), s.Valid())
 		}
