@@ -4,7 +4,9 @@
 //
 // The message group is the lock key, so SQS keeps one branch's requests in
 // order and hands out none of them while an earlier one is in flight; the
-// deduplication ID is the delivery or build ID. Deferral is
+// deduplication ID is the delivery or build ID. A lock key SQS does not
+// accept as a group ID (over 128 characters, or not ASCII) is sent as a
+// readable prefix and its SHA-256 (see queueID), still one group per key. Deferral is
 // ChangeMessageVisibility; redrive to the dead-letter queue after too many
 // receives is done by SQS itself (the queue's redrive policy), not here.
 package awssqs
@@ -42,6 +44,8 @@ const (
 	maxBatchBytes = 256 << 10
 	// maxReasonLen bounds the reason attribute of a dead letter.
 	maxReasonLen = 1024
+	// maxAttrLen bounds the other attributes; a ref is at most 255 bytes.
+	maxAttrLen = 512
 )
 
 // Queue names that ResolveURLs looks up, after the prefix.
@@ -107,6 +111,7 @@ type Queue struct {
 // outgoing is one message to publish.
 type outgoing struct {
 	lockKey string
+	groupID string
 	body    string
 	dedupID string
 	attrs   map[string]types.MessageAttributeValue
@@ -168,10 +173,12 @@ func ResolveURLs(ctx context.Context, client urlGetter, prefix string) (queueURL
 }
 
 // Publish enqueues reqs with MessageGroupId = LockKey() and
-// MessageDeduplicationId = DedupID(); SQS accepts and drops a request whose
-// deduplication ID it saw within the last 5 minutes. The body is
-// build.Encode's; the message attributes team, project, ref and trigger
-// mirror it for the AWS console.
+// MessageDeduplicationId = DedupID(), each as queueID maps it when SQS would
+// refuse it as it is; SQS accepts and drops a request whose deduplication ID
+// it saw within the last 5 minutes. The body is build.Encode's (with U+FFFE
+// and U+FFFF escaped, which SQS refuses); the message attributes team,
+// project, ref and trigger mirror it for the AWS console, with characters
+// SQS refuses replaced by '?'.
 //
 // Every request is validated before anything is sent: an invalid request,
 // or one with neither delivery nor build ID (SQS FIFO needs a deduplication
@@ -193,13 +200,14 @@ func (q *Queue) Publish(ctx context.Context, reqs ...build.Request) error {
 		}
 		o := outgoing{
 			lockKey: r.LockKey(),
-			body:    string(body),
-			dedupID: r.DedupID(),
+			groupID: queueID(r.LockKey()),
+			body:    escapeBody(body),
+			dedupID: queueID(r.DedupID()),
 			attrs: map[string]types.MessageAttributeValue{
-				"team":    stringAttr(r.Team),
-				"project": stringAttr(r.Project),
-				"ref":     stringAttr(r.Ref),
-				"trigger": stringAttr(string(r.Trigger)),
+				"team":    stringAttr(attrText(r.Team, maxAttrLen)),
+				"project": stringAttr(attrText(r.Project, maxAttrLen)),
+				"ref":     stringAttr(attrText(r.Ref, maxAttrLen)),
+				"trigger": stringAttr(attrText(string(r.Trigger), maxAttrLen)),
 			},
 		}
 		o.size = len(o.body)
@@ -249,7 +257,7 @@ func (q *Queue) sendBatch(ctx context.Context, items []outgoing) []error {
 		in.Entries = append(in.Entries, types.SendMessageBatchRequestEntry{
 			Id:                     aws.String(strconv.Itoa(i)),
 			MessageBody:            aws.String(o.body),
-			MessageGroupId:         aws.String(o.lockKey),
+			MessageGroupId:         aws.String(o.groupID),
 			MessageDeduplicationId: aws.String(o.dedupID),
 			MessageAttributes:      o.attrs,
 		})
@@ -353,8 +361,11 @@ func (q *Queue) Receive(ctx context.Context, n int, wait time.Duration) ([]build
 	}
 }
 
-// toMessage converts a received SQS message. Missing or unparsable system
-// attributes leave ReceiveCount 0 and SentAt zero.
+// toMessage converts a received SQS message. GroupID is the MessageGroupId as
+// sent: the lock key, or what queueID made of a long or non-ASCII one (one
+// group per lock key either way; the lock key itself is in the body).
+// Missing or unparsable system attributes leave ReceiveCount 0 and SentAt
+// zero.
 func toMessage(m types.Message) build.Message {
 	msg := build.Message{
 		ID:      aws.ToString(m.MessageId),
@@ -465,15 +476,17 @@ func (q *Queue) DeadLetter(ctx context.Context, m build.Message, reason string) 
 		group = MalformedGroupID
 	}
 	dedup := m.ID
-	if dedup == "" || len(dedup) > 128 {
+	if dedup == "" {
 		sum := sha256.Sum256(m.Body)
 		dedup = hex.EncodeToString(sum[:])
 	}
 	_, err := q.client.SendMessage(ctx, &sqs.SendMessageInput{
-		QueueUrl:               aws.String(q.cfg.DLQURL),
-		MessageBody:            aws.String(string(m.Body)),
-		MessageGroupId:         aws.String(group),
-		MessageDeduplicationId: aws.String(dedup),
+		QueueUrl:    aws.String(q.cfg.DLQURL),
+		MessageBody: aws.String(string(m.Body)),
+		// A message SQS delivered has a group and ID it accepts; queueID
+		// keeps a hand-made build.Message within the rules too.
+		MessageGroupId:         aws.String(queueID(group)),
+		MessageDeduplicationId: aws.String(queueID(dedup)),
 		MessageAttributes: map[string]types.MessageAttributeValue{
 			"reason":            stringAttr(attrText(reason, maxReasonLen)),
 			"originalMessageId": stringAttr(attrText(m.ID, 128)),

@@ -445,3 +445,73 @@ func TestReceiveNoWaitOnLongPollingQueue(t *testing.T) {
 		t.Errorf("Receive(wait 0) = %d messages, error %v after %v; want none at once", len(msgs), err, elapsed.Round(time.Millisecond))
 	}
 }
+
+// Lock keys SQS would refuse as group IDs (too long, not ASCII) go through
+// SQS and come back: each lock key is one group, its requests in order, and
+// the body keeps the ref as it was. moto accepts any group ID, so the rule
+// itself is checked in ids_test.go; this is the round trip.
+func TestLongAndNonASCIILockKeys(t *testing.T) {
+	t.Parallel()
+	client := sqsClient(t)
+	qs := newQueues(t, client, 10)
+	q := newQueue(t, client, qs, 0)
+	now := time.Now()
+	long := request(now, "dependabot/npm_and_yarn/frontend/packages/web-app/babel/preset-env-and-babel/core-7.26.10")
+	long.Team, long.Project = "some-organisation-with-a-long-name", "a-monorepo-with-an-even-longer-descriptive-name"
+	umlaut := request(now, "fix/umlaut-ü")
+	odd := request(now, "odd/\uffff")
+	long2, umlaut2 := long, umlaut
+	long2.BuildID, umlaut2.BuildID = build.NewID(now), build.NewID(now)
+	published := []build.Request{long, umlaut, odd, long2, umlaut2}
+	if err := q.Publish(t.Context(), published...); err != nil {
+		t.Fatalf("Publish() error = %v", err)
+	}
+	groups := map[string]string{} // lock key → group ID
+	var got []build.ID
+	deadline := time.Now().Add(15 * time.Second)
+	for len(got) < len(published) && time.Now().Before(deadline) {
+		msgs, err := q.Receive(t.Context(), 10, time.Second)
+		if err != nil {
+			t.Fatalf("Receive() error = %v", err)
+		}
+		for _, m := range msgs {
+			r, err := build.Decode(m.Body)
+			if err != nil {
+				t.Fatalf("Decode(%q) error = %v", m.Body, err)
+			}
+			if g, ok := groups[r.LockKey()]; ok && g != m.GroupID {
+				t.Errorf("lock key %q came in groups %q and %q, want one", r.LockKey(), g, m.GroupID)
+			}
+			groups[r.LockKey()] = m.GroupID
+			if len(m.GroupID) > 128 || !utf8.ValidString(m.GroupID) || strings.ContainsFunc(m.GroupID, func(c rune) bool { return c <= ' ' || c > '~' }) {
+				t.Errorf("group ID %q of %q is not what SQS accepts", m.GroupID, r.LockKey())
+			}
+			got = append(got, r.BuildID)
+			if err := q.Delete(t.Context(), m.Receipt); err != nil {
+				t.Errorf("Delete() error = %v", err)
+			}
+		}
+	}
+	if len(groups) != 3 {
+		t.Errorf("%d lock keys seen (%v), want 3", len(groups), groups)
+	}
+	if g := groups[umlaut.LockKey()]; !strings.HasPrefix(g, "ae6rt/dynamodb-lab/fix/umlaut-_~") {
+		t.Errorf("group of %q = %q, want a readable prefix and a hash", umlaut.LockKey(), g)
+	}
+	// Within each lock key, publish order.
+	order := func(ids []build.ID, a, b build.ID) bool {
+		ia, ib := -1, -1
+		for i, id := range ids {
+			switch id {
+			case a:
+				ia = i
+			case b:
+				ib = i
+			}
+		}
+		return ia >= 0 && ia < ib
+	}
+	if !order(got, long.BuildID, long2.BuildID) || !order(got, umlaut.BuildID, umlaut2.BuildID) {
+		t.Errorf("received %v, want %s before %s and %s before %s", got, long.BuildID, long2.BuildID, umlaut.BuildID, umlaut2.BuildID)
+	}
+}

@@ -17,7 +17,11 @@ type Message struct {
 	// Receipt identifies this delivery for Delete and ChangeVisibility; it is
 	// stale once the message becomes visible again and is received anew.
 	Receipt string
-	// GroupID is the FIFO message group: the lock key.
+	// GroupID is the FIFO message group, one per lock key: the lock key
+	// itself, except where the queue cannot take it as it is (on SQS a key
+	// over 128 characters or not ASCII is a readable prefix and a SHA-256 of
+	// the key, see awssqs). Tell groups apart by it; read the lock key from
+	// the body.
 	GroupID string
 	Body    []byte
 	// ReceiveCount counts deliveries, this one included (1 on the first).
