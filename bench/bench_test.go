@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
 	"os"
@@ -82,5 +83,35 @@ func TestScaleFlags(t *testing.T) {
 	}
 	if args := got.args(base); args != "-light-for=2s -dispatch-n=7" {
 		t.Errorf("args = %q, want %q", args, "-light-for=2s -dispatch-n=7")
+	}
+}
+
+// distinctPush gives every seed a push of its own: the same payload with
+// another after commit, still valid JSON, the rest of the bytes as they
+// were.
+func TestDistinctPush(t *testing.T) {
+	t.Parallel()
+	sample, err := os.ReadFile(filepath.Join("..", samplePush))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{push: sample}
+	for _, push := range [][]byte{sample, e.pushFor("feature/x")} {
+		a, b := distinctPush(push, "a"), distinctPush(push, "b")
+		var ma, mb, orig map[string]any
+		for _, x := range []struct {
+			body []byte
+			m    *map[string]any
+		}{{a, &ma}, {b, &mb}, {push, &orig}} {
+			if err := json.Unmarshal(x.body, x.m); err != nil {
+				t.Fatalf("not JSON: %v", err)
+			}
+		}
+		if ma["after"] == mb["after"] || ma["after"] == orig["after"] || len(ma["after"].(string)) != 40 {
+			t.Errorf("after commits %v, %v (sample %v): want two new 40-digit commits", ma["after"], mb["after"], orig["after"])
+		}
+		if ma["ref"] != orig["ref"] || ma["before"] != orig["before"] || len(a) != len(push) {
+			t.Errorf("distinctPush changed more than the after commit")
+		}
 	}
 }

@@ -84,12 +84,25 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	if again.Builds[0].ID != id {
 		t.Errorf("redelivery answered with build %s, want the delivery's first build %s", again.Builds[0].ID, id)
 	}
-	// A new delivery of the same push has the same lock key, so the queue
-	// hands it out only after the redelivery was decided: once it has
-	// ended, the redelivery's fate is known.
-	status, next, body := c.SignedHook("push", proctest.NewDelivery(), payload)
+	// The same signed body under a new delivery ID is a replay, not a new
+	// push (GitHub sends each push once): answered with the first build,
+	// nothing queued.
+	status, replay, body := c.SignedHook("push", proctest.NewDelivery(), payload)
+	if status != http.StatusAccepted || len(replay.Builds) != 1 || replay.Builds[0].ID != id {
+		t.Fatalf("replayed push under a new delivery: got %d %s, want 202 with the first build %s", status, body, id)
+	}
+	// A new push of the branch (another commit) has the same lock key, so
+	// the queue hands it out only after the redelivery was decided: once it
+	// has ended, the redelivery's fate is known.
+	var ev map[string]any
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["before"], ev["after"] = ev["after"], "0123456789abcdef0123456789abcdef01234567"
+	newPush, _ := json.Marshal(ev)
+	status, next, body := c.SignedHook("push", proctest.NewDelivery(), newPush)
 	if status != http.StatusAccepted || len(next.Builds) != 1 {
-		t.Fatalf("push with a new delivery: got %d %s, want 202 with one build", status, body)
+		t.Fatalf("new push with a new delivery: got %d %s, want 202 with one build", status, body)
 	}
 	nextID := next.Builds[0].ID
 	c.WaitSucceeded(nextID)
@@ -107,11 +120,11 @@ func TestSignedPushBecomesSucceededBuild(t *testing.T) {
 	want := []string{id, nextID}
 	slices.Sort(want)
 	if !slices.Equal(ran, want) {
-		t.Errorf("builds of Codertocat/Hello-World that were not skipped: got %v, want %v (one per unique delivery)", ran, want)
+		t.Errorf("builds of Codertocat/Hello-World that were not skipped: got %v, want %v (one per unique push)", ran, want)
 	}
 	logs, _ := filepath.Glob(filepath.Join(c.DataDir(), "blobs", "logs", "*"))
 	if len(logs) != 2 {
-		t.Errorf("stored console logs: got %d (%v), want 2, one per unique delivery", len(logs), logs)
+		t.Errorf("stored console logs: got %d (%v), want 2, one per unique push", len(logs), logs)
 	}
 }
 

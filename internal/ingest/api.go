@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,7 +182,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	id, _, err := s.enqueue(c.Request().Context(), req)
+	id, _, err := s.enqueue(c.Request().Context(), req, "")
 	if err != nil {
 		return err
 	}
@@ -210,7 +211,8 @@ func (s *Server) getBuild(c echo.Context) error {
 
 // buildLog serves the console log as text: the stored log of an ended
 // build, or what a running build has written so far. With follow=1 it
-// streams until the build ends.
+// streams until the build ends, or for Limits.FollowFor at most; the
+// follows open at once are limited (Limits.Followers, ClientFollowers).
 func (s *Server) buildLog(c echo.Context) error {
 	rec, err := s.record(c)
 	if err != nil {
@@ -220,11 +222,16 @@ func (s *Server) buildLog(c echo.Context) error {
 	follow := c.QueryParam("follow") == "1" || c.QueryParam("follow") == "true"
 	if rec.LogKey == "" && s.deps.LiveLogs != nil && (follow || rec.Status == build.StatusRunning) {
 		if !rec.Status.Final() && follow {
+			release, err := s.edge.followers.acquire(clientKey(c), 1)
+			if err != nil {
+				return s.tooMany(c, err, "log follows", RejectFollowerClient, RejectFollowerServer)
+			}
+			defer release()
 			return s.followLog(c, rec)
 		}
 		if live, err := s.deps.LiveLogs.OpenLiveLog(rec.BuildID); err == nil {
 			defer live.Close()
-			return c.Stream(http.StatusOK, echo.MIMETextPlainCharsetUTF8, live)
+			return s.stream(c, echo.MIMETextPlainCharsetUTF8, live)
 		}
 	}
 	if rec.LogKey == "" {
@@ -240,30 +247,42 @@ func (s *Server) buildLog(c echo.Context) error {
 		return fmt.Errorf("log of %s is not gzip: %w", rec.BuildID, err)
 	}
 	defer zr.Close()
-	return c.Stream(http.StatusOK, echo.MIMETextPlainCharsetUTF8, zr)
+	return s.stream(c, echo.MIMETextPlainCharsetUTF8, zr)
 }
 
 // followLog streams a running (or still queued) build's log as it grows,
-// until the build's record is final and the log is read to its end.
+// until the build's record is final and the log is read to its end, or
+// Limits.FollowFor has passed. The build's record is polled once for all
+// its followers (followHub); each write gets a deadline of its own, so
+// that the server's write timeout does not cut a long follow off.
 func (s *Server) followLog(c echo.Context, rec build.Record) error {
-	ctx := c.Request().Context()
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.edge.limits.FollowFor)
+	defer cancel()
 	w := c.Response()
+	rc := http.NewResponseController(w)
 	w.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	s.extendWrite(rc)
 	w.WriteHeader(http.StatusOK)
-	w.Flush()
+	if err := rc.Flush(); err != nil {
+		return nil // the client went away
+	}
 	var live io.ReadCloser
 	defer func() {
 		if live != nil {
 			live.Close()
 		}
 	}()
-	buf := make([]byte, 32<<10)
-	tick := time.NewTicker(s.cfg.FollowPoll)
-	defer tick.Stop()
+	buf := make([]byte, 8<<10)
+	sub := s.edge.follows.join(rec)
+	defer s.edge.follows.leave(sub)
 	follower, follows := s.deps.LiveLogs.(LogFollower)
 	for {
-		if live == nil {
+		// A build that has not started has no live log: asking the
+		// executor for it on every poll of every follower would only cost
+		// it calls.
+		waiting := rec.Status == build.StatusQueued || rec.Status == build.StatusDeferred
+		if live == nil && !waiting {
 			var f io.ReadCloser
 			var err error
 			if follows {
@@ -281,10 +300,13 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 			for {
 				n, err := live.Read(buf)
 				if n > 0 {
+					s.extendWrite(rc)
 					if _, werr := w.Write(buf[:n]); werr != nil {
 						return nil // the client went away
 					}
-					w.Flush()
+					if werr := rc.Flush(); werr != nil {
+						return nil
+					}
 				}
 				if err != nil || n == 0 {
 					break
@@ -299,13 +321,10 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+			return nil // the client went away, or FollowFor passed: it reconnects
+		case <-sub.next():
 		}
-		next, err := s.deps.Records.Get(ctx, rec.BuildID)
-		if err == nil {
-			rec = next
-		}
+		rec = sub.record()
 	}
 }
 
@@ -320,8 +339,46 @@ func (s *Server) copyStoredLog(c echo.Context, rec build.Record) error {
 		return nil
 	}
 	defer zr.Close()
-	_, _ = io.Copy(c.Response(), zr)
+	_ = s.copyChunks(c.Response(), zr)
 	return nil
+}
+
+// stream answers 200 with r's content, each chunk with a write deadline
+// of its own (see copyChunks).
+func (s *Server) stream(c echo.Context, contentType string, r io.Reader) error {
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, contentType)
+	w.WriteHeader(http.StatusOK)
+	return s.copyChunks(w, r)
+}
+
+// copyChunks copies r to w, giving each chunk Limits.StreamWriteTimeout
+// to be written: a long download is bounded by its progress, not by the
+// server's write timeout, and a client that stops reading is cut off.
+func (s *Server) copyChunks(w *echo.Response, r io.Reader) error {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.extendWrite(rc)
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// extendWrite gives the next write Limits.StreamWriteTimeout. A writer
+// without deadlines (a test's recorder) is left as it is.
+func (s *Server) extendWrite(rc *http.ResponseController) {
+	_ = rc.SetWriteDeadline(time.Now().Add(s.edge.limits.StreamWriteTimeout))
 }
 
 func (s *Server) buildArtifacts(c echo.Context) error {
@@ -338,5 +395,5 @@ func (s *Server) buildArtifacts(c echo.Context) error {
 	}
 	defer obj.Close()
 	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", string(rec.BuildID)+"-artifacts.tar.gz"))
-	return c.Stream(http.StatusOK, "application/gzip", obj)
+	return s.stream(c, "application/gzip", obj)
 }

@@ -44,6 +44,7 @@ func Sign(secret, body []byte) string {
 // of the (possibly large) payload is skipped by the decoder.
 type pushEvent struct {
 	Ref        string `json:"ref"`
+	Before     string `json:"before"`
 	After      string `json:"after"`
 	Deleted    bool   `json:"deleted"`
 	Repository struct {
@@ -67,6 +68,9 @@ type parsedPush struct {
 	refType            build.RefType
 	sha, pusher        string
 	deleted            bool
+	// replayKey names the push itself (repository, full ref, before and
+	// after), whatever delivery carries it: see Server.enqueue.
+	replayKey string
 	// ignored says why the push builds nothing, when it does not.
 	ignored string
 }
@@ -122,7 +126,21 @@ func parsePush(body []byte) (parsedPush, error) {
 	if len(p.pusher) > 256 {
 		p.pusher = p.pusher[:256]
 	}
+	p.replayKey = replayKey(p.team, p.project, ev.Ref, ev.Before, ev.After)
 	return p, nil
+}
+
+// replayKey is the idempotency key of one push: its repository, full ref
+// and the before and after commits, hashed (the ref may be long). GitHub
+// sends a push once, under one delivery ID; the same body under another
+// delivery ID is somebody replaying a signed body they saw.
+func replayKey(team, project, ref, before, after string) string {
+	h := sha256.New()
+	for _, part := range []string{team, project, ref, before, after} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return "push:" + hex.EncodeToString(h.Sum(nil))
 }
 
 func truncate(s string, n int) string {

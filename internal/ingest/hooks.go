@@ -97,7 +97,7 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	if err := req.Validate(); err != nil {
 		return "", err
 	}
-	id, first, err := s.enqueue(c.Request().Context(), req)
+	id, first, err := s.enqueue(c.Request().Context(), req, push.replayKey)
 	if err != nil {
 		return "", err
 	}
@@ -161,14 +161,28 @@ func (s *Server) refreshCatalog(c echo.Context) error {
 // once-only check drops it if it was queued or built already), which also
 // repairs a first attempt that was recorded but never queued. first is
 // false for such a redelivery.
-func (s *Server) enqueue(ctx context.Context, req build.Request) (id build.ID, first bool, err error) {
+//
+// replayKey, when not empty, names the push the request comes from
+// (parsedPush.replayKey): a push already accepted under another delivery
+// ID is a replay of a signed body. It is answered with the first build and
+// publishes nothing. The push is claimed before the delivery, so that a
+// replayed delivery is bound to the first build too and its own
+// redeliveries never build.
+func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey string) (id build.ID, first bool, err error) {
 	log := s.log.With("lock_key", req.LockKey())
 	first = true
+	claims := make([]string, 0, 2)
+	if replayKey != "" {
+		claims = append(claims, replayKey)
+	}
 	if req.DeliveryID != "" {
 		log = log.With("delivery_id", req.DeliveryID)
-		owner, err := s.deps.Idempotency.Claim(ctx, req.IdempotencyKey(), req.BuildID, build.IdempotencyTTL)
+		claims = append(claims, req.IdempotencyKey())
+	}
+	for _, key := range claims {
+		owner, err := s.deps.Idempotency.Claim(ctx, key, req.BuildID, build.IdempotencyTTL)
 		if err != nil {
-			return "", false, fmt.Errorf("claim delivery %s: %w", req.DeliveryID, err)
+			return "", false, fmt.Errorf("claim %s of %s: %w", claimName(key), req.LockKey(), err)
 		}
 		if owner != req.BuildID {
 			first = false
@@ -184,12 +198,18 @@ func (s *Server) enqueue(ctx context.Context, req build.Request) (id build.ID, f
 		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil {
 			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
 		}
-	} else if _, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
+	} else if rec, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
 		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil && !errors.Is(err, build.ErrConflict) {
 			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
 		}
 	} else if err != nil {
 		return "", false, fmt.Errorf("get record %s: %w", req.BuildID, err)
+	} else if rec.DeliveryID != req.DeliveryID {
+		// The push was accepted under another delivery: a replay. Its
+		// build exists and was queued under its own delivery; publishing
+		// again would only let every replay cost the queue a message.
+		log.Warn("replayed push answered with its first build", "first_delivery_id", rec.DeliveryID)
+		return req.BuildID, false, nil
 	}
 	// A failed publish leaves the record queued under an ID nobody was
 	// given; a redelivery of the webhook finds it and publishes it again.
@@ -207,4 +227,13 @@ func (s *Server) enqueue(ctx context.Context, req build.Request) (id build.ID, f
 		log.Info("redelivery answered with the delivery's first build")
 	}
 	return req.BuildID, first, nil
+}
+
+// claimName says what an idempotency key claims, for errors: the delivery
+// ID is the operator's to see; a push key is only a hash.
+func claimName(key string) string {
+	if d, ok := strings.CutPrefix(key, "delivery:"); ok {
+		return "delivery " + d
+	}
+	return "push"
 }

@@ -379,6 +379,47 @@ func TestDuplicateDeliveryQueuedOnce(t *testing.T) {
 	}
 }
 
+// A signed push body sent again under new X-GitHub-Delivery IDs is a
+// replay, not a new push: it is answered with the first build and queues
+// nothing; another push of the branch (another after) builds.
+func TestReplayedPushBuildsOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	body := payload(t, "push-with-new-branch.json")
+	var ids []any
+	for _, delivery := range []string{"first", "replay-1", "replay-2"} {
+		w := f.do(hook("push", delivery, body))
+		if w.Code != http.StatusAccepted {
+			t.Fatalf("delivery %s: status %d (%s), want 202", delivery, w.Code, w.Body)
+		}
+		ids = append(ids, decodeJSON(t, w)["builds"].([]any)[0].(map[string]any)["id"])
+	}
+	if ids[0] != ids[1] || ids[0] != ids[2] {
+		t.Errorf("answered ids %v, want the first build's id every time", ids)
+	}
+	if st, _ := f.queue.Stats(context.Background()); st.Visible+st.InFlight != 1 {
+		t.Errorf("queue holds %+v, want the first push's one message", st)
+	}
+	rec, err := f.records.Get(context.Background(), build.ID(ids[0].(string)))
+	if err != nil || rec.DeliveryID != "first" {
+		t.Errorf("record = %+v, %v; want the first delivery's", rec, err)
+	}
+	// The same branch pushed again (another after commit) is a new push.
+	var ev map[string]any
+	if err := json.Unmarshal(body, &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["before"], ev["after"] = ev["after"], "0123456789abcdef0123456789abcdef01234567"
+	next, _ := json.Marshal(ev)
+	w := f.do(hook("push", "second-push", next))
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("second push: status %d (%s), want 202", w.Code, w.Body)
+	}
+	if id := decodeJSON(t, w)["builds"].([]any)[0].(map[string]any)["id"]; id == ids[0] {
+		t.Errorf("second push answered with the first push's build %v, want a new build", id)
+	}
+}
+
 func TestQueuedRecordVisibleAtOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)

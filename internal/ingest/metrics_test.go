@@ -171,7 +171,10 @@ func TestMetricsCountWebhooks(t *testing.T) {
 		}
 	}
 	m.pub.fail.Store(true)
-	if w := m.do(metricsHook("push", "d-11", metricsPush("main", false), "")); w.Code != http.StatusInternalServerError {
+	// A new push of main (another commit): the same body again would be a
+	// replay of d-1, answered without publishing.
+	newCommit := bytes.Replace(metricsPush("main", false), []byte("6113728f"), []byte("7224839f"), 1)
+	if w := m.do(metricsHook("push", "d-11", newCommit, "")); w.Code != http.StatusInternalServerError {
 		t.Fatalf("push with the queue down: %d %s, want 500", w.Code, w.Body)
 	}
 
