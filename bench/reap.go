@@ -107,7 +107,9 @@ func benchReap(ctx context.Context, e *env) (result, error) {
 		req := build.Request{V: build.MessageVersion, BuildID: id, Team: benchTeam, Project: benchProject,
 			Ref: fmt.Sprintf("reap-%d", i), RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: now}
 		rec := build.RecordFor(req)
-		rec.Status, rec.StartedAt, rec.PodName = build.StatusRunning, now, id.PodName()
+		if err := rec.Start(now, id.PodName(), ""); err != nil {
+			return result{}, err
+		}
 		if err := st.set.Records.Save(ctx, rec); err != nil {
 			return result{}, err
 		}

@@ -299,9 +299,11 @@ func (c CancelRequests) Cancel(ctx context.Context, id build.ID) error {
 		return fmt.Errorf("%w: build %s is %s", build.ErrNotFound, id, rec.Status)
 	}
 	if !rec.CancelRequestedAt.IsZero() {
-		return nil
+		return nil // asked already
 	}
-	rec.CancelRequestedAt = c.Now().UTC()
+	if err := rec.RequestCancel(c.Now().UTC()); err != nil {
+		return err
+	}
 	if err := c.Records.Save(ctx, rec); errors.Is(err, build.ErrConflict) {
 		return fmt.Errorf("%w: build %s ended meanwhile", build.ErrNotFound, id)
 	} else if err != nil {

@@ -313,9 +313,9 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	}
 	if req.BuildID != "" && owner != req.BuildID {
 		rec := build.RecordFor(req)
-		rec.Status = build.StatusSkipped
-		rec.Reason = fmt.Sprintf("duplicate delivery: already built as %s", owner)
-		rec.FinishedAt = now
+		if err := rec.Drop(build.StatusSkipped, fmt.Sprintf("duplicate delivery: already built as %s", owner), now); err != nil {
+			return d.retry(log, m, err)
+		}
 		if err := d.save(ctx, rec); err != nil {
 			return d.retry(log, m, err)
 		}
@@ -419,13 +419,11 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 
 	started := d.now()
 	locked := d.keepLease(ctx, log, req, started.Add(job.Timeout+d.cfg.RunGrace))
-	rec.Status = build.StatusRunning
-	rec.StartedAt = started
-	rec.PodName = req.BuildID.PodName()
-	rec.CatalogCommit = commit
-	rec.Reason = ""
-	rec.NextAttemptAt = time.Time{}
-	switch err := d.records.Save(ctx, rec); {
+	err = rec.Start(started, req.BuildID.PodName(), commit)
+	if err == nil {
+		err = d.records.Save(ctx, rec)
+	}
+	switch {
 	case errors.Is(err, build.ErrConflict):
 		// The record moved on while the build launched: the reaper recorded
 		// its end, or it was cancelled, maybe before there was anything to
@@ -525,20 +523,20 @@ func (d *Dispatcher) stopCancelled(ctx context.Context, log *slog.Logger, id bui
 		log.Warn("read record of a launched build", "err", err)
 		return Decision{}, false
 	}
-	if cur.Status != build.StatusCancelled {
+	if cur.Status != build.StatusCancelled && cur.Status != build.StatusSuperseded {
 		return Decision{}, false // ended already: the reaper has it
 	}
 	switch {
 	case d.cancel == nil:
-		log.Error("build cancelled while it launched, and nothing can stop it: it runs to its end")
+		log.Error("build " + string(cur.Status) + " while it launched, and nothing can stop it: it runs to its end")
 	default:
 		if err := d.cancel.Cancel(ctx, id); err != nil && !errors.Is(err, build.ErrNotFound) {
-			log.Error("stop build cancelled while it launched", "err", err)
+			log.Error("stop build "+string(cur.Status)+" while it launched", "err", err)
 		} else {
-			log.Info("build cancelled while it launched; stopped")
+			log.Info("build " + string(cur.Status) + " while it launched; stopped")
 		}
 	}
-	return Decision{Action: Dropped, BuildID: id, Reason: "cancelled while it launched", Cause: CauseAlreadyEnded}, true
+	return Decision{Action: Dropped, BuildID: id, Reason: string(cur.Status) + " while it launched", Cause: CauseAlreadyEnded}, true
 }
 
 // save writes rec; a conflict (the record moved on meanwhile) is not an error.
@@ -550,10 +548,9 @@ func (d *Dispatcher) save(ctx context.Context, rec build.Record) error {
 }
 
 func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, status build.Status, cause Cause, reason string) Decision {
-	rec.Status = status
-	rec.Reason = reason
-	rec.FinishedAt = d.now()
-	rec.NextAttemptAt = time.Time{}
+	if err := rec.Drop(status, reason, d.now()); err != nil {
+		return d.retry(log, m, err)
+	}
 	if err := d.save(ctx, rec); err != nil {
 		return d.retry(log, m, err)
 	}
@@ -562,11 +559,13 @@ func (d *Dispatcher) drop(ctx context.Context, log *slog.Logger, m build.Message
 }
 
 func (d *Dispatcher) deferBy(ctx context.Context, log *slog.Logger, m build.Message, rec build.Record, cause Cause, reason string) Decision {
-	delay := d.backoff(m.ReceiveCount, d.now().Sub(rec.QueuedAt))
-	rec.Status = build.StatusDeferred
-	rec.Reason = reason
-	rec.NextAttemptAt = d.now().Add(delay)
-	if err := d.save(ctx, rec); err != nil {
+	now := d.now()
+	delay := d.backoff(m.ReceiveCount, now.Sub(rec.QueuedAt))
+	err := rec.Defer(now, now.Add(delay), reason)
+	if err == nil {
+		err = d.save(ctx, rec)
+	}
+	if err != nil {
 		log.Warn("record deferral", "err", err)
 	}
 	return Decision{Action: Deferred, BuildID: rec.BuildID, Delay: delay, Reason: reason, Cause: cause}

@@ -116,10 +116,9 @@ func (s *Server) cancelBuild(c echo.Context) error {
 		log.Info("build cancelling", "by", by)
 		return c.JSON(http.StatusAccepted, cancelling{ID: rec.BuildID, Status: "cancelling"})
 	case build.StatusQueued, build.StatusDeferred:
-		rec.Status = build.StatusCancelled
-		rec.Reason = "cancelled by " + by
-		rec.FinishedAt = s.now().UTC()
-		rec.NextAttemptAt = time.Time{}
+		if err := rec.Cancel(s.now().UTC(), by); err != nil {
+			return err
+		}
 		if err := s.deps.Records.Save(ctx, rec); errors.Is(err, build.ErrConflict) {
 			return s.ended(ctx, rec) // it ended meanwhile
 		} else if err != nil {

@@ -42,7 +42,7 @@ type Record struct {
 }
 
 // finalStatuses are the statuses a build record never leaves.
-var finalStatuses = []string{"succeeded", "failed", "timed_out", "cancelled", "errored", "expired", "skipped"}
+var finalStatuses = []string{"succeeded", "failed", "timed_out", "cancelled", "errored", "expired", "skipped", "superseded"}
 
 // IsFinal reports whether a build record with status never changes again.
 func IsFinal(status string) bool { return slices.Contains(finalStatuses, status) }

@@ -177,11 +177,7 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 	switch {
 	case errors.Is(err, build.ErrNotFound):
 		// Launched by a dispatcher that died before its first record write.
-		rec = build.Record{BuildID: o.BuildID, Team: o.Team, Project: o.Project, Ref: o.Ref,
-			RefType: build.Branch, QueuedAt: o.BuildID.Time()}
-		if rec.QueuedAt.IsZero() {
-			rec.QueuedAt = o.StartedAt
-		}
+		rec = build.RecordForOutcome(o)
 	case err != nil:
 		return StepRecord, fmt.Errorf("get record %s: %w", o.BuildID, err)
 	}
@@ -195,34 +191,12 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 		log = log.With("delivery_id", rec.DeliveryID)
 	}
 	if !rec.Status.Final() {
-		rec.Status = o.Status
-		rec.ExitCode = o.ExitCode
-		rec.Reason = o.Reason
-		if !rec.CancelRequestedAt.IsZero() && o.Status != build.StatusSucceeded && o.Status != build.StatusCancelled {
-			// Stopped on request (SweepCancels deleted its Pod): whatever
-			// the executor saw of the stop, the build was cancelled.
-			rec.Status = build.StatusCancelled
-			rec.Reason = "cancelled on request"
-			if o.Reason != "" {
-				rec.Reason += "; " + o.Reason
-			}
+		// End records a build stopped on request (SweepCancels) as
+		// cancelled, whatever the executor saw of the stop, and keeps only
+		// the build's own object keys.
+		if err := rec.End(o, r.now()); err != nil {
+			return StepRecord, fmt.Errorf("record %s: %w", o.BuildID, err)
 		}
-		if !o.StartedAt.IsZero() {
-			rec.StartedAt = o.StartedAt
-		}
-		rec.FinishedAt = o.FinishedAt
-		if rec.FinishedAt.IsZero() {
-			rec.FinishedAt = r.now()
-		}
-		if rec.StartedAt.IsZero() {
-			rec.StartedAt = rec.FinishedAt
-		}
-		rec.LogKey = o.LogKey
-		rec.ArtifactsKey = o.ArtifactsKey
-		if o.PodName != "" {
-			rec.PodName = o.PodName
-		}
-		rec.NextAttemptAt = time.Time{}
 		switch err := r.records.Save(ctx, rec); {
 		case errors.Is(err, build.ErrConflict):
 			// Another reaper (or a cancel) wrote the final record first.

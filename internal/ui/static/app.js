@@ -7,7 +7,7 @@
 'use strict';
 
 (function () {
-  const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'errored', 'expired', 'skipped']);
+  const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'errored', 'expired', 'skipped', 'superseded']);
   const BUILD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
   // DONE says what a finished action did.
