@@ -144,6 +144,7 @@ func (s *Server) notify(rec build.Record, fn func(Notifier, context.Context, bui
 // the request path, so they must be cheap, must not block, and must be safe
 // for concurrent use. Every label it is given comes from a small fixed set.
 type Observer interface {
+	EdgeObserver
 	// WebhookHandled hears of every POST /hooks/github: its event ("push",
 	// "ping", "other" or "none") and outcome (one of the Outcome* constants).
 	WebhookHandled(event, outcome string)
@@ -205,8 +206,13 @@ type Config struct {
 	APIToken string
 	// AuthDisabled lets mutations through without a token (local use only).
 	AuthDisabled bool
-	// MaxBodyBytes bounds request bodies (default 5 MiB); larger gets 413.
+	// MaxBodyBytes bounds the body of POST /hooks/github (default 5 MiB;
+	// GitHub caps payloads at 25 MB, and a push's payload lists at most 20
+	// commits); larger gets 413. Limits bounds every other route's body.
 	MaxBodyBytes int64
+	// Limits bound what requests can hold: bodies read at once, log
+	// follows (see Limits).
+	Limits Limits
 	// FollowPoll is how often a followed log is checked for more (default 250ms).
 	FollowPoll time.Duration
 }
@@ -250,6 +256,7 @@ type Server struct {
 	log  *slog.Logger
 	now  func() time.Time
 	echo *echo.Echo
+	edge edge
 }
 
 // errUnauthorized marks a missing or wrong signature or token: 401.
@@ -283,10 +290,12 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Observer == nil {
 		deps.Observer = nopObserver{}
 	}
-	s := &Server{cfg: cfg, deps: deps, obs: deps.Observer, log: deps.Logger, now: deps.Now}
+	cfg.Limits = cfg.Limits.orDefaults(cfg.MaxBodyBytes)
+	s := &Server{cfg: cfg, deps: deps, obs: deps.Observer, log: deps.Logger, now: deps.Now,
+		edge: newEdge(cfg.Limits, deps.Records, cfg.FollowPoll, deps.Observer)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = ipExtractor(cfg.Limits.TrustedProxies)
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
 	e.Use(s.observeRequests)
@@ -368,34 +377,6 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 
 // ServeHTTP serves a request through the echo router and error handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
-
-// limitBody answers 413 for a declared length over the limit and cuts off
-// bodies that grow past it.
-func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		req := c.Request()
-		if req.ContentLength > s.cfg.MaxBodyBytes {
-			return echo.NewHTTPError(http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", s.cfg.MaxBodyBytes))
-		}
-		req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes)
-		return next(c)
-	}
-}
-
-// readBody reads the whole (limited) body, turning an overrun into 413.
-func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	body, err := io.ReadAll(c.Request().Body)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", s.cfg.MaxBodyBytes))
-		}
-		return nil, echo.NewHTTPError(http.StatusBadRequest, "read request body: "+err.Error())
-	}
-	return body, nil
-}
 
 // Who made a mutation, as recorded in reasons and the gate's By.
 const (

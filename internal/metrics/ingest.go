@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/ingest"
 )
 
 // Ingest holds ingest's metrics; it is an ingest.Observer.
@@ -16,6 +17,10 @@ type Ingest struct {
 	publish  prometheus.Histogram
 	queued   *prometheus.CounterVec
 	requests *prometheus.CounterVec
+
+	rejected  *prometheus.CounterVec
+	followers prometheus.Gauge
+	polls     prometheus.Counter
 }
 
 // NewIngest registers ingest's metrics on reg.
@@ -39,6 +44,21 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 			Name: "decap_api_requests_total",
 			Help: "HTTP requests answered by ingest, by method, route pattern (e.g. /api/v1/builds/:id; unmatched when no route matched) and status code.",
 		}, []string{"method", "route", "code"}),
+	}
+	m.rejected = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "decap_ingest_rejected_total",
+		Help: "Requests ingest refused or cut off to protect itself, by reason: body_too_large (413), body_timeout (408, the body did not arrive within DECAP_HTTP_READ_TIMEOUT), body_client and body_server (429, the client's or the whole body budget taken), followers_client and followers_server (429, the client's or every log follow taken), unsigned (401 for a webhook without X-Hub-Signature-256, before its body is read).",
+	}, []string{"reason"})
+	m.followers = f.NewGauge(prometheus.GaugeOpts{
+		Name: "decap_log_followers",
+		Help: "Log streams (GET /api/v1/builds/:id/log?follow=1) open now.",
+	})
+	m.polls = f.NewCounter(prometheus.CounterOpts{
+		Name: "decap_log_follow_polls_total",
+		Help: "Reads of followed builds' records: one per poll interval per followed build, however many follow it.",
+	})
+	for _, r := range ingest.RejectReasons {
+		m.rejected.WithLabelValues(r)
 	}
 	// Known series start at zero rather than appearing on first use.
 	for _, event := range []string{"push", "ping", "other"} {
@@ -64,6 +84,15 @@ func (m *Ingest) Published(took time.Duration) { m.publish.Observe(took.Seconds(
 func (m *Ingest) BuildQueued(trigger build.Trigger) {
 	m.queued.WithLabelValues(string(trigger)).Inc()
 }
+
+// Rejected counts a refused request.
+func (m *Ingest) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// Followers moves the gauge of open log follows.
+func (m *Ingest) Followers(delta int) { m.followers.Add(float64(delta)) }
+
+// FollowPolled counts a read of a followed build's record.
+func (m *Ingest) FollowPolled() { m.polls.Inc() }
 
 // RequestServed counts an HTTP request.
 func (m *Ingest) RequestServed(method, route string, code int) {
