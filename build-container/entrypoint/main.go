@@ -45,6 +45,7 @@ import (
 
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/entrypoint"
+	"github.com/decap-ci/decap/internal/harden"
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/localfs"
 )
@@ -54,6 +55,7 @@ import (
 const exitDecapError = 125
 
 func main() {
+	harden.Process()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()

@@ -14,9 +14,11 @@ import (
 	"syscall"
 
 	"github.com/decap-ci/decap/internal/cli"
+	"github.com/decap-ci/decap/internal/harden"
 )
 
 func main() {
+	harden.Process()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()

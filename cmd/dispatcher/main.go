@@ -17,11 +17,13 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/dispatch"
+	"github.com/decap-ci/decap/internal/harden"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/metrics"
 )
 
 func main() {
+	harden.Process()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {

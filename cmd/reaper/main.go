@@ -17,6 +17,7 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/github"
+	"github.com/decap-ci/decap/internal/harden"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
@@ -35,6 +36,7 @@ const renewFor = 15 * reconcileEvery
 const cancelSweepEvery = 2 * time.Second
 
 func main() {
+	harden.Process()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
