@@ -75,8 +75,9 @@ type Config struct {
 	// Uploads is set.
 	BlobsDir string
 	// Uploads, when set, returns presigned upload URLs (object key → URL,
-	// valid for at least ttl) for a build, which then uploads its log and
-	// artifacts over HTTP, as a build Pod does, instead of into BlobsDir.
+	// valid for ttl: the build's timeout plus build.UploadGrace) for a
+	// build, which then uploads its log and artifacts over HTTP, as a build
+	// Pod does, instead of into BlobsDir.
 	Uploads func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error)
 	// EntrypointPath is the decap-entrypoint binary.
 	EntrypointPath string
@@ -297,8 +298,9 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	defer out.Close()
 	args := []string{"-run-dir", dir, "-handshake"}
 	if e.cfg.Uploads != nil {
-		// Valid past the build's deadline, with an hour to upload.
-		urls, err := e.cfg.Uploads(ctx, req.BuildID, job.Timeout+time.Hour)
+		// Valid until the build's deadline, and the grace to upload after
+		// it: no longer, so that a grant does not outlive its build.
+		urls, err := e.cfg.Uploads(ctx, req.BuildID, job.BuildTimeout()+build.UploadGrace)
 		if err != nil {
 			return fmt.Errorf("presign uploads: %w", err)
 		}

@@ -601,8 +601,8 @@ func TestPresignedUploads(t *testing.T) {
 	if o.Status != build.StatusSucceeded || o.LogKey == "" || o.ArtifactsKey == "" {
 		t.Fatalf("outcome %+v, want succeeded with both objects", o)
 	}
-	if gotTTL < time.Minute {
-		t.Errorf("presigned for %v, shorter than the build's timeout", gotTTL)
+	if want := time.Minute + build.UploadGrace; gotTTL != want {
+		t.Errorf("presigned for %v, want the build's timeout plus build.UploadGrace, %v", gotTTL, want)
 	}
 	mu.Lock()
 	logGz := got["/"+build.LogKey(job.Request.BuildID)]
@@ -618,6 +618,49 @@ func TestPresignedUploads(t *testing.T) {
 	info, err := os.Stat(filepath.Join(e.dir(job.Request.BuildID), localexec.UploadsFile))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("uploads.json: %v, mode %v; want 0600", err, info.Mode().Perm())
+	}
+}
+
+// TestUploadGrantsExpireWithTheDeadline: a build's presigned upload URLs
+// are asked for its deadline (the job's timeout, or else its descriptor's)
+// plus build.UploadGrace, not longer.
+func TestUploadGrantsExpireWithTheDeadline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		timeout    time.Duration
+		descriptor int // buildTimeoutSeconds
+		want       time.Duration
+	}{
+		{"job timeout", 10 * time.Minute, 0, 10*time.Minute + build.UploadGrace},
+		{"descriptor timeout", 0, 7200, 2*time.Hour + build.UploadGrace},
+		{"default timeout", 0, 0, build.DefaultBuildTimeout + build.UploadGrace},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tmp := t.TempDir()
+			stop := errors.New("presign refused (test)")
+			var got time.Duration
+			ex, err := localexec.New(localexec.Config{
+				RunDir: filepath.Join(tmp, "run"), EntrypointPath: entrypointPath,
+				Scripts: fakeScripts{"up": "echo never"},
+				Uploads: func(_ context.Context, _ build.ID, ttl time.Duration) (map[string]string, error) {
+					got = ttl
+					return nil, stop
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			job := newJob("up", tc.timeout)
+			job.Descriptor.TimeoutSeconds = tc.descriptor
+			if err := ex.Launch(t.Context(), job); !errors.Is(err, stop) {
+				t.Fatalf("Launch: %v, want the presign error", err)
+			}
+			if got != tc.want {
+				t.Errorf("presigned for %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
