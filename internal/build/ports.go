@@ -260,7 +260,7 @@ func SessionKey(id string) string {
 // ValidateSession checks what every Sessions store requires: a Key as
 // SessionKey makes it and an expiry after the creation. ErrInvalid otherwise.
 func ValidateSession(s Session) error {
-	if !isSessionKey(s.Key) {
+	if !IsSessionKey(s.Key) {
 		return fmt.Errorf("%w: session key must be 64 lowercase hex digits", ErrInvalid)
 	}
 	if s.CreatedAt.IsZero() || !s.ExpiresAt.After(s.CreatedAt) {
@@ -269,7 +269,8 @@ func ValidateSession(s Session) error {
 	return nil
 }
 
-func isSessionKey(k string) bool {
+// IsSessionKey reports whether k has the form of a SessionKey.
+func IsSessionKey(k string) bool {
 	if len(k) != 2*sha256.Size {
 		return false
 	}

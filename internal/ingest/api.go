@@ -258,6 +258,8 @@ func (s *Server) buildLog(c echo.Context) error {
 func (s *Server) followLog(c echo.Context, rec build.Record) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.edge.limits.FollowFor)
 	defer cancel()
+	sub := s.edge.follows.join(rec)
+	defer s.edge.follows.leave(sub)
 	w := c.Response()
 	rc := http.NewResponseController(w)
 	w.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
@@ -274,8 +276,6 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 		}
 	}()
 	buf := make([]byte, 8<<10)
-	sub := s.edge.follows.join(rec)
-	defer s.edge.follows.leave(sub)
 	follower, follows := s.deps.LiveLogs.(LogFollower)
 	for {
 		// A build that has not started has no live log: asking the

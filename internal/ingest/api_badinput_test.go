@@ -3,7 +3,6 @@ package ingest_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +21,7 @@ func TestHostileAPIRequests(t *testing.T) {
 		return func() *http.Request { return apiRequest(http.MethodPost, path, token, body) }
 	}
 	get := func(path string) func() *http.Request {
-		return func() *http.Request { return httptest.NewRequest(http.MethodGet, path, nil) }
+		return func() *http.Request { return apiRequest(http.MethodGet, path, token, "") }
 	}
 	tests := []struct {
 		name       string

@@ -26,8 +26,8 @@ import (
 // Limits bound the memory and connections requests can hold. Zero fields
 // take their defaults.
 type Limits struct {
-	// SmallBodyBytes bounds the body of every route but POST /hooks/github
-	// (Config.MaxBodyBytes bounds that one); default 64 KiB. Larger: 413.
+	// SmallBodyBytes bounds the body of every route but GitHub's webhooks
+	// (Config.MaxBodyBytes bounds those); default 64 KiB. Larger: 413.
 	SmallBodyBytes int64
 	// BodyBytes bounds the bytes of request bodies being read or held by
 	// handlers at once, by all clients together (default 24 MiB), and
@@ -268,10 +268,12 @@ const (
 	bodyReleaseKey = "decap.body_release"
 )
 
-// bodyLimit returns the body limit of c's route: large for the GitHub
-// webhook, small for everything else.
+// bodyLimit returns the body limit of c's route: large for GitHub's
+// webhooks (pushes to projects and to the build-scripts repository, whose
+// payloads list commits and files), small for everything else.
 func (s *Server) bodyLimit(c echo.Context) int64 {
-	if c.Path() == "/hooks/github" {
+	switch c.Path() {
+	case "/hooks/github", "/hooks/buildscripts":
 		return s.cfg.MaxBodyBytes
 	}
 	return s.edge.limits.SmallBodyBytes

@@ -38,15 +38,15 @@ func (s *Server) githubHook(c echo.Context) error {
 // handleGitHub is githubHook; it returns the outcome once one is decided,
 // and "" when an error decides it (see hookOutcome).
 func (s *Server) handleGitHub(c echo.Context) (string, error) {
+	if err := s.signedOrRefused(c); err != nil {
+		return "", err
+	}
 	body, err := s.readBody(c)
 	if err != nil {
 		return "", err
 	}
 	h := c.Request().Header
 	if !s.cfg.InsecureSkipSignature {
-		if len(s.cfg.WebhookSecret) == 0 {
-			return "", fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
-		}
 		if err := VerifySignature(s.cfg.WebhookSecret, body, h.Get("X-Hub-Signature-256")); err != nil {
 			return "", err
 		}
@@ -136,14 +136,14 @@ func eventLabel(event string) string {
 // refreshCatalog handles POST /hooks/buildscripts. It is signed like any
 // GitHub webhook when a secret is configured.
 func (s *Server) refreshCatalog(c echo.Context) error {
+	if err := s.signedOrRefused(c); err != nil {
+		return err
+	}
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
 	}
 	if !s.cfg.InsecureSkipSignature {
-		if len(s.cfg.WebhookSecret) == 0 {
-			return fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
-		}
 		if err := VerifySignature(s.cfg.WebhookSecret, body, c.Request().Header.Get("X-Hub-Signature-256")); err != nil {
 			return err
 		}
@@ -152,6 +152,23 @@ func (s *Server) refreshCatalog(c echo.Context) error {
 		return fmt.Errorf("refresh catalog: %w", err)
 	}
 	return c.JSON(http.StatusAccepted, map[string]int{"projects": len(s.deps.Catalog.Projects())})
+}
+
+// signedOrRefused refuses a webhook that cannot be signed (no secret is
+// configured) or is not (no X-Hub-Signature-256 header) before a byte of
+// its body is read: an unsigned upload costs no memory.
+func (s *Server) signedOrRefused(c echo.Context) error {
+	if s.cfg.InsecureSkipSignature {
+		return nil
+	}
+	if len(s.cfg.WebhookSecret) == 0 {
+		return fmt.Errorf("%w: no webhook secret is configured, so no signature can be verified", errUnauthorized)
+	}
+	if c.Request().Header.Get("X-Hub-Signature-256") == "" {
+		s.obs.Rejected(RejectUnsigned)
+		return fmt.Errorf("%w: X-Hub-Signature-256 header is missing", errUnauthorized)
+	}
+	return nil
 }
 
 // enqueue records and publishes a request, and returns its build ID. A

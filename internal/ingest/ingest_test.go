@@ -27,6 +27,9 @@ import (
 const (
 	secret = "It's a Secret to Everybody"
 	token  = "api-token-for-tests"
+	// sidecarSecret is a sidecar's env value in the fixture's catalog,
+	// which no answer may show.
+	sidecarSecret = "sidecar-password-never-shown"
 )
 
 type fixture struct {
@@ -39,6 +42,7 @@ type fixture struct {
 	clock     *buildtest.Clock
 	locks     *buildtest.FakeLocks
 	gate      *buildtest.FakeGate
+	sessions  *buildtest.FakeSessions
 	refs      *fakeRefs
 	canceller *fakeCanceller
 	logs      *syncBuffer
@@ -60,26 +64,30 @@ func newFixtureDeps(t *testing.T, mutate func(*ingest.Config), deps func(*ingest
 		records: buildtest.NewRecords(),
 		blobs:   buildtest.NewBlobs(),
 		catalog: buildtest.NewCatalog("c0ffee", map[string]string{
-			"Codertocat/Hello-World": `{"buildImage":"debian:bookworm-slim","repoManager":"github","managedRefRegex":"master|main"}`,
-			"decap-ci/hello":         `{"buildImage":"debian:bookworm-slim"}`,
-			"decap-ci/broken":        `{"buildImage":"x","managedRefRegex":"(unclosed"}`,
+			"Codertocat/Hello-World": `{"buildImage":"debian:bookworm-slim","repoManager":"github","managedRefRegex":"master|main",` +
+				`"sidecars":[{"name":"db","image":"postgres:16","args":["-c","fsync=off"],"env":[{"name":"POSTGRES_PASSWORD","value":"` + sidecarSecret + `"},{"name":"POSTGRES_DB","value":"app"}]}]}`,
+			"decap-ci/hello":  `{"buildImage":"debian:bookworm-slim"}`,
+			"decap-ci/broken": `{"buildImage":"x","managedRefRegex":"(unclosed"}`,
 		}),
 		clock:     clock,
 		locks:     buildtest.NewLocks(clock.Now),
 		gate:      buildtest.NewGate(),
+		sessions:  buildtest.NewSessions(clock.Now),
 		refs:      &fakeRefs{repos: map[string]refsOf{}},
 		canceller: &fakeCanceller{running: map[build.ID]bool{}},
 		logs:      &syncBuffer{},
 	}
-	cfg := ingest.Config{WebhookSecret: []byte(secret), APIToken: token, MaxBodyBytes: 64 << 10}
+	// httptest's requests name Host example.com: the fixture's public URL.
+	cfg := ingest.Config{WebhookSecret: []byte(secret), APIToken: token, MaxBodyBytes: 64 << 10, PublicURL: "http://example.com"}
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	d := ingest.Deps{
 		Publisher: f.queue, Idempotency: f.idem, Catalog: f.catalog, Records: f.records, Blobs: f.blobs,
 		Queue: f.queue, Waiting: f.records, Locks: f.locks, Gate: f.gate, Canceller: f.canceller, Refs: f.refs,
-		Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:    clock.Now,
+		Sessions: f.sessions,
+		Logger:   slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:      clock.Now,
 	}
 	if deps != nil {
 		deps(&d)
@@ -428,7 +436,7 @@ func TestQueuedRecordVisibleAtOnce(t *testing.T) {
 		t.Fatalf("status %d (%s)", w.Code, w.Body)
 	}
 	id := decodeJSON(t, w)["id"].(string)
-	w = f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+id, nil))
+	w = f.do(get("/api/v1/builds/" + id))
 	if w.Code != 200 || decodeJSON(t, w)["status"] != "queued" {
 		t.Errorf("GET the accepted build before any dispatcher ran: %d %s, want 200 queued", w.Code, w.Body)
 	}
@@ -599,14 +607,14 @@ func TestReadAPI(t *testing.T) {
 		RefType: build.Branch, Trigger: build.TriggerAPI, Status: build.StatusQueued, QueuedAt: base})
 
 	t.Run("teams", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/teams", nil))
+		w := f.do(get("/api/v1/teams"))
 		got := decodeJSON(t, w)["teams"]
 		if diff := cmp.Diff([]any{"Codertocat", "decap-ci", "other-team"}, got); diff != "" {
 			t.Errorf("teams (-want +got):\n%s", diff)
 		}
 	})
 	t.Run("projects with errors", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/projects", nil))
+		w := f.do(get("/api/v1/projects"))
 		ps := decodeJSON(t, w)["projects"].([]any)
 		if len(ps) != 3 {
 			t.Fatalf("got %d projects, want 3", len(ps))
@@ -617,7 +625,7 @@ func TestReadAPI(t *testing.T) {
 		}
 	})
 	t.Run("history newest first, paged", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/projects/decap-ci/hello/builds?limit=2", nil))
+		w := f.do(get("/api/v1/projects/decap-ci/hello/builds?limit=2"))
 		page := decodeJSON(t, w)
 		bs := page["builds"].([]any)
 		if len(bs) != 2 || bs[0].(map[string]any)["id"] != string(ids[2]) || bs[1].(map[string]any)["id"] != string(ids[1]) {
@@ -626,7 +634,7 @@ func TestReadAPI(t *testing.T) {
 		if page["averageDurationSeconds"] != 10.0 {
 			t.Errorf("averageDurationSeconds = %v, want 10", page["averageDurationSeconds"])
 		}
-		w = f.do(httptest.NewRequest(http.MethodGet, "/api/v1/projects/decap-ci/hello/builds?limit=2&cursor="+page["nextCursor"].(string), nil))
+		w = f.do(get("/api/v1/projects/decap-ci/hello/builds?limit=2&cursor=" + page["nextCursor"].(string)))
 		page = decodeJSON(t, w)
 		if bs := page["builds"].([]any); len(bs) != 1 || bs[0].(map[string]any)["id"] != string(ids[0]) {
 			t.Errorf("second page = %v, want %s", bs, ids[0])
@@ -636,32 +644,32 @@ func TestReadAPI(t *testing.T) {
 		}
 	})
 	t.Run("bad limit", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/projects/decap-ci/hello/builds?limit=0", nil))
+		w := f.do(get("/api/v1/projects/decap-ci/hello/builds?limit=0"))
 		if w.Code != 400 {
 			t.Errorf("status %d, want 400", w.Code)
 		}
 	})
 	t.Run("one build", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+string(ids[0]), nil))
+		w := f.do(get("/api/v1/builds/" + string(ids[0])))
 		if w.Code != 200 || decodeJSON(t, w)["status"] != "succeeded" {
 			t.Errorf("status %d body %s", w.Code, w.Body)
 		}
 	})
 	t.Run("unknown build", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+string(build.NewID(base)), nil))
+		w := f.do(get("/api/v1/builds/" + string(build.NewID(base))))
 		if w.Code != 404 {
 			t.Errorf("status %d, want 404", w.Code)
 		}
 		decodeJSON(t, w)
 	})
 	t.Run("malformed id", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/..%2F..%2Fetc", nil))
+		w := f.do(get("/api/v1/builds/..%2F..%2Fetc"))
 		if w.Code != 400 {
 			t.Errorf("status %d, want 400", w.Code)
 		}
 	})
 	t.Run("log", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+string(ids[1])+"/log", nil))
+		w := f.do(get("/api/v1/builds/" + string(ids[1]) + "/log"))
 		if w.Code != 200 || w.Body.String() != "hello from build "+string(ids[1])+"\n" {
 			t.Errorf("log: status %d body %q", w.Code, w.Body)
 		}
@@ -670,14 +678,14 @@ func TestReadAPI(t *testing.T) {
 		}
 	})
 	t.Run("artifacts", func(t *testing.T) {
-		w := f.do(httptest.NewRequest(http.MethodGet, "/api/v1/builds/"+string(ids[1])+"/artifacts", nil))
+		w := f.do(get("/api/v1/builds/" + string(ids[1]) + "/artifacts"))
 		if w.Code != 200 || w.Body.String() != "tarball" || w.Header().Get("Content-Type") != "application/gzip" {
 			t.Errorf("artifacts: status %d type %q body %q", w.Code, w.Header().Get("Content-Type"), w.Body)
 		}
 	})
 	t.Run("health", func(t *testing.T) {
 		for _, p := range []string{"/healthz", "/readyz"} {
-			if w := f.do(httptest.NewRequest(http.MethodGet, p, nil)); w.Code != 200 {
+			if w := f.do(get(p)); w.Code != 200 {
 				t.Errorf("%s: status %d", p, w.Code)
 			}
 		}
@@ -688,7 +696,7 @@ func TestReadyzFails(t *testing.T) {
 	t.Parallel()
 	srv := ingest.New(ingest.Config{}, ingest.Deps{Ready: []ingest.Check{{Name: "database", Check: func(context.Context) error { return build.ErrUnavailable }}}})
 	w := httptest.NewRecorder()
-	srv.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	srv.ServeHTTP(w, get("/readyz"))
 	if w.Code != 503 || !strings.Contains(w.Body.String(), "database") {
 		t.Errorf("readyz: status %d body %s, want 503 naming the database", w.Code, w.Body)
 	}
@@ -734,7 +742,12 @@ func TestFollowLogStreamsAFollowedLogAsItIsWritten(t *testing.T) {
 	defer srv.Close()
 	// A bound, so that a chunk held back fails the test instead of hanging it.
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(srv.URL + "/api/v1/builds/" + string(rec.BuildID) + "/log?follow=1")
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/builds/"+string(rec.BuildID)+"/log?follow=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

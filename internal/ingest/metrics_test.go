@@ -249,6 +249,11 @@ func TestMetricsCountRequestsByRoute(t *testing.T) {
 		r.Header.Set("Authorization", "Bearer metrics-token")
 		return r
 	}
+	read := func(path string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("Authorization", "Bearer metrics-token")
+		return r
+	}
 	steps := []struct {
 		req      *http.Request
 		wantCode int
@@ -256,7 +261,7 @@ func TestMetricsCountRequestsByRoute(t *testing.T) {
 		{newBuild(), http.StatusAccepted},
 		{newBuild(), http.StatusAccepted},
 		{httptest.NewRequest(http.MethodPost, "/api/v1/projects/Codertocat/Hello-World/builds", strings.NewReader(`{"ref":"main"}`)), http.StatusUnauthorized},
-		{httptest.NewRequest(http.MethodGet, "/api/v1/builds/01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f", nil), http.StatusNotFound},
+		{read("/api/v1/builds/01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f"), http.StatusNotFound},
 		{httptest.NewRequest(http.MethodGet, "/no/such/page", nil), http.StatusNotFound},
 		{httptest.NewRequest("BREW", "/api/v1/teams", nil), http.StatusMethodNotAllowed},
 	}

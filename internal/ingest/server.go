@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -204,8 +203,25 @@ type Config struct {
 	// session cookie with X-Decap-CSRF: 1). Empty with AuthDisabled false
 	// rejects every mutation.
 	APIToken string
-	// AuthDisabled lets mutations through without a token (local use only).
+	// AuthDisabled lets mutations and reads through without a token (local
+	// use only; the Host check then guards against DNS rebinding).
 	AuthDisabled bool
+	// ReadPublic lets reads (GET of /api/v1 and the UI's pages) through
+	// without a credential (DECAP_READ_AUTH=public); mutations still need
+	// one. The Host check then guards against DNS rebinding.
+	ReadPublic bool
+	// SessionTTL is how long a UI session lasts (default DefaultSessionTTL).
+	SessionTTL time.Duration
+	// PublicURL is where people reach ingest (DECAP_PUBLIC_URL); its host
+	// passes the Host check.
+	PublicURL string
+	// AuthFailureLimit failed authentications of one client within
+	// AuthFailureWindow block it for AuthBlock; AuthClients bounds the
+	// clients remembered (defaults: the DefaultAuth* constants).
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
+	AuthBlock         time.Duration
+	AuthClients       int
 	// MaxBodyBytes bounds the body of POST /hooks/github (default 5 MiB;
 	// GitHub caps payloads at 25 MB, and a push's payload lists at most 20
 	// commits); larger gets 413. Limits bounds every other route's body.
@@ -237,6 +253,9 @@ type Deps struct {
 	// Notifier, when set, hears of builds queued and of builds cancelled
 	// before they started (commit statuses on GitHub).
 	Notifier Notifier
+	// Sessions stores the UI's sessions; without it nobody can sign in
+	// (POST /api/v1/session answers 501) and only the token authenticates.
+	Sessions Sessions
 
 	// Observer hears webhooks, publishes and requests; nil hears nothing.
 	Observer Observer
@@ -257,6 +276,10 @@ type Server struct {
 	now  func() time.Time
 	echo *echo.Echo
 	edge edge
+	// throttle counts failed authentications per client; publicHost is
+	// the host of Config.PublicURL (checkHost).
+	throttle   *authThrottle
+	publicHost string
 }
 
 // errUnauthorized marks a missing or wrong signature or token: 401.
@@ -291,8 +314,11 @@ func New(cfg Config, deps Deps) *Server {
 		deps.Observer = nopObserver{}
 	}
 	cfg.Limits = cfg.Limits.orDefaults(cfg.MaxBodyBytes)
+	cfg = cfg.withAuthDefaults()
 	s := &Server{cfg: cfg, deps: deps, obs: deps.Observer, log: deps.Logger, now: deps.Now,
 		edge: newEdge(cfg.Limits, deps.Records, cfg.FollowPoll, deps.Observer)}
+	s.throttle = newAuthThrottle(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlock, cfg.AuthClients, deps.Now, deps.Logger)
+	s.publicHost = publicHostOf(cfg.PublicURL)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(cfg.Limits.TrustedProxies)
@@ -300,6 +326,7 @@ func New(cfg Config, deps Deps) *Server {
 	e.Use(middleware.RequestID())
 	e.Use(s.observeRequests)
 	e.Use(middleware.Recover())
+	e.Use(s.checkHost)
 	e.Use(s.limitBody)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogStatus: true, LogURIPath: true, LogMethod: true, LogLatency: true, LogRequestID: true,
@@ -316,20 +343,22 @@ func New(cfg Config, deps Deps) *Server {
 	e.POST("/hooks/github", s.githubHook)
 	e.POST("/hooks/buildscripts", s.refreshCatalog)
 	api := e.Group("/api/v1")
-	api.GET("/teams", s.teams)
-	api.GET("/projects", s.projects)
-	api.GET("/projects/:team/:project/builds", s.projectBuilds)
+	// Every read needs requireRead, every mutation requireToken; the
+	// session endpoints are how a person gets a credential.
+	api.GET("/teams", s.teams, s.requireRead)
+	api.GET("/projects", s.projects, s.requireRead)
+	api.GET("/projects/:team/:project/builds", s.projectBuilds, s.requireRead)
 	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
-	api.GET("/projects/:team/:project/refs", s.projectRefs)
-	api.GET("/builds/:id", s.getBuild)
+	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
+	api.GET("/builds/:id", s.getBuild, s.requireRead)
 	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)
-	api.GET("/builds/:id/log", s.buildLog)
-	api.GET("/builds/:id/artifacts", s.buildArtifacts)
-	api.GET("/queue", s.queue)
-	api.GET("/locks", s.locks)
-	api.GET("/locks/:team/:project/*", s.lock)
+	api.GET("/builds/:id/log", s.buildLog, s.requireRead, untrustedContent)
+	api.GET("/builds/:id/artifacts", s.buildArtifacts, s.requireRead, untrustedContent)
+	api.GET("/queue", s.queue, s.requireRead)
+	api.GET("/locks", s.locks, s.requireRead)
+	api.GET("/locks/:team/:project/*", s.lock, s.requireRead)
 	api.DELETE("/locks/:team/:project/*", s.releaseLock, s.requireToken)
-	api.GET("/dispatch", s.dispatchGate)
+	api.GET("/dispatch", s.dispatchGate, s.requireRead)
 	api.POST("/dispatch/pause", s.pauseDispatch, s.requireToken)
 	api.POST("/dispatch/resume", s.resumeDispatch, s.requireToken)
 	api.POST("/session", s.createSession)
@@ -391,36 +420,24 @@ const (
 const csrfHeader = "X-Decap-CSRF"
 
 // requireToken guards mutations with the API token, given either as
-// Authorization: Bearer or as the session cookie; a cookie-authenticated
-// request must also carry X-Decap-CSRF: 1. An Authorization header, when
-// present, is the only credential looked at. It records who made the
-// mutation (actorAPI or actorUI) for the handler.
+// Authorization: Bearer or as a UI session (see authenticate); a
+// session-authenticated request must also carry X-Decap-CSRF: 1. It
+// records who made the mutation (actorAPI or actorUI) for the handler.
 func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.cfg.AuthDisabled {
 			c.Set(actorKey, actorAPI)
 			return next(c)
 		}
-		req := c.Request()
-		if h := req.Header.Get(echo.HeaderAuthorization); h != "" {
-			token, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok || !s.validToken(token) {
-				return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
-			}
-			c.Set(actorKey, actorAPI)
-			return next(c)
+		who, err := s.authenticate(c)
+		if err != nil {
+			return err
 		}
-		if ck, err := req.Cookie(sessionCookie); err == nil && ck.Value != "" {
-			if !s.validToken(ck.Value) {
-				return fmt.Errorf("%w: the session is not valid any more; sign in again with the API token", errUnauthorized)
-			}
-			if req.Header.Get(csrfHeader) != "1" {
-				return echo.NewHTTPError(http.StatusForbidden, "missing "+csrfHeader+" header (a request authenticated by the session cookie must send "+csrfHeader+": 1)")
-			}
-			c.Set(actorKey, actorUI)
-			return next(c)
+		if who == actorUI && c.Request().Header.Get(csrfHeader) != "1" {
+			return echo.NewHTTPError(http.StatusForbidden, "missing "+csrfHeader+" header (a request authenticated by the session cookie must send "+csrfHeader+": 1)")
 		}
-		return fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized)
+		c.Set(actorKey, who)
+		return next(c)
 	}
 }
 
