@@ -58,10 +58,54 @@ func (s *Server) projects(c echo.Context) error {
 	if team := c.QueryParam("team"); team != "" {
 		ps = slices.DeleteFunc(slices.Clone(ps), func(p build.Project) bool { return p.Team != team })
 	}
-	if ps == nil {
-		ps = []build.Project{}
+	out := make([]publicProject, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, publicProjectOf(p))
 	}
-	return c.JSON(http.StatusOK, map[string][]build.Project{"projects": ps})
+	return c.JSON(http.StatusOK, map[string][]publicProject{"projects": out})
+}
+
+// publicProject is a catalog entry as the API shows it: the descriptor
+// with its sidecars' env names but never their values, which are often
+// passwords (POSTGRES_PASSWORD). Its JSON is build.Project's, with each
+// sidecar's env as [{"name": ...}].
+type publicProject struct {
+	build.Project
+	Descriptor *publicDescriptor `json:"descriptor,omitempty"`
+}
+
+type publicDescriptor struct {
+	build.Descriptor
+	Sidecars []publicSidecar `json:"sidecars,omitempty"`
+}
+
+type publicSidecar struct {
+	build.Sidecar
+	Env []envName `json:"env,omitempty"`
+}
+
+type envName struct {
+	Name string `json:"name"`
+}
+
+func publicProjectOf(p build.Project) publicProject {
+	out := publicProject{Project: p}
+	out.Project.Descriptor = nil
+	if p.Descriptor == nil {
+		return out
+	}
+	d := &publicDescriptor{Descriptor: *p.Descriptor}
+	d.Descriptor.Sidecars = nil
+	for _, sc := range p.Descriptor.Sidecars {
+		ps := publicSidecar{Sidecar: sc}
+		ps.Sidecar.Env = nil
+		for _, e := range sc.Env {
+			ps.Env = append(ps.Env, envName{Name: e.Name})
+		}
+		d.Sidecars = append(d.Sidecars, ps)
+	}
+	out.Descriptor = d
+	return out
 }
 
 // pathProject validates :team and :project.
