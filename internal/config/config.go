@@ -44,6 +44,11 @@ type Config struct {
 	InsecureSkipSignature bool
 	APIToken              string
 	AuthDisabled          bool
+	// ReadPublic lets anyone read the API and the UI without the token or
+	// a session (DECAP_READ_AUTH=public); SessionTTL is how long a UI
+	// session lasts (DECAP_SESSION_TTL).
+	ReadPublic bool
+	SessionTTL time.Duration
 
 	// GitHubToken lets Decap read private repositories' refs and post
 	// commit statuses; GitHubAPIURL points at GitHub Enterprise (or a test
@@ -189,6 +194,14 @@ func Load(getenv func(string) string) (Config, error) {
 	default:
 		fail("DECAP_AUTH", "want on or off")
 	}
+	switch strings.ToLower(or(getenv("DECAP_READ_AUTH"), "token")) {
+	case "token":
+	case "public":
+		c.ReadPublic = true
+	default:
+		fail("DECAP_READ_AUTH", "want token or public")
+	}
+	c.SessionTTL = dur("DECAP_SESSION_TTL", 12*time.Hour)
 	switch strings.ToLower(or(getenv("DECAP_LOG_LEVEL"), "info")) {
 	case "debug":
 		c.LogLevel = slog.LevelDebug

@@ -21,6 +21,13 @@ func TestLoadDefaults(t *testing.T) {
 	if c.IngestAddr != "127.0.0.1:8080" || c.Backend != "embedded" || c.Cap != 4 || c.CatalogRefresh != 30*time.Second || c.AuthDisabled {
 		t.Errorf("defaults: got %+v", c)
 	}
+	if c.ReadPublic || c.SessionTTL != 12*time.Hour {
+		t.Errorf("read auth defaults: ReadPublic %v, SessionTTL %v; want reads behind the token, 12h sessions", c.ReadPublic, c.SessionTTL)
+	}
+	c, err = config.Load(env(map[string]string{"DECAP_READ_AUTH": "Public", "DECAP_SESSION_TTL": "30m"}))
+	if err != nil || !c.ReadPublic || c.SessionTTL != 30*time.Minute {
+		t.Errorf("DECAP_READ_AUTH=Public, DECAP_SESSION_TTL=30m: got %v, %v, %v", c.ReadPublic, c.SessionTTL, err)
+	}
 	if !filepath.IsAbs(c.DataDir) {
 		t.Errorf("DataDir = %q, want absolute", c.DataDir)
 	}
@@ -68,6 +75,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", map[string]string{"DECAP_CATALOG_REFRESH": "often"}, "DECAP_CATALOG_REFRESH"},
 		{"negative cap", map[string]string{"DECAP_MAX_RUNNING_BUILDS": "-1"}, "DECAP_MAX_RUNNING_BUILDS"},
 		{"bad auth", map[string]string{"DECAP_AUTH": "maybe"}, "DECAP_AUTH"},
+		{"bad read auth", map[string]string{"DECAP_READ_AUTH": "anyone"}, "DECAP_READ_AUTH"},
+		{"bad session ttl", map[string]string{"DECAP_SESSION_TTL": "-1h"}, "DECAP_SESSION_TTL"},
 		{"unknown backend", map[string]string{"DECAP_BACKEND": "etcd"}, "DECAP_BACKEND"},
 		{"bad prefix", map[string]string{"DECAP_PREFIX": "Bad_Prefix!"}, "DECAP_PREFIX"},
 		{"both secret forms", map[string]string{"DECAP_API_TOKEN": "hunter2", "DECAP_API_TOKEN_FILE": "/x"}, "not both"},
