@@ -95,6 +95,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
+		MaxBodyBytes: cfg.HTTP.WebhookMaxBody,
+		Limits: ingest.Limits{
+			BodyBytes: cfg.HTTP.BodyBudget, ClientBodyBytes: cfg.HTTP.ClientBodyBudget,
+			Followers: cfg.HTTP.MaxFollowers, ClientFollowers: cfg.HTTP.ClientFollowers,
+			FollowFor: cfg.HTTP.FollowMaxDuration, StreamWriteTimeout: cfg.HTTP.WriteTimeout,
+			TrustedProxies: cfg.HTTP.TrustedProxies,
+		},
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
@@ -111,5 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger: log.With("component", "ui"), Now: time.Now,
 	}).Register(srv.Echo())
 	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)
-	return health.Serve(ctx, cfg.IngestAddr, srv, log)
+	return health.ServeWith(ctx, cfg.IngestAddr, srv, log, health.Timeouts{
+		Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,6 +67,10 @@ type Config struct {
 	// ReapInterval is how often the local reaper scans for ended builds.
 	ReapInterval time.Duration
 
+	// HTTP bounds what requests can cost: every service's server timeouts
+	// and ingest's edge limits.
+	HTTP HTTP
+
 	LogLevel  slog.Level
 	LogFormat string
 }
@@ -92,6 +97,27 @@ type Kube struct {
 	// CPURequest, MemoryRequest and MemoryLimit size the build container
 	// (Kubernetes quantities such as 500m, 1Gi).
 	CPURequest, MemoryRequest, MemoryLimit string
+}
+
+// HTTP bounds what requests can cost a service (see internal/health's
+// Timeouts and internal/ingest's Limits).
+type HTTP struct {
+	// ReadTimeout bounds the arrival of a request, headers and body;
+	// WriteTimeout the writing of an answer (streamed answers get it per
+	// chunk); IdleTimeout a keep-alive connection between requests.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// WebhookMaxBody bounds a GitHub webhook's body.
+	WebhookMaxBody int64
+	// BodyBudget bounds the bytes of request bodies ingest reads at once,
+	// ClientBodyBudget those of one client.
+	BodyBudget, ClientBodyBudget int64
+	// MaxFollowers bounds the log follows open at once, ClientFollowers
+	// those of one client; FollowMaxDuration one follow.
+	MaxFollowers, ClientFollowers int
+	FollowMaxDuration             time.Duration
+	// TrustedProxies are the load balancers whose X-Forwarded-For ingest
+	// believes, to tell clients apart.
+	TrustedProxies []netip.Prefix
 }
 
 // Load reads the configuration through getenv. A value that cannot be parsed
@@ -202,6 +228,48 @@ func Load(getenv func(string) string) (Config, error) {
 		fail("DECAP_READ_AUTH", "want token or public")
 	}
 	c.SessionTTL = dur("DECAP_SESSION_TTL", 12*time.Hour)
+	// The edge: what requests can cost (README: "Limits").
+	size := func(name string, def int64) int64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := parseSize(v)
+		if err != nil {
+			fail(name, "want a size in bytes, such as 65536, 512KiB or 5MiB")
+			return def
+		}
+		return n
+	}
+	c.HTTP = HTTP{
+		ReadTimeout:       dur("DECAP_HTTP_READ_TIMEOUT", 30*time.Second),
+		WriteTimeout:      dur("DECAP_HTTP_WRITE_TIMEOUT", 60*time.Second),
+		IdleTimeout:       dur("DECAP_HTTP_IDLE_TIMEOUT", 75*time.Second),
+		WebhookMaxBody:    size("DECAP_WEBHOOK_MAX_BODY", 5<<20),
+		BodyBudget:        size("DECAP_BODY_BUDGET", 24<<20),
+		ClientBodyBudget:  size("DECAP_BODY_BUDGET_PER_CLIENT", 10<<20),
+		MaxFollowers:      integer("DECAP_MAX_FOLLOWERS", 256, 1),
+		ClientFollowers:   integer("DECAP_MAX_FOLLOWERS_PER_CLIENT", 8, 1),
+		FollowMaxDuration: dur("DECAP_FOLLOW_MAX_DURATION", 30*time.Minute),
+	}
+	switch h := c.HTTP; {
+	case h.WebhookMaxBody < 1<<10 || h.WebhookMaxBody > 25<<20:
+		fail("DECAP_WEBHOOK_MAX_BODY", "want 1KiB to 25MiB (GitHub sends at most 25 MB)")
+	case h.ClientBodyBudget < h.WebhookMaxBody:
+		fail("DECAP_BODY_BUDGET_PER_CLIENT", "want at least DECAP_WEBHOOK_MAX_BODY, or a webhook that large is never read")
+	case h.BodyBudget < h.ClientBodyBudget:
+		fail("DECAP_BODY_BUDGET", "want at least DECAP_BODY_BUDGET_PER_CLIENT")
+	}
+	if c.HTTP.ClientFollowers > c.HTTP.MaxFollowers {
+		fail("DECAP_MAX_FOLLOWERS_PER_CLIENT", "want at most DECAP_MAX_FOLLOWERS")
+	}
+	if v := getenv("DECAP_TRUSTED_PROXIES"); v != "" {
+		ps, err := parseProxies(v)
+		if err != nil {
+			fail("DECAP_TRUSTED_PROXIES", err.Error())
+		}
+		c.HTTP.TrustedProxies = ps
+	}
 	switch strings.ToLower(or(getenv("DECAP_LOG_LEVEL"), "info")) {
 	case "debug":
 		c.LogLevel = slog.LevelDebug
@@ -242,6 +310,52 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.DataDir = abs
 	return c, nil
+}
+
+// parseSize reads a size in bytes: a whole number, optionally followed by
+// KiB, MiB or GiB.
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("not a size: %q", v)
+	}
+	return n * mult, nil
+}
+
+// parseProxies reads a comma-separated list of networks (CIDR) or single
+// addresses. A network of every address is refused: believing anybody's
+// X-Forwarded-For lets every client pick its own address.
+func parseProxies(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a network (10.0.0.0/8) or an address", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Bits() == 0 {
+			return nil, fmt.Errorf("%q trusts every address, so any client could choose its own", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func validPrefix(p string) bool {
