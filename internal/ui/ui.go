@@ -6,6 +6,8 @@
 // cancelling a build, force-releasing a lock, pausing dispatch, signing in —
 // is done by the browser through ingest's JSON API with fetch, the session
 // cookie and the X-Decap-CSRF header; ingest authorizes it, not this package.
+// Who may read the pages is ingest's decision too (Deps.Auth): every page
+// but the sign-in page and the static files goes through it.
 package ui
 
 import (
@@ -61,6 +63,16 @@ type Gate interface {
 	Get(ctx context.Context) (build.GateState, error)
 }
 
+// Auth decides who may read the pages (ingest's sessions).
+type Auth interface {
+	// Pages wraps a page's handler: it lets through a reader with a valid
+	// session (or everyone, where reads are public) and sends anyone else
+	// to /ui/login?next=<the page>.
+	Pages(next echo.HandlerFunc) echo.HandlerFunc
+	// SignedIn reports whether Pages found a valid session on c.
+	SignedIn(c echo.Context) bool
+}
+
 // Config configures the UI.
 type Config struct {
 	// AuthDisabled says ingest lets mutations through without a token; the
@@ -82,13 +94,15 @@ type Config struct {
 
 // Deps are the UI's collaborators. Any of Records, Catalog, Queue, Locks and
 // Gate may be nil (a nil interface, not a typed nil pointer): the panels that
-// need it then say "not available".
+// need it then say "not available". A nil Auth lets everyone read every page
+// (tests, and a UI mounted behind another guard).
 type Deps struct {
 	Records Records
 	Catalog Catalog
 	Queue   QueueStats
 	Locks   Locks
 	Gate    Gate
+	Auth    Auth
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -172,22 +186,31 @@ func New(cfg Config, deps Deps) *UI {
 
 // Register mounts the UI on e: GET / (the dashboard) and GET /ui/...,
 // including /ui/static/*. Unknown /ui/ paths answer an HTML 404 page.
+// Every page but /ui/login and the static files is read through Deps.Auth.
 func (u *UI) Register(e *echo.Echo) {
-	e.GET("/", u.handle(u.dashboard))
+	e.GET("/", u.page(u.dashboard))
 	g := e.Group("/ui")
 	g.GET("", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/") })
 	g.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/") })
-	g.GET("/teams", u.handle(u.teams))
-	g.GET("/teams/:team", u.handle(u.team))
-	g.GET("/projects/:team/:project", u.handle(u.project))
-	g.GET("/builds/:id", u.handle(u.build))
-	g.GET("/queue", u.handle(u.queue))
-	g.GET("/locks", u.handle(u.locks))
+	g.GET("/teams", u.page(u.teams))
+	g.GET("/teams/:team", u.page(u.team))
+	g.GET("/projects/:team/:project", u.page(u.project))
+	g.GET("/builds/:id", u.page(u.build))
+	g.GET("/queue", u.page(u.queue))
+	g.GET("/locks", u.page(u.locks))
 	g.GET("/login", u.handle(u.login))
 	g.GET("/static/*", u.serveStatic)
-	g.GET("/*", u.handle(func(c echo.Context) error {
+	g.GET("/*", u.page(func(c echo.Context) error {
 		return fmt.Errorf("%w: no page at %s", errNoPage, c.Request().URL.Path)
 	}))
+}
+
+// page is handle behind Deps.Auth.
+func (u *UI) page(h echo.HandlerFunc) echo.HandlerFunc {
+	if u.deps.Auth == nil {
+		return u.handle(h)
+	}
+	return u.deps.Auth.Pages(u.handle(h))
 }
 
 // errNoPage is a path under /ui/ that names no page: 404.
@@ -233,8 +256,7 @@ type layout struct {
 // render executes a page into a buffer first, so that a template error
 // becomes a clean 500 instead of half a page.
 func (u *UI) render(c echo.Context, status int, page, title, nav string, body any) error {
-	_, err := c.Cookie(sessionCookie)
-	data := layout{Title: title, Nav: nav, SignedIn: err == nil, AuthDisabled: u.cfg.AuthDisabled, Body: body}
+	data := layout{Title: title, Nav: nav, SignedIn: u.signedIn(c), AuthDisabled: u.cfg.AuthDisabled, Body: body}
 	var buf bytes.Buffer
 	if err := u.pages[page].ExecuteTemplate(&buf, "layout", data); err != nil {
 		u.log.Error("render page", "page", page, "err", err)
@@ -249,9 +271,19 @@ func (u *UI) render(c echo.Context, status int, page, title, nav string, body an
 	return c.HTMLBlob(status, buf.Bytes())
 }
 
-// sessionCookie is the cookie ingest sets on POST /api/v1/session; the UI
-// only looks whether it is there, to offer "Sign out" instead of "Sign in".
+// sessionCookie is the cookie ingest sets on POST /api/v1/session. Without
+// an Auth the UI only looks whether it is there, to offer "Sign out"
+// instead of "Sign in".
 const sessionCookie = "decap_session"
+
+// signedIn reports whether c's reader has a session, to offer "Sign out".
+func (u *UI) signedIn(c echo.Context) bool {
+	if u.deps.Auth != nil {
+		return u.deps.Auth.SignedIn(c)
+	}
+	_, err := c.Cookie(sessionCookie)
+	return err == nil
+}
 
 // contentSecurityPolicy allows only this origin's own scripts, styles and
 // connections: no inline script, no inline style, nothing external.

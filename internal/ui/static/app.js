@@ -1,8 +1,9 @@
 // Decap status UI: small enhancements over the server-rendered pages.
 //
 // Every change goes through ingest's JSON API with fetch, the session
-// cookie (credentials: 'same-origin') and the X-Decap-CSRF header; a 401
-// sends the user to the sign-in page. Text from the server is only ever
+// cookie (credentials: 'same-origin') and the X-Decap-CSRF header; reads
+// use the session too. A 401 (the session ended) sends the user to the
+// sign-in page. Text from the server is only ever
 // put into the page as text (textContent, append), never as markup.
 'use strict';
 
@@ -172,6 +173,10 @@
   async function refreshMain() {
     try {
       const res = await fetch(location.href, { credentials: 'same-origin' });
+      if (res.redirected && new URL(res.url).pathname === '/ui/login') {
+        goLogin();
+        return;
+      }
       if (!res.ok) {
         return;
       }
@@ -279,6 +284,10 @@
     const status = box.querySelector('[data-refs-status]');
     try {
       const res = await fetch(box.dataset.refsUrl, { credentials: 'same-origin' });
+      if (res.status === 401) {
+        goLogin();
+        return;
+      }
       if (!res.ok) {
         throw new Error(await errorText(res));
       }
@@ -343,6 +352,10 @@
   async function refreshRecord(box) {
     try {
       const res = await fetch(box.dataset.buildUrl, { credentials: 'same-origin' });
+      if (res.status === 401) {
+        goLogin();
+        return null;
+      }
       if (!res.ok) {
         return null;
       }
@@ -389,6 +402,9 @@
             appendLog(pre, dec.decode(chunk.value, { stream: true }));
           }
           appendLog(pre, dec.decode());
+        } else if (res.status === 401) {
+          goLogin();
+          return;
         } else if (res.status === 404) {
           state.textContent = 'waiting for the build to start…';
         } else {
