@@ -49,9 +49,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("no webhook secret configured (DECAP_GITHUB_WEBHOOK_SECRET): every webhook will be rejected with 401")
 	}
 	if cfg.AuthDisabled {
-		log.Warn("DECAP_AUTH=off: API mutations need no token")
+		log.Warn("DECAP_AUTH=off: API mutations and reads need no token (requests must name this server by IP, localhost or DECAP_PUBLIC_URL's host)")
 	} else if cfg.APIToken == "" {
-		log.Warn("no API token configured (DECAP_API_TOKEN): API mutations will be rejected with 401")
+		log.Warn("no API token configured (DECAP_API_TOKEN): API mutations and reads will be rejected with 401")
+	} else if cfg.ReadPublic {
+		log.Warn("DECAP_READ_AUTH=public: anyone who can reach this port can read builds, logs and artifacts (requests must name this server by IP, localhost or DECAP_PUBLIC_URL's host)")
 	}
 
 	reg := metrics.NewRegistry()
@@ -95,6 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
+		ReadPublic: cfg.ReadPublic, SessionTTL: cfg.SessionTTL, PublicURL: cfg.PublicURL,
 		MaxBodyBytes: cfg.HTTP.WebhookMaxBody,
 		Limits: ingest.Limits{
 			BodyBytes: cfg.HTTP.BodyBudget, ClientBodyBytes: cfg.HTTP.ClientBodyBudget,
@@ -105,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
-		Refs: refs, Notifier: statuses,
+		Refs: refs, Notifier: statuses, Sessions: b.Sessions,
 		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
@@ -114,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger: log, Now: time.Now,
 	})
 	ui.New(ui.Config{AuthDisabled: cfg.AuthDisabled}, ui.Deps{
-		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate,
+		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate, Auth: srv,
 		Logger: log.With("component", "ui"), Now: time.Now,
 	}).Register(srv.Echo())
 	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)

@@ -62,7 +62,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	t.Parallel()
 	addr := freeAddr(t)
 	env := map[string]string{
-		"DECAP_DATA_DIR": t.TempDir(), "DECAP_ADDR": addr, "DECAP_API_TOKEN": "t0ken-for-tests",
+		"DECAP_DATA_DIR": t.TempDir(), "DECAP_ADDR": addr, "DECAP_API_TOKEN": "t0ken-for-tests-5c1e9a7f3b2d8e6a0c4f",
 		"DECAP_BUILD_SCRIPTS": filepath.Join("..", "..", "examples", "build-scripts"),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,6 +87,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	// the dispatch gate answer, and the gate can be paused with the token
 	// and resumed through a UI session.
 	base := "http://" + addr + "/api/v1"
+	const tok = "t0ken-for-tests-5c1e9a7f3b2d8e6a0c4f"
+	bearer := map[string]string{"Authorization": "Bearer " + tok}
+	var setCookie string
 	call := func(method, path, body string, header map[string]string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -102,24 +105,33 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
+		setCookie = resp.Header.Get("Set-Cookie")
 		return resp.StatusCode, string(b)
 	}
 	for _, path := range []string{"/queue", "/locks", "/dispatch"} {
-		if code, body := call(http.MethodGet, path, "", nil); code != http.StatusOK {
+		if code, body := call(http.MethodGet, path, "", nil); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d %s, want 401 (reads need the token)", path, code, body)
+		}
+		if code, body := call(http.MethodGet, path, "", bearer); code != http.StatusOK {
 			t.Errorf("GET %s: %d %s, want 200", path, code, body)
 		}
 	}
-	if code, body := call(http.MethodPost, "/dispatch/pause", `{"reason":"test"}`, map[string]string{"Authorization": "Bearer t0ken-for-tests"}); code != http.StatusOK || !strings.Contains(body, `"paused":true`) {
+	if code, body := call(http.MethodPost, "/dispatch/pause", `{"reason":"test"}`, bearer); code != http.StatusOK || !strings.Contains(body, `"paused":true`) {
 		t.Errorf("pause: %d %s, want 200 and a paused gate", code, body)
 	}
-	if code, body := call(http.MethodGet, "/dispatch", "", nil); !strings.Contains(body, `"paused":true`) {
+	if code, body := call(http.MethodGet, "/dispatch", "", bearer); !strings.Contains(body, `"paused":true`) {
 		t.Errorf("GET /dispatch after pause: %d %s, want the paused gate", code, body)
 	}
-	code, _ := call(http.MethodPost, "/session", `{"token":"t0ken-for-tests"}`, nil)
-	if code != http.StatusNoContent {
-		t.Errorf("POST /session: %d, want 204", code)
+	code, _ := call(http.MethodPost, "/session", `{"token":"`+tok+`"}`, nil)
+	cookie, _, _ := strings.Cut(setCookie, ";")
+	if code != http.StatusNoContent || !strings.HasPrefix(cookie, "decap_session=") || strings.Contains(cookie, tok) {
+		t.Errorf("POST /session: %d, cookie %q; want 204 and a session cookie that is not the token", code, cookie)
 	}
-	session := map[string]string{"Cookie": "decap_session=t0ken-for-tests", "X-Decap-CSRF": "1"}
+	// The session lives in the backend's store: it reads and mutates.
+	session := map[string]string{"Cookie": cookie, "X-Decap-CSRF": "1"}
+	if code, body := call(http.MethodGet, "/dispatch", "", session); code != http.StatusOK {
+		t.Errorf("GET /dispatch with the session: %d %s, want 200", code, body)
+	}
 	if code, body := call(http.MethodPost, "/dispatch/resume", "", session); code != http.StatusOK || !strings.Contains(body, `"paused":false`) {
 		t.Errorf("resume through the session: %d %s, want 200 and an open gate", code, body)
 	}
@@ -132,7 +144,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after its context was cancelled")
 	}
-	if strings.Contains(stderr.String(), "t0ken-for-tests") {
+	if strings.Contains(stderr.String(), "t0ken-for-tests-5c1e9a7f3b2d8e6a0c4f") {
 		t.Errorf("the log shows the API token")
 	}
 	if !strings.Contains(stderr.String(), "no webhook secret configured") {
