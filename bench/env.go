@@ -29,8 +29,8 @@ const (
 	benchTeam    = "Codertocat"
 	benchProject = "Hello-World"
 	// webhookSecret and apiToken of every server the bench starts.
-	webhookSecret = "bench-webhook-secret"
-	apiToken      = "bench-api-token"
+	webhookSecret = "bench-webhook-secret-1e5a9c3f7b2d"
+	apiToken      = "bench-api-token-9d4b2f6a8c1e3e5f"
 	// samplePush is GitHub's sample push of a branch (refs/heads/master).
 	samplePush = "internal/ingest/testdata/github-webhooks/push-with-new-branch.json"
 )

@@ -25,8 +25,8 @@ import (
 
 // Secrets of every cluster; only the tests know them.
 const (
-	webhookSecret = "e2e-webhook-secret"
-	apiToken      = "e2e-api-token"
+	webhookSecret = "e2e-webhook-secret-2f7a9c1e5b3d8a6f"
+	apiToken      = "e2e-api-token-8c2e6a4f1d9b3e7a5c0f"
 )
 
 // Set once by TestMain, read-only afterwards.

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -31,6 +32,7 @@ type objects struct {
 	services        []corev1.Service
 	deployments     []appsv1.Deployment
 	pdbs            []policyv1.PodDisruptionBudget
+	networkPolicies []networkingv1.NetworkPolicy
 	roles           []rbacv1.Role
 	roleBindings    []rbacv1.RoleBinding
 	// ids lists every object as kind/namespace/name, in rendering order.
@@ -79,6 +81,8 @@ func render(t *testing.T) objects {
 			objs.deployments, err = decodeInto(doc, objs.deployments)
 		case "PodDisruptionBudget":
 			objs.pdbs, err = decodeInto(doc, objs.pdbs)
+		case "NetworkPolicy":
+			objs.networkPolicies, err = decodeInto(doc, objs.networkPolicies)
 		case "Role":
 			objs.roles, err = decodeInto(doc, objs.roles)
 		case "RoleBinding":
@@ -132,7 +136,6 @@ func TestObjects(t *testing.T) {
 		"RoleBinding/decap/decap-dispatcher",
 		"RoleBinding/decap/decap-ingest",
 		"RoleBinding/decap/decap-reaper",
-		"Secret/decap-system/decap-secrets",
 		"Service/decap-system/decap-ingest",
 		"ServiceAccount/decap-system/decap-dispatcher",
 		"ServiceAccount/decap-system/decap-ingest",
@@ -335,7 +338,7 @@ func TestDeployments(t *testing.T) {
 					continue
 				}
 				gotSecretEnv = append(gotSecretEnv, name)
-				checkSecretFile(t, objs, mounts, name, path)
+				checkSecretFile(t, mounts, name, path)
 			}
 			sort.Strings(gotSecretEnv)
 			if diff := cmp.Diff(tt.secretEnv, gotSecretEnv); diff != "" {
@@ -471,9 +474,13 @@ func mountsByPath(t *testing.T, pod corev1.PodSpec, c corev1.Container) map[stri
 	return m
 }
 
-// checkSecretFile checks that the file a *_FILE variable names is a key of
-// the decap-secrets Secret, mounted where the variable points.
-func checkSecretFile(t *testing.T, objs objects, mounts map[string]corev1.Volume, name, value string) {
+// secretKeys are the keys of the decap-secrets Secret that operators create
+// (README.md, "The secret"); the manifests ship no Secret.
+var secretKeys = []string{"api-token", "github-token", "github-webhook-secret"}
+
+// checkSecretFile checks that the file a *_FILE variable names is one of
+// secretKeys of the decap-secrets Secret, mounted where the variable points.
+func checkSecretFile(t *testing.T, mounts map[string]corev1.Volume, name, value string) {
 	t.Helper()
 	dir, file := path.Split(value)
 	dir = strings.TrimSuffix(dir, "/")
@@ -482,10 +489,8 @@ func checkSecretFile(t *testing.T, objs objects, mounts map[string]corev1.Volume
 		t.Errorf("%s=%s: no Secret volume mounted at %s", name, value, dir)
 		return
 	}
-	i := slices.IndexFunc(objs.secrets, func(s corev1.Secret) bool { return s.Name == v.Secret.SecretName })
-	if i < 0 {
-		t.Errorf("%s: volume %s names Secret %q, which is not rendered", name, v.Name, v.Secret.SecretName)
-		return
+	if v.Secret.SecretName != "decap-secrets" {
+		t.Errorf("%s: volume %s names Secret %q, want decap-secrets", name, v.Name, v.Secret.SecretName)
 	}
 	key := file
 	if len(v.Secret.Items) > 0 {
@@ -496,38 +501,46 @@ func checkSecretFile(t *testing.T, objs objects, mounts map[string]corev1.Volume
 		}
 		key = v.Secret.Items[j].Key
 	}
-	s := objs.secrets[i]
-	_, inData := s.Data[key]
-	_, inStringData := s.StringData[key]
-	if !inData && !inStringData {
-		t.Errorf("%s=%s: Secret %s has no key %s", name, value, s.Name, key)
+	if !slices.Contains(secretKeys, key) {
+		t.Errorf("%s=%s: key %s is not one README.md tells operators to create (%v)", name, value, key, secretKeys)
 	}
 }
 
-func TestSecretIsAnExample(t *testing.T) {
+// TestNoSecretShipped checks that applying the manifests deploys no secret
+// (issue 12: the example Secret's REPLACE-ME became the services' token): no
+// Secret is rendered, no file here is one, and the README shows how to make
+// each key from random bytes.
+func TestNoSecretShipped(t *testing.T) {
 	t.Parallel()
 	objs := render(t)
-	if len(objs.secrets) != 1 || objs.secrets[0].Name != "decap-secrets" {
-		t.Fatalf("want one Secret, decap-secrets; got %d", len(objs.secrets))
+	for _, s := range objs.secrets {
+		t.Errorf("Secret %s/%s is rendered; operators create decap-secrets themselves", s.Namespace, s.Name)
 	}
-	s := objs.secrets[0]
-	values := map[string]string{}
-	for k, v := range s.StringData {
-		values[k] = v
+	files, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for k, v := range s.Data {
-		values[k] = string(v)
-	}
-	var keys []string
-	for k, v := range values {
-		keys = append(keys, k)
-		if !strings.Contains(v, "REPLACE") {
-			t.Errorf("Secret key %s holds something other than a REPLACE-ME placeholder; never commit real values", k)
+	kindSecret := regexp.MustCompile(`(?m)^kind:\s*Secret\s*$`)
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".yaml") && !strings.HasSuffix(f.Name(), ".yml") {
+			continue
+		}
+		data, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kindSecret.Match(data) {
+			t.Errorf("%s holds a Secret: `kubectl apply -f manifests/` would deploy it", f.Name())
 		}
 	}
-	sort.Strings(keys)
-	if diff := cmp.Diff([]string{"api-token", "github-token", "github-webhook-secret"}, keys); diff != "" {
-		t.Errorf("Secret keys (-want +got):\n%s", diff)
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"api-token", "github-webhook-secret"} {
+		if !strings.Contains(string(readme), "--from-literal="+key+"=\"$(openssl rand -hex 32)\"") {
+			t.Errorf("README.md does not show how to create %s from random bytes", key)
+		}
 	}
 }
 

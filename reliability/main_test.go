@@ -138,8 +138,8 @@ func requireSuite(t *testing.T) {
 
 // Secrets of every cluster; only the suite knows them.
 const (
-	webhookSecret = "reliability-webhook-secret"
-	apiToken      = "reliability-api-token"
+	webhookSecret = "reliability-webhook-secret-6b1f3d9e"
+	apiToken      = "reliability-api-token-3a7e5c1b9d2f"
 )
 
 // newCluster prepares a cluster of the binaries TestMain built, with the

@@ -19,7 +19,7 @@ import (
 func TestRunServesMetrics(t *testing.T) {
 	t.Parallel()
 	addr := freeAddr(t)
-	const secret = "metrics-secret"
+	const secret = "metrics-secret-7d3b9f1a5e2c8d4b6a0f"
 	env := map[string]string{
 		"DECAP_DATA_DIR": t.TempDir(), "DECAP_ADDR": addr, "DECAP_GITHUB_WEBHOOK_SECRET": secret,
 		"DECAP_BUILD_SCRIPTS": filepath.Join("..", "..", "examples", "build-scripts"),

@@ -30,7 +30,7 @@ import (
 
 // apiToken is the API token of the services and the fake API; only the
 // tests know it.
-const apiToken = "browser-test-api-token"
+const apiToken = "browser-test-api-token-4e8a2c6f0b1d"
 
 // Set once by TestMain, read-only afterwards.
 var (

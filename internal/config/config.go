@@ -209,6 +209,17 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
 	c.WebhookSecret = []byte(secret("DECAP_GITHUB_WEBHOOK_SECRET"))
 	c.APIToken = secret("DECAP_API_TOKEN")
+	// A service refuses a guessable secret rather than run with it; unset,
+	// ingest warns and refuses what the secret would guard.
+	for _, s := range [][2]string{{"DECAP_GITHUB_WEBHOOK_SECRET", string(c.WebhookSecret)}, {"DECAP_API_TOKEN", c.APIToken}} {
+		name, v := s[0], s[1]
+		if why := weakSecret(v); v != "" && why != "" {
+			if getenv(name+"_FILE") != "" {
+				name += " (read from " + name + "_FILE)"
+			}
+			fail(name, why)
+		}
+	}
 	c.GitHubToken = secret("DECAP_GITHUB_TOKEN")
 	c.GitHubAPIURL = getenv("DECAP_GITHUB_API_URL")
 	c.PublicURL = strings.TrimSuffix(or(getenv("DECAP_PUBLIC_URL"), "http://"+c.IngestAddr), "/")

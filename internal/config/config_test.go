@@ -53,14 +53,15 @@ func TestLoadKubernetes(t *testing.T) {
 func TestLoadSecretsFromFile(t *testing.T) {
 	t.Parallel()
 	f := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(f, []byte("s3cr3t-value\n"), 0o600); err != nil {
+	const fromFile, token = "s3cr3t-value-from-a-file-8d1f0c7b5a3e", "tok-0f8e2d4c6b9a1735e2c4a6b8d0f13579"
+	if err := os.WriteFile(f, []byte(fromFile+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := config.Load(env(map[string]string{"DECAP_GITHUB_WEBHOOK_SECRET_FILE": f, "DECAP_API_TOKEN": "tok"}))
+	c, err := config.Load(env(map[string]string{"DECAP_GITHUB_WEBHOOK_SECRET_FILE": f, "DECAP_API_TOKEN": token}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(c.WebhookSecret) != "s3cr3t-value" || c.APIToken != "tok" {
+	if string(c.WebhookSecret) != fromFile || c.APIToken != token {
 		t.Errorf("secrets: got %q and %q", c.WebhookSecret, c.APIToken)
 	}
 }
