@@ -131,9 +131,10 @@ func benchReap(ctx context.Context, e *env) (result, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	removed := &removeTimes{Executor: ex, at: map[build.ID]time.Time{}}
-	reaper := reap.New(st.set.Records, st.set.Locks, st.be.Remover(removed), st.log, time.Now).ObserveWith(metrics.NewReap(st.reg))
+	reaper := reap.New(reap.Config{}, reap.Deps{Records: st.set.Records, Locks: st.set.Locks, Executor: st.be.Reaped(removed),
+		Observer: metrics.NewReap(st.reg), Logger: st.log, Now: time.Now})
 	done := make(chan error, 1)
-	go func() { done <- ex.Watch(rctx, reaper.Handle) }()
+	go func() { done <- reaper.Run(rctx) }()
 	defer func() {
 		cancel()
 		<-done

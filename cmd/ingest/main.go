@@ -68,21 +68,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	go b.Catalog.Run(ctx, cfg.CatalogRefresh)
 
-	// The executor shows running builds' logs and cancels them. Without it
-	// (nil interfaces, not typed nils) those two answer 404 and 501.
-	var (
-		live      ingest.LiveLogs
-		canceller ingest.Canceller
-	)
+	// The executor shows running builds' logs. Without it (a nil
+	// interface, not a typed nil) they answer 404.
+	var live ingest.LiveLogs
 	if _, err := b.OpenExecutor(time.Now); err != nil {
-		log.Warn("live logs of running builds are unavailable, and running builds cannot be cancelled", "err", err)
+		log.Warn("live logs of running builds are unavailable", "err", err)
 	} else {
-		live, canceller = b.Executor, b.Executor
-		if cfg.Executor == "kubernetes" {
-			// Ingest may only read build Pods: the reaper stops them.
-			canceller = backend.CancelRequests{Records: b.Records, Now: time.Now}
-		}
+		live = b.Executor
 	}
+	// Ingest stops no build itself, whatever the executor: it records the
+	// cancel, and the reaper stops the build.
+	canceller := backend.CancelRequests{Records: b.Records, Now: time.Now}
 	gh := github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}
 	refs, err := github.NewRefs(gh, 0, time.Now)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Command reaper ends builds: when a build's process (or Pod) ends it writes
 // the final record, releases the branch lock and slot, and removes what is
-// left. On start it reconciles every build that ended while it was down. It
-// serves /healthz, /readyz and /metrics on DECAP_REAPER_ADDR.
+// left. On start it reconciles every build that ended while it was down; it
+// stops the builds someone asked to cancel. It serves /healthz, /readyz and
+// /metrics on DECAP_REAPER_ADDR.
 package main
 
 import (
@@ -22,18 +23,6 @@ import (
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 )
-
-// reconcileEvery is how often builds recorded as running are checked for a
-// vanished process, and the leases of live ones renewed.
-const reconcileEvery = time.Minute
-
-// renewFor is how long past each reconciliation a live build's lease lasts
-// at least: many reconciliations, so a few failed ones lose no lease.
-const renewFor = 15 * reconcileEvery
-
-// cancelSweepEvery is how often, on the kubernetes executor, the reaper
-// looks for running builds someone asked to cancel: the delay of a cancel.
-const cancelSweepEvery = 2 * time.Second
 
 func main() {
 	harden.Process()
@@ -66,55 +55,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	r := reap.New(b.Records, b.Locks, be.Remover(ex), log, time.Now).ObserveWith(metrics.NewReap(reg)).RenewFor(renewFor).WakeWith(b.Queue)
+	var statuses reap.Notifier // commit statuses only with a token
 	if cfg.GitHubToken != "" {
-		statuses, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
-		if err != nil {
+		if statuses, err = github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0); err != nil {
 			return fmt.Errorf("github: %w", err)
 		}
-		r.NotifyTo(statuses)
 	}
+	r := reap.New(reap.Config{CancelInterval: cfg.CancelInterval}, reap.Deps{
+		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Notifier: statuses,
+		Observer: metrics.NewReap(reg), Logger: log, Now: time.Now,
+	})
 
+	// Whichever of the two ends first ends the other.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	errc := make(chan error, 1)
 	go func() {
 		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log)
+		stop()
 	}()
-	go func() {
-		t := time.NewTicker(reconcileEvery)
-		defer t.Stop()
-		for {
-			if err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				log.Error("reconcile running builds", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	if cfg.Executor == "kubernetes" {
-		// Ingest asks for cancels in the build records (it may not delete
-		// Pods); stop those builds.
-		go func() {
-			t := time.NewTicker(cancelSweepEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				if err := r.SweepCancels(ctx, ex); err != nil && ctx.Err() == nil {
-					log.Error("stop cancelled builds", "err", err)
-				}
-			}
-		}()
-	}
 	fmt.Fprintln(stdout, "reaper: watching builds")
-	watchErr := ex.Watch(ctx, r.Handle)
-	if errors.Is(watchErr, context.Canceled) {
-		watchErr = nil
-	}
-	return errors.Join(watchErr, <-errc)
+	err = r.Run(ctx)
+	stop()
+	return errors.Join(err, <-errc)
 }

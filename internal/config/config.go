@@ -66,6 +66,9 @@ type Config struct {
 	Entrypoint string
 	// ReapInterval is how often the local reaper scans for ended builds.
 	ReapInterval time.Duration
+	// CancelInterval is how often the reaper looks for running builds
+	// someone asked to cancel, and stops them.
+	CancelInterval time.Duration
 
 	// HTTP bounds what requests can cost: every service's server timeouts
 	// and ingest's edge limits.
@@ -205,6 +208,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.CatalogRefresh = dur("DECAP_CATALOG_REFRESH", 30*time.Second)
 	c.MaxDeferAge = dur("DECAP_MAX_DEFER_AGE", 24*time.Hour)
 	c.ReapInterval = dur("DECAP_REAP_INTERVAL", 500*time.Millisecond)
+	c.CancelInterval = dur("DECAP_CANCEL_INTERVAL", time.Second)
 	c.Cap = integer("DECAP_MAX_RUNNING_BUILDS", c.Cap, 0)
 	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
 	c.WebhookSecret = []byte(secret("DECAP_GITHUB_WEBHOOK_SECRET"))

@@ -14,8 +14,10 @@ import (
 // noPods is an executor with nothing left to remove.
 type noPods struct{}
 
-func (noPods) Remove(context.Context, build.ID) error      { return nil }
-func (noPods) Present(context.Context) ([]build.ID, error) { return nil, nil }
+func (noPods) Watch(context.Context, func(context.Context, build.Outcome) error) error { return nil }
+func (noPods) Cancel(context.Context, build.ID) error                                  { return build.ErrNotFound }
+func (noPods) Remove(context.Context, build.ID) error                                  { return nil }
+func (noPods) Present(context.Context) ([]build.ID, error)                             { return nil, nil }
 
 // TestDeferredRequestWakesWhenItsLockIsReleased: the second push to a busy
 // branch is deferred with a long backoff, and leaves its receipt on the
@@ -59,7 +61,7 @@ func TestDeferredRequestWakesWhenItsLockIsReleased(t *testing.T) {
 		t.Fatalf("received %d messages while the branch is busy, want none", len(msgs))
 	}
 
-	r := reap.New(f.records, f.locks, noPods{}, nil, clock.Now).WakeWith(f.queue)
+	r := reap.New(reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: noPods{}, Waker: f.queue, Now: clock.Now})
 	code := 0
 	if err := r.Handle(ctx, build.Outcome{BuildID: first.BuildID, Team: first.Team, Project: first.Project, Ref: first.Ref,
 		Status: build.StatusSucceeded, ExitCode: &code, FinishedAt: clock.Now()}); err != nil {

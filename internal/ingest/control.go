@@ -93,8 +93,10 @@ type cancelling struct {
 
 // cancelBuild handles DELETE /api/v1/builds/:id. A waiting (queued or
 // deferred) build is recorded as cancelled at once, and the dispatcher drops
-// its request when it meets the final record: 200 with the record. A
-// running build is stopped through the Canceller: 202. An ended build: 409.
+// its request when it meets the final record: 200 with the record. For a
+// running build the Canceller records the request (Record.RequestCancel)
+// and the reaper stops the build, whatever the executor: 202. An ended
+// build: 409.
 func (s *Server) cancelBuild(c echo.Context) error {
 	rec, err := s.record(c)
 	if err != nil {
@@ -125,13 +127,9 @@ func (s *Server) cancelBuild(c echo.Context) error {
 			return fmt.Errorf("record %s as cancelled: %w", rec.BuildID, err)
 		}
 		// A dispatcher that read the request as waiting just before may
-		// have launched it anyway. Stop such a process; its end cannot
-		// replace the final record.
-		if s.deps.Canceller != nil {
-			if err := s.deps.Canceller.Cancel(ctx, rec.BuildID); err != nil && !errors.Is(err, build.ErrNotFound) {
-				log.Warn("could not stop a build launched while it was being cancelled", "err", err)
-			}
-		}
+		// have launched it anyway: it stops the build when its running
+		// record is refused, or the reaper's reconciliation does when this
+		// record replaced that one. Its end cannot replace this record.
 		log.Info("build cancelled before it started", "by", by)
 		s.notify(rec, Notifier.BuildEnded)
 		return c.JSON(http.StatusOK, rec)

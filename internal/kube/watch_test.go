@@ -656,7 +656,7 @@ func TestWatchWithReaper(t *testing.T) {
 	// runs after w.create below, so it sees reaper set.
 	var reaper *reap.Reaper
 	w := startWatch(t, nil, func(ctx context.Context, o build.Outcome) error { return reaper.Handle(ctx, o) })
-	reaper = reap.New(records, locks, w.exec, nil, clock.Now)
+	reaper = reap.New(reap.Config{}, reap.Deps{Records: records, Locks: locks, Executor: w.exec, Now: clock.Now})
 
 	// What the store held when the Pod was deleted.
 	var removals atomic.Int32

@@ -252,29 +252,41 @@ func (w *launcher) Launch(ctx context.Context, job build.Job) error {
 	return w.m.count("executor", "launch", w.l.Launch(ctx, job))
 }
 
-// Remover removes ended builds and lists the present ones (the executor,
-// as the reaper uses it).
-type Remover interface {
+// Reaped is the executor as the reaper uses it: it watches builds end,
+// stops builds asked to cancel, removes ended builds and lists the present
+// ones.
+type Reaped interface {
+	Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error
+	Cancel(ctx context.Context, id build.ID) error
 	Remove(ctx context.Context, id build.ID) error
 	Present(ctx context.Context) ([]build.ID, error)
 }
 
-// Remover wraps r.
-func (m *Backend) Remover(r Remover) Remover {
-	m.known("executor", "remove", "present")
-	return &remover{r, m}
+// Reaped wraps r, counting the failures of its cancel, remove and present
+// calls (Watch logs its own).
+func (m *Backend) Reaped(r Reaped) Reaped {
+	m.known("executor", "cancel", "remove", "present")
+	return &reaped{r, m}
 }
 
-type remover struct {
-	r Remover
+type reaped struct {
+	r Reaped
 	m *Backend
 }
 
-func (w *remover) Remove(ctx context.Context, id build.ID) error {
+func (w *reaped) Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error {
+	return w.r.Watch(ctx, handle)
+}
+
+func (w *reaped) Cancel(ctx context.Context, id build.ID) error {
+	return w.m.count("executor", "cancel", w.r.Cancel(ctx, id))
+}
+
+func (w *reaped) Remove(ctx context.Context, id build.ID) error {
 	return w.m.count("executor", "remove", w.r.Remove(ctx, id))
 }
 
-func (w *remover) Present(ctx context.Context) ([]build.ID, error) {
+func (w *reaped) Present(ctx context.Context) ([]build.ID, error) {
 	ids, err := w.r.Present(ctx)
 	return ids, w.m.count("executor", "present", err)
 }

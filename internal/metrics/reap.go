@@ -38,14 +38,14 @@ func NewReap(reg prometheus.Registerer) *Reap {
 		}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "decap_reaper_errors_total",
-			Help: "Failed reaper steps, each retried later, by step (record, release, remove, reconcile).",
+			Help: "Failed reaper steps, each retried later, by step (record, release, remove, reconcile, cancel).",
 		}, []string{"step"}),
 	}
 	for _, s := range []build.Status{build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored} {
 		m.finished.WithLabelValues(string(s))
 		m.duration.WithLabelValues(string(s))
 	}
-	for _, s := range []reap.Step{reap.StepRecord, reap.StepRelease, reap.StepRemove, reap.StepReconcile} {
+	for _, s := range []reap.Step{reap.StepRecord, reap.StepRelease, reap.StepRemove, reap.StepReconcile, reap.StepCancel} {
 		m.errors.WithLabelValues(string(s))
 	}
 	return m

@@ -22,7 +22,7 @@ import (
 // registry.
 func observed(f *fixture) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	f.reaper.ObserveWith(metrics.NewReap(reg))
+	f.reaper = f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Observer = metrics.NewReap(reg) })
 	return reg
 }
 
@@ -112,7 +112,7 @@ func TestLogLinesCarryBuildKeys(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture()
 	var buf bytes.Buffer
-	r := reap.New(f.records, f.locks, f.exec, slog.New(slog.NewJSONHandler(&buf, nil)), f.clock.Now)
+	r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Logger = slog.New(slog.NewJSONHandler(&buf, nil)) })
 	rec := f.running(t, "main")
 	rec.DeliveryID = "delivery-42"
 	if err := f.records.Save(ctx, rec); err != nil {

@@ -40,10 +40,16 @@ type Waker interface {
 	ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error
 }
 
-// Executor removes what is left of an ended build (its Pod, its local run
-// directory), and lists what is still there; removing something already gone
-// is not an error.
+// Executor is the executor of builds (local processes, build Pods) as the
+// reaper uses it. Watch calls handle with the Outcome of every build that
+// ended, again until the build is removed, until ctx is done; then it
+// returns. Cancel stops a build (build.ErrNotFound: nothing to stop).
+// Remove deletes what is left of an ended build whose end is recorded (its
+// Pod, its run directory); removing something already gone is not an
+// error. Present lists the builds that have a Pod or process, ended or not.
 type Executor interface {
+	Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error
+	Cancel(ctx context.Context, id build.ID) error
 	Remove(ctx context.Context, id build.ID) error
 	Present(ctx context.Context) ([]build.ID, error)
 }
@@ -75,12 +81,61 @@ const (
 	StepRelease   Step = "release"   // releasing the lock and slot
 	StepRemove    Step = "remove"    // removing the Pod or process
 	StepReconcile Step = "reconcile" // listing running builds or build Pods, renewing leases
+	StepCancel    Step = "cancel"    // stopping a build someone asked to cancel
 )
 
+// Config tunes a Reaper. Zero values take the defaults named.
+type Config struct {
+	// ReconcileInterval is how often Run reconciles the builds recorded as
+	// running with the executor's (default 1m).
+	ReconcileInterval time.Duration
+	// RenewFor is how long past each Reconcile the lease of a live build
+	// lasts at least (default DefaultRenewFor); it must be well past
+	// ReconcileInterval, so that a few failed reconciliations lose no lease.
+	RenewFor time.Duration
+	// CancelInterval is how often Run looks for running builds someone
+	// asked to cancel (SweepCancels): the longest a cancel waits before the
+	// build is told to stop (default 1s).
+	CancelInterval time.Duration
+	// CancelRepeat is how long after stopping a build SweepCancels stops it
+	// again if it still runs: a lost delete, a process that ignored the
+	// signal (default 30s).
+	CancelRepeat time.Duration
+}
+
 // DefaultRenewFor is how long past each Reconcile the lease of a live build
-// lasts at least: well past the interval between reconciliations (a
-// minute in cmd/reaper), so a lease never runs out between two of them.
+// lasts at least by default: many reconciliations, so a lease never runs
+// out between two of them.
 const DefaultRenewFor = 15 * time.Minute
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReconcileInterval, time.Minute)
+	def(&c.RenewFor, DefaultRenewFor)
+	def(&c.CancelInterval, time.Second)
+	def(&c.CancelRepeat, 30*time.Second)
+	return c
+}
+
+// Deps are the Reaper's collaborators.
+type Deps struct {
+	Records  Records
+	Locks    Locks
+	Executor Executor
+	// Waker, when set, wakes the request deferred behind a lock the reaper
+	// releases, at once rather than after its backoff.
+	Waker Waker
+	// Notifier, when set, hears of every build the reaper ends.
+	Notifier Notifier
+	// Observer hears what the reaper does; nil hears nothing.
+	Observer Observer
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
 
 type nopObserver struct{}
 
@@ -90,6 +145,7 @@ func (nopObserver) Failed(Step)                                      {}
 // Reaper ends builds. Handle is idempotent and safe to call concurrently for
 // different builds.
 type Reaper struct {
+	cfg     Config
 	records Records
 	locks   Locks
 	exec    Executor
@@ -98,8 +154,6 @@ type Reaper struct {
 	notify  Notifier
 	waker   Waker
 	obs     Observer
-	// renewFor is how long past a Reconcile a live build's lease lasts.
-	renewFor time.Duration
 
 	// cancelAsked is when SweepCancels last stopped each build, so a
 	// terminating Pod is not deleted (and logged) again every sweep.
@@ -107,54 +161,62 @@ type Reaper struct {
 	cancelAsked map[build.ID]time.Time
 }
 
-// cancelRepeat is how long SweepCancels waits before it stops a build
-// again whose earlier stop did not end it (a lost delete).
-const cancelRepeat = 30 * time.Second
-
-// WakeWith makes r, when it releases a lock that a deferred request waits
-// for, make that request visible at once through w; it returns r.
-func (r *Reaper) WakeWith(w Waker) *Reaper {
-	r.waker = w
-	return r
-}
-
-// NotifyTo makes r tell n about every build it ends, and returns r.
-func (r *Reaper) NotifyTo(n Notifier) *Reaper {
-	r.notify = n
-	return r
-}
-
-// ObserveWith makes r report to o what it does, and returns r. Call it
-// before the first Handle; nil observes nothing.
-func (r *Reaper) ObserveWith(o Observer) *Reaper {
-	if o == nil {
-		o = nopObserver{}
-	}
-	r.obs = o
-	return r
-}
-
-// RenewFor makes Reconcile renew the lease of every live build so that it
-// lasts at least d from then (d <= 0: DefaultRenewFor), and returns r. d
-// must be well past the interval between Reconcile calls. Call it before
-// the first Reconcile.
-func (r *Reaper) RenewFor(d time.Duration) *Reaper {
-	if d <= 0 {
-		d = DefaultRenewFor
-	}
-	r.renewFor = d
-	return r
-}
-
 // New returns a Reaper.
-func New(records Records, locks Locks, exec Executor, logger *slog.Logger, now func() time.Time) *Reaper {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+func New(cfg Config, d Deps) *Reaper {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if now == nil {
-		now = time.Now
+	if d.Now == nil {
+		d.Now = time.Now
 	}
-	return &Reaper{records: records, locks: locks, exec: exec, log: logger, now: now, obs: nopObserver{}, renewFor: DefaultRenewFor}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
+	return &Reaper{
+		cfg: cfg.withDefaults(), records: d.Records, locks: d.Locks, exec: d.Executor,
+		log: d.Logger, now: d.Now, notify: d.Notifier, waker: d.Waker, obs: d.Observer,
+	}
+}
+
+// Run ends builds until ctx is done, then returns nil once its loops
+// stopped: it follows the executor's Watch into Handle, reconciles every
+// ReconcileInterval (at once first, so builds that ended while no reaper
+// ran are recorded), and stops the builds someone asked to cancel every
+// CancelInterval. The errors of Reconcile and SweepCancels are logged and
+// the work tried again on the next round; an error ending Watch ends Run.
+func (r *Reaper) Run(ctx context.Context) error {
+	loops, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.every(loops, r.cfg.ReconcileInterval, "reconcile running builds", r.Reconcile) })
+	wg.Go(func() { r.every(loops, r.cfg.CancelInterval, "stop builds asked to cancel", r.SweepCancels) })
+	err := r.exec.Watch(loops, r.Handle)
+	stop()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the executor stopped watching")
+	}
+	return fmt.Errorf("watch builds: %w", err)
+}
+
+// every runs work at once and then every interval until ctx is done,
+// logging its errors.
+func (r *Reaper) every(ctx context.Context, interval time.Duration, what string, work func(context.Context) error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := work(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error(what, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Handle ends one build: final record, then lock release, then removal. A
@@ -243,8 +305,9 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 }
 
 // Reconcile ends builds recorded as running whose Pod or process is gone
-// without an outcome (deleted from outside while nobody watched), and
-// renews the leases of those still there. Records are read before the
+// without an outcome (deleted from outside while nobody watched), renews
+// the leases of those still there, and stops builds that run although
+// their record ended before they started. Records are read before the
 // executor is asked, and the dispatcher creates a build's Pod before
 // recording it running, so a build launched meanwhile is never taken for
 // lost.
@@ -255,6 +318,13 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 // lease is renewed to last at least RenewFor from now; Extend never
 // shortens a lease, so this only lengthens leases about to run out, and a
 // lease that already ran out stays gone (logged as an error).
+//
+// A request cancelled (or superseded) while a dispatcher launched it may
+// run under a final record that never saw it start: the cancel read the
+// request as waiting, the dispatcher recorded it running, and the cancel's
+// write replaced that. Neither the dispatcher nor the cancel sweep sees
+// it, so Reconcile stops it; its end then finds the record final and only
+// frees its lock and removes it.
 func (r *Reaper) Reconcile(ctx context.Context) error {
 	running, err := r.records.Running(ctx)
 	if err != nil {
@@ -262,9 +332,6 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 			r.obs.Failed(StepReconcile)
 		}
 		return fmt.Errorf("list running builds: %w", err)
-	}
-	if len(running) == 0 {
-		return nil
 	}
 	present, err := r.exec.Present(ctx)
 	if err != nil {
@@ -278,7 +345,9 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 		live[id] = true
 	}
 	var errs []error
+	recorded := make(map[build.ID]bool, len(running))
 	for _, rec := range running {
+		recorded[rec.BuildID] = true
 		if live[rec.BuildID] {
 			if err := r.renew(ctx, rec); err != nil {
 				errs = append(errs, err)
@@ -291,10 +360,49 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	for _, id := range present {
+		if recorded[id] {
+			continue
+		}
+		if err := r.stopStray(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// renew makes the lease of rec, a live build, last at least renewFor from
+// stopStray stops the present build id, not recorded as running, if its
+// record ended without it ever starting (see Reconcile). Other present
+// builds are left alone: ended ones await Handle, waiting ones are being
+// launched.
+func (r *Reaper) stopStray(ctx context.Context, id build.ID) error {
+	rec, err := r.records.Get(ctx, id)
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		return nil
+	case err != nil:
+		if ctx.Err() == nil {
+			r.obs.Failed(StepReconcile)
+		}
+		return fmt.Errorf("get record %s: %w", id, err)
+	case !rec.Status.Final() || !rec.StartedAt.IsZero():
+		return nil
+	}
+	switch err := r.exec.Cancel(ctx, id); {
+	case err == nil:
+		r.log.Warn("build runs although its record ended before it started; stopping it",
+			"build_id", id, "lock_key", rec.LockKey(), "status", rec.Status)
+	case errors.Is(err, build.ErrNotFound):
+	default:
+		if ctx.Err() == nil {
+			r.obs.Failed(StepCancel)
+		}
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	return nil
+}
+
+// renew makes the lease of rec, a live build, last at least RenewFor from
 // now. A lease that is gone is no error to retry: the build ended (and
 // released it) since its record was read, or it runs without its lock,
 // which is logged here.
@@ -303,7 +411,7 @@ func (r *Reaper) renew(ctx context.Context, rec build.Record) error {
 		return nil
 	}
 	log := r.log.With("build_id", rec.BuildID, "lock_key", rec.LockKey())
-	err := r.locks.Extend(ctx, rec.LockKey(), rec.BuildID, r.now().Add(r.renewFor))
+	err := r.locks.Extend(ctx, rec.LockKey(), rec.BuildID, r.now().Add(r.cfg.RenewFor))
 	switch {
 	case err == nil:
 		return nil
@@ -320,19 +428,18 @@ func (r *Reaper) renew(ctx context.Context, rec build.Record) error {
 	return fmt.Errorf("renew lock %s: %w", rec.LockKey(), err)
 }
 
-// Canceller stops a running build (deletes its Pod); build.ErrNotFound
-// when there is nothing to stop.
-type Canceller interface {
-	Cancel(ctx context.Context, id build.ID) error
-}
-
 // SweepCancels stops every running build whose record asks for a cancel
-// (Record.CancelRequestedAt, set by a service that may not stop builds
-// itself). The build's end is then recorded as cancelled by Handle. A
-// build already gone is left to Watch and Reconcile.
-func (r *Reaper) SweepCancels(ctx context.Context, c Canceller) error {
+// (Record.CancelRequestedAt: ingest records a cancel there, whatever the
+// executor, and never stops a build itself). The build's end is then
+// recorded as cancelled by Handle. A build whose stop did not end it is
+// stopped again after CancelRepeat; one already gone is left to Watch and
+// Reconcile.
+func (r *Reaper) SweepCancels(ctx context.Context) error {
 	running, err := r.records.Running(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			r.obs.Failed(StepCancel)
+		}
 		return fmt.Errorf("list running builds: %w", err)
 	}
 	r.cancelMu.Lock()
@@ -344,17 +451,20 @@ func (r *Reaper) SweepCancels(ctx context.Context, c Canceller) error {
 		if rec.CancelRequestedAt.IsZero() {
 			continue
 		}
-		if at, ok := asked[rec.BuildID]; ok && r.now().Sub(at) < cancelRepeat {
+		if at, ok := asked[rec.BuildID]; ok && r.now().Sub(at) < r.cfg.CancelRepeat {
 			r.cancelAsked[rec.BuildID] = at // stopping: its end comes
 			continue
 		}
-		err := c.Cancel(ctx, rec.BuildID)
+		err := r.exec.Cancel(ctx, rec.BuildID)
 		switch {
 		case err == nil:
 			r.cancelAsked[rec.BuildID] = r.now()
 			r.log.Info("build cancelling", "build_id", rec.BuildID, "lock_key", rec.LockKey(), "requested_at", rec.CancelRequestedAt)
 		case errors.Is(err, build.ErrNotFound):
 		default:
+			if ctx.Err() == nil {
+				r.obs.Failed(StepCancel)
+			}
 			errs = append(errs, fmt.Errorf("cancel %s: %w", rec.BuildID, err))
 		}
 	}

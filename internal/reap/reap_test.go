@@ -3,6 +3,7 @@ package reap_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,11 +15,38 @@ import (
 	"github.com/decap-ci/decap/internal/reap"
 )
 
-// fakeExecutor holds the builds that are present (Pods not yet removed).
+// fakeExecutor holds the builds that are present (Pods not yet removed);
+// Cancel notes the builds it was asked to stop.
 type fakeExecutor struct {
 	mu        sync.Mutex
 	present   map[build.ID]bool
 	removeErr error
+	watchErr  error
+	cancelled []build.ID
+}
+
+func (e *fakeExecutor) Watch(ctx context.Context, _ func(context.Context, build.Outcome) error) error {
+	if e.watchErr != nil {
+		return e.watchErr
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (e *fakeExecutor) Cancel(_ context.Context, id build.ID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.present[id] {
+		return build.ErrNotFound
+	}
+	e.cancelled = append(e.cancelled, id)
+	return nil
+}
+
+func (e *fakeExecutor) stopped() []build.ID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]build.ID(nil), e.cancelled...)
 }
 
 func (e *fakeExecutor) Remove(_ context.Context, id build.ID) error {
@@ -54,8 +82,18 @@ type fixture struct {
 func newFixture() *fixture {
 	clock := buildtest.NewClock(t0)
 	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: &fakeExecutor{present: map[build.ID]bool{}}, clock: clock}
-	f.reaper = reap.New(f.records, f.locks, f.exec, nil, clock.Now)
+	f.reaper = f.reaperWith(nil)
 	return f
+}
+
+// reaperWith returns a Reaper of f's stores and executor, as change
+// alters its configuration and collaborators.
+func (f *fixture) reaperWith(change func(*reap.Config, *reap.Deps)) *reap.Reaper {
+	cfg, deps := reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: f.exec, Now: f.clock.Now}
+	if change != nil {
+		change(&cfg, &deps)
+	}
+	return reap.New(cfg, deps)
 }
 
 // running records a running build holding its lock, as the dispatcher leaves it.
@@ -213,7 +251,7 @@ func TestReaperNotifiesEnd(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture()
 	n := endNotifier{make(chan build.Record, 2)}
-	f.reaper.NotifyTo(n)
+	f.reaper = f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Notifier = n })
 	rec := f.running(t, "main")
 	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
 	for range 2 { // a repeated report notifies nothing new
@@ -233,5 +271,56 @@ func TestReaperNotifiesEnd(t *testing.T) {
 	case got := <-n.ch:
 		t.Errorf("a second notice for one end: %+v", got)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestRunOwnsItsLoops: Run reconciles at once (a build that vanished while
+// no reaper ran is recorded), stops builds asked to cancel every
+// CancelInterval, and returns nil when its context ends.
+func TestRunOwnsItsLoops(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	ctx, cancel := context.WithCancel(t.Context())
+	vanished, asked := f.running(t, "vanished"), f.running(t, "asked")
+	delete(f.exec.present, vanished.BuildID)
+	r := f.reaperWith(func(c *reap.Config, _ *reap.Deps) { c.CancelInterval = 10 * time.Millisecond })
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	if err := asked.RequestCancel(f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.records.Save(ctx, asked); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := f.records.Get(ctx, vanished.BuildID)
+		if got.Status == build.StatusErrored && len(f.exec.stopped()) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: vanished build %s, stopped %v; want it errored and %s stopped", got.Status, f.exec.stopped(), asked.BuildID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after its context ended: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func TestRunEndsWhenWatchFails(t *testing.T) {
+	t.Parallel()
+	f := newFixture()
+	f.exec.watchErr = errors.New("informer failed")
+	err := f.reaper.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "informer failed") {
+		t.Errorf("Run with a failing Watch: %v, want its error", err)
 	}
 }

@@ -80,7 +80,7 @@ func TestReconcileRenewsForConfiguredTime(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture()
-	f.reaper.RenewFor(3 * time.Hour)
+	f.reaper = f.reaperWith(func(c *reap.Config, _ *reap.Deps) { c.RenewFor = 3 * time.Hour })
 	rec := f.running(t, "main")
 	if err := f.reaper.Reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func TestReconcileRenewalFailures(t *testing.T) {
 	f := newFixture()
 	rec := f.running(t, "main")
 	locks := &failingExtend{FakeLocks: f.locks}
-	r := reap.New(f.records, locks, f.exec, nil, f.clock.Now)
+	r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Locks = locks })
 	if err := r.Reconcile(ctx); !errors.Is(err, build.ErrUnavailable) {
 		t.Errorf("Reconcile() with a failing store error = %v, want ErrUnavailable", err)
 	}
@@ -123,7 +123,7 @@ func TestReconcileRenewalFailures(t *testing.T) {
 
 	f.clock.Advance(2 * time.Hour) // its lease ran out
 	var logs bytes.Buffer
-	r = reap.New(f.records, f.locks, f.exec, slog.New(slog.NewJSONHandler(&logs, nil)), f.clock.Now)
+	r = f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	if err := r.Reconcile(ctx); err != nil {
 		t.Errorf("Reconcile() of a live build without a lease error = %v, want nil", err)
 	}
@@ -147,7 +147,9 @@ func TestReconcileRenewalFailures(t *testing.T) {
 	if _, err := f.locks.Release(ctx, ended.LockKey(), ended.BuildID); err != nil {
 		t.Fatal(err)
 	}
-	r = reap.New(endingRecords{f.records, ended.BuildID}, f.locks, f.exec, slog.New(slog.NewJSONHandler(&logs, nil)), f.clock.Now)
+	r = f.reaperWith(func(_ *reap.Config, d *reap.Deps) {
+		d.Records, d.Logger = endingRecords{f.records, ended.BuildID}, slog.New(slog.NewJSONHandler(&logs, nil))
+	})
 	if err := r.Reconcile(ctx); err != nil {
 		t.Errorf("Reconcile() error = %v, want nil", err)
 	}
