@@ -3,6 +3,7 @@
 # AWS_ENDPOINT_URL it starts a local moto_server (port 5000) and points
 # everything at it, so no AWS account is needed; the resources come from
 # aws-resources/create-world.sh (idempotent). Used by `make run-aws`.
+# run-local.sh makes reads public on a loopback DECAP_ADDR, as for `make run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${AWS_ENDPOINT_URL:-}" ]; then

@@ -10,6 +10,12 @@ export DECAP_BUILD_SCRIPTS=${DECAP_BUILD_SCRIPTS:-$PWD/examples/build-scripts}
 export DECAP_ADDR=${DECAP_ADDR:-127.0.0.1:8080}
 export DECAP_ENTRYPOINT=${DECAP_ENTRYPOINT:-$BIN/decap-entrypoint}
 export DECAP_LOG_FORMAT=${DECAP_LOG_FORMAT:-text}
+# Reads (the UI, GET /api/v1/...) are public on a loopback address, which
+# only this machine reaches (ingest's Host check keeps other sites' pages
+# out); on any other address they need the token or a session.
+case ${DECAP_ADDR%:*} in
+127.* | localhost | '[::1]') export DECAP_READ_AUTH=${DECAP_READ_AUTH:-public} ;;
+esac
 mkdir -p "$DECAP_DATA_DIR"
 
 # Secrets: taken from the environment when set; otherwise generated once into
@@ -47,7 +53,7 @@ secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
 cat <<MSG
 
   Decap is running on the ${DECAP_BACKEND:-embedded} backend.
-    API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects)
+    API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects; reads: ${DECAP_READ_AUTH:-token})
     build scripts:    $DECAP_BUILD_SCRIPTS
     data directory:   $DECAP_DATA_DIR
   Send a signed push webhook (signed with $secret_hint):
