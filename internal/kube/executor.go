@@ -135,10 +135,7 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	if e.cfg.Uploads == nil {
 		return errors.New("kube: no way to presign upload URLs for build pods (the kubernetes executor needs DECAP_BACKEND=aws)")
 	}
-	timeout := job.BuildTimeout()
-	// The URLs must outlive the Pod: its deadline, plus time to be
-	// scheduled and to pull its images.
-	urls, err := e.cfg.Uploads(ctx, job.Request.BuildID, timeout+UploadGrace+e.cfg.PendingTimeout+10*time.Minute)
+	urls, err := e.cfg.Uploads(ctx, job.Request.BuildID, e.uploadTTL(job))
 	if err != nil {
 		return fmt.Errorf("presign uploads of %s: %w", job.Request.BuildID, err)
 	}
@@ -160,6 +157,17 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 		return fmt.Errorf("%w: create pod %s: %s", build.ErrInvalid, pod.Name, apiMessage(err))
 	}
 	return fmt.Errorf("create pod %s: %w", pod.Name, err)
+}
+
+// uploadTTL is how long the build's presigned upload URLs stay valid: the
+// longest its Pod can live, and no more, so that a build cannot rewrite its
+// log or artifacts once its record is final. That is the time it may wait
+// to be scheduled (a Pod still unscheduled after PendingTimeout is ended by
+// the watcher) plus activeDeadlineSeconds, counted from the Pod's start:
+// the build's timeout plus build.UploadGrace. Image pulls count within the
+// deadline.
+func (e *Executor) uploadTTL(job build.Job) time.Duration {
+	return e.cfg.PendingTimeout + job.BuildTimeout() + build.UploadGrace
 }
 
 // Cancel deletes the build's Pod with its grace period: decap-entrypoint

@@ -113,6 +113,56 @@ func creates(client interface{ Actions() []k8stesting.Action }) int {
 	return n
 }
 
+// TestLaunchUploadTTL checks that a build's upload URLs expire when its Pod
+// must have ended, whatever sets the timeout: the time the Pod may wait to
+// start (PendingTimeout) plus activeDeadlineSeconds (the build's timeout plus
+// build.UploadGrace), not longer, so that a build cannot rewrite its log or
+// artifacts long after its record is final (issue 12).
+func TestLaunchUploadTTL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name           string
+		jobTimeout     time.Duration
+		descriptorSecs int
+		wantTimeout    time.Duration
+	}{
+		{"default timeout", 0, 0, build.DefaultBuildTimeout},
+		{"descriptor timeout", 0, 600, 10 * time.Minute},
+		{"job timeout", 3 * time.Minute, 600, 3 * time.Minute},
+		{"longest timeout", 0, int(build.MaxBuildTimeout / time.Second), build.MaxBuildTimeout},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			client := newClient()
+			var ttls []time.Duration
+			e := newExecutor(t, client, nil, func(c *kube.Config) {
+				c.PendingTimeout = 90 * time.Second
+				uploads := c.Uploads
+				c.Uploads = func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error) {
+					ttls = append(ttls, ttl)
+					return uploads(ctx, id, ttl)
+				}
+			})
+			id := testID(100 + i)
+			job := testJob(id)
+			job.Timeout, job.Descriptor.TimeoutSeconds = tt.jobTimeout, tt.descriptorSecs
+			if err := e.Launch(t.Context(), job); err != nil {
+				t.Fatalf("Launch: %v", err)
+			}
+			pod, err := client.CoreV1().Pods(ns).Get(t.Context(), id.PodName(), metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("the launched Pod: %v", err)
+			}
+			deadline := time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second
+			want := 90*time.Second + tt.wantTimeout + build.UploadGrace
+			if len(ttls) != 1 || ttls[0] != want || ttls[0] != 90*time.Second+deadline {
+				t.Errorf("presigned for %v, want %v (PendingTimeout 1m30s + the Pod's deadline %v)", ttls, want, deadline)
+			}
+		})
+	}
+}
+
 func TestLaunch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -144,9 +194,10 @@ func TestLaunch(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("launched Pod (-want +got):\n%s", diff)
 	}
-	// The URLs must outlive the Pod.
-	if len(ttls) != 1 || ttls[0] < time.Duration(*want.Spec.ActiveDeadlineSeconds)*time.Second {
-		t.Errorf("presigned for %v, want once, for longer than the Pod's deadline", ttls)
+	// The URLs live as long as the Pod can: the default PendingTimeout
+	// (5m) to start, then its deadline.
+	if wantTTL := 5*time.Minute + time.Duration(*want.Spec.ActiveDeadlineSeconds)*time.Second; len(ttls) != 1 || ttls[0] != wantTTL {
+		t.Errorf("presigned for %v, want once, for %v", ttls, wantTTL)
 	}
 
 	// Launched again (a redelivery): launched, and still one Pod.

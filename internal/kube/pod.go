@@ -65,11 +65,6 @@ const (
 // container image's user decap).
 const BuildUID = 1000
 
-// UploadGrace is how long past the build's own deadline its Pod may live:
-// time for decap-entrypoint to stop the script, record timed_out and upload
-// the log and artifacts before activeDeadlineSeconds ends the Pod.
-const UploadGrace = 5 * time.Minute
-
 // checkoutScript is the init container's program: check the build-scripts
 // repository out at the catalog commit into the shared volume, then copy
 // decap-entrypoint where the build container (any buildImage) finds it.
@@ -114,7 +109,10 @@ type PodSpec struct {
 func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 	req := job.Request
 	timeout := job.BuildTimeout()
-	deadline := int64((timeout + UploadGrace) / time.Second)
+	// build.UploadGrace past the build's own deadline: time for
+	// decap-entrypoint to stop the script, record timed_out and upload the
+	// log and artifacts before activeDeadlineSeconds ends the Pod.
+	deadline := int64((timeout + build.UploadGrace) / time.Second)
 	grace := int64(60) // SIGTERM → uploads of what there is
 	uid, nonRoot, noEscalation, readOnly := int64(BuildUID), true, false, true
 	noToken, noLinks := false, false

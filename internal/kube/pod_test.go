@@ -120,8 +120,8 @@ func TestPodForProperties(t *testing.T) {
 			if !ok {
 				timeout = build.DefaultBuildTimeout
 			}
-			if d := p.Spec.ActiveDeadlineSeconds; d == nil || time.Duration(*d)*time.Second != timeout+kube.UploadGrace {
-				t.Errorf("activeDeadlineSeconds = %v, want %v", d, int64((timeout+kube.UploadGrace)/time.Second))
+			if d := p.Spec.ActiveDeadlineSeconds; d == nil || time.Duration(*d)*time.Second != timeout+build.UploadGrace {
+				t.Errorf("activeDeadlineSeconds = %v, want %v", d, int64((timeout+build.UploadGrace)/time.Second))
 			}
 
 			wantLabels := map[string]string{
