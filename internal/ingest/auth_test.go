@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -318,8 +319,8 @@ func TestFailedAuthThrottle(t *testing.T) {
 			{"a sign-in with the right token", apiRequest(http.MethodPost, "/api/v1/session", "", `{"token":"`+token+`"}`)},
 		} {
 			w := f.do(from(tc.req, attacker))
-			if w.Code != 429 || w.Header().Get("Retry-After") != "300" {
-				t.Errorf("%s from the throttled client: status %d, Retry-After %q; want 429, 300", tc.name, w.Code, w.Header().Get("Retry-After"))
+			if want := strconv.Itoa(int(ingest.DefaultAuthBlock.Seconds())); w.Code != 429 || w.Header().Get("Retry-After") != want {
+				t.Errorf("%s from the throttled client: status %d, Retry-After %q; want 429, %s", tc.name, w.Code, w.Header().Get("Retry-After"), want)
 			}
 		}
 		if w := f.do(from(get(build1), bystander)); w.Code != 200 {
@@ -345,15 +346,16 @@ func TestFailedAuthThrottle(t *testing.T) {
 			f.do(from(apiRequest(http.MethodGet, build1, "guess-"+token, ""), attacker))
 		}
 		lines := logLines(f, "203.0.113.7")
-		if len(lines) != 2 || !strings.Contains(lines[0], "failures=1") ||
-			!strings.Contains(lines[1], "client throttled") || !strings.Contains(lines[1], "failures=9") {
+		if len(lines) != 2 || !strings.Contains(lines[0], "failures=1 ") || !strings.Contains(lines[1], "client throttled") ||
+			!strings.Contains(lines[1], "failures="+strconv.Itoa(ingest.DefaultAuthFailureLimit-1)+" ") {
 			t.Fatalf("log lines about the client after 2000 wrong tokens:\n%s\nwant the first failure, then the block with its count", strings.Join(lines, "\n"))
 		}
 		f.clock.Advance(time.Minute)
 		f.do(from(apiRequest(http.MethodGet, build1, "guess", ""), attacker))
 		lines = logLines(f, "203.0.113.7")
-		if len(lines) != 3 || !strings.Contains(lines[2], "refused=1991") {
-			t.Errorf("log lines a window later:\n%s\nwant a third line counting 1991 refused attempts", strings.Join(lines, "\n"))
+		refused := strconv.Itoa(2000 - ingest.DefaultAuthFailureLimit + 1)
+		if len(lines) != 3 || !strings.Contains(lines[2], "refused="+refused+" ") {
+			t.Errorf("log lines a window later:\n%s\nwant a third line counting %s refused attempts", strings.Join(lines, "\n"), refused)
 		}
 		if strings.Contains(f.logs.String(), token) || strings.Contains(f.logs.String(), "guess") {
 			t.Errorf("the log shows a presented token:\n%s", f.logs)
