@@ -94,7 +94,10 @@ func newCluster(t *testing.T, opts proctest.Options) *proctest.Cluster {
 	t.Helper()
 	requireE2E(t)
 	opts.Bin = binDir
-	opts.WebhookSecret, opts.APIToken = webhookSecret, apiToken
+	opts.WebhookSecret = webhookSecret
+	if opts.APIToken == "" {
+		opts.APIToken = apiToken
+	}
 	opts.AlwaysDump = os.Getenv("E2E_DUMP") != ""
 	return proctest.NewCluster(t, opts)
 }

@@ -217,7 +217,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	s.add("e2e", "env-dump", validDescriptor, envDumpScript(probe))
 	s.add("e2e", "denied", validDescriptor, "#!/usr/bin/env bash\necho never\n")
 	s.add("e2e", "flaky", validDescriptor, "#!/usr/bin/env bash\necho never\n")
-	c := newCluster(t, proctest.Options{Scripts: s.dir, Cap: 2, Env: []string{
+	// The harness reads with api.value (reads need the token).
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Cap: 2, APIToken: api.value, Env: []string{
 		// After the harness's own secrets: os/exec keeps the last value of
 		// a variable given twice, so these win.
 		"DECAP_GITHUB_WEBHOOK_SECRET=" + webhook.value,
@@ -236,7 +237,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		return c.SendHook("push", proctest.NewDelivery(), signature, body)
 	}
 	bearer := func(auth string) http.Header {
-		h := http.Header{}
+		h := proctest.NoAuth()
 		h.Set("Content-Type", "application/json")
 		if auth != "" {
 			h.Set("Authorization", auth)

@@ -79,6 +79,7 @@ func TestBrowser(t *testing.T) {
 		slowLine:      "slow tick 3 of 40",
 		shots:         filepath.Join(moduleRoot, "test-output", "browser"),
 		docs:          os.Getenv("UPDATE_SCREENSHOTS") == "1",
+		guarded:       true,
 	})
 }
 

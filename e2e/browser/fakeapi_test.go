@@ -219,7 +219,14 @@ func (f *fakeAPI) login(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
+// logout ends the session on the server, as ingest does, and clears the
+// cookie.
 func (f *fakeAPI) logout(c echo.Context) error {
+	if ck, err := c.Cookie("decap_session"); err == nil {
+		f.mu.Lock()
+		delete(f.sessions, ck.Value)
+		f.mu.Unlock()
+	}
 	c.SetCookie(&http.Cookie{Name: "decap_session", Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	return c.NoContent(http.StatusNoContent)
 }

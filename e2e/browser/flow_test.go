@@ -48,6 +48,10 @@ type target struct {
 	// docs copies the dashboard and build page screenshots to
 	// docs/screenshots/.
 	docs bool
+	// guarded says the pages need a session (ingest's sessions; the fake
+	// API's pages are public): a page before signing in and after signing
+	// out leads to the sign-in page.
+	guarded bool
 }
 
 // session is one headless Chromium with one tab.
@@ -299,6 +303,14 @@ func buildState(want, line string) string {
 func runFlow(t *testing.T, tg target) {
 	s := startSession(t, tg)
 
+	// Without a session a page leads to the sign-in page, which comes
+	// back to it.
+	if tg.guarded {
+		s.navigate("/ui/queue")
+		s.waitFor("the sign-in page instead of the queue", 10*time.Second,
+			`location.pathname === '/ui/login' && new URLSearchParams(location.search).get('next') === '/ui/queue' && document.getElementById('login') ? 'ok' : ''`)
+	}
+
 	// Sign in with the token; the session cookie then offers "Sign out".
 	s.navigate("/ui/login?next=/")
 	s.waitFor("the sign-in form", 10*time.Second, `document.getElementById('login') ? 'ok' : ''`)
@@ -331,7 +343,7 @@ func runFlow(t *testing.T, tg target) {
 	if want := tg.base + "/api/v1/builds/" + quickID + "/artifacts"; href != want {
 		t.Errorf("artifacts link = %q, want %q", href, want)
 	}
-	checkTarball(t, href, tg.artifactName)
+	checkTarball(t, href, tg.token, tg.artifactName)
 
 	// Build the slow project, watch it stream, look around, cancel it.
 	slowID := s.requestBuild(tg.slow, "slow")
@@ -357,6 +369,18 @@ func runFlow(t *testing.T, tg target) {
 	s.shot("build-cancelled")
 	if d := s.noted(&s.dialogs); !slices.ContainsFunc(d, func(m string) bool { return strings.HasPrefix(m, "Cancel build") }) {
 		t.Errorf("dialogs shown %q, want the confirmation of Cancel", d)
+	}
+
+	// Sign out: the session ends on the server, pages lead to sign in.
+	s.do("click Sign out", chromedp.Click(chromedp.CSS(`button[data-action="logout"]`)))
+	if tg.guarded {
+		s.waitFor("the sign-in page after signing out", 10*time.Second, `location.pathname === '/ui/login' ? 'ok' : ''`)
+		s.navigate("/ui/builds/" + slowID)
+		s.waitFor("the sign-in page instead of a build", 10*time.Second, `location.pathname === '/ui/login' ? 'ok' : ''`)
+		s.waitFor("a read refused without a session", 10*time.Second,
+			`(() => { const x = new XMLHttpRequest(); x.open('GET', '/api/v1/builds/`+slowID+`', false); x.send(); return x.status === 401 ? 'ok' : ''; })()`)
+	} else {
+		s.waitFor("the sign-in link after signing out", 10*time.Second, `document.querySelector('[data-login]') ? 'ok' : ''`)
 	}
 
 	if p := s.noted(&s.problems); len(p) > 0 {
@@ -404,12 +428,17 @@ func (s *session) requestBuild(project, name string) string {
 })()`)
 }
 
-// checkTarball downloads url and checks that it is a gzip-compressed tar
-// with a file named want.
-func checkTarball(t *testing.T, url, want string) {
+// checkTarball downloads url with the API token and checks that it is a
+// gzip-compressed tar with a file named want.
+func checkTarball(t *testing.T, url, token, want string) {
 	t.Helper()
 	client := &http.Client{Timeout: 15 * time.Second}
-	resp, err := client.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("download artifacts: %v", err)
 	}

@@ -150,16 +150,32 @@ func Ready(client *http.Client, addr string) (bool, string) {
 // URL returns the ingest URL of path.
 func (c *Cluster) URL(path string) string { return "http://" + c.ingestAddr + path }
 
-// Do sends a request to ingest and returns the status and body.
+// Authorize sets Authorization: Bearer with Options.APIToken on req, for
+// requests a test makes itself (reads need it too, unless the services run
+// with DECAP_READ_AUTH=public); nothing without a token.
+func (c *Cluster) Authorize(req *http.Request) {
+	if c.opts.APIToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.APIToken)
+	}
+}
+
+// Do sends a request to ingest and returns the status and body. It
+// authorizes the request with Options.APIToken (Authorization: Bearer),
+// reads and mutations alike, unless header has an Authorization key of its
+// own: NoAuth() sends none at all.
 func (c *Cluster) Do(method, path string, header http.Header, body []byte) (int, []byte, error) {
 	return c.do(c.client, method, path, header, body)
 }
+
+// NoAuth is a header for Do that sends no credential.
+func NoAuth() http.Header { return http.Header{"Authorization": nil} }
 
 func (c *Cluster) do(client *http.Client, method, path string, header http.Header, body []byte) (int, []byte, error) {
 	req, err := http.NewRequest(method, c.URL(path), bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
+	c.Authorize(req)
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
@@ -269,7 +285,7 @@ func (c *Cluster) TryRequestBuild(team, repo, ref string) (string, error) {
 // for no Authorization header) and returns the answer as it is.
 func (c *Cluster) RequestBuildRaw(team, repo, ref, token string) (int, []byte, error) {
 	body, _ := json.Marshal(map[string]string{"ref": ref})
-	h := http.Header{}
+	h := NoAuth()
 	h.Set("Content-Type", "application/json")
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
