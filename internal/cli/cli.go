@@ -115,8 +115,9 @@ the branch locks and the dispatch gate, and sends signed test webhooks.
 
 Configuration (flags win over the environment):
   DECAP_URL          the server, default ` + DefaultURL + ` (--url)
-  DECAP_TOKEN        the API token that changes need: build, cancel, unlock,
-                     pause, resume (--token)
+  DECAP_TOKEN        the API token: changes need it (build, cancel, unlock,
+                     pause, resume), and so do reads unless the server runs
+                     with DECAP_READ_AUTH=public (--token)
   DECAP_TOKEN_FILE   a file holding the API token instead (not both)
   DECAP_GITHUB_WEBHOOK_SECRET, DECAP_GITHUB_WEBHOOK_SECRET_FILE
                      the webhook secret "hook push" signs with (--secret)

@@ -460,6 +460,18 @@ func TestBuildRefusals(t *testing.T) {
 	}
 }
 
+// Reads need the token too: decapctl sends it on every call, and says
+// which setting to fix when it is missing or refused.
+func TestReadsSendTheToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, args := range [][]string{{"queue"}, {"locks"}, {"builds", "decap-ci/hello"}, {"dispatch"}} {
+		f.run(t, nil, args...).want(t, 0, "")
+		f.run(t, map[string]string{"DECAP_TOKEN": ""}, args...).want(t, cli.ExitAuth, "DECAP_TOKEN")
+		f.run(t, map[string]string{"DECAP_TOKEN": "guess"}, args...).want(t, cli.ExitAuth, "refused")
+	}
+}
+
 func TestBuildWait(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
