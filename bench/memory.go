@@ -109,7 +109,7 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 
 	// Read the deep queue as operators would.
 	t1 := time.Now()
-	qa := do(client, mustRequest(http.MethodGet, base+"/api/v1/queue", nil))
+	qa := do(client, authorized(mustRequest(http.MethodGet, base+"/api/v1/queue", nil)))
 	queueList := time.Since(t1)
 	var q struct {
 		Stats   struct{ Visible, InFlight int }
@@ -120,7 +120,7 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 	}
 	listedHWM := hwmOf()
 	t2 := time.Now()
-	ua := do(client, mustRequest(http.MethodGet, base+"/", nil))
+	ua := do(client, authorized(mustRequest(http.MethodGet, base+"/", nil)))
 	uiTime := time.Since(t2)
 	if ua.err != nil || ua.status != http.StatusOK {
 		return result{}, fmt.Errorf("GET /: %d %v", ua.status, ua.err)
@@ -151,7 +151,7 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 	}
 	finished := metricSum(client, "http://"+rp.addr+"/metrics", "decap_builds_finished_total")
 	decided := metricSum(client, "http://"+dis.addr+"/metrics", "decap_dispatch_decisions_total")
-	after := do(client, mustRequest(http.MethodGet, base+"/api/v1/queue", nil))
+	after := do(client, authorized(mustRequest(http.MethodGet, base+"/api/v1/queue", nil)))
 	var q2 struct {
 		Stats struct{ Visible, InFlight int }
 	}
@@ -204,6 +204,12 @@ func errNote(v *atomic.Value) string {
 		return "; some failed, the first: " + s
 	}
 	return ""
+}
+
+// authorized sets the API token on r: reads need it as mutations do.
+func authorized(r *http.Request) *http.Request {
+	r.Header.Set("Authorization", "Bearer "+apiToken)
+	return r
 }
 
 // apiCall makes an authorized API call that must answer 2xx.
