@@ -5,15 +5,23 @@
 //
 // Local mode, under the embedded default's executor (internal/localexec):
 //
-//	decap-entrypoint -run-dir DIR [-blobs BLOBDIR] [-handshake]
+//	decap-entrypoint -run-dir DIR [-blobs BLOBDIR] [-handshake [-build-uid N]]
 //
 // reads DIR/job.json, runs the build in DIR, uploads to the localfs
 // directory BLOBDIR (or, without -blobs, to the presigned URLs in
 // DIR/uploads.json), and writes DIR/result.json. With -handshake, as the
 // local executor starts it, it first does the start-up handshake with the
-// launcher over descriptors 3 to 5 (localexec.Handshake): it keeps
+// launcher over descriptors 3 to 6 (localexec.Handshake): it keeps
 // DIR/alive.lock for as long as it lives, and starts nothing before its pid
-// is recorded in DIR/pid.
+// is recorded in DIR/pid. The script's HOME and TMPDIR are DIR/home and
+// DIR/tmp. With -build-uid, which needs root, the script runs as user and
+// group N with no other groups; when it ends, every process of N is killed
+// (also what left its process group) and DIR is closed to N before the
+// artifacts are read.
+//
+//	decap-entrypoint -stop-uid N
+//
+// run as root, kills every process of user N and exits (localexec.StopUID).
 //
 // Container mode, in a build Pod, takes everything from the environment:
 // BUILD_ID, PROJECT_KEY (team/project), BRANCH_TO_BUILD, COMMIT_SHA
@@ -88,15 +96,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags.SetOutput(stderr)
 	runDir := flags.String("run-dir", "", "local mode: the build's directory, holding job.json")
 	blobsDir := flags.String("blobs", "", "local mode: the directory logs and artifacts are stored in")
-	handshake := flags.Bool("handshake", false, "local mode: started by the local executor, with descriptors 3 to 5 for the start-up handshake")
+	handshake := flags.Bool("handshake", false, "local mode: started by the local executor, with descriptors 3 to 6 for the start-up handshake")
+	buildUID := flags.Int("build-uid", -1, "local mode: run the script as this user and group (needs root)")
+	stopUID := flags.Int("stop-uid", -1, "kill every process of this user and exit (needs root)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flags.Args())
 	}
+	if *stopUID >= 0 {
+		if flags.NFlag() != 1 {
+			return errors.New("-stop-uid takes no other flag")
+		}
+		return localexec.StopUID(*stopUID)
+	}
 	if *handshake && *runDir == "" {
 		return errors.New("-handshake needs -run-dir")
+	}
+	if *buildUID >= 0 && !*handshake {
+		return errors.New("-build-uid needs -handshake")
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	// The script inherits this process's environment, minus Decap's own
@@ -109,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var res entrypoint.Result
 	if *runDir != "" {
-		r, err := runLocal(ctx, *runDir, *blobsDir, *handshake, env, logger)
+		r, err := runLocal(ctx, *runDir, *blobsDir, *handshake, *buildUID, env, logger)
 		if err != nil {
 			return err
 		}
@@ -133,8 +152,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runLocal runs the build in runDir. With handshake it first does the
 // launcher's start-up handshake; main handles SIGTERM by then, so a Cancel,
-// which waits for the launch, cancels rather than kills.
-func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, env []string, logger *slog.Logger) (entrypoint.Result, error) {
+// which waits for the launch, cancels rather than kills. A buildUID of 0 or
+// more is the user the script runs as.
+func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buildUID int, env []string, logger *slog.Logger) (entrypoint.Result, error) {
 	if handshake {
 		if err := localexec.Handshake(runDir); err != nil {
 			return entrypoint.Result{}, err
@@ -160,6 +180,20 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, env 
 	}
 	timeout := job.BuildTimeout()
 	req := job.Request
+	env = append(env, "HOME="+filepath.Join(runDir, localexec.HomeDir), "TMPDIR="+filepath.Join(runDir, localexec.TmpDir))
+	var cred *syscall.Credential
+	var afterScript func() error
+	if buildUID >= 0 {
+		// Groups empty, not nil: setgroups(0), no supplementary group.
+		cred = &syscall.Credential{Uid: uint32(buildUID), Gid: uint32(buildUID), Groups: []uint32{}}
+		env = append(env, "USER=decap", "LOGNAME=decap")
+		afterScript = func() error {
+			// /proc/self/exe: this very binary, wherever it lies.
+			err := localexec.RunStopUID(context.WithoutCancel(ctx), "/proc/self/exe", buildUID)
+			// Closed to the build user, whose uid the next build may get.
+			return errors.Join(err, os.Chmod(runDir, 0o700))
+		}
+	}
 	res := entrypoint.Run(ctx, entrypoint.Config{
 		ScriptsDir:   filepath.Join(runDir, localexec.ScriptsDir),
 		Team:         req.Team,
@@ -173,6 +207,8 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, env 
 		Timeout:      timeout,
 		Uploader:     uploader,
 		Env:          env,
+		Credential:   cred,
+		AfterScript:  afterScript,
 		OnStart: func(pid int) {
 			if err := localexec.WriteScriptPID(runDir, pid); err != nil {
 				// Only a crash of this process needs it.

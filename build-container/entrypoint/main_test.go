@@ -55,8 +55,8 @@ func TestRunLocal(t *testing.T) {
 		wantCode int // 0: run returns nil
 		status   build.Status
 	}{
-		{"succeeded", "echo local build", 0, build.StatusSucceeded},
-		{"failed", "echo local build; exit 7", 7, build.StatusFailed},
+		{"succeeded", `echo local build; echo "home=$HOME tmp=$TMPDIR"`, 0, build.StatusSucceeded},
+		{"failed", `echo local build; echo "home=$HOME tmp=$TMPDIR"; exit 7`, 7, build.StatusFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +99,8 @@ func TestRunLocal(t *testing.T) {
 			stored, _ := io.ReadAll(rc)
 			if log := gunzip(t, stored); !strings.Contains(log, "local build\n") {
 				t.Errorf("stored log = %q", log)
+			} else if want := "home=" + filepath.Join(runDir, "home") + " tmp=" + filepath.Join(runDir, "tmp") + "\n"; !strings.Contains(log, want) {
+				t.Errorf("stored log = %q, want HOME and TMPDIR in the build's directory: %q", log, want)
 			}
 			if live, _ := os.ReadFile(filepath.Join(runDir, "console.log")); !strings.Contains(string(live), "local build\n") {
 				t.Errorf("console.log = %q", live)
@@ -175,6 +177,9 @@ func TestRunSetupErrors(t *testing.T) {
 		{"local without job, blobs or uploads", []string{"-run-dir", "/nonexistent"}, nil, "read job"},
 		{"local without job", []string{"-run-dir", "/nonexistent", "-blobs", "/nonexistent"}, nil, "read job"},
 		{"handshake without run-dir", []string{"-handshake"}, nil, "-handshake needs -run-dir"},
+		{"build uid without handshake", []string{"-run-dir", "/nonexistent", "-build-uid", "1900000000"}, nil, "-build-uid needs -handshake"},
+		{"stop-uid with another flag", []string{"-stop-uid", "1900000000", "-run-dir", "/nonexistent"}, nil, "-stop-uid takes no other flag"},
+		{"stop-uid of root", []string{"-stop-uid", "0"}, nil, "not a build uid"},
 		{"container without env", nil, nil, "BUILD_ID, PROJECT_KEY"},
 		{"container without URLs", nil, map[string]string{"BUILD_ID": testID, "PROJECT_KEY": "a/b", "BRANCH_TO_BUILD": "main"}, "DECAP_LOG_UPLOAD_URL"},
 	}

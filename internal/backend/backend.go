@@ -75,6 +75,9 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	if err != nil {
 		return nil, err
 	}
+	if err := restrictDataDir(cfg.DataDir, cfg.Executor == "local" && localexec.Isolates()); err != nil {
+		return nil, err
+	}
 	s := &Set{Catalog: cat, cfg: cfg, log: logger}
 	switch cfg.Backend {
 	case "embedded":
@@ -91,10 +94,59 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	return s, nil
 }
 
-func (s *Set) openEmbedded(now func() time.Time) error {
-	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+// restrictDataDir creates the data directory, or takes back what an older
+// version left open in it, so that no other user (a build, above all) may
+// read or change what is in it: the directory is 0700, or 0711 when local
+// builds run under users of their own (searchable, so that they reach
+// run/, their own directories in it; not listable); its subdirectories
+// blobs/, catalog/ (git clones, whose URLs may carry a token) and wake/
+// are 0700; every regular file directly in it (decap.db and its -wal and
+// -shm, and the secrets scripts/run-local.sh generates there: api-token,
+// github-webhook-secret) is 0600. run/ is the local executor's to set up.
+func restrictDataDir(dir string, searchable bool) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	// catalog/ is created lazily; create it now, closed.
+	if err := os.MkdirAll(filepath.Join(dir, "catalog"), 0o700); err != nil {
+		return fmt.Errorf("create catalog directory: %w", err)
+	}
+	mode := os.FileMode(0o700)
+	if searchable {
+		mode = 0o711
+	}
+	if filepath.Dir(dir) != dir { // never the file system's root
+		if err := os.Chmod(dir, mode); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	for _, ent := range entries {
+		var perm os.FileMode
+		switch name := ent.Name(); {
+		case ent.Type().IsRegular():
+			perm = 0o600
+		case ent.IsDir() && (name == "blobs" || name == "catalog" || name == "wake"):
+			perm = 0o700
+		default:
+			continue
+		}
+		p := filepath.Join(dir, ent.Name())
+		info, err := os.Lstat(p)
+		if err != nil || info.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(p, perm); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Set) openEmbedded(now func() time.Time) error {
 	db, err := sqlite.Open(filepath.Join(s.cfg.DataDir, "decap.db"), sqlite.Options{Now: now})
 	if err != nil {
 		return err
@@ -168,10 +220,14 @@ func (s *Set) OpenExecutor(now func() time.Time) (Executor, error) {
 	ex, err := localexec.New(localexec.Config{
 		RunDir: filepath.Join(s.cfg.DataDir, "run"), BlobsDir: s.blobsDir, Uploads: s.uploads,
 		EntrypointPath: path, Scripts: s.Catalog, PollInterval: s.cfg.ReapInterval,
-		Logger: s.log.With("component", "executor"), Now: now,
+		Isolation: localexec.Isolation(s.cfg.BuildIsolation),
+		BuildUIDs: localexec.UIDRange{First: s.cfg.BuildUIDFirst, Last: s.cfg.BuildUIDLast},
+		Logger:    s.log.With("component", "executor"), Now: now,
 	})
-	if err != nil {
+	if _, serr := os.Stat(path); err != nil && serr != nil {
 		return nil, fmt.Errorf("local executor (set DECAP_ENTRYPOINT to the decap-entrypoint binary; `make build` makes bin/decap-entrypoint): %w", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("local executor: %w", err)
 	}
 	s.Executor = ex
 	return ex, nil

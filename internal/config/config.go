@@ -64,6 +64,15 @@ type Config struct {
 	MaxDeferAge time.Duration
 	// Entrypoint is the decap-entrypoint binary the local executor runs.
 	Entrypoint string
+	// BuildIsolation is what the local executor does when it cannot run
+	// builds under users of their own (Decap not running as root):
+	// "best-effort" runs them as the services' user and warns at start,
+	// "required" refuses to start.
+	BuildIsolation string
+	// BuildUIDFirst and BuildUIDLast bound the uids (each also a gid) that
+	// local builds run as when Decap runs as root, one per running build;
+	// zero for the executor's default range.
+	BuildUIDFirst, BuildUIDLast int
 	// ReapInterval is how often the local reaper scans for ended builds.
 	ReapInterval time.Duration
 	// CancelInterval is how often the reaper looks for running builds
@@ -309,6 +318,14 @@ func Load(getenv func(string) string) (Config, error) {
 	c.Bucket = or(getenv("DECAP_BUCKET"), c.Prefix+"-builds")
 	switch c.Executor {
 	case "local":
+		c.BuildIsolation = strings.ToLower(or(getenv("DECAP_BUILD_ISOLATION"), "best-effort"))
+		if c.BuildIsolation != "best-effort" && c.BuildIsolation != "required" {
+			fail("DECAP_BUILD_ISOLATION", "want best-effort or required")
+		}
+		var ok bool
+		if c.BuildUIDFirst, c.BuildUIDLast, ok = uidRange(getenv("DECAP_BUILD_UIDS")); !ok {
+			fail("DECAP_BUILD_UIDS", fmt.Sprintf("want first-last, such as 1900000000-1900000999, within 1-%d", maxBuildUID))
+		}
 	case "kubernetes":
 		if !build.IsDNSLabel(c.Kube.Namespace) {
 			fail("DECAP_KUBE_NAMESPACE", "want a Kubernetes namespace name")
@@ -371,6 +388,28 @@ func parseProxies(v string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// maxBuildUID keeps build uids below 2^31-1, which tools reading uid_t as
+// a signed number, and (uid_t)-1, never reach.
+const maxBuildUID = 1<<31 - 2
+
+// uidRange parses "first-last" (or one uid); "" gives zeros, the
+// executor's default.
+func uidRange(v string) (first, last int, ok bool) {
+	if v == "" {
+		return 0, 0, true
+	}
+	a, b, found := strings.Cut(v, "-")
+	if !found {
+		b = a
+	}
+	first, err1 := strconv.Atoi(strings.TrimSpace(a))
+	last, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || first < 1 || last < first || last > maxBuildUID {
+		return 0, 0, false
+	}
+	return first, last, true
 }
 
 func validPrefix(p string) bool {

@@ -83,6 +83,18 @@ type Config struct {
 	// UploadTimeout bounds each upload, which runs even after ctx is done;
 	// zero means DefaultUploadTimeout.
 	UploadTimeout time.Duration
+	// Credential, if set, is the user and group the script runs as, with
+	// no supplementary groups (the local executor's build uid); this
+	// process must be root to use it. Only files that user owns are then
+	// taken into the artifacts.
+	Credential *syscall.Credential
+	// AfterScript, if set, is called once the script has exited (or was
+	// stopped) and its process group was killed, before the console log
+	// is drained and the artifacts are read: it stops what else the script
+	// left running, such as a process that left the group with setsid.
+	// Its error is reported in the console log and the logs; the build's
+	// status stays what the script made it.
+	AfterScript func() error
 	// OnStart, if set, is called with the script's pid, which is also its
 	// process group ID, right after it started.
 	OnStart func(pid int)
@@ -203,8 +215,12 @@ func (r *runner) run(ctx context.Context) Result {
 	}
 	artifactsKey := build.ArtifactsKey(r.cfg.BuildID)
 	var skipped int
+	owner := anyOwner
+	if r.cfg.Credential != nil {
+		owner = int(r.cfg.Credential.Uid)
+	}
 	err = r.upload(uctx, artifactsKey, func(w io.Writer) error {
-		n, err := writeArtifacts(w, r.cfg.ArtifactsDir)
+		n, err := writeArtifacts(w, r.cfg.ArtifactsDir, owner)
 		skipped = n
 		return err
 	})
@@ -214,7 +230,7 @@ func (r *runner) run(ctx context.Context) Result {
 	} else {
 		res.ArtifactsKey = artifactsKey
 		if skipped > 0 {
-			r.console.Line(fmt.Sprintf("decap: %d artifact(s) were left out: only regular files and directories are kept, symbolic links are not followed", skipped))
+			r.console.Line(fmt.Sprintf("decap: %d artifact(s) were left out: only regular files and directories are kept, symbolic links are not followed%s", skipped, ownOnly(r.cfg.Credential)))
 		}
 	}
 	if err := r.console.Close(); err != nil {
@@ -311,7 +327,7 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 	// *os.File is handed to the child as is, so Wait does not wait for
 	// background processes that inherited it.
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cfg.Credential}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -332,8 +348,15 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 	why := r.wait(ctx, cmd, pgid)
 	res.FinishedAt = r.cfg.Now()
 	// Whatever the script left running in its group goes with it, as it
-	// would when a container ends.
+	// would when a container ends; what left the group goes too, if
+	// AfterScript can find it.
 	r.signalGroup(pgid, syscall.SIGKILL)
+	var afterErr error
+	if r.cfg.AfterScript != nil {
+		if afterErr = r.cfg.AfterScript(); afterErr != nil {
+			r.log.Error("stop what the build script left running", "err", afterErr)
+		}
+	}
 	select {
 	case <-drained:
 	case <-time.After(drainWait):
@@ -341,6 +364,9 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 		<-drained
 	}
 	pr.Close()
+	if afterErr != nil { // after the drain: the console has one writer at a time
+		r.console.Line("decap: could not stop what build.sh left running: " + afterErr.Error())
+	}
 
 	if cmd.ProcessState == nil {
 		// Wait failed without reaping, which Linux does not do to a child
@@ -448,6 +474,13 @@ func exitCode(ws syscall.WaitStatus) (int, string) {
 		return 128 + int(ws.Signal()), fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
 	}
 	return ws.ExitStatus(), fmt.Sprintf("exit code %d", ws.ExitStatus())
+}
+
+func ownOnly(c *syscall.Credential) string {
+	if c == nil {
+		return ""
+	}
+	return ", and only the build user's own files"
 }
 
 func atSHA(sha string) string {

@@ -31,8 +31,9 @@ func TestMain(m *testing.M) {
 
 // otherUID is the uid the target and the attacker run as when the test
 // runs as root (whose CAP_SYS_PTRACE reads anything): an unprivileged user
-// that owns nothing. Otherwise both run as the test's own user.
-const otherUID = 1900000999
+// that owns nothing, outside the local executor's default build uids.
+// Otherwise both run as the test's own user.
+const otherUID = 1899999990
 
 func credential() *syscall.Credential {
 	if os.Geteuid() != 0 {

@@ -21,6 +21,9 @@ import (
 //	   the entrypoint's pid, or has died
 //	5  "ready", a pipe's write end: the entrypoint writes one byte once
 //	   SIGTERM cancels the build rather than kills it
+//	6  the build uid's lock (UIDLockDir/<uid>, exclusively flocked),
+//	   when the build runs under a uid of its own: held for as long as the
+//	   entrypoint lives, so no other build gets the uid meanwhile
 //
 // The launcher waits for ready, then writes the pid file, then closes
 // recorded; the entrypoint starts nothing before it sees recorded close.
@@ -34,6 +37,7 @@ const (
 	aliveFD    = 3
 	recordedFD = 4
 	readyFD    = 5
+	uidLockFD  = 6
 )
 
 // startTimeout bounds how long Launch waits for a started entrypoint to be
@@ -54,9 +58,11 @@ func Handshake(dir string) error {
 	if err := checkAliveFD(dir); err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}
-	// Close-on-exec: build.sh does not inherit it, yet it stays open, and
-	// locked, until this process ends.
+	// Close-on-exec: build.sh does not inherit them, yet they stay open,
+	// and locked, until this process ends. (Descriptor 6 is open only for
+	// a build under a uid of its own; CloseOnExec ignores a closed one.)
 	syscall.CloseOnExec(aliveFD)
+	syscall.CloseOnExec(uidLockFD)
 	ready := os.NewFile(readyFD, "ready")
 	_, err := ready.Write([]byte{1})
 	ready.Close()

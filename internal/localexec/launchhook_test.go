@@ -28,6 +28,7 @@ func TestLauncherDiesAfterStart(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, nil, time.Minute)
 			counter := filepath.Join(e.tmp, "runs")
+			shareFile(t, counter)
 			cfg := localexec.Config{
 				RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
 				Scripts:      fakeScripts{"once": fmt.Sprintf("echo run >> %q; echo ready; sleep 1; echo finished", counter)},
@@ -79,6 +80,7 @@ func TestPIDWriteFails(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil, time.Minute)
 	counter := filepath.Join(e.tmp, "runs")
+	shareFile(t, counter)
 	cfg := localexec.Config{
 		RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
 		Scripts:      fakeScripts{"once": fmt.Sprintf("echo run >> %q; sleep 1", counter)},

@@ -71,6 +71,7 @@ func TestRelaunchAfterPIDLost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil, time.Minute)
 	counter := filepath.Join(e.tmp, "runs")
+	shareFile(t, counter)
 	script := fmt.Sprintf("echo run >> %q; echo ready; sleep 1; echo finished", counter)
 	e.ex, _ = localexec.New(localexec.Config{
 		RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
@@ -133,8 +134,9 @@ func (s blockingScripts) Export(ctx context.Context, commit, team, project, dest
 // launch, and the build ends cancelled without running build.sh through.
 func TestCancelWhileLaunching(t *testing.T) {
 	t.Parallel()
-	tmp := t.TempDir()
+	tmp := buildTempDir(t)
 	counter := filepath.Join(tmp, "runs")
+	shareFile(t, counter)
 	scripts := blockingScripts{
 		fakeScripts: fakeScripts{"slow": fmt.Sprintf("echo run >> %q; sleep 30; echo done >> %q", counter, counter)},
 		entered:     make(chan struct{}),
@@ -239,7 +241,7 @@ func TestCancelUnstarted(t *testing.T) {
 // what build.sh leaves behind.
 func TestAliveLockHeldByEntrypointOnly(t *testing.T) {
 	t.Parallel()
-	script := `setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > ../daemon
+	script := `setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > "$HOME/daemon"
 echo "alive.lock descriptors: $(ls -l /proc/$$/fd | grep -c alive.lock)"
 echo ready; sleep 1`
 	e := newEnv(t, fakeScripts{"d": script}, time.Minute)
@@ -254,7 +256,7 @@ echo ready; sleep 1`
 		t.Error("alive.lock free while the build runs")
 	}
 	o := c.outcome(t, id)
-	daemon := readPID(t, filepath.Join(e.dir(id), "daemon"))
+	daemon := readPID(t, filepath.Join(e.dir(id), localexec.HomeDir, "daemon"))
 	t.Cleanup(func() { syscall.Kill(daemon, syscall.SIGKILL) })
 	if o.Status != build.StatusSucceeded {
 		t.Fatalf("outcome = %+v, want succeeded", o)
@@ -262,7 +264,11 @@ echo ready; sleep 1`
 	if log := e.liveLog(t, id); !strings.Contains(log, "alive.lock descriptors: 0\n") {
 		t.Errorf("build.sh holds alive.lock:\n%s", log)
 	}
-	if gone(daemon) {
+	if localexec.Isolates() {
+		// Under a build uid the entrypoint kills it before it ends
+		// (TestStrayProcessesStopped); alive.lock is free all the same.
+		waitFor(t, "the daemonized process to be stopped", func() bool { return gone(daemon) })
+	} else if gone(daemon) {
 		t.Fatal("the daemonized process is gone; the test proves nothing")
 	}
 	waitFor(t, "alive.lock to be free", func() bool { return !aliveLockHeld(t, e.dir(id)) })

@@ -13,12 +13,16 @@
 //	scripts/        the build scripts at the catalog commit
 //	workspace/      the script's working directory
 //	artifacts/      BUILD_ARTIFACTS
+//	home/, tmp/     the script's HOME and TMPDIR
 //	pid             "<pid> <start time>" of decap-entrypoint, written by the
 //	                launcher, or by the entrypoint if the launcher died first
 //	script.pid      "<pid> <start time>" of build.sh, also its process group
 //	console.log     the live console log
 //	entrypoint.out  decap-entrypoint's own output
 //	result.json     the entrypoint.Result, once the build ended
+//
+// Who may read and write what, and as which user the script runs, is in
+// isolate.go.
 package localexec
 
 import (
@@ -31,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -93,8 +98,15 @@ type Config struct {
 	// before Watch reports the launch as interrupted; zero means
 	// DefaultLaunchGrace.
 	LaunchGrace time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Isolation says what to do when builds cannot run under users of
+	// their own (see isolate.go); "" means IsolationBestEffort.
+	Isolation Isolation
+	// BuildUIDs are the uids builds run as, one per running build, when
+	// this process runs as root; the zero range means
+	// DefaultFirstBuildUID-DefaultLastBuildUID.
+	BuildUIDs UIDRange
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Executor launches builds as local processes and observes their end. Any
@@ -102,6 +114,8 @@ type Config struct {
 type Executor struct {
 	cfg Config
 	log *slog.Logger
+	// isolated is set when builds run under uids of their own.
+	isolated bool
 	// Set by tests only (export_test.go): launches stop right after the
 	// entrypoint started, as if the launcher died; pidWriteHook, if set,
 	// runs instead of the pid write and returns its error.
@@ -110,7 +124,9 @@ type Executor struct {
 }
 
 // New returns an Executor. It creates RunDir and checks that the entrypoint
-// binary exists.
+// binary exists. When this process runs as root, builds run under uids of
+// their own, and New checks that they can reach RunDir; otherwise it warns
+// that they cannot be isolated, or, with IsolationRequired, fails.
 func New(cfg Config) (*Executor, error) {
 	switch {
 	case cfg.RunDir == "":
@@ -140,7 +156,7 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.EntrypointPath, err = filepath.Abs(cfg.EntrypointPath); err != nil {
 		return nil, fmt.Errorf("entrypoint path: %w", err)
 	}
-	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
 	if cfg.Env == nil {
@@ -162,7 +178,25 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Isolation == "" {
+		cfg.Isolation = IsolationBestEffort
+	}
+	if cfg.BuildUIDs == (UIDRange{}) {
+		cfg.BuildUIDs = UIDRange{DefaultFirstBuildUID, DefaultLastBuildUID}
+	}
 	e := &Executor{cfg: cfg, log: cfg.Logger}
+	if err := e.setUpIsolation(); err != nil {
+		return nil, err
+	}
+	// Searchable by the build users, not listable; 0700 when there are
+	// none. Set every time: an older version made it 0755.
+	mode := fs.FileMode(0o700)
+	if e.isolated {
+		mode = 0o711
+	}
+	if err := os.Chmod(cfg.RunDir, mode); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
 	e.sweep()
 	return e, nil
 }
@@ -205,7 +239,7 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 	if e.removed(req.BuildID) {
 		return nil // launched, ended and removed
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("launch %s: %w", req.BuildID, err)
 	}
 	l, err := takeLock(ctx, dir)
@@ -265,7 +299,7 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	if err := writeJob(dir, job); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, ConsoleLogFile), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ConsoleLogFile), nil, 0o600); err != nil {
 		return fmt.Errorf("create console log: %w", err)
 	}
 	if cancelRequested(dir) {
@@ -275,7 +309,7 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	if err := removeAll(scripts); err != nil {
 		return fmt.Errorf("clear scripts: %w", err)
 	}
-	if err := os.Mkdir(scripts, 0o755); err != nil {
+	if err := os.Mkdir(scripts, 0o700); err != nil {
 		return fmt.Errorf("create scripts: %w", err)
 	}
 	req := job.Request
@@ -286,17 +320,30 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 		// Like a Pod whose checkout failed: launched, and ended.
 		return e.endUnstarted(dir, build.StatusErrored, "export build scripts: "+err.Error())
 	}
-	for _, sub := range []string{WorkspaceDir, ArtifactsDir} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			return fmt.Errorf("create %s: %w", sub, err)
+	uid := -1
+	var s slot
+	if e.isolated {
+		var err error
+		if s, err = e.takeUID(ctx); err != nil {
+			return err
 		}
+		// The entrypoint inherits the lock; this process lets go of it
+		// when the launch ends, however it ends.
+		defer s.release()
+		uid = s.uid
 	}
-	out, err := os.OpenFile(filepath.Join(dir, outFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err := e.prepareDirs(dir, uid); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(filepath.Join(dir, outFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("create entrypoint output: %w", err)
 	}
 	defer out.Close()
 	args := []string{"-run-dir", dir, "-handshake"}
+	if e.isolated {
+		args = append(args, "-build-uid", strconv.Itoa(uid))
+	}
 	if e.cfg.Uploads != nil {
 		// Valid until the build's deadline, and the grace to upload after
 		// it: no longer, so that a grant does not outlive its build.
@@ -315,12 +362,13 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 	if cancelRequested(dir) {
 		return e.endUnstarted(dir, build.StatusCancelled, ReasonCancelledBeforeStart)
 	}
-	return e.start(ctx, dir, args, out)
+	return e.start(ctx, dir, args, out, s.f)
 }
 
 // start starts decap-entrypoint in dir and does the launcher's half of the
-// start-up handshake (see handshake.go).
-func (e *Executor) start(ctx context.Context, dir string, args []string, out *os.File) error {
+// start-up handshake (see handshake.go). uidLock, if not nil, is the build
+// uid's lock, for the entrypoint to hold.
+func (e *Executor) start(ctx context.Context, dir string, args []string, out, uidLock *os.File) error {
 	alive, err := lockAlive(ctx, dir)
 	if err != nil {
 		return err
@@ -343,8 +391,11 @@ func (e *Executor) start(ctx context.Context, dir string, args []string, out *os
 	cmd.Dir = dir
 	cmd.Env = e.cfg.Env
 	cmd.Stdout, cmd.Stderr = out, out // stdin is /dev/null
-	// Descriptors aliveFD, recordedFD and readyFD of the child.
+	// Descriptors aliveFD, recordedFD, readyFD and uidLockFD of the child.
 	cmd.ExtraFiles = []*os.File{alive, recordedR, readyW}
+	if uidLock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, uidLock)
+	}
 	// Its own process group: a signal to the launcher's group (Ctrl-C)
 	// does not reach the build.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -396,7 +447,7 @@ func (e *Executor) start(ctx context.Context, dir string, args []string, out *os
 // endUnstarted records the end of a build that never started.
 func (e *Executor) endUnstarted(dir string, status build.Status, reason string) error {
 	now := e.cfg.Now()
-	if f, err := os.OpenFile(filepath.Join(dir, ConsoleLogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+	if f, err := os.OpenFile(filepath.Join(dir, ConsoleLogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 		fmt.Fprintf(f, "decap: %s\n", reason)
 		f.Close()
 	}
@@ -425,7 +476,7 @@ func (e *Executor) Cancel(ctx context.Context, id build.ID) error {
 	// Asked first, so that a launch in progress, which this call is about
 	// to wait for, starts nothing; and so that the request stays should
 	// ctx end the wait.
-	if err := os.WriteFile(filepath.Join(dir, cancelFile), nil, 0o644); errors.Is(err, fs.ErrNotExist) {
+	if err := os.WriteFile(filepath.Join(dir, cancelFile), nil, 0o600); errors.Is(err, fs.ErrNotExist) {
 		return notFound // removed meanwhile
 	} else if err != nil {
 		return fmt.Errorf("cancel %s: %w", id, err)
@@ -542,10 +593,10 @@ func (e *Executor) removed(id build.ID) bool {
 }
 
 func (e *Executor) writeTombstone(id build.ID) error {
-	if err := os.MkdirAll(filepath.Join(e.cfg.RunDir, tombstoneDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(e.cfg.RunDir, tombstoneDir), 0o700); err != nil {
 		return err
 	}
-	return os.WriteFile(e.tombstone(id), nil, 0o644)
+	return os.WriteFile(e.tombstone(id), nil, 0o600)
 }
 
 // sweep finishes removals a crash interrupted and forgets tombstones older

@@ -29,6 +29,12 @@ import (
 var entrypointPath string
 
 func TestMain(m *testing.M) {
+	// A prebuilt binary, for running the tests as a user who cannot build
+	// (the non-root half of isolate_test.go).
+	if p := os.Getenv("LOCALEXEC_TEST_ENTRYPOINT"); p != "" {
+		entrypointPath = p
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "localexec-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -74,7 +80,7 @@ type env struct {
 
 func newEnv(t *testing.T, scripts fakeScripts, grace time.Duration) env {
 	t.Helper()
-	tmp := t.TempDir()
+	tmp := buildTempDir(t)
 	ex, err := localexec.New(localexec.Config{
 		RunDir:         filepath.Join(tmp, "run"),
 		BlobsDir:       filepath.Join(tmp, "blobs"),
@@ -338,7 +344,7 @@ func deref(p *int) any {
 // Cancel stops the build and everything it started.
 func TestCancel(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, fakeScripts{"long": `sleep 300 & echo $! > ../grandchild; echo ready; wait`}, time.Minute)
+	e := newEnv(t, fakeScripts{"long": `sleep 300 & echo $! > "$HOME/grandchild"; echo ready; wait`}, time.Minute)
 	c := e.watch(t)
 	job := newJob("long", time.Hour)
 	id := job.Request.BuildID
@@ -363,7 +369,7 @@ func TestCancel(t *testing.T) {
 	if log := e.readBlob(t, o.LogKey); !strings.Contains(string(log), "decap: build cancelled") {
 		t.Errorf("log lacks the cancel footer:\n%s", log)
 	}
-	grandchild := readPID(t, filepath.Join(e.dir(id), "grandchild"))
+	grandchild := readPID(t, filepath.Join(e.dir(id), localexec.HomeDir, "grandchild"))
 	waitFor(t, "the script's background process to end", func() bool { return gone(grandchild) })
 
 	if err := e.ex.Cancel(t.Context(), id); !errors.Is(err, build.ErrNotFound) {
@@ -382,6 +388,7 @@ func TestLaunchIdempotent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil, time.Minute)
 	counter := filepath.Join(e.tmp, "runs")
+	shareFile(t, counter)
 	e.ex, _ = localexec.New(localexec.Config{
 		RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
 		Scripts:      fakeScripts{"once": fmt.Sprintf("echo run >> %q; sleep 1", counter)},
@@ -465,7 +472,7 @@ func TestWatchReconciles(t *testing.T) {
 // left of its script is stopped.
 func TestEntrypointKilled(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, fakeScripts{"victim": `sleep 300 & echo $! > ../child; echo ready; wait`}, time.Minute)
+	e := newEnv(t, fakeScripts{"victim": `sleep 300 & echo $! > "$HOME/child"; echo ready; wait`}, time.Minute)
 	job := newJob("victim", time.Hour)
 	id := job.Request.BuildID
 	if err := e.ex.Launch(t.Context(), job); err != nil {
@@ -480,7 +487,7 @@ func TestEntrypointKilled(t *testing.T) {
 	if o.Status != build.StatusErrored || o.Reason != localexec.ReasonNoResult || o.LockKey() != "acme/victim/main" {
 		t.Errorf("outcome = %+v, want errored %q", o, localexec.ReasonNoResult)
 	}
-	child := readPID(t, filepath.Join(e.dir(id), "child"))
+	child := readPID(t, filepath.Join(e.dir(id), localexec.HomeDir, "child"))
 	waitFor(t, "the orphaned script to be stopped", func() bool { return gone(child) })
 	// The made-up result is kept: the next report is the same.
 	first := o
@@ -575,7 +582,7 @@ func TestPresignedUploads(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	tmp := t.TempDir()
+	tmp := buildTempDir(t)
 	var gotTTL time.Duration
 	ex, err := localexec.New(localexec.Config{
 		RunDir: filepath.Join(tmp, "run"), EntrypointPath: entrypointPath, PollInterval: 50 * time.Millisecond,
@@ -638,7 +645,7 @@ func TestUploadGrantsExpireWithTheDeadline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tmp := t.TempDir()
+			tmp := buildTempDir(t)
 			stop := errors.New("presign refused (test)")
 			var got time.Duration
 			ex, err := localexec.New(localexec.Config{
@@ -671,6 +678,7 @@ func TestRemovedBuildNeverRunsAgain(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil, time.Minute)
 	counter := filepath.Join(e.tmp, "runs")
+	shareFile(t, counter)
 	cfg := localexec.Config{
 		RunDir: e.run, BlobsDir: filepath.Join(e.tmp, "blobs"), EntrypointPath: entrypointPath,
 		Scripts:      fakeScripts{"once": fmt.Sprintf("echo run >> %q", counter)},

@@ -156,7 +156,7 @@ func writeTemp(dir, name string, data []byte) (string, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
 	tmp := filepath.Join(dir, "."+name+".tmp-"+hex.EncodeToString(b[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", name, err)
 	}
@@ -249,7 +249,7 @@ type lock struct{ f *os.File }
 // tryLock takes the lock if it is free; ok is false when another process
 // (or another Executor in this one) holds it.
 func tryLock(dir string) (l lock, ok bool, err error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return lock{}, false, fmt.Errorf("open launch lock: %w", err)
 	}
@@ -310,7 +310,7 @@ func flock(f *os.File, how int) (ok bool, err error) {
 // lock and found alive.lock free, so only probes can be in the way, each
 // for an instant; it waits for them until ctx is done.
 func lockAlive(ctx context.Context, dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, aliveFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, aliveFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open alive lock: %w", err)
 	}

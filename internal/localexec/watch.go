@@ -164,6 +164,7 @@ func (e *Executor) synthesize(dir, reason string, started time.Time) (entrypoint
 // process holds the leader's pid, which Linux does not give out again while
 // the group has members.
 func (e *Executor) stopScript(dir string) {
+	defer e.stopStrays(dir) // and, under a build uid, what left the group
 	p, err := readProcess(filepath.Join(dir, scriptPIDFile))
 	if err != nil {
 		return // the script never started, or its pid is unknown

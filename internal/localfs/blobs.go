@@ -30,12 +30,27 @@ type Blobs struct {
 }
 
 // NewBlobs returns a store in dir, creating the directory if needed.
+//
+// The store is this user's only: dir is made 0700 (also when an older
+// version left it open), objects are 0600 in 0700 directories. Builds run
+// on the same machine must neither read other builds' logs and artifacts
+// nor write objects (issue 12); ingest, which serves them, runs as this
+// user.
 func NewBlobs(dir string) (*Blobs, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: blobs directory is empty", build.ErrInvalid)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create blobs directory: %w", err)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blobs directory: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("blobs directory: %w", err)
+		}
 	}
 	return &Blobs{dir: dir}, nil
 }
@@ -69,11 +84,11 @@ func put(ctx context.Context, root *os.Root, key string, r io.Reader) error {
 	if dir == "" {
 		dir = "."
 	}
-	if err := root.MkdirAll(dir, 0o755); err != nil {
+	if err := root.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	tmp := path.Join(dir, "."+base+".tmp-"+randomSuffix())
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}

@@ -137,3 +137,41 @@ func TestFailedPutKeepsOldObject(t *testing.T) {
 		t.Errorf("after cancelled Put, Open = %q, want %q", got, want)
 	}
 }
+
+// TestStoreIsThisUsersOnly: the store's directory, its subdirectories and
+// its objects grant group and others nothing, also when an older version
+// left the directory open (issue 12: a build wrote into blobs/).
+func TestStoreIsThisUsersOnly(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "blobs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // whatever the umask
+	b, err := localfs.NewBlobs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "logs/01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f/console.log.gz"
+	if err := b.Put(t.Context(), key, strings.NewReader("log")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		want os.FileMode
+	}{
+		{dir, 0o700},
+		{filepath.Join(dir, "logs"), 0o700},
+		{filepath.Join(dir, "logs", "01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f"), 0o700},
+		{filepath.Join(dir, filepath.FromSlash(key)), 0o600},
+	} {
+		info, err := os.Stat(tc.path)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		if got := info.Mode().Perm(); got != tc.want {
+			t.Errorf("%s: mode %#o, want %#o", tc.path, got, tc.want)
+		}
+	}
+}

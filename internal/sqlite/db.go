@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -99,6 +100,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.ReadConns <= 0 {
 		opts.ReadConns = 4
+	}
+	if err := restrictFiles(path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	dsn := path + "?" + strings.Join([]string{
 		"_busy_timeout=" + strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10),
@@ -406,9 +410,47 @@ func token() string {
 }
 
 // ensureDir creates dir (and parents) if missing.
+// ensureDir creates dir for this user only, or takes group and others'
+// access away from one an older version created.
 func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
 	}
+	if err := restrictMode(dir, 0o700); err != nil {
+		return fmt.Errorf("directory %s: %w", dir, err)
+	}
 	return nil
+}
+
+// restrictFiles creates the database file for this user only (0600), and
+// takes group and others' access away from the database, its -wal and its
+// -shm if an older version created them readable. The database holds every
+// build's record and the dispatch gate, which no build may read or change;
+// SQLite gives the -wal and -shm files it creates the database file's
+// mode, so they are 0600 too.
+func restrictFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := restrictMode(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrictMode sets path's permissions to perm when it grants group or
+// others anything.
+func restrictMode(path string, perm fs.FileMode) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if info.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	return os.Chmod(path, perm)
 }

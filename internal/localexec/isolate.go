@@ -1,0 +1,481 @@
+package localexec
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Builds under users of their own.
+//
+// When this process runs as root, every build script runs as a uid taken
+// for it alone from Config.BuildUIDs, with the gid of the same number and
+// no supplementary groups: a user that owns nothing of Decap's and that no
+// other running build has. The services and decap-entrypoint stay root, so
+// the script cannot read their files or /proc, signal or ptrace them, and
+// it cannot reach another running build's processes or files either.
+//
+// A uid is taken with an exclusive flock on UIDLockDir/<uid> (root's,
+// 0700), which the launcher passes to decap-entrypoint and the entrypoint
+// holds until it ends. The directory is the machine's, not the data
+// directory's: any number of dispatchers, also of different installations
+// (and tests running side by side), share the uids without giving one out
+// twice or killing each other's builds. Before a uid is given to a build,
+// every process still running as it is killed (what an earlier build left
+// when its entrypoint died) and earlier build directories of its group are
+// closed to it; when the build ends, the entrypoint kills every process of
+// the uid (also what escaped the process group with setsid) and closes the
+// build's directory to it.
+//
+// Layout and modes, with B the build's uid and gid:
+//
+//	<DataDir>            root 0711: searchable, not listable; all else
+//	                     in it is root's, 0700 or 0600
+//	<RunDir>             root 0711
+//	build-<id>/          root:B 0710 while the build runs, 0700 after:
+//	                     B reaches its own directory and no other
+//	  scripts/           root:B, 0750 directories, 0640 files (0750 if
+//	                     executable): readable, not writable
+//	  workspace/ artifacts/ home/ tmp/
+//	                     B's, 0700
+//	  everything else    root's, 0600: job.json, the log, the result, the
+//	                     pid files, uploads.json, locks
+//
+// Without root there is no other user to run builds as: they run as this
+// process's user and can reach all it can; New says so in a warning, or,
+// with IsolationRequired, refuses.
+
+// Isolation says what the executor does when it cannot run builds under
+// users of their own.
+type Isolation string
+
+const (
+	// IsolationBestEffort runs builds under their own uids when this
+	// process runs as root, and otherwise as its user, warning at start.
+	// It is the default: a developer's `make run` needs no root.
+	IsolationBestEffort Isolation = "best-effort"
+	// IsolationRequired makes New fail unless builds run under their own
+	// uids.
+	IsolationRequired Isolation = "required"
+)
+
+// The default build uids: in the range systemd leaves unused
+// (1879048192-2147483647; "Users, Groups, UIDs and GIDs on systemd
+// Systems"), below 2^31 so that no tool takes them for negative numbers,
+// and far above what useradd and /etc/subuid hand out. A thousand builds
+// may run at once.
+const (
+	DefaultFirstBuildUID = 1_900_000_000
+	DefaultLastBuildUID  = 1_900_000_999
+)
+
+// UIDRange is an inclusive range of uids, each also used as a gid.
+type UIDRange struct{ First, Last int }
+
+// Contains reports whether uid is in the range.
+func (r UIDRange) Contains(uid int) bool { return r.First <= uid && uid <= r.Last }
+
+func (r UIDRange) String() string { return fmt.Sprintf("%d-%d", r.First, r.Last) }
+
+// maxBuildUID keeps build uids below 2^31 - 1: tools that read uid_t as a
+// signed 32-bit number, and (uid_t)-1, are never met.
+const maxBuildUID = 1<<31 - 2
+
+// Validate reports a range that cannot hold build uids: empty, starting
+// at root, or past maxBuildUID.
+func (r UIDRange) Validate() error {
+	if r.First < 1 || r.Last < r.First || r.Last > maxBuildUID {
+		return fmt.Errorf("%w: build uids %s: want first-last with 1 <= first <= last <= %d", build.ErrInvalid, r, maxBuildUID)
+	}
+	return nil
+}
+
+// Isolates reports whether executors in this process run builds under
+// users of their own: whether it runs as root.
+func Isolates() bool { return os.Geteuid() == 0 }
+
+// UIDLockDir holds a lock file per build uid, shared by every executor on
+// the machine; /run is root's and emptied at boot, as the locks are.
+const UIDLockDir = "/run/decap/build-uids"
+
+// HomeDir and TmpDir, in a build's directory, are the script's HOME and
+// TMPDIR.
+const (
+	HomeDir = "home"
+	TmpDir  = "tmp"
+)
+
+// stopUIDTimeout bounds how long StopUID keeps killing.
+const stopUIDTimeout = 10 * time.Second
+
+// strayLockWait bounds how long stopStrays waits for a dead build's uid
+// lock.
+const strayLockWait = 2 * time.Second
+
+// setUpIsolation checks, for New, that builds can run under their own
+// uids, or decides what to do instead; it sets e.isolated.
+func (e *Executor) setUpIsolation() error {
+	switch e.cfg.Isolation {
+	case IsolationBestEffort, IsolationRequired:
+	default:
+		return fmt.Errorf("%w: build isolation %q: want %s or %s", build.ErrInvalid, e.cfg.Isolation, IsolationBestEffort, IsolationRequired)
+	}
+	if !Isolates() {
+		if e.cfg.Isolation == IsolationRequired {
+			return fmt.Errorf("%w: builds cannot run under users of their own: this process runs as uid %d, not root", build.ErrInvalid, os.Geteuid())
+		}
+		e.log.Warn("builds run as this service's own user: a build can read and change everything this user can — the data directory with the database, every build's logs and artifacts and any secret kept there, other builds' directories — and signal the services; run Decap as root to give each build a user of its own, or set DECAP_BUILD_ISOLATION=required to refuse to run builds like this",
+			"uid", os.Geteuid(), "run_dir", e.cfg.RunDir)
+		return nil
+	}
+	if err := e.cfg.BuildUIDs.Validate(); err != nil {
+		return err
+	}
+	if err := searchableByOthers(e.cfg.RunDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(UIDLockDir, 0o700); err != nil {
+		return fmt.Errorf("build uid locks: %w", err)
+	}
+	if err := os.Chmod(UIDLockDir, 0o700); err != nil {
+		return fmt.Errorf("build uid locks: %w", err)
+	}
+	e.isolated = true
+	return nil
+}
+
+// searchableByOthers checks that a build user can reach dir: every
+// directory above it must be searchable by other users (o+x).
+func searchableByOthers(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	for p := filepath.Dir(real); ; p = filepath.Dir(p) {
+		info, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		if info.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%w: builds run under users of their own cannot reach the run directory %s: %s (mode %#o) is not searchable by other users; chmod o+x it, or put the data directory elsewhere",
+				build.ErrInvalid, dir, p, info.Mode().Perm())
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
+
+// slot is a build uid taken for one build: the open, flocked
+// <RunDir>/.uids/<uid>. The entrypoint inherits the lock; the launcher
+// closes its descriptor once the entrypoint started, or when the launch
+// failed.
+type slot struct {
+	uid int
+	f   *os.File
+}
+
+func (s slot) release() {
+	if s.f != nil {
+		s.f.Close()
+	}
+}
+
+// tryUID takes uid's lock if no build holds it; ok is false if one does.
+func (e *Executor) tryUID(uid int) (s slot, ok bool, err error) {
+	f, err := os.OpenFile(filepath.Join(UIDLockDir, strconv.Itoa(uid)), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return slot{}, false, fmt.Errorf("open build uid lock: %w", err)
+	}
+	ok, err = flock(f, syscall.LOCK_EX)
+	if err != nil || !ok {
+		f.Close()
+		if err != nil {
+			return slot{}, false, fmt.Errorf("lock build uid %d: %w", uid, err)
+		}
+		return slot{}, false, nil
+	}
+	return slot{uid: uid, f: f}, true, nil
+}
+
+// takeUID takes the lowest free build uid for a build, after killing what
+// still runs as it and closing older build directories of its group to it.
+// A uid whose processes cannot be killed is skipped.
+func (e *Executor) takeUID(ctx context.Context) (slot, error) {
+	r := e.cfg.BuildUIDs
+	for uid := r.First; uid <= r.Last; uid++ {
+		s, ok, err := e.tryUID(uid)
+		if err != nil {
+			return slot{}, err
+		}
+		if !ok {
+			continue
+		}
+		if err := e.stopUID(ctx, uid); err != nil {
+			s.release()
+			if ctx.Err() != nil {
+				return slot{}, err
+			}
+			e.log.Error("build uid skipped: its processes could not be stopped", "uid", uid, "err", err)
+			continue
+		}
+		e.closeOldDirs(uid)
+		return s, nil
+	}
+	return slot{}, fmt.Errorf("no free build uid: all of %s are taken by running builds", r)
+}
+
+// stopUID kills every process of uid, through decap-entrypoint -stop-uid
+// (StopUID): a process of that user is the one that can signal them all
+// at once, and this one must stay root.
+func (e *Executor) stopUID(ctx context.Context, uid int) error {
+	return RunStopUID(ctx, e.cfg.EntrypointPath, uid)
+}
+
+// RunStopUID runs `exe -stop-uid uid` (decap-entrypoint's StopUID) and
+// waits for it. The caller runs as root and holds uid's lock, so that no
+// build of that uid is running, or it is the caller's own build, whose
+// script has ended.
+func RunStopUID(ctx context.Context, exe string, uid int) error {
+	ctx, cancel := context.WithTimeout(ctx, stopUIDTimeout+5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-stop-uid", strconv.Itoa(uid))
+	cmd.Env = []string{}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("stop processes of uid %d: %w: %s", uid, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// StopUID is the body of `decap-entrypoint -stop-uid N`, which the
+// executor and the entrypoint run as root: it turns this process into user
+// and group uid, with no other groups, and SIGKILLs every process of that
+// user until none is left. kill(-1) signals every process the caller may
+// signal, at once (no fork slips through), which for an unprivileged user
+// is exactly its own processes; zombies, which only their parent can
+// remove, do not count. The process is good for nothing else afterwards.
+func StopUID(uid int) error {
+	if uid < 1 {
+		return fmt.Errorf("%w: stop uid %d: not a build uid", build.ErrInvalid, uid)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("stop uid %d: setgroups: %w", uid, err)
+	}
+	if err := syscall.Setgid(uid); err != nil {
+		return fmt.Errorf("stop uid %d: setgid: %w", uid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("stop uid %d: setuid: %w", uid, err)
+	}
+	deadline := time.Now().Add(stopUIDTimeout)
+	for {
+		err := syscall.Kill(-1, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return nil // nothing left to signal
+		}
+		if err != nil {
+			return fmt.Errorf("stop uid %d: kill: %w", uid, err)
+		}
+		live, err := liveProcesses(uid)
+		if err != nil {
+			return fmt.Errorf("stop uid %d: %w", uid, err)
+		}
+		if live == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stop uid %d: %d processes still run after %s", uid, live, stopUIDTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// liveProcesses counts the processes, zombies aside and this one aside,
+// whose real or saved uid is uid: the ones a process of uid may signal.
+func liveProcesses(uid int) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	self := os.Getpid()
+	n := 0
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		state, real, saved, err := procUIDs(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if state != "Z" && (real == uid || saved == uid) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// procUIDs reads the state and the real and saved uids of a process from
+// /proc/<pid>/status, which anyone may read, dumpable or not.
+func procUIDs(pid int) (state string, real, saved int, err error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", 0, 0, err
+	}
+	defer f.Close()
+	real, saved = -1, -1
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		f := strings.Fields(v)
+		switch {
+		case k == "State" && len(f) > 0:
+			state = f[0]
+		case k == "Uid" && len(f) >= 3:
+			real, _ = strconv.Atoi(f[0])
+			saved, _ = strconv.Atoi(f[2])
+		}
+	}
+	if real < 0 {
+		return "", 0, 0, fmt.Errorf("/proc/%d/status: no Uid line", pid)
+	}
+	return state, real, saved, sc.Err()
+}
+
+// closeOldDirs takes group access to build directories of group uid away:
+// a build whose entrypoint died before it did so left its directory open
+// to the next build of that uid.
+func (e *Executor) closeOldDirs(uid int) {
+	entries, _ := os.ReadDir(e.cfg.RunDir)
+	for _, ent := range entries {
+		if !strings.HasPrefix(ent.Name(), "build-") {
+			continue
+		}
+		p := filepath.Join(e.cfg.RunDir, ent.Name())
+		info, err := os.Lstat(p)
+		if err != nil || !info.IsDir() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Gid) == uid && info.Mode().Perm()&0o070 != 0 {
+			if err := os.Chmod(p, 0o700); err != nil {
+				e.log.Error("close an old build directory to its uid", "dir", ent.Name(), "err", err)
+			}
+		}
+	}
+}
+
+// prepareDirs creates the script's directories in the build directory dir
+// and gives them to uid (a build uid, or -1 when builds run as this
+// process's user); see the layout above.
+func (e *Executor) prepareDirs(dir string, uid int) error {
+	for _, sub := range []string{WorkspaceDir, ArtifactsDir, HomeDir, TmpDir} {
+		p := filepath.Join(dir, sub)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", sub, err)
+		}
+		if uid >= 0 {
+			// Empty: nothing has run in it (a launch that started the
+			// build never comes here again).
+			if err := os.Lchown(p, uid, uid); err != nil {
+				return fmt.Errorf("give %s to the build uid: %w", sub, err)
+			}
+		}
+		if err := os.Chmod(p, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", sub, err)
+		}
+	}
+	if uid < 0 {
+		return os.Chmod(dir, 0o700)
+	}
+	if err := shareScripts(filepath.Join(dir, ScriptsDir), uid); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, os.Geteuid(), uid); err != nil {
+		return fmt.Errorf("give the build directory to the build uid's group: %w", err)
+	}
+	return os.Chmod(dir, 0o710)
+}
+
+// shareScripts makes the exported scripts readable, not writable, by group
+// gid: whatever the exporter's modes and umask were.
+func shareScripts(scripts string, gid int) error {
+	err := filepath.WalkDir(scripts, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, os.Geteuid(), gid); err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			return os.Chmod(p, 0o750)
+		case info.Mode().IsRegular() && info.Mode().Perm()&0o100 != 0:
+			return os.Chmod(p, 0o750)
+		case info.Mode().IsRegular():
+			return os.Chmod(p, 0o640)
+		}
+		return nil // a symbolic link has no mode of its own
+	})
+	if err != nil {
+		return fmt.Errorf("share the build scripts with the build uid: %w", err)
+	}
+	return nil
+}
+
+// stopStrays kills what a build whose entrypoint died left running under
+// its uid (the build directory's group), unless another build holds the
+// uid by now: that one killed them when it took the uid. A dead
+// entrypoint's lock may stay held for a moment after its main thread
+// shows as a zombie (its other threads still exit), so a held lock is
+// tried again for up to strayLockWait.
+func (e *Executor) stopStrays(dir string) {
+	if !e.isolated {
+		return
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || !e.cfg.BuildUIDs.Contains(int(st.Gid)) {
+		return
+	}
+	var s slot
+	for deadline := time.Now().Add(strayLockWait); ; {
+		var ok bool
+		s, ok, err = e.tryUID(int(st.Gid))
+		if err != nil {
+			e.log.Error("stop what a dead build left running", "dir", filepath.Base(dir), "err", err)
+			return
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return // another build's now
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer s.release()
+	if err := e.stopUID(context.Background(), s.uid); err != nil {
+		e.log.Error("stop what a dead build left running", "dir", filepath.Base(dir), "err", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		e.log.Error("close a dead build's directory to its uid", "dir", filepath.Base(dir), "err", err)
+	}
+}
