@@ -131,15 +131,6 @@ func bareDrain(ctx context.Context, q build.Queue, n int, limit time.Duration) (
 	return t, firstErr
 }
 
-// noRemove is an executor with nothing to remove: the bench's builds
-// have no process or Pod.
-type noRemove struct{}
-
-func (noRemove) Watch(context.Context, func(context.Context, build.Outcome) error) error { return nil }
-func (noRemove) Cancel(context.Context, build.ID) error                                  { return build.ErrNotFound }
-func (noRemove) Remove(context.Context, build.ID) error                                  { return nil }
-func (noRemove) Present(context.Context) ([]build.ID, error)                             { return nil, nil }
-
 // endsAtOnce hears the dispatcher's decisions and ends every build it
 // started at once, inside the decision, through a real reaper: the record
 // is final and the lock released before the dispatcher deletes the
@@ -227,7 +218,7 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 	lt := newLaunchTimes(nil)
 	lt.keepJobs = true
 	dec := &decisions{}
-	reaper := reap.New(reap.Config{}, reap.Deps{Records: rp.set.Records, Locks: rp.set.Locks, Executor: rp.be.Reaped(noRemove{}),
+	reaper := reap.New(reap.Config{}, reap.Deps{Records: rp.set.Records, Locks: rp.set.Locks, Executor: rp.be.Reaped(lt.fake),
 		Observer: metrics.NewReap(rp.reg), Logger: rp.log, Now: time.Now})
 	var reapFailed atomic.Int64
 	d, _ := dis.dispatcher(lt, observers{dec, endsAtOnce{lt: lt, reaper: reaper, failed: &reapFailed}})

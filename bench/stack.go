@@ -17,6 +17,7 @@ import (
 
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/ingest"
@@ -164,9 +165,10 @@ func (c *decisions) String() string {
 
 // launchTimes is a Launcher that hands the job to next and notes when that
 // returned (the Pod create call of the kubernetes executor); with next nil,
-// it notes the call and returns at once.
+// it launches on fake, where nothing runs until someone ends it.
 type launchTimes struct {
 	next dispatch.Launcher
+	fake *buildtest.FakeExecutor
 	// keepJobs keeps every launched job for job.
 	keepJobs bool
 
@@ -177,14 +179,17 @@ type launchTimes struct {
 }
 
 func newLaunchTimes(next dispatch.Launcher) *launchTimes {
-	return &launchTimes{next: next, at: map[build.ID]time.Time{}, jobs: map[build.ID]build.Job{}}
+	l := &launchTimes{next: next, at: map[build.ID]time.Time{}, jobs: map[build.ID]build.Job{}}
+	if next == nil {
+		l.fake = buildtest.NewExecutor(time.Now)
+		l.next = l.fake
+	}
+	return l
 }
 
 func (l *launchTimes) Launch(ctx context.Context, job build.Job) error {
-	if l.next != nil {
-		if err := l.next.Launch(ctx, job); err != nil {
-			return err
-		}
+	if err := l.next.Launch(ctx, job); err != nil {
+		return err
 	}
 	now := time.Now()
 	l.mu.Lock()

@@ -86,6 +86,9 @@ type Outcome struct {
 	// LogKey and ArtifactsKey are set when the objects were stored.
 	LogKey       string
 	ArtifactsKey string
+	// Infra names the infrastructure failure that ended the build, or is
+	// empty when the build's own run decided its end (see InfraCause).
+	Infra InfraCause
 }
 
 // LockKey returns the outcome's "team/project/ref".

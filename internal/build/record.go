@@ -20,6 +20,10 @@ const (
 	// ReasonCancelledOnRequest starts the reason of a running build that was
 	// stopped because someone asked (RequestCancel).
 	ReasonCancelledOnRequest = "cancelled on request"
+	// ReasonStoppedFromOutside starts the reason of a build that was
+	// stopped while nobody had asked Decap to cancel it: an infrastructure
+	// failure (see EndedByInfra).
+	ReasonStoppedFromOutside = "stopped from outside Decap, with no cancel asked for"
 	// The notes End adds to the reason when a build reported an object key
 	// that is not its own.
 	reasonForeignLogKey       = "the build reported a log key that is not its own; no log recorded"
@@ -137,7 +141,12 @@ var endStatuses = []Status{StatusSucceeded, StatusFailed, StatusTimedOut, Status
 // build).
 //
 // A build with a cancel request (RequestCancel) that did not succeed ends
-// cancelled, its reason starting with "cancelled on request". The exit
+// cancelled, its reason starting with "cancelled on request"; a build the
+// executor saw stopped (cancelled) while nobody asked for it ends errored,
+// its reason starting with ReasonStoppedFromOutside: only a cancel someone
+// asked for is recorded as cancelled. Any other outcome with an
+// infrastructure cause (o.Infra) that did not succeed ends errored, whatever
+// status the executor gave it (see EndedByInfra). The exit
 // code, reason and Pod name come from o; the times too, FinishedAt being
 // now when o does not know it and StartedAt FinishedAt when nobody knows
 // it. The object keys are never taken on trust: o's log and artifacts keys
@@ -155,10 +164,20 @@ func (r *Record) End(o Outcome, now time.Time) error {
 		return fmt.Errorf("%w: build %s cannot end with status %q", ErrInvalid, r.BuildID, o.Status)
 	}
 	status, reasons := o.Status, []string{o.Reason}
-	if !r.CancelRequestedAt.IsZero() && status != StatusSucceeded && status != StatusCancelled {
+	switch {
+	case !r.CancelRequestedAt.IsZero() && status != StatusSucceeded:
 		// Stopped on request: whatever the executor saw of the stop (a
 		// deleted Pod, a killed script), the build was cancelled.
-		status, reasons = StatusCancelled, []string{ReasonCancelledOnRequest, o.Reason}
+		if o.Reason == "cancelled" { // the entrypoint's word for it
+			reasons = nil
+		}
+		status, reasons = StatusCancelled, append([]string{ReasonCancelledOnRequest}, reasons...)
+	case status == StatusCancelled:
+		// Stopped, and nobody asked: a deleted Pod, a signal from outside.
+		status, reasons = StatusErrored, []string{ReasonStoppedFromOutside, o.Reason}
+	case o.Infra != "" && status != StatusSucceeded:
+		// Not the run's own verdict (a script killed from outside).
+		status = StatusErrored
 	}
 	var logKey, artifactsKey string
 	switch o.LogKey {

@@ -117,8 +117,15 @@ func TestTransitions(t *testing.T) {
 			name: "End " + string(s), move: "end", from: both,
 			apply: func(r *build.Record) error { return r.End(o, rtNow) },
 			want: func(state string, before build.Record) build.Record {
-				if state == "running, cancel requested" && s != build.StatusSucceeded && s != build.StatusCancelled {
+				asked := state == "running, cancel requested"
+				switch {
+				case asked && s == build.StatusCancelled:
+					return ended(before, o, build.StatusCancelled, "cancelled on request")
+				case asked && s != build.StatusSucceeded:
 					return ended(before, o, build.StatusCancelled, "cancelled on request; "+reason)
+				case s == build.StatusCancelled:
+					// Nobody asked: stopped from outside.
+					return ended(before, o, build.StatusErrored, "stopped from outside Decap, with no cancel asked for; "+reason)
 				}
 				return ended(before, o, s, reason)
 			},
@@ -356,5 +363,68 @@ func TestTransitionArguments(t *testing.T) {
 	r := build.Record{BuildID: rtID}
 	if err := r.Start(rtNow, "p", "c"); !errors.Is(err, build.ErrConflict) || !strings.Contains(err.Error(), `has status ""`) {
 		t.Errorf("Start of a record without status: got %v, want ErrConflict naming the status", err)
+	}
+}
+
+// TestEndWithInfrastructureFailures: an outcome is an infrastructure
+// failure (EndedByInfra) exactly when End records it errored with a cause:
+// a stop someone asked for is a cancel, whatever the executor saw; a stop
+// nobody asked for is one; the script's own end never is.
+func TestEndWithInfrastructureFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		asked      bool
+		status     build.Status
+		infra      build.InfraCause
+		wantStatus build.Status
+		wantInfra  build.InfraCause
+		wantReason string
+	}{
+		{"pod deleted from outside", false, build.StatusErrored, build.InfraDeleted, build.StatusErrored, build.InfraDeleted, "x"},
+		{"pod deleted by the cancel", true, build.StatusErrored, build.InfraDeleted, build.StatusCancelled, "", "cancelled on request; x"},
+		{"entrypoint stopped, nobody asked, cause unnamed", false, build.StatusCancelled, "", build.StatusErrored, build.InfraDeleted, "stopped from outside Decap"},
+		{"entrypoint stopped, nobody asked, killed", false, build.StatusCancelled, build.InfraKilled, build.StatusErrored, build.InfraKilled, "stopped from outside Decap"},
+		{"entrypoint stopped on request", true, build.StatusCancelled, build.InfraDeleted, build.StatusCancelled, "", "cancelled on request"},
+		{"script killed from outside", false, build.StatusFailed, build.InfraKilled, build.StatusErrored, build.InfraKilled, "x"},
+		{"script killed, but a cancel was asked", true, build.StatusFailed, build.InfraKilled, build.StatusCancelled, "", "cancelled on request"},
+		{"evicted", false, build.StatusErrored, build.InfraEvicted, build.StatusErrored, build.InfraEvicted, "x"},
+		{"upload failed", false, build.StatusErrored, build.InfraUpload, build.StatusErrored, build.InfraUpload, "x"},
+		{"succeeded although asked", true, build.StatusSucceeded, "", build.StatusSucceeded, "", ""},
+		{"script failed", false, build.StatusFailed, "", build.StatusFailed, "", "x"},
+		{"timed out", false, build.StatusTimedOut, "", build.StatusTimedOut, "", "x"},
+		{"errored, not infra (build.sh missing)", false, build.StatusErrored, "", build.StatusErrored, "", "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := recordIn("running")
+			if tt.asked {
+				r = recordIn("running, cancel requested")
+			}
+			reason := "x"
+			if tt.status == build.StatusSucceeded {
+				reason = ""
+			}
+			o := outcomeOf(tt.status, 137, reason)
+			o.Infra = tt.infra
+			if err := r.End(o, rtNow); err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != tt.wantStatus || !strings.HasPrefix(r.Reason, tt.wantReason) {
+				t.Errorf("record: got %s %q, want %s %q...", r.Status, r.Reason, tt.wantStatus, tt.wantReason)
+			}
+			if got := r.EndedByInfra(o); got != tt.wantInfra {
+				t.Errorf("EndedByInfra: got %q, want %q", got, tt.wantInfra)
+			}
+		})
+	}
+	// An outcome of another build, or a record not ended by End, says
+	// nothing.
+	r := recordIn("errored")
+	o := outcomeOf(build.StatusErrored, 1, "x")
+	o.Infra, o.BuildID = build.InfraDeleted, newer
+	if got := r.EndedByInfra(o); got != "" {
+		t.Errorf("EndedByInfra of another build's outcome: %q, want none", got)
 	}
 }

@@ -1,8 +1,11 @@
 package buildtest_test
 
 import (
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
 )
 
@@ -56,4 +59,70 @@ func TestFakeSessions(t *testing.T) {
 	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
 		return buildtest.NewSessions(clock.Now)
 	})
+}
+
+func TestFakeExecutor(t *testing.T) {
+	t.Parallel()
+	buildtest.TestExecutor(t, buildtest.ExecutorHarness{New: func(t *testing.T) (buildtest.Executor, buildtest.ExecutorDriver) {
+		ex := buildtest.NewExecutor(nil)
+		return ex, &fakeDriver{ex: ex, endings: map[build.ID]buildtest.ExecutorEnding{}}
+	}})
+}
+
+// fakeDriver ends the FakeExecutor's builds as the suite asks.
+type fakeDriver struct {
+	ex      *buildtest.FakeExecutor
+	mu      sync.Mutex
+	endings map[build.ID]buildtest.ExecutorEnding
+}
+
+func (d *fakeDriver) Job(id build.ID, ending buildtest.ExecutorEnding) build.Job {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.endings[id] = ending
+	now := time.Now()
+	return build.Job{Request: build.Request{V: 1, BuildID: id, Team: "acme", Project: "widget", Ref: "main",
+		RefType: build.Branch, Trigger: build.TriggerManual, RequestedAt: now}, CatalogCommit: "c0ffee", Timeout: time.Minute}
+}
+
+func (d *fakeDriver) Watching(*testing.T) {}
+
+func (d *fakeDriver) Drive(t *testing.T, id build.ID) {
+	d.mu.Lock()
+	ending := d.endings[id]
+	d.mu.Unlock()
+	code := 143
+	switch ending {
+	case buildtest.EndSucceeds:
+		d.ex.Finish(id, build.StatusSucceeded, 0)
+	case buildtest.EndFails:
+		d.ex.Finish(id, build.StatusFailed, 3)
+	case buildtest.EndTimesOut:
+		d.ex.End(id, build.Outcome{Status: build.StatusTimedOut, ExitCode: &code, Reason: "deadline of 1m0s exceeded"})
+	case buildtest.EndErrors:
+		d.ex.End(id, build.Outcome{Status: build.StatusErrored, Reason: "build.sh not found at acme/widget/build.sh"})
+	case buildtest.EndUploadFails:
+		zero := 0
+		d.ex.End(id, build.Outcome{Status: build.StatusErrored, ExitCode: &zero, Reason: "upload log: 503", Infra: build.InfraUpload})
+	case buildtest.EndRunsLong:
+	default:
+		t.Fatalf("no ending for build %s", id)
+	}
+}
+
+func (d *fakeDriver) KillFromOutside(t *testing.T, id build.ID) {
+	code := 137
+	if !d.ex.End(id, build.Outcome{Status: build.StatusErrored, ExitCode: &code, Reason: "killed", Infra: build.InfraKilled}) {
+		t.Fatalf("build %s does not run", id)
+	}
+}
+
+func (d *fakeDriver) Runs(_ *testing.T, id build.ID) int {
+	n := 0
+	for _, l := range d.ex.Launched() {
+		if l == id {
+			n++
+		}
+	}
+	return n
 }

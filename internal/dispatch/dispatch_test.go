@@ -14,76 +14,31 @@ import (
 	"github.com/decap-ci/decap/internal/dispatch"
 )
 
-// fakeLauncher starts each build at most once and counts running builds;
-// Finish ends one the way the reaper would.
-type fakeLauncher struct {
-	mu       sync.Mutex
-	started  []build.ID // in launch order, each once
-	calls    int
-	running  map[build.ID]string // build → lock key
-	peak     int
-	err      error
-	cap      int
-	violated []string
-	locks    buildtest.Locks
-}
-
-func newLauncher(locks buildtest.Locks, cap int) *fakeLauncher {
-	return &fakeLauncher{running: map[build.ID]string{}, cap: cap, locks: locks}
-}
-
-func (l *fakeLauncher) Launch(_ context.Context, job build.Job) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls++
-	if l.err != nil {
-		return l.err
-	}
-	id := job.Request.BuildID
-	for _, s := range l.started {
-		if s == id {
-			return nil // AlreadyExists: launched
-		}
-	}
-	for other, key := range l.running {
-		if key == job.Request.LockKey() {
-			l.violated = append(l.violated, fmt.Sprintf("%s launched while %s runs on %s", id, other, key))
-		}
-	}
-	l.started = append(l.started, id)
-	l.running[id] = job.Request.LockKey()
-	if l.cap > 0 && len(l.running) > l.cap {
-		l.violated = append(l.violated, fmt.Sprintf("%d running, cap %d", len(l.running), l.cap))
-	}
-	l.peak = max(l.peak, len(l.running))
-	return nil
-}
-
-// Finish ends one running build (any): it stops running, then its lock is
-// released, as the reaper does.
-func (l *fakeLauncher) Finish(ctx context.Context) bool {
-	l.mu.Lock()
-	var id build.ID
-	var key string
-	for id, key = range l.running {
-		break
-	}
-	if id == "" {
-		l.mu.Unlock()
+// finishOne ends one running build (any) the way the reaper does: it
+// stops running, then its lock is released. False when none runs.
+func (f *fixture) finishOne(ctx context.Context) bool {
+	running := f.launcher.Running()
+	if len(running) == 0 {
 		return false
 	}
-	delete(l.running, id)
-	l.mu.Unlock()
-	if _, err := l.locks.Release(ctx, key, id); err != nil {
+	id := running[0]
+	job, _ := f.launcher.Job(id)
+	f.launcher.Finish(id, build.StatusSucceeded, 0)
+	if _, err := f.locks.Release(ctx, job.Request.LockKey(), id); err != nil {
 		panic(err)
 	}
 	return true
 }
 
-func (l *fakeLauncher) Started() []build.ID {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]build.ID(nil), l.started...)
+// slowly makes every launch wait until release is closed, like an API
+// server that hangs; it returns release.
+func (f *fixture) slowly() chan struct{} {
+	release := make(chan struct{})
+	f.launcher.OnLaunch(func(context.Context, build.Job) error {
+		<-release
+		return nil
+	})
+	return release
 }
 
 type fixture struct {
@@ -93,7 +48,7 @@ type fixture struct {
 	idem     *buildtest.FakeIdempotency
 	records  *buildtest.FakeRecords
 	catalog  *buildtest.Catalog
-	launcher *fakeLauncher
+	launcher *buildtest.FakeExecutor
 	cfg      dispatch.Config
 }
 
@@ -117,7 +72,7 @@ func newFixture(cap int, clock *buildtest.Clock) *fixture {
 		}),
 		cfg: dispatch.Config{Owner: "test", Cap: cap, BackoffBase: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond},
 	}
-	f.launcher = newLauncher(f.locks, cap)
+	f.launcher = buildtest.NewExecutor(now)
 	return f
 }
 
@@ -218,11 +173,13 @@ func TestDecide(t *testing.T) {
 		}, want: dispatch.Launched, wantStatus: build.StatusRunning, wantStarted: 1},
 		{name: "transient launch failure defers and frees the lock", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
-		}, setup: func(f *fixture, req build.Request) { f.launcher.err = errors.New("executor down") },
+		}, setup: func(f *fixture, req build.Request) { f.launcher.FailLaunch(errors.New("executor down")) },
 			want: dispatch.Deferred, wantStatus: build.StatusQueued},
 		{name: "permanent launch failure errors", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
-		}, setup: func(f *fixture, req build.Request) { f.launcher.err = fmt.Errorf("%w: bad image", build.ErrInvalid) },
+		}, setup: func(f *fixture, req build.Request) {
+			f.launcher.FailLaunch(fmt.Errorf("%w: bad image", build.ErrInvalid))
+		},
 			want: dispatch.Dropped, wantStatus: build.StatusErrored, wantReason: "bad image"},
 		{name: "already final is dropped", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
@@ -249,7 +206,7 @@ func TestDecide(t *testing.T) {
 			if rec.Status != tt.wantStatus || !strings.Contains(rec.Reason, tt.wantReason) {
 				t.Errorf("record status %q reason %q, want %q with %q", rec.Status, rec.Reason, tt.wantStatus, tt.wantReason)
 			}
-			if got := len(f.launcher.Started()); got != tt.wantStarted {
+			if got := len(f.launcher.Launched()); got != tt.wantStarted {
 				t.Errorf("started %d builds, want %d", got, tt.wantStarted)
 			}
 			leases, _ := f.locks.List(ctx)
@@ -307,7 +264,7 @@ func TestDuplicateDeliveryBuildsOnce(t *testing.T) {
 	if got := record(t, f, again.BuildID); got.Status != build.StatusSkipped {
 		t.Errorf("duplicate's record status = %s, want skipped", got.Status)
 	}
-	if got := f.launcher.Started(); len(got) != 1 || got[0] != first.BuildID {
+	if got := f.launcher.Launched(); len(got) != 1 || got[0] != first.BuildID {
 		t.Errorf("started %v, want only %s", got, first.BuildID)
 	}
 }
@@ -329,7 +286,7 @@ func TestProducerWithoutBuildID(t *testing.T) {
 	if again := d.Handle(ctx, m); again.BuildID != dec.BuildID {
 		t.Errorf("redelivery built as %s, want %s", again.BuildID, dec.BuildID)
 	}
-	if got := len(f.launcher.Started()); got != 1 {
+	if got := len(f.launcher.Launched()); got != 1 {
 		t.Errorf("started %d builds, want 1", got)
 	}
 	if rec := record(t, f, dec.BuildID); rec.RequestedBy != "cron" || rec.Trigger != build.TriggerAPI {
@@ -368,7 +325,7 @@ func TestMalformedMessageDeadLettered(t *testing.T) {
 	if st, _ := f.queue.Stats(ctx); st.Visible+st.InFlight != 0 {
 		t.Errorf("queue still holds %+v", st)
 	}
-	if len(f.launcher.Started()) != 0 {
+	if len(f.launcher.Launched()) != 0 {
 		t.Errorf("a malformed message launched a build")
 	}
 }
@@ -417,25 +374,25 @@ func TestTwoPushesToOneBranchRunInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg := runDispatchers(ctx, t, f, 2)
-	waitFor(t, "the first build", func() bool { return len(f.launcher.Started()) == 1 })
+	waitFor(t, "the first build", func() bool { return len(f.launcher.Launched()) == 1 })
 	// While the first runs, the second waits however often it is tried.
 	time.Sleep(150 * time.Millisecond)
-	if got := f.launcher.Started(); len(got) != 1 || got[0] != first.BuildID {
+	if got := f.launcher.Launched(); len(got) != 1 || got[0] != first.BuildID {
 		t.Fatalf("started %v while the first build runs, want only %s", got, first.BuildID)
 	}
 	waitFor(t, "the second request to be deferred", func() bool {
 		r, err := f.records.Get(ctx, second.BuildID)
 		return err == nil && r.Status == build.StatusDeferred
 	})
-	f.launcher.Finish(ctx)
-	waitFor(t, "the second build", func() bool { return len(f.launcher.Started()) == 2 })
-	if got := f.launcher.Started(); got[1] != second.BuildID {
+	f.finishOne(ctx)
+	waitFor(t, "the second build", func() bool { return len(f.launcher.Launched()) == 2 })
+	if got := f.launcher.Launched(); got[1] != second.BuildID {
 		t.Errorf("second build = %s, want %s", got[1], second.BuildID)
 	}
 	cancel()
 	wg.Wait()
-	if len(f.launcher.violated) > 0 {
-		t.Errorf("violations: %v", f.launcher.violated)
+	if v := f.launcher.Overlaps(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
 	}
 }
 
@@ -458,22 +415,22 @@ func TestCapHoldsAcrossDispatchers(t *testing.T) {
 	wg := runDispatchers(ctx, t, f, 3)
 	// The "reaper": end running builds one at a time until all ran.
 	waitFor(t, "every build to run", func() bool {
-		f.launcher.Finish(ctx)
-		return len(f.launcher.Started()) == len(reqs)
+		f.finishOne(ctx)
+		return len(f.launcher.Launched()) == len(reqs)
 	})
-	for f.launcher.Finish(ctx) {
+	for f.finishOne(ctx) {
 	}
 	cancel()
 	wg.Wait()
-	if len(f.launcher.violated) > 0 {
-		t.Errorf("violations: %v", f.launcher.violated)
+	if v := f.launcher.Overlaps(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
 	}
-	if f.launcher.peak > cap {
-		t.Errorf("peak running = %d, cap %d", f.launcher.peak, cap)
+	if peak := f.launcher.MostRunning(); peak > cap {
+		t.Errorf("peak running = %d, cap %d", peak, cap)
 	}
 	// Each branch's requests ran in queue order.
 	pos := map[build.ID]int{}
-	for i, id := range f.launcher.Started() {
+	for i, id := range f.launcher.Launched() {
 		pos[id] = i
 	}
 	for i := 0; i < len(reqs); i += perBranch {
@@ -509,7 +466,7 @@ func TestDispatcherDiesBetweenLockAndLaunch(t *testing.T) {
 	if dec := d.Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched {
 		t.Fatalf("redelivered twice: %v, want launched (already)", dec.Action)
 	}
-	if n := len(f.launcher.Started()); n != 1 {
+	if n := len(f.launcher.Launched()); n != 1 {
 		t.Errorf("started %d, want 1", n)
 	}
 
@@ -531,25 +488,14 @@ func TestDispatcherDiesBetweenLockAndLaunch(t *testing.T) {
 	}
 }
 
-// slowLauncher blocks until released, like an API server that hangs.
-type slowLauncher struct {
-	*fakeLauncher
-	release chan struct{}
-}
-
-func (l slowLauncher) Launch(ctx context.Context, job build.Job) error {
-	<-l.release
-	return l.fakeLauncher.Launch(ctx, job)
-}
-
 func TestSlowDecisionKeepsMessageInvisible(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(0, nil)
 	q := buildtest.NewQueue(time.Now, buildtest.QueueOptions{VisibilityTimeout: 300 * time.Millisecond})
-	slow := slowLauncher{f.launcher, make(chan struct{})}
+	release := f.slowly()
 	d := dispatch.New(dispatch.Config{VisibilityTimeout: 300 * time.Millisecond}, dispatch.Deps{Queue: q, Catalog: f.catalog, Locks: f.locks,
-		Idempotency: f.idem, Records: f.records, Launcher: slow, Now: time.Now})
+		Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Now: time.Now})
 	req := request("decap-ci/hello", "main", build.TriggerPush, time.Now())
 	if err := q.Publish(ctx, req); err != nil {
 		t.Fatal(err)
@@ -565,7 +511,7 @@ func TestSlowDecisionKeepsMessageInvisible(t *testing.T) {
 	if again, _ := q.Receive(ctx, 1, time.Second); len(again) != 0 {
 		t.Errorf("message redelivered while its decision was still running")
 	}
-	close(slow.release)
+	close(release)
 	if dec := <-done; dec.Action != dispatch.Launched {
 		t.Fatalf("decision %v (%s)", dec.Action, dec.Reason)
 	}
@@ -644,8 +590,8 @@ func TestBuildEndingDuringDecisionIsNotLaunchedAgain(t *testing.T) {
 	d := dispatch.New(f.cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
 		Idempotency: f.idem, Records: recs, Launcher: f.launcher, Now: clock.Now})
 	dec := d.Decide(ctx, req, message(t, req))
-	if dec.Action != dispatch.Dropped || len(f.launcher.Started()) != 0 {
-		t.Errorf("decision %v (%s), started %d; want dropped and nothing launched", dec.Action, dec.Reason, len(f.launcher.Started()))
+	if dec.Action != dispatch.Dropped || len(f.launcher.Launched()) != 0 {
+		t.Errorf("decision %v (%s), started %d; want dropped and nothing launched", dec.Action, dec.Reason, len(f.launcher.Launched()))
 	}
 	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
 		t.Errorf("lock left held: %v", leases)

@@ -101,7 +101,7 @@ func publish(ctx context.Context, t *testing.T, f *fixture, prefix string, n int
 func assertNothingTaken(ctx context.Context, t *testing.T, f *fixture, before, n int) {
 	t.Helper()
 	time.Sleep(400 * time.Millisecond)
-	if got := f.launcher.Started(); len(got) != before {
+	if got := f.launcher.Launched(); len(got) != before {
 		t.Fatalf("started %v while the gate is paused, want only the %d started before", got, before)
 	}
 	if st, err := f.queue.Stats(ctx); err != nil || st.Visible != n || st.InFlight != 0 {
@@ -126,7 +126,7 @@ func TestPausedGateHoldsRequests(t *testing.T) {
 	}
 
 	gate.set(t, false)
-	waitFor(t, "every build after resuming", func() bool { return len(f.launcher.Started()) == len(reqs) })
+	waitFor(t, "every build after resuming", func() bool { return len(f.launcher.Launched()) == len(reqs) })
 
 	// Paused again: requests published now wait again.
 	gate.set(t, true)
@@ -134,7 +134,7 @@ func TestPausedGateHoldsRequests(t *testing.T) {
 	more := publish(ctx, t, f, "second", 2)
 	assertNothingTaken(ctx, t, f, len(reqs), len(more))
 	gate.set(t, false)
-	waitFor(t, "the later builds after resuming", func() bool { return len(f.launcher.Started()) == len(reqs)+len(more) })
+	waitFor(t, "the later builds after resuming", func() bool { return len(f.launcher.Launched()) == len(reqs)+len(more) })
 	cancel()
 	wg.Wait()
 	if p, r := logs.count("dispatch paused"), logs.count("dispatch resumed"); p != 2 || r != 2 {
@@ -160,7 +160,7 @@ func TestGateReadErrorKeepsLastState(t *testing.T) {
 		reqs := publish(ctx, t, f, "b", 2)
 		assertNothingTaken(ctx, t, f, 0, len(reqs))
 		gate.fail.Store(false)
-		waitFor(t, "every build once the gate reads again", func() bool { return len(f.launcher.Started()) == len(reqs) })
+		waitFor(t, "every build once the gate reads again", func() bool { return len(f.launcher.Launched()) == len(reqs) })
 		cancel()
 		wg.Wait()
 		if n := logs.count("read dispatch gate"); n != 1 {
@@ -177,7 +177,7 @@ func TestGateReadErrorKeepsLastState(t *testing.T) {
 		gate.fail.Store(true)
 		wg := runGated(ctx, t, f, gate, &logBuffer{})
 		reqs := publish(ctx, t, f, "b", 2)
-		waitFor(t, "every build", func() bool { return len(f.launcher.Started()) == len(reqs) })
+		waitFor(t, "every build", func() bool { return len(f.launcher.Launched()) == len(reqs) })
 		cancel()
 		wg.Wait()
 	})
@@ -250,7 +250,7 @@ func TestPauseDuringLongPollReturnsMessages(t *testing.T) {
 	reqs := publish(ctx, t, f, "late", 1)
 	waitFor(t, "the gate to be read again after the poll", func() bool { return gate.reads.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond)
-	if n := len(f.launcher.Started()); n != 0 {
+	if n := len(f.launcher.Launched()); n != 0 {
 		t.Fatalf("%d builds launched after the pause", n)
 	}
 	if st, _ := f.queue.Stats(ctx); st.Visible != len(reqs) {

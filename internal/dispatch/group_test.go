@@ -63,9 +63,9 @@ func TestBatchedFollowerStaysInvisibleWhileLeaderIsDecided(t *testing.T) {
 	m1, m2 := message(t, first), message(t, second)
 	m1.Receipt, m2.Receipt = "r1", "r2"
 	q := &batchQueue{batch: []build.Message{m1, m2}, extended: map[string]int{}}
-	slow := slowLauncher{f.launcher, make(chan struct{})}
+	release := f.slowly()
 	d := dispatch.New(dispatch.Config{VisibilityTimeout: 200 * time.Millisecond, WaitTime: 50 * time.Millisecond},
-		dispatch.Deps{Queue: q, Catalog: f.catalog, Locks: f.locks, Idempotency: f.idem, Records: f.records, Launcher: slow, Now: time.Now})
+		dispatch.Deps{Queue: q, Catalog: f.catalog, Locks: f.locks, Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Now: time.Now})
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	// The first decision hangs in launch for several visibility timeouts.
@@ -76,10 +76,10 @@ func TestBatchedFollowerStaysInvisibleWhileLeaderIsDecided(t *testing.T) {
 	if follower == 0 {
 		t.Errorf("the follower's visibility was never extended while the leader was decided")
 	}
-	close(slow.release)
+	close(release)
 	// The leader launches; the follower is then deferred (its branch is
 	// busy) — or launched, never lost.
-	waitFor(t, "the leader's launch", func() bool { return len(f.launcher.Started()) == 1 })
+	waitFor(t, "the leader's launch", func() bool { return len(f.launcher.Launched()) == 1 })
 	cancel()
 	<-done
 }

@@ -16,34 +16,13 @@ import (
 	"github.com/decap-ci/decap/internal/dispatch"
 )
 
-// hookLauncher runs during, before each launch, what happens meanwhile
-// elsewhere; it also stops builds, recording which.
-type hookLauncher struct {
-	*fakeLauncher
-	during func(job build.Job)
-
-	mu        sync.Mutex
-	cancelled []build.ID
-}
-
-func (l *hookLauncher) Launch(ctx context.Context, job build.Job) error {
-	if l.during != nil {
-		l.during(job)
-	}
-	return l.fakeLauncher.Launch(ctx, job)
-}
-
-func (l *hookLauncher) Cancel(_ context.Context, id build.ID) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.cancelled = append(l.cancelled, id)
-	return nil
-}
-
-func (l *hookLauncher) Cancelled() []build.ID {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]build.ID(nil), l.cancelled...)
+// during makes every launch run hook first: what happens meanwhile
+// elsewhere.
+func (f *fixture) during(hook func(job build.Job)) {
+	f.launcher.OnLaunch(func(_ context.Context, job build.Job) error {
+		hook(job)
+		return nil
+	})
 }
 
 // logLines collects JSON log lines; safe for concurrent use.
@@ -79,12 +58,12 @@ func (l *logLines) at(t *testing.T, level string) []map[string]any {
 	return out
 }
 
-// deps returns f's dispatcher dependencies with launcher l and a logger
-// writing to logs.
-func (f *fixture) deps(l *hookLauncher, logs *logLines) dispatch.Deps {
+// deps returns f's dispatcher dependencies, its executor launching and
+// stopping builds, with a logger writing to logs.
+func (f *fixture) deps(logs *logLines) dispatch.Deps {
 	return dispatch.Deps{
 		Queue: f.queue, Catalog: f.catalog, Locks: f.locks, Idempotency: f.idem, Records: f.records,
-		Launcher: l, Canceller: l, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: f.clock.Now,
+		Launcher: f.launcher, Canceller: f.launcher, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: f.clock.Now,
 	}
 }
 
@@ -185,14 +164,14 @@ func TestLaunchedBuildKeepsItsLock(t *testing.T) {
 			f := newFixture(2, buildtest.NewClock(t0))
 			req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
 			var started time.Time
-			l := &hookLauncher{fakeLauncher: f.launcher, during: func(build.Job) {
+			f.during(func(build.Job) {
 				if tc.during != nil {
 					tc.during(t, f, req)
 				}
 				started = f.clock.Now()
-			}}
+			})
 			logs := &logLines{}
-			deps := f.deps(l, logs)
+			deps := f.deps(logs)
 			deps.Locks = &flakyExtend{FakeLocks: f.locks, fails: tc.flaky}
 			dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
 			if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseStarted {
@@ -221,7 +200,7 @@ func TestLaunchedBuildKeepsItsLock(t *testing.T) {
 			}
 			// The lock and the slot hold for the running build.
 			next := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			if dec := dispatch.New(f.cfg, f.deps(l, logs)).Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred || dec.Cause != dispatch.CauseLocked {
+			if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred || dec.Cause != dispatch.CauseLocked {
 				t.Errorf("next build of the key: %v %s, want deferred, locked", dec.Action, dec.Cause)
 			}
 		})
@@ -238,8 +217,7 @@ func TestBuildEndedDuringSlowLaunchHoldsNoLock(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(2, buildtest.NewClock(t0))
 	req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-	l := &hookLauncher{fakeLauncher: f.launcher}
-	l.during = func(build.Job) {
+	f.during(func(build.Job) {
 		f.clock.Advance(3 * time.Minute)
 		rec := build.RecordFor(req)
 		rec.Status, rec.FinishedAt = build.StatusSucceeded, f.clock.Now()
@@ -249,9 +227,9 @@ func TestBuildEndedDuringSlowLaunchHoldsNoLock(t *testing.T) {
 		if _, err := f.locks.Release(ctx, req.LockKey(), req.BuildID); err != nil {
 			t.Error(err)
 		}
-	}
+	})
 	logs := &logLines{}
-	if dec := dispatch.New(f.cfg, f.deps(l, logs)).Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched || dec.Unlocked {
+	if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched || dec.Unlocked {
 		t.Fatalf("decision %v (%s), unlocked %t; want launched, not unlocked", dec.Action, dec.Reason, dec.Unlocked)
 	}
 	if lease, ok := leaseOf(t, f.locks, req.BuildID); ok {
@@ -307,7 +285,7 @@ func TestSecondReplicaKeepsTheRunningLease(t *testing.T) {
 				}
 			}
 			f.clock.Advance(30 * time.Second)
-			deps := f.deps(&hookLauncher{fakeLauncher: f.launcher}, &logLines{})
+			deps := f.deps(&logLines{})
 			deps.Records = &staleFirstRead{FakeRecords: f.records, stale: queued}
 			dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
 			if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseAlreadyRunning {
@@ -317,7 +295,7 @@ func TestSecondReplicaKeepsTheRunningLease(t *testing.T) {
 			if !ok || lease.ExpiresAt.Before(deadline) {
 				t.Errorf("lease = %+v (held %t), want one expiring no earlier than the build's deadline %v", lease, ok, deadline)
 			}
-			if n := len(f.launcher.Started()); n != 0 {
+			if n := len(f.launcher.Launched()); n != 0 {
 				t.Errorf("launched %d builds, want none", n)
 			}
 		})
@@ -347,14 +325,14 @@ func TestCancelledWhileLaunchingIsStopped(t *testing.T) {
 			t.Parallel()
 			f := newFixture(2, buildtest.NewClock(t0))
 			req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			l := &hookLauncher{fakeLauncher: f.launcher, during: func(build.Job) {
+			f.during(func(build.Job) {
 				rec := record(t, f, req.BuildID)
 				rec.Status, rec.FinishedAt, rec.Reason = tc.end, f.clock.Now(), "by octocat"
 				if err := f.records.Save(ctx, rec); err != nil {
 					t.Error(err)
 				}
-			}}
-			deps := f.deps(l, &logLines{})
+			})
+			deps := f.deps(&logLines{})
 			if !tc.canceller {
 				deps.Canceller = nil
 			}
@@ -366,7 +344,7 @@ func TestCancelledWhileLaunchingIsStopped(t *testing.T) {
 			if tc.wantStop {
 				want = []build.ID{req.BuildID}
 			}
-			if got := l.Cancelled(); fmt.Sprint(got) != fmt.Sprint(want) {
+			if got := f.launcher.Cancelled(); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("stopped %v, want %v", got, want)
 			}
 			if got := record(t, f, req.BuildID); got.Status != tc.end {

@@ -100,10 +100,10 @@ func TestMetricsCountDecisions(t *testing.T) {
 		{name: "backend error", project: "decap-ci/hello", ref: "main", idem: failingIdempotency{},
 			wantOutcome: "deferred", reason: "backend_error"},
 		{name: "launch fails for now", project: "decap-ci/hello", ref: "main", setup: func(f *fixture, req build.Request) {
-			f.launcher.err = errors.New("executor down")
+			f.launcher.FailLaunch(errors.New("executor down"))
 		}, wantOutcome: "deferred", reason: "launch_failed"},
 		{name: "launch can never work", project: "decap-ci/hello", ref: "main", setup: func(f *fixture, req build.Request) {
-			f.launcher.err = fmt.Errorf("%w: bad image", build.ErrInvalid)
+			f.launcher.FailLaunch(fmt.Errorf("%w: bad image", build.ErrInvalid))
 		}, wantOutcome: "dropped", reason: "launch_failed"},
 		{name: "unmanaged push", project: "Codertocat/Hello-World", ref: "master-old", trigger: build.TriggerPush, wantOutcome: "dropped", reason: "unmanaged"},
 		{name: "unknown project", project: "nobody/nothing", ref: "main", wantOutcome: "dropped", reason: "unknown_project"},
@@ -180,7 +180,7 @@ func TestMetricsLockWait(t *testing.T) {
 		t.Fatalf("second while the first runs: %v/%s, want deferred/locked", dec.Action, dec.Cause)
 	}
 	clock.Advance(90 * time.Second)
-	if !f.launcher.Finish(ctx) {
+	if !f.finishOne(ctx) {
 		t.Fatal("nothing to finish")
 	}
 	dec := d.Decide(ctx, req, message(t, req))

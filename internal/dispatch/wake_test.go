@@ -11,14 +11,6 @@ import (
 	"github.com/decap-ci/decap/internal/reap"
 )
 
-// noPods is an executor with nothing left to remove.
-type noPods struct{}
-
-func (noPods) Watch(context.Context, func(context.Context, build.Outcome) error) error { return nil }
-func (noPods) Cancel(context.Context, build.ID) error                                  { return build.ErrNotFound }
-func (noPods) Remove(context.Context, build.ID) error                                  { return nil }
-func (noPods) Present(context.Context) ([]build.ID, error)                             { return nil, nil }
-
 // TestDeferredRequestWakesWhenItsLockIsReleased: the second push to a busy
 // branch is deferred with a long backoff, and leaves its receipt on the
 // lock; when the reaper ends the first build and releases the lock, the
@@ -61,7 +53,7 @@ func TestDeferredRequestWakesWhenItsLockIsReleased(t *testing.T) {
 		t.Fatalf("received %d messages while the branch is busy, want none", len(msgs))
 	}
 
-	r := reap.New(reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: noPods{}, Waker: f.queue, Now: clock.Now})
+	r := reap.New(reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: f.launcher, Waker: f.queue, Now: clock.Now})
 	code := 0
 	if err := r.Handle(ctx, build.Outcome{BuildID: first.BuildID, Team: first.Team, Project: first.Project, Ref: first.Ref,
 		Status: build.StatusSucceeded, ExitCode: &code, FinishedAt: clock.Now()}); err != nil {

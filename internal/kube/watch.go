@@ -41,12 +41,13 @@ const (
 var stuckWaiting = map[string]struct {
 	what      string
 	permanent bool
+	infra     build.InfraCause // when it ends the build after PendingTimeout
 }{
-	"ErrImagePull":               {"its image cannot be pulled", false},
-	"ImagePullBackOff":           {"its image cannot be pulled", false},
-	"InvalidImageName":           {"its image name is invalid", true},
-	"CreateContainerConfigError": {"its container cannot be configured", true},
-	"CreateContainerError":       {"its container cannot be created", false},
+	"ErrImagePull":               {"its image cannot be pulled", false, build.InfraImagePull},
+	"ImagePullBackOff":           {"its image cannot be pulled", false, build.InfraImagePull},
+	"InvalidImageName":           {"its image name is invalid", true, ""},
+	"CreateContainerConfigError": {"its container cannot be configured", true, ""},
+	"CreateContainerError":       {"its container cannot be created", false, ""},
 }
 
 // Watch calls handle with the Outcome of every build whose Pod has ended,
@@ -234,6 +235,9 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 	}
 	if deleted {
 		o.Status, o.Reason, o.FinishedAt = build.StatusErrored, ReasonDeleted, e.now()
+		if o.Infra = disruption(pod); o.Infra == "" {
+			o.Infra = build.InfraDeleted
+		}
 		return o, true, 0
 	}
 	if pod.DeletionTimestamp != nil {
@@ -243,7 +247,7 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 		return o, false, 0
 	}
 	age := e.now().Sub(pod.CreationTimestamp.Time)
-	if why, permanent := stuck(pod); permanent {
+	if why, permanent, _ := stuck(pod); permanent {
 		// Nothing will change: end it now rather than after the timeout.
 		o.Status, o.FinishedAt = build.StatusErrored, e.now()
 		o.Reason = clip("build pod cannot start: " + why)
@@ -252,8 +256,8 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 	if age < e.cfg.PendingTimeout {
 		return o, false, e.cfg.PendingTimeout - age + time.Second
 	}
-	if why, _ := stuck(pod); why != "" {
-		o.Status, o.FinishedAt = build.StatusErrored, e.now()
+	if why, _, cause := stuck(pod); why != "" {
+		o.Status, o.FinishedAt, o.Infra = build.StatusErrored, e.now(), cause
 		o.Reason = clip(fmt.Sprintf("build pod pending for %s: %s", age.Round(time.Second), why))
 		return o, true, 0
 	}
@@ -262,28 +266,32 @@ func (e *Executor) outcome(pod *corev1.Pod, deleted bool) (o build.Outcome, ende
 	return o, false, e.cfg.PendingTimeout
 }
 
-// stuck says why a Pending Pod will not start by itself, or "", and
-// whether waiting longer cannot help.
-func stuck(pod *corev1.Pod) (why string, permanent bool) {
+// stuck says why a Pending Pod will not start by itself, or "", whether
+// waiting longer cannot help, and the infrastructure failure it is when it
+// ends the build after PendingTimeout (an image that cannot be pulled; not
+// a Pod no node can run, which an identical Pod would meet again).
+func stuck(pod *corev1.Pod) (why string, permanent bool, infra build.InfraCause) {
 	statuses := append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, s := range statuses {
 		if s.State.Waiting == nil {
 			continue
 		}
 		if r, ok := stuckWaiting[s.State.Waiting.Reason]; ok {
-			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, r.what, s.State.Waiting.Reason, s.State.Waiting.Message), r.permanent
+			return fmt.Sprintf("container %s: %s (%s: %s)", s.Name, r.what, s.State.Waiting.Reason, s.State.Waiting.Message), r.permanent, r.infra
 		}
 	}
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-			return "no node can run it (Unschedulable: " + c.Message + ")", false
+			return "no node can run it (Unschedulable: " + c.Message + ")", false, ""
 		}
 	}
-	return "", false
+	return "", false, ""
 }
 
 // terminalOutcome fills o from a Succeeded or Failed Pod.
 func terminalOutcome(pod *corev1.Pod, o *build.Outcome) {
+	var reported *entrypoint.Result // the entrypoint's result, if it gave one
+	defer func() { o.Infra = terminalInfra(pod, *o, buildStateOf(pod), reported) }()
 	buildState := containerTerminated(pod.Status.ContainerStatuses, ContainerBuild)
 	if buildState != nil {
 		o.FinishedAt = buildState.FinishedAt.Time
@@ -294,6 +302,7 @@ func terminalOutcome(pod *corev1.Pod, o *build.Outcome) {
 		o.ExitCode = &code
 		var res entrypoint.Result
 		if err := json.Unmarshal([]byte(strings.TrimSpace(buildState.Message)), &res); err == nil && res.Status.Final() {
+			reported = &res
 			o.Status, o.Reason, o.ExitCode = res.Status, res.Reason, res.ExitCode
 			o.LogKey, o.ArtifactsKey = res.LogKey, res.ArtifactsKey
 			if !res.StartedAt.IsZero() {
@@ -340,6 +349,63 @@ func terminalOutcome(pod *corev1.Pod, o *build.Outcome) {
 		o.Reason = joinReason("build pod failed", strings.TrimSpace(pod.Status.Reason+": "+pod.Status.Message))
 	}
 	o.Reason = clip(o.Reason)
+}
+
+// terminalInfra classifies the end of a Succeeded or Failed Pod (see
+// build.InfraCause), o being its outcome: none for a success or a deadline;
+// the cluster's word for a disruption (eviction, preemption, a lost node);
+// for a build container that reported a result, the result's cause, and
+// InfraDeleted when the entrypoint was stopped with SIGTERM (the Pod was
+// deleted: by Decap's Cancel or from outside, which the record tells
+// apart); for one killed without a result (exit code 128 and above, not
+// for exceeding its memory limit), InfraDeleted if the Pod was being
+// deleted, else InfraKilled.
+func terminalInfra(pod *corev1.Pod, o build.Outcome, buildState *corev1.ContainerStateTerminated, res *entrypoint.Result) build.InfraCause {
+	if o.Status == build.StatusSucceeded || o.Status == build.StatusTimedOut {
+		return ""
+	}
+	if cause := disruption(pod); cause != "" {
+		return cause
+	}
+	switch {
+	case res != nil && res.Status == build.StatusCancelled:
+		return build.InfraDeleted
+	case res != nil:
+		return res.Infra()
+	case buildState != nil && buildState.ExitCode >= 128 && buildState.Reason != "OOMKilled":
+		if pod.DeletionTimestamp != nil {
+			return build.InfraDeleted
+		}
+		return build.InfraKilled
+	}
+	return ""
+}
+
+// disruption names the infrastructure failure that the cluster says ended
+// the Pod, or "": an eviction (node pressure, the eviction API),
+// preemption or admission failure on its node, or its node lost or shut
+// down, from the Pod's reason or its DisruptionTarget condition.
+func disruption(pod *corev1.Pod) build.InfraCause {
+	switch pod.Status.Reason {
+	case "Evicted", "Preempting", "UnexpectedAdmissionError":
+		return build.InfraEvicted
+	case "NodeLost", "Shutdown", "Terminated", "NodeShutdown":
+		return build.InfraNodeLost
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type != corev1.DisruptionTarget || c.Status != corev1.ConditionTrue {
+			continue
+		}
+		if c.Reason == "DeletionByTaintManager" || c.Reason == "DeletionByPodGC" {
+			return build.InfraNodeLost
+		}
+		return build.InfraEvicted
+	}
+	return ""
+}
+
+func buildStateOf(pod *corev1.Pod) *corev1.ContainerStateTerminated {
+	return containerTerminated(pod.Status.ContainerStatuses, ContainerBuild)
 }
 
 func containerTerminated(statuses []corev1.ContainerStatus, name string) *corev1.ContainerStateTerminated {

@@ -133,7 +133,7 @@ var endCases = []struct {
 			s.ContainerStatuses[0].State = terminated(137, "")
 		},
 		want: outcomeOf(build.Outcome{Status: build.StatusErrored, ExitCode: intp(137), StartedAt: podStarted, FinishedAt: buildFinished,
-			Reason: "build pod evicted: The node was low on resource: ephemeral-storage."}),
+			Reason: "build pod evicted: The node was low on resource: ephemeral-storage.", Infra: build.InfraEvicted}),
 		log: kube.ContainerBuild,
 	},
 	{
@@ -158,7 +158,7 @@ var endCases = []struct {
 			s.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
 		},
 		want: outcomeOf(build.Outcome{Status: build.StatusErrored, StartedAt: podStarted, FinishedAt: t0,
-			Reason: "build pod failed: UnexpectedAdmissionError: Allocate failed due to no healthy devices"}),
+			Reason: "build pod failed: UnexpectedAdmissionError: Allocate failed due to no healthy devices", Infra: build.InfraEvicted}),
 		log: kube.ContainerCheckout,
 	},
 }
@@ -330,11 +330,11 @@ func TestWatchPendingTooLong(t *testing.T) {
 		want   build.Outcome
 	}{
 		{name: "image pull back-off", status: imagePullBackOff, want: outcomeOf(build.Outcome{Status: build.StatusErrored, StartedAt: podStarted, FinishedAt: t0,
-			Reason: `build pod pending for 10m0s: container build: its image cannot be pulled (ImagePullBackOff: Back-off pulling image "golang:nope")`})},
+			Reason: `build pod pending for 10m0s: container build: its image cannot be pulled (ImagePullBackOff: Back-off pulling image "golang:nope")`, Infra: build.InfraImagePull})},
 		{name: "unschedulable", status: unschedulable, want: outcomeOf(build.Outcome{Status: build.StatusErrored, FinishedAt: t0,
 			Reason: "build pod pending for 10m0s: no node can run it (Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.)"})},
 		{name: "sidecar image", status: sidecarPull, want: outcomeOf(build.Outcome{Status: build.StatusErrored, FinishedAt: t0,
-			Reason: "build pod pending for 10m0s: container postgres: its image cannot be pulled (ErrImagePull: manifest unknown)"})},
+			Reason: "build pod pending for 10m0s: container postgres: its image cannot be pulled (ErrImagePull: manifest unknown)", Infra: build.InfraImagePull})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -372,7 +372,7 @@ func TestWatchPendingYoung(t *testing.T) {
 		s.Message = "kubelet: back-off pulling an image"
 	})
 	want := outcomeOf(build.Outcome{Status: build.StatusErrored, StartedAt: podStarted, FinishedAt: t0.Add(5 * time.Minute),
-		Reason: `build pod pending for 6m0s: container build: its image cannot be pulled (ImagePullBackOff: Back-off pulling image "golang:nope")`})
+		Reason: `build pod pending for 6m0s: container build: its image cannot be pulled (ImagePullBackOff: Back-off pulling image "golang:nope")`, Infra: build.InfraImagePull})
 	if diff := cmp.Diff(want, w.nextOf(t, testID(1))); diff != "" {
 		t.Errorf("outcome (-want +got):\n%s", diff)
 	}
@@ -386,9 +386,9 @@ func TestWatchDeletedBeforeEnd(t *testing.T) {
 		want build.Outcome
 	}{
 		{name: "running", pod: podOf(testID(1)),
-			want: outcomeOf(build.Outcome{Status: build.StatusErrored, Reason: kube.ReasonDeleted, StartedAt: podStarted, FinishedAt: t0})},
+			want: outcomeOf(build.Outcome{Status: build.StatusErrored, Reason: kube.ReasonDeleted, StartedAt: podStarted, FinishedAt: t0, Infra: build.InfraDeleted})},
 		{name: "pending", pod: pending(testID(1), metav1.NewTime(t0.Add(-time.Minute)), func(*corev1.PodStatus) {}),
-			want: outcomeOf(build.Outcome{Status: build.StatusErrored, Reason: kube.ReasonDeleted, FinishedAt: t0})},
+			want: outcomeOf(build.Outcome{Status: build.StatusErrored, Reason: kube.ReasonDeleted, FinishedAt: t0, Infra: build.InfraDeleted})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -475,8 +475,10 @@ func TestWatchCancelled(t *testing.T) {
 		s.Phase = corev1.PodFailed
 		s.ContainerStatuses[0].State = terminated(143, result(build.StatusCancelled, intp(143), "cancelled", true))
 	})
+	// Stopped by SIGTERM: a deletion, by Decap's Cancel or from outside;
+	// the record tells them apart (build.Record.EndedByInfra).
 	want := outcomeOf(build.Outcome{Status: build.StatusCancelled, ExitCode: intp(143), Reason: "cancelled", StartedAt: resultStarted, FinishedAt: resultFinished,
-		LogKey: build.LogKey(id), ArtifactsKey: build.ArtifactsKey(id)})
+		LogKey: build.LogKey(id), ArtifactsKey: build.ArtifactsKey(id), Infra: build.InfraDeleted})
 	if diff := cmp.Diff(want, w.nextOf(t, id)); diff != "" {
 		t.Errorf("outcome (-want +got):\n%s", diff)
 	}

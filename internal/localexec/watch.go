@@ -195,14 +195,33 @@ func (e *Executor) outcome(id build.ID, dir string, res entrypoint.Result) build
 	if job, err := ReadJob(dir); err == nil {
 		o.Team, o.Project, o.Ref = job.Request.Team, job.Request.Project, job.Request.Ref
 	}
+	o.Infra = infra(dir, res)
 	switch o.Status {
 	case build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored:
 	default: // not a status a build run ends with
+		o.Infra = ""
 
 		o.Status = build.StatusErrored
 		o.Reason = "result has status " + string(res.Status)
 	}
 	return o
+}
+
+// infra classifies how the build in dir ended (see build.InfraCause):
+// what the entrypoint's result tells (an upload failed, build.sh killed by
+// a signal Decap did not send); an entrypoint that died without a result
+// (Decap never kills it: Cancel asks it to stop with SIGTERM) or was stopped
+// while no Cancel asked for it (no cancel file); an interrupted launch.
+func infra(dir string, res entrypoint.Result) build.InfraCause {
+	switch {
+	case res.Status == build.StatusErrored && res.Reason == ReasonNoResult:
+		return build.InfraKilled
+	case res.Status == build.StatusErrored && res.Reason == ReasonLaunchInterrupted:
+		return build.InfraLaunchInterrupted
+	case res.Status == build.StatusCancelled && !cancelRequested(dir):
+		return build.InfraKilled
+	}
+	return res.Infra()
 }
 
 func modTime(path string) time.Time {

@@ -1,6 +1,7 @@
 package reap_test
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -25,22 +26,23 @@ func TestSweepCancelsStopsBuildsWhoseRecordAsksForIt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	delete(f.exec.present, gone.BuildID) // ended by itself meanwhile
+	f.exec.Vanish(gone.BuildID)       // ended by itself meanwhile
+	f.exec.IgnoreStops(asked.BuildID) // its Pod takes its grace period
 	if err := f.reaper.SweepCancels(ctx); err != nil {
 		t.Fatalf("SweepCancels: %v", err)
 	}
-	if got := f.exec.stopped(); len(got) != 1 || got[0] != asked.BuildID {
+	if got := f.exec.Cancelled(); len(got) != 1 || got[0] != asked.BuildID {
 		t.Fatalf("stopped: got %v, want only %s (not %s, never asked; %s is gone already)", got, asked.BuildID, left.BuildID, gone.BuildID)
 	}
 
 	// While its Pod terminates, later sweeps leave it alone; a stop that
 	// did not end it is repeated after a while.
-	if err := f.reaper.SweepCancels(ctx); err != nil || len(f.exec.stopped()) != 1 {
-		t.Fatalf("a second sweep at once: stopped %v, %v; want no second stop", f.exec.stopped(), err)
+	if err := f.reaper.SweepCancels(ctx); err != nil || len(f.exec.Cancelled()) != 1 {
+		t.Fatalf("a second sweep at once: stopped %v, %v; want no second stop", f.exec.Cancelled(), err)
 	}
 	f.clock.Advance(time.Minute)
-	if err := f.reaper.SweepCancels(ctx); err != nil || len(f.exec.stopped()) != 2 {
-		t.Fatalf("a sweep a minute later: stopped %v, %v; want the stop repeated", f.exec.stopped(), err)
+	if err := f.reaper.SweepCancels(ctx); err != nil || len(f.exec.Cancelled()) != 2 {
+		t.Fatalf("a sweep a minute later: stopped %v, %v; want the stop repeated", f.exec.Cancelled(), err)
 	}
 
 	// The Pod went away under the delete: the executor reports errored.
@@ -81,21 +83,22 @@ func TestReconcileStopsBuildsWhoseRecordEndedBeforeTheyStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	ended := f.running(t, "ended")
-	if err := f.reaper.Handle(ctx, outcome(ended, build.StatusFailed, 1, f.clock.Now())); err != nil {
+	f.exec.Finish(ended.BuildID, build.StatusFailed, 1)
+	f.exec.FailRemove(errors.New("api server unreachable")) // it stays until the next report
+	if err := f.reaper.Handle(ctx, outcome(ended, build.StatusFailed, 1, f.clock.Now())); err == nil {
+		t.Fatal("Handle succeeded although removal failed")
+	}
+	req := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello",
+		Ref: "launching", RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
+	if err := f.records.Save(ctx, build.RecordFor(req)); err != nil {
 		t.Fatal(err)
 	}
-	f.exec.present[ended.BuildID] = true // its removal failed; it stays until the next report
-	launching := build.RecordFor(build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello",
-		Ref: "launching", RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()})
-	if err := f.records.Save(ctx, launching); err != nil {
-		t.Fatal(err)
-	}
-	f.exec.present[launching.BuildID] = true
+	f.launch(t, build.Job{Request: req})
 
 	if err := f.reaper.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.exec.stopped(); !slices.Equal(got, []build.ID{stray.BuildID}) {
+	if got := f.exec.Cancelled(); !slices.Equal(got, []build.ID{stray.BuildID}) {
 		t.Errorf("stopped %v, want only the stray build %s", got, stray.BuildID)
 	}
 	if got := recordOf(t, f, stray.BuildID); got.Status != build.StatusCancelled {

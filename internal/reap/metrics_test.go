@@ -64,7 +64,7 @@ func TestMetricsReconciledBuild(t *testing.T) {
 	f := newFixture()
 	reg := observed(f)
 	rec := f.running(t, "main")
-	delete(f.exec.present, rec.BuildID)
+	f.exec.Vanish(rec.BuildID)
 	f.clock.Advance(time.Minute)
 	if err := f.reaper.Reconcile(ctx); err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestMetricsReaperErrors(t *testing.T) {
 	f := newFixture()
 	reg := observed(f)
 	rec := f.running(t, "main")
-	f.exec.removeErr = errors.New("api server unreachable")
+	f.exec.FailRemove(errors.New("api server unreachable"))
 	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
 	if err := f.reaper.Handle(ctx, o); err == nil {
 		t.Fatal("Handle with a failing Remove: no error")
@@ -93,7 +93,7 @@ func TestMetricsReaperErrors(t *testing.T) {
 	}
 	// The record was written before the removal failed: the build counts
 	// once, and not again when the report is retried.
-	f.exec.removeErr = nil
+	f.exec.FailRemove(nil)
 	if err := f.reaper.Handle(ctx, o); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,73 +14,19 @@ import (
 	"github.com/decap-ci/decap/internal/reap"
 )
 
-// fakeExecutor holds the builds that are present (Pods not yet removed);
-// Cancel notes the builds it was asked to stop.
-type fakeExecutor struct {
-	mu        sync.Mutex
-	present   map[build.ID]bool
-	removeErr error
-	watchErr  error
-	cancelled []build.ID
-}
-
-func (e *fakeExecutor) Watch(ctx context.Context, _ func(context.Context, build.Outcome) error) error {
-	if e.watchErr != nil {
-		return e.watchErr
-	}
-	<-ctx.Done()
-	return nil
-}
-
-func (e *fakeExecutor) Cancel(_ context.Context, id build.ID) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.present[id] {
-		return build.ErrNotFound
-	}
-	e.cancelled = append(e.cancelled, id)
-	return nil
-}
-
-func (e *fakeExecutor) stopped() []build.ID {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]build.ID(nil), e.cancelled...)
-}
-
-func (e *fakeExecutor) Remove(_ context.Context, id build.ID) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.removeErr != nil {
-		return e.removeErr
-	}
-	delete(e.present, id)
-	return nil
-}
-
-func (e *fakeExecutor) Present(context.Context) ([]build.ID, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var ids []build.ID
-	for id := range e.present {
-		ids = append(ids, id)
-	}
-	return ids, nil
-}
-
 var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
 
 type fixture struct {
 	records *buildtest.FakeRecords
 	locks   *buildtest.FakeLocks
-	exec    *fakeExecutor
+	exec    *buildtest.FakeExecutor
 	reaper  *reap.Reaper
 	clock   *buildtest.Clock
 }
 
 func newFixture() *fixture {
 	clock := buildtest.NewClock(t0)
-	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: &fakeExecutor{present: map[build.ID]bool{}}, clock: clock}
+	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: buildtest.NewExecutor(clock.Now), clock: clock}
 	f.reaper = f.reaperWith(nil)
 	return f
 }
@@ -109,8 +54,17 @@ func (f *fixture) running(t *testing.T, ref string) build.Record {
 	if err := f.locks.Acquire(ctx, build.Lease{Key: rec.LockKey(), BuildID: id, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
 		t.Fatal(err)
 	}
-	f.exec.present[id] = true
+	f.launch(t, build.Job{Request: build.Request{V: 1, BuildID: id, Team: rec.Team, Project: rec.Project, Ref: ref,
+		RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: rec.QueuedAt}})
 	return rec
+}
+
+// launch starts job's build on f's executor.
+func (f *fixture) launch(t *testing.T, job build.Job) {
+	t.Helper()
+	if err := f.exec.Launch(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func outcome(rec build.Record, status build.Status, code int, at time.Time) build.Outcome {
@@ -171,7 +125,7 @@ func TestHandleFailureIsRetried(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture()
 	rec := f.running(t, "main")
-	f.exec.removeErr = errors.New("api server down")
+	f.exec.FailRemove(errors.New("api server down"))
 	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
 	if err := f.reaper.Handle(ctx, o); err == nil {
 		t.Fatal("Handle succeeded although removal failed")
@@ -180,7 +134,7 @@ func TestHandleFailureIsRetried(t *testing.T) {
 	if got, _ := f.records.Get(ctx, rec.BuildID); got.Status != build.StatusSucceeded {
 		t.Errorf("status = %s before removal, want succeeded", got.Status)
 	}
-	f.exec.removeErr = nil
+	f.exec.FailRemove(nil)
 	if err := f.reaper.Handle(ctx, o); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +177,7 @@ func TestReconcileEndsVanishedBuilds(t *testing.T) {
 	f := newFixture()
 	gone := f.running(t, "gone")
 	alive := f.running(t, "alive")
-	delete(f.exec.present, gone.BuildID) // deleted from outside while nobody watched
+	f.exec.Vanish(gone.BuildID) // deleted from outside while nobody watched
 	if err := f.reaper.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +236,7 @@ func TestRunOwnsItsLoops(t *testing.T) {
 	f := newFixture()
 	ctx, cancel := context.WithCancel(t.Context())
 	vanished, asked := f.running(t, "vanished"), f.running(t, "asked")
-	delete(f.exec.present, vanished.BuildID)
+	f.exec.Vanish(vanished.BuildID)
 	r := f.reaperWith(func(c *reap.Config, _ *reap.Deps) { c.CancelInterval = 10 * time.Millisecond })
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -296,11 +250,11 @@ func TestRunOwnsItsLoops(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, _ := f.records.Get(ctx, vanished.BuildID)
-		if got.Status == build.StatusErrored && len(f.exec.stopped()) == 1 {
+		if got.Status == build.StatusErrored && len(f.exec.Cancelled()) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: vanished build %s, stopped %v; want it errored and %s stopped", got.Status, f.exec.stopped(), asked.BuildID)
+			t.Fatalf("after 10s: vanished build %s, stopped %v; want it errored and %s stopped", got.Status, f.exec.Cancelled(), asked.BuildID)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -318,7 +272,7 @@ func TestRunOwnsItsLoops(t *testing.T) {
 func TestRunEndsWhenWatchFails(t *testing.T) {
 	t.Parallel()
 	f := newFixture()
-	f.exec.watchErr = errors.New("informer failed")
+	f.exec.FailWatch(errors.New("informer failed"))
 	err := f.reaper.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "informer failed") {
 		t.Errorf("Run with a failing Watch: %v, want its error", err)

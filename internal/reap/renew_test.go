@@ -41,7 +41,7 @@ func TestReconcileRenewsLeasesOfLiveBuilds(t *testing.T) {
 	f := newFixture()
 	long := f.running(t, "main") // its lease: 1h
 	gone := f.running(t, "gone")
-	delete(f.exec.present, gone.BuildID)
+	f.exec.Vanish(gone.BuildID)
 	// A lease longer than the renewal is left as it is.
 	far := f.running(t, "far")
 	farUntil := t0.Add(5 * time.Hour)
