@@ -270,7 +270,7 @@ func Load(getenv func(string) string) (Config, error) {
 		WriteTimeout:      dur("DECAP_HTTP_WRITE_TIMEOUT", 60*time.Second),
 		IdleTimeout:       dur("DECAP_HTTP_IDLE_TIMEOUT", 75*time.Second),
 		WebhookMaxBody:    size("DECAP_WEBHOOK_MAX_BODY", 5<<20),
-		BodyBudget:        size("DECAP_BODY_BUDGET", 24<<20),
+		BodyBudget:        size("DECAP_BODY_BUDGET", 16<<20),
 		ClientBodyBudget:  size("DECAP_BODY_BUDGET_PER_CLIENT", 10<<20),
 		MaxFollowers:      integer("DECAP_MAX_FOLLOWERS", 256, 1),
 		ClientFollowers:   integer("DECAP_MAX_FOLLOWERS_PER_CLIENT", 8, 1),

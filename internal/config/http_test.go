@@ -19,7 +19,7 @@ func TestLoadHTTP(t *testing.T) {
 	}
 	want := config.HTTP{
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 75 * time.Second,
-		WebhookMaxBody: 5 << 20, BodyBudget: 24 << 20, ClientBodyBudget: 10 << 20,
+		WebhookMaxBody: 5 << 20, BodyBudget: 16 << 20, ClientBodyBudget: 10 << 20,
 		MaxFollowers: 256, ClientFollowers: 8, FollowMaxDuration: 30 * time.Minute,
 	}
 	if diff := cmp.Diff(want, c.HTTP, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {

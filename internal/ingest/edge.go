@@ -30,7 +30,7 @@ type Limits struct {
 	// (Config.MaxBodyBytes bounds those); default 64 KiB. Larger: 413.
 	SmallBodyBytes int64
 	// BodyBytes bounds the bytes of request bodies being read or held by
-	// handlers at once, by all clients together (default 24 MiB), and
+	// handlers at once, by all clients together (default 16 MiB), and
 	// ClientBodyBytes those of one client (default 10 MiB, at least
 	// Config.MaxBodyBytes). A body is charged its declared length (the
 	// route's limit when it declares none), and at least 4 KiB. Beyond
@@ -58,7 +58,7 @@ type Limits struct {
 // Defaults of Limits.
 const (
 	defaultSmallBodyBytes  = 64 << 10
-	defaultBodyBytes       = 24 << 20
+	defaultBodyBytes       = 16 << 20
 	defaultClientBodyBytes = 10 << 20
 	defaultFollowers       = 256
 	defaultClientFollowers = 8
@@ -293,12 +293,16 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
 		c.Set(bodyLimitKey, limit)
-		defer func() {
-			if release, ok := c.Get(bodyReleaseKey).(func()); ok {
-				release()
+		err := next(c)
+		if release, ok := c.Get(bodyReleaseKey).(func()); ok {
+			// The answer is written while the body is still counted.
+			if err != nil {
+				c.Error(err)
+				err = nil
 			}
-		}()
-		return next(c)
+			release()
+		}
+		return err
 	}
 }
 
@@ -322,20 +326,23 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 	if err != nil {
 		return nil, s.tooMany(c, err, "request bodies", RejectBodyClient, RejectBodyServer)
 	}
-	if prev, ok := c.Get(bodyReleaseKey).(func()); ok {
-		prev() // a handler that reads twice holds one charge
-	}
-	c.Set(bodyReleaseKey, release)
-
 	var body []byte
 	if req.ContentLength > 0 {
 		// The declared length, read into a buffer of that size: no
 		// garbage from growing one.
-		body = make([]byte, req.ContentLength)
+		body = make([]byte, n)
 		_, err = io.ReadFull(req.Body, body)
 	} else {
 		body, err = io.ReadAll(req.Body)
 	}
+	if prev, ok := c.Get(bodyReleaseKey).(func()); ok {
+		this := release // a handler that reads twice holds both until it is answered
+		release = func() {
+			prev()
+			this()
+		}
+	}
+	c.Set(bodyReleaseKey, release)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		switch {
