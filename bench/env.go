@@ -68,6 +68,13 @@ func newEnv(getenv func(string) string, scaleName string, s scale, stderr io.Wri
 	if err != nil {
 		return nil, err
 	}
+	// Searchable (not listable) by other users: run as root, the local
+	// executor runs builds under users of their own, which must reach the
+	// data directories in it.
+	if err := os.Chmod(tmp, 0o711); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	e := &env{root: root, tmp: tmp, scale: s, scaleName: scaleName, scaleArgs: s.args(scales[scaleName]), push: push, stderr: stderr}
 	e.scripts = filepath.Join(tmp, "build-scripts")
 	if err := writeScripts(e.scripts); err != nil {
@@ -116,6 +123,9 @@ func (e *env) logf(format string, args ...any) {
 // dir returns a fresh directory under the run's temporary directory.
 func (e *env) dir(name string) string {
 	d, err := os.MkdirTemp(e.tmp, name+"-")
+	if err == nil {
+		err = os.Chmod(d, 0o711) // as tmp: builds reach their run directory
+	}
 	if err != nil {
 		panic(err) // the temporary directory was just made
 	}

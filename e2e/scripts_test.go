@@ -36,6 +36,7 @@ func newScripts(t *testing.T) *scriptsDir {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	proctest.BuildWritable(t, s.trace) // builds may run under users of their own
 	return s
 }
 

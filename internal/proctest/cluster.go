@@ -96,6 +96,7 @@ func NewCluster(tb testing.TB, opts Options) *Cluster {
 		tb.Fatal("proctest: Options.Bin is empty; build the binaries first (BuildBinaries)")
 	}
 	dir := tb.TempDir()
+	reachableByBuilds(tb, dir)
 	c := &Cluster{
 		tb:         tb,
 		opts:       opts,
