@@ -43,8 +43,8 @@ func TestCancelThroughTheAPI(t *testing.T) {
 	}
 	recs := c.WaitFinal(running)
 	t.Logf("the running build ended %s after its cancel", time.Since(asked).Round(10*time.Millisecond))
-	if got := recs[running]; got.Status != "cancelled" {
-		t.Errorf("cancelled build: got %s, want cancelled", got)
+	if got := recs[running]; got.Status != "cancelled" || !strings.HasPrefix(got.Reason, "cancelled on request") {
+		t.Errorf("cancelled build: got %s, want cancelled on request", got)
 	}
 	if log := c.BuildLog(running); !strings.Contains(log, "cancelled") {
 		t.Errorf("log of the cancelled build does not say so:\n%s", log)

@@ -335,10 +335,11 @@ func (f *Fresh) Lookup(team, project string) (build.Descriptor, string, error) {
 }
 
 // CancelRequests cancels running builds by asking the reaper to: Cancel
-// marks the build's record (Record.CancelRequestedAt) and the reaper, which
-// may delete build Pods, stops the build (reap.Reaper.SweepCancels). It is
-// ingest's Canceller on the kubernetes executor, where ingest may only read
-// Pods.
+// marks the build's record (Record.RequestCancel) and the reaper, which may
+// delete build Pods and signal local builds, stops the build
+// (reap.Reaper.SweepCancels). It is ingest's Canceller whatever the
+// executor: ingest may only read build Pods, and one path for both
+// executors keeps a cancel's outcome the same.
 type CancelRequests struct {
 	Records build.Records
 	Now     func() time.Time
