@@ -293,6 +293,12 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
 		c.Set(bodyLimitKey, limit)
+		if req.ContentLength != 0 {
+			// Until readBody has the body, an answer closes the
+			// connection: otherwise net/http reads, and waits for, up to
+			// 256 KiB of a body the handler refused before it answers.
+			c.Response().Header().Set(echo.HeaderConnection, "close")
+		}
 		err := next(c)
 		if release, ok := c.Get(bodyReleaseKey).(func()); ok {
 			// The answer is written while the body is still counted.
@@ -357,5 +363,6 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 		}
 		return nil, echo.NewHTTPError(http.StatusBadRequest, "read request body: "+err.Error())
 	}
+	c.Response().Header().Del(echo.HeaderConnection) // read: the connection may serve another request
 	return body, nil
 }

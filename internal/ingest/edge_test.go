@@ -491,6 +491,68 @@ func TestEdgeFollowEnds(t *testing.T) {
 	t.Logf("a follow of a queued build ended after %s", time.Since(start).Round(time.Millisecond))
 }
 
+// A request refused before its body is read is answered at once, however
+// slowly the body comes (net/http would otherwise wait for up to 256 KiB
+// of it), and its connection closed; an accepted one keeps its connection.
+func TestEdgeRefusalIsAnsweredAtOnce(t *testing.T) {
+	t.Parallel()
+	ef := newEdgeFixture(t, nil)
+	base := edgeServe(t, ef.srv, health.Timeouts{Read: time.Minute})
+	for _, tc := range []struct {
+		name, header string
+		length       int
+		want         int
+	}{
+		{"unsigned webhook", "X-GitHub-Event: push\r\n", 5 << 20, http.StatusUnauthorized},
+		{"unsigned webhook, small", "X-GitHub-Event: push\r\n", 100 << 10, http.StatusUnauthorized},
+		{"build request without a token", "", 1 << 10, http.StatusUnauthorized},
+		{"too large", "", 1 << 20, http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			path := "/hooks/github"
+			if !strings.HasPrefix(tc.name, "unsigned") {
+				path = "/api/v1/projects/decap-ci/hello/builds"
+			}
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\nx", path, tc.header, tc.length)
+			start := time.Now()
+			conn.SetReadDeadline(start.Add(edgeBound))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer within %s (the body never comes): %v", edgeBound, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || !resp.Close {
+				t.Errorf("got %d (close %v) after %s, want %d and the connection closed", resp.StatusCode, resp.Close, time.Since(start), tc.want)
+			}
+		})
+	}
+	t.Run("accepted", func(t *testing.T) {
+		t.Parallel()
+		body := proctestPush()
+		r, _ := http.NewRequest(http.MethodPost, base+"/hooks/github", bytes.NewReader(body))
+		r.Header = hook("push", "d-keep", body).Header
+		resp, err := (&http.Client{Timeout: edgeBound}).Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || resp.Close {
+			t.Errorf("got %d (close %v), want 202 on a connection kept alive", resp.StatusCode, resp.Close)
+		}
+	})
+}
+
+// proctestPush is a push of decap-ci/hello's main.
+func proctestPush() []byte {
+	return []byte(`{"ref":"refs/heads/main","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","repository":{"name":"hello","owner":{"login":"decap-ci"}},"pusher":{"name":"x"}}`)
+}
+
 // A slow body gets 408 once the server's read timeout passes, and counts.
 func TestEdgeSlowBody(t *testing.T) {
 	t.Parallel()
