@@ -16,7 +16,9 @@ export DECAP_LOG_FORMAT=${DECAP_LOG_FORMAT:-text}
 case ${DECAP_ADDR%:*} in
 127.* | localhost | '[::1]') export DECAP_READ_AUTH=${DECAP_READ_AUTH:-public} ;;
 esac
-mkdir -p "$DECAP_DATA_DIR"
+# The data directory is the services' alone (they tighten it again at start:
+# 0711 when builds run under users of their own, to reach run/).
+(umask 077; mkdir -p "$DECAP_DATA_DIR")
 
 # Secrets: taken from the environment when set; otherwise generated once into
 # the data directory (mode 0600) and passed by file, never printed.
@@ -49,6 +51,11 @@ for _ in $(seq 1 100); do
 done
 
 secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
+if [ "$(id -u)" = 0 ]; then
+  builds="each under a uid of its own (${DECAP_BUILD_UIDS:-1900000000-1900000999})"
+else
+  builds="as $(id -un), NOT isolated from Decap's data (run as root for that; see README, \"What a build sees\")"
+fi
 [ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ] && secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
 cat <<MSG
 
@@ -56,6 +63,7 @@ cat <<MSG
     API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects; reads: ${DECAP_READ_AUTH:-token})
     build scripts:    $DECAP_BUILD_SCRIPTS
     data directory:   $DECAP_DATA_DIR
+    builds run:       $builds
   Send a signed push webhook (signed with $secret_hint):
     scripts/send-webhook.sh ../shared/testdata/github-webhooks/push-with-new-branch.json
   Then look at the build it answers with:
