@@ -142,6 +142,9 @@ func (e *Executor) setUpIsolation() error {
 	if err := e.cfg.BuildUIDs.Validate(); err != nil {
 		return err
 	}
+	if err := ownedByNobody(e.cfg.BuildUIDs, passwdFile); err != nil {
+		return err
+	}
 	if err := searchableByOthers(e.cfg.RunDir); err != nil {
 		return err
 	}
@@ -152,6 +155,33 @@ func (e *Executor) setUpIsolation() error {
 		return fmt.Errorf("build uid locks: %w", err)
 	}
 	e.isolated = true
+	return nil
+}
+
+// passwdFile is the user database ownedByNobody reads.
+const passwdFile = "/etc/passwd"
+
+// ownedByNobody refuses build uids that belong to a user or group in the
+// passwd file: every process of a build uid is killed when the uid is given
+// to a build, and whatever the user owns would be the build's. (Users only
+// a directory service knows are not seen; the README asks for uids that
+// own nothing.) An unreadable file is not an error.
+func ownedByNobody(r UIDRange, passwd string) error {
+	data, err := os.ReadFile(passwd)
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 4 {
+			continue
+		}
+		for _, id := range f[2:4] { // uid, gid
+			if n, err := strconv.Atoi(id); err == nil && r.Contains(n) {
+				return fmt.Errorf("%w: build uids %s include %d, which user %q of %s has: a build uid must own nothing, and its processes are killed when it is given to a build", build.ErrInvalid, r, n, f[0], passwd)
+			}
+		}
+	}
 	return nil
 }
 

@@ -412,3 +412,22 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestNewRefusesUIDsOfUsers: build uids that /etc/passwd gives to a user
+// (here nobody, 65534) are refused: their processes would be killed.
+func TestNewRefusesUIDsOfUsers(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	data, _ := os.ReadFile("/etc/passwd")
+	if !strings.Contains(string(data), ":65534:") {
+		t.Skip("/etc/passwd has no user 65534 here")
+	}
+	tmp := buildTempDir(t)
+	_, err := localexec.New(localexec.Config{
+		RunDir: filepath.Join(tmp, "run"), BlobsDir: filepath.Join(tmp, "blobs"), EntrypointPath: entrypointPath,
+		Scripts: fakeScripts{}, BuildUIDs: localexec.UIDRange{First: 65000, Last: 65999},
+	})
+	if !errors.Is(err, build.ErrInvalid) || !strings.Contains(err.Error(), "65534") {
+		t.Errorf("New with uid 65534 in the range: %v, want ErrInvalid naming it", err)
+	}
+}
