@@ -57,6 +57,7 @@ func scenarios() []scenario {
 		{name: "reap", run: benchReap},
 		{name: "memory", run: benchMemory},
 		{name: "idle", run: benchIdle},
+		{name: "abuse", run: benchAbuse},
 		{name: "micro", run: benchMicro},
 	}
 }

@@ -31,6 +31,10 @@ type scale struct {
 	MemRun  time.Duration // how long the dispatcher then works the deep queue
 	Idle    time.Duration // window over which idle calls are counted
 
+	AbuseUploads   int           // unsigned 5 MiB uploads held at once
+	AbuseFollowers int           // log follows asked for at once
+	AbuseFor       time.Duration // how long signed webhooks are sent, idle and during the abuse
+
 	BenchTime string // go test -benchtime of the micro-benchmarks
 }
 
@@ -41,6 +45,7 @@ var scales = map[string]scale{
 		DispatchN: 10000, DispatchKeys: 1000, AWSDispatchN: 500, AWSDispatchKeys: 50,
 		ReapN: 300, ReapRate: 30,
 		MemN: 10000, MemKeys: 1000, MemRun: 30 * time.Second, Idle: 60 * time.Second,
+		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 30 * time.Second,
 		BenchTime: "1s",
 	},
 	"quick": {
@@ -49,6 +54,7 @@ var scales = map[string]scale{
 		DispatchN: 500, DispatchKeys: 50, AWSDispatchN: 100, AWSDispatchKeys: 20,
 		ReapN: 40, ReapRate: 20,
 		MemN: 300, MemKeys: 30, MemRun: 5 * time.Second, Idle: 5 * time.Second,
+		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 5 * time.Second,
 		BenchTime: "100ms",
 	},
 }
@@ -80,6 +86,9 @@ func (s *scale) fields() []field {
 		{"mem-keys", "lock keys of the memory run", &s.MemKeys},
 		{"mem-run", "how long the dispatcher works the deep queue in the memory run", &s.MemRun},
 		{"idle", "window over which an idle dispatcher's calls are counted", &s.Idle},
+		{"abuse-uploads", "unsigned 5 MiB uploads held at once in the abuse run", &s.AbuseUploads},
+		{"abuse-followers", "log follows asked for at once in the abuse run", &s.AbuseFollowers},
+		{"abuse-for", "how long signed webhooks are sent in the abuse run, idle and during the abuse", &s.AbuseFor},
 		{"benchtime", "go test -benchtime of the micro-benchmarks", &s.BenchTime},
 	}
 }

@@ -319,7 +319,7 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 			live.Close()
 		}
 	}()
-	buf := make([]byte, 8<<10)
+	var buf []byte // made with the live log: a build that waits needs none
 	follower, follows := s.deps.LiveLogs.(LogFollower)
 	for {
 		// A build that has not started has no live log: asking the
@@ -335,7 +335,7 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 				f, err = s.deps.LiveLogs.OpenLiveLog(rec.BuildID)
 			}
 			if err == nil {
-				live = f
+				live, buf = f, make([]byte, 8<<10)
 			}
 		}
 		if live != nil {

@@ -174,6 +174,10 @@ type Service struct {
 	ending atomic.Bool
 }
 
+// Pid returns the process's ID, for reading /proc/<pid>/status (its
+// memory) while it runs.
+func (s *Service) Pid() int { return s.cmd.Process.Pid }
+
 func (s *Service) exited() bool {
 	select {
 	case <-s.done:
