@@ -130,6 +130,17 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		}
 	}
 
+	// Its environment carries nothing of the services'.
+	if env, ok := files["loot/own-env"]; !ok {
+		t.Errorf("the hostile build's artifacts lack its environment (loot/own-env): %v", mapKeys(files))
+	} else {
+		for _, line := range strings.Split(env, "\n") {
+			if strings.HasPrefix(line, "DECAP_") || strings.HasPrefix(line, "AWS_") {
+				t.Errorf("the hostile build's environment has the services' setting %s", strings.SplitN(line, "=", 2)[0])
+			}
+		}
+	}
+
 	// Nothing it did stayed: the process it left behind, a paused gate,
 	// files in the blob store or in the victim's workspace.
 	checkEscapeeGone(t, c, log)
