@@ -1,6 +1,7 @@
 // Package buildtest holds stateful in-memory fakes of Decap's storage ports
-// and the contract suites that the fakes and every real adapter (SQLite, AWS)
-// must pass, so fakes cannot drift from the adapters they stand in for.
+// and of its executor, and the contract suites that the fakes and every real
+// adapter (SQLite, AWS; the local and Kubernetes executors) must pass, so
+// fakes cannot drift from the adapters they stand in for.
 package buildtest
 
 import "github.com/decap-ci/decap/internal/build"
