@@ -130,9 +130,11 @@ const (
 	RejectUnsigned       = "unsigned"         // 401 before the body is read: no X-Hub-Signature-256
 )
 
-// RejectReasons lists every reason, for metrics to start at zero.
-var RejectReasons = []string{RejectBodyTooLarge, RejectBodyTimeout, RejectBodyClient, RejectBodyServer,
-	RejectFollowerClient, RejectFollowerServer, RejectUnsigned}
+// RejectReasons returns every reason, for metrics to start at zero.
+func RejectReasons() []string {
+	return []string{RejectBodyTooLarge, RejectBodyTimeout, RejectBodyClient, RejectBodyServer,
+		RejectFollowerClient, RejectFollowerServer, RejectUnsigned}
+}
 
 func (nopObserver) Rejected(string) {}
 func (nopObserver) Followers(int)   {}

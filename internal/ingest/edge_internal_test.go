@@ -1,13 +1,17 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
 )
 
 // A client is its address, an IPv6 client its /64; behind trusted proxies
@@ -101,4 +105,36 @@ func TestLimitsDefaults(t *testing.T) {
 	if got := (Limits{Followers: 4, ClientFollowers: 8}).orDefaults(0); got.ClientFollowers != 4 {
 		t.Errorf("ClientFollowers over Followers: got %d, want 4", got.ClientFollowers)
 	}
+}
+
+// The hub polls a build while it has followers, and forgets it when the
+// last one leaves.
+func TestFollowHubForgetsBuilds(t *testing.T) {
+	t.Parallel()
+	h := newFollowHub(nopRecords{}, time.Hour, nopObserver{})
+	a, b := build.Record{BuildID: "a"}, build.Record{BuildID: "b"}
+	fa1, fa2, fb := h.join(a), h.join(a), h.join(b)
+	if fa1 != fa2 {
+		t.Error("two followers of one build got two polls")
+	}
+	if n := h.count(); n != 2 {
+		t.Errorf("%d builds followed, want 2", n)
+	}
+	h.leave(fa1)
+	h.leave(fb)
+	if n := h.count(); n != 1 {
+		t.Errorf("after b's only follower left: %d builds followed, want 1", n)
+	}
+	h.leave(fa2)
+	if n := h.count(); n != 0 {
+		t.Errorf("after every follower left: %d builds followed, want none", n)
+	}
+}
+
+// nopRecords is a Records that never answers; the hub under test never
+// polls (its interval is an hour).
+type nopRecords struct{ Records }
+
+func (nopRecords) Get(context.Context, build.ID) (build.Record, error) {
+	return build.Record{}, build.ErrNotFound
 }

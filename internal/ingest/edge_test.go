@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -438,7 +439,8 @@ func TestEdgeFollowersShareOnePoll(t *testing.T) {
 	t.Logf("%d followers over %s (%d poll intervals): %d record reads, %v polls counted", followers, elapsed.Round(time.Millisecond), intervals, gets, polls)
 	// One read per interval, give or take a few; one per follower per
 	// interval would be 20 times that.
-	if gets > 2*intervals+5 || float64(gets) != polls {
+	// (The two counts are read a moment apart: one poll may fall between.)
+	if gets > 2*intervals+5 || math.Abs(float64(gets)-polls) > 1 {
 		t.Errorf("%d followers over %d intervals: %d record reads (%v polls counted); want about one read per interval", followers, intervals, gets, polls)
 	}
 	if n := ef.opens.Load(); n != 0 {

@@ -222,9 +222,10 @@ type Config struct {
 	AuthFailureWindow time.Duration
 	AuthBlock         time.Duration
 	AuthClients       int
-	// MaxBodyBytes bounds the body of POST /hooks/github (default 5 MiB;
-	// GitHub caps payloads at 25 MB, and a push's payload lists at most 20
-	// commits); larger gets 413. Limits bounds every other route's body.
+	// MaxBodyBytes bounds the body of GitHub's webhooks, POST /hooks/github
+	// and /hooks/buildscripts (default 5 MiB; GitHub caps payloads at 25 MB,
+	// and a push's payload lists at most 20 commits); larger gets 413.
+	// Limits bounds every other route's body.
 	MaxBodyBytes int64
 	// Limits bound what requests can hold: bodies read at once, log
 	// follows (see Limits).

@@ -57,7 +57,7 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 		Name: "decap_log_follow_polls_total",
 		Help: "Reads of followed builds' records: one per poll interval per followed build, however many follow it.",
 	})
-	for _, r := range ingest.RejectReasons {
+	for _, r := range ingest.RejectReasons() {
 		m.rejected.WithLabelValues(r)
 	}
 	// Known series start at zero rather than appearing on first use.
