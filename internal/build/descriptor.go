@@ -29,9 +29,53 @@ type Descriptor struct {
 	ManagedRefRegex string    `json:"managedRefRegex,omitempty"`
 	TimeoutSeconds  int       `json:"buildTimeoutSeconds,omitempty"`
 	Sidecars        []Sidecar `json:"sidecars,omitempty"`
+	// Supersede says which waiting (and running) requests of a lock key a
+	// newer request of the key ends; absent means DESIGN.md's defaults.
+	Supersede *Supersede `json:"supersede,omitempty"`
+	// Retries says how often a build is tried again after an
+	// infrastructure failure; absent means the defaults.
+	Retries *Retries `json:"retries,omitempty"`
 
 	managed *regexp.Regexp
 }
+
+// Supersede is project.json's "supersede": when a newer request for a lock
+// key is accepted, the key's older queued and deferred requests end
+// superseded (Queued, default true), and its running build is stopped and
+// ends superseded too (Running, default false), unless the ref matches
+// ExceptRefRegex (anchored, like managedRefRegex; e.g. "main|release/.*",
+// whose every commit is wanted). An absent field takes its default.
+type Supersede struct {
+	Queued         *bool  `json:"queued,omitempty"`
+	Running        *bool  `json:"running,omitempty"`
+	ExceptRefRegex string `json:"exceptRefRegex,omitempty"`
+
+	except *regexp.Regexp
+}
+
+// Retries is project.json's "retries": Infra is how many times a build
+// that ended by an infrastructure failure (see InfraCause) is tried again,
+// each retry a build of its own (default DefaultInfraRetries, at most
+// MaxInfraRetries; the operator may cap it lower).
+type Retries struct {
+	Infra *int `json:"infra,omitempty"`
+}
+
+// DefaultInfraRetries is retries.infra when project.json does not set it.
+const DefaultInfraRetries = 2
+
+// MaxInfraRetries bounds retries.infra.
+const MaxInfraRetries = 10
+
+// SupersedePolicy is what Supersede says about one ref: whether a newer
+// request of its lock key ends the older waiting requests (Queued) and the
+// running build (Running). The zero value supersedes nothing.
+type SupersedePolicy struct {
+	Queued, Running bool
+}
+
+// Any reports whether a newer request ends anything at all.
+func (p SupersedePolicy) Any() bool { return p.Queued || p.Running }
 
 // Sidecar is a container run next to the build container.
 type Sidecar struct {
@@ -101,11 +145,21 @@ func (d *Descriptor) validate() error {
 		return fmt.Errorf("repoUrl %q must be an https://, ssh:// or git@ URL", truncate(d.RepoURL, 80))
 	}
 	if d.ManagedRefRegex != "" {
-		re, err := compileManaged(d.ManagedRefRegex)
+		re, err := compileRefRegex("managedRefRegex", d.ManagedRefRegex)
 		if err != nil {
 			return err
 		}
 		d.managed = re
+	}
+	if d.Supersede != nil && d.Supersede.ExceptRefRegex != "" {
+		re, err := compileRefRegex("supersede.exceptRefRegex", d.Supersede.ExceptRefRegex)
+		if err != nil {
+			return err
+		}
+		d.Supersede.except = re
+	}
+	if d.Retries != nil && d.Retries.Infra != nil && (*d.Retries.Infra < 0 || *d.Retries.Infra > MaxInfraRetries) {
+		return fmt.Errorf("retries.infra must be between 0 and %d", MaxInfraRetries)
 	}
 	// Compared in seconds: a huge value would overflow a Duration.
 	if d.TimeoutSeconds < 0 || d.TimeoutSeconds > int(MaxBuildTimeout/time.Second) {
@@ -144,13 +198,63 @@ func (d Descriptor) Manages(ref string) bool {
 		}
 		// A Descriptor built by hand rather than parsed: compile now,
 		// with the same limits.
-		re, err := compileManaged(d.ManagedRefRegex)
+		re, err := compileRefRegex("managedRefRegex", d.ManagedRefRegex)
 		if err != nil {
 			return false
 		}
 		return re.MatchString(ref)
 	}
 	return d.managed.MatchString(ref)
+}
+
+// SupersedeFor returns what a newer request of ref's lock key ends:
+// supersede's queued and running (defaults true and false), or nothing when
+// ref matches exceptRefRegex. A hand-built descriptor's exceptRefRegex is
+// compiled now, with the same limits; one that does not compile exempts
+// every ref (superseding too much loses builds, too little only costs
+// time).
+func (d Descriptor) SupersedeFor(ref string) SupersedePolicy {
+	p := SupersedePolicy{Queued: true}
+	s := d.Supersede
+	if s == nil {
+		return p
+	}
+	if s.Queued != nil {
+		p.Queued = *s.Queued
+	}
+	if s.Running != nil {
+		p.Running = *s.Running
+	}
+	if s.ExceptRefRegex == "" {
+		return p
+	}
+	re := s.except
+	if re == nil {
+		var err error
+		if re, err = compileRefRegex("supersede.exceptRefRegex", s.ExceptRefRegex); err != nil {
+			return SupersedePolicy{}
+		}
+	}
+	if re.MatchString(ref) {
+		return SupersedePolicy{}
+	}
+	return p
+}
+
+// InfraRetries returns how many times a build of the project that ended by
+// an infrastructure failure is tried again: retries.infra, or
+// DefaultInfraRetries when it is not set, and at most limit (the
+// operator's DECAP_MAX_INFRA_RETRIES; limit < 0 means no limit but
+// MaxInfraRetries).
+func (d Descriptor) InfraRetries(limit int) int {
+	n := DefaultInfraRetries
+	if d.Retries != nil && d.Retries.Infra != nil {
+		n = min(max(*d.Retries.Infra, 0), MaxInfraRetries)
+	}
+	if limit >= 0 {
+		n = min(n, limit)
+	}
+	return n
 }
 
 // MaxRegexInsts bounds a managedRefRegex by the size of its compiled program
@@ -164,36 +268,37 @@ func (d Descriptor) Manages(ref string) bool {
 // MiB.
 const MaxRegexInsts = 4096
 
-// compileManaged compiles a managedRefRegex anchored at both ends, refusing
-// one that does not parse on its own or whose program exceeds MaxRegexInsts.
-// The errors name the field and are shown as the project's error.
-func compileManaged(expr string) (*regexp.Regexp, error) {
+// compileRefRegex compiles field's ref regex (managedRefRegex,
+// supersede.exceptRefRegex) anchored at both ends, refusing one that does
+// not parse on its own or whose program exceeds MaxRegexInsts. The errors
+// name the field and are shown as the project's error.
+func compileRefRegex(field, expr string) (*regexp.Regexp, error) {
 	// Parsed alone first: a regex such as "x)|(.*" would otherwise close the
 	// anchoring group and match every ref.
 	if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
-		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+		return nil, fmt.Errorf("%s does not compile: %v", field, err)
 	}
 	anchored := "^(?:" + expr + ")$"
 	tree, err := syntax.Parse(anchored, syntax.Perl)
 	if err != nil {
-		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+		return nil, fmt.Errorf("%s does not compile: %v", field, err)
 	}
 	// Parsing does not expand repeats; simplifying and compiling do. The
 	// estimate refuses a bomb before it is expanded, the program's length
 	// decides the rest.
 	if progEstimate(tree) > 2*MaxRegexInsts {
-		return nil, fmt.Errorf("managedRefRegex is too large: it compiles to more than %d instructions (repeats such as {0,1000} multiply the size of what they repeat)", MaxRegexInsts)
+		return nil, fmt.Errorf("%s is too large: it compiles to more than %d instructions (repeats such as {0,1000} multiply the size of what they repeat)", field, MaxRegexInsts)
 	}
 	prog, err := syntax.Compile(tree.Simplify())
 	if err != nil {
-		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+		return nil, fmt.Errorf("%s does not compile: %v", field, err)
 	}
 	if n := len(prog.Inst); n > MaxRegexInsts {
-		return nil, fmt.Errorf("managedRefRegex is too large: it compiles to %d instructions, more than %d (repeats such as {0,1000} multiply the size of what they repeat)", n, MaxRegexInsts)
+		return nil, fmt.Errorf("%s is too large: it compiles to %d instructions, more than %d (repeats such as {0,1000} multiply the size of what they repeat)", field, n, MaxRegexInsts)
 	}
 	re, err := regexp.Compile(anchored)
 	if err != nil {
-		return nil, fmt.Errorf("managedRefRegex does not compile: %v", err)
+		return nil, fmt.Errorf("%s does not compile: %v", field, err)
 	}
 	return re, nil
 }

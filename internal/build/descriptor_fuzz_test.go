@@ -75,6 +75,12 @@ func FuzzParseDescriptor(f *testing.F) {
 		if (d.managed == nil) != (d.ManagedRefRegex == "") {
 			t.Fatalf("ParseDescriptor(%q): managedRefRegex %q, compiled %v; want it compiled exactly when set", data, d.ManagedRefRegex, d.managed)
 		}
+		if d.Supersede != nil && (d.Supersede.except == nil) != (d.Supersede.ExceptRefRegex == "") {
+			t.Fatalf("ParseDescriptor(%q): supersede.exceptRefRegex %q, compiled %v; want it compiled exactly when set", data, d.Supersede.ExceptRefRegex, d.Supersede.except)
+		}
+		if n := d.InfraRetries(-1); n < 0 || n > MaxInfraRetries {
+			t.Fatalf("ParseDescriptor(%q): InfraRetries() = %d, want within [0, %d]", data, n, MaxInfraRetries)
+		}
 		if d.TimeoutSeconds > int(MaxBuildTimeout/time.Second) {
 			// Reported, not fixed yet: validate multiplies the seconds into
 			// a time.Duration, which overflows above 9223372036 seconds,
@@ -123,7 +129,7 @@ func FuzzParseDescriptor(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseDescriptor(%q) accepted it, but not its re-encoding %s: %v", data, out, err)
 		}
-		if diff := cmp.Diff(d, back, cmpopts.IgnoreUnexported(Descriptor{}), cmpopts.EquateEmpty()); diff != "" {
+		if diff := cmp.Diff(d, back, cmpopts.IgnoreUnexported(Descriptor{}, Supersede{}), cmpopts.EquateEmpty()); diff != "" {
 			t.Fatalf("ParseDescriptor(%q), Marshal, ParseDescriptor changed it (-first +second):\n%s", data, diff)
 		}
 	})

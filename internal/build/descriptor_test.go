@@ -104,3 +104,92 @@ func truncated(s string) string {
 	}
 	return s
 }
+
+// TestSupersedeAndRetries checks project.json's supersede and retries: the
+// defaults of DESIGN.md when absent, what each field changes, the anchored
+// exceptRefRegex under the same size bound as managedRefRegex, and the
+// bounds of retries.infra and of the operator's cap.
+func TestSupersedeAndRetries(t *testing.T) {
+	t.Parallel()
+	none := build.SupersedePolicy{}
+	queued := build.SupersedePolicy{Queued: true}
+	both := build.SupersedePolicy{Queued: true, Running: true}
+	tests := []struct {
+		name      string
+		json      string
+		wantErr   string
+		supersede map[string]build.SupersedePolicy
+		retries   map[int]int // operator's cap → InfraRetries
+	}{
+		{name: "defaults", json: `{"buildImage":"x"}`,
+			supersede: map[string]build.SupersedePolicy{"main": queued, "feature/x": queued},
+			retries:   map[int]int{-1: 2, 5: 2, 1: 1, 0: 0}},
+		{name: "empty objects take the defaults", json: `{"buildImage":"x","supersede":{},"retries":{}}`,
+			supersede: map[string]build.SupersedePolicy{"main": queued}, retries: map[int]int{-1: 2}},
+		{name: "running too", json: `{"buildImage":"x","supersede":{"running":true}}`,
+			supersede: map[string]build.SupersedePolicy{"main": both}},
+		{name: "off", json: `{"buildImage":"x","supersede":{"queued":false}}`,
+			supersede: map[string]build.SupersedePolicy{"main": none}},
+		{name: "running only", json: `{"buildImage":"x","supersede":{"queued":false,"running":true}}`,
+			supersede: map[string]build.SupersedePolicy{"main": {Running: true}}},
+		{name: "exempt refs, anchored", json: `{"buildImage":"x","supersede":{"running":true,"exceptRefRegex":"main|release/.*"}}`,
+			supersede: map[string]build.SupersedePolicy{"main": none, "release/1.2": none, "mainly": both, "feature/main": both}},
+		{name: "retries", json: `{"buildImage":"x","retries":{"infra":5}}`, retries: map[int]int{-1: 5, 3: 3, 10: 5}},
+		{name: "no retries", json: `{"buildImage":"x","retries":{"infra":0}}`, retries: map[int]int{-1: 0, 3: 0}},
+		{name: "most retries", json: `{"buildImage":"x","retries":{"infra":10}}`, retries: map[int]int{-1: 10}},
+		{name: "too many retries", json: `{"buildImage":"x","retries":{"infra":11}}`, wantErr: "retries.infra must be between 0 and 10"},
+		{name: "negative retries", json: `{"buildImage":"x","retries":{"infra":-1}}`, wantErr: "retries.infra must be between 0 and 10"},
+		{name: "retries not a number", json: `{"buildImage":"x","retries":{"infra":"2"}}`, wantErr: "cannot unmarshal"},
+		{name: "typo in supersede", json: `{"buildImage":"x","supersede":{"queue":true}}`, wantErr: "unknown field"},
+		{name: "typo in retries", json: `{"buildImage":"x","retries":{"infrastructure":1}}`, wantErr: "unknown field"},
+		{name: "bad exceptRefRegex", json: `{"buildImage":"x","supersede":{"exceptRefRegex":"(main"}}`, wantErr: "supersede.exceptRefRegex does not compile"},
+		{name: "exceptRefRegex closing the anchor", json: `{"buildImage":"x","supersede":{"exceptRefRegex":"x)|(.*"}}`, wantErr: "supersede.exceptRefRegex does not compile"},
+		{name: "exceptRefRegex bomb", json: `{"buildImage":"x","supersede":{"exceptRefRegex":"` + strings.Repeat(".{0,1000}", 100) + `"}}`,
+			wantErr: "supersede.exceptRefRegex is too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := build.ParseDescriptor([]byte(tt.json))
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, build.ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseDescriptor: got %v, want ErrInvalid containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseDescriptor: %v", err)
+			}
+			for ref, want := range tt.supersede {
+				if got := d.SupersedeFor(ref); got != want {
+					t.Errorf("SupersedeFor(%q) = %+v, want %+v", ref, got, want)
+				}
+			}
+			for limit, want := range tt.retries {
+				if got := d.InfraRetries(limit); got != want {
+					t.Errorf("InfraRetries(%d) = %d, want %d", limit, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestSupersedeHandBuilt checks that a Descriptor built without
+// ParseDescriptor compiles exceptRefRegex with the same limits, and that
+// one it cannot compile exempts every ref: superseding too little only
+// costs build time, superseding too much loses builds.
+func TestSupersedeHandBuilt(t *testing.T) {
+	t.Parallel()
+	yes := true
+	d := build.Descriptor{BuildImage: "x", Supersede: &build.Supersede{Running: &yes, ExceptRefRegex: "main"}}
+	if got, want := d.SupersedeFor("main"), (build.SupersedePolicy{}); got != want {
+		t.Errorf("SupersedeFor(main) = %+v, want %+v", got, want)
+	}
+	if got, want := d.SupersedeFor("dev"), (build.SupersedePolicy{Queued: true, Running: true}); got != want {
+		t.Errorf("SupersedeFor(dev) = %+v, want %+v", got, want)
+	}
+	bomb := build.Descriptor{BuildImage: "x", Supersede: &build.Supersede{ExceptRefRegex: strings.Repeat(".{0,1000}", 100)}}
+	if got := bomb.SupersedeFor("dev"); got.Any() {
+		t.Errorf("SupersedeFor(dev) = %+v with an exceptRefRegex over the size bound, want nothing superseded", got)
+	}
+}
