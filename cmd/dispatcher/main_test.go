@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,8 +24,14 @@ func baseEnv(t *testing.T) map[string]string {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	// Run as root, the local executor runs builds under uids of their own,
+	// which must reach the data directory: Go makes the test's 0700.
+	data := t.TempDir()
+	if err := os.Chmod(filepath.Dir(data), 0o711); err != nil {
+		t.Fatal(err)
+	}
 	return map[string]string{
-		"DECAP_DATA_DIR": t.TempDir(), "DECAP_DISPATCHER_ADDR": addr,
+		"DECAP_DATA_DIR": data, "DECAP_DISPATCHER_ADDR": addr,
 		"DECAP_BUILD_SCRIPTS": filepath.Join("..", "..", "examples", "build-scripts"),
 		// Any executable passes the check; no build runs in these tests.
 		"DECAP_ENTRYPOINT": "/bin/true",

@@ -337,7 +337,10 @@ func TestInvalidRegexInProjectJSON(t *testing.T) {
 		{name: "trailing-backslash", regex: `main\`},
 		{name: "bad-named-group", regex: `(?P<n`},
 		{name: "nested-repeat", regex: `((a{1000}){1000}){1000}`},
-		{name: "over-1024-bytes", regex: strings.Repeat("a", 1025)},
+		// The issue's bomb: 900 bytes that compile to 200,000 instructions
+		// (150 MiB to parse, every catalog refresh, before the size limit).
+		{name: "program-size-bomb", regex: strings.Repeat(".{0,1000}", 100)},
+		{name: "over-4096-instructions", regex: strings.Repeat("a", 5000)},
 		{
 			name: "closes-the-anchoring-group", regex: `nothing)|(.*`,
 		},
