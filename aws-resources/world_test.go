@@ -506,7 +506,7 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, dlq)
 		grant([]string{"dynamodb:GetItem", "dynamodb:Query"}, buildsAndIndexes...)
-		grant([]string{"dynamodb:PutItem"}, builds)
+		grant([]string{"dynamodb:PutItem", "dynamodb:UpdateItem"}, builds) // UpdateItem: build numbers, cancels of waiting builds
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem"}, idem)
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}, sessions) // the UI's sessions: sign in, check, sign out
 		grant([]string{"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:DeleteItem"}, locks)

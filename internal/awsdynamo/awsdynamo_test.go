@@ -131,6 +131,20 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+// TestRecordsNumbersAcrossClients numbers builds saved at once through
+// Records of their own clients over one table, as ingest and dispatcher
+// replicas do.
+func TestRecordsNumbersAcrossClients(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	table := newTables(t, client, buildsOnly).Builds
+	buildtest.CheckConcurrentNumbers(t, []buildtest.Records{
+		awsdynamo.NewRecords(client, table),
+		awsdynamo.NewRecords(newClient(t), table),
+		awsdynamo.NewRecords(newClient(t), table),
+	})
+}
+
 func TestSessions(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)

@@ -3,7 +3,9 @@ package awsdynamo
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -20,6 +22,7 @@ import (
 // recordsAPI lists the DynamoDB calls Records makes.
 type recordsAPI interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
@@ -50,7 +53,11 @@ const (
 // "running" or "waiting" for running) and rank for the conditional write. Times are RFC 3339 UTC with
 // nanoseconds; zero times and empty fields are left out.
 type recordItem struct {
-	BuildID       string `dynamodbav:"buildId"`
+	BuildID string `dynamodbav:"buildId"`
+	// Number is given when the item is created, from its project marker's
+	// counter, and never written again (see Records.Save).
+	Number        int    `dynamodbav:"number,omitempty"`
+	RebuildOf     string `dynamodbav:"rebuildOf,omitempty"`
 	ProjectKey    string `dynamodbav:"projectKey"`
 	QueuedSort    string `dynamodbav:"queuedSort"`
 	RunningPK     string `dynamodbav:"runningPk,omitempty"`
@@ -83,17 +90,44 @@ type recordItem struct {
 }
 
 // markerItem says that a project has records; the projects index lists
-// them.
+// them. LastNumber is the last build number given in the project (an
+// atomic counter, see Records.Save).
 type markerItem struct {
-	BuildID string `dynamodbav:"buildId"`
-	Kind    string `dynamodbav:"kind"`
-	Team    string `dynamodbav:"team"`
-	Project string `dynamodbav:"project"`
+	BuildID    string `dynamodbav:"buildId"`
+	Kind       string `dynamodbav:"kind"`
+	Team       string `dynamodbav:"team"`
+	Project    string `dynamodbav:"project"`
+	LastNumber int    `dynamodbav:"lastNumber,omitempty"`
+}
+
+// Attribute names that Save treats apart.
+const (
+	attrBuildID    = "buildId"
+	attrNumber     = "number"
+	attrKind       = "kind"
+	attrLastNumber = "lastNumber"
+)
+
+// recordAttributes returns the names of the attributes a record item may
+// have (recordItem's), except its key, its number and the marker's kind:
+// the attributes a replace sets or removes.
+func recordAttributes() []string {
+	t := reflect.TypeFor[recordItem]()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("dynamodbav"), ",")
+		if name != attrBuildID && name != attrNumber && name != attrKind {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 func itemFor(r build.Record) recordItem {
 	it := recordItem{
 		BuildID:       string(r.BuildID),
+		Number:        r.Number,
+		RebuildOf:     string(r.RebuildOf),
 		ProjectKey:    r.ProjectKey(),
 		QueuedSort:    position{queued: r.QueuedAt, id: r.BuildID}.sortKey(),
 		Rank:          r.Status.Rank(),
@@ -132,6 +166,8 @@ func itemFor(r build.Record) recordItem {
 func (it recordItem) record() (build.Record, error) {
 	r := build.Record{
 		BuildID:       build.ID(it.BuildID),
+		Number:        it.Number,
+		RebuildOf:     build.ID(it.RebuildOf),
 		Team:          it.Team,
 		Project:       it.Project,
 		Ref:           it.Ref,
@@ -209,53 +245,159 @@ func NewRecords(client recordsAPI, table string) *Records {
 // and nothing changes. A record without build ID, with an ID that starts
 // with "project#", or with an unknown status gives build.ErrInvalid.
 //
-// Save first writes the project's marker item (idempotent, a few bytes),
-// then the record with a condition on its stored rank. The two are not one
+// A create first takes the project's next number from the counter on its
+// marker item (UpdateItem ADD, atomic whatever the number of writers; it
+// also creates the marker the projects index lists), then puts the record
+// on condition that it does not exist. A replace is an UpdateItem, on
+// condition of the stored rank, that sets every attribute of r but the key
+// and the number and removes those r leaves empty: the stored number stays.
+// Save tries a create first for a queued record without a number (what
+// ingest writes for a new request), a replace first otherwise, and the
+// other when the item says so. A create that loses a race for the record
+// to another writer leaves its number unused: numbers may have gaps, never
+// duplicates. The marker write and the record write are not one
 // transaction on purpose: every build of a project would then conflict on
-// the marker. A Save that fails after the marker write leaves at most a
-// marker for a project that has no record yet.
+// the marker.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	marker, err := attributevalue.MarshalMap(markerItem{
-		BuildID: markerPrefix + r.ProjectKey(),
-		Kind:    markerKind,
-		Team:    r.Team,
-		Project: r.Project,
-	})
+	create := r.Number == 0 && r.Status == build.StatusQueued
+	var err error
+	// At most create, replace, create (or replace, create, replace): a
+	// record is never deleted, so the second switch means an answer
+	// without the stored item (below).
+	for range 3 {
+		if create {
+			err = s.create(ctx, r)
+		} else {
+			err = s.replace(ctx, r)
+		}
+		if !errors.Is(err, errRecordExists) && !errors.Is(err, errNoRecord) {
+			break
+		}
+		create = errors.Is(err, errNoRecord)
+	}
+	if errors.Is(err, errRecordExists) || errors.Is(err, errNoRecord) {
+		// The record exists, but its failed replace returned no stored
+		// item, as an emulator may: its rank refused the write.
+		err = fmt.Errorf("%w: stored status ranks higher or is final, new status %s", build.ErrConflict, r.Status)
+	}
 	if err != nil {
 		return fmt.Errorf("save record %s: %w", r.BuildID, err)
 	}
+	return nil
+}
+
+// Why one way of saving a record gives way to the other.
+var (
+	errRecordExists = errors.New("record exists")
+	errNoRecord     = errors.New("no record")
+)
+
+// create numbers r and puts it if no record of its ID exists;
+// errRecordExists if one does.
+func (s *Records) create(ctx context.Context, r build.Record) error {
+	n, err := s.nextNumber(ctx, r.Team, r.Project)
+	if err != nil {
+		return err
+	}
+	r.Number = n
 	item, err := attributevalue.MarshalMap(itemFor(r))
 	if err != nil {
-		return fmt.Errorf("save record %s: %w", r.BuildID, err)
-	}
-	if _, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: marker}); err != nil {
-		return fmt.Errorf("save record %s: mark project: %w", r.BuildID, classify(err))
+		return err
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(s.table),
 		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(#id) OR (#rank < :final AND #rank <= :rank)"),
-		ExpressionAttributeNames: map[string]string{"#id": "buildId", "#rank": "rank"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":final": num(int64(build.StatusSucceeded.Rank())),
-			":rank":  num(int64(r.Status.Rank())),
-		},
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		ConditionExpression:      aws.String("attribute_not_exists(#id)"),
+		ExpressionAttributeNames: map[string]string{"#id": attrBuildID},
 	})
+	if _, ok := conditionFailed(err); ok {
+		return errRecordExists
+	}
+	return classify(err)
+}
+
+// nextNumber counts the project's builds on in its marker item, creating
+// the marker if needed, and returns the number counted.
+func (s *Records) nextNumber(ctx context.Context, team, project string) (int, error) {
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:        aws.String(s.table),
+		Key:              map[string]types.AttributeValue{attrBuildID: str(markerPrefix + build.ProjectKey(team, project))},
+		UpdateExpression: aws.String("SET #kind = :kind, #team = :team, #project = :project ADD #last :one"),
+		ExpressionAttributeNames: map[string]string{
+			"#kind": attrKind, "#team": "team", "#project": "project", "#last": attrLastNumber,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":kind": str(markerKind), ":team": str(team), ":project": str(project), ":one": num(1),
+		},
+		ReturnValues: types.ReturnValueUpdatedNew,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("number the build: %w", classify(err))
+	}
+	var m markerItem
+	if err := attributevalue.UnmarshalMap(out.Attributes, &m); err != nil || m.LastNumber < 1 {
+		return 0, fmt.Errorf("number the build: the counter of %s answered %v (%v)", build.ProjectKey(team, project), out.Attributes[attrLastNumber], err)
+	}
+	return m.LastNumber, nil
+}
+
+// replace writes r over its stored record, keeping the stored number, on
+// condition of the stored rank: errNoRecord when there is no stored record
+// (or the answer does not include it), build.ErrConflict when its rank
+// refuses r.
+func (s *Records) replace(ctx context.Context, r build.Record) error {
+	in, err := s.replaceInput(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.UpdateItem(ctx, in)
 	if old, ok := conditionFailed(err); ok {
 		var stored recordItem
 		if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil || stored.Status == "" {
-			return fmt.Errorf("save record %s: %w: stored status ranks higher or is final, new status %s", r.BuildID, build.ErrConflict, r.Status)
+			return errNoRecord
 		}
-		return fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, stored.Status, r.Status)
+		return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, stored.Status, r.Status)
 	}
+	return classify(err)
+}
+
+// replaceInput is replace's UpdateItem: SET of r's attributes, REMOVE of
+// the record attributes r leaves empty, every name and value through a
+// placeholder (status, number and others are reserved words).
+func (s *Records) replaceInput(r build.Record) (*dynamodb.UpdateItemInput, error) {
+	item, err := attributevalue.MarshalMap(itemFor(r))
 	if err != nil {
-		return fmt.Errorf("save record %s: %w", r.BuildID, classify(err))
+		return nil, err
 	}
-	return nil
+	names := map[string]string{"#" + attrBuildID: attrBuildID}
+	values := map[string]types.AttributeValue{":final": num(int64(build.StatusSucceeded.Rank()))}
+	var set, remove []string
+	for _, a := range recordAttributes() {
+		names["#"+a] = a
+		if v, ok := item[a]; ok {
+			set = append(set, "#"+a+" = :"+a)
+			values[":"+a] = v
+		} else {
+			remove = append(remove, "#"+a)
+		}
+	}
+	update := "SET " + strings.Join(set, ", ")
+	if len(remove) > 0 {
+		update += " REMOVE " + strings.Join(remove, ", ")
+	}
+	return &dynamodb.UpdateItemInput{
+		TableName:        aws.String(s.table),
+		Key:              map[string]types.AttributeValue{attrBuildID: str(string(r.BuildID))},
+		UpdateExpression: aws.String(update),
+		// :rank is the new rank, set above.
+		ConditionExpression:                 aws.String("attribute_exists(#buildId) AND #rank < :final AND #rank <= :rank"),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}, nil
 }
 
 // Get returns one record, read consistently; build.ErrNotFound if none.

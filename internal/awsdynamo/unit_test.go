@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -253,6 +254,8 @@ func TestItemsGolden(t *testing.T) {
 	exit := 0
 	r := build.Record{
 		BuildID:       "0195509c-4c00-7000-8000-000000000001",
+		Number:        42,
+		RebuildOf:     "0195509c-4c00-7000-8000-000000000000",
 		Team:          "ae6rt",
 		Project:       "dynamodb-lab",
 		Ref:           "feature/x",
@@ -293,7 +296,7 @@ func TestItemsGolden(t *testing.T) {
 		"queued":   itemFor(queued),
 		"deferred": itemFor(deferred),
 		"gate":     gateItemFor(build.GateState{Paused: true, Reason: "cluster upgrade", By: "octocat", Since: base}),
-		"marker":   markerItem{BuildID: markerPrefix + r.ProjectKey(), Kind: markerKind, Team: r.Team, Project: r.Project},
+		"marker":   markerItem{BuildID: markerPrefix + r.ProjectKey(), Kind: markerKind, Team: r.Team, Project: r.Project, LastNumber: 42},
 		"lock":     lease,
 		"session": sessionItem{
 			PK: build.SessionKey("a session ID"), Binding: "3f1c0a5e9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e",
@@ -452,5 +455,83 @@ func TestWaitingSkipsStaleIndexEntries(t *testing.T) {
 	}
 	if diff := cmp.Diff([]build.Record{recs[1]}, running); diff != "" {
 		t.Errorf("Running() (-want +got):\n%s", diff)
+	}
+}
+
+// TestReplaceInputFollowsDynamoDBRules checks Save's replace against rules
+// of UpdateItem that moto does not enforce (Amazon DynamoDB Developer
+// Guide, "Expressions"; API reference, UpdateItem): the key cannot be
+// updated; every name and value placeholder given must be used, and every
+// one used given; a placeholder is '#' or ':' and alphanumerics or '_'; no
+// attribute is both set and removed; an expression is at most 4 KB. And
+// that the number is never written, so a replace keeps it.
+func TestReplaceInputFollowsDynamoDBRules(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	exit := 1
+	full := build.Record{
+		BuildID: build.NewID(base), Number: 7, RebuildOf: build.NewID(base), Team: "t", Project: "p",
+		Ref: strings.Repeat("r", build.MaxRefLen), RefType: build.Branch, SHA: strings.Repeat("a", 40),
+		Trigger: build.TriggerAPI, RequestedBy: "api", DeliveryID: "d", Status: build.StatusFailed, ExitCode: &exit,
+		QueuedAt: base, StartedAt: base, FinishedAt: base, LogKey: build.LogKey("x"), ArtifactsKey: build.ArtifactsKey("x"),
+		PodName: "pod", CatalogCommit: "c", Reason: "r", NextAttemptAt: base, CancelRequestedAt: base,
+	}
+	bare := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued}
+	placeholder := regexp.MustCompile(`[#:][A-Za-z0-9_]+`)
+	for name, r := range map[string]build.Record{"every field": full, "few fields": bare} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			in, err := NewRecords(nil, "builds").replaceInput(r)
+			if err != nil {
+				t.Fatalf("replaceInput() error = %v", err)
+			}
+			update, cond := aws.ToString(in.UpdateExpression), aws.ToString(in.ConditionExpression)
+			for _, e := range []string{update, cond} {
+				if len(e) > 4096 {
+					t.Errorf("expression of %d bytes, more than 4 KB: %s", len(e), e)
+				}
+			}
+			used := map[string]bool{}
+			for _, p := range placeholder.FindAllString(update+" "+cond, -1) {
+				used[p] = true
+				_, isName := in.ExpressionAttributeNames[p]
+				_, isValue := in.ExpressionAttributeValues[p]
+				if !isName && !isValue {
+					t.Errorf("placeholder %s is used but not given", p)
+				}
+			}
+			for p := range in.ExpressionAttributeNames {
+				if !used[p] {
+					t.Errorf("name placeholder %s is given but not used", p)
+				}
+			}
+			for p := range in.ExpressionAttributeValues {
+				if !used[p] {
+					t.Errorf("value placeholder %s is given but not used", p)
+				}
+			}
+			setPart, removePart, _ := strings.Cut(strings.TrimPrefix(update, "SET "), " REMOVE ")
+			touched := map[string]int{}
+			for _, part := range []string{setPart, removePart} {
+				for _, p := range placeholder.FindAllString(part, -1) {
+					if strings.HasPrefix(p, "#") {
+						touched[in.ExpressionAttributeNames[p]]++
+					}
+				}
+			}
+			for a, n := range touched {
+				if n > 1 {
+					t.Errorf("attribute %s is updated %d times", a, n)
+				}
+			}
+			for _, a := range []string{"buildId", "number", "kind"} {
+				if touched[a] > 0 {
+					t.Errorf("the update touches %s: %s", a, update)
+				}
+			}
+			if got := len(touched); got != len(recordAttributes()) {
+				t.Errorf("the update sets or removes %d attributes, want all %d of a record's but its key and number", got, len(recordAttributes()))
+			}
+		})
 	}
 }

@@ -12,6 +12,9 @@
 //	wake/         sockets through which processes wake queue receivers
 //	blobs/        logs/<id>/console.log.gz, artifacts/<id>/artifacts.tar.gz
 //	run/          one directory per build being run by the local executor
+//	              (DECAP_RUN_DIR; or under /var/lib/decap/run when the
+//	              builds' own users could not reach it here: see
+//	              localexec.RunDirFor)
 //	catalog/      bare clones of git build-scripts repositories
 package backend
 
@@ -63,6 +66,9 @@ type Set struct {
 	// embedded backend: reads go on while another process holds its
 	// write lock).
 	checkWrites func(context.Context) error
+	// runDir is the local executor's directory of running builds
+	// (config.Config.RunDir, or localexec.RunDirFor the data directory).
+	runDir string
 }
 
 // Open opens the backend cfg.Backend names, and the catalog of
@@ -75,10 +81,14 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	if err != nil {
 		return nil, err
 	}
-	if err := restrictDataDir(cfg.DataDir, cfg.Executor == "local" && localexec.Isolates()); err != nil {
+	runDir, inside := cfg.RunDir, false
+	if runDir == "" {
+		runDir, inside = localexec.RunDirFor(cfg.DataDir)
+	}
+	if err := restrictDataDir(cfg.DataDir, cfg.Executor == "local" && localexec.Isolates() && inside); err != nil {
 		return nil, err
 	}
-	s := &Set{Catalog: cat, cfg: cfg, log: logger}
+	s := &Set{Catalog: cat, cfg: cfg, log: logger, runDir: runDir}
 	switch cfg.Backend {
 	case "embedded":
 		err = s.openEmbedded(now)
@@ -217,8 +227,11 @@ func (s *Set) OpenExecutor(now func() time.Time) (Executor, error) {
 		}
 		path = filepath.Join(filepath.Dir(self), "decap-entrypoint")
 	}
+	if s.runDir != filepath.Join(s.cfg.DataDir, "run") {
+		s.log.Info("builds run outside the data directory, which their users cannot reach", "run_dir", s.runDir)
+	}
 	ex, err := localexec.New(localexec.Config{
-		RunDir: filepath.Join(s.cfg.DataDir, "run"), BlobsDir: s.blobsDir, Uploads: s.uploads,
+		RunDir: s.runDir, BlobsDir: s.blobsDir, Uploads: s.uploads,
 		EntrypointPath: path, Scripts: s.Catalog, PollInterval: s.cfg.ReapInterval,
 		Isolation: localexec.Isolation(s.cfg.BuildIsolation),
 		BuildUIDs: localexec.UIDRange{First: s.cfg.BuildUIDFirst, Last: s.cfg.BuildUIDLast},

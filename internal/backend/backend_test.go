@@ -3,6 +3,8 @@ package backend_test
 import (
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/localexec"
 )
 
 func TestKubernetesExecutorNeedsTheAWSBackend(t *testing.T) {
@@ -66,5 +69,73 @@ func TestCancelRequestsMarksOnlyRunningBuilds(t *testing.T) {
 	}
 	if err := c.Cancel(t.Context(), build.NewID(now)); !errors.Is(err, build.ErrNotFound) {
 		t.Errorf("Cancel of an unknown build: got %v, want ErrNotFound", err)
+	}
+}
+
+// A data directory under a directory closed to other users (a checkout
+// under /root, 0700) cannot hold the run directory when builds run under
+// users of their own: they could not reach their own directories. The
+// executor then runs them in a directory of the machine's, keeps the data
+// directory closed (0700), and every service of the installation agrees
+// on where.
+func TestRunDirOutsideAClosedDataDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: without it builds run as the services' user, and the run directory is always in the data directory")
+	}
+	closed := t.TempDir() // 0700, as is its parent
+	data := filepath.Join(closed, "data")
+	entrypoint := filepath.Join(closed, "decap-entrypoint")
+	if err := os.WriteFile(entrypoint, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	open := func() (*backend.Set, backend.Executor) {
+		t.Helper()
+		cfg, err := config.Load(func(k string) string {
+			return map[string]string{"DECAP_DATA_DIR": data, "DECAP_ENTRYPOINT": entrypoint,
+				"DECAP_BUILD_SCRIPTS": filepath.Join("..", "..", "examples", "build-scripts")}[k]
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := backend.Open(t.Context(), cfg, slog.New(slog.DiscardHandler), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		ex, err := b.OpenExecutor(time.Now)
+		if err != nil {
+			t.Fatalf("OpenExecutor with the data directory under a closed directory: %v", err)
+		}
+		return b, ex
+	}
+	open()
+	runDir, inside := localexec.RunDirFor(data)
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	if inside || !strings.HasPrefix(runDir, localexec.SharedRunRoot+"/") {
+		t.Fatalf("RunDirFor(%s) = %s (inside %v), want a directory under %s", data, runDir, inside, localexec.SharedRunRoot)
+	}
+	if info, err := os.Stat(runDir); err != nil || info.Mode().Perm() != 0o711 {
+		t.Errorf("run directory %s: %v, %v; want it created, mode 0711", runDir, info, err)
+	}
+	if info, err := os.Stat(data); err != nil || info.Mode().Perm() != 0o700 {
+		t.Errorf("data directory: %v, %v; want mode 0700 (no build needs to pass through it)", info, err)
+	}
+	// Another service of the installation finds the same directory.
+	if again, _ := localexec.RunDirFor(data); again != runDir {
+		t.Errorf("RunDirFor again: %s, want %s", again, runDir)
+	}
+	if other, _ := localexec.RunDirFor(filepath.Join(closed, "other")); other == runDir {
+		t.Errorf("another data directory got the same run directory %s", other)
+	}
+
+	// Opened up, the data directory holds its run directory again.
+	if err := os.Chmod(closed, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(closed), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if dir, inside := localexec.RunDirFor(data); !inside || dir != filepath.Join(data, "run") {
+		t.Errorf("RunDirFor with reachable parents = %s (inside %v), want %s", dir, inside, filepath.Join(data, "run"))
 	}
 }

@@ -229,7 +229,16 @@ func (s Status) Valid() bool {
 // succeeded first. Tests and storage adapters may build records by hand;
 // services never set these fields themselves.
 type Record struct {
-	BuildID       ID        `json:"id"`
+	BuildID ID `json:"id"`
+	// Number is the build's number in its project (#42): the record store
+	// gives each record it creates the project's next number, once, and
+	// keeps it on every later Save whatever the saved value says (see
+	// Records.Save). Numbers are unique per project and increase, with
+	// possible gaps; 0 means a record made before builds had numbers.
+	Number int `json:"number,omitempty"`
+	// RebuildOf is the build this one rebuilds (POST
+	// /api/v1/builds/{id}/rebuild): the same project, ref and SHA again.
+	RebuildOf     ID        `json:"rebuildOf,omitempty"`
 	Team          string    `json:"team"`
 	Project       string    `json:"project"`
 	Ref           string    `json:"ref"`
@@ -282,6 +291,7 @@ func RecordFor(req Request) Record {
 		Trigger:     req.Trigger,
 		RequestedBy: req.RequestedBy,
 		DeliveryID:  req.DeliveryID,
+		RebuildOf:   req.RebuildOf,
 		Status:      StatusQueued,
 		QueuedAt:    req.RequestedAt,
 	}

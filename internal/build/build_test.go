@@ -87,6 +87,9 @@ func TestDecode(t *testing.T) {
 		{"bad build id", strings.Replace(ok, `"v":1,`, `"v":1,"buildId":"x/../y",`, 1), "not a UUID"},
 		{"bad sha", strings.Replace(ok, `"v":1,`, `"v":1,"sha":"zz",`, 1), "sha"},
 		{"missing time", strings.Replace(ok, `,"requestedAt":"2026-11-27T00:00:00Z"`, ``, 1), "requestedAt"},
+		{"a rebuild", strings.Replace(ok, `"v":1,`, `"v":1,"rebuildOf":"01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f",`, 1), ""},
+		{"bad rebuildOf", strings.Replace(ok, `"v":1,`, `"v":1,"rebuildOf":"../x",`, 1), "rebuildOf"},
+		{"a rebuild of itself", strings.Replace(ok, `"v":1,`, `"v":1,"buildId":"01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f","rebuildOf":"01936f4e-7a3b-7c1d-9e2f-0a1b2c3d4e5f",`, 1), "rebuild of itself"},
 		{"huge", `{"v":1,"pad":"` + strings.Repeat("x", build.MaxMessageSize) + `"}`, "more than"},
 	}
 	for _, tt := range tests {

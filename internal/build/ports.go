@@ -189,6 +189,12 @@ type Records interface {
 	// Save writes r, creating or replacing the stored record, unless the
 	// stored record's status ranks higher than r's or is final: then
 	// ErrConflict and nothing changes (see Status.Rank).
+	//
+	// The store owns Record.Number: a Save that creates the record gives it
+	// the project's next number, and a Save that replaces one keeps the
+	// stored number; r.Number is ignored either way. Numbers are unique per
+	// project across every process sharing the store; a failed or racing
+	// create may leave a gap.
 	Save(ctx context.Context, r Record) error
 	// Get returns one record; ErrNotFound if none.
 	Get(ctx context.Context, id ID) (Record, error)

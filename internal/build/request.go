@@ -34,6 +34,9 @@ type Request struct {
 	RequestedBy string    `json:"requestedBy,omitempty"`
 	RequestedAt time.Time `json:"requestedAt"`
 	DeliveryID  string    `json:"deliveryId,omitempty"`
+	// RebuildOf names the build this request rebuilds; its record keeps
+	// the link (Record.RebuildOf).
+	RebuildOf ID `json:"rebuildOf,omitempty"`
 }
 
 // ProjectKey returns "team/project".
@@ -100,6 +103,14 @@ func (r Request) Validate() error {
 	}
 	if len(r.DeliveryID) > 128 || strings.ContainsFunc(r.DeliveryID, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
 		return fmt.Errorf("%w: deliveryId must be at most 128 printable ASCII characters", ErrInvalid)
+	}
+	if r.RebuildOf != "" {
+		if _, err := ParseID(string(r.RebuildOf)); err != nil {
+			return fmt.Errorf("rebuildOf: %w", err)
+		}
+		if r.RebuildOf == r.BuildID {
+			return fmt.Errorf("%w: build %s cannot be a rebuild of itself", ErrInvalid, r.BuildID)
+		}
 	}
 	if r.RequestedAt.IsZero() {
 		return fmt.Errorf("%w: requestedAt is missing", ErrInvalid)

@@ -20,24 +20,34 @@ const DefaultPageSize = 50
 type FakeRecords struct {
 	mu      sync.Mutex
 	records map[build.ID]build.Record
+	// numbers holds each project's last build number.
+	numbers map[string]int
 }
 
 // NewRecords returns an empty FakeRecords.
 func NewRecords() *FakeRecords {
-	return &FakeRecords{records: map[build.ID]build.Record{}}
+	return &FakeRecords{records: map[build.ID]build.Record{}, numbers: map[string]int{}}
 }
 
 // Save writes r unless the stored record ranks higher or is final; see
-// Records. A record without build ID or with an unknown status gives
-// ErrInvalid.
+// Records. A record it creates gets its project's next number, a record it
+// replaces keeps its own. A record without build ID or with an unknown
+// status gives ErrInvalid.
 func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.records[r.BuildID]; ok && (old.Status.Final() || old.Status.Rank() > r.Status.Rank()) {
+	old, ok := s.records[r.BuildID]
+	switch {
+	case ok && (old.Status.Final() || old.Status.Rank() > r.Status.Rank()):
 		return fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, old.Status, r.Status)
+	case ok:
+		r.Number = old.Number
+	default:
+		s.numbers[r.ProjectKey()]++
+		r.Number = s.numbers[r.ProjectKey()]
 	}
 	s.records[r.BuildID] = r
 	return nil

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/decap-ci/decap/internal/build"
 )
@@ -16,6 +18,16 @@ import (
 // store. Subtests run in parallel.
 func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	for name, test := range map[string]func(*testing.T, func(*testing.T) Records){
+		"numbers":            TestRecordsNumbers,
+		"numbers kept":       TestRecordsNumbersKept,
+		"numbers concurrent": TestRecordsNumbersConcurrent,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, newRecords)
+		})
+	}
 
 	t.Run("save and get", func(t *testing.T) {
 		t.Parallel()
@@ -50,7 +62,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		if err != nil {
 			t.Fatalf("Get() error = %v", err)
 		}
-		if diff := cmp.Diff(r, got); diff != "" {
+		if diff := cmp.Diff(r, got, ignoreNumber); diff != "" {
 			t.Errorf("Get() (-want +got):\n%s", diff)
 		}
 		if _, err := s.Get(t.Context(), build.NewID(base)); !errors.Is(err, build.ErrNotFound) {
@@ -104,7 +116,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 				if err != nil {
 					t.Fatalf("Get() error = %v", err)
 				}
-				if diff := cmp.Diff(want, got); diff != "" {
+				if diff := cmp.Diff(want, got, ignoreNumber); diff != "" {
 					t.Errorf("Get() after Save (-want +got):\n%s", diff)
 				}
 			})
@@ -163,7 +175,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 					}
 					cursor = next
 				}
-				if diff := cmp.Diff(want, got); diff != "" {
+				if diff := cmp.Diff(want, got, ignoreNumber); diff != "" {
 					t.Errorf("records over all pages (-want +got):\n%s", diff)
 				}
 			})
@@ -211,7 +223,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		}
 		slices.SortFunc(got, byID)
 		slices.SortFunc(want, byID)
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := cmp.Diff(want, got, ignoreNumber); diff != "" {
 			t.Errorf("Running() (-want +got):\n%s", diff)
 		}
 	})
@@ -275,7 +287,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		if err != nil {
 			t.Fatalf("Waiting() error = %v", err)
 		}
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := cmp.Diff(want, got, ignoreNumber); diff != "" {
 			t.Errorf("Waiting() (-want +got):\n%s", diff)
 		}
 	})
@@ -352,6 +364,150 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 	})
 }
 
+// ignoreNumber leaves Record.Number out of comparisons of records whose
+// numbers the store chose: the numbering tests check them.
+var ignoreNumber = cmpopts.IgnoreFields(build.Record{}, "Number")
+
+// TestRecordsNumbers checks that Save numbers the records it creates from 1
+// in each project (team and project), in the order it creates them, and
+// ignores the number the caller gives.
+func TestRecordsNumbers(t *testing.T, newRecords func(t *testing.T) Records) {
+	s := newRecords(t)
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	saves := []struct {
+		team, project string
+		want          int
+	}{
+		{"ae6rt", "p", 1},
+		{"ae6rt", "q", 1},
+		{"ae6rt", "p", 2},
+		{"other", "p", 1},
+		{"ae6rt", "p", 3},
+		{"ae6rt", "q", 2},
+		{"other", "p", 2},
+	}
+	for i, c := range saves {
+		r := newRecord(base.Add(time.Duration(i)*time.Second), c.team, c.project, build.StatusQueued)
+		r.Number = 1 // taken as it is, it would repeat a number
+		saveRecord(t, s, r)
+		if got := getRecord(t, s, r.BuildID).Number; got != c.want {
+			t.Errorf("Number of the %s/%s build saved %d. = %d, want %d", c.team, c.project, i+1, got, c.want)
+		}
+	}
+}
+
+// TestRecordsNumbersKept checks that a record keeps its number through every
+// later save, whatever number the saved record carries, and through a save
+// the store refuses.
+func TestRecordsNumbersKept(t *testing.T, newRecords func(t *testing.T) Records) {
+	s := newRecords(t)
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	first := newRecord(base, "ae6rt", "p", build.StatusQueued)
+	second := newRecord(base.Add(time.Second), "ae6rt", "p", build.StatusQueued)
+	saveRecord(t, s, first)
+	saveRecord(t, s, second)
+	want := map[build.ID]int{first.BuildID: getRecord(t, s, first.BuildID).Number, second.BuildID: getRecord(t, s, second.BuildID).Number}
+	if want[first.BuildID] < 1 || want[second.BuildID] <= want[first.BuildID] {
+		t.Fatalf("numbers of two new builds = %d, %d; want from 1, increasing", want[first.BuildID], want[second.BuildID])
+	}
+	check := func(step string) {
+		t.Helper()
+		for id, n := range want {
+			if got := getRecord(t, s, id).Number; got != n {
+				t.Errorf("after %s: Number of %s = %d, want %d", step, id, got, n)
+			}
+		}
+	}
+	steps := []struct {
+		name   string
+		change func(r *build.Record)
+	}{
+		{"the same record saved again (a redelivery)", func(r *build.Record) {}},
+		{"deferred, claiming the other build's number", func(r *build.Record) {
+			r.Status, r.Reason, r.Number = build.StatusDeferred, "branch busy", want[second.BuildID]
+		}},
+		{"running, without a number", func(r *build.Record) { r.Status, r.Reason, r.Number = build.StatusRunning, "", 0 }},
+		{"succeeded, with a number of its own", func(r *build.Record) { r.Status, r.Number = build.StatusSucceeded, 1000 }},
+	}
+	r := first
+	for _, step := range steps {
+		step.change(&r)
+		saveRecord(t, s, r)
+		check(step.name)
+	}
+	r.Status = build.StatusQueued
+	if err := s.Save(t.Context(), r); !errors.Is(err, build.ErrConflict) {
+		t.Fatalf("Save() of a final record as queued error = %v, want ErrConflict", err)
+	}
+	check("a refused save")
+	third := newRecord(base.Add(2*time.Second), "ae6rt", "p", build.StatusQueued)
+	saveRecord(t, s, third)
+	if got := getRecord(t, s, third.BuildID).Number; got <= want[second.BuildID] {
+		t.Errorf("Number of a build created after the saves = %d, want more than %d", got, want[second.BuildID])
+	}
+}
+
+// TestRecordsNumbersConcurrent checks that builds created at once get
+// distinct numbers (see CheckConcurrentNumbers).
+func TestRecordsNumbersConcurrent(t *testing.T, newRecords func(t *testing.T) Records) {
+	CheckConcurrentNumbers(t, []Records{newRecords(t)})
+}
+
+// CheckConcurrentNumbers creates builds of two projects from several
+// goroutines at once, through stores that share one backend (ingests and
+// dispatchers in several processes), each build saved by two goroutines
+// racing (as ingest and a dispatcher may), and checks that every build has
+// a number and no two builds of a project share one.
+func CheckConcurrentNumbers(t *testing.T, stores []Records) {
+	t.Helper()
+	const (
+		workers   = 8
+		perWorker = 6
+	)
+	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	projects := []string{"p", "q"}
+	// Workers 2k and 2k+1 save the same builds, through different stores
+	// when there are several.
+	builds := make([][]build.Record, workers/2)
+	for i := range builds {
+		for j := range perWorker {
+			at := base.Add(time.Duration(i*perWorker+j) * time.Millisecond)
+			builds[i] = append(builds[i], newRecord(at, "ae6rt", projects[(i+j)%len(projects)], build.StatusQueued))
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		s := stores[w%len(stores)]
+		wg.Go(func() {
+			for _, r := range builds[w/2] {
+				if err := s.Save(t.Context(), r); err != nil {
+					t.Errorf("Save(%s) error = %v", r.BuildID, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	owner := map[string]build.ID{} // "project #n" → build
+	for _, rs := range builds {
+		for _, r := range rs {
+			got := getRecord(t, stores[0], r.BuildID)
+			if got.Number < 1 {
+				t.Errorf("build %s has number %d, want one from 1", r.BuildID, got.Number)
+				continue
+			}
+			k := fmt.Sprintf("%s #%d", got.ProjectKey(), got.Number)
+			if other, ok := owner[k]; ok {
+				t.Errorf("builds %s and %s are both %s", other, r.BuildID, k)
+			}
+			owner[k] = r.BuildID
+		}
+	}
+}
+
 // newRecord returns a record with a fresh build ID queued at at.
 func newRecord(at time.Time, team, project string, status build.Status) build.Record {
 	return build.Record{
@@ -364,6 +520,15 @@ func newRecord(at time.Time, team, project string, status build.Status) build.Re
 		Status:   status,
 		QueuedAt: at,
 	}
+}
+
+func getRecord(t *testing.T, s Records, id build.ID) build.Record {
+	t.Helper()
+	r, err := s.Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("Get(%s) error = %v", id, err)
+	}
+	return r
 }
 
 func saveRecord(t *testing.T, s Records, r build.Record) {

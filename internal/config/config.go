@@ -73,6 +73,10 @@ type Config struct {
 	// local builds run as when Decap runs as root, one per running build;
 	// zero for the executor's default range.
 	BuildUIDFirst, BuildUIDLast int
+	// RunDir is the local executor's directory of running builds; empty
+	// lets the backend choose (<DataDir>/run, or a directory build users
+	// can reach when the data directory's parents are closed to them).
+	RunDir string
 	// ReapInterval is how often the local reaper scans for ended builds.
 	ReapInterval time.Duration
 	// CancelInterval is how often the reaper looks for running builds
@@ -325,6 +329,13 @@ func Load(getenv func(string) string) (Config, error) {
 		var ok bool
 		if c.BuildUIDFirst, c.BuildUIDLast, ok = uidRange(getenv("DECAP_BUILD_UIDS")); !ok {
 			fail("DECAP_BUILD_UIDS", fmt.Sprintf("want first-last, such as 1900000000-1900000999, within 1-%d", maxBuildUID))
+		}
+		if c.RunDir = getenv("DECAP_RUN_DIR"); c.RunDir != "" {
+			abs, err := filepath.Abs(c.RunDir)
+			if err != nil {
+				fail("DECAP_RUN_DIR", "want a directory path")
+			}
+			c.RunDir = abs
 		}
 	case "kubernetes":
 		if !build.IsDNSLabel(c.Kube.Namespace) {

@@ -650,6 +650,10 @@ func TestWatchWithReaper(t *testing.T) {
 	if err := records.Save(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
+	rec, err := records.Get(ctx, id) // with the number the store gave it
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := locks.Acquire(ctx, build.Lease{Key: job.Request.LockKey(), BuildID: id, Owner: "dispatcher-0", AcquiredAt: t0.Add(-time.Minute), ExpiresAt: t0.Add(time.Hour)}, 10); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package localexec
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -185,6 +187,34 @@ func ownedByNobody(r UIDRange, passwd string) error {
 	return nil
 }
 
+// SharedRunRoot holds the run directories of data directories that build
+// users cannot reach (see RunDirFor).
+const SharedRunRoot = "/var/lib/decap/run"
+
+// RunDirFor returns the run directory of the data directory dataDir:
+// <dataDir>/run, unless builds run under users of their own (Isolates)
+// and a directory above dataDir is closed to other users — a checkout
+// under /root, say, which is 0700 — so that no build could reach its own
+// directory there. Then it is SharedRunRoot/<a hash of dataDir>, the same
+// for every service of the installation and distinct per data directory.
+// inside reports whether the run directory is in dataDir (which must then
+// be searchable by the build users).
+func RunDirFor(dataDir string) (dir string, inside bool) {
+	dir = filepath.Join(dataDir, "run")
+	if !Isolates() {
+		return dir, true
+	}
+	real, err := filepath.EvalSymlinks(dataDir)
+	if err != nil {
+		real = dataDir
+	}
+	if aboveSearchable(real) == nil {
+		return dir, true
+	}
+	sum := sha256.Sum256([]byte(real))
+	return filepath.Join(SharedRunRoot, hex.EncodeToString(sum[:8])), false
+}
+
 // searchableByOthers checks that a build user can reach dir: every
 // directory above it must be searchable by other users (o+x).
 func searchableByOthers(dir string) error {
@@ -192,14 +222,22 @@ func searchableByOthers(dir string) error {
 	if err != nil {
 		return fmt.Errorf("run directory: %w", err)
 	}
-	for p := filepath.Dir(real); ; p = filepath.Dir(p) {
+	if err := aboveSearchable(real); err != nil {
+		return fmt.Errorf("%w: builds run under users of their own cannot reach the run directory %s: %v; chmod o+x it, or set DECAP_RUN_DIR elsewhere", build.ErrInvalid, dir, err)
+	}
+	return nil
+}
+
+// aboveSearchable checks that every existing directory above path is
+// searchable by other users (o+x).
+func aboveSearchable(path string) error {
+	for p := filepath.Dir(path); ; p = filepath.Dir(p) {
 		info, err := os.Stat(p)
 		if err != nil {
-			return fmt.Errorf("run directory: %w", err)
+			return err
 		}
 		if info.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%w: builds run under users of their own cannot reach the run directory %s: %s (mode %#o) is not searchable by other users; chmod o+x it, or put the data directory elsewhere",
-				build.ErrInvalid, dir, p, info.Mode().Perm())
+			return fmt.Errorf("%s (mode %#o) is not searchable by other users", p, info.Mode().Perm())
 		}
 		if p == filepath.Dir(p) {
 			return nil

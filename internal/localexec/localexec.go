@@ -156,6 +156,18 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.EntrypointPath, err = filepath.Abs(cfg.EntrypointPath); err != nil {
 		return nil, fmt.Errorf("entrypoint path: %w", err)
 	}
+	if rel, err := filepath.Rel(SharedRunRoot, cfg.RunDir); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+		// The machine's directory of run directories (RunDirFor): build
+		// users pass through it to their own, and list nothing.
+		for _, d := range []string{filepath.Dir(SharedRunRoot), SharedRunRoot} {
+			if err := os.MkdirAll(d, 0o711); err != nil {
+				return nil, fmt.Errorf("create run directory: %w", err)
+			}
+			if err := os.Chmod(d, 0o711); err != nil {
+				return nil, fmt.Errorf("run directory: %w", err)
+			}
+		}
+	}
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}

@@ -51,6 +51,10 @@ func (f *fixture) running(t *testing.T, ref string) build.Record {
 	if err := f.records.Save(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
+	rec, err := f.records.Get(ctx, id) // with the number the store gave it
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := f.locks.Acquire(ctx, build.Lease{Key: rec.LockKey(), BuildID: id, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
 		t.Fatal(err)
 	}

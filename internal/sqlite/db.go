@@ -167,7 +167,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -264,6 +264,18 @@ CREATE TABLE sessions (
 	expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX sessions_expires ON sessions (expires_at);
+`
+
+// schemaV5 numbers builds per project (Records.Save): each record's number
+// (0 for the records made before), and each project's last number given.
+const schemaV5 = `
+ALTER TABLE records ADD COLUMN number INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE project_numbers (
+	team    TEXT    NOT NULL,
+	project TEXT    NOT NULL,
+	last    INTEGER NOT NULL,
+	PRIMARY KEY (team, project)
+) WITHOUT ROWID;
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

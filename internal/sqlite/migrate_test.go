@@ -71,6 +71,23 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := g.Set(t.Context(), build.GateState{Paused: true}); err != nil {
 		t.Errorf("Set() error = %v", err)
 	}
+	// The records made before numbering keep number 0 through later
+	// saves; the project's first new build is #1.
+	records := NewRecords(db)
+	next := queued
+	next.Status, next.Reason = build.StatusDeferred, "branch busy"
+	if err := records.Save(t.Context(), next); err != nil {
+		t.Fatalf("Save() of an old record error = %v", err)
+	}
+	fresh := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued, QueuedAt: base}
+	if err := records.Save(t.Context(), fresh); err != nil {
+		t.Fatalf("Save() of a new record error = %v", err)
+	}
+	for id, want := range map[build.ID]int{queued.BuildID: 0, running.BuildID: 0, fresh.BuildID: 1} {
+		if got, err := records.Get(t.Context(), id); err != nil || got.Number != want {
+			t.Errorf("Get(%s) after the upgrade = number %d, %v; want number %d", id, got.Number, err, want)
+		}
+	}
 	sess := build.Session{Key: build.SessionKey("s"), Binding: "b", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
 	if err := NewSessions(db).Create(t.Context(), sess); err != nil {
 		t.Errorf("Sessions.Create() after the upgrade error = %v", err)

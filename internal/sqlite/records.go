@@ -31,27 +31,41 @@ func NewRecords(db *DB) *Records {
 
 // Save writes r, creating or replacing the stored record, unless the stored
 // record's status ranks higher than r's or is final: then build.ErrConflict
-// and nothing changes. A record without build ID or with an unknown status
-// gives build.ErrInvalid.
+// and nothing changes. A record it creates gets its project's next number
+// (counted in project_numbers, in the same transaction, so numbers have no
+// gaps and every process sharing the file counts on); a record it replaces
+// keeps its stored number. A record without build ID or with an unknown
+// status gives build.ErrInvalid.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	doc, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("save record %s: %w", r.BuildID, err)
-	}
-	err = s.db.write(ctx, func(tx *sql.Tx) error {
-		// The WHERE of the upsert is the rank rule: rank 2 is final.
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT number FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = tx.QueryRowContext(ctx, `
+INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
+ON CONFLICT (team, project) DO UPDATE SET last = last + 1
+RETURNING last`, r.Team, r.Project).Scan(&r.Number)
+		}
+		if err != nil {
+			return err
+		}
+		doc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		// The WHERE of the upsert is the rank rule: rank 2 is final. A
+		// stored record keeps its number.
 		res, err := tx.ExecContext(ctx, `
-INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
 	status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
 	started_at = excluded.started_at, finished_at = excluded.finished_at, doc = excluded.doc
 WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
-			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), doc)
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, doc)
 		if err != nil {
 			return err
 		}

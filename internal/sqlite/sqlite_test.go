@@ -66,6 +66,18 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+// TestRecordsNumbersAcrossOpens numbers builds saved at once through two
+// opens of one database file, as ingest and a dispatcher in two processes
+// do.
+func TestRecordsNumbersAcrossOpens(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	buildtest.CheckConcurrentNumbers(t, []buildtest.Records{
+		sqlite.NewRecords(openPath(t, path, sqlite.Options{})),
+		sqlite.NewRecords(openPath(t, path, sqlite.Options{})),
+	})
+}
+
 func TestSessions(t *testing.T) {
 	t.Parallel()
 	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
