@@ -230,7 +230,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, queuedBuild{ID: id, LockKey: req.LockKey()})
+	return c.JSON(http.StatusAccepted, s.numbered(c.Request().Context(), queuedBuild{ID: id, LockKey: req.LockKey()}))
 }
 
 func (s *Server) record(c echo.Context) (build.Record, error) {

@@ -160,6 +160,7 @@ func alreadyEnded(rec build.Record) error {
 // waitingRequest is one request of GET /api/v1/queue that has not started.
 type waitingRequest struct {
 	ID            build.ID      `json:"id"`
+	Number        int           `json:"number,omitempty"`
 	LockKey       string        `json:"lockKey"`
 	Status        build.Status  `json:"status"`
 	Reason        string        `json:"reason,omitempty"`
@@ -193,7 +194,7 @@ func (s *Server) queue(c echo.Context) error {
 	out := queueState{Stats: stats, Waiting: make([]waitingRequest, 0, len(recs))}
 	for _, r := range recs {
 		out.Waiting = append(out.Waiting, waitingRequest{
-			ID: r.BuildID, LockKey: r.LockKey(), Status: r.Status, Reason: r.Reason,
+			ID: r.BuildID, Number: r.Number, LockKey: r.LockKey(), Status: r.Status, Reason: r.Reason,
 			QueuedAt: r.QueuedAt, NextAttemptAt: r.NextAttemptAt, Trigger: r.Trigger, Ref: r.Ref,
 		})
 	}

@@ -298,6 +298,7 @@ func TestMutationAuth(t *testing.T) {
 		{"release lock", http.MethodDelete, "/api/v1/locks/Codertocat/Hello-World/feature/Locks", "", 200},
 		{"pause", http.MethodPost, "/api/v1/dispatch/pause", `{"reason":"x"}`, 200},
 		{"resume", http.MethodPost, "/api/v1/dispatch/resume", "", 200},
+		{"rebuild", http.MethodPost, "/api/v1/builds/" + string(id1) + "/rebuild", "", 202},
 	}
 	cases := []struct {
 		name       string

@@ -17,6 +17,9 @@ import (
 type queuedBuild struct {
 	ID      build.ID `json:"id"`
 	LockKey string   `json:"lockKey"`
+	// Number is the build's number in its project, in the answers of API
+	// requests (see numbered); a webhook's answer leaves it out.
+	Number int `json:"number,omitempty"`
 }
 
 type ignored struct {

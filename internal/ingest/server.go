@@ -353,6 +353,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
 	api.GET("/builds/:id", s.getBuild, s.requireRead)
 	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)
+	api.POST("/builds/:id/rebuild", s.rebuildBuild, s.requireToken)
 	api.GET("/builds/:id/log", s.buildLog, s.requireRead, untrustedContent)
 	api.GET("/builds/:id/artifacts", s.buildArtifacts, s.requireRead, untrustedContent)
 	api.GET("/queue", s.queue, s.requireRead)
