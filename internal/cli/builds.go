@@ -101,9 +101,9 @@ wait and their next attempt. With -o json it prints
 				fmt.Fprintf(a.stdout, "no builds of %s\n", build.ProjectKey(team, project))
 				return nil
 			}
-			t := newTable(a.stdout, "ID", "REF", "STATUS", "TRIGGER", "QUEUED", "DURATION", "SHA")
+			t := newTable(a.stdout, "ID", "#", "REF", "STATUS", "TRIGGER", "QUEUED", "DURATION", "SHA")
 			for _, r := range page.Builds {
-				t.row(string(r.BuildID), r.Ref, statusText(r), string(r.Trigger), fmtTime(r.QueuedAt), fmtDur(r.Duration()), short(r.SHA, 12))
+				t.row(string(r.BuildID), numText(r.Number), r.Ref, statusText(r), string(r.Trigger), fmtTime(r.QueuedAt), fmtDur(r.Duration()), short(r.SHA, 12))
 			}
 			if err := t.flush(); err != nil {
 				return err
@@ -117,6 +117,24 @@ wait and their next attempt. With -o json it prints
 	cmd.Flags().IntVar(&limit, "limit", 20, "how many builds to list (1-200)")
 	cmd.Flags().StringVar(&cursor, "cursor", "", "continue after an earlier page (printed after a full page)")
 	return cmd
+}
+
+// numText is a build's number as people see it, "#42"; "" for a build
+// recorded before builds had numbers (0).
+func numText(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return "#" + strconv.Itoa(n)
+}
+
+// label names a build in messages: "#42 <ID>", or the ID alone without a
+// number.
+func label(id build.ID, n int) string {
+	if n <= 0 {
+		return string(id)
+	}
+	return numText(n) + " " + string(id)
 }
 
 // statusText is a record's status with its exit code when it failed.
@@ -178,12 +196,12 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 		fmt.Fprintln(a.stdout, "no running or waiting builds")
 		return nil
 	}
-	t := newTable(a.stdout, "ID", "STATUS", "LOCK KEY", "TRIGGER", "SINCE", "NOTE")
+	t := newTable(a.stdout, "ID", "#", "STATUS", "LOCK KEY", "TRIGGER", "SINCE", "NOTE")
 	for _, r := range view.Running {
-		t.row(string(r.BuildID), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), "")
+		t.row(string(r.BuildID), numText(r.Number), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), "")
 	}
 	for _, w := range view.Waiting {
-		t.row(string(w.ID), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w))
+		t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w))
 	}
 	return t.flush()
 }
@@ -207,11 +225,12 @@ func waitNote(w waitingEntry) string {
 	return strings.Join(parts, ": ")
 }
 
-// queuedBuild is the answer of POST .../builds and one build of a webhook
-// answer.
+// queuedBuild is the answer of POST .../builds and .../rebuild, and one
+// build of a webhook answer (which has no number).
 type queuedBuild struct {
 	ID      build.ID `json:"id"`
 	LockKey string   `json:"lockKey"`
+	Number  int      `json:"number,omitempty"`
 }
 
 func (a *app) buildCmd() *cobra.Command {
@@ -261,35 +280,7 @@ stderr). With --wait -o json it prints the final record instead of the log.`,
 			if err != nil {
 				return err
 			}
-			if !wait {
-				if a.json() {
-					return printJSON(a.stdout, raw)
-				}
-				_, err := fmt.Fprintln(a.stdout, qb.ID)
-				return err
-			}
-			fmt.Fprintf(a.stderr, "build %s queued (%s)\n", qb.ID, qb.LockKey)
-			var rec build.Record
-			if a.json() {
-				rec, err = a.waitFinal(ctx, c, qb.ID)
-			} else {
-				rec, err = a.streamLog(ctx, c, qb.ID, a.stdout, true)
-				if isCode(err, ExitNotFound) && rec.Status.Final() {
-					// It ended without a log (say, it never started): the
-					// result still counts.
-					fmt.Fprintln(a.stderr, err)
-					err = nil
-				}
-			}
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				if err := encodeJSON(a.stdout, rec); err != nil {
-					return err
-				}
-			}
-			return a.result(rec)
+			return a.queued(ctx, c, qb, raw, wait, "")
 		}),
 	}
 	cmd.Flags().BoolVar(&tag, "tag", false, "REF is a tag")
@@ -298,25 +289,101 @@ stderr). With --wait -o json it prints the final record instead of the log.`,
 	return cmd
 }
 
+func (a *app) rebuildCmd() *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "rebuild ID",
+		Short: "build an ended build's ref and SHA again; prints the new build ID",
+		Long: `Queues the project, ref and SHA of build ID again, as a new build whose
+record names ID (rebuildOf), and prints the new build's ID. Only a build
+that has ended can be rebuilt (exit 1 for a queued or running one: cancel
+it, or wait for it); one whose project is no longer buildable cannot
+(exit 1). A build recorded without a SHA builds whatever its ref points at
+now.
+
+With --wait it follows the new build's log to stdout until it ends and
+exits with its result, as "build --wait" does.`,
+		Example: `  decapctl rebuild 0193a4c2-7d1e-7b3a-9c4f-2e8d6a1b0c9f
+  decapctl rebuild 0193a4c2-7d1e-7b3a-9c4f-2e8d6a1b0c9f --wait`,
+		Args: args(1, 1, "ID"),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := a.api(cmd)
+			if err != nil {
+				return err
+			}
+			var qb queuedBuild
+			raw, _, err := c.fetch(ctx, call{method: http.MethodPost, path: buildPath(id) + "/rebuild", notFound: fmt.Sprintf("build %s not found", id)}, &qb)
+			if err != nil {
+				return err
+			}
+			return a.queued(ctx, c, qb, raw, wait, ", a rebuild of "+string(id))
+		}),
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the log and exit with the build's result")
+	return cmd
+}
+
+// queued reports a build that build or rebuild queued (raw is the server's
+// answer): its ID on stdout, or the answer with -o json. With wait it
+// follows the build's log (or, with -o json, waits for its final record)
+// and returns its result; note ends the "queued" line on stderr.
+func (a *app) queued(ctx context.Context, c *client, qb queuedBuild, raw []byte, wait bool, note string) error {
+	if !wait {
+		if a.json() {
+			return printJSON(a.stdout, raw)
+		}
+		_, err := fmt.Fprintln(a.stdout, qb.ID)
+		return err
+	}
+	fmt.Fprintf(a.stderr, "build %s queued (%s)%s\n", label(qb.ID, qb.Number), qb.LockKey, note)
+	var rec build.Record
+	var err error
+	if a.json() {
+		rec, err = a.waitFinal(ctx, c, qb.ID)
+	} else {
+		rec, err = a.streamLog(ctx, c, qb.ID, a.stdout, true)
+		if isCode(err, ExitNotFound) && rec.Status.Final() {
+			// It ended without a log (say, it never started): the
+			// result still counts.
+			fmt.Fprintln(a.stderr, err)
+			err = nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if a.json() {
+		if err := encodeJSON(a.stdout, rec); err != nil {
+			return err
+		}
+	}
+	return a.result(rec)
+}
+
 // result turns a final record into the exit status of build --wait.
 func (a *app) result(rec build.Record) error {
 	d := fmtDur(rec.Duration())
+	name := label(rec.BuildID, rec.Number)
 	switch rec.Status {
 	case build.StatusSucceeded:
-		fmt.Fprintf(a.stderr, "build %s succeeded in %s\n", rec.BuildID, d)
+		fmt.Fprintf(a.stderr, "build %s succeeded in %s\n", name, d)
 		return nil
 	case build.StatusFailed:
 		if rec.ExitCode != nil {
-			return failf(ExitFailed, "build %s failed with exit code %d after %s", rec.BuildID, *rec.ExitCode, d)
+			return failf(ExitFailed, "build %s failed with exit code %d after %s", name, *rec.ExitCode, d)
 		}
-		return failf(ExitFailed, "build %s failed after %s", rec.BuildID, d)
+		return failf(ExitFailed, "build %s failed after %s", name, d)
 	case build.StatusTimedOut:
-		return failf(ExitFailed, "build %s timed out after %s", rec.BuildID, d)
+		return failf(ExitFailed, "build %s timed out after %s", name, d)
 	}
 	if rec.Reason != "" {
-		return failf(ExitFailed, "build %s ended %s: %s", rec.BuildID, rec.Status, rec.Reason)
+		return failf(ExitFailed, "build %s ended %s: %s", name, rec.Status, rec.Reason)
 	}
-	return failf(ExitFailed, "build %s ended %s", rec.BuildID, rec.Status)
+	return failf(ExitFailed, "build %s ended %s", name, rec.Status)
 }
 
 // getBuild reads one record.
@@ -396,7 +463,7 @@ func (a *app) streamLog(ctx context.Context, c *client, id build.ID, w io.Writer
 		}
 		resp, err := c.do(ctx, call{
 			method: http.MethodGet, path: buildPath(id) + "/log", query: q, stream: true,
-			notFound: fmt.Sprintf("build %s has no log (status %s)", id, rec.Status),
+			notFound: fmt.Sprintf("build %s has no log (status %s)", label(id, rec.Number), rec.Status),
 		})
 		clean := false
 		switch {
@@ -412,7 +479,7 @@ func (a *app) streamLog(ctx context.Context, c *client, id build.ID, w io.Writer
 			case rerr != nil && ctx.Err() != nil:
 				return rec, failf(ExitInterrupted, "interrupted")
 			case rerr != nil && !follow:
-				return rec, failf(ExitUnavailable, "the log of build %s broke off: %s", id, netReason(rerr))
+				return rec, failf(ExitUnavailable, "the log of build %s broke off: %s", label(id, rec.Number), netReason(rerr))
 			}
 			clean = rerr == nil
 			if !follow || clean && wasFinal {

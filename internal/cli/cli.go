@@ -1,5 +1,5 @@
 // Package cli is decapctl, Decap's operator command line: it lists builds,
-// requests and cancels them, follows their logs, shows the queue, locks and
+// requests, rebuilds and cancels them, follows their logs, shows the queue, locks and
 // the dispatch gate, and sends signed test webhooks. It speaks only the HTTP
 // API that ingest serves; cmd/decapctl is its main.
 //
@@ -29,7 +29,7 @@ const (
 	ExitOK = 0
 	// ExitFailed: the server said no (conflict, bad request, unbuildable
 	// project, ignored push, an operation it does not offer), or the build
-	// failed (build --wait).
+	// failed (build --wait, rebuild --wait).
 	ExitFailed = 1
 	// ExitUsage: unknown command or flag, wrong arguments, bad
 	// configuration.
@@ -110,13 +110,16 @@ type app struct {
 }
 
 const rootHelp = `decapctl operates a Decap build server through its HTTP API: it lists
-builds, requests and cancels them, follows their logs, shows the queue,
-the branch locks and the dispatch gate, and sends signed test webhooks.
+builds, requests, rebuilds and cancels them, follows their logs, shows the
+queue, the branch locks and the dispatch gate, and sends signed test
+webhooks. Builds are named by ID; tables and messages also show each
+build's number in its project (#42), which builds recorded before numbers
+existed do not have.
 
 Configuration (flags win over the environment):
   DECAP_URL          the server, default ` + DefaultURL + ` (--url)
-  DECAP_TOKEN        the API token: changes need it (build, cancel, unlock,
-                     pause, resume), and so do reads unless the server runs
+  DECAP_TOKEN        the API token: changes need it (build, rebuild, cancel,
+                     unlock, pause, resume), and so do reads unless the server runs
                      with DECAP_READ_AUTH=public (--token)
   DECAP_TOKEN_FILE   a file holding the API token instead (not both)
   DECAP_GITHUB_WEBHOOK_SECRET, DECAP_GITHUB_WEBHOOK_SECRET_FILE
@@ -132,7 +135,7 @@ Exit codes:
   0    ok
   1    the server said no (conflict, bad request, unbuildable project,
        ignored push, an operation it does not offer), or the build
-       failed (build --wait)
+       failed (build --wait, rebuild --wait)
   2    usage: unknown command or flag, wrong arguments, bad configuration
   3    not found: no such build, project or lock
   4    authentication: the API token or webhook secret was refused (401/403)
@@ -188,7 +191,7 @@ func (a *app) root() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long to wait for an answer (logs and --wait stream for as long as it takes)")
 	root.AddCommand(
-		a.buildsCmd(), a.buildCmd(), a.logsCmd(), a.cancelCmd(),
+		a.buildsCmd(), a.buildCmd(), a.rebuildCmd(), a.logsCmd(), a.cancelCmd(),
 		a.queueCmd(), a.locksCmd(), a.unlockCmd(),
 		a.dispatchCmd(), a.pauseCmd(), a.resumeCmd(),
 		a.refsCmd(), a.hookCmd(),

@@ -21,6 +21,7 @@ type queueView struct {
 // waitingEntry is one queued or deferred request.
 type waitingEntry struct {
 	ID            build.ID      `json:"id"`
+	Number        int           `json:"number,omitempty"`
 	LockKey       string        `json:"lockKey"`
 	Status        build.Status  `json:"status"`
 	Reason        string        `json:"reason,omitempty"`
@@ -73,9 +74,9 @@ or deferred request with the reason it waits and its next attempt.`,
 				return nil
 			}
 			fmt.Fprintln(a.stdout)
-			t := newTable(a.stdout, "ID", "STATUS", "LOCK KEY", "TRIGGER", "QUEUED", "NEXT ATTEMPT", "REASON")
+			t := newTable(a.stdout, "ID", "#", "STATUS", "LOCK KEY", "TRIGGER", "QUEUED", "NEXT ATTEMPT", "REASON")
 			for _, w := range q.Waiting {
-				t.row(string(w.ID), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), fmtTime(w.NextAttemptAt), w.Reason)
+				t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), fmtTime(w.NextAttemptAt), w.Reason)
 			}
 			return t.flush()
 		}),
