@@ -25,6 +25,7 @@ func (u *UI) funcs() template.FuncMap {
 		"ms":          func(d time.Duration) int64 { return d.Milliseconds() },
 		"shortSHA":    shortSHA,
 		"shortID":     shortID,
+		"num":         num,
 		"statusClass": statusClass,
 		"final":       func(s build.Status) bool { return s.Final() },
 		"teamURL":     func(team string) string { return "/ui/teams/" + url.PathEscape(team) },
@@ -142,6 +143,15 @@ func shortID(id build.ID) string {
 		return s[len(s)-8:]
 	}
 	return s
+}
+
+// num is a build's number as people see it, "#42"; "" for a build recorded
+// before builds had numbers (0).
+func num(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("#%d", n)
 }
 
 // statusClass groups statuses for styling.

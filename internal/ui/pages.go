@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -313,6 +314,17 @@ func (u *UI) project(c echo.Context) error {
 type buildView struct {
 	build.Record
 	Progress progress
+	// Chain links the build to the builds it repeats or gave way to.
+	Chain []chainLink
+}
+
+// chainLink is one link of a build's attempt chain: "rebuild of #41",
+// "retry of #40 (attempt 2)", "superseded by #43".
+type chainLink struct {
+	Rel    string // what the other build is to this one
+	ID     build.ID
+	Number int    // the other build's number; 0 when unknown
+	Note   string // more about this build, e.g. "(attempt 2)"
 }
 
 func (u *UI) build(c echo.Context) error {
@@ -329,11 +341,61 @@ func (u *UI) build(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("build %s: %w", id, err)
 	}
-	v := buildView{Record: r}
+	v := buildView{Record: r, Chain: u.chain(ctx, r)}
 	if r.Status == build.StatusRunning {
 		v.Progress = progressOf(r, u.average(ctx, r.Team, r.Project), u.now())
 	}
-	return u.render(c, http.StatusOK, "build", "Build "+shortID(r.BuildID)+" of "+r.ProjectKey(), "", v)
+	title := "Build " + shortID(r.BuildID)
+	if r.Number > 0 {
+		title = "Build #" + strconv.Itoa(r.Number)
+	}
+	return u.render(c, http.StatusOK, "build", title+" of "+r.ProjectKey(), "", v)
+}
+
+// chain returns r's links to the builds it repeats (the build it rebuilds)
+// and to the build that superseded it, each with that build's number when
+// its record can be read.
+func (u *UI) chain(ctx context.Context, r build.Record) []chainLink {
+	var links []chainLink
+	add := func(rel string, id build.ID, note string) {
+		l := chainLink{Rel: rel, ID: id, Note: note}
+		if other, err := u.deps.Records.Get(ctx, id); err == nil {
+			l.Number = other.Number
+		}
+		links = append(links, l)
+	}
+	if r.RebuildOf != "" {
+		add("rebuild of", r.RebuildOf, "")
+	}
+	// RETRIES: build.Record's RetryOf and Attempt (issue 11's automatic
+	// retries) are not on build.Record yet; once they are, link the
+	// attempt this one retries here:
+	//	if r.RetryOf != "" {
+	//		add("retry of", r.RetryOf, fmt.Sprintf("(attempt %d)", r.AttemptNumber()))
+	//	}
+	if by := supersededBy(r); by != "" {
+		add("superseded by", by, "")
+	}
+	return links
+}
+
+// supersededBy returns the build that superseded r, named in its reason
+// (Record.Supersede writes "superseded by <ID>"), or "".
+func supersededBy(r build.Record) build.ID {
+	const prefix = "superseded by "
+	if r.Status != build.StatusSuperseded {
+		return ""
+	}
+	i := strings.Index(r.Reason, prefix)
+	if i < 0 {
+		return ""
+	}
+	rest := r.Reason[i+len(prefix):]
+	id, err := build.ParseID(rest[:min(len(rest), 36)])
+	if err != nil {
+		return ""
+	}
+	return id
 }
 
 type queueView struct {

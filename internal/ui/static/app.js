@@ -109,7 +109,7 @@
     }
   }
 
-  // ---- buttons: pause, resume, cancel, unlock, sign out ----
+  // ---- buttons: pause, resume, cancel, rebuild, unlock, sign out ----
 
   async function onAction(button) {
     const action = button.dataset.action;
@@ -137,6 +137,16 @@
         case 'unlock':
           await api('DELETE', url);
           break;
+        case 'rebuild': {
+          // The new build's page: a build ID is all the answer may add
+          // to the URL.
+          const answer = await (await api('POST', url)).json();
+          if (!answer || !BUILD_ID.test(answer.id)) {
+            throw new Error('unexpected answer');
+          }
+          location.assign('/ui/builds/' + answer.id);
+          return;
+        }
         case 'logout':
           await api('DELETE', '/api/v1/session');
           location.assign('/');
@@ -341,6 +351,10 @@
     const cancel = document.getElementById('cancel');
     if (cancel) {
       cancel.hidden = FINAL.has(rec.status);
+    }
+    const rebuild = document.getElementById('rebuild');
+    if (rebuild) {
+      rebuild.hidden = !FINAL.has(rec.status);
     }
     if (rec.status !== 'running') {
       for (const el of document.querySelectorAll('[data-field="progress"]')) {
