@@ -24,9 +24,13 @@ import (
 // it.
 type Record struct {
 	ID            string    `json:"id"`
+	Number        int       `json:"number"`
+	RebuildOf     string    `json:"rebuildOf"`
 	Team          string    `json:"team"`
 	Project       string    `json:"project"`
 	Ref           string    `json:"ref"`
+	RefType       string    `json:"refType"`
+	SHA           string    `json:"sha"`
 	Trigger       string    `json:"trigger"`
 	RequestedBy   string    `json:"requestedBy"`
 	DeliveryID    string    `json:"deliveryId"`
