@@ -14,7 +14,7 @@ DECAP_SERVICES=(ingest dispatcher reaper)
 
 # The builds table's global secondary indexes, "name:hash:range", projection
 # ALL. The Go adapter (internal/awsdynamo) queries these exact names and keys.
-BUILDS_INDEXES=(by-project:projectKey:queuedSort running:runningPk:buildId projects:kind:buildId)
+BUILDS_INDEXES=(by-project:projectKey:queuedSort running:runningPk:buildId projects:kind:buildId unfinished:unfinishedKey:queuedSort)
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 note() { echo "${0##*/}: $*" >&2; }

@@ -375,6 +375,7 @@ func checkTable(t *testing.T, c cli, w world, table string) {
 			"by-project": "projectKey:HASH,queuedSort:RANGE ALL",
 			"running":    "runningPk:HASH,buildId:RANGE ALL",
 			"projects":   "kind:HASH,buildId:RANGE ALL",
+			"unfinished": "unfinishedKey:HASH,queuedSort:RANGE ALL",
 		}
 	}
 	tab := got.Table
@@ -497,7 +498,7 @@ func wantGrants(w world, service string) []string {
 	queue, dlq := w.sqsARN(w.queue()), w.sqsARN(w.dlq())
 	locks, idem, builds := w.tableARN("locks"), w.tableARN("idempotency"), w.tableARN("builds")
 	sessions := w.tableARN("sessions")
-	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects"}
+	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects", builds + "/index/unfinished"}
 	bucket := fmt.Sprintf("arn:%s:s3:::%s", w.partition, w.bucket())
 	objects := []string{bucket + "/logs/*", bucket + "/artifacts/*"}
 

@@ -20,7 +20,11 @@
 //	                      "waiting" while it is queued or deferred, absent
 //	                      once final),
 //	                      projects (HASH kind S, RANGE buildId S; sparse
-//	                      marker items buildId = "project#<team/project>").
+//	                      marker items buildId = "project#<team/project>"),
+//	                      unfinished (HASH unfinishedKey S, RANGE
+//	                      queuedSort S; sparse: unfinishedKey = the lock
+//	                      key while a build is queued, deferred or
+//	                      running, absent once final).
 //	<prefix>-sessions     HASH pk (S) = SHA-256 of the session ID (hex);
 //	                      TTL attribute ttl.
 //
@@ -65,6 +69,9 @@ const (
 	indexByProject = "by-project"
 	indexRunning   = "running"
 	indexProjects  = "projects"
+	// indexUnfinished lists one lock key's unfinished records
+	// (Records.Unfinished).
+	indexUnfinished = "unfinished"
 )
 
 // Tables names Decap's DynamoDB tables.
@@ -148,7 +155,7 @@ func hashTable(name, key string) *dynamodb.CreateTableInput {
 
 func buildsTable(name string) *dynamodb.CreateTableInput {
 	def := hashTable(name, "buildId")
-	for _, a := range []string{"projectKey", "queuedSort", "runningPk", "kind"} {
+	for _, a := range []string{"projectKey", "queuedSort", "runningPk", "kind", "unfinishedKey"} {
 		def.AttributeDefinitions = append(def.AttributeDefinitions,
 			types.AttributeDefinition{AttributeName: aws.String(a), AttributeType: types.ScalarAttributeTypeS})
 	}
@@ -166,6 +173,7 @@ func buildsTable(name string) *dynamodb.CreateTableInput {
 		index(indexByProject, "projectKey", "queuedSort"),
 		index(indexRunning, "runningPk", "buildId"),
 		index(indexProjects, "kind", "buildId"),
+		index(indexUnfinished, "unfinishedKey", "queuedSort"),
 	}
 	return def
 }

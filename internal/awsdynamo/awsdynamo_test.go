@@ -208,7 +208,7 @@ func TestCreateTables(t *testing.T) {
 		indexes = append(indexes, aws.ToString(ix.IndexName))
 	}
 	slices.Sort(indexes)
-	if want := []string{"by-project", "projects", "running"}; !slices.Equal(indexes, want) {
+	if want := []string{"by-project", "projects", "running", "unfinished"}; !slices.Equal(indexes, want) {
 		t.Errorf("builds table indexes = %v, want %v", indexes, want)
 	}
 	for _, name := range []string{tables.Locks, tables.Idempotency, tables.Sessions} {

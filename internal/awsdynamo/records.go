@@ -85,6 +85,19 @@ type recordItem struct {
 	// CancelRequestedAt is set while a cancel of the running build waits
 	// for the reaper.
 	CancelRequestedAt string `dynamodbav:"cancelRequestedAt,omitempty"`
+	// UnfinishedKey is the lock key of a queued, deferred or running
+	// record, the hash key of the sparse unfinished index; absent once the
+	// record is final.
+	UnfinishedKey string `dynamodbav:"unfinishedKey,omitempty"`
+	Attempt       int    `dynamodbav:"attempt,omitempty"`
+	RetryOf       string `dynamodbav:"retryOf,omitempty"`
+	Infra         string `dynamodbav:"infra,omitempty"`
+	SupersededBy  string `dynamodbav:"supersededBy,omitempty"`
+	// LaunchingAt is set once a dispatcher begins to launch the waiting
+	// record: EndWaiting's condition is that it is absent.
+	LaunchingAt  string `dynamodbav:"launchingAt,omitempty"`
+	InfraRetries int    `dynamodbav:"infraRetries,omitempty"`
+	Supersedable bool   `dynamodbav:"supersedable,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
 }
@@ -153,12 +166,22 @@ func itemFor(r build.Record) recordItem {
 		NextAttemptAt: formatTime(r.NextAttemptAt),
 
 		CancelRequestedAt: formatTime(r.CancelRequestedAt),
+		Attempt:           r.Attempt,
+		RetryOf:           string(r.RetryOf),
+		Infra:             string(r.Infra),
+		SupersededBy:      string(r.SupersededBy),
+		LaunchingAt:       formatTime(r.LaunchingAt),
+		InfraRetries:      r.InfraRetries,
+		Supersedable:      r.Supersedable,
 	}
 	switch r.Status {
 	case build.StatusRunning:
 		it.RunningPK = runningValue
 	case build.StatusQueued, build.StatusDeferred:
 		it.RunningPK = waitingValue
+	}
+	if !r.Status.Final() {
+		it.UnfinishedKey = r.LockKey()
 	}
 	return it
 }
@@ -183,6 +206,12 @@ func (it recordItem) record() (build.Record, error) {
 		PodName:       it.PodName,
 		CatalogCommit: it.CatalogCommit,
 		Reason:        it.Reason,
+		Attempt:       it.Attempt,
+		RetryOf:       build.ID(it.RetryOf),
+		Infra:         build.InfraCause(it.Infra),
+		SupersededBy:  build.ID(it.SupersededBy),
+		InfraRetries:  it.InfraRetries,
+		Supersedable:  it.Supersedable,
 	}
 	for _, f := range []struct {
 		s string
@@ -193,6 +222,7 @@ func (it recordItem) record() (build.Record, error) {
 		{it.FinishedAt, &r.FinishedAt},
 		{it.NextAttemptAt, &r.NextAttemptAt},
 		{it.CancelRequestedAt, &r.CancelRequestedAt},
+		{it.LaunchingAt, &r.LaunchingAt},
 	} {
 		t, err := parseTime(f.s)
 		if err != nil {

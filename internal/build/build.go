@@ -219,7 +219,10 @@ func (s Status) Valid() bool {
 //	queued, deferred           Cancel          cancelled
 //	queued, deferred           Supersede       superseded
 //	queued, deferred           Drop            skipped, expired or errored
+//	queued, deferred           Launching       the same, LaunchingAt set
 //	running                    RequestCancel   running, CancelRequestedAt set
+//	running                    RequestSupersede running, CancelRequestedAt and
+//	                                           SupersededBy set
 //	queued, deferred, running  End             the executor's final status
 //
 // End takes a build's Outcome: from a waiting record too, since a build may
@@ -263,6 +266,51 @@ type Record struct {
 	// for an executor whose builds the asker cannot stop itself (ingest may
 	// not delete build Pods): the reaper stops it and records it cancelled.
 	CancelRequestedAt time.Time `json:"cancelRequestedAt,omitzero"`
+
+	// Attempt numbers the tries of one request: 1 for the first (0 in a
+	// record made before retries existed, see AttemptNumber), n+1 for the
+	// retry of attempt n, which RetryOf names. Each attempt is a build of
+	// its own (NextAttempt).
+	Attempt int `json:"attempt,omitempty"`
+	RetryOf ID  `json:"retryOf,omitempty"`
+	// Infra names the infrastructure failure that ended an errored build
+	// (End sets it, see EndedByInfra); empty for every other end.
+	Infra InfraCause `json:"infra,omitempty"`
+	// SupersededBy is the newer request of the lock key that superseded
+	// this one: set with a waiting request's end (Supersede) or a running
+	// build's stop request (RequestSupersede).
+	SupersededBy ID `json:"supersededBy,omitempty"`
+	// LaunchingAt is when a dispatcher decided to launch the waiting
+	// request (Launching), before it started it: from then on a newer
+	// request no longer ends it as a waiting one (Records.EndWaiting), so
+	// a launch never races a supersede.
+	LaunchingAt time.Time `json:"launchingAt,omitzero"`
+	// InfraRetries and Supersedable are what the project's descriptor said
+	// about the build when it was launched: how many infrastructure
+	// failures may start another attempt (retries.infra, capped by the
+	// operator), and whether a newer request of its lock key supersedes
+	// it (supersede applied to its ref), so that a failure is not retried
+	// when a newer request was accepted meanwhile.
+	InfraRetries int  `json:"infraRetries,omitempty"`
+	Supersedable bool `json:"supersedable,omitempty"`
+}
+
+// AttemptNumber returns the record's attempt, counting from 1.
+func (r Record) AttemptNumber() int { return max(r.Attempt, 1) }
+
+// Waiting reports whether the request waits to be started: queued or
+// deferred.
+func (r Record) Waiting() bool { return r.Status == StatusQueued || r.Status == StatusDeferred }
+
+// Older reports whether r was accepted before o: by QueuedAt, then by
+// BuildID. It orders a lock key's requests for supersede: a newer request
+// supersedes the older ones, never the other way round, so that two
+// requests accepted at once never end each other.
+func (r Record) Older(o Record) bool {
+	if !r.QueuedAt.Equal(o.QueuedAt) {
+		return r.QueuedAt.Before(o.QueuedAt)
+	}
+	return r.BuildID < o.BuildID
 }
 
 // ProjectKey returns "team/project".

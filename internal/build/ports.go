@@ -208,6 +208,21 @@ type Records interface {
 	// Waiting returns every record with status queued or deferred, oldest
 	// first (by QueuedAt, then BuildID): the requests not yet started.
 	Waiting(ctx context.Context) ([]Record, error)
+	// Unfinished returns the records of lock key key ("team/project/ref")
+	// that are queued, deferred or running, oldest first (by QueuedAt,
+	// then BuildID; see Record.Older): what a newer request of the key
+	// may supersede. It reads an index of the key, never every waiting
+	// record. A malformed key gives ErrInvalid.
+	Unfinished(ctx context.Context, key string) ([]Record, error)
+	// EndWaiting writes r, which must be final (ErrInvalid otherwise), only
+	// if the stored record is still queued or deferred and no dispatcher
+	// has begun to launch it (its LaunchingAt is zero): a compare-and-swap
+	// on the stored status, so that a request a dispatcher starts is never
+	// also ended as waiting (Record.Supersede), however the two race.
+	// ErrConflict, and nothing changes, when the stored record is running,
+	// final or being launched; ErrNotFound when there is none. The store's
+	// own fields (Record.Number) keep their stored values.
+	EndWaiting(ctx context.Context, r Record) error
 	// AverageDuration averages the durations of the project's last n
 	// succeeded builds (newest by QueuedAt, then BuildID); it returns how
 	// many it averaged (0: no figure).

@@ -20,6 +20,9 @@ const (
 	// ReasonCancelledOnRequest starts the reason of a running build that was
 	// stopped because someone asked (RequestCancel).
 	ReasonCancelledOnRequest = "cancelled on request"
+	// ReasonSupersededBy starts the reason of a superseded request or
+	// build; the newer request's build ID follows.
+	ReasonSupersededBy = "superseded by "
 	// ReasonStoppedFromOutside starts the reason of a build that was
 	// stopped while nobody had asked Decap to cancel it: an infrastructure
 	// failure (see EndedByInfra).
@@ -109,7 +112,51 @@ func (r *Record) Supersede(now time.Time, by ID) error {
 	if by == "" || by == r.BuildID {
 		return fmt.Errorf("%w: build %s cannot be superseded by %q", ErrInvalid, r.BuildID, by)
 	}
-	r.finish(StatusSuperseded, "superseded by "+string(by), now)
+	r.finish(StatusSuperseded, ReasonSupersededBy+string(by), now)
+	r.SupersededBy = by
+	return nil
+}
+
+// RequestSupersede records that the newer request by made the running
+// build unnecessary and asked at now to stop it: it stays running until
+// its executor reports the end, which End then records as superseded
+// (never retried). The reaper stops it as it stops a build someone asked
+// to cancel (CancelRequestedAt). A cancel someone asked for first stands:
+// the build then ends cancelled and nothing changes here; asking again
+// keeps the first request.
+func (r *Record) RequestSupersede(now time.Time, by ID) error {
+	if err := r.may("request a supersede", []Status{StatusRunning}); err != nil {
+		return err
+	}
+	if by == "" || by == r.BuildID {
+		return fmt.Errorf("%w: build %s cannot be superseded by %q", ErrInvalid, r.BuildID, by)
+	}
+	if !r.CancelRequestedAt.IsZero() {
+		return nil
+	}
+	r.CancelRequestedAt, r.SupersededBy = now, by
+	return nil
+}
+
+// Launching records that a dispatcher decided at now to launch the
+// waiting request, and what the project's descriptor says about it then:
+// infraRetries (retries.infra, capped by the operator) and supersedable
+// (whether a newer request of its lock key supersedes it). It stays
+// queued or deferred until Start; from now on a newer request does not end
+// it as a waiting one (Records.EndWaiting refuses), so a supersede never
+// ends a request whose build is being started. A later Launching (a
+// redelivered request) keeps the first time.
+func (r *Record) Launching(now time.Time, infraRetries int, supersedable bool) error {
+	if err := r.may("launch", waiting); err != nil {
+		return err
+	}
+	if infraRetries < 0 {
+		return fmt.Errorf("%w: build %s cannot have %d retries", ErrInvalid, r.BuildID, infraRetries)
+	}
+	if r.LaunchingAt.IsZero() {
+		r.LaunchingAt = now
+	}
+	r.InfraRetries, r.Supersedable = infraRetries, supersedable
 	return nil
 }
 
@@ -141,7 +188,9 @@ var endStatuses = []Status{StatusSucceeded, StatusFailed, StatusTimedOut, Status
 // build).
 //
 // A build with a cancel request (RequestCancel) that did not succeed ends
-// cancelled, its reason starting with "cancelled on request"; a build the
+// cancelled, its reason starting with "cancelled on request"; one stopped
+// because a newer request superseded it (RequestSupersede) ends superseded,
+// its reason starting with "superseded by" and the newer build; a build the
 // executor saw stopped (cancelled) while nobody asked for it ends errored,
 // its reason starting with ReasonStoppedFromOutside: only a cancel someone
 // asked for is recorded as cancelled. Any other outcome with an
@@ -165,6 +214,12 @@ func (r *Record) End(o Outcome, now time.Time) error {
 	}
 	status, reasons := o.Status, []string{o.Reason}
 	switch {
+	case !r.CancelRequestedAt.IsZero() && r.SupersededBy != "" && status != StatusSucceeded:
+		// Stopped for a newer request: superseded, never retried.
+		if o.Reason == "cancelled" { // the entrypoint's word for the stop
+			reasons = nil
+		}
+		status, reasons = StatusSuperseded, append([]string{ReasonSupersededBy + string(r.SupersededBy)}, reasons...)
 	case !r.CancelRequestedAt.IsZero() && status != StatusSucceeded:
 		// Stopped on request: whatever the executor saw of the stop (a
 		// deleted Pod, a killed script), the build was cancelled.
@@ -215,6 +270,7 @@ func (r *Record) End(o Outcome, now time.Time) error {
 		r.PodName = o.PodName
 	}
 	r.LogKey, r.ArtifactsKey = logKey, artifactsKey
+	r.Infra = r.EndedByInfra(o)
 	return nil
 }
 

@@ -47,6 +47,13 @@ func recordIn(state string) build.Record {
 		r = recordIn("running")
 		r.CancelRequestedAt = rt0.Add(5 * time.Second)
 		return r
+	case "running, supersede requested":
+		r = recordIn("running")
+		r.CancelRequestedAt, r.SupersededBy = rt0.Add(5*time.Second), newer
+		return r
+	case "queued, launching":
+		r.LaunchingAt, r.InfraRetries, r.Supersedable = rt0.Add(time.Second), 2, true
+		return r
 	case "succeeded":
 		return ran(build.StatusSucceeded, 0, "")
 	case "failed":
@@ -62,14 +69,16 @@ func recordIn(state string) build.Record {
 	case "skipped":
 		return final(build.StatusSkipped, "ref \"x\" does not match managedRefRegex")
 	case "superseded":
+		r.SupersededBy = newer
 		return final(build.StatusSuperseded, "superseded by "+string(newer))
 	}
 	panic("no state " + state)
 }
 
-// states lists every state a record can be in: each status once, running
-// twice (with and without a cancel request).
-var states = []string{"queued", "deferred", "running", "running, cancel requested",
+// states lists every state a record can be in: each status once, queued
+// also while a dispatcher launches it, running also with a cancel and with
+// a supersede request.
+var states = []string{"queued", "queued, launching", "deferred", "running", "running, cancel requested", "running, supersede requested",
 	"succeeded", "failed", "timed_out", "cancelled", "errored", "expired", "skipped", "superseded"}
 
 // outcomeOf is what an executor reports of rtID's end.
@@ -101,8 +110,8 @@ func dropped(before build.Record, status build.Status, reason string) build.Reco
 // changes nothing.
 func TestTransitions(t *testing.T) {
 	t.Parallel()
-	waiting := []string{"queued", "deferred"}
-	running := []string{"running", "running, cancel requested"}
+	waiting := []string{"queued", "queued, launching", "deferred"}
+	running := []string{"running", "running, cancel requested", "running, supersede requested"}
 	both := append(append([]string{}, waiting...), running...)
 	type transition struct {
 		name  string
@@ -118,16 +127,45 @@ func TestTransitions(t *testing.T) {
 			apply: func(r *build.Record) error { return r.End(o, rtNow) },
 			want: func(state string, before build.Record) build.Record {
 				asked := state == "running, cancel requested"
+				superseded := state == "running, supersede requested"
 				switch {
+				case superseded && s == build.StatusCancelled:
+					return ended(before, o, build.StatusSuperseded, "superseded by "+string(newer))
+				case superseded && s != build.StatusSucceeded:
+					return ended(before, o, build.StatusSuperseded, "superseded by "+string(newer)+"; "+reason)
 				case asked && s == build.StatusCancelled:
 					return ended(before, o, build.StatusCancelled, "cancelled on request")
 				case asked && s != build.StatusSucceeded:
 					return ended(before, o, build.StatusCancelled, "cancelled on request; "+reason)
 				case s == build.StatusCancelled:
-					// Nobody asked: stopped from outside.
-					return ended(before, o, build.StatusErrored, "stopped from outside Decap, with no cancel asked for; "+reason)
+					// Nobody asked: stopped from outside, an infrastructure
+					// failure the executor did not name.
+					r := ended(before, o, build.StatusErrored, "stopped from outside Decap, with no cancel asked for; "+reason)
+					r.Infra = build.InfraDeleted
+					return r
 				}
 				return ended(before, o, s, reason)
+			},
+		}
+	}
+	// An end by an infrastructure failure: errored, Infra kept, unless a
+	// stop was asked for.
+	endWithInfra := func(s build.Status, code int, reason string, cause build.InfraCause) transition {
+		o := outcomeOf(s, code, reason)
+		o.Infra = cause
+		return transition{
+			name: "End " + string(s) + " by " + string(cause), move: "end", from: both,
+			apply: func(r *build.Record) error { return r.End(o, rtNow) },
+			want: func(state string, before build.Record) build.Record {
+				switch state {
+				case "running, cancel requested":
+					return ended(before, o, build.StatusCancelled, "cancelled on request; "+reason)
+				case "running, supersede requested":
+					return ended(before, o, build.StatusSuperseded, "superseded by "+string(newer)+"; "+reason)
+				}
+				r := ended(before, o, build.StatusErrored, reason)
+				r.Infra = cause
+				return r
 			},
 		}
 	}
@@ -173,7 +211,28 @@ func TestTransitions(t *testing.T) {
 		{name: "Supersede", move: "supersede", from: waiting,
 			apply: func(r *build.Record) error { return r.Supersede(rtNow, newer) },
 			want: func(_ string, before build.Record) build.Record {
-				return dropped(before, build.StatusSuperseded, "superseded by "+string(newer))
+				r := dropped(before, build.StatusSuperseded, "superseded by "+string(newer))
+				r.SupersededBy = newer
+				return r
+			}},
+		{name: "RequestSupersede", move: "request a supersede", from: running,
+			apply: func(r *build.Record) error { return r.RequestSupersede(rtNow, newer) },
+			want: func(state string, before build.Record) build.Record {
+				r := before
+				if state == "running" {
+					r.CancelRequestedAt, r.SupersededBy = rtNow, newer
+				} // else the first request (a cancel, or a supersede) stands
+				return r
+			}},
+		{name: "Launching", move: "launch", from: waiting,
+			apply: func(r *build.Record) error { return r.Launching(rtNow, 3, false) },
+			want: func(state string, before build.Record) build.Record {
+				r := before
+				if state != "queued, launching" {
+					r.LaunchingAt = rtNow
+				} // else the first launch's time stays
+				r.InfraRetries, r.Supersedable = 3, false
+				return r
 			}},
 		drop(build.StatusSkipped, "project x/y is not in the build-scripts repository"),
 		drop(build.StatusExpired, "waited 24h0m1s, longer than 24h0m0s"),
@@ -183,6 +242,8 @@ func TestTransitions(t *testing.T) {
 		endWith(build.StatusTimedOut, 143, "deadline of 10m0s exceeded"),
 		endWith(build.StatusCancelled, 143, "cancelled"),
 		endWith(build.StatusErrored, 137, "build pod was deleted before it ended"),
+		endWithInfra(build.StatusErrored, 137, "build pod was evicted", build.InfraEvicted),
+		endWithInfra(build.StatusFailed, 137, "build.sh was killed by SIGKILL", build.InfraKilled),
 	}
 	for _, state := range states {
 		for _, tr := range transitions {

@@ -40,6 +40,11 @@ func TestFakeRecords(t *testing.T) {
 	})
 }
 
+func TestFakeRecordsSupersedeRacesLaunch(t *testing.T) {
+	t.Parallel()
+	buildtest.CheckSupersedeRacesLaunch(t, []buildtest.Records{buildtest.NewRecords()}, 64)
+}
+
 func TestFakeBlobs(t *testing.T) {
 	t.Parallel()
 	buildtest.TestBlobs(t, func(t *testing.T) buildtest.Blobs {

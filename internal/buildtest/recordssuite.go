@@ -19,9 +19,12 @@ import (
 func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
 	for name, test := range map[string]func(*testing.T, func(*testing.T) Records){
-		"numbers":            TestRecordsNumbers,
-		"numbers kept":       TestRecordsNumbersKept,
-		"numbers concurrent": TestRecordsNumbersConcurrent,
+		"numbers":                TestRecordsNumbers,
+		"numbers kept":           TestRecordsNumbersKept,
+		"numbers concurrent":     TestRecordsNumbersConcurrent,
+		"unfinished":             TestRecordsUnfinished,
+		"end waiting":            TestRecordsEndWaiting,
+		"supersede races launch": TestRecordsSupersedeRacesLaunch,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

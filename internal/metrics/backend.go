@@ -149,7 +149,7 @@ func (w *idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 
 // Records wraps r.
 func (m *Backend) Records(r build.Records) build.Records {
-	m.known("records", "save", "get", "list_project", "running", "waiting", "average_duration", "projects")
+	m.known("records", "save", "get", "list_project", "running", "waiting", "unfinished", "end_waiting", "average_duration", "projects")
 	return &records{r, m}
 }
 
@@ -180,6 +180,15 @@ func (w *records) Running(ctx context.Context) ([]build.Record, error) {
 func (w *records) Waiting(ctx context.Context) ([]build.Record, error) {
 	rs, err := w.r.Waiting(ctx)
 	return rs, w.m.count("records", "waiting", err)
+}
+
+func (w *records) Unfinished(ctx context.Context, key string) ([]build.Record, error) {
+	rs, err := w.r.Unfinished(ctx, key)
+	return rs, w.m.count("records", "unfinished", err)
+}
+
+func (w *records) EndWaiting(ctx context.Context, r build.Record) error {
+	return w.m.count("records", "end_waiting", w.r.EndWaiting(ctx, r))
 }
 
 func (w *records) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {

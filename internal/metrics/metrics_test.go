@@ -135,8 +135,8 @@ func TestBackendDecoratorsPassThrough(t *testing.T) {
 		t.Fatalf("Get of no record: got %v, want ErrNotFound", err)
 	}
 	// The wrapped ports' series exist from the start, all at zero.
-	if n, err := testutil.GatherAndCount(reg, "decap_backend_errors_total"); err != nil || n != 6+5+7 {
-		t.Errorf("decap_backend_errors_total has %d series (%v), want 18: one per operation of queue, locks and records", n, err)
+	if n, err := testutil.GatherAndCount(reg, "decap_backend_errors_total"); err != nil || n != 6+5+9 {
+		t.Errorf("decap_backend_errors_total has %d series (%v), want 20: one per operation of queue, locks and records", n, err)
 	}
 	families, err := reg.Gather()
 	if err != nil {

@@ -167,7 +167,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -276,6 +276,14 @@ CREATE TABLE project_numbers (
 	last    INTEGER NOT NULL,
 	PRIMARY KEY (team, project)
 ) WITHOUT ROWID;
+`
+
+// schemaV6 indexes each project's unfinished records for
+// Records.Unfinished (the requests a newer one of their lock key may
+// supersede), so a supersede reads a project's queued, deferred and
+// running records, not every waiting one.
+const schemaV6 = `
+CREATE INDEX records_unfinished ON records (team, project, queued_at, id) WHERE status IN ('queued', 'deferred', 'running');
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

@@ -1,0 +1,79 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Unfinished returns the queued, deferred and running records of lock key
+// key, oldest first (by QueuedAt, then BuildID). It reads the partial
+// index of the project's unfinished records (records_unfinished) and
+// keeps those of the key's ref. A malformed key gives build.ErrInvalid.
+func (s *Records) Unfinished(ctx context.Context, key string) ([]build.Record, error) {
+	team, project, ref, err := build.SplitLockKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished builds of %s: %w", key, err)
+	}
+	recs, err := s.query(ctx, unfinishedQuery, team, project, ref)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished builds of %s: %w", key, err)
+	}
+	return recs, nil
+}
+
+// unfinishedQuery selects one lock key's unfinished records, oldest
+// first: the status condition is the partial index's, so SQLite reads
+// records_unfinished; the ref is in the record's JSON, stored as a BLOB,
+// hence the cast (SQLite reads a BLOB as JSONB).
+const unfinishedQuery = `
+SELECT doc FROM records
+WHERE team = ? AND project = ? AND status IN ('queued', 'deferred', 'running')
+	AND json_extract(CAST(doc AS TEXT), '$.ref') = ?
+ORDER BY queued_at, id`
+
+// EndWaiting writes r, which must be final, only if the stored record is
+// queued or deferred and not being launched (its LaunchingAt is zero); see
+// buildtest.Records. The check and the write are one transaction.
+func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
+	if !r.Status.Final() {
+		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
+	}
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		var stored []byte
+		err := tx.QueryRowContext(ctx, `SELECT doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&stored)
+		if errors.Is(err, sql.ErrNoRows) {
+			return build.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var old build.Record
+		if err := json.Unmarshal(stored, &old); err != nil {
+			return fmt.Errorf("decode stored record: %w", err)
+		}
+		if !old.Waiting() || !old.LaunchingAt.IsZero() {
+			return fmt.Errorf("%w: stored status %s, launching since %v", build.ErrConflict, old.Status, old.LaunchingAt)
+		}
+		r.Number = old.Number // the store's: kept, as Save keeps it
+		doc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		// The status in the WHERE repeats the check for the reader: the
+		// write transaction holds the database's write lock throughout.
+		_, err = tx.ExecContext(ctx, `
+UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, doc = ?
+WHERE id = ? AND status IN ('queued', 'deferred')`,
+			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), doc, string(r.BuildID))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
+	}
+	return nil
+}
