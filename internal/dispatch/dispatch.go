@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/supersede"
 )
 
 // Queue is the work queue as the dispatcher consumes it. Receive long-polls;
@@ -55,10 +56,14 @@ type Idempotency interface {
 }
 
 // Records stores build records; Save fails with build.ErrConflict when the
-// stored record is further along (e.g. already final).
+// stored record is further along (e.g. already final). Unfinished and
+// EndWaiting let a request supersede the older ones of its lock key
+// (internal/supersede; see buildtest.Records).
 type Records interface {
 	Get(ctx context.Context, id build.ID) (build.Record, error)
 	Save(ctx context.Context, r build.Record) error
+	Unfinished(ctx context.Context, key string) ([]build.Record, error)
+	EndWaiting(ctx context.Context, r build.Record) error
 }
 
 // Launcher starts a build. Launching a build that was already launched is
@@ -126,6 +131,11 @@ type Config struct {
 	// GateInterval is how long Run trusts a read of the dispatch gate, and
 	// how often a paused Run reads it again (default 2s).
 	GateInterval time.Duration
+	// MaxInfraRetries caps the retries.infra a project's builds get (the
+	// operator's DECAP_MAX_INFRA_RETRIES): 0 means build.MaxInfraRetries,
+	// < 0 no retries at all. A build keeps what it was launched with
+	// (Record.InfraRetries).
+	MaxInfraRetries int
 }
 
 func (c Config) withDefaults() Config {
@@ -152,6 +162,12 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxDeferAge, 24*time.Hour)
 	def(&c.IdempotencyTTL, build.IdempotencyTTL)
 	def(&c.GateInterval, 2*time.Second)
+	switch {
+	case c.MaxInfraRetries == 0, c.MaxInfraRetries > build.MaxInfraRetries:
+		c.MaxInfraRetries = build.MaxInfraRetries
+	case c.MaxInfraRetries < 0:
+		c.MaxInfraRetries = 0
+	}
 	return c
 }
 
@@ -256,6 +272,7 @@ const (
 	CauseDuplicate      Cause = "duplicate"       // its delivery was built already
 	CauseExpired        Cause = "expired"         // deferred longer than MaxDeferAge
 	CauseAlreadyEnded   Cause = "already_ended"   // its record is final (ended, cancelled)
+	CauseSuperseded     Cause = "superseded"      // a newer request of its lock key superseded it
 	CauseMalformed      Cause = "malformed"       // the body cannot be parsed: dead-lettered
 )
 
@@ -274,6 +291,13 @@ type Decision struct {
 	// store kept failing): it runs outside the lock and the cap, or its
 	// lease may run out early. Decide logs it as an error.
 	Unlocked bool
+	// SupersededWaiting and SupersededRunning count what the decision
+	// superseded: waiting requests it ended (a request of another
+	// producer, which the dispatcher accepts, ends the older ones of its
+	// key, or itself when a newer one waits), running builds it asked to
+	// stop (those, or a build started now that a newer request supersedes
+	// at once).
+	SupersededWaiting, SupersededRunning int
 }
 
 // Decide takes one request through catalog lookup, the managed-ref filter,
@@ -282,12 +306,15 @@ type Decision struct {
 // the backoff). Decide writes the build record at every step, so whatever it
 // decides is visible; it touches the queue not at all.
 func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Message) Decision {
-	dec := d.decide(ctx, req, m)
+	var sup supersede.Result
+	dec := d.decide(ctx, req, m, &sup)
+	dec.SupersededWaiting, dec.SupersededRunning = len(sup.Superseded), len(sup.Stopping)
 	d.obs.Decided(dec)
 	return dec
 }
 
-func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Message) Decision {
+// decide is Decide; it adds what the request superseded to sup.
+func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Message, sup *supersede.Result) Decision {
 	now := d.now()
 	log := d.log.With("lock_key", req.LockKey())
 	if req.DeliveryID != "" {
@@ -328,16 +355,18 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	req.BuildID = owner
 
 	rec, err := d.records.Get(ctx, req.BuildID)
+	created := false // this dispatcher accepts the request: supersede for it
 	switch {
 	case errors.Is(err, build.ErrNotFound):
 		rec = build.RecordFor(req)
 		if err := d.save(ctx, rec); err != nil {
 			return d.retry(log, m, err)
 		}
+		created = true
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("get record: %w", err))
 	case rec.Status.Final():
-		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(rec.Status), Cause: CauseAlreadyEnded}
+		return ended(rec)
 	case rec.Status == build.StatusRunning:
 		// Launched by a replica that died before deleting the message.
 		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
@@ -355,6 +384,32 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	if req.Trigger == build.TriggerPush && !desc.Manages(req.Ref) {
 		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnmanaged,
 			fmt.Sprintf("ref %q does not match managedRefRegex %q", req.Ref, desc.ManagedRefRegex))
+	}
+	policy := desc.SupersedeFor(req.Ref)
+	if created {
+		// A request of another producer, which nobody recorded before:
+		// this is where it is accepted, so it supersedes the older ones
+		// of its key (a newer one may supersede it).
+		res, err := supersede.Older(ctx, d.records, rec, policy, now)
+		if err != nil {
+			log.Warn("supersede older requests", "err", err)
+		}
+		*sup = res
+		for _, id := range sup.Stopping {
+			log.Info("running build superseded; the reaper stops it", "superseded", id)
+		}
+		for _, id := range sup.Superseded {
+			if id != req.BuildID {
+				log.Info("request superseded", "superseded", id)
+				continue
+			}
+			cur, err := d.records.Get(ctx, req.BuildID)
+			if err != nil {
+				return d.retry(log, m, fmt.Errorf("get record: %w", err))
+			}
+			log.Info("request superseded on arrival by a newer one", "superseded_by", cur.SupersededBy)
+			return ended(cur)
+		}
 	}
 
 	lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: d.cfg.Owner, AcquiredAt: now, ExpiresAt: now.Add(d.cfg.LaunchLease)}
@@ -379,29 +434,49 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	// build and died before recording it leaves it queued, and the reaper
 	// may have ended it since the read above. The reaper records the end
 	// before it releases the lock, so this read sees it.
-	switch cur, err := d.records.Get(ctx, req.BuildID); {
-	case err != nil && !errors.Is(err, build.ErrNotFound):
-		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
-			log.Warn("release lock after failed read", "err", rerr)
+	//
+	// Then claim the request for this launch (Record.Launching): from the
+	// claim on, a newer request no longer ends it as a waiting one
+	// (Records.EndWaiting refuses), and a request that was superseded or
+	// cancelled before the claim is not launched (Save refuses the claim
+	// over a final record). So a superseded request never runs.
+	for claims := 0; ; claims++ {
+		cur, err := d.records.Get(ctx, req.BuildID)
+		switch {
+		case errors.Is(err, build.ErrNotFound):
+			cur = rec
+		case err != nil:
+			return d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("get record: %w", err))
+		case cur.Status.Final():
+			if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
+				log.Warn("release lock of an ended build", "err", rerr)
+			}
+			return ended(cur)
+		case cur.Status == build.StatusRunning:
+			// Launched by another replica meanwhile. If its lease had run out,
+			// the Acquire above took the lock anew with the launch lease: give
+			// the running build its running lease back (Extend never shortens).
+			started := cur.StartedAt
+			if started.IsZero() {
+				started = now
+			}
+			if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(desc.Timeout()+d.cfg.RunGrace)); err != nil {
+				log.Warn("extend lock lease of a running build", "err", err)
+			}
+			return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 		}
-		return d.retry(log, m, fmt.Errorf("get record: %w", err))
-	case err == nil && cur.Status.Final():
-		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
-			log.Warn("release lock of an ended build", "err", rerr)
+		if err := cur.Launching(now, desc.InfraRetries(d.cfg.MaxInfraRetries), policy.Any()); err != nil {
+			return d.unlockAndRetry(ctx, log, m, req, err)
 		}
-		return Decision{Action: Dropped, BuildID: req.BuildID, Reason: "already " + string(cur.Status), Cause: CauseAlreadyEnded}
-	case err == nil && cur.Status == build.StatusRunning:
-		// Launched by another replica meanwhile. If its lease had run out,
-		// the Acquire above took the lock anew with the launch lease: give
-		// the running build its running lease back (Extend never shortens).
-		started := cur.StartedAt
-		if started.IsZero() {
-			started = now
+		err = d.records.Save(ctx, cur)
+		if err == nil {
+			rec = cur
+			break
 		}
-		if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(desc.Timeout()+d.cfg.RunGrace)); err != nil {
-			log.Warn("extend lock lease of a running build", "err", err)
+		if !errors.Is(err, build.ErrConflict) || claims > 0 {
+			return d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("claim the launch: %w", err))
 		}
-		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
+		// It ended or started meanwhile: read it again.
 	}
 
 	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}
@@ -434,6 +509,16 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	case err != nil:
 		// The record still says queued; the reaper writes the final one.
 		log.Warn("record running build", "err", err)
+	default:
+		// A newer request accepted while this one launched found it
+		// being launched and left it to this dispatcher.
+		switch by, err := supersede.Started(ctx, d.records, rec, policy, d.now()); {
+		case err != nil:
+			log.Warn("look for newer requests", "err", err)
+		case by != "":
+			sup.Stopping = append(sup.Stopping, req.BuildID)
+			log.Info("build superseded as it started; the reaper stops it", "superseded_by", by)
+		}
 	}
 	waited := started.Sub(rec.QueuedAt)
 	if rec.QueuedAt.IsZero() || waited < 0 {
@@ -441,6 +526,23 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	}
 	log.Info("build launched", "commit", commit, "waited", waited)
 	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited, Unlocked: !locked}
+}
+
+// ended is the decision on a request whose record is final: dropped,
+// superseded or already ended.
+func ended(rec build.Record) Decision {
+	if rec.Status == build.StatusSuperseded {
+		return Decision{Action: Dropped, BuildID: rec.BuildID, Reason: rec.Reason, Cause: CauseSuperseded}
+	}
+	return Decision{Action: Dropped, BuildID: rec.BuildID, Reason: "already " + string(rec.Status), Cause: CauseAlreadyEnded}
+}
+
+// unlockAndRetry releases the lock taken for req and defers it after err.
+func (d *Dispatcher) unlockAndRetry(ctx context.Context, log *slog.Logger, m build.Message, req build.Request, err error) Decision {
+	if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
+		log.Warn("release lock after a failed step", "err", rerr)
+	}
+	return d.retry(log, m, err)
 }
 
 // Keeping the lease of a launched build: Extend is tried keepAttempts

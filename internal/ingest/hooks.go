@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/supersede"
 )
 
 // queuedBuild is one build a webhook or API call queued.
@@ -243,10 +245,34 @@ func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey strin
 		s.obs.BuildQueued(req.Trigger)
 		log.Info("build queued", "trigger", req.Trigger)
 		s.notify(build.RecordFor(req), Notifier.BuildQueued)
+		s.supersedeOlder(ctx, log, build.RecordFor(req))
 	} else {
 		log.Info("redelivery answered with the delivery's first build")
 	}
 	return req.BuildID, first, nil
+}
+
+// supersedeOlder ends the older requests of rec's lock key that rec, a
+// request just queued, makes unnecessary, as its project's supersede says
+// (internal/supersede). It runs after the publish, so that a request is
+// never superseded by one that did not reach the queue. A failure costs
+// only build time (the older requests run) and is logged here.
+func (s *Server) supersedeOlder(ctx context.Context, log *slog.Logger, rec build.Record) {
+	desc, _, err := s.deps.Catalog.Lookup(rec.Team, rec.Project)
+	if err != nil {
+		return // not buildable any more: the dispatcher drops them all
+	}
+	res, err := supersede.Older(ctx, s.deps.Records, rec, desc.SupersedeFor(rec.Ref), s.now().UTC())
+	s.obs.Superseded(len(res.Superseded), len(res.Stopping))
+	for _, id := range res.Superseded {
+		log.Info("request superseded", "superseded", id)
+	}
+	for _, id := range res.Stopping {
+		log.Info("running build superseded; the reaper stops it", "superseded", id)
+	}
+	if err != nil {
+		log.Warn("supersede older requests", "err", err)
+	}
 }
 
 // claimName says what an idempotency key claims, for errors: the delivery

@@ -35,10 +35,14 @@ type Catalog interface {
 }
 
 // Records reads build records, and writes the first, queued record of a
-// request (see buildtest.Records for the contract).
+// request (see buildtest.Records for the contract); Unfinished and
+// EndWaiting let an accepted request supersede the older ones of its lock
+// key (internal/supersede).
 type Records interface {
 	Save(ctx context.Context, r build.Record) error
 	Get(ctx context.Context, id build.ID) (build.Record, error)
+	Unfinished(ctx context.Context, key string) ([]build.Record, error)
+	EndWaiting(ctx context.Context, r build.Record) error
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
 	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
 	Projects(ctx context.Context) ([]string, error)
@@ -153,6 +157,9 @@ type Observer interface {
 	// BuildQueued hears of each new build request queued (not of a
 	// redelivery answered with an earlier build).
 	BuildQueued(trigger build.Trigger)
+	// Superseded hears how many waiting requests an accepted request
+	// ended superseded, and how many running builds it asked to stop.
+	Superseded(waiting, running int)
 	// RequestServed hears of every HTTP request when its answer is decided:
 	// its method (GET, POST, ..., or "other"), its route pattern ("/api/v1/builds/:id";
 	// "unmatched" when no route matched) and its status code.
@@ -174,6 +181,7 @@ type nopObserver struct{}
 func (nopObserver) WebhookHandled(string, string)     {}
 func (nopObserver) Published(time.Duration)           {}
 func (nopObserver) BuildQueued(build.Trigger)         {}
+func (nopObserver) Superseded(int, int)               {}
 func (nopObserver) RequestServed(string, string, int) {}
 
 // recordLog returns the server's logger with the build's ID, lock key and,

@@ -25,6 +25,8 @@ type Dispatch struct {
 	unlocked  prometheus.Counter
 	paused    prometheus.Gauge
 
+	supersedes *prometheus.CounterVec
+
 	running, capacity                  prometheus.Gauge
 	visible, inFlight, dead, oldestAge prometheus.Gauge
 }
@@ -39,7 +41,7 @@ func NewDispatch(reg prometheus.Registerer, cap int) *Dispatch {
 	m := &Dispatch{
 		decisions: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "decap_dispatch_decisions_total",
-			Help: "Build requests decided by this dispatcher, by outcome (launched, deferred, dropped) and reason (started, already_running, locked, cap, backend_error, launch_failed, unmanaged, unknown_project, invalid_project, duplicate, expired, already_ended, malformed).",
+			Help: "Build requests decided by this dispatcher, by outcome (launched, deferred, dropped) and reason (started, already_running, locked, cap, backend_error, launch_failed, unmanaged, unknown_project, invalid_project, duplicate, expired, already_ended, superseded, malformed).",
 		}, []string{"outcome", "reason"}),
 		unlocked: f.NewCounter(prometheus.CounterOpts{
 			Name: "decap_builds_unlocked_total",
@@ -58,6 +60,7 @@ func NewDispatch(reg prometheus.Registerer, cap int) *Dispatch {
 		dead:      gauge("decap_queue_dead_letter_messages", "Messages in the dead-letter queue. Sampled every minute."),
 		oldestAge: gauge("decap_queue_oldest_age_seconds", "Age of the oldest message on the queue, in seconds (0 when it is empty). Sampled every minute."),
 	}
+	m.supersedes = newSupersedes(f)
 	m.capacity.Set(float64(max(cap, 0)))
 	for _, d := range []struct {
 		a dispatch.Action
@@ -66,7 +69,7 @@ func NewDispatch(reg prometheus.Registerer, cap int) *Dispatch {
 		{dispatch.Launched, []dispatch.Cause{dispatch.CauseStarted, dispatch.CauseAlreadyRunning}},
 		{dispatch.Deferred, []dispatch.Cause{dispatch.CauseLocked, dispatch.CauseCap, dispatch.CauseBackendError, dispatch.CauseLaunchFailed}},
 		{dispatch.Dropped, []dispatch.Cause{dispatch.CauseUnmanaged, dispatch.CauseUnknownProject, dispatch.CauseInvalidProject,
-			dispatch.CauseDuplicate, dispatch.CauseExpired, dispatch.CauseAlreadyEnded, dispatch.CauseMalformed, dispatch.CauseLaunchFailed}},
+			dispatch.CauseDuplicate, dispatch.CauseExpired, dispatch.CauseAlreadyEnded, dispatch.CauseSuperseded, dispatch.CauseMalformed, dispatch.CauseLaunchFailed}},
 	} {
 		for _, c := range d.c {
 			m.decisions.WithLabelValues(d.a.String(), string(c))
@@ -89,6 +92,7 @@ func (m *Dispatch) Decided(d dispatch.Decision) {
 	if d.Unlocked {
 		m.unlocked.Inc()
 	}
+	countSupersedes(m.supersedes, d.SupersededWaiting, d.SupersededRunning)
 }
 
 // Paused sets the gate gauge.

@@ -21,6 +21,8 @@ type Ingest struct {
 	rejected  *prometheus.CounterVec
 	followers prometheus.Gauge
 	polls     prometheus.Counter
+
+	supersedes *prometheus.CounterVec
 }
 
 // NewIngest registers ingest's metrics on reg.
@@ -57,6 +59,7 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 		Name: "decap_log_follow_polls_total",
 		Help: "Reads of followed builds' records: one per poll interval per followed build, however many follow it.",
 	})
+	m.supersedes = newSupersedes(f)
 	for _, r := range ingest.RejectReasons() {
 		m.rejected.WithLabelValues(r)
 	}
@@ -71,6 +74,10 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 	}
 	return m
 }
+
+// Superseded counts the waiting requests an accepted request ended and
+// the running builds it asked to stop.
+func (m *Ingest) Superseded(waiting, running int) { countSupersedes(m.supersedes, waiting, running) }
 
 // WebhookHandled counts a webhook.
 func (m *Ingest) WebhookHandled(event, outcome string) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -46,3 +47,21 @@ var (
 	// durationBuckets: a build's run, 1 s to 6 hours.
 	durationBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600}
 )
+
+// newSupersedes registers decap_supersedes_total, which ingest and the
+// dispatcher count in, each where it accepts requests.
+func newSupersedes(f promauto.Factory) *prometheus.CounterVec {
+	c := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "decap_supersedes_total",
+		Help: "Requests a newer request of their lock key made unnecessary, counted where the newer one was accepted, by what: waiting (a queued or deferred request ended superseded) or running (a running build asked to stop; it ends superseded; project.json supersede.running).",
+	}, []string{"what"})
+	c.WithLabelValues("waiting")
+	c.WithLabelValues("running")
+	return c
+}
+
+// countSupersedes adds waiting and running to c.
+func countSupersedes(c *prometheus.CounterVec, waiting, running int) {
+	c.WithLabelValues("waiting").Add(float64(waiting))
+	c.WithLabelValues("running").Add(float64(running))
+}
