@@ -57,12 +57,14 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		"DECAP_GITHUB_WEBHOOK_SECRET=",
 		"DECAP_GITHUB_WEBHOOK_SECRET_FILE=" + filepath.Join("data", "github-webhook-secret"),
 		"DECAP_GITHUB_TOKEN=" + ghToken.value,
+		// Reads as `make run` serves them: only the network path keeps a
+		// build from every build's logs.
+		"DECAP_READ_AUTH=public",
 	}})
-	var script bytes.Buffer
-	if err := hostileTemplate.Execute(&script, map[string]string{"Ingest": shellQuote(c.IngestAddr())}); err != nil {
-		t.Fatalf("render hostile build script: %v", err)
-	}
-	s.add("e2e", "hostile", validDescriptor, script.String())
+	// The hostile script is written once the services run and their
+	// addresses are known; the catalog knows the project from the start,
+	// and a directory source exports the files as they are at launch.
+	s.add("e2e", "hostile", validDescriptor, "exit 0\n")
 	// Whatever the hostile build leaves running, should the test fail
 	// before it checks: its processes' working directory is in the data
 	// directory, and their command line need not say so.
@@ -85,6 +87,17 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 	c.Start("dispatcher")
 	c.Start("ingest")
 	checkDataDirModes(t, data)
+	var addrs []string
+	for _, svc := range c.Services() {
+		addrs = append(addrs, svc.Addr)
+	}
+	var script bytes.Buffer
+	if err := hostileTemplate.Execute(&script, map[string]string{
+		"Ingest": shellQuote(c.IngestAddr()), "Services": shellQuote(strings.Join(addrs, " ")),
+	}); err != nil {
+		t.Fatalf("render hostile build script: %v", err)
+	}
+	s.add("e2e", "hostile", validDescriptor, script.String())
 
 	victim := c.RequestBuild("e2e", "victim", "main")
 	c.WaitFor(proctest.BuildTimeout, "the victim build to be ready", func() (bool, string) {

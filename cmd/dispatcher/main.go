@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(metrics.Handler(reg),
 			health.Check{Name: "database", Check: b.Ping},
 			health.Check{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},
-		), log)
+		), log, b.BuildsRefused(log))
 	}()
 	fmt.Fprintf(stdout, "dispatcher: consuming the queue (at most %d running builds)\n", cfg.Cap)
 	runErr := d.Run(ctx)

@@ -119,5 +119,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)
 	return health.ServeWith(ctx, cfg.IngestAddr, srv, log, health.Timeouts{
 		Read: cfg.HTTP.ReadTimeout, Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout,
-	})
+	}, b.BuildsRefused(log))
 }

@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log)
+		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log, b.BuildsRefused(log))
 		stop()
 	}()
 	fmt.Fprintln(stdout, "reaper: watching builds")

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -37,6 +38,7 @@ import (
 	"github.com/decap-ci/decap/internal/kube"
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/localfs"
+	"github.com/decap-ci/decap/internal/peercred"
 	"github.com/decap-ci/decap/internal/sqlite"
 )
 
@@ -274,6 +276,38 @@ func (s *Set) openKube(now func() time.Time) (Executor, error) {
 	}
 	s.Executor = ex
 	return ex, nil
+}
+
+// BuildsRefused returns a guard for the services' listeners that drops
+// every connection from a local build: when local builds run under users
+// of their own, a connection whose client socket belongs to a build uid
+// is closed before anything of it is read, so a build has no network path
+// to the services, not even over loopback (DESIGN.md "Trust"). Refusals
+// are logged, at most once a minute with a count. It returns nil (no
+// guard) when builds do not run here under users of their own.
+func (s *Set) BuildsRefused(log *slog.Logger) func(net.Listener) net.Listener {
+	if s.cfg.Executor != "local" || !localexec.Isolates() {
+		return nil
+	}
+	uids := localexec.UIDRange{First: s.cfg.BuildUIDFirst, Last: s.cfg.BuildUIDLast}
+	if uids == (localexec.UIDRange{}) {
+		uids = localexec.UIDRange{First: localexec.DefaultFirstBuildUID, Last: localexec.DefaultLastBuildUID}
+	}
+	f := peercred.NewFilter(uids.Contains)
+	var mu sync.Mutex
+	var last time.Time
+	var quiet int
+	refused := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if now := time.Now(); now.Sub(last) >= time.Minute {
+			log.Warn("connection from a build refused", "err", err, "refused_since_last_line", quiet)
+			last, quiet = now, 0
+			return
+		}
+		quiet++
+	}
+	return func(ln net.Listener) net.Listener { return f.Listener(ln, refused) }
 }
 
 // Ping checks that the queue and the record store answer, and that the

@@ -107,19 +107,29 @@ func (t Timeouts) orDefaults() Timeouts {
 }
 
 // Serve is ServeWith with the default timeouts.
-func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
-	return ServeWith(ctx, addr, h, log, Timeouts{})
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, guards ...Guard) error {
+	return ServeWith(ctx, addr, h, log, Timeouts{}, guards...)
 }
 
+// Guard wraps the server's listener, e.g. to drop connections it must
+// not serve before anything of them is read; nil guards are skipped.
+type Guard func(net.Listener) net.Listener
+
 // ServeWith listens on addr and serves h with the timeouts t (zero
-// fields: the defaults) until ctx ends, then shuts down gracefully. It returns an error only when it
+// fields: the defaults), on the listener the guards make of it, until ctx
+// ends, then shuts down gracefully. It returns an error only when it
 // cannot listen or serving fails.
-func ServeWith(ctx context.Context, addr string, h http.Handler, log *slog.Logger, t Timeouts) error {
+func ServeWith(ctx context.Context, addr string, h http.Handler, log *slog.Logger, t Timeouts, guards ...Guard) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	log.Info("listening", "addr", ln.Addr().String())
+	for _, g := range guards {
+		if g != nil {
+			ln = g(ln)
+		}
+	}
 	return serve(ctx, ln, h, t)
 }
 
