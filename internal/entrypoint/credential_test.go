@@ -28,6 +28,7 @@ func TestRunAsCredential(t *testing.T) {
 	}
 	cfg, up := setup(t, `
 echo "uid $(id -u) gid $(id -g) groups $(id -G)"
+echo "max user processes $(ulimit -u)"
 echo mine > "$BUILD_ARTIFACTS/mine.txt"
 cat "$BUILD_ARTIFACTS/linked.txt" && echo "READ the linked secret"
 true`)
@@ -63,6 +64,9 @@ true`)
 	id := strconv.Itoa(buildUID)
 	if !strings.Contains(log, "uid "+id+" gid "+id+" groups "+id+"\n") {
 		t.Errorf("the script did not run as %s with no other group:\n%s", id, log)
+	}
+	if !strings.Contains(log, "max user processes "+strconv.Itoa(entrypoint.DefaultMaxTasks)+"\n") {
+		t.Errorf("the script's user may start more than %d tasks (a fork bomb would reach the machine's limit):\n%s", entrypoint.DefaultMaxTasks, log)
 	}
 	if strings.Contains(log, "READ") || strings.Contains(log, "s3cr3t") {
 		t.Errorf("the script read a file of this process's user:\n%s", log)

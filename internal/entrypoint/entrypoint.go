@@ -29,6 +29,10 @@ const (
 	DefaultKillGrace     = 5 * time.Second
 	DefaultUploadBackoff = time.Second
 	DefaultUploadTimeout = 10 * time.Minute
+	// DefaultMaxTasks is the build user's RLIMIT_NPROC: room for a
+	// parallel compile with many threads per process, far below the
+	// machine's threads-max.
+	DefaultMaxTasks = 4096
 	// uploadAttempts is how often an upload is tried before it is reported
 	// as failed.
 	uploadAttempts = 3
@@ -88,6 +92,12 @@ type Config struct {
 	// process must be root to use it. Only files that user owns are then
 	// taken into the artifacts.
 	Credential *syscall.Credential
+	// MaxTasks bounds the processes and threads the Credential's user may
+	// have at once (RLIMIT_NPROC), so that a fork bomb in a build stops at
+	// its own uid's limit instead of the machine's; zero means
+	// DefaultMaxTasks. It applies only with a Credential: a user of the
+	// build's own, whose tasks nobody else shares.
+	MaxTasks int
 	// AfterScript, if set, is called once the script has exited (or was
 	// stopped) and its process group was killed, before the console log
 	// is drained and the artifacts are read: it stops what else the script
@@ -328,6 +338,15 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 	// background processes that inherited it.
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cfg.Credential}
+	if r.cfg.Credential != nil {
+		// Inherited by the script; this process, root, is exempt from it.
+		if err := limitTasks(r.cfg.MaxTasks); err != nil {
+			pr.Close()
+			pw.Close()
+			res.Status, res.Reason, res.FinishedAt = build.StatusErrored, fmt.Sprintf("limit the build user's processes: %v", err), r.cfg.Now()
+			return "decap: " + res.Reason
+		}
+	}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -399,6 +418,22 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 	}
 	return fmt.Sprintf("decap: build.sh exited with code %d after %s", code, elapsed)
 }
+
+// limitTasks sets this process's RLIMIT_NPROC to n (zero: DefaultMaxTasks)
+// for the children it starts under a build user. The kernel counts the
+// tasks of the child's real uid against it; root, this process, is not
+// held to it.
+func limitTasks(n int) error {
+	if n <= 0 {
+		n = DefaultMaxTasks
+	}
+	lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
+	return syscall.Setrlimit(rlimitNPROC, &lim)
+}
+
+// rlimitNPROC is RLIMIT_NPROC on Linux, which package syscall does not
+// name.
+const rlimitNPROC = 6
 
 // wait waits for the script to exit, stopping its process group when ctx
 // is done or the deadline passes, and says which of these happened first.
