@@ -523,6 +523,7 @@ func wantGrants(w world, service string) []string {
 	case "reaper":
 		grant([]string{"sqs:GetQueueUrl"}, queue, dlq)
 		grant([]string{"sqs:ChangeMessageVisibility"}, queue) // wakes the request deferred behind a released lock
+		grant([]string{"sqs:SendMessage"}, queue)             // queues the retries of builds infrastructure failures ended
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, buildsAndIndexes...)
 		grant([]string{"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem", "dynamodb:Scan"}, locks)
 		grant([]string{"s3:GetObject"}, objects...)

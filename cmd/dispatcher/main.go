@@ -59,10 +59,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	host, _ := os.Hostname()
+	maxRetries := cfg.MaxInfraRetries
+	if maxRetries == 0 {
+		maxRetries = -1 // dispatch.Config's "none"; its 0 is "no cap"
+	}
 	m := metrics.NewDispatch(reg, cfg.Cap)
 	d := dispatch.New(dispatch.Config{
 		Owner: fmt.Sprintf("%s/%d", host, os.Getpid()), Cap: cfg.Cap,
-		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge,
+		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge, MaxInfraRetries: maxRetries,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
 		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Canceller: ex, Gate: b.Gate,

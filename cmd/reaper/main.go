@@ -1,8 +1,10 @@
 // Command reaper ends builds: when a build's process (or Pod) ends it writes
-// the final record, releases the branch lock and slot, and removes what is
-// left. On start it reconciles every build that ended while it was down; it
-// stops the builds someone asked to cancel. It serves /healthz, /readyz and
-// /metrics on DECAP_REAPER_ADDR.
+// the final record, releases the branch lock and slot, queues the next
+// attempt of a build that an infrastructure failure ended (its retries, up
+// to the project's retries.infra), and removes what is left. On start it
+// reconciles every build that ended while it was down; it stops the builds
+// someone asked to cancel or a newer request superseded. It serves
+// /healthz, /readyz and /metrics on DECAP_REAPER_ADDR.
 package main
 
 import (
@@ -62,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	r := reap.New(reap.Config{CancelInterval: cfg.CancelInterval}, reap.Deps{
-		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Notifier: statuses,
+		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Publisher: b.Queue, Notifier: statuses,
 		Observer: metrics.NewReap(reg), Logger: log, Now: time.Now,
 	})
 

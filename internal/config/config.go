@@ -62,6 +62,10 @@ type Config struct {
 	DispatchWorkers int
 	// MaxDeferAge is how long a request may wait before it expires.
 	MaxDeferAge time.Duration
+	// MaxInfraRetries caps project.json's retries.infra: how many times
+	// the reaper may retry a build that an infrastructure failure ended.
+	// 0 turns retries off.
+	MaxInfraRetries int
 	// Entrypoint is the decap-entrypoint binary the local executor runs.
 	Entrypoint string
 	// BuildIsolation is what the local executor does when it cannot run
@@ -224,6 +228,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.CancelInterval = dur("DECAP_CANCEL_INTERVAL", time.Second)
 	c.Cap = integer("DECAP_MAX_RUNNING_BUILDS", c.Cap, 0)
 	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
+	c.MaxInfraRetries = integer("DECAP_MAX_INFRA_RETRIES", 3, 0)
+	if c.MaxInfraRetries > build.MaxInfraRetries {
+		fail("DECAP_MAX_INFRA_RETRIES", fmt.Sprintf("want a whole number from 0 to %d", build.MaxInfraRetries))
+	}
 	c.WebhookSecret = []byte(secret("DECAP_GITHUB_WEBHOOK_SECRET"))
 	c.APIToken = secret("DECAP_API_TOKEN")
 	// A service refuses a guessable secret rather than run with it; unset,

@@ -100,3 +100,18 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadMaxInfraRetries(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]int{"": 3, "0": 0, "2": 2, "10": 10} {
+		c, err := config.Load(env(map[string]string{"DECAP_MAX_INFRA_RETRIES": v}))
+		if err != nil || c.MaxInfraRetries != want {
+			t.Errorf("DECAP_MAX_INFRA_RETRIES=%q: got %d, %v; want %d", v, c.MaxInfraRetries, err, want)
+		}
+	}
+	for _, v := range []string{"-1", "11", "two"} {
+		if _, err := config.Load(env(map[string]string{"DECAP_MAX_INFRA_RETRIES": v})); err == nil || !strings.Contains(err.Error(), "DECAP_MAX_INFRA_RETRIES") {
+			t.Errorf("DECAP_MAX_INFRA_RETRIES=%q: error %v, want one naming the variable", v, err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ type Reap struct {
 	duration *prometheus.HistogramVec
 	lag      prometheus.Histogram
 	errors   *prometheus.CounterVec
+	retries  *prometheus.CounterVec
 }
 
 // NewReap registers the reaper's metrics on reg.
@@ -24,7 +25,7 @@ func NewReap(reg prometheus.Registerer) *Reap {
 	m := &Reap{
 		finished: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "decap_builds_finished_total",
-			Help: "Builds whose final record this reaper wrote, by status (succeeded, failed, timed_out, cancelled, errored).",
+			Help: "Builds whose final record this reaper wrote, by status (succeeded, failed, timed_out, cancelled, errored, superseded).",
 		}, []string{"status"}),
 		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "decap_build_duration_seconds",
@@ -38,15 +39,23 @@ func NewReap(reg prometheus.Registerer) *Reap {
 		}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "decap_reaper_errors_total",
-			Help: "Failed reaper steps, each retried later, by step (record, release, remove, reconcile, cancel).",
+			Help: "Failed reaper steps, each retried later, by step (record, release, retry, remove, reconcile, cancel).",
 		}, []string{"step"}),
+		retries: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "decap_build_retries_total",
+			Help: "Retries the reaper started (each a new build, a new attempt), by the infrastructure failure that ended the attempt before (deleted, evicted, node_lost, image_pull, launch_interrupted, upload_failed, killed).",
+		}, []string{"cause"}),
 	}
-	for _, s := range []build.Status{build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored} {
+	for _, s := range []build.Status{build.StatusSucceeded, build.StatusFailed, build.StatusTimedOut, build.StatusCancelled, build.StatusErrored, build.StatusSuperseded} {
 		m.finished.WithLabelValues(string(s))
 		m.duration.WithLabelValues(string(s))
 	}
-	for _, s := range []reap.Step{reap.StepRecord, reap.StepRelease, reap.StepRemove, reap.StepReconcile, reap.StepCancel} {
+	for _, s := range []reap.Step{reap.StepRecord, reap.StepRelease, reap.StepRetry, reap.StepRemove, reap.StepReconcile, reap.StepCancel} {
 		m.errors.WithLabelValues(string(s))
+	}
+	for _, c := range []build.InfraCause{build.InfraDeleted, build.InfraEvicted, build.InfraNodeLost, build.InfraImagePull,
+		build.InfraLaunchInterrupted, build.InfraUpload, build.InfraKilled} {
+		m.retries.WithLabelValues(string(c))
 	}
 	return m
 }
@@ -60,6 +69,9 @@ func (m *Reap) Ended(status build.Status, ran, lag time.Duration) {
 		m.lag.Observe(lag.Seconds())
 	}
 }
+
+// Retried counts a retry by the cause of the failure before it.
+func (m *Reap) Retried(cause build.InfraCause) { m.retries.WithLabelValues(string(cause)).Inc() }
 
 // Failed counts a failed step.
 func (m *Reap) Failed(step reap.Step) { m.errors.WithLabelValues(string(step)).Inc() }

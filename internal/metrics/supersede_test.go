@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/metrics"
 )
@@ -71,3 +72,28 @@ decap_supersedes_total{what="waiting"} {W}
 }
 
 func ftoa(f float64) string { return fmt.Sprintf("%g", f) }
+
+// TestRetriesCountedByCause checks decap_build_retries_total: every cause
+// from the start, at zero, and each retry under its cause.
+func TestRetriesCountedByCause(t *testing.T) {
+	t.Parallel()
+	reg := metrics.NewRegistry()
+	m := metrics.NewReap(reg)
+	m.Retried(build.InfraEvicted)
+	m.Retried(build.InfraEvicted)
+	m.Retried(build.InfraKilled)
+	want := `
+# HELP decap_build_retries_total Retries the reaper started (each a new build, a new attempt), by the infrastructure failure that ended the attempt before (deleted, evicted, node_lost, image_pull, launch_interrupted, upload_failed, killed).
+# TYPE decap_build_retries_total counter
+decap_build_retries_total{cause="deleted"} 0
+decap_build_retries_total{cause="evicted"} 2
+decap_build_retries_total{cause="image_pull"} 0
+decap_build_retries_total{cause="killed"} 1
+decap_build_retries_total{cause="launch_interrupted"} 0
+decap_build_retries_total{cause="node_lost"} 0
+decap_build_retries_total{cause="upload_failed"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "decap_build_retries_total"); err != nil {
+		t.Error(err)
+	}
+}

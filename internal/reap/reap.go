@@ -1,7 +1,8 @@
 // Package reap ends builds: when an executor reports that a build Pod (or
 // local process) ended, the reaper writes the final record, releases the
-// branch lock and its slot, and removes the Pod, in that order, so a crash at
-// any point is repaired by handling the same outcome again.
+// branch lock and its slot, starts the next attempt of a build that an
+// infrastructure failure ended, and removes the Pod, in that order, so a
+// crash at any point is repaired by handling the same outcome again.
 package reap
 
 import (
@@ -13,14 +14,25 @@ import (
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/supersede"
 )
 
 // Records stores build records; Save fails with build.ErrConflict when the
 // stored record is already final.
+// Unfinished lists a lock key's queued, deferred and running records,
+// oldest first: a retry is not made when a newer request waits.
 type Records interface {
 	Get(ctx context.Context, id build.ID) (build.Record, error)
 	Save(ctx context.Context, r build.Record) error
 	Running(ctx context.Context) ([]build.Record, error)
+	Unfinished(ctx context.Context, key string) ([]build.Record, error)
+}
+
+// Publisher puts build requests on the queue (group = lock key,
+// deduplication ID = build ID): the retries the reaper starts. An error
+// means the request may not be assumed queued.
+type Publisher interface {
+	Publish(ctx context.Context, reqs ...build.Request) error
 }
 
 // Locks releases a build's lock and slot, and renews the lease of a live
@@ -70,6 +82,9 @@ type Observer interface {
 	Ended(status build.Status, ran, lag time.Duration)
 	// Failed hears of a step that failed and will be tried again.
 	Failed(step Step)
+	// Retried hears of each retry the reaper started, with the
+	// infrastructure failure that ended the attempt before it.
+	Retried(cause build.InfraCause)
 }
 
 // Step names what the reaper was doing when it failed.
@@ -82,6 +97,7 @@ const (
 	StepRemove    Step = "remove"    // removing the Pod or process
 	StepReconcile Step = "reconcile" // listing running builds or build Pods, renewing leases
 	StepCancel    Step = "cancel"    // stopping a build someone asked to cancel
+	StepRetry     Step = "retry"     // recording or publishing the retry of a build
 )
 
 // Config tunes a Reaper. Zero values take the defaults named.
@@ -131,6 +147,9 @@ type Deps struct {
 	Waker Waker
 	// Notifier, when set, hears of every build the reaper ends.
 	Notifier Notifier
+	// Publisher puts the retries of builds that infrastructure failures
+	// ended on the queue; nil starts none.
+	Publisher Publisher
 	// Observer hears what the reaper does; nil hears nothing.
 	Observer Observer
 	Logger   *slog.Logger
@@ -141,6 +160,7 @@ type nopObserver struct{}
 
 func (nopObserver) Ended(build.Status, time.Duration, time.Duration) {}
 func (nopObserver) Failed(Step)                                      {}
+func (nopObserver) Retried(build.InfraCause)                         {}
 
 // Reaper ends builds. Handle is idempotent and safe to call concurrently for
 // different builds.
@@ -153,6 +173,7 @@ type Reaper struct {
 	now     func() time.Time
 	notify  Notifier
 	waker   Waker
+	publish Publisher
 	obs     Observer
 
 	// cancelAsked is when SweepCancels last stopped each build, so a
@@ -174,7 +195,7 @@ func New(cfg Config, d Deps) *Reaper {
 	}
 	return &Reaper{
 		cfg: cfg.withDefaults(), records: d.Records, locks: d.Locks, exec: d.Executor,
-		log: d.Logger, now: d.Now, notify: d.Notifier, waker: d.Waker, obs: d.Observer,
+		log: d.Logger, now: d.Now, notify: d.Notifier, waker: d.Waker, publish: d.Publisher, obs: d.Observer,
 	}
 }
 
@@ -219,9 +240,11 @@ func (r *Reaper) every(ctx context.Context, interval time.Duration, what string,
 	}
 }
 
-// Handle ends one build: final record, then lock release, then removal. A
-// step that fails returns the error and leaves the later steps undone; the
-// executor reports the outcome again until the build is removed.
+// Handle ends one build: final record, then lock release, then the retry
+// of a build that an infrastructure failure ended, then removal. A step
+// that fails returns the error and leaves the later steps undone; the
+// executor reports the outcome again until the build is removed, and each
+// step is idempotent (see retry).
 func (r *Reaper) Handle(ctx context.Context, o build.Outcome) error {
 	if !o.Status.Final() {
 		return fmt.Errorf("outcome of %s has status %q, not a final one", o.BuildID, o.Status)
@@ -298,10 +321,73 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 			log.Warn("wake the request waiting for the lock", "err", err)
 		}
 	}
+	if err := r.retry(ctx, log, rec); err != nil {
+		return StepRetry, err
+	}
 	if err := r.exec.Remove(ctx, o.BuildID); err != nil {
 		return StepRemove, fmt.Errorf("remove %s: %w", o.BuildID, err)
 	}
 	return "", nil
+}
+
+// retry starts the next attempt of rec, a final record, when an
+// infrastructure failure ended it and it has retries left
+// (build.Record.Retryable): it records the retry, queued, then publishes
+// it. A request superseded meanwhile is not retried: when a newer request
+// of its lock key waits or runs, and the project lets newer requests
+// supersede it (Record.Supersedable), there is nothing to retry.
+//
+// It is safe to run again after a crash at any point, or for an outcome
+// reported twice: the retry's build ID and record follow from rec alone
+// (build.Record.NextAttempt), so one failed build has one retry at most.
+// A retry found recorded and still waiting is published again (the crash
+// came before its publish, or after: the queue's deduplication and the
+// dispatcher's once-only check drop a second message); one found started
+// or ended is left alone.
+func (r *Reaper) retry(ctx context.Context, log *slog.Logger, rec build.Record) error {
+	if r.publish == nil || !rec.Retryable() {
+		return nil
+	}
+	req, next, err := rec.NextAttempt()
+	if err != nil {
+		return err
+	}
+	created := false
+	switch cur, err := r.records.Get(ctx, next.BuildID); {
+	case err == nil && !cur.Waiting():
+		return nil // published before: it ran, or ended
+	case err == nil:
+		// Recorded before, maybe not published: publish (again).
+	case errors.Is(err, build.ErrNotFound):
+		if rec.Supersedable {
+			newer, err := supersede.HasNewer(ctx, r.records, rec)
+			if err != nil {
+				return fmt.Errorf("retry %s: %w", rec.BuildID, err)
+			}
+			if newer != "" {
+				log.Info("build not retried: a newer request of its lock key supersedes it", "cause", rec.Infra, "newer", newer)
+				return nil
+			}
+		}
+		switch err := r.records.Save(ctx, next); {
+		case err == nil:
+			created = true
+			r.obs.Retried(rec.Infra)
+		case errors.Is(err, build.ErrConflict):
+			return nil // another reaper made it, and it has moved on
+		default:
+			return fmt.Errorf("record the retry of %s: %w", rec.BuildID, err)
+		}
+	default:
+		return fmt.Errorf("retry %s: %w", rec.BuildID, err)
+	}
+	if err := r.publish.Publish(ctx, req); err != nil {
+		return fmt.Errorf("publish the retry of %s: %w", rec.BuildID, err)
+	}
+	if created {
+		log.Info("build retried", "cause", rec.Infra, "retry", next.BuildID, "attempt", next.Attempt, "retries", rec.InfraRetries)
+	}
+	return nil
 }
 
 // Reconcile ends builds recorded as running whose Pod or process is gone
@@ -354,8 +440,11 @@ func (r *Reaper) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
+		// Gone without an end while nobody watched: deleted from outside
+		// (or with its node), an infrastructure failure.
 		o := build.Outcome{BuildID: rec.BuildID, PodName: rec.PodName, Team: rec.Team, Project: rec.Project, Ref: rec.Ref,
-			Status: build.StatusErrored, Reason: "build pod disappeared before it reported an end", StartedAt: rec.StartedAt, FinishedAt: r.now()}
+			Status: build.StatusErrored, Reason: "build pod disappeared before it reported an end", StartedAt: rec.StartedAt, FinishedAt: r.now(),
+			Infra: build.InfraDeleted}
 		if err := r.Handle(ctx, o); err != nil {
 			errs = append(errs, err)
 		}

@@ -155,10 +155,15 @@ func Started(ctx context.Context, recs Records, started build.Record, p build.Su
 	return "", nil
 }
 
-// HasNewer reports whether a request of rec's lock key newer than rec
-// waits or runs: one that supersedes rec's retry (a retry is not made for
-// a request superseded meanwhile).
-func HasNewer(ctx context.Context, recs Records, rec build.Record) (build.ID, error) {
+// Lister lists a lock key's unfinished records, oldest first.
+type Lister interface {
+	Unfinished(ctx context.Context, key string) ([]build.Record, error)
+}
+
+// HasNewer returns the newest request of rec's lock key newer than rec
+// that waits or runs, or "": one that supersedes rec's retry (a retry is
+// not made for a request superseded meanwhile).
+func HasNewer(ctx context.Context, recs Lister, rec build.Record) (build.ID, error) {
 	list, err := recs.Unfinished(ctx, rec.LockKey())
 	if err != nil {
 		return "", fmt.Errorf("look for requests newer than %s: %w", rec.BuildID, err)
