@@ -43,6 +43,10 @@ type Record struct {
 	ArtifactsKey  string    `json:"artifactsKey"`
 	PodName       string    `json:"podName"`
 	CatalogCommit string    `json:"catalogCommit"`
+	Attempt       int       `json:"attempt"`
+	RetryOf       string    `json:"retryOf"`
+	Infra         string    `json:"infra"`
+	SupersededBy  string    `json:"supersededBy"`
 }
 
 // finalStatuses are the statuses a build record never leaves.
