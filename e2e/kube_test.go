@@ -169,8 +169,40 @@ func TestKubernetesPipeline(t *testing.T) {
 			t.Fatalf("delete the build pod: %v", err)
 		}
 		rec := c.WaitFinal(id)[id]
-		if rec.Status != "errored" || !strings.Contains(rec.Reason, "deleted") {
-			t.Fatalf("record: got %s, want errored because its pod was deleted", rec)
+		if rec.Status != "errored" || !strings.Contains(rec.Reason, "deleted") || rec.Infra != "deleted" {
+			t.Fatalf("record: got %s (infra %q), want errored because its pod was deleted", rec, rec.Infra)
+		}
+		// An infrastructure failure: the reaper retries it, a build of
+		// its own in a Pod of its own, attempt 2 of the same ref.
+		var retry proctest.Record
+		c.WaitFor(proctest.BuildTimeout, "the retry of the deleted build to run", func() (bool, string) {
+			for _, b := range c.ProjectBuilds("kube", "hello") {
+				if b.RetryOf == id {
+					retry = b
+					return b.Status == "running", b.String()
+				}
+			}
+			return false, "no retry recorded"
+		})
+		if retry.Attempt != 2 || retry.Ref != rec.Ref || retry.SHA != rec.SHA || retry.PodName != "build-"+retry.ID {
+			t.Errorf("retry: attempt %d, ref %s, sha %s, pod %s; want attempt 2 of %s at %s in its own pod", retry.Attempt, retry.Ref, retry.SHA, retry.PodName, rec.Ref, rec.SHA)
+		}
+		if _, err := pods.Get(t.Context(), "build-"+retry.ID, metav1.GetOptions{}); err != nil {
+			t.Errorf("the retry's pod: %v", err)
+		}
+		// A cancel is never retried.
+		status, body, err := c.Do(http.MethodDelete, "/api/v1/builds/"+retry.ID, http.Header{"Authorization": {"Bearer " + apiToken}}, nil)
+		if err != nil || status != http.StatusAccepted {
+			t.Fatalf("DELETE /api/v1/builds/%s: %d %s %v, want 202", retry.ID, status, body, err)
+		}
+		if got := c.WaitFinal(retry.ID)[retry.ID]; got.Status != "cancelled" {
+			t.Errorf("cancelled retry: got %s", got)
+		}
+		waitPodGone(t, c, pods, "build-"+retry.ID)
+		for _, b := range c.ProjectBuilds("kube", "hello") {
+			if b.RetryOf == retry.ID {
+				t.Errorf("the cancelled retry was retried: %s", b.ID)
+			}
 		}
 	})
 
