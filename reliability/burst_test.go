@@ -38,8 +38,9 @@ type delivery struct {
 // running) and half after the first delivery's build ended (past the point
 // where only the dispatcher's once-only record can tell; the embedded
 // queue's clock cannot be moved past its dedup window) — and checks that
-// every unique delivery built exactly once, succeeded, and that every
-// redelivery was answered with the first build.
+// every unique delivery built exactly once and succeeded, or was
+// superseded by a newer push of its branch (supersede's defaults) and never
+// ran, and that every redelivery was answered with the first build.
 func runBurst(t *testing.T, r *row, c *proctest.Cluster, requests, branches, capacity int) {
 	redeliveries := requests / 5
 	unique := requests - redeliveries
@@ -98,8 +99,16 @@ func runBurst(t *testing.T, r *row, c *proctest.Cluster, requests, branches, cap
 	if t.Failed() {
 		t.FailNow()
 	}
-	waitEnded(t, c, m, unique)
-	t.Logf("all %d builds ended %s after the first delivery", unique, time.Since(started).Round(time.Millisecond))
+	// A delivery to a branch with a newer one waiting is superseded and
+	// never runs: wait for every record, not for a number of builds.
+	waitFinal(t, c, m, func() []string {
+		ids := make([]string, len(ds))
+		for i, d := range ds {
+			ids[i] = d.build
+		}
+		return ids
+	}())
+	t.Logf("all %d requests ended %s after the first delivery", unique, time.Since(started).Round(time.Millisecond))
 
 	for i := range ds {
 		if lateOf[i] {
@@ -176,10 +185,14 @@ func waitSettled(t *testing.T, c *proctest.Cluster, m *monitor) {
 }
 
 // checkBuilds checks the end state of a scenario whose accepted builds are
-// ids: each has a final record that succeeded (or, if allow says so, an
-// explained other end), each started exactly once, nothing else started,
-// the whole trace is serialized per branch and under the cap, and no lock
-// is left.
+// ids (check, if set, looks at each one's record): every accepted request
+// has a record, and every build of the scenario's projects — the accepted
+// ones and the retries the reaper made — ends with a final record that is
+// succeeded with one start, superseded (see checkInvariant8), errored by
+// an infrastructure failure, or explained by allow; every started build is
+// one of them and started once; the whole trace is serialized per branch
+// and under the cap (a stopped build ends when its record says, if its
+// trace has no end); invariant 8 holds; and no lock is left.
 func checkBuilds(t *testing.T, r *row, c *proctest.Cluster, m *monitor, ids []string, capacity int,
 	check func(i int, rec proctest.Record), allow func(rec proctest.Record, starts int) bool) {
 	t.Helper()
@@ -187,19 +200,13 @@ func checkBuilds(t *testing.T, r *row, c *proctest.Cluster, m *monitor, ids []st
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.add(&r.builds, len(tr))
-	tr.checkExact(t, r, capacity)
-	accepted := map[string]bool{}
 	var mu sync.Mutex
-	statuses := map[string]int{}
+	projects := map[string]bool{}
 	parallel(8, len(ids), func(i int) {
 		id := ids[i]
 		if id == "" {
 			return
 		}
-		mu.Lock()
-		accepted[id] = true
-		mu.Unlock()
 		var rec proctest.Record
 		var code int
 		var err error
@@ -214,28 +221,43 @@ func checkBuilds(t *testing.T, r *row, c *proctest.Cluster, m *monitor, ids []st
 			return
 		}
 		mu.Lock()
-		statuses[rec.Status]++
+		projects[rec.Team+"/"+rec.Project] = true
 		mu.Unlock()
+		if check != nil {
+			check(i, rec)
+		}
+	})
+	recs := waitAllFinal(t, r, c, projects)
+	for id, sp := range tr {
+		if rec, ok := recs[id]; ok && sp.end.IsZero() && !rec.FinishedAt.IsZero() {
+			sp.end = rec.FinishedAt // stopped, and its trace says nothing
+		}
+	}
+	r.add(&r.builds, len(tr))
+	tr.checkExact(t, r, capacity)
+	statuses := map[string]int{}
+	for id, rec := range recs {
+		statuses[rec.Status]++
 		starts := 0
 		if sp := tr[id]; sp != nil {
 			starts = sp.starts
 		}
 		switch {
 		case rec.Succeeded() && starts == 1:
+		case rec.Status == "superseded" && starts <= 1: // checkInvariant8
+		case rec.Status == "errored" && rec.Infra != "" && starts <= 1: // retried: checkInvariant8
 		case allow != nil && allow(rec, starts):
 			t.Logf("build %s: %s, started %d times (allowed)", id, rec, starts)
 		default:
 			r.violate(t, "build %s: record %s, started %d times; want succeeded, started once", id, rec, starts)
 		}
-		if check != nil {
-			check(i, rec)
-		}
-	})
+	}
 	for id, sp := range tr {
-		if !accepted[id] {
-			r.violate(t, "build %s (%s) started %d times but is none of the accepted builds", id, sp.branch, sp.starts)
+		if _, ok := recs[id]; !ok {
+			r.violate(t, "build %s (%s) started %d times but is none of the scenario's builds", id, sp.branch, sp.starts)
 		}
 	}
+	checkInvariant8(t, r, tr, recs)
 	t.Logf("records: %v", statuses)
 	var left []proctest.Lease
 	deadline := time.Now().Add(60 * time.Second)

@@ -13,14 +13,18 @@ import (
 
 // TestChaos SIGKILLs dispatchers and the reaper at random moments and
 // restarts them, with two dispatchers running, while a stream of API build
-// requests over many branches comes in (invariants 1, 3 and 4): every
-// accepted build ends with a final record, none runs twice, the cap and
-// the branch locks hold, and no lock is left when all builds have ended.
+// requests over many branches comes in, and SIGKILLs the build.sh of a
+// running build now and then (an infrastructure failure). The project
+// supersedes waiting and running builds (supersede.running) and keeps the
+// default retries (invariants 1, 3, 4 and 8): every accepted build ends
+// with a final record, none runs twice, the cap and the branch locks hold,
+// a superseded request never runs, every retry follows an infrastructure
+// failure, and no lock is left when all builds have ended.
 func TestChaos(t *testing.T) {
 	requireSuite(t)
 	r := newRow(t, "chaos", "embedded")
 	s := newScripts(t)
-	s.addTraced(t, "rel", "chaos", 200*time.Millisecond, time.Second)
+	s.addTracedWith(t, "rel", "chaos", `{"buildImage": "debian:bookworm-slim", "supersede": {"running": true}}`, 200*time.Millisecond, time.Second)
 	const capacity, branches = 4, 40
 	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
 	var mu sync.Mutex
@@ -66,6 +70,12 @@ func TestChaos(t *testing.T) {
 		}
 		victims[i] = c.Start(kind)
 		t.Logf("kill %d/%d: %s", k+1, cfg.chaosKills, v.Name)
+		if rand.IntN(2) == 0 {
+			if id, ok := killBuildScript(c, m); ok {
+				r.add(&r.buildKills, 1)
+				t.Logf("killed the build.sh of %s", id)
+			}
+		}
 	}
 	close(stop)
 	sent.Wait()
@@ -94,8 +104,9 @@ func TestChaos(t *testing.T) {
 	m.halt()
 	// A dispatcher killed between creating a build's run directory and
 	// starting its process leaves a build the reaper records as errored
-	// ("launch interrupted"); its script never ran. That is a final record
-	// with a reason, which invariant 4 asks for, not a lost build.
+	// ("launch interrupted", an infrastructure failure, retried); its
+	// script never ran. That is a final record with a reason, which
+	// invariant 4 asks for, not a lost build.
 	checkBuilds(t, r, c, m, accepted, capacity, nil, func(rec proctest.Record, starts int) bool {
 		return rec.Status == "errored" && strings.Contains(rec.Reason, "launch interrupted") && starts == 0
 	})

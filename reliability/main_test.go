@@ -163,8 +163,11 @@ type row struct {
 	deliveries   int // unique webhook deliveries / API requests accepted
 	redeliveries int
 	kills        int
+	buildKills   int // build.sh SIGKILLed from outside: infrastructure failures
 	outages      int
 	builds       int // builds that ran (trace start lines)
+	superseded   int // requests a newer one superseded (invariant 8)
+	retries      int // retries the reaper made after infrastructure failures
 	samples      int // invariant monitor samples
 	violations   int
 	duration     time.Duration
@@ -235,26 +238,31 @@ func summaryTable(scaleName string, total time.Duration, passed bool) string {
 	}
 	fmt.Fprintf(&b, "Reliability suite, scale %s, %s, %s on %d CPUs, %s in %s\n\n",
 		scaleName, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.Version(), runtime.NumCPU(), result, total.Round(time.Second))
-	fmt.Fprintln(&b, "| scenario | backend | requests | deliveries | redeliveries | kills | outages | builds run | monitor samples | violations | duration | result |")
-	fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+	fmt.Fprintln(&b, "| scenario | backend | requests | deliveries | redeliveries | kills | build kills | outages | builds run | superseded | retries | monitor samples | violations | duration | result |")
+	fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
 	var sum row
 	for _, r := range rows {
 		r.mu.Lock()
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s |\n",
-			r.scenario, r.backend, r.requests, r.deliveries, r.redeliveries, r.kills, r.outages, r.builds, r.samples, r.violations, r.duration.Round(100*time.Millisecond), r.status)
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s |\n",
+			r.scenario, r.backend, r.requests, r.deliveries, r.redeliveries, r.kills, r.buildKills, r.outages, r.builds, r.superseded, r.retries,
+			r.samples, r.violations, r.duration.Round(100*time.Millisecond), r.status)
 		sum.requests += r.requests
 		sum.deliveries += r.deliveries
 		sum.redeliveries += r.redeliveries
 		sum.kills += r.kills
+		sum.buildKills += r.buildKills
 		sum.outages += r.outages
 		sum.builds += r.builds
+		sum.superseded += r.superseded
+		sum.retries += r.retries
 		sum.samples += r.samples
 		sum.violations += r.violations
 		sum.duration += r.duration
 		r.mu.Unlock()
 	}
-	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s |\n",
-		sum.requests, sum.deliveries, sum.redeliveries, sum.kills, sum.outages, sum.builds, sum.samples, sum.violations, sum.duration.Round(100*time.Millisecond), result)
+	fmt.Fprintf(&b, "| **total** | | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %s | %s |\n",
+		sum.requests, sum.deliveries, sum.redeliveries, sum.kills, sum.buildKills, sum.outages, sum.builds, sum.superseded, sum.retries,
+		sum.samples, sum.violations, sum.duration.Round(100*time.Millisecond), result)
 	return b.String()
 }
 

@@ -42,6 +42,12 @@ func newScripts(t *testing.T) *scriptsDir {
 // addTraced adds a project whose build sleeps a random time in [lo, hi].
 func (s *scriptsDir) addTraced(t *testing.T, team, project string, lo, hi time.Duration) {
 	t.Helper()
+	s.addTracedWith(t, team, project, validDescriptor, lo, hi)
+}
+
+// addTracedWith is addTraced with the project.json descriptor.
+func (s *scriptsDir) addTracedWith(t *testing.T, team, project, descriptor string, lo, hi time.Duration) {
+	t.Helper()
 	dir := filepath.Join(s.dir, team, project)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -54,7 +60,7 @@ func (s *scriptsDir) addTraced(t *testing.T, team, project string, lo, hi time.D
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "project.json"), []byte(validDescriptor), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "project.json"), []byte(descriptor), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "build.sh"), b.Bytes(), 0o755); err != nil {

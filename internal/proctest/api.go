@@ -43,10 +43,13 @@ type Record struct {
 	ArtifactsKey  string    `json:"artifactsKey"`
 	PodName       string    `json:"podName"`
 	CatalogCommit string    `json:"catalogCommit"`
+	QueuedAt      time.Time `json:"queuedAt"`
 	Attempt       int       `json:"attempt"`
 	RetryOf       string    `json:"retryOf"`
 	Infra         string    `json:"infra"`
 	SupersededBy  string    `json:"supersededBy"`
+	InfraRetries  int       `json:"infraRetries"`
+	Supersedable  bool      `json:"supersedable"`
 }
 
 // finalStatuses are the statuses a build record never leaves.
