@@ -244,7 +244,13 @@ build ID. Requests by hand are not filtered by managedRefRegex.
 
 With --wait it follows the build's log to stdout until the build ends and
 exits with its result: 0 when it succeeded, 1 otherwise (the status on
-stderr). With --wait -o json it prints the final record instead of the log.`,
+stderr). With --wait -o json it prints the final record instead of the log.
+
+A newer request of the same branch may supersede the build (it then ends
+superseded, naming the newer build, and never runs; see the project's
+supersede settings). A build that an infrastructure failure ended (errored,
+its cause in the record's infra field) is retried as a new build whose
+retryOf names it; --wait follows the build it was given, not its retries.`,
 		Example: `  decapctl build ae6rt/dynamodb-lab main
   decapctl build ae6rt/dynamodb-lab v1.2.0 --tag --wait
   id=$(decapctl build decap-ci/hello feature/x --sha 6113728f27ae82c7)`,
