@@ -78,7 +78,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if len(msgs) > 0 && gate.pausedNow(ctx) {
 			for _, m := range msgs {
 				if err := d.queue.ChangeVisibility(context.WithoutCancel(ctx), m.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
-					d.log.Warn("return message to the paused queue", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
+					d.log.Warn("return message to the paused queue", "message_id", m.ID, "group_id", m.GroupID, "err", err)
 				}
 				<-sem
 			}
@@ -141,7 +141,7 @@ func (d *Dispatcher) handleGroup(ctx context.Context, msgs []build.Message) {
 			stop()
 			for _, rest := range msgs[i+1:] {
 				if err := d.queue.ChangeVisibility(ctx, rest.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
-					d.log.Warn("return message to queue", "message_id", rest.ID, "lock_key", rest.GroupID, "err", err)
+					d.log.Warn("return message to queue", "message_id", rest.ID, "group_id", rest.GroupID, "err", err)
 				}
 			}
 			return
@@ -157,7 +157,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 	if err != nil {
 		// The group is the lock key the producer meant, if it followed
 		// the rules; the body says nothing reliable.
-		log := d.log.With("message_id", m.ID, "lock_key", m.GroupID)
+		log := d.log.With("message_id", m.ID, "group_id", m.GroupID)
 		reason := fmt.Sprintf("malformed build request: %v", err)
 		dec := Decision{Action: Dropped, Reason: reason, Cause: CauseMalformed}
 		if err := d.queue.DeadLetter(ctx, m, reason); err != nil {
@@ -234,7 +234,7 @@ func (d *Dispatcher) heartbeat(ctx context.Context, pending func() []build.Messa
 			case <-t.C:
 				for _, m := range pending() {
 					if err := d.queue.ChangeVisibility(ctx, m.Receipt, d.cfg.VisibilityTimeout); err != nil {
-						d.log.Warn("extend visibility during a slow decision", "message_id", m.ID, "lock_key", m.GroupID, "err", err)
+						d.log.Warn("extend visibility during a slow decision", "message_id", m.ID, "group_id", m.GroupID, "err", err)
 					}
 				}
 			}
