@@ -40,7 +40,7 @@ func TestAWSReplicasNeverDoubleBuildOrExceedCap(t *testing.T) {
 	const capacity, branches = 3, 10
 	w := newAWSWorld(t)
 	s := newScripts(t)
-	s.addTraced("e2e", "app", time.Second)
+	s.addSlow("e2e", "app", keepEveryRequest, time.Second) // every push of a branch builds
 	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
 	c.Start("reaper")
 	dispatchers := []*proctest.Service{c.Start("dispatcher"), c.Start("dispatcher"), c.Start("dispatcher")}

@@ -17,8 +17,9 @@ import (
 func TestCancelThroughTheAPI(t *testing.T) {
 	t.Parallel()
 	s := newScripts(t)
-	// Long enough that only a cancel ends the build within BuildTimeout.
-	s.addTraced("e2e", "slow", 10*time.Minute)
+	// Long enough that only a cancel ends the build within BuildTimeout;
+	// the second push waits behind the first, not superseding it.
+	s.addSlow("e2e", "slow", keepEveryRequest, 10*time.Minute)
 	c := s.cluster(4)
 	c.Start("reaper")
 	c.Start("dispatcher")

@@ -164,7 +164,7 @@ func TestReaperRestartLosesNothing(t *testing.T) {
 func TestQueueSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	s := newScripts(t)
-	s.addTraced("e2e", "app", 300*time.Millisecond)
+	s.addSlow("e2e", "app", keepEveryRequest, 300*time.Millisecond)
 	c := s.cluster(4)
 	ingest := c.Start("ingest")
 

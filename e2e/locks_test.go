@@ -16,7 +16,7 @@ import (
 func TestTwoPushesOneBranchSerialized(t *testing.T) {
 	t.Parallel()
 	s := newScripts(t)
-	s.addTraced("e2e", "app", time.Second)
+	s.addSlow("e2e", "app", keepEveryRequest, time.Second)
 	c := s.cluster(4)
 	reaper := c.Start("reaper")
 	dispatcher := c.Start("dispatcher")

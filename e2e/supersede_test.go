@@ -1,7 +1,9 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +15,11 @@ import (
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/proctest"
 )
+
+// keepEveryRequest is the project.json field of a project whose every
+// request builds: a newer request of a branch supersedes none, as the
+// tests of serialization, queueing and cancels want.
+const keepEveryRequest = `"supersede": {"queued": false}`
 
 // addSlow adds a traced project (see traced-build.sh.tmpl) that builds for
 // sleep, with descriptor's fields added to a valid project.json.
@@ -207,4 +214,89 @@ func TestKilledBuildIsRetried(t *testing.T) {
 	if n := len(c.ProjectBuilds("e2e", "flaky")); n != 2 {
 		t.Errorf("%d builds of the project, want the first and its one retry", n)
 	}
+}
+
+// TestAWSOtherSystemSupersedes runs supersede on the AWS backend (moto)
+// with requests of another system, sent to SQS without a build ID, next to
+// ingest's: a producer's request is accepted when a dispatcher receives it,
+// so it supersedes from then on. The project stops running builds
+// (supersede.running). The other system's first build runs; a build
+// requested through the API stops it (superseded by the API request); the
+// other system's second message, sent at once, is received only after the
+// API request left the queue (SQS hands out no later message of a group
+// while an earlier one waits), and then stops that build in turn. Only
+// the last runs on; never two of the branch at once.
+func TestAWSOtherSystemSupersedes(t *testing.T) {
+	t.Parallel()
+	w := newAWSWorld(t)
+	s := newScripts(t)
+	s.addSlow("e2e", "app", `"supersede": {"running": true}`, 10*time.Minute)
+	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 4})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
+	queueURL := w.queueURL(w.queue())
+	send := func(by string) {
+		body, err := json.Marshal(map[string]any{
+			"v": 1, "team": "e2e", "project": "app", "ref": "main", "refType": "branch",
+			"trigger": "api", "requestedBy": by, "requestedAt": time.Now().UTC().Format(time.RFC3339Nano),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.sendMessage(queueURL, "e2e/app/main", by+"-"+proctest.RandomHex(8), string(body))
+	}
+	requestedBy := func(by string) (proctest.Record, bool) {
+		builds, err := c.TryProjectBuilds("e2e", "app")
+		if err != nil {
+			return proctest.Record{}, false
+		}
+		for _, r := range builds {
+			if r.RequestedBy == by {
+				return r, true
+			}
+		}
+		return proctest.Record{}, false
+	}
+	waitRunning := func(what string, find func() (proctest.Record, bool)) proctest.Record {
+		t.Helper()
+		var rec proctest.Record
+		c.WaitFor(proctest.BuildTimeout, what+" to run", func() (bool, string) {
+			r, ok := find()
+			if !ok {
+				return false, "no record yet"
+			}
+			rec = r
+			sp := s.readTrace().spans[r.ID]
+			return r.Status == "running" && sp != nil, r.String()
+		})
+		return rec
+	}
+
+	send("other-system-1")
+	first := waitRunning("the other system's first build", func() (proctest.Record, bool) { return requestedBy("other-system-1") })
+	api := c.RequestBuild("e2e", "app", "main")
+	send("other-system-2")
+	waitRunning("the API build", func() (proctest.Record, bool) {
+		r, _, err := c.GetBuild(api)
+		return r, err == nil
+	})
+	second := waitRunning("the other system's second build", func() (proctest.Record, bool) { return requestedBy("other-system-2") })
+
+	recs := c.WaitFinal(first.ID, api)
+	if r := recs[first.ID]; r.Status != "superseded" || r.SupersededBy != api {
+		t.Errorf("the other system's first build: %s, superseded by %q; want superseded by the API request %s", r, r.SupersededBy, api)
+	}
+	if r := recs[api]; r.Status != "superseded" || r.SupersededBy != second.ID {
+		t.Errorf("the API build: %s, superseded by %q; want superseded by the other system's second request %s", r, r.SupersededBy, second.ID)
+	}
+	auth := http.Header{"Authorization": {"Bearer " + apiToken}}
+	if status, body := c.MustDo(http.MethodDelete, "/api/v1/builds/"+second.ID, auth, nil); status != http.StatusAccepted {
+		t.Fatalf("cancel of the last build: %d %s", status, body)
+	}
+	recs = c.WaitFinal(first.ID, api, second.ID)
+	if r := recs[second.ID]; r.Status != "cancelled" {
+		t.Errorf("the other system's second build: %s, want cancelled (by the test)", r)
+	}
+	checkOneRunningPerBranch(t, recs)
 }
