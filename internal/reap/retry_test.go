@@ -21,7 +21,7 @@ type retries struct {
 }
 
 func (o *retries) Ended(build.Status, time.Duration, time.Duration) {}
-func (o *retries) Failed(reap.Step)                                  {}
+func (o *retries) Failed(reap.Step)                                 {}
 func (o *retries) Retried(c build.InfraCause) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
