@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,9 +127,10 @@ func TestRebuildButton(t *testing.T) {
 }
 
 // TestAttemptChain checks the build page's links to related builds: the
-// build a rebuild repeats and the build that superseded a request, by
-// number when the other record can be read and by short ID otherwise; a
-// reason that names no build links nothing.
+// build a rebuild repeats, the attempt a retry repeats and the retry of a
+// failed attempt, and the build that superseded a request, by number when
+// the other record can be read and by short ID otherwise; a reason that
+// only names a build links nothing.
 func TestAttemptChain(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ui.Config{})
@@ -145,8 +147,25 @@ func TestAttemptChain(t *testing.T) {
 	rebuild := save(build.Record{Status: build.StatusQueued, RebuildOf: f.ids["ok1"]})
 	lost := build.NewID(at) // a build whose record is gone
 	orphan := save(build.Record{Status: build.StatusQueued, RebuildOf: lost})
-	superseded := save(build.Record{Status: build.StatusSuperseded, Reason: "superseded by " + string(rebuild), FinishedAt: at})
+	superseded := save(build.Record{Status: build.StatusSuperseded, Reason: "superseded by " + string(rebuild), SupersededBy: rebuild, FinishedAt: at})
 	notAnID := save(build.Record{Status: build.StatusSuperseded, Reason: "superseded by " + hostile, FinishedAt: at})
+	onlyInReason := save(build.Record{Status: build.StatusSuperseded, Reason: "superseded by " + string(rebuild), FinishedAt: at})
+	// An attempt ended by an infrastructure failure, and its retry, whose
+	// ID follows from it.
+	failed := save(build.Record{Status: build.StatusErrored, Infra: build.InfraDeleted, Attempt: 1, FinishedAt: at})
+	retry := build.RetryID(failed, at)
+	if err := f.records.Save(ctx, build.Record{BuildID: retry, Team: "decap-ci", Project: "hello", Ref: "main", RefType: build.Branch,
+		Trigger: build.TriggerAPI, QueuedAt: at, Status: build.StatusQueued, RetryOf: failed, Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	numberOf := func(id build.ID) string {
+		r, err := f.records.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "#" + strconv.Itoa(r.Number)
+	}
+	failedWithoutRetry := save(build.Record{Status: build.StatusErrored, Infra: build.InfraDeleted, Attempt: 1, FinishedAt: at.Add(time.Second)})
 
 	tests := []struct {
 		name string
@@ -157,6 +176,10 @@ func TestAttemptChain(t *testing.T) {
 		{"rebuild of a build without record", orphan, `<li>rebuild of <a class="mono" href="/ui/builds/` + string(lost) + `" title="` + string(lost) + `">` + string(lost)[28:] + `</a></li>`},
 		{"superseded", superseded, `<li>superseded by <a class="mono" href="/ui/builds/` + string(rebuild) + `" title="` + string(rebuild) + `">#7</a></li>`},
 		{"superseded by no build", notAnID, ""},
+		{"superseded, named only in the reason", onlyInReason, ""},
+		{"a retry", retry, `<li>retry of <a class="mono" href="/ui/builds/` + string(failed) + `" title="` + string(failed) + `">` + numberOf(failed) + `</a> (this is attempt 2)</li>`},
+		{"an attempt that was retried", failed, `<li>retried as <a class="mono" href="/ui/builds/` + string(retry) + `" title="` + string(retry) + `">` + numberOf(retry) + `</a> (attempt 2)</li>`},
+		{"an attempt not retried (yet)", failedWithoutRetry, ""},
 		{"a build of its own", f.ids["ok0"], ""},
 	}
 	for _, tt := range tests {

@@ -352,9 +352,10 @@ func (u *UI) build(c echo.Context) error {
 	return u.render(c, http.StatusOK, "build", title+" of "+r.ProjectKey(), "", v)
 }
 
-// chain returns r's links to the builds it repeats (the build it rebuilds)
-// and to the build that superseded it, each with that build's number when
-// its record can be read.
+// chain returns r's links to the builds it is linked with — the build it
+// rebuilds, the attempt it retries, its own retry, the build that
+// superseded it — each with that build's number when its record can be
+// read.
 func (u *UI) chain(ctx context.Context, r build.Record) []chainLink {
 	var links []chainLink
 	add := func(rel string, id build.ID, note string) {
@@ -367,35 +368,22 @@ func (u *UI) chain(ctx context.Context, r build.Record) []chainLink {
 	if r.RebuildOf != "" {
 		add("rebuild of", r.RebuildOf, "")
 	}
-	// RETRIES: build.Record's RetryOf and Attempt (issue 11's automatic
-	// retries) are not on build.Record yet; once they are, link the
-	// attempt this one retries here:
-	//	if r.RetryOf != "" {
-	//		add("retry of", r.RetryOf, fmt.Sprintf("(attempt %d)", r.AttemptNumber()))
-	//	}
-	if by := supersededBy(r); by != "" {
+	if r.RetryOf != "" {
+		add("retry of", r.RetryOf, fmt.Sprintf("(this is attempt %d)", r.AttemptNumber()))
+	}
+	// A retry's ID follows from the build it retries; link it once its
+	// record exists.
+	if r.Infra != "" && r.Status.Final() && !r.FinishedAt.IsZero() {
+		next := build.RetryID(r.BuildID, r.FinishedAt)
+		if other, err := u.deps.Records.Get(ctx, next); err == nil && other.RetryOf == r.BuildID {
+			links = append(links, chainLink{Rel: "retried as", ID: next, Number: other.Number,
+				Note: fmt.Sprintf("(attempt %d)", other.AttemptNumber())})
+		}
+	}
+	if by := r.SupersededBy; by != "" && r.Status == build.StatusSuperseded {
 		add("superseded by", by, "")
 	}
 	return links
-}
-
-// supersededBy returns the build that superseded r, named in its reason
-// (Record.Supersede writes "superseded by <ID>"), or "".
-func supersededBy(r build.Record) build.ID {
-	const prefix = "superseded by "
-	if r.Status != build.StatusSuperseded {
-		return ""
-	}
-	i := strings.Index(r.Reason, prefix)
-	if i < 0 {
-		return ""
-	}
-	rest := r.Reason[i+len(prefix):]
-	id, err := build.ParseID(rest[:min(len(rest), 36)])
-	if err != nil {
-		return ""
-	}
-	return id
 }
 
 type queueView struct {
