@@ -2,8 +2,9 @@
 // the key made unnecessary (project.json "supersede"): the older queued
 // and deferred ones end superseded, and, when the project asks for it, the
 // running build is stopped and ends superseded too. Ingest calls it for
-// every request it accepts (push, API, rebuild), the dispatcher for the
-// requests of other producers, which nobody recorded before it received
+// every request it accepts (push, API; a rebuild supersedes nothing), the
+// dispatcher for the requests of other producers, which nobody recorded
+// before it received
 // them.
 //
 // It never races a launch: a waiting request is ended only through
@@ -61,7 +62,7 @@ type Result struct {
 // stops nothing done so far; what Older did before it is in the Result.
 func Older(ctx context.Context, recs Records, accepted build.Record, p build.SupersedePolicy, now time.Time) (Result, error) {
 	var res Result
-	if !p.Any() {
+	if !p.Any() || !supersedes(accepted) {
 		return res, nil
 	}
 	list, err := recs.Unfinished(ctx, accepted.LockKey())
@@ -74,7 +75,7 @@ func Older(ctx context.Context, recs Records, accepted build.Record, p build.Sup
 	}
 	newest := accepted
 	for _, r := range list {
-		if r.Waiting() && newest.Older(r) {
+		if r.Waiting() && supersedes(r) && newest.Older(r) {
 			newest = r
 		}
 	}
@@ -143,7 +144,7 @@ func Started(ctx context.Context, recs Records, started build.Record, p build.Su
 	// Unfinished is oldest first: the newest request supersedes.
 	for i := len(list) - 1; i >= 0; i-- {
 		n := list[i]
-		if n.BuildID == started.BuildID || !started.Older(n) {
+		if n.BuildID == started.BuildID || !supersedes(n) || !started.Older(n) {
 			continue
 		}
 		stopping, err := stop(ctx, recs, started, n.BuildID, now)
@@ -169,12 +170,19 @@ func HasNewer(ctx context.Context, recs Lister, rec build.Record) (build.ID, err
 		return "", fmt.Errorf("look for requests newer than %s: %w", rec.BuildID, err)
 	}
 	for i := len(list) - 1; i >= 0; i-- {
-		if n := list[i]; n.BuildID != rec.BuildID && rec.Older(n) {
+		if n := list[i]; n.BuildID != rec.BuildID && supersedes(n) && rec.Older(n) {
 			return n.BuildID, nil
 		}
 	}
 	return "", nil
 }
+
+// supersedes reports whether r, a newer request of a lock key, supersedes
+// the older ones. A rebuild does not: it repeats a past build on purpose,
+// often of an older commit, and must not end the newer pushes of its
+// branch that wait or run (it is superseded by a later request itself, as
+// any request is).
+func supersedes(r build.Record) bool { return r.RebuildOf == "" }
 
 // endWaiting ends r, a waiting request, superseded by by; ended is false
 // when EndWaiting refused because r started or ended meanwhile.

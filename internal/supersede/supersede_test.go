@@ -284,3 +284,54 @@ func TestRunningIsNeverNewer(t *testing.T) {
 		}
 	}
 }
+
+// TestRebuildSupersedesNothing: a rebuild (often of an older commit) ends
+// no waiting request and stops no running build, nor is it a newer request
+// that stops a build when it starts or forbids a retry; a later push
+// supersedes it like any waiting request.
+func TestRebuildSupersedesNothing(t *testing.T) {
+	t.Parallel()
+	all := build.SupersedePolicy{Queued: true, Running: true}
+	rebuildAt := func(at time.Duration) build.Record {
+		r := request("main", at)
+		r.RebuildOf = build.NewID(t0.Add(-time.Hour))
+		return r
+	}
+
+	// Only a rebuild is newer than the running build.
+	s := buildtest.NewRecords()
+	running, rebuild := request("main", 0), rebuildAt(time.Second)
+	running.Status, running.StartedAt = build.StatusRunning, t0.Add(time.Second)
+	save(t, s, &running, &rebuild)
+	if by, err := supersede.Started(t.Context(), s, running, all, t0.Add(time.Minute)); err != nil || by != "" {
+		t.Errorf("Started(running) = %q, %v; want it to go on (only a rebuild is newer)", by, err)
+	}
+	if by, err := supersede.HasNewer(t.Context(), s, running); err != nil || by != "" {
+		t.Errorf("HasNewer(running) = %q, %v; want none (only a rebuild is newer)", by, err)
+	}
+
+	// A rebuild accepted behind a running build and a waiting push.
+	s = buildtest.NewRecords()
+	running, waiting, rebuild := request("main", 0), request("main", time.Second), rebuildAt(2*time.Second)
+	running.Status, running.StartedAt = build.StatusRunning, t0.Add(time.Second)
+	save(t, s, &running, &waiting, &rebuild)
+	res, err := supersede.Older(t.Context(), s, rebuild, all, t0.Add(time.Minute))
+	if err != nil || len(res.Superseded)+len(res.Stopping) != 0 {
+		t.Errorf("Older(rebuild) = %+v, %v; want nothing done", res, err)
+	}
+	if diff := cmp.Diff([]string{"running", "queued", "queued"}, statuses(t, s, running, waiting, rebuild)); diff != "" {
+		t.Errorf("statuses of running, waiting, rebuild after the rebuild (-want +got):\n%s", diff)
+	}
+
+	// A later push ends them all, the rebuild included.
+	push := request("main", 3*time.Second)
+	save(t, s, &push)
+	if _, err := supersede.Older(t.Context(), s, push, all, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	by := string(push.BuildID)
+	want := []string{"running by " + by + ", stopping", "superseded by " + by, "superseded by " + by, "queued"}
+	if diff := cmp.Diff(want, statuses(t, s, running, waiting, rebuild, push)); diff != "" {
+		t.Errorf("statuses after a later push (-want +got):\n%s", diff)
+	}
+}
