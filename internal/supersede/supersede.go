@@ -4,8 +4,7 @@
 // running build is stopped and ends superseded too. Ingest calls it for
 // every request it accepts (push, API; a rebuild supersedes nothing), the
 // dispatcher for the requests of other producers, which nobody recorded
-// before it received
-// them.
+// before it received them.
 //
 // It never races a launch: a waiting request is ended only through
 // Records.EndWaiting, a compare-and-swap that refuses a request a
