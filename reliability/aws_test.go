@@ -97,7 +97,7 @@ func TestAWSBurst(t *testing.T) {
 	r := newRow(t, "burst", "aws (moto)")
 	w := newAWSWorld(t, endpoint)
 	s := newScripts(t)
-	s.addTraced(t, "rel", "app", 0, 0)
+	s.addTracedWith(t, "rel", "app", burstDescriptor, 0, 0)
 	const capacity = 4
 	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity, Env: w.serviceEnv()})
 	c.Start("reaper")

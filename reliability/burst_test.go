@@ -10,13 +10,20 @@ import (
 	"github.com/decap-ci/decap/internal/proctest"
 )
 
+// burstDescriptor is the burst project's project.json: supersede's
+// defaults on odd-numbered branches (a branch's waiting pushes end
+// superseded by its newest, invariant 8), none on even ones
+// (exceptRefRegex), where every push builds, one after another (the
+// volume behind invariant 3).
+const burstDescriptor = `{"buildImage": "debian:bookworm-slim", "supersede": {"exceptRefRegex": "b-[0-9]*[02468]"}}`
+
 // TestBurst sends a burst of signed push webhooks over many branches on the
-// embedded backend, 20% of them redelivered (invariants 1, 2 and 3).
+// embedded backend, 20% of them redelivered (invariants 1, 2, 3 and 8).
 func TestBurst(t *testing.T) {
 	requireSuite(t)
 	r := newRow(t, "burst", "embedded")
 	s := newScripts(t)
-	s.addTraced(t, "rel", "app", 0, 0)
+	s.addTracedWith(t, "rel", "app", burstDescriptor, 0, 0)
 	const capacity = 8
 	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: capacity})
 	c.Start("reaper")
