@@ -284,7 +284,13 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 		}
 		switch err := r.records.Save(ctx, rec); {
 		case errors.Is(err, build.ErrConflict):
-			// Another reaper (or a cancel) wrote the final record first.
+			// Another reaper (or a cancel) wrote the final record first:
+			// the stored end is the build's, and the retry follows from
+			// it alone (another finish time would make another retry; a
+			// cancel makes none).
+			if rec, err = r.records.Get(ctx, o.BuildID); err != nil {
+				return StepRecord, fmt.Errorf("get record %s: %w", o.BuildID, err)
+			}
 		case err != nil:
 			return StepRecord, fmt.Errorf("record %s: %w", o.BuildID, err)
 		default:

@@ -348,3 +348,93 @@ func TestSweepStopsASupersededBuild(t *testing.T) {
 		t.Errorf("a superseded build was retried: %v", reqs)
 	}
 }
+
+// staleRecords runs hook once, right after the first Get of id has read
+// the record: another writer moves the record on between a reaper's read
+// and its write.
+type staleRecords struct {
+	reap.Records
+	id   build.ID
+	once sync.Once
+	hook func()
+}
+
+func (s *staleRecords) Get(ctx context.Context, id build.ID) (build.Record, error) {
+	rec, err := s.Records.Get(ctx, id)
+	if id == s.id {
+		s.once.Do(s.hook)
+	}
+	return rec, err
+}
+
+// TestRetryAfterLosingTheEndRace: two reapers handle the end of one build
+// at once (two replicas, or Reconcile beside Watch), each with its own
+// finish time. The one whose final record lost the write retries the build
+// as it is stored, not as it would have written it: one retry in all.
+func TestRetryAfterLosingTheEndRace(t *testing.T) {
+	t.Parallel()
+	f, q, obs := retryFixture()
+	rec := f.launched(t, "main", 2, false)
+	first := infraEnd(rec, build.InfraDeleted, f.clock.Now())
+	second := first
+	second.FinishedAt = first.FinishedAt.Add(3 * time.Second) // the other reaper's now
+	stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
+		if err := f.reaper.Handle(t.Context(), first); err != nil {
+			t.Errorf("first reaper: %v", err)
+		}
+	}}
+	late := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
+	if err := late.Handle(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	failed := recordOf(t, f, rec.BuildID)
+	reqs := queued(t, q.FakeQueue)
+	if len(reqs) != 1 || reqs[0].BuildID != build.RetryID(rec.BuildID, failed.FinishedAt) {
+		t.Errorf("published %v, want only the retry of the stored end (%s)", reqs, build.RetryID(rec.BuildID, failed.FinishedAt))
+	}
+	if len(obs.causes) != 1 {
+		t.Errorf("retries heard %v, want one", obs.causes)
+	}
+}
+
+// TestNoRetryOfABuildCancelledMeanwhile: a build launched by a dispatcher
+// that died before recording it running is cancelled (a waiting request)
+// while the reaper ends it by a launch interrupted: the stored record says
+// cancelled, and a cancel is never retried.
+func TestNoRetryOfABuildCancelledMeanwhile(t *testing.T) {
+	t.Parallel()
+	f, q, obs := retryFixture()
+	req := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello", Ref: "main",
+		RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
+	rec := build.RecordFor(req)
+	if err := rec.Launching(f.clock.Now(), 2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.records.Save(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	f.launch(t, build.Job{Request: req})
+	o := infraEnd(rec, build.InfraLaunchInterrupted, f.clock.Now())
+	stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
+		cur, err := f.records.Get(t.Context(), rec.BuildID)
+		if err == nil {
+			err = cur.Cancel(f.clock.Now(), "someone")
+		}
+		if err == nil {
+			err = f.records.Save(t.Context(), cur)
+		}
+		if err != nil {
+			t.Errorf("cancel: %v", err)
+		}
+	}}
+	r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
+	if err := r.Handle(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if got := recordOf(t, f, rec.BuildID); got.Status != build.StatusCancelled {
+		t.Errorf("record %s, want cancelled", got.Status)
+	}
+	if reqs := queued(t, q.FakeQueue); len(reqs) != 0 || len(obs.causes) != 0 {
+		t.Errorf("a cancelled build was retried: published %v, heard %v", reqs, obs.causes)
+	}
+}
