@@ -412,6 +412,48 @@ func TestFailedAuthThrottle(t *testing.T) {
 	})
 }
 
+// TestCrossSiteSignInRefused: a page of another site can make its
+// visitor's browser POST wrong tokens to /api/v1/session (a no-cors fetch or
+// a text/plain form is a simple request, sent without a preflight). Counted
+// as failures, 20 of them would block the visitor's address, and with it
+// everyone behind the same NAT, for as long as the page keeps at it.
+func TestCrossSiteSignInRefused(t *testing.T) {
+	t.Parallel()
+	const office = "203.0.113.9:40000"
+	crossSite := []struct {
+		name    string
+		headers map[string]string
+	}{
+		{"Sec-Fetch-Site", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}},
+		{"Origin alone (an older browser)", map[string]string{"Origin": "https://evil.example"}},
+	}
+	for _, tc := range crossSite {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			for i := range 2 * ingest.DefaultAuthFailureLimit {
+				r := from(apiRequest(http.MethodPost, "/api/v1/session", "", `{"token":"guess"}`), office)
+				r.Header.Set("Content-Type", "text/plain")
+				for k, v := range tc.headers {
+					r.Header.Set(k, v)
+				}
+				if w := f.do(r); w.Code != http.StatusForbidden {
+					t.Fatalf("cross-site sign-in %d: status %d (%s), want 403", i+1, w.Code, w.Body)
+				}
+			}
+			r := from(apiRequest(http.MethodPost, "/api/v1/session", "", `{"token":"`+token+`"}`), office)
+			r.Header.Set("Sec-Fetch-Site", "same-origin")
+			r.Header.Set("Origin", "http://example.com")
+			if w := f.do(r); w.Code != http.StatusNoContent {
+				t.Errorf("the UI's own sign-in from the same address afterwards: %d (%s), want 204", w.Code, w.Body)
+			}
+			if len(f.sessions.Keys()) != 1 {
+				t.Errorf("sessions stored: %d, want the one same-origin sign-in", len(f.sessions.Keys()))
+			}
+		})
+	}
+}
+
 // logLines returns the log lines that mention s.
 func logLines(f *fixture, s string) []string {
 	var out []string

@@ -28,6 +28,11 @@ import (
 // Authorization header, together with the X-Decap-CSRF header.
 const sessionCookie = "decap_session"
 
+// crossSite tells a browser's request sent by a page of another origin
+// (Sec-Fetch-Site, or Origin against Host); requests of other clients
+// carry neither header and pass.
+var crossSite = http.NewCrossOriginProtection()
+
 // sessionIDBytes is the length of a session ID before encoding.
 const sessionIDBytes = 32
 
@@ -42,11 +47,19 @@ type sessionBody struct {
 // createSession handles POST /api/v1/session: {"token": "..."} with the
 // API token → 204 and the session cookie of a new session, which lasts
 // SessionTTL; a wrong token → 401, counted against the client like any
-// wrong credential (429 while it is blocked). A session cookie the request
+// wrong credential (429 while it is blocked); a browser's request from a
+// page of another site → 403, not counted. A session cookie the request
 // already carries is revoked. With auth off there is nothing to remember:
 // 204 without a cookie. Neither the token nor the session ID is ever
 // logged or echoed.
 func (s *Server) createSession(c echo.Context) error {
+	// A page of another site can make its visitor's browser send a
+	// sign-in without a preflight (a no-cors fetch, a text/plain form):
+	// counted, its wrong tokens would block the visitor's address. Such a
+	// request is refused before its body is read.
+	if err := crossSite.Check(c.Request()); err != nil {
+		return echo.NewHTTPError(http.StatusForbidden, "a sign-in sent by another site's page is refused")
+	}
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
