@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,6 +279,61 @@ func TestSessionLifecycle(t *testing.T) {
 			t.Errorf("sign in: %d %s, want 501 and no cookie", w.Code, w.Body)
 		}
 	})
+}
+
+// countingSessions counts the calls made to a session store.
+type countingSessions struct {
+	ingest.Sessions
+	gets, deletes atomic.Int64
+}
+
+func (c *countingSessions) Get(ctx context.Context, key string) (build.Session, error) {
+	c.gets.Add(1)
+	return c.Sessions.Get(ctx, key)
+}
+
+func (c *countingSessions) Delete(ctx context.Context, key string) error {
+	c.deletes.Add(1)
+	return c.Sessions.Delete(ctx, key)
+}
+
+// TestSignOutOfMadeUpSessions: DELETE /api/v1/session needs no credential,
+// so a made-up cookie must cost the session store no write (a billed
+// DynamoDB write, a turn of SQLite's one writer), and a flood of them is
+// throttled like any wrong session.
+func TestSignOutOfMadeUpSessions(t *testing.T) {
+	t.Parallel()
+	const attacker = "203.0.113.7:40000"
+	var store *countingSessions
+	f := newFixtureDeps(t, nil, func(d *ingest.Deps) {
+		store = &countingSessions{Sessions: d.Sessions}
+		d.Sessions = store
+	})
+	const flood = 500
+	codes := map[int]int{}
+	for i := range flood {
+		r := withCookie(apiRequest(http.MethodDelete, "/api/v1/session", "", ""), "made-up-"+strconv.Itoa(i), "")
+		codes[f.do(from(r, attacker)).Code]++
+	}
+	if n := store.deletes.Load(); n != 0 {
+		t.Errorf("%d sign-outs of made-up sessions made %d store deletes, want none", flood, n)
+	}
+	if n := store.gets.Load(); n > ingest.DefaultAuthFailureLimit {
+		t.Errorf("%d sign-outs of made-up sessions made %d store reads, want at most %d (then the client is throttled)",
+			flood, n, ingest.DefaultAuthFailureLimit)
+	}
+	if codes[204] != ingest.DefaultAuthFailureLimit || codes[429] != flood-ingest.DefaultAuthFailureLimit {
+		t.Errorf("answers %v, want %d × 204 (nothing to revoke), then 429", codes, ingest.DefaultAuthFailureLimit)
+	}
+	// A real session is still revoked on the server.
+	c := f.signIn(t)
+	w := f.do(withCookie(apiRequest(http.MethodDelete, "/api/v1/session", "", ""), c.Value, ""))
+	if gone := findCookie(w, "decap_session"); w.Code != 204 || gone == nil || gone.MaxAge >= 0 {
+		t.Fatalf("sign out: %d, cookie %+v; want 204 and the cookie deleted", w.Code, gone)
+	}
+	if len(f.sessions.Keys()) != 0 || store.deletes.Load() != 1 {
+		t.Errorf("after signing out: %d sessions stored, %d deletes; want none left, one delete", len(f.sessions.Keys()), store.deletes.Load())
+	}
 }
 
 // brokenSessions is a session store that cannot be reached.

@@ -107,11 +107,25 @@ func (s *Server) createSession(c echo.Context) error {
 
 // deleteSession handles DELETE /api/v1/session: it revokes the session on
 // the server, so that its ID is worthless even if it was copied, and
-// clears the cookie. Without a session it only clears the cookie. When the
-// store cannot be written the session stays valid: 503, cookie kept.
+// clears the cookie. Without a session it only clears the cookie. It needs
+// no credential, so it deletes only a session that exists: a made-up
+// cookie costs the store a read, not a write, and counts against the
+// client as a wrong session does (429 while it is blocked, cookie kept).
+// When the store cannot be read or written the session stays valid: 503,
+// cookie kept.
 func (s *Server) deleteSession(c echo.Context) error {
 	if ck, err := c.Request().Cookie(sessionCookie); err == nil && ck.Value != "" && s.deps.Sessions != nil {
-		if err := s.deps.Sessions.Delete(c.Request().Context(), build.SessionKey(ck.Value)); err != nil {
+		client := clientKey(c)
+		if wait := s.throttle.blocked(client); wait > 0 {
+			return throttled(c, wait)
+		}
+		ctx := c.Request().Context()
+		key := build.SessionKey(ck.Value)
+		if _, err := s.deps.Sessions.Get(ctx, key); errors.Is(err, build.ErrNotFound) {
+			s.throttle.failed(client, "session (sign-out)")
+		} else if err != nil {
+			return fmt.Errorf("read session: %w", err)
+		} else if err := s.deps.Sessions.Delete(ctx, key); err != nil {
 			return fmt.Errorf("revoke session: %w", err)
 		}
 	}
