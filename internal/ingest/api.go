@@ -309,6 +309,10 @@ func (s *Server) followLog(c echo.Context, rec build.Record) error {
 	w.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	s.extendWrite(rc)
+	// The end of the answer is written after a wait that may be longer than
+	// a chunk's deadline (a build queued or silent for minutes, FollowFor):
+	// with a deadline of its own, or the client reads an error, not the end.
+	defer s.extendWrite(rc)
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
 		return nil // the client went away

@@ -491,6 +491,39 @@ func TestEdgeFollowEnds(t *testing.T) {
 		t.Fatalf("the follow of a queued build did not end cleanly: %v (after %s)", err, time.Since(start))
 	}
 	t.Logf("a follow of a queued build ended after %s", time.Since(start).Round(time.Millisecond))
+
+	// A follow that wrote nothing for longer than a chunk's write timeout
+	// (a build queued, or silent, for minutes) still ends cleanly: its end
+	// is written too, or the client reads an error, not the end of the log.
+	t.Run("after a silence longer than the write timeout", func(t *testing.T) {
+		t.Parallel()
+		ef := newEdgeFixture(t, func(c *ingest.Config) {
+			c.Limits.FollowFor, c.Limits.StreamWriteTimeout = 600*time.Millisecond, 100*time.Millisecond
+		})
+		base := edgeServe(t, ef.srv, health.Timeouts{Write: 100 * time.Millisecond})
+		client := &http.Client{Timeout: edgeBound, Transport: &http.Transport{}}
+		t.Run("queued until the follow ends", func(t *testing.T) {
+			rec := ef.saveBuild(t, build.StatusQueued)
+			resp := edgeFollow(t, client, base, rec.BuildID, "198.51.100.1")
+			defer resp.Body.Close()
+			if _, err := io.ReadAll(resp.Body); err != nil {
+				t.Errorf("the follow of a build queued past the write timeout did not end cleanly: %v", err)
+			}
+		})
+		t.Run("ended after a silence", func(t *testing.T) {
+			rec := ef.saveBuild(t, build.StatusQueued)
+			resp := edgeFollow(t, client, base, rec.BuildID, "198.51.100.2")
+			defer resp.Body.Close()
+			go func() {
+				time.Sleep(300 * time.Millisecond)
+				rec.Status, rec.Reason, rec.FinishedAt = build.StatusCancelled, "cancelled by api", ef.clock.Now()
+				ef.records.Save(context.Background(), rec)
+			}()
+			if _, err := io.ReadAll(resp.Body); err != nil {
+				t.Errorf("the follow of a build that ended after a silence past the write timeout did not end cleanly: %v", err)
+			}
+		})
+	})
 }
 
 // A request refused before its body is read is answered at once, however
