@@ -115,11 +115,16 @@ type markerItem struct {
 
 // Attribute names that Save treats apart.
 const (
-	attrBuildID    = "buildId"
-	attrNumber     = "number"
-	attrKind       = "kind"
-	attrLastNumber = "lastNumber"
+	attrBuildID     = "buildId"
+	attrNumber      = "number"
+	attrKind        = "kind"
+	attrLastNumber  = "lastNumber"
+	attrLaunchingAt = "launchingAt"
 )
+
+// claimAttributes are a dispatcher's launch claim (build.Record.Launching),
+// which a replace without one leaves as stored.
+var claimAttributes = []string{attrLaunchingAt, "infraRetries", "supersedable"}
 
 // recordAttributes returns the names of the attributes a record item may
 // have (recordItem's), except its key, its number and the marker's kind:
@@ -396,7 +401,9 @@ func (s *Records) replace(ctx context.Context, r build.Record) error {
 
 // replaceInput is replace's UpdateItem: SET of r's attributes, REMOVE of
 // the record attributes r leaves empty, every name and value through a
-// placeholder (status, number and others are reserved words).
+// placeholder (status, number and others are reserved words). A record
+// without a launch claim leaves the stored claim's attributes alone
+// (build.Record.KeepClaim).
 func (s *Records) replaceInput(r build.Record) (*dynamodb.UpdateItemInput, error) {
 	item, err := attributevalue.MarshalMap(itemFor(r))
 	if err != nil {
@@ -406,6 +413,9 @@ func (s *Records) replaceInput(r build.Record) (*dynamodb.UpdateItemInput, error
 	values := map[string]types.AttributeValue{":final": num(int64(build.StatusSucceeded.Rank()))}
 	var set, remove []string
 	for _, a := range recordAttributes() {
+		if r.LaunchingAt.IsZero() && slices.Contains(claimAttributes, a) {
+			continue // the stored claim stays (build.Record.KeepClaim)
+		}
 		names["#"+a] = a
 		if v, ok := item[a]; ok {
 			set = append(set, "#"+a+" = :"+a)

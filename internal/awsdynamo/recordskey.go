@@ -91,6 +91,7 @@ func (s *Records) endWaitingInput(r build.Record) (*dynamodb.UpdateItemInput, er
 	delete(in.ExpressionAttributeValues, ":final") // the rank condition's, not used here
 	in.ExpressionAttributeValues[":queued"] = str(string(build.StatusQueued))
 	in.ExpressionAttributeValues[":deferred"] = str(string(build.StatusDeferred))
+	in.ExpressionAttributeNames["#"+attrLaunchingAt] = attrLaunchingAt // r has no claim: not in the update
 	in.ConditionExpression = aws.String("attribute_exists(#buildId) AND #status IN (:queued, :deferred) AND attribute_not_exists(#launchingAt)")
 	return in, nil
 }

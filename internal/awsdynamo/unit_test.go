@@ -477,8 +477,10 @@ func TestReplaceInputFollowsDynamoDBRules(t *testing.T) {
 		PodName: "pod", CatalogCommit: "c", Reason: "r", NextAttemptAt: base, CancelRequestedAt: base,
 	}
 	bare := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued}
+	claimed := full
+	claimed.LaunchingAt, claimed.InfraRetries, claimed.Supersedable = base, 2, true
 	placeholder := regexp.MustCompile(`[#:][A-Za-z0-9_]+`)
-	for name, r := range map[string]build.Record{"every field": full, "few fields": bare} {
+	for name, r := range map[string]build.Record{"every field": full, "few fields": bare, "claimed": claimed} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			in, err := NewRecords(nil, "builds").replaceInput(r)
@@ -529,8 +531,18 @@ func TestReplaceInputFollowsDynamoDBRules(t *testing.T) {
 					t.Errorf("the update touches %s: %s", a, update)
 				}
 			}
-			if got := len(touched); got != len(recordAttributes()) {
-				t.Errorf("the update sets or removes %d attributes, want all %d of a record's but its key and number", got, len(recordAttributes()))
+			want := len(recordAttributes())
+			if r.LaunchingAt.IsZero() {
+				// No claim: the stored one stays (build.Record.KeepClaim).
+				want -= len(claimAttributes)
+				for _, a := range claimAttributes {
+					if touched[a] > 0 {
+						t.Errorf("the update of a record without a launch claim touches %s: %s", a, update)
+					}
+				}
+			}
+			if got := len(touched); got != want {
+				t.Errorf("the update sets or removes %d attributes, want %d: all of a record's but its key, its number and a claim it does not have", got, want)
 			}
 		})
 	}

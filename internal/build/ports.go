@@ -195,6 +195,11 @@ type Records interface {
 	// stored number; r.Number is ignored either way. Numbers are unique per
 	// project across every process sharing the store; a failed or racing
 	// create may leave a gap.
+	//
+	// A replace never takes a launch claim away: when r has no LaunchingAt,
+	// the stored LaunchingAt, InfraRetries and Supersedable stay
+	// (Record.KeepClaim), so a writer that read the request before a
+	// dispatcher claimed it cannot open it to EndWaiting again.
 	Save(ctx context.Context, r Record) error
 	// Get returns one record; ErrNotFound if none.
 	Get(ctx context.Context, id ID) (Record, error)

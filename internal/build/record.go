@@ -160,6 +160,19 @@ func (r *Record) Launching(now time.Time, infraRetries int, supersedable bool) e
 	return nil
 }
 
+// KeepClaim gives r, about to replace the stored record, the stored launch
+// claim (LaunchingAt, InfraRetries, Supersedable) when r has none: a
+// writer that read the request before a dispatcher claimed it (a second
+// dispatcher given the same message, a second reaper recording the same
+// retry) must not take the claim away, or a newer request could end the
+// request as a waiting one while its build starts. Records.Save does
+// this; no writer takes a claim back.
+func (r *Record) KeepClaim(stored Record) {
+	if r.LaunchingAt.IsZero() {
+		r.LaunchingAt, r.InfraRetries, r.Supersedable = stored.LaunchingAt, stored.InfraRetries, stored.Supersedable
+	}
+}
+
 // Drop records that a waiting request will not be built, and why: queued
 // or deferred → skipped (nothing to build: an unmanaged ref, an unknown
 // project, a duplicate delivery), expired (waited too long) or errored (it

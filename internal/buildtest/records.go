@@ -31,7 +31,8 @@ func NewRecords() *FakeRecords {
 
 // Save writes r unless the stored record ranks higher or is final; see
 // Records. A record it creates gets its project's next number, a record it
-// replaces keeps its own. A record without build ID or with an unknown
+// replaces keeps its own, and its launch claim when r has none
+// (build.Record.KeepClaim). A record without build ID or with an unknown
 // status gives ErrInvalid.
 func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
@@ -45,6 +46,7 @@ func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 		return fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, old.Status, r.Status)
 	case ok:
 		r.Number = old.Number
+		r.KeepClaim(old)
 	default:
 		s.numbers[r.ProjectKey()]++
 		r.Number = s.numbers[r.ProjectKey()]

@@ -245,6 +245,46 @@ func TestRecordsSupersedeRacesLaunch(t *testing.T, newRecords func(t *testing.T)
 			t.Errorf("record after the refused claim = %s, %v; want superseded", got.Status, err)
 		}
 	})
+	// A writer that read the request before the claim (a second
+	// dispatcher given the same message, a second reaper recording the
+	// same retry) saves it waiting after the claim: the claim stays, so
+	// the supersede is still refused.
+	t.Run("launch claims, a stale waiting write, supersede writes", func(t *testing.T) {
+		r := newRecord(base, "ae6rt", "p", build.StatusQueued)
+		saveRecord(t, s, r)
+		seen, err := s.Get(t.Context(), r.BuildID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		launching := seen
+		if err := launching.Launching(base.Add(time.Second), 3, true); err != nil {
+			t.Fatal(err)
+		}
+		saveRecord(t, s, launching)
+		stale := seen
+		if err := stale.Defer(base.Add(2*time.Second), base.Add(time.Minute), "another build of the key runs"); err != nil {
+			t.Fatal(err)
+		}
+		saveRecord(t, s, stale)
+		got, err := s.Get(t.Context(), r.BuildID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.LaunchingAt.Equal(launching.LaunchingAt) || got.InfraRetries != 3 || !got.Supersedable {
+			t.Errorf("claim after a stale waiting write = launching %v, %d retries, supersedable %t; want %v, 3, true",
+				got.LaunchingAt, got.InfraRetries, got.Supersedable, launching.LaunchingAt)
+		}
+		if got.Status != build.StatusDeferred || got.Reason != stale.Reason {
+			t.Errorf("record after a stale waiting write = %s %q, want the write's deferral", got.Status, got.Reason)
+		}
+		end := seen
+		if err := end.Supersede(base.Add(3*time.Second), newer); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EndWaiting(t.Context(), end); !errors.Is(err, build.ErrConflict) {
+			t.Errorf("EndWaiting() of a request being launched, after a stale write, error = %v, want ErrConflict", err)
+		}
+	})
 }
 
 // CheckSupersedeRacesLaunch races, record by record, a supersede against a

@@ -61,7 +61,8 @@ func retryFixture() (*fixture, *flakyQueue, *retries) {
 func (f *fixture) launched(t *testing.T, ref string, retries int, supersedable bool) build.Record {
 	t.Helper()
 	rec := f.running(t, ref)
-	rec.InfraRetries, rec.Supersedable, rec.SHA = retries, supersedable, "0123456789abcdef0123456789abcdef01234567"
+	rec.LaunchingAt, rec.InfraRetries, rec.Supersedable = rec.StartedAt, retries, supersedable
+	rec.SHA = "0123456789abcdef0123456789abcdef01234567"
 	if err := f.records.Save(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}

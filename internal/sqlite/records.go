@@ -34,19 +34,28 @@ func NewRecords(db *DB) *Records {
 // and nothing changes. A record it creates gets its project's next number
 // (counted in project_numbers, in the same transaction, so numbers have no
 // gaps and every process sharing the file counts on); a record it replaces
-// keeps its stored number. A record without build ID or with an unknown
+// keeps its stored number, and its launch claim when r has none
+// (build.Record.KeepClaim). A record without build ID or with an unknown
 // status gives build.ErrInvalid.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT number FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number)
-		if errors.Is(err, sql.ErrNoRows) {
+		var stored []byte
+		err := tx.QueryRowContext(ctx, `SELECT number, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &stored)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			err = tx.QueryRowContext(ctx, `
 INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
 ON CONFLICT (team, project) DO UPDATE SET last = last + 1
 RETURNING last`, r.Team, r.Project).Scan(&r.Number)
+		case err == nil && r.LaunchingAt.IsZero():
+			var old build.Record
+			if err = json.Unmarshal(stored, &old); err != nil {
+				err = fmt.Errorf("decode stored record: %w", err)
+			}
+			r.KeepClaim(old)
 		}
 		if err != nil {
 			return err
