@@ -2,7 +2,6 @@ package build
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"time"
 )
@@ -49,10 +48,5 @@ func RetryID(failed ID, at time.Time) ID {
 	sum := sha256.Sum256([]byte("retry:" + string(failed)))
 	var b [16]byte
 	copy(b[6:], sum[:10])
-	ms := uint64(at.UnixMilli())
-	binary.BigEndian.PutUint16(b[0:2], uint16(ms>>32))
-	binary.BigEndian.PutUint32(b[2:6], uint32(ms))
-	b[6] = 0x70 | b[6]&0x0f // version 7
-	b[8] = 0x80 | b[8]&0x3f // RFC 9562 variant
-	return ID(format(b))
+	return uuid7(at, b)
 }

@@ -16,7 +16,13 @@ type ID string
 func NewID(now time.Time) ID {
 	var b [16]byte
 	_, _ = rand.Read(b[6:]) // crypto/rand.Read never fails on Linux
-	ms := uint64(now.UnixMilli())
+	return uuid7(now, b)
+}
+
+// uuid7 returns the UUIDv7 whose timestamp is at and whose other bits are
+// b's from byte 6 on (but the version and variant bits).
+func uuid7(at time.Time, b [16]byte) ID {
+	ms := uint64(at.UnixMilli())
 	binary.BigEndian.PutUint16(b[0:2], uint16(ms>>32))
 	binary.BigEndian.PutUint32(b[2:6], uint32(ms))
 	b[6] = 0x70 | b[6]&0x0f // version 7
