@@ -510,6 +510,55 @@ func TestCrossSiteSignInRefused(t *testing.T) {
 	}
 }
 
+// TestCrossSiteMutationsWithAuthOff: with DECAP_AUTH=off nothing but the
+// Host check stands between a web page and the API, and the Host check
+// lets IP literals through. A page of any site the developer visits could
+// POST to http://127.0.0.1:8080/... as a simple request (no preflight, no
+// DNS rebinding needed): queue builds of commits it names, rebuild, pause
+// dispatching. A browser's request from another origin is refused.
+func TestCrossSiteMutationsWithAuthOff(t *testing.T) {
+	t.Parallel()
+	mutations := []struct{ name, path, body string }{
+		{"rebuild", rebuildPath(id1), ""},
+		{"build request", "/api/v1/projects/decap-ci/hello/builds", `{"ref":"main","sha":"0123456789abcdef0123456789abcdef01234567"}`},
+		{"pause", "/api/v1/dispatch/pause", ""},
+	}
+	browsers := []struct {
+		name      string
+		headers   map[string]string
+		crossSite bool
+	}{
+		{"Sec-Fetch-Site cross-site", map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, true},
+		{"Origin of another site", map[string]string{"Origin": "https://evil.example"}, true},
+		{"the UI itself", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8080", "X-Decap-CSRF": "1"}, false},
+		{"a script (no browser headers)", nil, false},
+	}
+	for _, m := range mutations {
+		for _, b := range browsers {
+			t.Run(m.name+"/"+b.name, func(t *testing.T) {
+				t.Parallel()
+				f := newFixture(t, func(c *ingest.Config) { c.APIToken = ""; c.AuthDisabled = true })
+				f.seed(t)
+				f.queued(t) // the seed's messages out of the way
+				r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8080"+m.path, strings.NewReader(m.body))
+				r.Header.Set("Content-Type", "text/plain")
+				for k, v := range b.headers {
+					r.Header.Set(k, v)
+				}
+				w := f.do(r)
+				g, _ := f.gate.Get(context.Background())
+				changed := len(f.queued(t)) > 0 || g.Paused
+				if b.crossSite && (w.Code != http.StatusForbidden || changed) {
+					t.Errorf("status %d (%s), something changed: %v; want 403 and nothing done", w.Code, w.Body, changed)
+				}
+				if !b.crossSite && (w.Code >= 300 || !changed) {
+					t.Errorf("status %d (%s), something changed: %v; want it done", w.Code, w.Body, changed)
+				}
+			})
+		}
+	}
+}
+
 // logLines returns the log lines that mention s.
 func logLines(f *fixture, s string) []string {
 	var out []string

@@ -433,8 +433,15 @@ const csrfHeader = "X-Decap-CSRF"
 // Authorization: Bearer or as a UI session (see authenticate); a
 // session-authenticated request must also carry X-Decap-CSRF: 1. It
 // records who made the mutation (actorAPI or actorUI) for the handler.
+// A browser's request sent by a page of another origin is refused first,
+// whatever the auth: with auth off nothing else would stop any web page
+// from POSTing to http://127.0.0.1:8080 (a simple request needs no
+// preflight, and the Host check lets IP addresses through).
 func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if err := crossSite.Check(c.Request()); err != nil {
+			return echo.NewHTTPError(http.StatusForbidden, "a change sent by another site's page is refused")
+		}
 		if s.cfg.AuthDisabled {
 			c.Set(actorKey, actorAPI)
 			return next(c)
