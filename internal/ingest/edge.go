@@ -301,6 +301,13 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 			// 256 KiB of a body the handler refused before it answers.
 			c.Response().Header().Set(echo.HeaderConnection, "close")
 		}
+		defer func() {
+			// Also when the handler panics: a budget kept would be kept
+			// for ever. A release given back already does nothing.
+			if release, ok := c.Get(bodyReleaseKey).(func()); ok {
+				release()
+			}
+		}()
 		err := next(c)
 		if release, ok := c.Get(bodyReleaseKey).(func()); ok {
 			// The answer is written while the body is still counted.

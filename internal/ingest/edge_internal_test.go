@@ -3,9 +3,11 @@ package ingest
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,4 +139,29 @@ type nopRecords struct{ Records }
 
 func (nopRecords) Get(context.Context, build.ID) (build.Record, error) {
 	return build.Record{}, build.ErrNotFound
+}
+
+// A handler that panics after reading a body gives its body budget back:
+// kept, each such request would hold its share for ever, and a few would
+// have every webhook refused with 429.
+func TestBodyBudgetReleasedOnPanic(t *testing.T) {
+	t.Parallel()
+	s := New(Config{}, Deps{})
+	s.Echo().Logger.SetOutput(io.Discard) // the recovered panic's stack
+	s.Echo().POST("/panics", func(c echo.Context) error {
+		if _, err := s.readBody(c); err != nil {
+			return err
+		}
+		panic("a bug")
+	})
+	for range 5 {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/panics", strings.NewReader(strings.Repeat("x", 32<<10))))
+		if w.Code != http.StatusInternalServerError {
+			t.Fatalf("status %d, want 500", w.Code)
+		}
+	}
+	if held, clients := s.edge.bodies.inUse(); held != 0 || clients != 0 {
+		t.Errorf("after 5 panicking handlers the body budget holds %d bytes of %d clients, want none", held, clients)
+	}
 }
