@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -419,6 +420,21 @@ func TestSession(t *testing.T) {
 		r.Header.Set("X-Forwarded-Proto", "https")
 		if c := sessionCookie(t, f.do(r)); c == nil || c.Secure {
 			t.Errorf("cookie %+v, want a cookie without Secure", c)
+		}
+	})
+	t.Run("behind a trusted proxy on a public address the cookie is Secure", func(t *testing.T) {
+		t.Parallel()
+		// A CDN in front of ingest connects from public addresses, listed
+		// in DECAP_TRUSTED_PROXIES.
+		f := newFixture(t, func(c *ingest.Config) {
+			c.Limits.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+		})
+		r := apiRequest(http.MethodPost, "/api/v1/session", "", `{"token":"`+token+`"}`)
+		r.Header.Set("X-Forwarded-Proto", "https")
+		r.Header.Set("X-Forwarded-For", "203.0.113.50")
+		r.RemoteAddr = "198.51.100.7:41234"
+		if c := sessionCookie(t, f.do(r)); c == nil || !c.Secure {
+			t.Errorf("cookie %+v, want a Secure cookie", c)
 		}
 	})
 	t.Run("sign out", func(t *testing.T) {

@@ -166,13 +166,27 @@ func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
 		return echo.ExtractIPDirect()
 	}
 	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	return echo.ExtractIPFromXFFHeader(append(opts, trustRanges(trusted)...)...)
+}
+
+// schemeExtractor returns how echo tells a request that came over TLS
+// (the session cookie's Secure): TLS on the connection, or X-Forwarded-Proto
+// from a loopback or private-network peer, as echo's default, or from one
+// of the trusted proxies, which may be on public addresses (a CDN).
+func schemeExtractor(trusted []netip.Prefix) echo.SchemeExtractor {
+	return echo.ExtractSchemeFromHeaders(trustRanges(trusted)...)
+}
+
+// trustRanges returns echo's options that trust the networks of trusted.
+func trustRanges(trusted []netip.Prefix) []echo.TrustOption {
+	var opts []echo.TrustOption
 	for _, p := range trusted {
 		p = p.Masked()
 		opts = append(opts, echo.TrustIPRange(&net.IPNet{
 			IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
 		}))
 	}
-	return echo.ExtractIPFromXFFHeader(opts...)
+	return opts
 }
 
 // clientKey names the client of a request for the per-client limits: its

@@ -331,6 +331,7 @@ func New(cfg Config, deps Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(cfg.Limits.TrustedProxies)
+	e.SchemeExtractor = schemeExtractor(cfg.Limits.TrustedProxies)
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestID())
 	e.Use(s.observeRequests)

@@ -172,8 +172,8 @@ func newSessionID() (string, error) {
 // newSessionCookie returns the session cookie holding value: HttpOnly,
 // SameSite=Strict, for the whole site, Secure when the request came over
 // TLS: directly, or through a TLS-terminating proxy that says so in
-// X-Forwarded-Proto (echo believes that header only from loopback and
-// private-network peers). maxAge > 0 is its lifetime in seconds (the
+// X-Forwarded-Proto (believed only from loopback and private-network
+// peers and from Limits.TrustedProxies; see schemeExtractor). maxAge > 0 is its lifetime in seconds (the
 // session's); maxAge < 0 deletes it.
 func newSessionCookie(c echo.Context, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
