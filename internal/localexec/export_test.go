@@ -18,3 +18,6 @@ func FailPIDWrite(e *Executor, after time.Duration) {
 		return errors.New("pid write failed (test)")
 	}
 }
+
+// OwnedByNobody is ownedByNobody, for a passwd file of the test's.
+var OwnedByNobody = ownedByNobody

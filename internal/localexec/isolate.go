@@ -163,9 +163,10 @@ func (e *Executor) setUpIsolation() error {
 // passwdFile is the user database ownedByNobody reads.
 const passwdFile = "/etc/passwd"
 
-// ownedByNobody refuses build uids that belong to a user or group in the
-// passwd file: every process of a build uid is killed when the uid is given
-// to a build, and whatever the user owns would be the build's. (Users only
+// ownedByNobody refuses build uids, and StopperUID, that belong to a user
+// or group in the passwd file: every process of a build uid is killed when
+// the uid is given to a build, and whatever the user owns would be the
+// build's; StopperUID's processes would be killed with them. (Users only
 // a directory service knows are not seen; the README asks for uids that
 // own nothing.) An unreadable file is not an error.
 func ownedByNobody(r UIDRange, passwd string) error {
@@ -179,8 +180,13 @@ func ownedByNobody(r UIDRange, passwd string) error {
 			continue
 		}
 		for _, id := range f[2:4] { // uid, gid
-			if n, err := strconv.Atoi(id); err == nil && r.Contains(n) {
+			n, err := strconv.Atoi(id)
+			switch {
+			case err != nil:
+			case r.Contains(n):
 				return fmt.Errorf("%w: build uids %s include %d, which user %q of %s has: a build uid must own nothing, and its processes are killed when it is given to a build", build.ErrInvalid, r, n, f[0], passwd)
+			case n == StopperUID:
+				return fmt.Errorf("%w: uid %d, which user %q of %s has, is the one Decap stops build processes as: it must own nothing, and its processes are killed with a build's", build.ErrInvalid, n, f[0], passwd)
 			}
 		}
 	}
@@ -305,8 +311,8 @@ func (e *Executor) takeUID(ctx context.Context) (slot, error) {
 }
 
 // stopUID kills every process of uid, through decap-entrypoint -stop-uid
-// (StopUID): a process of that user is the one that can signal them all
-// at once, and this one must stay root.
+// (StopUID): a process that signals as that user is the one that can
+// signal them all at once, and this one must stay root.
 func (e *Executor) stopUID(ctx context.Context, uid int) error {
 	return RunStopUID(ctx, e.cfg.EntrypointPath, uid)
 }
@@ -316,7 +322,7 @@ func (e *Executor) stopUID(ctx context.Context, uid int) error {
 // build of that uid is running, or it is the caller's own build, whose
 // script has ended.
 func RunStopUID(ctx context.Context, exe string, uid int) error {
-	ctx, cancel := context.WithTimeout(ctx, stopUIDTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, stopperLockWait+stopUIDTimeout+5*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-stop-uid", strconv.Itoa(uid))
 	cmd.Env = []string{}
@@ -326,27 +332,52 @@ func RunStopUID(ctx context.Context, exe string, uid int) error {
 	return nil
 }
 
+// StopperUID is the real and saved uid of StopUID while it signals a build
+// uid's processes as that uid (its effective uid): those processes cannot
+// signal it back, since they may signal only processes whose real or saved
+// uid is theirs. It is never a build uid (maxBuildUID is below it), lies in
+// the range systemd leaves unused, and must own nothing, as build uids
+// must; no other process runs as it.
+const StopperUID = 1<<31 - 1
+
+// stopperLock, in UIDLockDir, lets one StopUID at a time run as
+// StopperUID: kill(-1) by one would kill another.
+const stopperLock = "stopper"
+
+// stopperLockWait bounds how long StopUID waits for another to finish.
+const stopperLockWait = 2 * stopUIDTimeout
+
 // StopUID is the body of `decap-entrypoint -stop-uid N`, which the
-// executor and the entrypoint run as root: it turns this process into user
-// and group uid, with no other groups, and SIGKILLs every process of that
-// user until none is left. kill(-1) signals every process the caller may
-// signal, at once (no fork slips through), which for an unprivileged user
-// is exactly its own processes; zombies, which only their parent can
-// remove, do not count. The process is good for nothing else afterwards.
+// executor and the entrypoint run as root: it turns this process into
+// real and saved user StopperUID with effective user uid, and group
+// StopperUID with no other groups, and SIGKILLs every process of user uid
+// until none is left. kill(-1) signals every process the caller may
+// signal, at once (no fork slips through): with these uids, exactly the
+// processes whose real or saved uid is uid (and StopperUID's, of which
+// there are none but this one, which kill(-1) spares). They cannot signal
+// this process in turn: had it become uid wholly, a build process that
+// SIGKILLs everything it can in a loop would kill it before it struck,
+// and run on. Zombies, which only their parent can remove, do not count.
+// The process is good for nothing else afterwards.
 func StopUID(uid int) error {
-	if uid < 1 {
+	if uid < 1 || uid == StopperUID {
 		return fmt.Errorf("%w: stop uid %d: not a build uid", build.ErrInvalid, uid)
 	}
+	deadline := time.Now().Add(stopUIDTimeout)
+	lock, err := lockStopper(time.Now().Add(stopperLockWait))
+	if err != nil {
+		return fmt.Errorf("stop uid %d: %w", uid, err)
+	}
+	defer lock.Close() // held until then: no other StopUID runs as StopperUID
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("stop uid %d: setgroups: %w", uid, err)
 	}
-	if err := syscall.Setgid(uid); err != nil {
-		return fmt.Errorf("stop uid %d: setgid: %w", uid, err)
+	if err := syscall.Setresgid(StopperUID, StopperUID, StopperUID); err != nil {
+		return fmt.Errorf("stop uid %d: setresgid: %w", uid, err)
 	}
-	if err := syscall.Setuid(uid); err != nil {
-		return fmt.Errorf("stop uid %d: setuid: %w", uid, err)
+	if err := syscall.Setresuid(StopperUID, uid, StopperUID); err != nil {
+		return fmt.Errorf("stop uid %d: setresuid: %w", uid, err)
 	}
-	deadline := time.Now().Add(stopUIDTimeout)
 	for {
 		err := syscall.Kill(-1, syscall.SIGKILL)
 		if errors.Is(err, syscall.ESRCH) {
@@ -369,8 +400,35 @@ func StopUID(uid int) error {
 	}
 }
 
+// lockStopper takes the exclusive flock on UIDLockDir/stopperLock, waiting
+// for another StopUID until deadline.
+func lockStopper(deadline time.Time) (*os.File, error) {
+	if err := os.MkdirAll(UIDLockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("stopper lock: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(UIDLockDir, stopperLock), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("stopper lock: %w", err)
+	}
+	for {
+		ok, err := flock(f, syscall.LOCK_EX)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stopper lock: %w", err)
+		}
+		if ok {
+			return f, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, errors.New("stopper lock: another stop still runs")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // liveProcesses counts the processes, zombies aside and this one aside,
-// whose real or saved uid is uid: the ones a process of uid may signal.
+// whose real or saved uid is uid: the ones StopUID signals.
 func liveProcesses(uid int) (int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -358,6 +359,76 @@ func TestStopUID(t *testing.T) {
 	}
 }
 
+// signalAllEnv makes the test binary signalAll instead of running tests.
+const signalAllEnv = "LOCALEXEC_TEST_SIGNAL_ALL"
+
+// signalAll is a build process that fights its uid's stop: on several
+// threads at once it SIGKILLs every other process its user may signal
+// (kill(-1), which spares the caller), so that whatever turns into its
+// user to stop it dies first.
+func signalAll() {
+	for range 3 {
+		go func() {
+			runtime.LockOSThread()
+			for {
+				syscall.Kill(-1, syscall.SIGKILL)
+			}
+		}()
+	}
+	for {
+		syscall.Kill(-1, syscall.SIGKILL)
+	}
+}
+
+// TestStopUIDOutlastsAFightingBuild: a build process that SIGKILLs every
+// other process of its uid in a loop cannot kill what stops it, nor so
+// outlive its build: RunStopUID succeeds and the process is gone, every
+// time. (The stopper once turned into the build's user to signal it, and
+// in that moment the build could kill it first: about one stop in three
+// failed, and the build ran on.)
+func TestStopUIDOutlastsAFightingBuild(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	uid := testUIDs(1_899_000_300, 1).First
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where the build user may run it: go test's own directory is closed.
+	exe := filepath.Join(buildTempDir(t), "fighter")
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(exe), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 10 {
+		cmd := exec.Command(exe)
+		cmd.Env = []string{signalAllEnv + "=1"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan struct{})
+		go func() { cmd.Wait(); close(waited) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-waited })
+		time.Sleep(50 * time.Millisecond) // fighting by now
+		err := localexec.RunStopUID(t.Context(), entrypointPath, uid)
+		select {
+		case <-waited:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: the fighting process of the stopped uid still runs (RunStopUID: %v)", round, err)
+		}
+		if err != nil {
+			t.Fatalf("round %d: RunStopUID: %v", round, err)
+		}
+	}
+}
+
 // TestNewChecksRunDirReachable: as root, New refuses a run directory that
 // build users cannot reach, naming the directory to fix.
 func TestNewChecksRunDirReachable(t *testing.T) {
@@ -411,6 +482,37 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestUIDsOwnedByNobody: build uids, and StopperUID, which stops their
+// processes, must belong to no user or group of the passwd file.
+func TestUIDsOwnedByNobody(t *testing.T) {
+	t.Parallel()
+	r := localexec.UIDRange{First: 1_900_000_000, Last: 1_900_000_999}
+	for _, tc := range []struct {
+		name, passwd, err string
+	}{
+		{name: "none", passwd: "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"},
+		{name: "user in range", passwd: "ci:x:1900000005:100::/:/bin/sh\n", err: `1900000005, which user "ci"`},
+		{name: "group in range", passwd: "ci:x:100:1900000999::/:/bin/sh\n", err: `1900000999, which user "ci"`},
+		{name: "stopper", passwd: "max:x:2147483647:100::/:/bin/sh\n", err: `2147483647, which user "max"`},
+		{name: "stopper group", passwd: "max:x:100:2147483647::/:/bin/sh\n", err: `2147483647, which user "max"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "passwd")
+			if err := os.WriteFile(path, []byte(tc.passwd), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := localexec.OwnedByNobody(r, path)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tc.err != "" && (!errors.Is(err, build.ErrInvalid) || !strings.Contains(err.Error(), tc.err)):
+				t.Errorf("got %v, want ErrInvalid naming %s", err, tc.err)
+			}
+		})
+	}
 }
 
 // TestNewRefusesUIDsOfUsers: build uids that /etc/passwd gives to a user

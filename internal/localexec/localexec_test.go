@@ -29,6 +29,9 @@ import (
 var entrypointPath string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(signalAllEnv) != "" {
+		signalAll() // never returns
+	}
 	// A prebuilt binary, for running the tests as a user who cannot build
 	// (the non-root half of isolate_test.go).
 	if p := os.Getenv("LOCALEXEC_TEST_ENTRYPOINT"); p != "" {
