@@ -4,7 +4,7 @@
 // running build is stopped and ends superseded too. Ingest calls it for
 // every request it accepts (push, API; a rebuild supersedes nothing), the
 // dispatcher for the requests of other producers, which nobody recorded
-// before it received them.
+// before it received them. The reaper's retries supersede nothing.
 //
 // It never races a launch: a waiting request is ended only through
 // Records.EndWaiting, a compare-and-swap that refuses a request a
@@ -179,9 +179,12 @@ func HasNewer(ctx context.Context, recs Lister, rec build.Record) (build.ID, err
 // supersedes reports whether r, a newer request of a lock key, supersedes
 // the older ones. A rebuild does not: it repeats a past build on purpose,
 // often of an older commit, and must not end the newer pushes of its
-// branch that wait or run (it is superseded by a later request itself, as
-// any request is).
-func supersedes(r build.Record) bool { return r.RebuildOf == "" }
+// branch that wait or run. Nor does a retry: it repeats the commit of a
+// failed build, and its queue time is the failure's, later than that of a
+// push accepted while the build failed that the reaper did not see yet
+// (HasNewer). Both are superseded by a later request themselves, as any
+// request is.
+func supersedes(r build.Record) bool { return r.RebuildOf == "" && r.RetryOf == "" }
 
 // endWaiting ends r, a waiting request, superseded by by; ended is false
 // when EndWaiting refused because r started or ended meanwhile.

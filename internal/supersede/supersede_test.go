@@ -335,3 +335,51 @@ func TestRebuildSupersedesNothing(t *testing.T) {
 		t.Errorf("statuses after a later push (-want +got):\n%s", diff)
 	}
 }
+
+// TestRetrySupersedesNothing: a retry (the same commit as the failed build
+// it repeats, queued at the failure's time) ends no waiting request and
+// stops no build, even when its queue time is later than a push accepted
+// while the failed build ended, which the reaper did not see yet; a later
+// push supersedes it like any waiting request.
+func TestRetrySupersedesNothing(t *testing.T) {
+	t.Parallel()
+	all := build.SupersedePolicy{Queued: true, Running: true}
+	retryAt := func(at time.Duration) build.Record {
+		r := request("main", at)
+		r.RetryOf, r.Attempt = build.NewID(t0.Add(-time.Hour)), 2
+		return r
+	}
+
+	// A push accepted just before the failure, then its retry.
+	s := buildtest.NewRecords()
+	push, retry := request("main", 0), retryAt(time.Second)
+	save(t, s, &push, &retry)
+	res, err := supersede.Older(t.Context(), s, push, all, t0.Add(time.Minute))
+	if err != nil || len(res.Superseded)+len(res.Stopping) != 0 {
+		t.Errorf("Older(push) = %+v, %v; want nothing done", res, err)
+	}
+	if diff := cmp.Diff([]string{"queued", "queued"}, statuses(t, s, push, retry)); diff != "" {
+		t.Errorf("statuses of the push and the retry (-want +got):\n%s", diff)
+	}
+	// The push starts first (it was queued first): the retry does not stop it.
+	push.Status, push.StartedAt = build.StatusRunning, t0.Add(2*time.Second)
+	save(t, s, &push)
+	if by, err := supersede.Started(t.Context(), s, push, all, t0.Add(time.Minute)); err != nil || by != "" {
+		t.Errorf("Started(push) = %q, %v; want it to go on (only a retry is newer)", by, err)
+	}
+	if by, err := supersede.HasNewer(t.Context(), s, push); err != nil || by != "" {
+		t.Errorf("HasNewer(push) = %q, %v; want none (only a retry is newer)", by, err)
+	}
+
+	// A later push ends the waiting retry.
+	later := request("main", 3*time.Second)
+	save(t, s, &later)
+	if _, err := supersede.Older(t.Context(), s, later, all, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	by := string(later.BuildID)
+	want := []string{"running by " + by + ", stopping", "superseded by " + by, "queued"}
+	if diff := cmp.Diff(want, statuses(t, s, push, retry, later)); diff != "" {
+		t.Errorf("statuses after a later push (-want +got):\n%s", diff)
+	}
+}
