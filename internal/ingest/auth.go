@@ -32,6 +32,10 @@ import (
 //   - A client that presents wrong credentials too often is refused for a
 //     while (authThrottle); while auth is off or reads are public, a Host
 //     that DNS rebinding could have sent is refused (checkHost).
+//   - A mutation or sign-in a browser sends from a page of another origin
+//     is refused whatever the auth (crossSite): with auth off nothing else
+//     would stop it, and a sign-in's wrong token would count against the
+//     visitor's address.
 
 // Sessions stores the UI's sessions (build.Sessions; see buildtest for the
 // contract): Create fails with build.ErrConflict for a taken key, Get with
