@@ -411,10 +411,11 @@ func (r *Reaper) retry(ctx context.Context, log *slog.Logger, rec build.Record) 
 // shortens a lease, so this only lengthens leases about to run out, and a
 // lease that already ran out stays gone (logged as an error).
 //
-// A request cancelled (or superseded) while a dispatcher launched it may
-// run under a final record that never saw it start: the cancel read the
-// request as waiting, the dispatcher recorded it running, and the cancel's
-// write replaced that. Neither the dispatcher nor the cancel sweep sees
+// A request cancelled while a dispatcher launched it may run under a
+// final record that never saw it start: the cancel read the request as
+// waiting, the dispatcher recorded it running, and the cancel's write
+// replaced that. (A supersede cannot: Records.EndWaiting refuses a request
+// a dispatcher claimed.) Neither the dispatcher nor the cancel sweep sees
 // it, so Reconcile stops it; its end then finds the record final and only
 // frees its lock and removes it.
 func (r *Reaper) Reconcile(ctx context.Context) error {
