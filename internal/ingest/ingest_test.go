@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -699,6 +701,58 @@ func TestReadyzFails(t *testing.T) {
 	srv.ServeHTTP(w, get("/readyz"))
 	if w.Code != 503 || !strings.Contains(w.Body.String(), "database") {
 		t.Errorf("readyz: status %d body %s, want 503 naming the database", w.Code, w.Body)
+	}
+}
+
+// /readyz is public and each of its checks calls a backend (the queue's
+// counts, a record read, SQLite's write lock): a flood of probes shares
+// one check (four a second at most), not a backend call per request.
+func TestReadyzFloodSharesChecks(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC))
+	var calls atomic.Int64
+	var down atomic.Bool
+	srv := ingest.New(ingest.Config{}, ingest.Deps{Now: clock.Now, Ready: []ingest.Check{{Name: "database", Check: func(ctx context.Context) error {
+		calls.Add(1)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if down.Load() {
+			return build.ErrUnavailable
+		}
+		return nil
+	}}}})
+	probe := func() int {
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, get("/readyz"))
+		return w.Code
+	}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			if code := probe(); code != 200 {
+				t.Errorf("readyz: %d, want 200", code)
+			}
+		})
+	}
+	wg.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("100 probes at once ran the check %d times, want once", n)
+	}
+	// A prober that hangs up does not fail the check it shares.
+	clock.Advance(250 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w := httptest.NewRecorder()
+	srv.ServeHTTP(w, get("/readyz").WithContext(ctx))
+	if code := probe(); code != 200 {
+		t.Errorf("readyz after a prober hung up: %d, want 200", code)
+	}
+	// 250 ms later the next probe checks again, and sees the change.
+	down.Store(true)
+	clock.Advance(250 * time.Millisecond)
+	if code := probe(); code != 503 || calls.Load() != 3 {
+		t.Errorf("250 ms later: %d after %d checks, want 503 after 3", code, calls.Load())
 	}
 }
 

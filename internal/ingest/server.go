@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -289,6 +290,12 @@ type Server struct {
 	// the host of Config.PublicURL (checkHost).
 	throttle   *authThrottle
 	publicHost string
+	// ready is the last readiness answer (readyz).
+	ready struct {
+		sync.Mutex
+		at     time.Time
+		failed map[string]string
+	}
 }
 
 // errUnauthorized marks a missing or wrong signature or token: 401.
@@ -518,8 +525,33 @@ func (s *Server) handleError(err error, c echo.Context) {
 	_ = c.JSON(status, apiError{Error: msg, Detail: map[string]any{"status": status}})
 }
 
+// readyAge is how long a readiness answer is reused: /readyz is public,
+// and its checks call the backends (the queue's counts, a record read,
+// SQLite's write lock), so a flood of probes must not become a flood of
+// backend calls. Probes come every few seconds; a service starting up is
+// seen ready at most this late.
+const readyAge = 250 * time.Millisecond
+
 func (s *Server) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	failed := s.readiness(c.Request().Context())
+	if len(failed) > 0 {
+		return c.JSON(http.StatusServiceUnavailable, apiError{Error: "not ready", Detail: failed})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readiness runs the readiness checks, or returns what they found less
+// than readyAge ago; concurrent callers wait for one run. It returns the
+// failed checks' errors by name.
+func (s *Server) readiness(ctx context.Context) map[string]string {
+	s.ready.Lock()
+	defer s.ready.Unlock()
+	if now := s.now(); !s.ready.at.IsZero() && now.Sub(s.ready.at) < readyAge && now.Sub(s.ready.at) >= 0 {
+		return s.ready.failed
+	}
+	// Not the caller's context: a prober that hangs up must not make the
+	// checks fail for everyone whom this answer serves.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	failed := map[string]string{}
 	for _, ch := range s.deps.Ready {
@@ -527,8 +559,6 @@ func (s *Server) readyz(c echo.Context) error {
 			failed[ch.Name] = err.Error()
 		}
 	}
-	if len(failed) > 0 {
-		return c.JSON(http.StatusServiceUnavailable, apiError{Error: "not ready", Detail: failed})
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	s.ready.at, s.ready.failed = s.now(), failed
+	return failed
 }
