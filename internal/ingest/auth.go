@@ -33,7 +33,7 @@ import (
 //     while (authThrottle); while auth is off or reads are public, a Host
 //     that DNS rebinding could have sent is refused (checkHost).
 //   - A mutation or sign-in a browser sends from a page of another origin
-//     is refused whatever the auth (crossSite): with auth off nothing else
+//     is refused whatever the auth (Server.crossSite): with auth off nothing else
 //     would stop it, and a sign-in's wrong token would count against the
 //     visitor's address.
 

@@ -290,6 +290,10 @@ type Server struct {
 	// the host of Config.PublicURL (checkHost).
 	throttle   *authThrottle
 	publicHost string
+	// crossSite tells a browser's request sent by a page of another
+	// origin (Sec-Fetch-Site, or Origin against Host); other clients send
+	// neither header and pass.
+	crossSite *http.CrossOriginProtection
 	// ready is the last readiness answer (readyz).
 	ready struct {
 		sync.Mutex
@@ -335,6 +339,7 @@ func New(cfg Config, deps Deps) *Server {
 		edge: newEdge(cfg.Limits, deps.Records, cfg.FollowPoll, deps.Observer)}
 	s.throttle = newAuthThrottle(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlock, cfg.AuthClients, deps.Now, deps.Logger)
 	s.publicHost = publicHostOf(cfg.PublicURL)
+	s.crossSite = http.NewCrossOriginProtection()
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(cfg.Limits.TrustedProxies)
@@ -447,7 +452,7 @@ const csrfHeader = "X-Decap-CSRF"
 // preflight, and the Host check lets IP addresses through).
 func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if err := crossSite.Check(c.Request()); err != nil {
+		if err := s.crossSite.Check(c.Request()); err != nil {
 			return echo.NewHTTPError(http.StatusForbidden, "a change sent by another site's page is refused")
 		}
 		if s.cfg.AuthDisabled {

@@ -28,11 +28,6 @@ import (
 // Authorization header, together with the X-Decap-CSRF header.
 const sessionCookie = "decap_session"
 
-// crossSite tells a browser's request sent by a page of another origin
-// (Sec-Fetch-Site, or Origin against Host); requests of other clients
-// carry neither header and pass.
-var crossSite = http.NewCrossOriginProtection()
-
 // sessionIDBytes is the length of a session ID before encoding.
 const sessionIDBytes = 32
 
@@ -57,7 +52,7 @@ func (s *Server) createSession(c echo.Context) error {
 	// sign-in without a preflight (a no-cors fetch, a text/plain form):
 	// counted, its wrong tokens would block the visitor's address. Such a
 	// request is refused before its body is read.
-	if err := crossSite.Check(c.Request()); err != nil {
+	if err := s.crossSite.Check(c.Request()); err != nil {
 		return echo.NewHTTPError(http.StatusForbidden, "a sign-in sent by another site's page is refused")
 	}
 	body, err := s.readBody(c)
