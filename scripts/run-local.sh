@@ -45,8 +45,26 @@ trap stop INT TERM EXIT
 "$BIN/dispatcher" & pids+=($!)
 "$BIN/ingest" & pids+=($!)
 
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$DECAP_ADDR/readyz" >/dev/null 2>&1; then break; fi
+# Wait until every service is ready. One that exits meanwhile said why on
+# stderr (a bad setting): stop the others and fail with its status.
+ready_urls=("http://$DECAP_ADDR/readyz"
+  "http://${DECAP_DISPATCHER_ADDR:-127.0.0.1:8081}/readyz"
+  "http://${DECAP_REAPER_ADDR:-127.0.0.1:8082}/readyz")
+ready=false
+for _ in $(seq 1 300); do
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      rc=0
+      wait "$p" || rc=$?
+      echo "run-local: a Decap service stopped at start (status $rc; its error is above); stopping the others" >&2
+      exit $((rc == 0 ? 1 : rc))
+    fi
+  done
+  ready=true
+  for u in "${ready_urls[@]}"; do
+    if ! curl -fsS -m 2 "$u" >/dev/null 2>&1; then ready=false; break; fi
+  done
+  if $ready; then break; fi
   sleep 0.1
 done
 
@@ -57,6 +75,16 @@ else
   builds="as $(id -un), NOT isolated from Decap's data (run as root for that; see README, \"What a build sees\")"
 fi
 [ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ] && secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
+if ! $ready; then
+  # Running, but not ready after 30 s: a git build-scripts repository
+  # that cannot be fetched yet, a backend that does not answer. The
+  # services retry on their own; say what /readyz says instead of
+  # claiming that Decap runs.
+  echo >&2
+  echo "run-local: Decap started but is NOT ready after 30 s; /readyz says:" >&2
+  for u in "${ready_urls[@]}"; do echo "  $u: $(curl -sS -m 2 "$u" 2>&1)" >&2; done
+  echo "run-local: the services go on retrying; Ctrl-C stops them." >&2
+else
 cat <<MSG
 
   Decap is running on the ${DECAP_BACKEND:-embedded} backend.
@@ -72,6 +100,7 @@ cat <<MSG
   Ctrl-C stops all three services; queued requests and history are kept.
 
 MSG
+fi
 # Stop everything as soon as one service exits.
 set +e
 wait -n "${pids[@]}"

@@ -49,6 +49,9 @@ func TestRunRejectsBadSetup(t *testing.T) {
 		{"arguments", []string{"extra"}, nil, "takes no arguments"},
 		{"bad variable", nil, map[string]string{"DECAP_DISPATCH_WORKERS": "0"}, "DECAP_DISPATCH_WORKERS"},
 		{"no entrypoint", nil, map[string]string{"DECAP_ENTRYPOINT": "/nonexistent/decap-entrypoint"}, "DECAP_ENTRYPOINT"},
+		// A mistyped directory stops the start (it ran on before, never
+		// ready, every build request refused).
+		{"no build-scripts directory", nil, map[string]string{"DECAP_BUILD_SCRIPTS": "/nonexistent/typo"}, "DECAP_BUILD_SCRIPTS: build-scripts directory /nonexistent/typo does not exist"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +60,10 @@ func TestRunRejectsBadSetup(t *testing.T) {
 			for k, v := range tt.env {
 				env[k] = v
 			}
-			err := run(context.Background(), tt.args, func(k string) string { return env[k] }, &bytes.Buffer{}, &bytes.Buffer{})
+			// A start that does not fail would serve until ctx ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, func(k string) string { return env[k] }, &bytes.Buffer{}, &bytes.Buffer{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run: got %v, want an error containing %q", err, tt.want)
 			}

@@ -27,6 +27,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +82,10 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 		Logger: logger.With("component", "catalog"), Now: now,
 	})
 	if err != nil {
-		return nil, err
+		// A setting no refresh repairs (a mistyped directory): stop here,
+		// naming the variable, instead of running without a catalog.
+		return nil, fmt.Errorf("configuration: DECAP_BUILD_SCRIPTS: %s (a directory of <team>/<project>/, or a git repository: see the README)",
+			strings.TrimPrefix(err.Error(), build.ErrInvalid.Error()+": "))
 	}
 	runDir, inside := cfg.RunDir, false
 	if runDir == "" {

@@ -56,8 +56,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -130,8 +133,9 @@ type Catalog struct {
 
 // New returns a Catalog for cfg. It does not read the source: until the first
 // successful Refresh the catalog is empty and Lookup fails with
-// build.ErrUnavailable. An empty or malformed Source, a git source without
-// CacheDir, or an invalid Branch is an error wrapping build.ErrInvalid.
+// build.ErrUnavailable. An empty or malformed Source, a directory source that
+// is not an existing directory, a git source without CacheDir, or an invalid
+// Branch is an error wrapping build.ErrInvalid.
 func New(cfg Config) (*Catalog, error) {
 	kind, loc, err := parseSource(cfg.Source)
 	if err != nil {
@@ -154,6 +158,9 @@ func New(cfg Config) (*Catalog, error) {
 	case kindDir:
 		if cfg.Branch != "" {
 			return nil, fmt.Errorf("%w: branch %q set for directory source %s", build.ErrInvalid, cfg.Branch, loc)
+		}
+		if err := checkDir(loc); err != nil {
+			return nil, err
 		}
 		c.src = &dirSource{path: loc}
 		c.desc = loc
@@ -179,6 +186,23 @@ func New(cfg Config) (*Catalog, error) {
 	}
 	c.snap.Store(&Snapshot{})
 	return c, nil
+}
+
+// checkDir tells a directory source that names no directory: a mistyped
+// setting, which no later refresh repairs, is an error at start rather than
+// a catalog that never loads. A directory that goes away later only fails
+// refreshes (build.ErrUnavailable), and the catalog keeps what it had.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: build-scripts directory %s does not exist", build.ErrInvalid, dir)
+	case err != nil:
+		return fmt.Errorf("%w: build-scripts directory %s: %v", build.ErrInvalid, dir, errors.Unwrap(err))
+	case !fi.IsDir():
+		return fmt.Errorf("%w: build-scripts directory %s is not a directory", build.ErrInvalid, dir)
+	}
+	return nil
 }
 
 // Refresh reads the source and, on success, atomically replaces the snapshot

@@ -830,6 +830,10 @@ func TestNewRejects(t *testing.T) {
 		{name: "git without cache", cfg: catalog.Config{Source: "https://example.com/scripts.git"}},
 		{name: "bad branch", cfg: catalog.Config{Source: "git+/srv/x", CacheDir: "/tmp/c", Branch: "a..b"}},
 		{name: "branch for a directory", cfg: catalog.Config{Source: "/srv/x", Branch: "main"}},
+		// A mistyped directory is a configuration error at start, not a
+		// catalog that never loads.
+		{name: "missing directory", cfg: catalog.Config{Source: filepath.Join(os.TempDir(), "decap-no-such-build-scripts")}},
+		{name: "a file, not a directory", cfg: catalog.Config{Source: "/dev/null"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
