@@ -176,7 +176,7 @@ func (s *Server) SignedIn(c echo.Context) bool {
 // credential got through, a blocked client could go on guessing and tell
 // a right guess by the answer. It remembers at most max clients: when
 // full, clients whose window and block are over are forgotten first, then
-// any one. It logs a warning at most once per window per client, with the
+// one that is not blocked, then any one (makeRoom). It logs a warning at most once per window per client, with the
 // counts since the last line, and once when it blocks a client; never a
 // credential.
 type authThrottle struct {
@@ -189,8 +189,9 @@ type authThrottle struct {
 
 	mu      sync.Mutex
 	clients map[string]*authClient
-	// fullLogged is when a full table was last logged.
-	fullLogged time.Time
+	// fullLogged is when a full table was last logged, sweptAt when it
+	// was last swept (makeRoom).
+	fullLogged, sweptAt time.Time
 }
 
 type authClient struct {
@@ -261,30 +262,48 @@ func (t *authThrottle) failed(client, what string) {
 	}
 }
 
-// makeRoom forgets clients until one more fits: first every client whose
-// window and block are over, then, if none is, an arbitrary one.
+// sweepEvery bounds how often a full table is read through for clients
+// whose window and block are over: a sweep reads every client under the
+// lock every authentication takes, so a flood of new addresses must not
+// pay one per failure.
+const sweepEvery = time.Second
+
+// evictLook is how many clients makeRoom looks at for one that is not
+// blocked before it forgets a blocked one.
+const evictLook = 16
+
+// makeRoom forgets clients until one more fits: every client whose window
+// and block are over (at most one sweep a sweepEvery), else one that is
+// not blocked, else any one.
 func (t *authThrottle) makeRoom(now time.Time) {
 	if len(t.clients) < t.max {
 		return
 	}
-	for k, cl := range t.clients {
-		if !cl.blockedUntil.After(now) && now.Sub(cl.windowStart) >= t.window {
-			delete(t.clients, k)
+	if now.Sub(t.sweptAt) >= sweepEvery || now.Before(t.sweptAt) {
+		t.sweptAt = now
+		for k, cl := range t.clients {
+			if !cl.blockedUntil.After(now) && now.Sub(cl.windowStart) >= t.window {
+				delete(t.clients, k)
+			}
 		}
-	}
-	if len(t.clients) < t.max {
-		return
+		if len(t.clients) < t.max {
+			return
+		}
 	}
 	if now.Sub(t.fullLogged) >= t.window {
 		t.log.Warn("failed-authentication table full: forgetting clients that are still counted", "clients", len(t.clients))
 		t.fullLogged = now
 	}
-	for k := range t.clients {
-		delete(t.clients, k)
-		if len(t.clients) < t.max {
-			return
+	victim, looked := "", 0
+	for k, cl := range t.clients {
+		if victim == "" || !cl.blockedUntil.After(now) {
+			victim = k
+		}
+		if looked++; !cl.blockedUntil.After(now) || looked >= evictLook {
+			break
 		}
 	}
+	delete(t.clients, victim)
 }
 
 // checkHost refuses, while auth is off or reads are public, a request

@@ -52,3 +52,40 @@ func TestAuthThrottleIsBounded(t *testing.T) {
 		t.Errorf("making room unblocked the blocked client")
 	}
 }
+
+// A flood of failures from new addresses within the window, on a full
+// table, forgets clients that are not blocked before one that is: else
+// the flood would lift the blocks it is meant to keep.
+func TestAuthThrottleKeepsBlocksUnderAFlood(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	const max, limit = 100, 3
+	th := newAuthThrottle(limit, time.Minute, 10*time.Minute, max, clock.Now, slog.New(slog.DiscardHandler))
+	for range limit {
+		th.failed("203.0.113.1", "api token")
+	}
+	for i := range 10 * max {
+		th.failed(fmt.Sprintf("2001:db8:%x::/64", i), "api token")
+		if n := len(th.clients); n > max {
+			t.Fatalf("after %d addresses the throttle holds %d clients, more than %d", i+1, n, max)
+		}
+	}
+	if th.blocked("203.0.113.1") <= 0 {
+		t.Errorf("a flood of %d new addresses within the window lifted a block", 10*max)
+	}
+}
+
+// A failure from a new address on a full table, within the window, must
+// not read the whole table each time: the table's lock is taken by every
+// authentication.
+func BenchmarkAuthThrottleFull(b *testing.B) {
+	clock := buildtest.NewClock(time.Time{})
+	th := newAuthThrottle(DefaultAuthFailureLimit, DefaultAuthFailureWindow, DefaultAuthBlock, DefaultAuthClients, clock.Now, slog.New(slog.DiscardHandler))
+	for i := range DefaultAuthClients {
+		th.failed(fmt.Sprintf("2001:db8:%x::/64", i), "api token")
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		th.failed(fmt.Sprintf("2001:db9:%x::/64", i), "api token")
+	}
+}
