@@ -352,35 +352,58 @@ func CatalogLoaded(c *catalog.Catalog) func(context.Context) error {
 	}
 }
 
-// FreshCatalog wraps a catalog whose Lookup refreshes once, at most every
-// minAge, when a project is not found: a project added to the build-scripts
-// repository is built at once rather than after the next periodic refresh.
+// FreshCatalog wraps the dispatcher's catalog so that it does not drop a
+// request on a copy older than the request: see Fresh.LookupAsOf. Refreshes
+// it starts are minAge apart at least.
 func FreshCatalog(c *catalog.Catalog, minAge time.Duration) *Fresh {
-	return &Fresh{c: c, minAge: minAge}
+	return &Fresh{c: c, minAge: minAge, now: time.Now}
 }
 
 // Fresh is the catalog FreshCatalog returns.
 type Fresh struct {
 	c      *catalog.Catalog
 	minAge time.Duration
+	now    func() time.Time
 	mu     sync.Mutex
 }
 
-// Lookup looks the project up, refreshing first if it is unknown and the
-// catalog is older than minAge.
-func (f *Fresh) Lookup(team, project string) (build.Descriptor, string, error) {
+// clockSkew is how far apart the clocks of the machine that stamped a
+// request and of the dispatcher may be: a catalog read less than this
+// after a request was made may still be older than the request.
+const clockSkew = time.Second
+
+// LookupAsOf looks the project up. When the answer is that it is unknown or
+// not buildable and the catalog was read before asOf (the request's time,
+// give or take clockSkew), it reads the build-scripts repository again and
+// answers from that: POST /hooks/buildscripts refreshes only the ingest that
+// receives it, and a project added or fixed there must not be dropped by a
+// dispatcher that still holds the copy of its last periodic refresh. The
+// refresh waits, if need be, until minAge has passed since the last one, so
+// a stream of requests for a broken project costs at most one read of the
+// repository per minAge; requests made before the last read cost none. A
+// change to a project that is still buildable reaches the dispatcher at its
+// next periodic refresh.
+func (f *Fresh) LookupAsOf(team, project string, asOf time.Time) (build.Descriptor, string, error) {
 	d, commit, err := f.c.Lookup(team, project)
-	if !errors.Is(err, build.ErrNotFound) {
+	if !errors.Is(err, build.ErrNotFound) && !errors.Is(err, build.ErrInvalid) {
 		return d, commit, err
+	}
+	if now := f.now(); asOf.After(now) {
+		asOf = now // a producer's clock (or a hostile message) ahead of ours
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if time.Since(f.c.RefreshedAt()) >= f.minAge {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if rerr := f.c.Refresh(ctx); rerr != nil {
-			return d, commit, err
-		}
+	last := f.c.RefreshedAt()
+	if !last.Before(asOf.Add(clockSkew)) {
+		return f.c.Lookup(team, project) // read after the request (maybe while we waited for mu)
+	}
+	if wait := f.minAge - f.now().Sub(last); wait > 0 {
+		time.Sleep(wait)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if rerr := f.c.Refresh(ctx); rerr != nil {
+		return d, commit, err
 	}
 	return f.c.Lookup(team, project)
 }

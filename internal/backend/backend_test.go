@@ -12,6 +12,7 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
+	"github.com/decap-ci/decap/internal/catalog"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/localexec"
 )
@@ -137,5 +138,62 @@ func TestRunDirOutsideAClosedDataDir(t *testing.T) {
 	}
 	if dir, inside := localexec.RunDirFor(data); !inside || dir != filepath.Join(data, "run") {
 		t.Errorf("RunDirFor with reachable parents = %s (inside %v), want %s", dir, inside, filepath.Join(data, "run"))
+	}
+}
+
+// The dispatcher's catalog reads the build-scripts repository again before
+// it answers that a project is unbuildable or unknown, when its copy is
+// older than the request: a project fixed (or added) and refreshed through
+// ingest's POST /hooks/buildscripts builds at once. A request made before
+// the copy was read is answered from it, without a read.
+func TestFreshCatalogRereadsForNewerRequests(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(rel, content string) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("acme/app/build.sh", "echo hi\n")
+	write("acme/app/project.json", `{"buildImage": "x", "bogus": 1}`)
+	cat, err := catalog.New(catalog.Config{Source: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := backend.FreshCatalog(cat, 100*time.Millisecond)
+	read := cat.RefreshedAt()
+
+	// Fixed after the catalog was read; a request made before that read is
+	// answered from the copy.
+	write("acme/app/project.json", `{"buildImage": "x"}`)
+	if _, _, err := fresh.LookupAsOf("acme", "app", read.Add(-time.Minute)); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("lookup for a request older than the copy: got %v, want the copy's ErrInvalid", err)
+	}
+	if got := cat.RefreshedAt(); !got.Equal(read) {
+		t.Errorf("the catalog was read again (at %v) for a request older than its copy", got)
+	}
+
+	// A request made after the fix is built with it.
+	if _, _, err := fresh.LookupAsOf("acme", "app", time.Now()); err != nil {
+		t.Errorf("lookup for a request made after the fix: %v, want the fixed project", err)
+	}
+
+	// A project added meanwhile is found for a newer request too.
+	write("acme/new/build.sh", "echo hi\n")
+	write("acme/new/project.json", `{"buildImage": "x"}`)
+	if _, _, err := fresh.LookupAsOf("acme", "new", time.Now()); err != nil {
+		t.Errorf("lookup of a project added after the last read: %v", err)
+	}
+	// A request from a clock far ahead reads at most once per minAge.
+	if _, _, err := fresh.LookupAsOf("acme", "gone", time.Now().Add(time.Hour)); !errors.Is(err, build.ErrNotFound) {
+		t.Errorf("lookup of an unknown project: %v, want ErrNotFound", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/decap-ci/decap/internal/build"
 )
@@ -75,6 +76,12 @@ func (c *Catalog) Lookup(team, project string) (build.Descriptor, string, error)
 		return build.Descriptor{}, "", fmt.Errorf("%w: project %s: %s", build.ErrInvalid, build.ProjectKey(team, project), p.Error)
 	}
 	return *p.Descriptor, c.commit, nil
+}
+
+// LookupAsOf implements the dispatcher's Catalog: the fake is always
+// current, whenever the request was made.
+func (c *Catalog) LookupAsOf(team, project string, _ time.Time) (build.Descriptor, string, error) {
+	return c.Lookup(team, project)
 }
 
 // Projects lists projects sorted by key.

@@ -28,11 +28,15 @@ type Queue interface {
 	DeadLetter(ctx context.Context, m build.Message, reason string) error
 }
 
-// Catalog looks projects up. Lookup returns the descriptor and the catalog
-// commit it came from; build.ErrNotFound for an unknown project,
-// build.ErrInvalid for one whose project.json is invalid.
+// Catalog looks projects up. LookupAsOf returns the descriptor and the
+// catalog commit it came from; build.ErrNotFound for an unknown project,
+// build.ErrInvalid for one whose project.json is invalid. asOf is when the
+// request was made: an answer that the project is unknown or invalid must
+// come from a catalog read after that, so that a request made after the
+// build-scripts repository was fixed is not dropped on an older copy (the
+// services are separate processes, each with its own copy).
 type Catalog interface {
-	Lookup(team, project string) (build.Descriptor, string, error)
+	LookupAsOf(team, project string, asOf time.Time) (build.Descriptor, string, error)
 }
 
 // Locks takes a branch lock together with a slot of the concurrency cap
@@ -372,7 +376,7 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
 	}
 
-	desc, commit, err := d.catalog.Lookup(req.Team, req.Project)
+	desc, commit, err := d.catalog.LookupAsOf(req.Team, req.Project, req.RequestedAt)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
 		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnknownProject, "project "+req.ProjectKey()+" is not in the build-scripts repository")
