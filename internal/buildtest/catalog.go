@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +39,8 @@ func (c *Catalog) Set(key, projectJSON string) {
 	p := build.Project{Team: team, Project: project}
 	d, err := build.ParseDescriptor([]byte(projectJSON))
 	if err != nil {
-		p.Error = err.Error()
+		// As the real catalog keeps it: without build's "invalid: ".
+		p.Error = strings.TrimPrefix(err.Error(), build.ErrInvalid.Error()+": ")
 	} else {
 		p.Descriptor = &d
 	}
@@ -73,7 +75,7 @@ func (c *Catalog) Lookup(team, project string) (build.Descriptor, string, error)
 		return build.Descriptor{}, "", fmt.Errorf("project %s: %w", build.ProjectKey(team, project), build.ErrNotFound)
 	case p.Descriptor == nil:
 		// p.Error is the text of a build.ErrInvalid error from ParseDescriptor.
-		return build.Descriptor{}, "", fmt.Errorf("%w: project %s: %s", build.ErrInvalid, build.ProjectKey(team, project), p.Error)
+		return build.Descriptor{}, "", fmt.Errorf("%w: project %s is not buildable: %s", build.ErrInvalid, build.ProjectKey(team, project), p.Error)
 	}
 	return *p.Descriptor, c.commit, nil
 }

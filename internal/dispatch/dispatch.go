@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
@@ -381,7 +382,9 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	case errors.Is(err, build.ErrNotFound):
 		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnknownProject, "project "+req.ProjectKey()+" is not in the build-scripts repository")
 	case errors.Is(err, build.ErrInvalid):
-		return d.drop(ctx, log, m, rec, build.StatusErrored, CauseInvalidProject, "project "+req.ProjectKey()+" is not buildable: "+err.Error())
+		// Never built, like an unknown project: skipped (errored is a
+		// build's own end). The catalog's error names the project and why.
+		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseInvalidProject, strings.TrimPrefix(err.Error(), build.ErrInvalid.Error()+": "))
 	case err != nil:
 		return d.retry(log, m, fmt.Errorf("look up %s: %w", req.ProjectKey(), err))
 	}

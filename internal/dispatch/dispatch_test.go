@@ -137,9 +137,9 @@ func TestDecide(t *testing.T) {
 		{name: "unknown project is skipped", req: func(now time.Time) build.Request {
 			return request("nobody/nothing", "main", build.TriggerPush, now)
 		}, want: dispatch.Dropped, wantStatus: build.StatusSkipped, wantReason: "not in the build-scripts repository"},
-		{name: "invalid project.json errors", req: func(now time.Time) build.Request {
+		{name: "invalid project.json is skipped", req: func(now time.Time) build.Request {
 			return request("decap-ci/broken", "main", build.TriggerAPI, now)
-		}, want: dispatch.Dropped, wantStatus: build.StatusErrored, wantReason: "does not compile"},
+		}, want: dispatch.Dropped, wantStatus: build.StatusSkipped, wantReason: "project decap-ci/broken is not buildable: managedRefRegex"},
 		{name: "busy branch defers", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
 		}, setup: func(f *fixture, req build.Request) {
