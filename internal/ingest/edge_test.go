@@ -567,6 +567,27 @@ func TestEdgeRefusalIsAnsweredAtOnce(t *testing.T) {
 			}
 		})
 	}
+	t.Run("refused Host", func(t *testing.T) {
+		t.Parallel()
+		ef := newEdgeFixture(t, func(c *ingest.Config) { c.ReadPublic = true })
+		base := edgeServe(t, ef.srv, health.Timeouts{Read: time.Minute})
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /api/v1/session HTTP/1.1\r\nHost: rebind.evil.example\r\nContent-Length: %d\r\n\r\nx", 60<<10)
+		start := time.Now()
+		conn.SetReadDeadline(start.Add(edgeBound))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer within %s (the body never comes): %v", edgeBound, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !resp.Close {
+			t.Errorf("got %d (close %v) after %s, want 403 and the connection closed", resp.StatusCode, resp.Close, time.Since(start))
+		}
+	})
 	t.Run("accepted", func(t *testing.T) {
 		t.Parallel()
 		body := proctestPush()

@@ -348,8 +348,10 @@ func New(cfg Config, deps Deps) *Server {
 	e.Use(middleware.RequestID())
 	e.Use(s.observeRequests)
 	e.Use(middleware.Recover())
-	e.Use(s.checkHost)
+	// limitBody first: a request refused after it, before its body is
+	// read, is answered at once (the Host check's 403 too).
 	e.Use(s.limitBody)
+	e.Use(s.checkHost)
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogStatus: true, LogURIPath: true, LogMethod: true, LogLatency: true, LogRequestID: true,
 		// The error handler answers first, so the line shows the status
