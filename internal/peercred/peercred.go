@@ -1,22 +1,16 @@
 // Package peercred tells which local user is at the other end of a TCP
 // connection a server accepted: a connection from a process of this
-// machine (its network namespace) has its client socket listed in
-// /proc/net/tcp or /proc/net/tcp6, with the uid that owns it. The services
-// use it to refuse connections from local builds, which run under users
-// of their own (internal/localexec), so that a build has no network path
-// to them even over loopback.
+// machine (its network namespace) has its client socket in the kernel's
+// socket table, with the uid that owns it. The services use it to refuse
+// connections from local builds, which run under users of their own
+// (internal/localexec), so that a build has no network path to them even
+// over loopback.
 package peercred
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -25,100 +19,34 @@ import (
 // client on another machine (or in another namespace, such as a Pod).
 var ErrNotLocal = errors.New("peer is not a local socket")
 
-// Tables are the files that list the namespace's TCP sockets; a test may
-// point them elsewhere.
-type Tables struct {
-	TCP, TCP6 string
-}
+// ErrClosed means the peer's socket is local but closed by its owner,
+// who is no longer known: a client that sent its request and left. (The
+// kernel keeps such a socket, without owner, until its connection ends,
+// and lists it with uid 0, whoever owned it.)
+var ErrClosed = errors.New("peer socket is closed by its owner")
 
-// ProcTables are the kernel's own.
-var ProcTables = Tables{TCP: "/proc/net/tcp", TCP6: "/proc/net/tcp6"}
+// A Lookup returns the uid owning the TCP socket of this network
+// namespace whose local address is self and whose remote address is peer:
+// ErrNotLocal when there is none, ErrClosed when its owner closed it.
+// SockDiag and Tables.Find are Lookups.
+type Lookup func(self, peer *net.TCPAddr) (int, error)
 
 // UID returns the uid owning the client socket of conn, a TCP connection
-// this process accepted, as the kernel lists it in t. It fails with
-// ErrNotLocal when no socket of the namespace has conn's remote address as
-// its local address and conn's local address as its remote one.
-func (t Tables) UID(conn net.Conn) (int, error) {
+// this process accepted, as find finds it.
+func UID(conn net.Conn, find Lookup) (int, error) {
 	local, ok1 := conn.LocalAddr().(*net.TCPAddr)
 	remote, ok2 := conn.RemoteAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
 		return 0, fmt.Errorf("peer of %T: not a TCP connection", conn)
 	}
-	for _, path := range []string{t.TCP, t.TCP6} {
-		uid, err := findUID(path, remote, local)
-		if err == nil || !errors.Is(err, ErrNotLocal) {
-			return uid, err
-		}
-	}
-	return 0, ErrNotLocal
-}
-
-// findUID scans one table for the socket whose local address is self and
-// whose remote address is peer.
-func findUID(path string, self, peer *net.TCPAddr) (int, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, ErrNotLocal // no IPv6 on this machine, say
-	}
-	if err != nil {
-		return 0, fmt.Errorf("peer lookup: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Scan() // the header
-	for sc.Scan() {
-		// "sl local rem st tx:rx tr:when retrnsmt uid ..."
-		fields := bytes.Fields(sc.Bytes())
-		if len(fields) < 8 {
-			continue
-		}
-		if !addrIs(fields[1], self) || !addrIs(fields[2], peer) {
-			continue
-		}
-		uid, err := strconv.Atoi(string(fields[7]))
-		if err != nil {
-			return 0, fmt.Errorf("peer lookup: %s: uid %q", path, fields[7])
-		}
-		return uid, nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("peer lookup: %s: %w", path, err)
-	}
-	return 0, ErrNotLocal
-}
-
-// addrIs reports whether field, an address of a /proc/net/tcp{,6} line
-// ("0100007F:1F90": the address as 32-bit words in the machine's byte
-// order, a colon, the port), is a.
-func addrIs(field []byte, a *net.TCPAddr) bool {
-	i := bytes.IndexByte(field, ':')
-	if i < 0 {
-		return false
-	}
-	port, err := strconv.ParseUint(string(field[i+1:]), 16, 16)
-	if err != nil || int(port) != a.Port {
-		return false
-	}
-	hexIP := field[:i]
-	if len(hexIP) != 8 && len(hexIP) != 32 {
-		return false
-	}
-	raw := make([]byte, len(hexIP)/2)
-	if _, err := hex.Decode(raw, hexIP); err != nil {
-		return false
-	}
-	ip := make(net.IP, len(raw))
-	for w := 0; w < len(raw); w += 4 {
-		binary.NativeEndian.PutUint32(ip[w:], binary.BigEndian.Uint32(raw[w:]))
-	}
-	return ip.Equal(a.IP) // an IPv4-mapped IPv6 address equals its IPv4 one
+	return find(remote, local)
 }
 
 // Filter refuses connections from local processes whose uid refuse
 // names. Accepted connections are checked before anything of them is
 // read, so a refused client cannot have a request served.
 type Filter struct {
-	tables Tables
+	find   Lookup
 	refuse func(uid int) bool
 	// own caches this machine's addresses: a peer from one of them, or
 	// from a loopback address, is local, and is refused when its socket
@@ -129,21 +57,55 @@ type Filter struct {
 	now      func() time.Time
 }
 
-// NewFilter returns a Filter over the kernel's tables.
+// NewFilter returns a Filter that looks peers up with SockDiag, one
+// question to the kernel per connection, or, where SockDiag does not
+// work (a kernel without tcp_diag), in ProcTables, which the kernel
+// writes by walking its whole socket hash on every read: milliseconds per
+// connection, in the server's accept loop.
 func NewFilter(refuse func(uid int) bool) *Filter {
-	return &Filter{tables: ProcTables, refuse: refuse, now: time.Now}
+	find := Lookup(ProcTables.Find)
+	if sockDiagWorks() {
+		find = SockDiag
+	}
+	return &Filter{find: find, refuse: refuse, now: time.Now}
+}
+
+// sockDiagWorks reports whether SockDiag finds a connection of this
+// process's own.
+func sockDiagWorks() bool {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return false
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		return false
+	}
+	defer server.Close()
+	_, err = UID(server, SockDiag)
+	return err == nil
 }
 
 // Check returns an error for a connection to refuse: from a local process
-// running as a refused uid, or from a local address whose socket is not
-// found. A remote peer passes.
+// running as a refused uid; from a local socket whose owner closed it, and
+// so is unknown (a build may send a request and close at once, if it does
+// not want the answer); or from a local address whose socket is not found
+// (it was reset at once: fail closed). A remote peer passes.
 func (f *Filter) Check(conn net.Conn) error {
 	remote, ok := conn.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		return nil
 	}
-	uid, err := f.tables.UID(conn)
+	uid, err := UID(conn, f.find)
 	switch {
+	case errors.Is(err, ErrClosed):
+		return fmt.Errorf("connection from %s: %w", remote, err)
 	case errors.Is(err, ErrNotLocal):
 		if f.isOwn(remote.IP) {
 			return fmt.Errorf("connection from %s: a local peer whose socket is gone", remote)
