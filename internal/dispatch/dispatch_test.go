@@ -139,7 +139,7 @@ func TestDecide(t *testing.T) {
 		}, want: dispatch.Dropped, wantStatus: build.StatusSkipped, wantReason: "not in the build-scripts repository"},
 		{name: "invalid project.json is skipped", req: func(now time.Time) build.Request {
 			return request("decap-ci/broken", "main", build.TriggerAPI, now)
-		}, want: dispatch.Dropped, wantStatus: build.StatusSkipped, wantReason: "project decap-ci/broken is not buildable: managedRefRegex"},
+		}, want: dispatch.Dropped, wantStatus: build.StatusSkipped, wantReason: "project decap-ci/broken is not buildable: project.json: managedRefRegex does not compile"},
 		{name: "busy branch defers", req: func(now time.Time) build.Request {
 			return request("decap-ci/hello", "main", build.TriggerPush, now)
 		}, setup: func(f *fixture, req build.Request) {
