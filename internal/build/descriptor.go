@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -114,10 +115,21 @@ func ParseDescriptor(data []byte) (Descriptor, error) {
 	if len(data) > MaxDescriptorSize {
 		return Descriptor{}, fmt.Errorf("%w: project.json is %d bytes, more than %d", ErrInvalid, len(data), MaxDescriptorSize)
 	}
+	if err := checkDescriptorKeys(data); err != nil {
+		return Descriptor{}, err
+	}
 	var d Descriptor
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			off := typ.Offset // past the value: a number's text is in Value
+			if n, ok := strings.CutPrefix(typ.Value, "number "); ok {
+				off -= int64(len(n))
+			}
+			return Descriptor{}, errorAt(data, off, typeMismatch(typ))
+		}
 		return Descriptor{}, fmt.Errorf("%w: project.json: %v", ErrInvalid, err)
 	}
 	if !atEnd(dec) {

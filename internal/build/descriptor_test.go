@@ -139,7 +139,7 @@ func TestSupersedeAndRetries(t *testing.T) {
 		{name: "most retries", json: `{"buildImage":"x","retries":{"infra":10}}`, retries: map[int]int{-1: 10}},
 		{name: "too many retries", json: `{"buildImage":"x","retries":{"infra":11}}`, wantErr: "retries.infra must be between 0 and 10"},
 		{name: "negative retries", json: `{"buildImage":"x","retries":{"infra":-1}}`, wantErr: "retries.infra must be between 0 and 10"},
-		{name: "retries not a number", json: `{"buildImage":"x","retries":{"infra":"2"}}`, wantErr: "cannot unmarshal"},
+		{name: "retries not a number", json: `{"buildImage":"x","retries":{"infra":"2"}}`, wantErr: "retries.infra: a string where a number belongs"},
 		{name: "typo in supersede", json: `{"buildImage":"x","supersede":{"queue":true}}`, wantErr: "unknown field"},
 		{name: "typo in retries", json: `{"buildImage":"x","retries":{"infrastructure":1}}`, wantErr: "unknown field"},
 		{name: "bad exceptRefRegex", json: `{"buildImage":"x","supersede":{"exceptRefRegex":"(main"}}`, wantErr: "supersede.exceptRefRegex does not compile"},
@@ -191,5 +191,61 @@ func TestSupersedeHandBuilt(t *testing.T) {
 	bomb := build.Descriptor{BuildImage: "x", Supersede: &build.Supersede{ExceptRefRegex: strings.Repeat(".{0,1000}", 100)}}
 	if got := bomb.SupersedeFor("dev"); got.Any() {
 		t.Errorf("SupersedeFor(dev) = %+v with an exceptRefRegex over the size bound, want nothing superseded", got)
+	}
+}
+
+// TestDescriptorFieldNamesExact checks that project.json's field names
+// match exactly, at every level: encoding/json matches them regardless of
+// case, so "buildimage" was taken for buildImage although unknown fields are
+// promised to be errors, and of two spellings of one field the last won.
+// Errors say where (line and column), and a near miss says what was meant.
+func TestDescriptorFieldNamesExact(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, json string
+		wantErr    string // "" for a valid descriptor
+	}{
+		{name: "exact names", json: `{"buildImage": "x", "supersede": {"running": true}, "retries": {"infra": 1},
+			"sidecars": [{"name": "db", "image": "postgres", "env": [{"name": "A", "value": "b"}]}]}`},
+		{name: "lower case", json: `{"buildimage": "x"}`,
+			wantErr: `project.json: line 1, column 2: unknown field "buildimage" (did you mean "buildImage"?)`},
+		{name: "upper case", json: "{\n  \"buildImage\": \"x\",\n  \"ManagedRefRegex\": \"main\"\n}",
+			wantErr: `line 3, column 3: unknown field "ManagedRefRegex" (did you mean "managedRefRegex"?)`},
+		{name: "two spellings of one field", json: `{"buildImage": "x", "BuildImage": "y"}`,
+			wantErr: `unknown field "BuildImage" (did you mean "buildImage"?)`},
+		{name: "a field twice", json: `{"buildImage": "x", "buildImage": "y"}`,
+			wantErr: `line 1, column 21: field "buildImage" is given twice`},
+		{name: "in supersede", json: `{"buildImage": "x", "supersede": {"Running": true}}`,
+			wantErr: `unknown field "supersede.Running" (did you mean "running"?)`},
+		{name: "in retries", json: `{"buildImage": "x", "retries": {"INFRA": 1}}`,
+			wantErr: `unknown field "retries.INFRA" (did you mean "infra"?)`},
+		{name: "in a sidecar", json: `{"buildImage": "x", "sidecars": [{"name": "db", "Image": "postgres"}]}`,
+			wantErr: `unknown field "sidecars[0].Image" (did you mean "image"?)`},
+		{name: "in a sidecar's env", json: `{"buildImage": "x", "sidecars": [{"name": "db", "image": "p", "env": [{"name": "A", "Value": "b"}]}]}`,
+			wantErr: `unknown field "sidecars[0].env[0].Value" (did you mean "value"?)`},
+		{name: "unknown", json: `{"buildImage": "x", "bogus": 1}`,
+			wantErr: `line 1, column 21: unknown field "bogus"`},
+		{name: "syntax error", json: "{\n  \"buildImage\": \"x\",\n}\n",
+			wantErr: `project.json: line 3, column 1: invalid character '}' looking for beginning of object key string`},
+		{name: "a list where an object belongs", json: `{"buildImage": "x", "sidecars": [{"name": "db", "image": "p", "env": {"A": "b"}}]}`,
+			wantErr: `line 1, column 70: sidecars[0].env: an object where an array belongs`},
+		{name: "not an object", json: `["buildImage"]`,
+			wantErr: `project.json: line 1, column 1: an array where an object belongs`},
+		{name: "a fraction for seconds", json: `{"buildImage": "x", "buildTimeoutSeconds": 1.5}`,
+			wantErr: `line 1, column 44: buildTimeoutSeconds: 1.5 where a whole number belongs`},
+		{name: "wrong type", json: "{\n  \"buildImage\": \"x\",\n  \"buildTimeoutSeconds\": \"60\"\n}",
+			wantErr: `project.json: line 3, column 26: buildTimeoutSeconds: a string where a number belongs`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := build.ParseDescriptor([]byte(tt.json))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("ParseDescriptor: %v", err)
+			case tt.wantErr != "" && (err == nil || !errors.Is(err, build.ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("ParseDescriptor: got %v, want ErrInvalid containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -160,7 +160,7 @@ func TestDirectorySource(t *testing.T) {
 		"bad/escape":          "project directory is a symbolic link that leaves the repository",
 		"bad/escape-relative": "project directory is a symbolic link that leaves the repository",
 		"bad/huge":            fmt.Sprintf("more than %d", build.MaxDescriptorSize),
-		"bad/invalid-json":    "project.json: unexpected EOF",
+		"bad/invalid-json":    "project.json: line 1, column 15: unexpected end of JSON input",
 		"bad/json-dir":        "project.json is not a regular file",
 		"bad/json-link-out":   "project.json is a symbolic link that leaves the repository",
 		"bad/no-image":        "buildImage is required",
