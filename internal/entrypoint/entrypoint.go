@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -338,6 +339,7 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 	// background processes that inherited it.
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cfg.Credential}
+	closeInheritedOnExec()
 	if r.cfg.Credential != nil {
 		// Inherited by the script; this process, root, is exempt from it.
 		if err := limitTasks(r.cfg.MaxTasks); err != nil {
@@ -429,6 +431,21 @@ func limitTasks(n int) error {
 	}
 	lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
 	return syscall.Setrlimit(rlimitNPROC, &lim)
+}
+
+// closeInheritedOnExec marks every descriptor of this process above
+// standard error close-on-exec, so that build.sh inherits none of them:
+// Go opens its own so, but os/exec passes on any other, and one this
+// process inherited without the flag (from whatever started the services:
+// a wrapper's log file, a supervisor's pipe) would reach the script and
+// everything it starts. Outside Linux (no /proc/self/fd) it does nothing.
+func closeInheritedOnExec() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, ent := range entries {
+		if fd, err := strconv.Atoi(ent.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd) // a descriptor closed meanwhile: EBADF, no harm
+		}
+	}
 }
 
 // rlimitNPROC is RLIMIT_NPROC on Linux, which package syscall does not

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -499,4 +500,36 @@ func processAlive(pid int) bool {
 	i := bytes.LastIndexByte(data, ')')
 	fields := strings.Fields(string(data[i+1:]))
 	return len(fields) > 0 && !slices.Contains([]string{"Z", "X"}, fields[0])
+}
+
+// TestScriptInheritsNoDescriptors: build.sh gets its standard input,
+// output and error and nothing else of this process, not even a
+// descriptor it inherited without close-on-exec (from whatever started
+// the services: a wrapper's log file, a supervisor's pipe).
+func TestScriptInheritsNoDescriptors(t *testing.T) {
+	t.Parallel()
+	leaked, err := syscall.Open(os.DevNull, syscall.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(leaked)
+	// ls, not a command substitution: bash would hold the substitution's
+	// pipe meanwhile.
+	cfg, up := setup(t, "echo fds:\nls -1 /proc/$$/fd\necho :fds\n")
+	if res := entrypoint.Run(t.Context(), cfg); res.Status != build.StatusSucceeded {
+		t.Fatalf("Run = %+v, want succeeded", res)
+	}
+	log := up.gunzip(t, build.LogKey(testID))
+	_, list, _ := strings.Cut(log, "fds:\n")
+	list, _, _ = strings.Cut(list, ":fds")
+	for _, fd := range strings.Fields(list) {
+		n, err := strconv.Atoi(fd)
+		if err != nil {
+			t.Fatalf("descriptor %q in the list:\n%s", fd, log)
+		}
+		// 0-2, and 255: bash's own descriptor of build.sh.
+		if n > 2 && n != 255 {
+			t.Errorf("build.sh has descriptor %d, want only 0, 1, 2 (and bash's 255)", n)
+		}
+	}
 }
