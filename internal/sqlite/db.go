@@ -429,7 +429,6 @@ func token() string {
 	return hex.EncodeToString(b[:])
 }
 
-// ensureDir creates dir (and parents) if missing.
 // ensureDir creates dir for this user only, or takes group and others'
 // access away from one an older version created.
 func ensureDir(dir string) error {
