@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +67,46 @@ func newGitSource(url, branch, cacheDir, repo string) *gitSource {
 	if os.Getenv("GIT_SSH_COMMAND") == "" && os.Getenv("GIT_SSH") == "" {
 		g.env = append(g.env, "GIT_SSH_COMMAND=ssh -o BatchMode=yes")
 	}
+	if bare, header := credentialHeader(url); header != "" {
+		// Not in the URL git is given: every local user, a build too,
+		// may read a process's command line (/proc/<pid>/cmdline, git's
+		// and its remote helper's), only its own user its environment.
+		g.url = bare
+		g.env = append(g.env, gitConfigEnv("http.extraHeader", header)...)
+	}
 	return g
+}
+
+// credentialHeader returns an http(s) URL without its user information
+// and the Authorization header that carries it instead ("" when it has
+// none).
+func credentialHeader(raw string) (bare, header string) {
+	if !isURL(raw) {
+		return raw, ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || (u.Scheme != "https" && u.Scheme != "http") {
+		return raw, ""
+	}
+	pass, _ := u.User.Password()
+	header = "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass))
+	u.User = nil
+	return u.String(), header
+}
+
+// gitConfigEnv returns the environment that sets git's configuration
+// key to value (GIT_CONFIG_COUNT, git 2.31 and later), after any such
+// settings of this process's environment.
+func gitConfigEnv(key, value string) []string {
+	n, err := strconv.Atoi(os.Getenv("GIT_CONFIG_COUNT"))
+	if err != nil || n < 0 {
+		n = 0
+	}
+	return []string{
+		fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", n, key),
+		fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", n, value),
+		fmt.Sprintf("GIT_CONFIG_COUNT=%d", n+1),
+	}
 }
 
 // git runs git on the bare repository and returns its standard output. The
