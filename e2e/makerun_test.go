@@ -59,12 +59,12 @@ func scriptEnv(env ...string) []string {
 	return append(out, env...)
 }
 
-// startScript starts bash script (relative to the module root) with args in
-// dir, its environment scriptEnv(env...). The script and everything it
-// started are killed when the test ends.
+// startScript starts bash script (relative to dir) with args in dir, its
+// environment scriptEnv(env...). The script and everything it started are
+// killed when the test ends.
 func startScript(t *testing.T, dir, script string, env []string, args ...string) *scriptRun {
 	t.Helper()
-	cmd := exec.Command("bash", append([]string{filepath.Join(moduleRoot, script)}, args...)...)
+	cmd := exec.Command("bash", append([]string{filepath.Join(dir, script)}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = scriptEnv(env...)
 	out := &lockedBuffer{}

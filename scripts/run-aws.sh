@@ -11,6 +11,11 @@ if [ -z "${AWS_ENDPOINT_URL:-}" ]; then
   echo "run-aws: using the local moto_server at $AWS_ENDPOINT_URL (stop it with: scripts/moto.sh stop)"
 fi
 export DECAP_BACKEND=aws DECAP_PREFIX=${DECAP_PREFIX:-decap}
-export DECAP_DATA_DIR=${DECAP_DATA_DIR:-$PWD/.decap-aws}
+# Local state (the catalog's cache, running builds) apart from make run's,
+# in .decap-aws/; the generated secrets in .decap/ as for make run, where
+# send-webhook.sh, decapctl and the README's commands look for them.
+if [ -z "${DECAP_DATA_DIR:-}" ]; then
+  export DECAP_DATA_DIR=$PWD/.decap-aws DECAP_SECRETS_DIR=${DECAP_SECRETS_DIR:-$PWD/.decap}
+fi
 aws-resources/create-world.sh
 exec scripts/run-local.sh

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Starts ingest, dispatcher and reaper on the embedded default, in the
-# foreground; Ctrl-C stops all three. Used by `make run`.
+# foreground; Ctrl-C stops all three. Used by `make run`, and by
+# scripts/run-aws.sh (`make run-aws`) for the AWS backend.
+#
+# Generated secrets go to DECAP_SECRETS_DIR, by default the data directory
+# (.decap/); run-aws.sh keeps them in .decap/ too, so that send-webhook.sh,
+# decapctl and the README's commands find them whichever backend runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/bin}
 
 export DECAP_DATA_DIR=${DECAP_DATA_DIR:-$PWD/.decap}
+secrets_dir=${DECAP_SECRETS_DIR:-$DECAP_DATA_DIR}
 export DECAP_BUILD_SCRIPTS=${DECAP_BUILD_SCRIPTS:-$PWD/examples/build-scripts}
 export DECAP_ADDR=${DECAP_ADDR:-127.0.0.1:8080}
 export DECAP_ENTRYPOINT=${DECAP_ENTRYPOINT:-$BIN/decap-entrypoint}
@@ -18,14 +24,14 @@ case ${DECAP_ADDR%:*} in
 esac
 # The data directory is the services' alone (they tighten it again at start:
 # 0711 when builds run under users of their own, to reach run/).
-(umask 077; mkdir -p "$DECAP_DATA_DIR")
+(umask 077; mkdir -p "$DECAP_DATA_DIR" "$secrets_dir")
 
 # Secrets: taken from the environment when set; otherwise generated once into
-# the data directory (mode 0600) and passed by file, never printed.
+# the secrets directory (mode 0600) and passed by file, never printed.
 for var in DECAP_GITHUB_WEBHOOK_SECRET DECAP_API_TOKEN; do
   file_var=${var}_FILE
   if [ -z "${!var:-}" ] && [ -z "${!file_var:-}" ]; then
-    f="$DECAP_DATA_DIR/$(echo "${var#DECAP_}" | tr 'A-Z_' 'a-z-')"
+    f="$secrets_dir/$(echo "${var#DECAP_}" | tr 'A-Z_' 'a-z-')"
     if [ ! -s "$f" ]; then
       (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$f")
     fi
@@ -68,13 +74,29 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
 if [ "$(id -u)" = 0 ]; then
   builds="each under a uid of its own (${DECAP_BUILD_UIDS:-1900000000-1900000999})"
 else
   builds="as $(id -un), NOT isolated from Decap's data (run as root for that; see README, \"What a build sees\")"
 fi
-[ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ] && secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
+# What another shell needs to set for send-webhook.sh, decapctl and the
+# README's commands, when this run differs from their defaults (the
+# address 127.0.0.1:8080, the secrets in .decap/).
+setup=()
+[ "$DECAP_ADDR" = 127.0.0.1:8080 ] || setup+=("DECAP_ADDR=$DECAP_ADDR" "DECAP_URL=http://$DECAP_ADDR")
+[ "$secrets_dir" = "$PWD/.decap" ] || setup+=("DECAP_DATA_DIR=$secrets_dir")
+if ((${#setup[@]} > 0)); then
+  setup_hint="  In another shell, first: export ${setup[*]}
+    (and read 127.0.0.1:8080 in the README as $DECAP_ADDR, .decap/ as $secrets_dir/)
+"
+else
+  setup_hint=""
+fi
+if [ -n "${DECAP_GITHUB_WEBHOOK_SECRET_FILE:-}" ]; then
+  secret_hint="the secret in $DECAP_GITHUB_WEBHOOK_SECRET_FILE"
+else
+  secret_hint='$DECAP_GITHUB_WEBHOOK_SECRET'
+fi
 if ! $ready; then
   # Running, but not ready after 30 s: a git build-scripts repository
   # that cannot be fetched yet, a backend that does not answer. The
@@ -85,15 +107,16 @@ if ! $ready; then
   for u in "${ready_urls[@]}"; do echo "  $u: $(curl -sS -m 2 "$u" 2>&1)" >&2; done
   echo "run-local: the services go on retrying; Ctrl-C stops them." >&2
 else
-cat <<MSG
+  cat <<MSG
 
   Decap is running on the ${DECAP_BACKEND:-embedded} backend.
     API and UI:       http://$DECAP_ADDR/   (try /api/v1/projects; reads: ${DECAP_READ_AUTH:-token})
     build scripts:    $DECAP_BUILD_SCRIPTS
     data directory:   $DECAP_DATA_DIR
+    secrets:          $secrets_dir/api-token, github-webhook-secret (unless set in the environment)
     builds run:       $builds
-  Send a signed push webhook (signed with $secret_hint):
-    scripts/send-webhook.sh ../shared/testdata/github-webhooks/push-with-new-branch.json
+${setup_hint}  From $PWD, send a signed push webhook (signed with $secret_hint):
+    scripts/send-webhook.sh internal/ingest/testdata/github-webhooks/push-with-new-branch.json
   Then look at the build it answers with:
     curl http://$DECAP_ADDR/api/v1/builds/<id>
     curl http://$DECAP_ADDR/api/v1/builds/<id>/log
