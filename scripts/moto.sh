@@ -2,7 +2,8 @@
 # Runs a local moto_server (SQS, DynamoDB, S3, IAM, STS) in the background for
 # tests and for aws-resources/.
 #
-#   eval "$(scripts/moto.sh start [PORT])"   # default port 5000
+#   eval "$(scripts/moto.sh start [PORT])"   # default port $MOTO_PORT, else 5000
+#   eval "$(scripts/moto.sh env [PORT])"     # point a shell at a moto that runs
 #   scripts/moto.sh stop [PORT]
 #
 # start launches `moto_server -H 127.0.0.1 -p PORT`, logs to
@@ -12,6 +13,8 @@
 # this script's moto already runs on PORT, start only prints the exports.
 # `start --fresh PORT` fails (exit 3) instead of reusing a running one; it is
 # for callers that stop the server afterwards (scripts/with-moto.sh).
+# env prints the same export lines for a moto_server that answers on PORT
+# (make run-aws's, for the AWS CLI in another shell), and fails if none does.
 # stop kills it and is fine when nothing runs.
 #
 # moto_server is preinstalled on this machine image and cannot be installed
@@ -57,7 +60,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 moto_start() {
   local fresh=false
   if [ "${1:-}" = --fresh ]; then fresh=true; shift; fi
-  local port=${1:-5000}
+  local port=${1:-${MOTO_PORT:-5000}}
   moto_check_port "$port"
   if ! command -v moto_server >/dev/null; then
     moto_die "moto_server not found: it is preinstalled on this machine image and cannot be installed from here"
@@ -127,7 +130,7 @@ moto_start() {
 
 # moto_stop PORT
 moto_stop() {
-  local port=${1:-5000} pid
+  local port=${1:-${MOTO_PORT:-5000}} pid
   moto_check_port "$port"
   moto_files "$port"
   if ! pid=$(moto_pid "$port"); then
@@ -146,12 +149,21 @@ moto_stop() {
   echo "moto.sh: stopped moto_server (pid $pid) on port $port" >&2
 }
 
+# moto_env [PORT]
+moto_env() {
+  local port=${1:-${MOTO_PORT:-5000}}
+  moto_check_port "$port"
+  moto_ready "$port" || moto_die "no moto_server answers on port $port (make run-aws starts one there; MOTO_PORT or an argument names another port)"
+  moto_exports "$port"
+}
+
 moto_main() {
   case ${1:-} in
   start) shift; moto_start "$@" ;;
+  env) shift; moto_env "$@" ;;
   stop) shift; moto_stop "$@" ;;
   *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
   esac
