@@ -59,12 +59,15 @@ func scriptEnv(env ...string) []string {
 	return append(out, env...)
 }
 
-// startScript starts bash script (relative to dir) with args in dir, its
+// startScript starts bash script (absolute, or relative to dir) with args in dir, its
 // environment scriptEnv(env...). The script and everything it started are
 // killed when the test ends.
 func startScript(t *testing.T, dir, script string, env []string, args ...string) *scriptRun {
 	t.Helper()
-	cmd := exec.Command("bash", append([]string{filepath.Join(dir, script)}, args...)...)
+	if !filepath.IsAbs(script) {
+		script = filepath.Join(dir, script)
+	}
+	cmd := exec.Command("bash", append([]string{script}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = scriptEnv(env...)
 	out := &lockedBuffer{}
@@ -139,5 +142,47 @@ func TestMakeRunStopsOnMistypedBuildScripts(t *testing.T) {
 	}
 	if strings.Contains(out, "Decap is running") {
 		t.Errorf("output says Decap is running:\n%s", out)
+	}
+}
+
+// send-webhook.sh fails when Decap refuses the webhook (it exited 0 on 401
+// and 400), and works from any directory: without a secret set it reads
+// .decap/github-webhook-secret of its own checkout, not of the current
+// directory.
+func TestSendWebhookScript(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, proctest.Options{Scripts: filepath.Join(moduleRoot, "examples", "build-scripts")})
+	c.Start("ingest")
+	checkout := newCheckout(t)
+	if err := os.MkdirAll(filepath.Join(checkout, ".decap"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(checkout, ".decap", "github-webhook-secret"), []byte(webhookSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	payload := filepath.Join(moduleRoot, "internal", "ingest", "testdata", "github-webhooks", "push-with-new-branch.json")
+	garbage := filepath.Join(t.TempDir(), "garbage.json")
+	if err := os.WriteFile(garbage, []byte(`{"ref": `), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := t.TempDir()
+	tests := []struct {
+		name     string
+		env      []string
+		payload  string
+		wantCode int
+		wantOut  string
+	}{
+		{"the checkout's secret, from another directory", nil, payload, 0, `"lockKey":"Codertocat/Hello-World/master"`},
+		{"a wrong secret", []string{"DECAP_GITHUB_WEBHOOK_SECRET=not-the-secret"}, payload, 1, "401"},
+		{"a payload that is not JSON", nil, garbage, 1, "400"},
+		{"no secret anywhere", []string{"DECAP_DATA_DIR=" + elsewhere}, payload, 2, "no webhook secret"},
+	}
+	for _, tt := range tests {
+		r := startScript(t, elsewhere, filepath.Join(checkout, "scripts", "send-webhook.sh"), append([]string{"DECAP_ADDR=" + c.IngestAddr()}, tt.env...), tt.payload)
+		code := r.wait(30 * time.Second)
+		if out := r.out.String(); code != tt.wantCode || !strings.Contains(out, tt.wantOut) {
+			t.Errorf("%s: exit %d, output:\n%s\nwant exit %d and %q", tt.name, code, out, tt.wantCode, tt.wantOut)
+		}
 	}
 }

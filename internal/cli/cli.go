@@ -124,9 +124,10 @@ Configuration (flags win over the environment):
   DECAP_TOKEN_FILE   a file holding the API token instead (not both)
   DECAP_GITHUB_WEBHOOK_SECRET, DECAP_GITHUB_WEBHOOK_SECRET_FILE
                      the webhook secret "hook push" signs with (--secret)
-  Without a token or secret set, decapctl reads the files "make run"
-  generates: $DECAP_DATA_DIR/api-token and github-webhook-secret
-  (DECAP_DATA_DIR defaults to .decap).
+  Without a token or secret set, decapctl reads the files "make run" and
+  "make run-aws" generate: api-token and github-webhook-secret in
+  $DECAP_DATA_DIR or, without it, in the .decap/ directory of the current
+  directory or the nearest one above (the top of the checkout).
 
 Output is an aligned table; -o json prints the server's JSON instead,
 indented. Errors are one line on stderr.
@@ -231,44 +232,72 @@ func (a *app) baseURL() (*url.URL, error) {
 
 // apiToken returns the API token from --token, DECAP_TOKEN, the file
 // DECAP_TOKEN_FILE names, or the file make run writes; "" if none is set.
-func (a *app) apiToken(cmd *cobra.Command) (string, error) {
+// from says where it came from, or where decapctl looked for it.
+func (a *app) apiToken(cmd *cobra.Command) (tok, from string, err error) {
 	if cmd.Flags().Changed("token") {
-		return a.token, nil
+		return a.token, "--token", nil
 	}
 	return a.secret("DECAP_TOKEN", "api-token")
 }
 
 // secret reads NAME, or the file NAME_FILE names, trimmed; setting both is
 // a usage error. Without either it reads the file dataFile in the data
-// directory (DECAP_DATA_DIR, default .decap) if there is one: where make
-// run keeps the secrets it generates. The value never appears in an error.
-func (a *app) secret(name, dataFile string) (string, error) {
+// directory DECAP_DATA_DIR or, without that, in the .decap/ directory of
+// the current directory or the nearest one above it that has one (where
+// make run and make run-aws keep the secrets they generate, at the top of
+// the checkout), if that file belongs to this user. from says where the
+// value came from, or where decapctl looked when it found none. The value
+// never appears in an error.
+func (a *app) secret(name, dataFile string) (value, from string, err error) {
 	v, file := a.getenv(name), a.getenv(name+"_FILE")
 	switch {
 	case v != "" && file != "":
-		return "", usagef("set either %s or %s_FILE, not both", name, name)
+		return "", "", usagef("set either %s or %s_FILE, not both", name, name)
 	case v != "":
-		return v, nil
+		return v, name, nil
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", usagef("%s_FILE: cannot read %s: %v", name, file, errors.Unwrap(err))
+			return "", "", usagef("%s_FILE: cannot read %s: %v", name, file, errors.Unwrap(err))
 		}
-		return strings.TrimSpace(string(b)), nil
+		return strings.TrimSpace(string(b)), file, nil
 	}
-	dir := a.getenv("DECAP_DATA_DIR")
-	if dir == "" {
-		dir = ".decap"
+	var path string
+	if dir := a.getenv("DECAP_DATA_DIR"); dir != "" {
+		path = filepath.Join(dir, dataFile)
+	} else if path = findUp(filepath.Join(".decap", dataFile)); path == "" {
+		wd, _ := os.Getwd()
+		return "", fmt.Sprintf("no %s, %s_FILE, nor .decap/%s in %s or above", name, name, dataFile, wd), nil
 	}
-	path := filepath.Join(dir, dataFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", nil
+		return "", fmt.Sprintf("no %s, %s_FILE, nor %s", name, name, path), nil
 	case err != nil:
-		return "", usagef("cannot read %s (set %s or %s_FILE instead): %v", path, name, name, errors.Unwrap(err))
+		return "", "", usagef("cannot read %s (set %s or %s_FILE instead): %v", path, name, name, errors.Unwrap(err))
 	}
-	return strings.TrimSpace(string(b)), nil
+	return strings.TrimSpace(string(b)), path, nil
+}
+
+// findUp returns rel joined to the current directory or the nearest
+// directory above it where that is a regular file of this user's, "" if
+// there is none.
+func findUp(rel string) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && ownedByMe(fi) {
+			return p
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return ""
+		}
+		dir = up
+	}
 }
 
 // api returns a client that sends the API token.
@@ -277,11 +306,13 @@ func (a *app) api(cmd *cobra.Command) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := a.apiToken(cmd)
+	tok, from, err := a.apiToken(cmd)
 	if err != nil {
 		return nil, err
 	}
-	return newClient(base, tok, a.timeout), nil
+	c := newClient(base, tok, a.timeout)
+	c.tokenFrom = from
+	return c, nil
 }
 
 // runE adapts a command's work to cobra: it hands over the context and

@@ -971,3 +971,30 @@ func TestLogFollowResumes(t *testing.T) {
 		t.Errorf("stdout %q, want %q", r.stdout, want)
 	}
 }
+
+// TestTokenFromTheCheckout checks that decapctl finds the token make run
+// generated from any directory of the checkout, not only its top: it looks
+// for .decap/api-token in the current directory and the ones above, and
+// takes only a file of its own user's.
+func TestTokenFromTheCheckout(t *testing.T) {
+	f := newFixture(t)
+	checkout := t.TempDir()
+	deep := filepath.Join(checkout, "internal", "cli")
+	if err := os.MkdirAll(filepath.Join(checkout, ".decap"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(checkout, ".decap", "api-token"), []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(deep)
+	noToken := map[string]string{"DECAP_TOKEN": "", "DECAP_DATA_DIR": ""}
+	f.run(t, noToken, "build", "decap-ci/hello", "main").want(t, 0, "")
+
+	// Outside the checkout there is none, and the refusal says where
+	// decapctl looked.
+	t.Chdir(t.TempDir())
+	f.run(t, noToken, "build", "decap-ci/hello", "main").want(t, cli.ExitAuth, ".decap/api-token")
+}

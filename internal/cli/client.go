@@ -20,10 +20,13 @@ const maxAnswer = 32 << 20
 
 // client calls Decap's HTTP API and turns every failure into an *Error.
 type client struct {
-	base    *url.URL
-	token   string
-	timeout time.Duration
-	hc      *http.Client
+	base  *url.URL
+	token string
+	// tokenFrom says where the token came from, or where decapctl looked
+	// for one, for the hint of a 401.
+	tokenFrom string
+	timeout   time.Duration
+	hc        *http.Client
 }
 
 func newClient(base *url.URL, token string, timeout time.Duration) *client {
@@ -179,9 +182,15 @@ func (c *client) statusError(k call, status int, body []byte) error {
 		return failf(ExitNotFound, "%s", msg)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		hint := k.authHint
-		if hint == "" && c.token == "" {
-			hint = "set the API token in DECAP_TOKEN, DECAP_TOKEN_FILE or --token"
-		} else if hint == "" {
+		switch {
+		case hint != "":
+		case c.token == "" && c.tokenFrom != "":
+			hint = "decapctl sent no API token (" + c.tokenFrom + "); set DECAP_TOKEN, DECAP_TOKEN_FILE or --token"
+		case c.token == "":
+			hint = "decapctl sent no API token; set DECAP_TOKEN, DECAP_TOKEN_FILE or --token"
+		case c.tokenFrom != "":
+			hint = "the API token from " + c.tokenFrom + " was refused: it is not the one Decap runs with (its DECAP_API_TOKEN)"
+		default:
 			hint = "the API token was refused; check DECAP_TOKEN, DECAP_TOKEN_FILE or --token"
 		}
 		return failf(ExitAuth, "%s; %s", msg, hint)

@@ -95,7 +95,7 @@ redelivery: it answers with the first build and builds nothing new.`,
 				return usagef("--delivery must be at most 128 printable ASCII characters")
 			}
 			if !cmd.Flags().Changed("secret") {
-				if secret, err = a.secret("DECAP_GITHUB_WEBHOOK_SECRET", "github-webhook-secret"); err != nil {
+				if secret, _, err = a.secret("DECAP_GITHUB_WEBHOOK_SECRET", "github-webhook-secret"); err != nil {
 					return err
 				}
 			}
