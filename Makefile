@@ -6,8 +6,9 @@ BIN   := $(CURDIR)/bin
 .DEFAULT_GOAL := help
 
 .PHONY: help
-help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## list the targets (coloured on a terminal)
+	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build the services, decapctl and the build entrypoint into bin/
@@ -59,7 +60,7 @@ kube-controlplane: ## build etcd, kube-apiserver, kube-scheduler and kwok for th
 	scripts/kube-controlplane.sh build
 
 .PHONY: moto
-moto: ## start moto_server on :5000 in the background: eval "$$(make -s moto)"; stop with scripts/moto.sh stop
+moto: ## start moto_server on port 5000 (or MOTO_PORT) in the background: eval "$(make -s moto)"; stop with scripts/moto.sh stop
 	@scripts/moto.sh start
 
 .PHONY: aws-world

@@ -186,3 +186,66 @@ func TestSendWebhookScript(t *testing.T) {
 		}
 	}
 }
+
+// make help prints commands that can be pasted as they are (it showed
+// eval "$$(make -s moto)", make's own escape), and no colour codes when
+// its output is not a terminal.
+func TestMakeHelp(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skipf("make is not installed: %v", err)
+	}
+	t.Parallel()
+	out, err := exec.Command("make", "-s", "-C", moduleRoot, "help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make help: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "\x1b[") {
+		t.Errorf("make help into a pipe prints ANSI colour codes:\n%q", out)
+	}
+	if strings.Contains(string(out), "$$") {
+		t.Errorf("make help shows make's $$ escape, which a shell reads as its pid:\n%s", out)
+	}
+	for _, want := range []string{"run-aws", `eval "$(make -s moto)"`, "MOTO_PORT"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("make help does not mention %s:\n%s", want, out)
+		}
+	}
+}
+
+// Ctrl-C (SIGINT to the terminal's whole process group, the services
+// included) and a SIGTERM to make run itself stop it cleanly: status 0 and
+// "Decap stopped", not "a Decap service exited with status 0; stopping the
+// others", nor a status of 143 that make reports as an error.
+func TestMakeRunStopsCleanly(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		group bool
+		sig   syscall.Signal
+	}{
+		{"Ctrl-C", true, syscall.SIGINT},
+		{"SIGTERM to make run", false, syscall.SIGTERM},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := makeRunEnv(t, filepath.Join(t.TempDir(), "data"), "DECAP_BUILD_SCRIPTS="+filepath.Join(moduleRoot, "examples", "build-scripts"))
+			r := startScript(t, moduleRoot, "scripts/run-local.sh", env)
+			waitRunning(t, r, 60*time.Second)
+			pid := r.cmd.Process.Pid
+			if tt.group {
+				pid = -pid
+			}
+			if err := syscall.Kill(pid, tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			code := r.wait(60 * time.Second)
+			out := r.out.String()
+			if code != 0 || !strings.Contains(out, "Decap stopped") || strings.Contains(out, "exited with status") {
+				t.Errorf("after %s: exit %d, output:\n%s\nwant exit 0 and \"Decap stopped\"", tt.name, code, out)
+			}
+		})
+	}
+}

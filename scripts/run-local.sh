@@ -45,7 +45,16 @@ stop() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+# Ctrl-C (SIGINT to the terminal's whole process group) or a SIGTERM: stop
+# the services and end well, with status 0 (make would report anything
+# else as an error of its own).
+stopped() {
+  stop
+  echo "run-local: Decap stopped; queued requests and history are kept." >&2
+  exit 0
+}
+trap stopped INT TERM
+trap stop EXIT
 
 "$BIN/reaper" & pids+=($!)
 "$BIN/dispatcher" & pids+=($!)
@@ -124,9 +133,12 @@ ${setup_hint}  From $PWD, send a signed push webhook (signed with $secret_hint):
 
 MSG
 fi
-# Stop everything as soon as one service exits.
+# Stop everything as soon as one service exits. A service exits with 0 only
+# when told to stop (Ctrl-C reaches the services too, and one may be done
+# before this script's trap runs); any other status is a failure.
 set +e
 wait -n "${pids[@]}"
 rc=$?
-echo "a Decap service exited with status $rc; stopping the others" >&2
+if ((rc == 0)); then stopped; fi
+echo "run-local: a Decap service failed (status $rc; its error is above); stopping the others" >&2
 exit "$rc"
