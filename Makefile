@@ -21,7 +21,7 @@ run: build ## start ingest, dispatcher and reaper on the embedded default (no AW
 	@BIN=$(BIN) scripts/run-local.sh
 
 .PHONY: run-aws
-run-aws: build ## the same three services on the AWS backend, against a local moto_server with resources from create-world.sh
+run-aws: build ## the same three services on the AWS backend, against a local moto_server (port 5000, or MOTO_PORT) with resources from create-world.sh
 	@BIN=$(BIN) scripts/run-aws.sh
 
 .PHONY: test

@@ -249,3 +249,39 @@ func TestMakeRunStopsCleanly(t *testing.T) {
 		})
 	}
 }
+
+// make run-aws on a moto of MOTO_PORT: it says which port to stop (the
+// hint named none, so the default 5000), and when a moto that moto.sh
+// started earlier already answers there it says it reuses it, with its
+// state, instead of doing so silently. create-world.sh is given a prefix it
+// refuses, so that the script stops right after moto.
+func TestRunAWSNamesItsMoto(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	if _, err := exec.LookPath("moto_server"); err != nil {
+		t.Skipf("moto_server is not installed: %v", err)
+	}
+	t.Parallel()
+	addr := proctest.FreeAddr(t)
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	t.Cleanup(func() {
+		out, err := exec.Command("bash", filepath.Join(moduleRoot, "scripts", "moto.sh"), "stop", port).CombinedOutput()
+		if err != nil {
+			t.Errorf("moto.sh stop %s: %v\n%s", port, err, out)
+		}
+	})
+	env := []string{"MOTO_PORT=" + port, "DECAP_PREFIX=NOT-A-PREFIX", "BIN=" + binDir}
+	for i, want := range []string{"started moto_server", "reusing the moto_server"} {
+		r := startScript(t, moduleRoot, "scripts/run-aws.sh", env)
+		if code := r.wait(90 * time.Second); code == 0 {
+			t.Fatalf("run-aws.sh with a bad prefix exited 0")
+		}
+		out := r.out.String()
+		for _, w := range []string{want, "scripts/moto.sh stop " + port, "127.0.0.1:" + port} {
+			if !strings.Contains(out, w) {
+				t.Errorf("run %d: output does not say %q:\n%s", i+1, w, out)
+			}
+		}
+	}
+}

@@ -78,6 +78,7 @@ moto_start() {
   if pid=$(moto_pid "$port"); then
     if $fresh; then echo "moto.sh: moto_server (pid $pid) already runs on port $port" >&2; exit 3; fi
     if moto_ready "$port"; then
+      echo "moto.sh: reusing the moto_server (pid $pid) that moto.sh started earlier on port $port, with what it holds" >&2
       moto_exports "$port"
       return 0
     fi
@@ -124,7 +125,7 @@ moto_start() {
   # Answering, but is it ours? If our process died (lost the port to another
   # server), the answer came from someone else.
   kill -0 "$pid" 2>/dev/null || { rm -f "$MOTO_PID"; moto_die "moto_server exited; see $MOTO_LOG"; }
-  echo "moto.sh: moto_server (pid $pid) answers on http://127.0.0.1:$port, log $MOTO_LOG" >&2
+  echo "moto.sh: started moto_server (pid $pid) on http://127.0.0.1:$port, log $MOTO_LOG" >&2
   moto_exports "$port"
 }
 
