@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,10 +61,12 @@ func (a *app) buildsCmd() *cobra.Command {
 		Long: `With team/project: the project's builds, newest first (--limit, --cursor).
 
 Without an argument: the builds that run now and those that wait, across
-every project. Running builds are those holding a branch lock
-(GET /api/v1/locks, each completed from its record); waiting ones are the
-queued and deferred requests of GET /api/v1/queue, with the reason they
-wait and their next attempt. With -o json it prints
+every project. Running builds are the running records
+(GET /api/v1/builds?status=running), a build whose branch lock was
+force-released among them, noted so; a lock held for no running record
+shows as the lock alone (status locked). Waiting ones are the queued and
+deferred requests of GET /api/v1/queue, with the reason they wait and their
+next attempt. With -o json it prints
 {"running": [records], "waiting": [queue entries]}.`,
 		Example: `  decapctl builds
   decapctl builds ae6rt/dynamodb-lab --limit 50`,
@@ -152,6 +153,14 @@ type activeView struct {
 }
 
 func (a *app) activeBuilds(ctx context.Context, c *client) error {
+	// Running builds come from their records, not the locks: a build whose
+	// lock was force-released runs on and must not vanish from the list.
+	var running struct {
+		Builds []build.Record `json:"builds"`
+	}
+	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/builds", query: url.Values{"status": {"running"}}}, &running); err != nil {
+		return err
+	}
 	var locks lockList
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/locks"}, &locks); err != nil {
 		return err
@@ -160,32 +169,27 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/queue"}, &q); err != nil {
 		return err
 	}
-	view := activeView{Running: make([]build.Record, len(locks.Locks)), Waiting: q.Waiting}
+	view := activeView{Running: running.Builds, Waiting: q.Waiting}
+	if view.Running == nil {
+		view.Running = []build.Record{}
+	}
 	if view.Waiting == nil {
 		view.Waiting = []waitingEntry{}
 	}
-	// A few records at a time; a lock whose record is gone shows as the
-	// lock alone.
-	var wg sync.WaitGroup
-	errs := make([]error, len(locks.Locks))
-	sem := make(chan struct{}, 8)
-	for i, l := range locks.Locks {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			var rec build.Record
-			_, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(l.BuildID)}, &rec)
-			if isCode(err, ExitNotFound) {
-				team, project, ref, _ := build.SplitLockKey(l.Key)
-				rec, err = build.Record{BuildID: l.BuildID, Team: team, Project: project, Ref: ref, Status: "locked", StartedAt: l.AcquiredAt}, nil
-			}
-			view.Running[i], errs[i] = rec, err
-		})
+	holder := map[string]build.ID{} // lock key → the build holding it
+	for _, l := range locks.Locks {
+		holder[l.Key] = l.BuildID
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
+	listed := map[build.ID]bool{}
+	for _, r := range view.Running {
+		listed[r.BuildID] = true
+	}
+	// A lock held for no running record (a build lost before its record
+	// said so) shows as the lock alone.
+	for _, l := range locks.Locks {
+		if !listed[l.BuildID] {
+			team, project, ref, _ := build.SplitLockKey(l.Key)
+			view.Running = append(view.Running, build.Record{BuildID: l.BuildID, Team: team, Project: project, Ref: ref, Status: "locked", StartedAt: l.AcquiredAt})
 		}
 	}
 	slices.SortFunc(view.Running, func(x, y build.Record) int { return since(x).Compare(since(y)) })
@@ -198,7 +202,11 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 	}
 	t := newTable(a.stdout, "ID", "#", "STATUS", "LOCK KEY", "TRIGGER", "SINCE", "NOTE")
 	for _, r := range view.Running {
-		t.row(string(r.BuildID), numText(r.Number), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), "")
+		note := ""
+		if r.Status == build.StatusRunning && holder[r.LockKey()] != r.BuildID {
+			note = "lock released: another build of the branch may start beside it"
+		}
+		t.row(string(r.BuildID), numText(r.Number), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), note)
 	}
 	for _, w := range view.Waiting {
 		t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w))

@@ -998,3 +998,43 @@ func TestTokenFromTheCheckout(t *testing.T) {
 	t.Chdir(t.TempDir())
 	f.run(t, noToken, "build", "decap-ci/hello", "main").want(t, cli.ExitAuth, ".decap/api-token")
 }
+
+// TestUnlockOfARunningBuild checks that a build whose lock was
+// force-released is still listed as running (decapctl builds listed the
+// locks, so it vanished while it ran on), marked as without its lock, and
+// that unlock warns that another build of the branch may now start beside
+// it.
+func TestUnlockOfARunningBuild(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	running := f.queueBuild(t, "decap-ci/hello", "main")
+	f.start(t, running)
+	now := time.Now()
+	if err := f.locks.Acquire(context.Background(), build.Lease{Key: "decap-ci/hello/main", BuildID: running, Owner: "d", AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := f.run(t, nil, "unlock", "decap-ci/hello/main")
+	r.want(t, 0, "")
+	for _, want := range []string{string(running), "still runs", "may start beside it", "decapctl cancel"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("unlock of a running build's lock: stderr %q lacks %q", r.stderr, want)
+		}
+	}
+	r = f.run(t, nil, "builds")
+	r.want(t, 0, "")
+	if !strings.Contains(r.stdout, string(running)) || !strings.Contains(r.stdout, "running") || !strings.Contains(r.stdout, "lock released") {
+		t.Errorf("builds after the unlock:\n%s\nwant the build, running, noted as without its lock", r.stdout)
+	}
+	// A lock nobody's record explains (a lost build) is still shown.
+	lost := build.NewID(now)
+	if err := f.locks.Acquire(context.Background(), build.Lease{Key: "decap-ci/hello/lost", BuildID: lost, Owner: "d", AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.run(t, nil, "builds"); !strings.Contains(r.stdout, string(lost)) || !strings.Contains(r.stdout, "locked") {
+		t.Errorf("builds with a lock of no record:\n%s", r.stdout)
+	}
+	// Unlocking a lock whose build has ended warns of nothing.
+	if r := f.run(t, nil, "unlock", "decap-ci/hello/lost"); r.code != 0 || r.stderr != "" {
+		t.Errorf("unlock of a lost build's lock: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -122,7 +122,8 @@ func (a *app) unlockCmd() *cobra.Command {
 		Short: "force-release a branch lock",
 		Long: `Releases a branch lock whoever holds it, and so its slot of the cap. Use
 it for a lock a lost build left behind; the build, if it still runs, is
-not stopped (see cancel).`,
+not stopped (see cancel), and unlock warns that another build of the
+branch may then start beside it.`,
 		Example: `  decapctl unlock ae6rt/dynamodb-lab/feature/Locks`,
 		Args:    args(1, 1, "team/project/ref"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
@@ -135,6 +136,12 @@ not stopped (see cancel).`,
 				return err
 			}
 			key := build.LockKey(team, project, ref)
+			// Whose lock it is, to warn if that build runs on without it.
+			var held build.Lease
+			if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/locks/" + pathEscape(key),
+				notFound: fmt.Sprintf("lock %s is not held", key)}, &held); err != nil {
+				return err
+			}
 			var answer struct {
 				Released string `json:"released"`
 			}
@@ -152,6 +159,14 @@ not stopped (see cancel).`,
 				answer.Released = key
 			}
 			fmt.Fprintf(a.stdout, "released lock %s\n", answer.Released)
+			if held.BuildID == "" {
+				return nil
+			}
+			var rec build.Record
+			if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(held.BuildID)}, &rec); err == nil && rec.Status == build.StatusRunning {
+				fmt.Fprintf(a.stderr, "decapctl: build %s still runs: unlock does not stop it, and another build of %s may start beside it (decapctl cancel %s stops it)\n",
+					label(rec.BuildID, rec.Number), key, rec.BuildID)
+			}
 			return nil
 		}),
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -199,6 +200,35 @@ func (s *Server) queue(c echo.Context) error {
 		})
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// listBuilds handles GET /api/v1/builds?status=running: the records of the
+// builds that run now, across every project, the earliest started first.
+// They come from the records, not the locks: a build whose lock was
+// force-released still runs and is listed. status=running is required;
+// a project's history is GET /api/v1/projects/{team}/{project}/builds.
+func (s *Server) listBuilds(c echo.Context) error {
+	if st := c.QueryParam("status"); st != string(build.StatusRunning) {
+		return fmt.Errorf("%w: list builds by status=running (a project's builds: /api/v1/projects/{team}/{project}/builds), not status=%q",
+			build.ErrInvalid, truncate(st, 40))
+	}
+	if s.deps.Running == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "no listing of running builds configured")
+	}
+	recs, err := s.deps.Running.Running(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("list running builds: %w", err)
+	}
+	slices.SortFunc(recs, func(a, b build.Record) int {
+		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.BuildID), string(b.BuildID))
+	})
+	if recs == nil {
+		recs = []build.Record{}
+	}
+	return c.JSON(http.StatusOK, map[string][]build.Record{"builds": recs})
 }
 
 // lockKeyParam returns the lock key of /locks/:team/:project/*; the ref

@@ -246,6 +246,7 @@ func TestGoldenAPI(t *testing.T) {
 		{"project-builds", get("/api/v1/projects/decap-ci/hello/builds?limit=2"), 200},
 		{"projects", get("/api/v1/projects"), 200},
 		{"queue", get("/api/v1/queue"), 200},
+		{"running-builds", get("/api/v1/builds?status=running"), 200},
 		{"locks", get("/api/v1/locks"), 200},
 		{"dispatch", get("/api/v1/dispatch"), 200},
 		{"refs", get("/api/v1/projects/decap-ci/hello/refs"), 200},
@@ -961,5 +962,26 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRunningBuilds checks GET /api/v1/builds?status=running: the running
+// records, whoever holds their lock (a build whose lock was force-released
+// still runs and is listed), and 400 for any other status.
+func TestRunningBuilds(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	f.seed(t)
+	if w := f.do(apiRequest(http.MethodDelete, "/api/v1/locks/decap-ci/hello/main", token, "")); w.Code != 200 {
+		t.Fatalf("force-release: %d %s", w.Code, w.Body)
+	}
+	builds := decodeJSON(t, f.do(get("/api/v1/builds?status=running")))["builds"].([]any)
+	if len(builds) != 1 || builds[0].(map[string]any)["id"] != string(id3) {
+		t.Errorf("running builds after the force-release: %v, want %s alone", builds, id3)
+	}
+	for _, q := range []string{"", "?status=queued", "?status=" + strings.Repeat("x", 100)} {
+		if w := f.do(get("/api/v1/builds" + q)); w.Code != 400 || !strings.Contains(w.Body.String(), "status=running") {
+			t.Errorf("GET /api/v1/builds%s: %d %s, want 400 naming status=running", q, w.Code, w.Body)
+		}
 	}
 }

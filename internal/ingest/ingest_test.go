@@ -86,7 +86,7 @@ func newFixtureDeps(t *testing.T, mutate func(*ingest.Config), deps func(*ingest
 	}
 	d := ingest.Deps{
 		Publisher: f.queue, Idempotency: f.idem, Catalog: f.catalog, Records: f.records, Blobs: f.blobs,
-		Queue: f.queue, Waiting: f.records, Locks: f.locks, Gate: f.gate, Canceller: f.canceller, Refs: f.refs,
+		Queue: f.queue, Waiting: f.records, Running: f.records, Locks: f.locks, Gate: f.gate, Canceller: f.canceller, Refs: f.refs,
 		Sessions: f.sessions,
 		Logger:   slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:      clock.Now,

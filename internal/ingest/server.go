@@ -85,6 +85,12 @@ type WaitingLister interface {
 	Waiting(ctx context.Context) ([]build.Record, error)
 }
 
+// RunningLister lists the running builds' records (status running), in
+// any order.
+type RunningLister interface {
+	Running(ctx context.Context) ([]build.Record, error)
+}
+
 // Locks lists the held branch locks (unexpired leases, ordered by key) and
 // force-releases one whoever holds it; ForceRelease gives build.ErrNotFound
 // when nobody holds an unexpired lease on the key.
@@ -256,6 +262,7 @@ type Deps struct {
 
 	Queue     QueueInfo
 	Waiting   WaitingLister
+	Running   RunningLister
 	Locks     Locks
 	Gate      Gate
 	Canceller Canceller
@@ -374,6 +381,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects/:team/:project/builds", s.projectBuilds, s.requireRead)
 	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
 	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
+	api.GET("/builds", s.listBuilds, s.requireRead)
 	api.GET("/builds/:id", s.getBuild, s.requireRead)
 	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)
 	api.POST("/builds/:id/rebuild", s.rebuildBuild, s.requireToken)
