@@ -437,7 +437,8 @@ func (a *app) logsCmd() *cobra.Command {
 		Use:   "logs [-f] ID",
 		Short: "print a build's console log",
 		Long: `Prints a build's console log to stdout: the stored log of an ended build,
-or what a running build has written so far. With -f it follows the log
+or what a running build has written so far; for a build that has not
+started, nothing (and a note on stderr). With -f it follows the log
 until the build ends (waiting for a queued build to start, and picking up
 where it was if the connection breaks). The log is text; -o json does not
 apply.`,
@@ -467,6 +468,12 @@ func (a *app) streamLog(ctx context.Context, c *client, id build.ID, w io.Writer
 	rec, _, err := a.getBuild(ctx, c, id)
 	if err != nil {
 		return rec, err
+	}
+	if !follow && (rec.Status == build.StatusQueued || rec.Status == build.StatusDeferred) {
+		// Its log so far is empty: nothing to print, and no error.
+		fmt.Fprintf(a.stderr, "decapctl: build %s has not started yet (%s): no log so far; decapctl logs -f %s waits for it\n",
+			label(id, rec.Number), rec.Status, id)
+		return rec, nil
 	}
 	var written int64 // bytes of the log already written to w
 	for {

@@ -556,8 +556,14 @@ func TestLogs(t *testing.T) {
 		t.Errorf("logs -f of a running build: exit %d (%v), printed %q", r.code, r.err, r.stdout)
 	}
 
+	// A build that has not started has no log yet: nothing to print, which
+	// is no error (it exited 3, "not found", for a build that exists).
 	queued := f.queueBuild(t, "decap-ci/hello", "other")
-	f.run(t, nil, "logs", string(queued)).want(t, cli.ExitNotFound, "has no log (status queued)")
+	r = f.run(t, nil, "logs", string(queued))
+	r.want(t, 0, "")
+	if r.stdout != "" || !strings.Contains(r.stderr, "has not started yet (queued)") || !strings.Contains(r.stderr, "logs -f") {
+		t.Errorf("logs of a queued build: stdout %q, stderr %q; want nothing, and a note that it has not started and -f waits", r.stdout, r.stderr)
+	}
 	unknown := build.NewID(time.Now())
 	f.run(t, nil, "logs", string(unknown)).want(t, cli.ExitNotFound, "build "+string(unknown)+" not found")
 	f.run(t, nil, "logs", "-f", string(unknown)).want(t, cli.ExitNotFound, "not found")

@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -203,6 +204,34 @@ func (u *UI) Register(e *echo.Echo) {
 	g.GET("/*", u.page(func(c echo.Context) error {
 		return fmt.Errorf("%w: no page at %s", errNoPage, c.Request().URL.Path)
 	}))
+	// A browser's GET of a path that is no route at all (a mistyped URL)
+	// gets the 404 page too; everything else keeps the server's own
+	// answer (ingest's JSON). Wrapping the error handler, rather than a
+	// catch-all route, turns no other method's 404 into a 405.
+	next := e.HTTPErrorHandler
+	notFound := u.handle(func(c echo.Context) error {
+		return fmt.Errorf("%w: no page at %s", errNoPage, c.Request().URL.Path)
+	})
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if c.Path() == "" && errors.Is(err, echo.ErrNotFound) && browserPage(c.Request()) && !c.Response().Committed {
+			if herr := notFound(c); herr == nil {
+				return
+			}
+		}
+		next(err, c)
+	}
+}
+
+// browserPage reports whether r is a browser's request for a page: a GET
+// or HEAD that accepts HTML, outside the API's and the hooks' paths.
+func browserPage(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if p := r.URL.Path; strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/hooks/") {
+		return false
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // page is handle behind Deps.Auth.

@@ -401,3 +401,36 @@ func TestRegisterLeavesOtherRoutesAlone(t *testing.T) {
 		t.Errorf("GET /ui = %d to %q, want a redirect to /", rec.Code, rec.Header().Get("Location"))
 	}
 }
+
+// TestBrowserNotFoundPage checks that a browser asking for a path that is
+// no route at all (a mistyped URL such as /nope) gets the UI's HTML 404
+// page, as under /ui/, where it got the API's JSON; API clients, the API's
+// and the hooks' paths and other methods keep the error handler's answer.
+func TestBrowserNotFoundPage(t *testing.T) {
+	t.Parallel()
+	e := echo.New()
+	e.HTTPErrorHandler = func(err error, c echo.Context) { _ = c.JSON(http.StatusNotFound, map[string]string{"error": "json"}) }
+	ui.New(ui.Config{}, ui.Deps{}).Register(e)
+	const browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	rec := get(t, e, "/nope", "Accept", browser)
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("GET /nope from a browser = %d, want 404", rec.Code)
+	}
+	if body := checkHTML(t, rec); !strings.Contains(body, "Not found") || !strings.Contains(body, "/nope") {
+		t.Errorf("GET /nope from a browser: page lacks \"Not found\" and the path:\n%s", body)
+	}
+	for _, tt := range []struct{ name, method, path, accept string }{
+		{"curl", http.MethodGet, "/nope", "*/*"},
+		{"API path from a browser", http.MethodGet, "/api/v1/nope", browser},
+		{"hooks path from a browser", http.MethodGet, "/hooks/nope", browser},
+		{"a POST from a browser", http.MethodPost, "/nope", browser},
+	} {
+		req := httptest.NewRequest(tt.method, tt.path, nil)
+		req.Header.Set("Accept", tt.accept)
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Body.String() != "{\"error\":\"json\"}\n" {
+			t.Errorf("%s: %s %s = %d %q, want the error handler's JSON", tt.name, tt.method, tt.path, rec.Code, rec.Body)
+		}
+	}
+}
