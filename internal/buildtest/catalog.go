@@ -3,6 +3,7 @@ package buildtest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ type Catalog struct {
 	mu       sync.Mutex
 	commit   string
 	projects map[string]build.Project
+	skipped  []string
 	// Refreshes counts calls to Refresh.
 	Refreshes int
 }
@@ -47,6 +49,21 @@ func (c *Catalog) Set(key, projectJSON string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.projects[key] = p
+}
+
+// SetSkipped sets the entries the catalog reports as skipped for their
+// names (as catalog.Snapshot.Skipped formats them).
+func (c *Catalog) SetSkipped(entries []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.skipped = slices.Clone(entries)
+}
+
+// Skipped returns what SetSkipped set.
+func (c *Catalog) Skipped() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.skipped)
 }
 
 // SetCommit changes the commit the catalog reports.

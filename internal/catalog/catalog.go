@@ -328,6 +328,10 @@ func (c *Catalog) Projects() []build.Project { return c.snap.Load().Projects() }
 // Teams returns the teams of the current snapshot; see Snapshot.Teams.
 func (c *Catalog) Teams() []string { return c.snap.Load().Teams() }
 
+// Skipped returns the entries of the current snapshot skipped for their
+// names; see Snapshot.Skipped.
+func (c *Catalog) Skipped() []string { return c.snap.Load().Skipped() }
+
 // RefreshedAt returns when a refresh last succeeded, zero if none has.
 func (c *Catalog) RefreshedAt() time.Time { return c.snap.Load().refreshedAt }
 

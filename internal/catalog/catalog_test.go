@@ -945,3 +945,17 @@ func TestGitURL(t *testing.T) {
 		}
 	}
 }
+
+// TestCatalogSkipped checks that the Catalog tells the entries its
+// snapshot skipped, for the UI and the API.
+func TestCatalogSkipped(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "scripts")
+	writeFiles(t, dir, map[string]string{"acme/app/project.json": validJSON, "acme/app/build.sh": script,
+		"acme/my app/project.json": validJSON, "acme/my app/build.sh": script})
+	c := newCatalog(t, catalog.Config{Source: dir})
+	refresh(t, c)
+	if got := c.Skipped(); len(got) != 1 || !strings.Contains(got[0], "acme/my app") {
+		t.Errorf("Skipped() = %q, want the project with a space in its name", got)
+	}
+}

@@ -58,11 +58,23 @@ func (s *Server) projects(c echo.Context) error {
 	if team := c.QueryParam("team"); team != "" {
 		ps = slices.DeleteFunc(slices.Clone(ps), func(p build.Project) bool { return p.Team != team })
 	}
-	out := make([]publicProject, 0, len(ps))
+	out := projectList{Projects: make([]publicProject, 0, len(ps))}
 	for _, p := range ps {
-		out = append(out, publicProjectOf(p))
+		out.Projects = append(out.Projects, publicProjectOf(p))
 	}
-	return c.JSON(http.StatusOK, map[string][]publicProject{"projects": out})
+	if c.QueryParam("team") == "" {
+		out.Skipped = s.deps.Catalog.Skipped()
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// projectList is the answer of GET /api/v1/projects. Skipped lists the
+// entries of the build-scripts repository whose names Decap cannot use
+// (a project directory named "my app"), with the reason; they are no
+// projects, so a list filtered by team leaves them out.
+type projectList struct {
+	Projects []publicProject `json:"projects"`
+	Skipped  []string        `json:"skipped,omitempty"`
 }
 
 // publicProject is a catalog entry as the API shows it: the descriptor

@@ -985,3 +985,21 @@ func TestRunningBuilds(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectsListSkippedEntries checks that GET /api/v1/projects says
+// which entries of the build-scripts repository the catalog skipped for
+// their names (they were only in a log line), and leaves them out when
+// the list is filtered by team.
+func TestProjectsListSkippedEntries(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	skipped := []string{`"acme/my project": invalid project name`}
+	f.catalog.SetSkipped(skipped)
+	got := decodeJSON(t, f.do(get("/api/v1/projects")))["skipped"]
+	if fmt.Sprint(got) != fmt.Sprint([]any{skipped[0]}) {
+		t.Errorf("skipped = %v, want %v", got, skipped)
+	}
+	if got, ok := decodeJSON(t, f.do(get("/api/v1/projects?team=decap-ci")))["skipped"]; ok {
+		t.Errorf("skipped with ?team= = %v, want none", got)
+	}
+}

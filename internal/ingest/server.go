@@ -32,6 +32,8 @@ type Publisher interface {
 type Catalog interface {
 	Lookup(team, project string) (build.Descriptor, string, error)
 	Projects() []build.Project
+	// Skipped lists the entries skipped for their names, one line each.
+	Skipped() []string
 	Refresh(ctx context.Context) error
 }
 

@@ -215,10 +215,17 @@ type teamRow struct {
 	Invalid  int
 }
 
+// teamsView is the teams page: the catalog's teams, and the entries of
+// the build-scripts repository it skipped for their names.
+type teamsView struct {
+	panel[[]teamRow]
+	Skipped []string
+}
+
 func (u *UI) teams(c echo.Context) error {
-	v := panel[[]teamRow]{Unavailable: notAvailable}
+	v := teamsView{panel: panel[[]teamRow]{Unavailable: notAvailable}}
 	if u.deps.Catalog != nil {
-		v = panel[[]teamRow]{}
+		v = teamsView{Skipped: u.deps.Catalog.Skipped()}
 		idx := map[string]int{}
 		for _, p := range u.deps.Catalog.Projects() {
 			i, ok := idx[p.Team]

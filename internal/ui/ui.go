@@ -44,9 +44,10 @@ type Records interface {
 }
 
 // Catalog lists the projects of the build-scripts repository, buildable or
-// not, sorted by key.
+// not, sorted by key, and the entries it skipped for their names.
 type Catalog interface {
 	Projects() []build.Project
+	Skipped() []string
 }
 
 // QueueStats counts the messages of the build queue.

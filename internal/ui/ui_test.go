@@ -434,3 +434,18 @@ func TestBrowserNotFoundPage(t *testing.T) {
 		}
 	}
 }
+
+// TestTeamsPageListsSkippedEntries checks that the catalog's entries
+// skipped for their names (a team or project directory Decap cannot use)
+// are on the teams page, escaped: they were only in a log line.
+func TestTeamsPageListsSkippedEntries(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Config{})
+	f.catalog.SetSkipped([]string{`"acme/my project": invalid project name ` + hostile})
+	body := checkHTML(t, get(t, f.e, "/ui/teams"))
+	for _, want := range []string{"Skipped", "acme/my project", "invalid project name"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("teams page lacks %q:\n%s", want, body)
+		}
+	}
+}
