@@ -22,7 +22,7 @@ import (
 //
 // What differs from a newcomer's machine, and nothing else: the checkout is
 // a temporary directory whose scripts/, internal/, examples/ and
-// aws-resources/ link to this one (so .decap/ and .decap-aws/ are the
+// aws-resources/ link to this one, and bin/ to the binaries TestMain built (so .decap/ and .decap-aws/ are the
 // test's own); make run is scripts/run-local.sh with the binaries TestMain
 // built (what make run runs after make build); ingest listens on a free
 // port, so "127.0.0.1:8080" in the examples is replaced by it and
@@ -106,6 +106,10 @@ func newCheckout(t *testing.T) string {
 		if err := os.Symlink(filepath.Join(moduleRoot, name), filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// bin/ is what make build leaves: the binaries TestMain built.
+	if err := os.Symlink(binDir, filepath.Join(dir, "bin")); err != nil {
+		t.Fatal(err)
 	}
 	// Builds run under users of their own when the test runs as root: let
 	// them reach the data directory, as under a real checkout.
@@ -194,7 +198,11 @@ func TestREADMEExamplesMakeRun(t *testing.T) {
 		"DECAP_DISPATCHER_ADDR=" + proctest.FreeAddr(t), "DECAP_REAPER_ADDR=" + proctest.FreeAddr(t),
 	})
 	waitRunning(t, r, 60*time.Second)
-	checkWebhookExample(t, runREADMEExamples(t, checkout, addr, false, nil, nil))
+	outputs := runREADMEExamples(t, checkout, addr, false, nil, nil)
+	checkWebhookExample(t, outputs)
+	if out := outputs["Changing the build-scripts repository"]; strings.Count(out, "projects") != 2 {
+		t.Errorf("the refresh examples did not both refresh:\n%s", out)
+	}
 }
 
 // Under make run-aws too: the secrets it generates are where the examples

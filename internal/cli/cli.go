@@ -111,10 +111,10 @@ type app struct {
 
 const rootHelp = `decapctl operates a Decap build server through its HTTP API: it lists
 builds, requests, rebuilds and cancels them, follows their logs, shows the
-queue, the branch locks and the dispatch gate, and sends signed test
-webhooks. Builds are named by ID; tables and messages also show each
-build's number in its project (#42), which builds recorded before numbers
-existed do not have.
+queue, the branch locks and the dispatch gate, has the build-scripts
+repository read again, and sends signed test webhooks. Builds are named by
+ID; tables and messages also show each build's number in its project
+(#42), which builds recorded before numbers existed do not have.
 
 Configuration (flags win over the environment):
   DECAP_URL          the server, default ` + DefaultURL + ` (--url)
@@ -195,7 +195,7 @@ func (a *app) root() *cobra.Command {
 		a.buildsCmd(), a.buildCmd(), a.rebuildCmd(), a.logsCmd(), a.cancelCmd(),
 		a.queueCmd(), a.locksCmd(), a.unlockCmd(),
 		a.dispatchCmd(), a.pauseCmd(), a.resumeCmd(),
-		a.refsCmd(), a.hookCmd(),
+		a.refsCmd(), a.hookCmd(), a.refreshCmd(),
 	)
 	return root
 }

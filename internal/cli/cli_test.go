@@ -42,6 +42,7 @@ type fixture struct {
 	gate    *buildtest.FakeGate
 	live    *liveLogs
 	cancels *canceller
+	catalog *buildtest.Catalog
 	// refsWired reports whether some ingest.Deps field took *github.Refs.
 	refsWired bool
 }
@@ -62,6 +63,7 @@ func newFixture(t *testing.T) *fixture {
 		"Codertocat/Hello-World": `{"buildImage":"debian:bookworm-slim","managedRefRegex":"master|main"}`,
 		"decap-ci/broken":        `{"buildImage":"x","managedRefRegex":"(unclosed"}`,
 	})
+	f.catalog = catalog
 	deps := ingest.Deps{
 		Publisher: f.queue, Idempotency: buildtest.NewIdempotency(time.Now), Catalog: catalog,
 		Records: f.records, Blobs: f.blobs, LiveLogs: f.live, Now: time.Now,
@@ -1042,5 +1044,24 @@ func TestUnlockOfARunningBuild(t *testing.T) {
 	// Unlocking a lock whose build has ended warns of nothing.
 	if r := f.run(t, nil, "unlock", "decap-ci/hello/lost"); r.code != 0 || r.stderr != "" {
 		t.Errorf("unlock of a lost build's lock: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestRefresh checks decapctl refresh: the build-scripts repository read
+// again at once through POST /hooks/buildscripts, signed with the webhook
+// secret like a webhook (there was no command, nor a documented way).
+func TestRefresh(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	r := f.run(t, map[string]string{"DECAP_GITHUB_WEBHOOK_SECRET": secret}, "refresh")
+	r.want(t, 0, "")
+	if f.catalog.Refreshes != 1 || !strings.Contains(r.stdout, "3 projects") {
+		t.Errorf("refresh: %d refreshes, printed %q; want 1 and the number of projects", f.catalog.Refreshes, r.stdout)
+	}
+	f.run(t, nil, "refresh", "--secret", "guess").want(t, cli.ExitAuth, "does not match")
+	f.run(t, nil, "refresh").want(t, cli.ExitAuth, "DECAP_GITHUB_WEBHOOK_SECRET")
+	f.run(t, nil, "refresh", "extra").want(t, cli.ExitUsage, "usage")
+	if f.catalog.Refreshes != 1 {
+		t.Errorf("refreshes after refused ones: %d, want 1", f.catalog.Refreshes)
 	}
 }

@@ -67,9 +67,9 @@ secret (X-Hub-Signature-256) and with X-GitHub-Event: push and a
 X-GitHub-Delivery ID. It prints the IDs of the builds Decap queued.
 
 The secret is --secret, else DECAP_GITHUB_WEBHOOK_SECRET or the file
-DECAP_GITHUB_WEBHOOK_SECRET_FILE names, else the file
-$DECAP_DATA_DIR/github-webhook-secret that "make run" generates (data
-directory .decap by default); without one the hook goes unsigned. A push Decap ignores (an unmanaged ref, an unknown project)
+DECAP_GITHUB_WEBHOOK_SECRET_FILE names, else the file github-webhook-secret
+that "make run" generates, in $DECAP_DATA_DIR or in the .decap/ of the
+current directory or the nearest above; without one the hook goes unsigned. A push Decap ignores (an unmanaged ref, an unknown project)
 exits 1 with the reason. Sending the same --delivery again is a GitHub
 redelivery: it answers with the first build and builds nothing new.`,
 		Example: `  decapctl hook push decap-ci/hello main
@@ -160,6 +160,65 @@ redelivery: it answers with the first build and builds nothing new.`,
 	f.StringVar(&sha, "sha", "", "the pushed commit, 'after' (default: a random commit ID)")
 	f.StringVar(&pusher, "pusher", "", "who pushed (default decapctl)")
 	f.BoolVar(&tag, "tag", false, "REF is a tag")
+	return cmd
+}
+
+func (a *app) refreshCmd() *cobra.Command {
+	var secret string
+	cmd := &cobra.Command{
+		Use:   "refresh",
+		Short: "re-read the build-scripts repository now",
+		Long: `Makes Decap read its build-scripts repository (DECAP_BUILD_SCRIPTS) now
+instead of at its next periodic refresh: POST /hooks/buildscripts, signed
+with the webhook secret as GitHub signs a webhook (point the repository's
+GitHub webhook there to refresh on every push). It prints how many
+projects the catalog has. The ingest that answers reads it at once; a
+dispatcher reads it again before it would drop a request for a project
+its older copy does not know or cannot build (see the README, "Changing
+the build-scripts repository").
+
+The secret is found as for "hook push": --secret, else
+DECAP_GITHUB_WEBHOOK_SECRET or the file DECAP_GITHUB_WEBHOOK_SECRET_FILE
+names, else github-webhook-secret of the data directory "make run" uses.`,
+		Example: `  decapctl refresh`,
+		Args:    args(0, 0, ""),
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("secret") {
+				var err error
+				if secret, _, err = a.secret("DECAP_GITHUB_WEBHOOK_SECRET", "github-webhook-secret"); err != nil {
+					return err
+				}
+			}
+			base, err := a.baseURL()
+			if err != nil {
+				return err
+			}
+			body := []byte("{}")
+			h := http.Header{}
+			h.Set("Content-Type", "application/json")
+			h.Set("X-GitHub-Event", "push")
+			h.Set("X-GitHub-Delivery", randomUUID())
+			if secret != "" {
+				h.Set("X-Hub-Signature-256", sign([]byte(secret), body))
+			}
+			var answer struct {
+				Projects int `json:"projects"`
+			}
+			raw, _, err := newClient(base, "", a.timeout).fetch(ctx, call{
+				method: http.MethodPost, path: "/hooks/buildscripts", raw: body, header: h, noToken: true,
+				authHint: "sign with the secret Decap verifies: --secret, DECAP_GITHUB_WEBHOOK_SECRET or DECAP_GITHUB_WEBHOOK_SECRET_FILE",
+			}, &answer)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, raw)
+			}
+			fmt.Fprintf(a.stdout, "build-scripts repository read again: %d projects\n", answer.Projects)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&secret, "secret", "", "webhook secret (default $DECAP_GITHUB_WEBHOOK_SECRET or the file $DECAP_GITHUB_WEBHOOK_SECRET_FILE)")
 	return cmd
 }
 

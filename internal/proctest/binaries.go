@@ -23,12 +23,12 @@ func ModuleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// BuildBinaries builds what `make build` builds for the services —
-// ingest, dispatcher, reaper and decap-entrypoint — from the module at root
-// into dir, which must exist. An error carries the go command's output.
+// BuildBinaries builds what `make build` builds — ingest, dispatcher,
+// reaper, decapctl and decap-entrypoint — from the module at root into dir,
+// which must exist. An error carries the go command's output.
 func BuildBinaries(root, dir string) error {
 	for _, args := range [][]string{
-		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper"},
+		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper", "./cmd/decapctl"},
 		{"build", "-o", filepath.Join(dir, "decap-entrypoint"), "./build-container/entrypoint"},
 	} {
 		cmd := exec.Command("go", args...)
