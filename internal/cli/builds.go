@@ -169,6 +169,7 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/queue"}, &q); err != nil {
 		return err
 	}
+	gate := a.readGate(ctx, c)
 	view := activeView{Running: running.Builds, Waiting: q.Waiting}
 	if view.Running == nil {
 		view.Running = []build.Record{}
@@ -209,7 +210,7 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 		t.row(string(r.BuildID), numText(r.Number), statusText(r), r.LockKey(), string(r.Trigger), fmtTime(since(r)), note)
 	}
 	for _, w := range view.Waiting {
-		t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w))
+		t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w, gate))
 	}
 	return t.flush()
 }
@@ -222,13 +223,17 @@ func since(r build.Record) time.Time {
 	return r.QueuedAt
 }
 
-func waitNote(w waitingEntry) string {
+func waitNote(w waitingEntry, g build.GateState) string {
+	next, why := waitText(w, g)
 	var parts []string
-	if !w.NextAttemptAt.IsZero() {
-		parts = append(parts, "next attempt "+fmtTime(w.NextAttemptAt))
+	switch {
+	case g.Paused:
+		parts = append(parts, next)
+	case !w.NextAttemptAt.IsZero():
+		parts = append(parts, "next attempt "+next)
 	}
-	if w.Reason != "" {
-		parts = append(parts, w.Reason)
+	if why != "" {
+		parts = append(parts, why)
 	}
 	return strings.Join(parts, ": ")
 }

@@ -609,7 +609,7 @@ func TestQueue(t *testing.T) {
 	b := f.queueBuild(t, "decap-ci/hello", "feature/x")
 	r := f.run(t, nil, "queue")
 	r.want(t, 0, "")
-	for _, want := range []string{"visible 2", string(a), string(b), "decap-ci/hello/feature/x"} {
+	for _, want := range []string{"ready to dispatch 2", string(a), string(b), "decap-ci/hello/feature/x"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("queue output lacks %q:\n%s", want, r.stdout)
 		}
@@ -1064,4 +1064,48 @@ func TestRefresh(t *testing.T) {
 	if f.catalog.Refreshes != 1 {
 		t.Errorf("refreshes after refused ones: %d, want 1", f.catalog.Refreshes)
 	}
+}
+
+// TestWaitingWhilePaused checks that while dispatch is paused, decapctl
+// queue and decapctl builds say that the waiting requests wait for it,
+// and that they are tried when it resumes, rather than no reason and a
+// next attempt long past.
+func TestWaitingWhilePaused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	queued := f.queueBuild(t, "decap-ci/hello", "main")
+	overdue := f.queueBuild(t, "decap-ci/hello", "feature/x")
+	rec, err := f.records.Get(ctx, overdue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Status, rec.Reason, rec.NextAttemptAt = build.StatusDeferred, "concurrency cap reached (4)", time.Now().Add(-10*time.Minute)
+	if err := f.records.Save(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	f.run(t, nil, "pause", "--reason", "upgrading").want(t, 0, "")
+	for _, args := range [][]string{{"queue"}, {"builds"}} {
+		r := f.run(t, nil, args...)
+		r.want(t, 0, "")
+		for _, id := range []build.ID{queued, overdue} {
+			line := lineOf(r.stdout, string(id))
+			if !strings.Contains(line, "dispatch is paused (upgrading)") || !strings.Contains(line, "when dispatch resumes") {
+				t.Errorf("decapctl %s: the line of %s does not say it waits for dispatch to resume:\n%s", args[0], id, line)
+			}
+		}
+		if line := lineOf(r.stdout, string(overdue)); !strings.Contains(line, "concurrency cap reached (4)") {
+			t.Errorf("decapctl %s: the overdue line lost its reason:\n%s", args[0], line)
+		}
+	}
+}
+
+// lineOf returns the line of s in which sub appears.
+func lineOf(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
 }

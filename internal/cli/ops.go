@@ -40,9 +40,10 @@ func (a *app) queueCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "queue",
 		Short: "show the queue: depth, in flight, dead letters, waiting requests",
-		Long: `Shows the build queue: messages visible and in flight, dead-lettered
-ones, the age of the oldest, whether dispatch is paused, and every queued
-or deferred request with the reason it waits and its next attempt.`,
+		Long: `Shows the build queue: messages ready to dispatch, those deferred or being
+dispatched (in flight), dead-lettered ones, the age of the oldest, whether
+dispatch is paused, and every queued or deferred request with the reason it
+waits and its next attempt (while dispatch is paused: when it resumes).`,
 		Args: args(0, 0, ""),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			c, err := a.api(cmd)
@@ -58,15 +59,14 @@ or deferred request with the reason it waits and its next attempt.`,
 				return printJSON(a.stdout, raw)
 			}
 			s := q.Stats
-			fmt.Fprintf(a.stdout, "visible %d, in flight %d, dead-lettered %d", s.Visible, s.InFlight, s.DeadLettered)
+			fmt.Fprintf(a.stdout, "ready to dispatch %d, deferred or being dispatched %d, dead-lettered %d", s.Visible, s.InFlight, s.DeadLettered)
 			if s.OldestAge > 0 {
 				fmt.Fprintf(a.stdout, ", oldest %s", fmtDur(s.OldestAge))
 			}
 			fmt.Fprintln(a.stdout)
-			// The gate explains a queue that does not move; a server
-			// without the gate endpoint just shows no line.
-			var g build.GateState
-			if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/dispatch"}, &g); err == nil && g.Paused {
+			// The gate explains a queue that does not move.
+			g := a.readGate(ctx, c)
+			if g.Paused {
 				fmt.Fprintln(a.stdout, gateText(g))
 			}
 			if len(q.Waiting) == 0 {
@@ -76,7 +76,8 @@ or deferred request with the reason it waits and its next attempt.`,
 			fmt.Fprintln(a.stdout)
 			t := newTable(a.stdout, "ID", "#", "STATUS", "LOCK KEY", "TRIGGER", "QUEUED", "NEXT ATTEMPT", "REASON")
 			for _, w := range q.Waiting {
-				t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), fmtTime(w.NextAttemptAt), w.Reason)
+				next, why := waitText(w, g)
+				t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), next, why)
 			}
 			return t.flush()
 		}),
@@ -170,6 +171,35 @@ branch may then start beside it.`,
 			return nil
 		}),
 	}
+}
+
+// readGate reads the dispatch gate; a server that cannot say is taken as
+// open (the gate only explains a queue that does not move).
+func (a *app) readGate(ctx context.Context, c *client) build.GateState {
+	var g build.GateState
+	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/dispatch"}, &g); err != nil {
+		return build.GateState{}
+	}
+	return g
+}
+
+// waitText says when a waiting request is tried next and why it waits, in
+// the light of the gate: while dispatch is paused, when it resumes
+// (whatever next attempt the record had, often long past), and the pause
+// is one more reason.
+func waitText(w waitingEntry, g build.GateState) (next, why string) {
+	next, why = fmtTime(w.NextAttemptAt), w.Reason
+	if !g.Paused {
+		return next, why
+	}
+	paused := "dispatch is paused"
+	if g.Reason != "" {
+		paused += " (" + g.Reason + ")"
+	}
+	if why == "" {
+		return "when dispatch resumes", paused
+	}
+	return "when dispatch resumes", why + "; " + paused
 }
 
 // gateText describes the dispatch gate in one line.

@@ -76,7 +76,7 @@ type dashboardView struct {
 	Gate    panel[build.GateState]
 	Running panel[[]runningBuild]
 	Stats   panel[build.QueueStats]
-	Waiting panel[[]build.Record]
+	Waiting panel[[]waitingRow]
 	Recent  panel[[]build.Record]
 	// RecentPartial says some projects' histories could not be read.
 	RecentPartial string
@@ -89,7 +89,7 @@ func (u *UI) dashboard(c echo.Context) error {
 		Gate:    u.gatePanel(ctx),
 		Stats:   u.statsPanel(ctx),
 		Running: panel[[]runningBuild]{Unavailable: notAvailable},
-		Waiting: panel[[]build.Record]{Unavailable: notAvailable},
+		Waiting: panel[[]waitingRow]{Unavailable: notAvailable},
 		Recent:  panel[[]build.Record]{Unavailable: notAvailable},
 	}
 	if u.deps.Records == nil {
@@ -111,14 +111,14 @@ func (u *UI) dashboard(c echo.Context) error {
 			v.Running.Data = append(v.Running.Data, runningBuild{Record: r, Progress: progressOf(r, avg, now)})
 		}
 	}
-	v.Waiting = u.waitingPanel(ctx)
+	v.Waiting = u.waitingPanel(ctx, v.Gate.Data)
 
 	recent := map[build.ID]build.Record{}
 	for _, r := range running {
 		recent[r.BuildID] = r
 	}
 	for _, r := range v.Waiting.Data {
-		recent[r.BuildID] = r
+		recent[r.BuildID] = r.Record
 	}
 	if u.deps.Catalog != nil {
 		recs, err := u.recentOfProjects(ctx, u.deps.Catalog.Projects())
@@ -198,15 +198,44 @@ func (u *UI) statsPanel(ctx context.Context) panel[build.QueueStats] {
 	return panel[build.QueueStats]{Data: s}
 }
 
-func (u *UI) waitingPanel(ctx context.Context) panel[[]build.Record] {
+// waitingRow is a waiting request as the pages show it: why it waits and
+// when it is tried next, in the light of the dispatch gate.
+type waitingRow struct {
+	build.Record
+	// Why is the record's reason and, while dispatch is paused, that.
+	Why string
+	// Paused says dispatch is paused: the request is tried when it
+	// resumes, whatever its NextAttemptAt said (often a time long past).
+	Paused bool
+}
+
+// waitingPanel reads the waiting requests; gate is the dispatch gate as
+// the page read it (the open gate when it could not).
+func (u *UI) waitingPanel(ctx context.Context, gate build.GateState) panel[[]waitingRow] {
 	if u.deps.Records == nil {
-		return panel[[]build.Record]{Unavailable: notAvailable}
+		return panel[[]waitingRow]{Unavailable: notAvailable}
 	}
 	w, err := u.deps.Records.Waiting(ctx)
 	if err != nil {
-		return failed[[]build.Record]("waiting builds", err)
+		return failed[[]waitingRow]("waiting builds", err)
 	}
-	return panel[[]build.Record]{Data: w}
+	rows := make([]waitingRow, 0, len(w))
+	for _, r := range w {
+		row := waitingRow{Record: r, Why: r.Reason, Paused: gate.Paused}
+		if gate.Paused {
+			paused := "dispatch is paused"
+			if gate.Reason != "" {
+				paused += " (" + gate.Reason + ")"
+			}
+			if row.Why == "" {
+				row.Why = paused
+			} else {
+				row.Why += "; " + paused
+			}
+		}
+		rows = append(rows, row)
+	}
+	return panel[[]waitingRow]{Data: rows}
 }
 
 type teamRow struct {
@@ -395,13 +424,13 @@ func (u *UI) chain(ctx context.Context, r build.Record) []chainLink {
 
 type queueView struct {
 	Stats   panel[build.QueueStats]
-	Waiting panel[[]build.Record]
+	Waiting panel[[]waitingRow]
 }
 
 func (u *UI) queue(c echo.Context) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
-	v := queueView{Stats: u.statsPanel(ctx), Waiting: u.waitingPanel(ctx)}
+	v := queueView{Stats: u.statsPanel(ctx), Waiting: u.waitingPanel(ctx, u.gatePanel(ctx).Data)}
 	return u.render(c, http.StatusOK, "queue", "Queue", "queue", v)
 }
 

@@ -156,7 +156,7 @@ func TestPagesRender(t *testing.T) {
 			`value="50"`, "50% of ~1m00s", // 30s of a 60s average
 			"no estimate",             // decap-ci/other has no successful build
 			"lock key busy &#34;&gt;", // the deferred request's reason, escaped
-			"in 25s",                  // its next attempt
+			"when dispatch resumes",   // its next attempt, the gate being paused
 			hostileEscaped,            // a recent build's ref and the gate's reason
 			`data-action="resume"`, "paused",
 			`data-stat="visible">1<`,
@@ -448,4 +448,67 @@ func TestTeamsPageListsSkippedEntries(t *testing.T) {
 			t.Errorf("teams page lacks %q:\n%s", want, body)
 		}
 	}
+}
+
+// TestWaitingWhilePaused checks what the dashboard and the queue page say
+// of waiting requests while dispatch is paused (the fixture's gate is):
+// each waits because of the pause, a queued one too (it showed no reason),
+// and is tried when dispatch resumes, not at a next attempt long past
+// (shown as "now"). The queue's counts say what they count: a deferred
+// request is a message in flight, which was labelled "in flight" next to
+// "waiting 0" above a list of one waiting request.
+func TestWaitingWhilePaused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Config{})
+	ctx := context.Background()
+	overdue := build.Record{BuildID: build.NewID(t0.Add(-time.Hour)), Team: "decap-ci", Project: "other", Ref: "overdue", RefType: build.Branch,
+		Trigger: build.TriggerAPI, Status: build.StatusDeferred, QueuedAt: t0.Add(-time.Hour), Reason: "concurrency cap reached (4)",
+		NextAttemptAt: t0.Add(-10 * time.Minute)}
+	queued := build.Record{BuildID: build.NewID(t0.Add(-time.Minute)), Team: "decap-ci", Project: "other", Ref: "plain", RefType: build.Branch,
+		Trigger: build.TriggerAPI, Status: build.StatusQueued, QueuedAt: t0.Add(-time.Minute)}
+	for _, r := range []build.Record{overdue, queued} {
+		if err := f.records.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, path := range []string{"/", "/ui/queue"} {
+		body := checkHTML(t, get(t, f.e, path))
+		for _, id := range []build.ID{overdue.BuildID, queued.BuildID} {
+			row := rowOf(body, string(id))
+			if !strings.Contains(row, "dispatch is paused") || !strings.Contains(row, "when dispatch resumes") {
+				t.Errorf("%s: the row of %s does not say it waits for dispatch to resume:\n%s", path, id, row)
+			}
+		}
+		if row := rowOf(body, string(overdue.BuildID)); !strings.Contains(row, "concurrency cap reached (4)") {
+			t.Errorf("%s: the overdue row lost its own reason:\n%s", path, row)
+		}
+		for _, want := range []string{"ready to dispatch", "deferred or being dispatched"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s: the queue's counts are not labelled %q", path, want)
+			}
+		}
+	}
+
+	// Dispatch resumed: the record's own reason and next attempt.
+	if err := f.gate.Set(ctx, build.GateState{}); err != nil {
+		t.Fatal(err)
+	}
+	body := checkHTML(t, get(t, f.e, "/ui/queue"))
+	if row := rowOf(body, string(f.ids["deferred"])); !strings.Contains(row, "in 25s") || strings.Contains(row, "paused") {
+		t.Errorf("open gate: the deferred row does not show its next attempt alone:\n%s", row)
+	}
+}
+
+// rowOf returns the table row of body in which s first appears.
+func rowOf(body, s string) string {
+	i := strings.Index(body, s)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndex(body[:i], "<tr")
+	end := strings.Index(body[i:], "</tr>")
+	if start < 0 || end < 0 {
+		return excerpt(body, s)
+	}
+	return body[start : i+end]
 }
