@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -178,13 +179,28 @@ func (s *Server) projectBuilds(c echo.Context) error {
 // lookupProject checks that the catalog has a buildable team/project:
 // build.ErrNotFound (404) if it is unknown, 422 if it is not buildable.
 func (s *Server) lookupProject(team, project string) error {
-	if _, _, err := s.deps.Catalog.Lookup(team, project); err != nil {
-		if errors.Is(err, build.ErrInvalid) {
-			return echo.NewHTTPError(http.StatusUnprocessableEntity, "project "+build.ProjectKey(team, project)+" is not buildable: "+err.Error())
-		}
+	_, _, err := s.deps.Catalog.Lookup(team, project)
+	switch {
+	case errors.Is(err, build.ErrInvalid):
+		// The catalog's error names the project and why it is not buildable.
+		return &publicError{status: http.StatusUnprocessableEntity, msg: catalogReason(err), cause: err}
+	case errors.Is(err, build.ErrNotFound):
+		return &publicError{status: http.StatusNotFound, msg: notInCatalog(team, project), cause: err}
+	case err != nil:
 		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), err)
 	}
 	return nil
+}
+
+// catalogReason is the message of a catalog error without build's
+// "invalid: ": "project X is not buildable: project.json: …".
+func catalogReason(err error) string {
+	return strings.TrimPrefix(err.Error(), build.ErrInvalid.Error()+": ")
+}
+
+// notInCatalog says that team/project is no project of the catalog.
+func notInCatalog(team, project string) string {
+	return "project " + build.ProjectKey(team, project) + " is not in the build-scripts repository"
 }
 
 // buildRequestBody is the body of POST .../builds.
@@ -251,7 +267,10 @@ func (s *Server) record(c echo.Context) (build.Record, error) {
 		return build.Record{}, err
 	}
 	rec, err := s.deps.Records.Get(c.Request().Context(), id)
-	if err != nil {
+	switch {
+	case errors.Is(err, build.ErrNotFound):
+		return build.Record{}, &publicError{status: http.StatusNotFound, msg: "build " + string(id) + " not found", cause: err}
+	case err != nil:
 		return build.Record{}, fmt.Errorf("build %s: %w", id, err)
 	}
 	return rec, nil

@@ -65,6 +65,10 @@ const (
 // is errUnauthorized alone and does not count.
 var errBadCredential = errors.New("bad credential")
 
+// whereTheTokenIs tells a client that sent no token, or a wrong one, which
+// token is meant and where a local run keeps it; never the token itself.
+const whereTheTokenIs = "the token is the services' DECAP_API_TOKEN; make run keeps it in .decap/api-token"
+
 // throttled refuses a client that failed to authenticate too often: 429
 // with Retry-After.
 func throttled(c echo.Context, wait time.Duration) error {
@@ -89,7 +93,7 @@ func (s *Server) authenticate(c echo.Context) (string, error) {
 	h := req.Header.Get(echo.HeaderAuthorization)
 	ck, _ := req.Cookie(sessionCookie)
 	if h == "" && (ck == nil || ck.Value == "") {
-		return "", fmt.Errorf("%w: a valid API token is required (Authorization: Bearer ...) or a session (sign in at /ui/login)", errUnauthorized)
+		return "", fmt.Errorf("%w: no credential: send the API token (Authorization: Bearer <token>; %s) or sign in at /ui/login", errUnauthorized, whereTheTokenIs)
 	}
 	client := clientKey(c)
 	if wait := s.throttle.blocked(client); wait > 0 {
@@ -97,9 +101,13 @@ func (s *Server) authenticate(c echo.Context) (string, error) {
 	}
 	if h != "" {
 		token, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || !s.validToken(token) {
+		if !ok {
 			s.throttle.failed(client, "api token")
-			return "", fmt.Errorf("%w: %w: a valid API token is required (Authorization: Bearer ...)", errUnauthorized, errBadCredential)
+			return "", fmt.Errorf("%w: %w: the Authorization header is not \"Bearer <API token>\"", errUnauthorized, errBadCredential)
+		}
+		if !s.validToken(token) {
+			s.throttle.failed(client, "api token")
+			return "", fmt.Errorf("%w: %w: the API token is wrong (%s)", errUnauthorized, errBadCredential, whereTheTokenIs)
 		}
 		return actorAPI, nil
 	}

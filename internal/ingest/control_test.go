@@ -1003,3 +1003,51 @@ func TestProjectsListSkippedEntries(t *testing.T) {
 		t.Errorf("skipped with ?team= = %v, want none", got)
 	}
 }
+
+// TestErrorMessagesSayItOnce checks the words of the errors a newcomer
+// meets first: each says what is wrong once, without the store's or the
+// catalog's internals ("project X is not buildable: invalid: project X is
+// not buildable: …", "build X: get record X: not found", "project X:
+// project X at catalog commit dir:0c79…: not found").
+func TestErrorMessagesSayItOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	f.seed(t)
+	unknown := build.NewID(f.clock.Now())
+	tests := []struct {
+		name string
+		req  *http.Request
+		code int
+		want string
+	}{
+		{"build of an unknown project", apiRequest(http.MethodPost, "/api/v1/projects/decap-ci/nope/builds", token, `{"ref":"main"}`), 404,
+			"project decap-ci/nope is not in the build-scripts repository"},
+		{"refs of an unknown project", get("/api/v1/projects/decap-ci/nope/refs"), 404,
+			"project decap-ci/nope is not in the build-scripts repository"},
+		{"build of an unbuildable project", apiRequest(http.MethodPost, "/api/v1/projects/decap-ci/broken/builds", token, `{"ref":"main"}`), 422,
+			"project decap-ci/broken is not buildable: project.json: managedRefRegex does not compile: error parsing regexp: missing closing ): `(unclosed`"},
+		{"an unknown build", get("/api/v1/builds/" + string(unknown)), 404, "build " + string(unknown) + " not found"},
+		{"the log of an unknown build", get("/api/v1/builds/" + string(unknown) + "/log"), 404, "build " + string(unknown) + " not found"},
+	}
+	for _, tt := range tests {
+		w := f.do(tt.req)
+		if got := decodeJSON(t, w)["error"]; w.Code != tt.code || got != tt.want {
+			t.Errorf("%s: %d %q, want %d %q", tt.name, w.Code, got, tt.code, tt.want)
+		}
+	}
+	// A missing and a wrong token are told apart, and both say which token
+	// is meant and where a local run keeps it.
+	for _, tt := range []struct{ name, token, want string }{
+		{"no token", "", "unauthorized: no credential: send the API token (Authorization: Bearer <token>; the token is the services' DECAP_API_TOKEN; make run keeps it in .decap/api-token) or sign in at /ui/login"},
+		{"a wrong token", "guess-guess-guess", "unauthorized: bad credential: the API token is wrong (the token is the services' DECAP_API_TOKEN; make run keeps it in .decap/api-token)"},
+	} {
+		w := f.do(apiRequest(http.MethodPost, "/api/v1/dispatch/pause", tt.token, ""))
+		if got := decodeJSON(t, w)["error"]; w.Code != 401 || got != tt.want {
+			t.Errorf("%s: %d %q, want 401 %q", tt.name, w.Code, got, tt.want)
+		}
+	}
+	w := f.do(hook("push", "d-broken", pushBody("decap-ci", "broken", "refs/heads/main")))
+	if got := decodeJSON(t, w)["ignored"]; w.Code != 202 || got != "project decap-ci/broken is not buildable: project.json: managedRefRegex does not compile: error parsing regexp: missing closing ): `(unclosed`" {
+		t.Errorf("push of an unbuildable project: %d, ignored %q", w.Code, got)
+	}
+}

@@ -84,9 +84,9 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	desc, _, err := s.deps.Catalog.Lookup(push.team, push.project)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{"project " + key + " is not in the build-scripts repository"})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{notInCatalog(push.team, push.project)})
 	case errors.Is(err, build.ErrInvalid):
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{"project " + key + " is not buildable: " + err.Error()})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{catalogReason(err)})
 	case err != nil:
 		return "", fmt.Errorf("look up %s: %w", key, err)
 	}

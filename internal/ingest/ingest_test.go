@@ -475,7 +475,7 @@ func TestRequestBuild(t *testing.T) {
 		{"unmanaged ref is fine by hand", "/api/v1/projects/Codertocat/Hello-World/builds", token, `{"ref":"experiment"}`, 202, ""},
 		{"no token", "/api/v1/projects/decap-ci/hello/builds", "", `{"ref":"main"}`, 401, "API token"},
 		{"wrong token", "/api/v1/projects/decap-ci/hello/builds", "nope", `{"ref":"main"}`, 401, "API token"},
-		{"unknown project", "/api/v1/projects/decap-ci/nothing/builds", token, `{"ref":"main"}`, 404, "not found"},
+		{"unknown project", "/api/v1/projects/decap-ci/nothing/builds", token, `{"ref":"main"}`, 404, "not in the build-scripts repository"},
 		{"invalid project", "/api/v1/projects/decap-ci/broken/builds", token, `{"ref":"main"}`, 422, "not buildable"},
 		{"bad ref", "/api/v1/projects/decap-ci/hello/builds", token, `{"ref":"a b"}`, 400, "ref"},
 		{"empty ref", "/api/v1/projects/decap-ci/hello/builds", token, `{}`, 400, "ref is empty"},

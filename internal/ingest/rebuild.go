@@ -35,9 +35,14 @@ func (s *Server) rebuildBuild(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf(
 			"build %s is %s; rebuild it once it has ended, or cancel it", orig.BuildID, strings.ReplaceAll(string(orig.Status), "_", " ")))
 	}
-	if _, _, err := s.deps.Catalog.Lookup(orig.Team, orig.Project); errors.Is(err, build.ErrNotFound) || errors.Is(err, build.ErrInvalid) {
+	if _, _, err := s.deps.Catalog.Lookup(orig.Team, orig.Project); errors.Is(err, build.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusUnprocessableEntity, fmt.Sprintf(
-			"build %s cannot be rebuilt: project %s is not buildable any more: %v", orig.BuildID, orig.ProjectKey(), err))
+			"build %s cannot be rebuilt: project %s is not buildable any more: it is not in the build-scripts repository", orig.BuildID, orig.ProjectKey()))
+	} else if errors.Is(err, build.ErrInvalid) {
+		// The catalog's error: "project X is not buildable: project.json: …".
+		why := strings.TrimPrefix(catalogReason(err), "project "+orig.ProjectKey()+" is not buildable: ")
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, fmt.Sprintf(
+			"build %s cannot be rebuilt: project %s is not buildable any more: %s", orig.BuildID, orig.ProjectKey(), why))
 	} else if err != nil {
 		return fmt.Errorf("look up %s: %w", orig.ProjectKey(), err)
 	}
