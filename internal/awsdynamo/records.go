@@ -98,6 +98,9 @@ type recordItem struct {
 	LaunchingAt  string `dynamodbav:"launchingAt,omitempty"`
 	InfraRetries int    `dynamodbav:"infraRetries,omitempty"`
 	Supersedable bool   `dynamodbav:"supersedable,omitempty"`
+	// Secrets and SecretsWithheld are part of the launch claim too.
+	Secrets         []string `dynamodbav:"secrets,omitempty"`
+	SecretsWithheld string   `dynamodbav:"secretsWithheld,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
 }
@@ -124,7 +127,7 @@ const (
 
 // claimAttributes are a dispatcher's launch claim (build.Record.Launching),
 // which a replace without one leaves as stored.
-var claimAttributes = []string{attrLaunchingAt, "infraRetries", "supersedable"}
+var claimAttributes = []string{attrLaunchingAt, "infraRetries", "supersedable", "secrets", "secretsWithheld"}
 
 // recordAttributes returns the names of the attributes a record item may
 // have (recordItem's), except its key, its number and the marker's kind:
@@ -178,6 +181,8 @@ func itemFor(r build.Record) recordItem {
 		LaunchingAt:       formatTime(r.LaunchingAt),
 		InfraRetries:      r.InfraRetries,
 		Supersedable:      r.Supersedable,
+		Secrets:           r.Secrets,
+		SecretsWithheld:   r.SecretsWithheld,
 	}
 	switch r.Status {
 	case build.StatusRunning:
@@ -193,30 +198,32 @@ func itemFor(r build.Record) recordItem {
 
 func (it recordItem) record() (build.Record, error) {
 	r := build.Record{
-		BuildID:       build.ID(it.BuildID),
-		Number:        it.Number,
-		RebuildOf:     build.ID(it.RebuildOf),
-		Team:          it.Team,
-		Project:       it.Project,
-		Ref:           it.Ref,
-		RefType:       build.RefType(it.RefType),
-		SHA:           it.SHA,
-		Trigger:       build.Trigger(it.Trigger),
-		RequestedBy:   it.RequestedBy,
-		DeliveryID:    it.DeliveryID,
-		Status:        build.Status(it.Status),
-		ExitCode:      it.ExitCode,
-		LogKey:        it.LogKey,
-		ArtifactsKey:  it.ArtifactsKey,
-		PodName:       it.PodName,
-		CatalogCommit: it.CatalogCommit,
-		Reason:        it.Reason,
-		Attempt:       it.Attempt,
-		RetryOf:       build.ID(it.RetryOf),
-		Infra:         build.InfraCause(it.Infra),
-		SupersededBy:  build.ID(it.SupersededBy),
-		InfraRetries:  it.InfraRetries,
-		Supersedable:  it.Supersedable,
+		BuildID:         build.ID(it.BuildID),
+		Number:          it.Number,
+		RebuildOf:       build.ID(it.RebuildOf),
+		Team:            it.Team,
+		Project:         it.Project,
+		Ref:             it.Ref,
+		RefType:         build.RefType(it.RefType),
+		SHA:             it.SHA,
+		Trigger:         build.Trigger(it.Trigger),
+		RequestedBy:     it.RequestedBy,
+		DeliveryID:      it.DeliveryID,
+		Status:          build.Status(it.Status),
+		ExitCode:        it.ExitCode,
+		LogKey:          it.LogKey,
+		ArtifactsKey:    it.ArtifactsKey,
+		PodName:         it.PodName,
+		CatalogCommit:   it.CatalogCommit,
+		Reason:          it.Reason,
+		Attempt:         it.Attempt,
+		RetryOf:         build.ID(it.RetryOf),
+		Infra:           build.InfraCause(it.Infra),
+		SupersededBy:    build.ID(it.SupersededBy),
+		InfraRetries:    it.InfraRetries,
+		Supersedable:    it.Supersedable,
+		Secrets:         it.Secrets,
+		SecretsWithheld: it.SecretsWithheld,
 	}
 	for _, f := range []struct {
 		s string

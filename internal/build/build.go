@@ -293,6 +293,12 @@ type Record struct {
 	// when a newer request was accepted meanwhile.
 	InfraRetries int  `json:"infraRetries,omitempty"`
 	Supersedable bool `json:"supersedable,omitempty"`
+	// Secrets names the secrets the build was given (never their values),
+	// sorted; SecretsWithheld says why it was given fewer than its
+	// project.json wants, or none (GrantSecrets). Both are set with the
+	// launch claim and kept like it (KeepClaim).
+	Secrets         []string `json:"secrets,omitempty"`
+	SecretsWithheld string   `json:"secretsWithheld,omitempty"`
 }
 
 // AttemptNumber returns the record's attempt, counting from 1.

@@ -36,8 +36,15 @@ type Descriptor struct {
 	// Retries says how often a build is tried again after an
 	// infrastructure failure; absent means the defaults.
 	Retries *Retries `json:"retries,omitempty"`
+	// Secrets names the project's secrets its builds want (at most
+	// MaxBuildSecrets); SecretsRefRegex, if set, gives them only to builds
+	// of the refs it matches (anchored, like managedRefRegex). See
+	// SecretsFor.
+	Secrets         []string `json:"secrets,omitempty"`
+	SecretsRefRegex string   `json:"secretsRefRegex,omitempty"`
 
-	managed *regexp.Regexp
+	managed    *regexp.Regexp
+	secretsRef *regexp.Regexp
 }
 
 // Supersede is project.json's "supersede": when a newer request for a lock
@@ -170,6 +177,9 @@ func (d *Descriptor) validate() error {
 		}
 		d.Supersede.except = re
 	}
+	if err := d.validateSecrets(); err != nil {
+		return err
+	}
 	if d.Retries != nil && d.Retries.Infra != nil && (*d.Retries.Infra < 0 || *d.Retries.Infra > MaxInfraRetries) {
 		return fmt.Errorf("retries.infra must be between 0 and %d", MaxInfraRetries)
 	}
@@ -217,6 +227,49 @@ func (d Descriptor) Manages(ref string) bool {
 		return re.MatchString(ref)
 	}
 	return d.managed.MatchString(ref)
+}
+
+func (d *Descriptor) validateSecrets() error {
+	if len(d.Secrets) > MaxBuildSecrets {
+		return fmt.Errorf("secrets lists %d names, more than %d", len(d.Secrets), MaxBuildSecrets)
+	}
+	seen := map[string]bool{}
+	for i, name := range d.Secrets {
+		if err := ValidateSecretName(name); err != nil {
+			return fmt.Errorf("secrets[%d]: %s", i, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+		}
+		if seen[name] {
+			return fmt.Errorf("secrets[%d]: %q is listed twice", i, name)
+		}
+		seen[name] = true
+	}
+	if d.SecretsRefRegex != "" {
+		re, err := compileRefRegex("secretsRefRegex", d.SecretsRefRegex)
+		if err != nil {
+			return err
+		}
+		d.secretsRef = re
+	}
+	return nil
+}
+
+// GrantsSecretsTo reports whether builds of ref may receive the project's
+// secrets: true without a secretsRefRegex, else whether the whole ref
+// matches it. A hand-built descriptor's regex is compiled now, with the
+// same limits; one that does not compile grants to no ref (giving a
+// secret to too few builds fails a build, to too many leaks it).
+func (d Descriptor) GrantsSecretsTo(ref string) bool {
+	if d.SecretsRefRegex == "" {
+		return true
+	}
+	re := d.secretsRef
+	if re == nil {
+		var err error
+		if re, err = compileRefRegex("secretsRefRegex", d.SecretsRefRegex); err != nil {
+			return false
+		}
+	}
+	return re.MatchString(ref)
 }
 
 // SupersedeFor returns what a newer request of ref's lock key ends:

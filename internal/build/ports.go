@@ -61,6 +61,10 @@ type Job struct {
 	// Timeout is the build's deadline; zero means the descriptor's (see
 	// BuildTimeout).
 	Timeout time.Duration
+	// Secrets are the values the build receives (SecretsFor, read by the
+	// dispatcher), for the executor to hand to it as files: never written
+	// into job.json, a Pod spec or a log.
+	Secrets []Secret
 }
 
 // BuildTimeout is the job's deadline: Timeout, or the descriptor's.

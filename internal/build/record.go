@@ -170,7 +170,31 @@ func (r *Record) Launching(now time.Time, infraRetries int, supersedable bool) e
 func (r *Record) KeepClaim(stored Record) {
 	if r.LaunchingAt.IsZero() {
 		r.LaunchingAt, r.InfraRetries, r.Supersedable = stored.LaunchingAt, stored.InfraRetries, stored.Supersedable
+		r.Secrets, r.SecretsWithheld = stored.Secrets, stored.SecretsWithheld
 	}
+}
+
+// GrantSecrets records which secrets the build is given: names (sorted
+// and without repeats; their values are never recorded), and, when it is
+// given fewer than it wants or none, withheld, the reason. Queued or
+// deferred only: it is written with the launch claim (Launching), before
+// the build starts.
+func (r *Record) GrantSecrets(names []string, withheld string) error {
+	if err := r.may("grant secrets to", waiting); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := ValidateSecretName(n); err != nil {
+			return fmt.Errorf("grant secrets to build %s: %w", r.BuildID, err)
+		}
+	}
+	names = slices.Clone(names)
+	slices.Sort(names)
+	r.Secrets, r.SecretsWithheld = slices.Compact(names), withheld
+	if len(r.Secrets) == 0 {
+		r.Secrets = nil
+	}
+	return nil
 }
 
 // Drop records that a waiting request will not be built, and why: queued

@@ -131,3 +131,10 @@ func (d *fakeDriver) Runs(_ *testing.T, id build.ID) int {
 	}
 	return n
 }
+
+func TestFakeSecrets(t *testing.T) {
+	t.Parallel()
+	buildtest.TestSecrets(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Secrets {
+		return buildtest.NewSecrets(clock.Now)
+	}, buildtest.SecretsFeatures{})
+}

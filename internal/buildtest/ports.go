@@ -15,4 +15,5 @@ type (
 	Blobs       = build.Blobs
 	Gate        = build.Gate
 	Sessions    = build.Sessions
+	Secrets     = build.Secrets
 )

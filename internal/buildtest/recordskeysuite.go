@@ -3,6 +3,7 @@ package buildtest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -260,6 +261,9 @@ func TestRecordsSupersedeRacesLaunch(t *testing.T, newRecords func(t *testing.T)
 		if err := launching.Launching(base.Add(time.Second), 3, true); err != nil {
 			t.Fatal(err)
 		}
+		if err := launching.GrantSecrets([]string{"NPM_TOKEN"}, "DEPLOY_KEY is not set"); err != nil {
+			t.Fatal(err)
+		}
 		saveRecord(t, s, launching)
 		stale := seen
 		if err := stale.Defer(base.Add(2*time.Second), base.Add(time.Minute), "another build of the key runs"); err != nil {
@@ -273,6 +277,10 @@ func TestRecordsSupersedeRacesLaunch(t *testing.T, newRecords func(t *testing.T)
 		if !got.LaunchingAt.Equal(launching.LaunchingAt) || got.InfraRetries != 3 || !got.Supersedable {
 			t.Errorf("claim after a stale waiting write = launching %v, %d retries, supersedable %t; want %v, 3, true",
 				got.LaunchingAt, got.InfraRetries, got.Supersedable, launching.LaunchingAt)
+		}
+		if !slices.Equal(got.Secrets, []string{"NPM_TOKEN"}) || got.SecretsWithheld != "DEPLOY_KEY is not set" {
+			t.Errorf("secrets granted with the claim, after a stale waiting write = %q withheld %q; want [NPM_TOKEN], withheld %q",
+				got.Secrets, got.SecretsWithheld, "DEPLOY_KEY is not set")
 		}
 		if got.Status != build.StatusDeferred || got.Reason != stale.Reason {
 			t.Errorf("record after a stale waiting write = %s %q, want the write's deferral", got.Status, got.Reason)

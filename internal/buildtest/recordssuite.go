@@ -59,6 +59,8 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 			// Not a combination the services write (a cancel is asked of
 			// running builds); every field must round-trip.
 			CancelRequestedAt: base.Add(30 * time.Second),
+			Secrets:           []string{"DEPLOY_KEY", "NPM_TOKEN"},
+			SecretsWithheld:   "DOCKER_TOKEN is not set",
 		}
 		saveRecord(t, s, r)
 		got, err := s.Get(t.Context(), r.BuildID)
