@@ -101,8 +101,21 @@ type recordItem struct {
 	// Secrets and SecretsWithheld are part of the launch claim too.
 	Secrets         []string `dynamodbav:"secrets,omitempty"`
 	SecretsWithheld string   `dynamodbav:"secretsWithheld,omitempty"`
+	// PullRequest is a pull request build's pull request.
+	PullRequest *pullRequestItem `dynamodbav:"pullRequest,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
+}
+
+// pullRequestItem is a record's build.PullRequest, a map attribute.
+type pullRequestItem struct {
+	Number     int    `dynamodbav:"number"`
+	BaseRef    string `dynamodbav:"baseRef"`
+	HeadRef    string `dynamodbav:"headRef"`
+	HeadRepo   string `dynamodbav:"headRepo,omitempty"`
+	HeadSHA    string `dynamodbav:"headSha"`
+	Trusted    bool   `dynamodbav:"trusted"`
+	ApprovedBy string `dynamodbav:"approvedBy,omitempty"`
 }
 
 // markerItem says that a project has records; the projects index lists
@@ -184,6 +197,10 @@ func itemFor(r build.Record) recordItem {
 		Secrets:           r.Secrets,
 		SecretsWithheld:   r.SecretsWithheld,
 	}
+	if p := r.PullRequest; p != nil {
+		it.PullRequest = &pullRequestItem{Number: p.Number, BaseRef: p.BaseRef, HeadRef: p.HeadRef, HeadRepo: p.HeadRepo,
+			HeadSHA: p.HeadSHA, Trusted: p.Trusted, ApprovedBy: p.ApprovedBy}
+	}
 	switch r.Status {
 	case build.StatusRunning:
 		it.RunningPK = runningValue
@@ -224,6 +241,10 @@ func (it recordItem) record() (build.Record, error) {
 		Supersedable:    it.Supersedable,
 		Secrets:         it.Secrets,
 		SecretsWithheld: it.SecretsWithheld,
+	}
+	if p := it.PullRequest; p != nil {
+		r.PullRequest = &build.PullRequest{Number: p.Number, BaseRef: p.BaseRef, HeadRef: p.HeadRef, HeadRepo: p.HeadRepo,
+			HeadSHA: p.HeadSHA, Trusted: p.Trusted, ApprovedBy: p.ApprovedBy}
 	}
 	for _, f := range []struct {
 		s string

@@ -304,7 +304,22 @@ func TestItemsGolden(t *testing.T) {
 		},
 		"slot": slotItem{PK: slotPrefix + "2", BuildID: lease.BuildID, LockKey: "ae6rt/dynamodb-lab/main", ExpiresAt: lease.ExpiresAt, TTL: lease.TTL},
 	}
-	doc := map[string]any{}
+	pull := build.RecordFor(build.Request{
+		BuildID: "0195509c-4c00-7000-8000-000000000004", Team: "ae6rt", Project: "dynamodb-lab",
+		Ref: "pull/7", RefType: build.Pull, SHA: "0123456789abcdef0123456789abcdef01234567", Trigger: build.TriggerPullRequest, RequestedAt: base,
+		PullRequest: &build.PullRequest{Number: 7, BaseRef: "main", HeadRef: "fix", HeadRepo: "octocat/dynamodb-lab",
+			HeadSHA: "0123456789abcdef0123456789abcdef01234567", ApprovedBy: "ae6rt"},
+	})
+	items["pullBuild"] = itemFor(pull)
+	pr := build.PullRequestState{Team: "ae6rt", Project: "dynamodb-lab", Number: 7, Title: "Fix it", Author: "octocat",
+		AuthorAssociation: "NONE", BaseRef: "main", HeadRef: "fix", HeadRepo: "octocat/dynamodb-lab",
+		HeadSHA: "0123456789abcdef0123456789abcdef01234567", HeadAt: base, State: build.PullWaiting,
+		Reason: build.ReasonWaitingForApproval, EventAt: base, Version: 3}
+	prItem, err := pullItemFor(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := map[string]any{"pullRequest": dynamoJSON(&types.AttributeValueMemberM{Value: prItem})["M"]}
 	for name, it := range items {
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
@@ -335,7 +350,7 @@ func TestItemsGolden(t *testing.T) {
 	}
 
 	// And back.
-	for _, rec := range []build.Record{r, running, queued, deferred} {
+	for _, rec := range []build.Record{r, running, queued, deferred, pull} {
 		back, err := itemFor(rec).record()
 		if err != nil {
 			t.Fatalf("record() error = %v", err)

@@ -16,7 +16,8 @@ func (r Record) Retryable() bool {
 
 // NextAttempt returns the request and the queued record of the retry of
 // r, a build that ended by an infrastructure failure (Retryable): the same
-// team, project, ref, ref type, SHA, trigger and requester, so the same
+// team, project, ref, ref type, SHA, trigger, requester and pull request
+// (an untrusted build's retry is as untrusted), so the same
 // lock key and queue group; attempt r's + 1 and RetryOf r. Its build ID is
 // RetryID(r), and everything else comes from r's final record, so making
 // the retry of one failed build twice (a reaper that handles its end
@@ -30,7 +31,7 @@ func (r Record) NextAttempt() (Request, Record, error) {
 	req := Request{
 		V: MessageVersion, BuildID: RetryID(r.BuildID, r.FinishedAt), Team: r.Team, Project: r.Project,
 		Ref: r.Ref, RefType: r.RefType, SHA: r.SHA, Trigger: r.Trigger, RequestedBy: r.RequestedBy,
-		RequestedAt: r.FinishedAt.UTC(),
+		RequestedAt: r.FinishedAt.UTC(), PullRequest: clonePull(r.PullRequest),
 	}
 	if err := req.Validate(); err != nil {
 		return Request{}, Record{}, fmt.Errorf("retry of build %s: %w", r.BuildID, err)

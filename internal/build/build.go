@@ -267,6 +267,10 @@ type Record struct {
 	// not delete build Pods): the reaper stops it and records it cancelled.
 	CancelRequestedAt time.Time `json:"cancelRequestedAt,omitzero"`
 
+	// PullRequest is the pull request a build of ref type Pull builds
+	// (Request.PullRequest); nil for branches and tags.
+	PullRequest *PullRequest `json:"pullRequest,omitempty"`
+
 	// Attempt numbers the tries of one request: 1 for the first (0 in a
 	// record made before retries existed, see AttemptNumber), n+1 for the
 	// retry of attempt n, which RetryOf names. Each attempt is a build of
@@ -346,6 +350,7 @@ func RecordFor(req Request) Record {
 		RequestedBy: req.RequestedBy,
 		DeliveryID:  req.DeliveryID,
 		RebuildOf:   req.RebuildOf,
+		PullRequest: clonePull(req.PullRequest),
 		Status:      StatusQueued,
 		QueuedAt:    req.RequestedAt,
 	}

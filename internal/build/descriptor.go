@@ -36,6 +36,9 @@ type Descriptor struct {
 	// Retries says how often a build is tried again after an
 	// infrastructure failure; absent means the defaults.
 	Retries *Retries `json:"retries,omitempty"`
+	// PullRequests, when present, has the project's pull requests built
+	// (see PullRequestPolicy); absent, none are.
+	PullRequests *PullRequestPolicy `json:"pullRequests,omitempty"`
 	// Secrets names the project's secrets its builds want (at most
 	// MaxBuildSecrets); SecretsRefRegex, if set, gives them only to builds
 	// of the refs it matches (anchored, like managedRefRegex). See
@@ -180,6 +183,11 @@ func (d *Descriptor) validate() error {
 	if err := d.validateSecrets(); err != nil {
 		return err
 	}
+	if d.PullRequests != nil {
+		if err := d.PullRequests.validate(); err != nil {
+			return err
+		}
+	}
 	if d.Retries != nil && d.Retries.Infra != nil && (*d.Retries.Infra < 0 || *d.Retries.Infra > MaxInfraRetries) {
 		return fmt.Errorf("retries.infra must be between 0 and %d", MaxInfraRetries)
 	}
@@ -278,7 +286,15 @@ func (d Descriptor) GrantsSecretsTo(ref string) bool {
 // compiled now, with the same limits; one that does not compile exempts
 // every ref (superseding too much loses builds, too little only costs
 // time).
+//
+// A pull request's ref ("pull/<N>") supersedes both, whatever supersede
+// says: a new push to a pull request makes its older heads' builds
+// worthless (DESIGN.md "Supersede, retry, rebuild"), and such a ref is
+// no branch that exceptRefRegex could mean.
 func (d Descriptor) SupersedeFor(ref string) SupersedePolicy {
+	if _, ok := PullNumber(ref); ok {
+		return SupersedePolicy{Queued: true, Running: true}
+	}
 	p := SupersedePolicy{Queued: true}
 	s := d.Supersede
 	if s == nil {

@@ -37,6 +37,9 @@ type Request struct {
 	// RebuildOf names the build this request rebuilds; its record keeps
 	// the link (Record.RebuildOf).
 	RebuildOf ID `json:"rebuildOf,omitempty"`
+	// PullRequest is the pull request a request of RefType Pull builds
+	// (and nil for every other request); its record keeps it.
+	PullRequest *PullRequest `json:"pullRequest,omitempty"`
 }
 
 // ProjectKey returns "team/project".
@@ -87,13 +90,16 @@ func (r Request) Validate() error {
 	if err := ValidateRef(r.Ref); err != nil {
 		return err
 	}
-	if r.RefType != Branch && r.RefType != Tag {
-		return fmt.Errorf("%w: refType %q is not branch or tag", ErrInvalid, r.RefType)
+	if r.RefType != Branch && r.RefType != Tag && r.RefType != Pull {
+		return fmt.Errorf("%w: refType %q is not branch, tag or pull", ErrInvalid, r.RefType)
 	}
 	switch r.Trigger {
-	case TriggerPush, TriggerManual, TriggerAPI:
+	case TriggerPush, TriggerManual, TriggerAPI, TriggerPullRequest:
 	default:
-		return fmt.Errorf("%w: trigger %q is not push, manual or api", ErrInvalid, r.Trigger)
+		return fmt.Errorf("%w: trigger %q is not push, manual, api or pull_request", ErrInvalid, r.Trigger)
+	}
+	if err := r.validatePull(); err != nil {
+		return err
 	}
 	if r.SHA != "" && !isHex(r.SHA, 7, 64) {
 		return fmt.Errorf("%w: sha %q is not a hex commit id", ErrInvalid, truncate(r.SHA, 80))

@@ -25,6 +25,7 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		"unfinished":             TestRecordsUnfinished,
 		"end waiting":            TestRecordsEndWaiting,
 		"supersede races launch": TestRecordsSupersedeRacesLaunch,
+		"pull request":           TestRecordsPullRequest,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -167,7 +167,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -284,6 +284,22 @@ CREATE TABLE project_numbers (
 // running records, not every waiting one.
 const schemaV6 = `
 CREATE INDEX records_unfinished ON records (team, project, queued_at, id) WHERE status IN ('queued', 'deferred', 'running');
+`
+
+// schemaV7 adds the pull requests Decap knows (PullRequests): one row per
+// pull request, its entry as JSON, its version for the compare-and-swap,
+// and whether it is open, indexed for a project's open pull requests.
+const schemaV7 = `
+CREATE TABLE pull_requests (
+	team    TEXT    NOT NULL,
+	project TEXT    NOT NULL,
+	number  INTEGER NOT NULL,
+	open    INTEGER NOT NULL,
+	version INTEGER NOT NULL,
+	doc     BLOB    NOT NULL, -- the build.PullRequestState as JSON
+	PRIMARY KEY (team, project, number)
+) WITHOUT ROWID;
+CREATE INDEX pull_requests_open ON pull_requests (team, project, number) WHERE open = 1;
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.
