@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deletes everything create-world.sh creates for one DECAP_PREFIX: both
 # queues, the four tables, the bucket with every object version in it, and the
-# three IAM policies. Same parameters as create-world.sh (DECAP_PREFIX,
+# three IAM policies; and the builds' secrets the API wrote into Secrets
+# Manager under <prefix>/ (deleted without a recovery window). Same parameters as create-world.sh (DECAP_PREFIX,
 # AWS_REGION, AWS_ENDPOINT_URL, DECAP_BUCKET).
 #
 #   aws-resources/destroy-world.sh [--yes]
@@ -41,6 +42,7 @@ if ! $yes; then
     echo "  SQS queues      $QUEUE $DLQ (and any messages in them)"
     echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE"
     echo "  S3 bucket       $BUCKET (every log and artifact, every version)"
+    echo "  Secrets Manager every secret named $DECAP_PREFIX/... (the builds' secrets, without recovery)"
     echo "  IAM policies    ${DECAP_SERVICES[*]/#/$DECAP_PREFIX-}"
   } >&2
   read -r -p "Type the prefix \"$DECAP_PREFIX\" to delete all of it: " answer
@@ -134,6 +136,23 @@ bucket() {
   report deleted s3-bucket "$BUCKET"
 }
 
+# secrets deletes the builds' secrets, <prefix>/<team>/<project>/<NAME>,
+# at once (no recovery window), one stdout line each; none is no line.
+# Secrets Manager's name filter ignores case, so the names are matched again
+# exactly (JMESPath's starts_with does not ignore it).
+secrets() {
+  local name
+  awscli secretsmanager list-secrets --filters "Key=name,Values=$DECAP_PREFIX/" --output text \
+    --query "SecretList[?starts_with(Name, '$DECAP_PREFIX/')].[Name]" >"$WORK/secrets.$BASHPID"
+  while read -r name; do
+    [ -n "$name" ] || continue
+    if ! aws_try 'ResourceNotFoundException' secretsmanager delete-secret --secret-id "$name" --force-delete-without-recovery; then
+      continue # deleted meanwhile
+    fi
+    report deleted secret "$name"
+  done <"$WORK/secrets.$BASHPID"
+}
+
 # delete_policy SERVICE deletes <prefix>-SERVICE and its older versions
 # (IAM requires those gone first). read_policies must have run.
 delete_policy() {
@@ -182,4 +201,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table bucket secrets policies

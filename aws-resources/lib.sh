@@ -86,6 +86,9 @@ aws_account() {
   BUILDS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$BUILDS_TABLE
   SESSIONS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$SESSIONS_TABLE
   BUCKET_ARN=arn:$PARTITION:s3:::$BUCKET
+  # Secrets Manager adds a random suffix to every secret's ARN, so the
+  # policies name the builds' secrets by this prefix and a wildcard.
+  SECRETS_ARN_PREFIX=arn:$PARTITION:secretsmanager:$AWS_REGION:$ACCOUNT:secret:$DECAP_PREFIX
   POLICY_ARN_PREFIX=arn:$PARTITION:iam::$ACCOUNT:policy
 }
 

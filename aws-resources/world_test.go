@@ -161,6 +161,9 @@ func (w world) sqsARN(name string) string {
 func (w world) tableARN(name string) string {
 	return fmt.Sprintf("arn:%s:dynamodb:%s:%s:table/%s-%s", w.partition, w.region, w.account, w.prefix, name)
 }
+func (w world) secretsARN() string {
+	return fmt.Sprintf("arn:%s:secretsmanager:%s:%s:secret:%s/*", w.partition, w.region, w.account, w.prefix)
+}
 func (w world) policyARN(service string) string {
 	return fmt.Sprintf("arn:%s:iam::%s:policy/%s", w.partition, w.account, w.policy(service))
 }
@@ -251,16 +254,37 @@ func TestWorld(t *testing.T) {
 		return
 	}
 
+	// A build's secret, as the API writes it, goes with the world; one of
+	// another world whose prefix starts with this one's stays.
+	mine, theirs := w.prefix+"/ae6rt/lab/NPM_TOKEN", w.prefix+"-other/ae6rt/lab/NPM_TOKEN"
+	for _, name := range []string{mine, theirs} {
+		if r := c.aws(t, "secretsmanager", "create-secret", "--name", name, "--secret-string", "v"); r.code != 0 {
+			t.Fatalf("create-secret %s: %s", name, r.stderr)
+		}
+	}
+	t.Cleanup(func() {
+		c.aws(t, "secretsmanager", "delete-secret", "--secret-id", theirs, "--force-delete-without-recovery")
+	})
+
 	for _, state := range []string{"deleted", "absent"} { // the second run finds nothing to delete
 		r := c.script(t, "destroy-world.sh", "--yes")
 		if r.code != 0 {
 			t.Fatalf("destroy-world.sh: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 		}
-		if diff := cmp.Diff(w.lines(state), fields(r.stdout)); diff != "" {
+		want := w.lines(state)
+		if state == "deleted" { // after the bucket, before the policies
+			i := slices.Index(want, "deleted s3-bucket "+w.bucket())
+			want = slices.Insert(want, i+1, "deleted secret "+mine)
+		}
+		if diff := cmp.Diff(want, fields(r.stdout)); diff != "" {
 			t.Fatalf("destroy-world.sh printed (-want +got):\n%s\nstderr:\n%s", diff, r.stderr)
 		}
 		if state == "deleted" {
 			checkGone(t, c, w)
+			c.awsMissing(t, "ResourceNotFoundException", "secretsmanager", "describe-secret", "--secret-id", mine)
+			if r := c.aws(t, "secretsmanager", "describe-secret", "--secret-id", theirs); r.code != 0 {
+				t.Errorf("destroy-world.sh deleted %s, another world's secret: %s", theirs, r.stderr)
+			}
 		}
 	}
 }
@@ -501,6 +525,7 @@ func wantGrants(w world, service string) []string {
 	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects", builds + "/index/unfinished"}
 	bucket := fmt.Sprintf("arn:%s:s3:::%s", w.partition, w.bucket())
 	objects := []string{bucket + "/logs/*", bucket + "/artifacts/*"}
+	secrets := w.secretsARN()
 
 	switch service {
 	case "ingest":
@@ -513,6 +538,9 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:DeleteItem"}, locks)
 		grant([]string{"dynamodb:PutItem"}, locks) // the dispatch gate; GetItem reads it
 		grant([]string{"s3:GetObject"}, objects...)
+		// The builds' secrets: written, never read (no GetSecretValue).
+		grant([]string{"secretsmanager:CreateSecret", "secretsmanager:UpdateSecret", "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"}, secrets)
+		grant([]string{"secretsmanager:ListSecrets"}, "*") // ListSecrets takes no resource: names and metadata, no values
 	case "dispatcher":
 		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:SendMessage"}, dlq)
@@ -520,6 +548,7 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"dynamodb:BatchGetItem", "dynamodb:Scan"}, locks) // Scan: slots left by a release that failed halfway
 		grant([]string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, buildsAndIndexes...)
 		grant([]string{"s3:PutObject"}, objects...)
+		grant([]string{"secretsmanager:GetSecretValue"}, secrets) // the only reader of secret values
 	case "reaper":
 		grant([]string{"sqs:GetQueueUrl"}, queue, dlq)
 		grant([]string{"sqs:ChangeMessageVisibility"}, queue) // wakes the request deferred behind a released lock
@@ -563,8 +592,11 @@ func checkPolicy(t *testing.T, c cli, w world, service string, policies map[stri
 				t.Errorf("%s: statement %q allows the wildcard action %q", arn, s.Sid, a)
 			}
 			for _, r := range s.Resource {
-				// The only wildcards allowed are the two object prefixes.
-				if strings.Contains(r, "*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/logs/*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/artifacts/*") {
+				// The only wildcards allowed are the two object prefixes,
+				// the builds' secrets (their ARNs end in a random
+				// suffix) and ListSecrets, which takes no resource.
+				if strings.Contains(r, "*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/logs/*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/artifacts/*") &&
+					r != w.secretsARN() && !(r == "*" && a == "secretsmanager:ListSecrets") {
 					t.Errorf("%s: statement %q grants %s on the wildcard resource %q", arn, s.Sid, a, r)
 				}
 				got = append(got, a+" "+r)

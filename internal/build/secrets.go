@@ -29,7 +29,7 @@ const (
 
 // SecretsDir is where a build Pod finds its secrets, one read-only file
 // per name; a local build finds them in its own directory. Either way the
-// build's DECAP_SECRETS_DIR names the directory.
+// build's BUILD_SECRETS names the directory.
 const SecretsDir = "/run/decap/secrets"
 
 // ValidateSecretName checks a secret's name: 1 to MaxSecretNameLen of
@@ -144,7 +144,7 @@ func SecretsFor(req Request, desc Descriptor) SecretGrant {
 	if len(desc.Secrets) == 0 {
 		return SecretGrant{}
 	}
-	if untrusted(req) {
+	if req.Untrusted() {
 		return SecretGrant{Withheld: ReasonSecretsUntrusted}
 	}
 	if !desc.GrantsSecretsTo(req.Ref) {
@@ -153,13 +153,4 @@ func SecretsFor(req Request, desc Descriptor) SecretGrant {
 	names := slices.Clone(desc.Secrets)
 	slices.Sort(names)
 	return SecretGrant{Names: slices.Compact(names)}
-}
-
-// untrusted reports whether the request builds code nobody trusted Decap
-// to run with secrets: Request.Untrusted (pull requests decide it), asked
-// through an interface so that this file does not depend on where the
-// method is declared.
-func untrusted(req Request) bool {
-	u, ok := any(req).(interface{ Untrusted() bool })
-	return ok && u.Untrusted()
 }

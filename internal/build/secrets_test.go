@@ -102,6 +102,14 @@ func TestSecretsFor(t *testing.T) {
 	req := func(ref string) build.Request {
 		return build.Request{V: 1, Team: "t", Project: "p", Ref: ref, RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: time.Now()}
 	}
+	pull := func(trusted bool, approvedBy string) build.Request {
+		r := req("pull/7")
+		r.RefType = build.Pull
+		r.PullRequest = &build.PullRequest{Number: 7, BaseRef: "main", HeadRef: "fix", HeadRepo: "fork/p", HeadSHA: "0123456789abcdef0123456789abcdef01234567", Trusted: trusted, ApprovedBy: approvedBy}
+		return r
+	}
+	noObject := pull(true, "")
+	noObject.PullRequest = nil
 	for _, tc := range []struct {
 		name string
 		req  build.Request
@@ -119,6 +127,11 @@ func TestSecretsFor(t *testing.T) {
 		{"a hand-made descriptor, repeats dropped", req("main"), handMade, build.SecretGrant{Names: []string{"A", "B"}}},
 		{"a hand-made descriptor, another ref", req("dev"), handMade,
 			build.SecretGrant{Withheld: `ref "dev" does not match secretsRefRegex "main"`}},
+		{"a trusted pull request", pull(true, ""), wants, build.SecretGrant{Names: []string{"DEPLOY_KEY", "NPM_TOKEN"}}},
+		{"an approved fork: built, not trusted", pull(false, "octocat"), wants, build.SecretGrant{Withheld: build.ReasonSecretsUntrusted}},
+		{"an unapproved fork", pull(false, ""), wants, build.SecretGrant{Withheld: build.ReasonSecretsUntrusted}},
+		{"a pull request without its object", noObject, wants, build.SecretGrant{Withheld: build.ReasonSecretsUntrusted}},
+		{"untrusted, and secretsRefRegex does not match either", pull(false, "octocat"), restricted, build.SecretGrant{Withheld: build.ReasonSecretsUntrusted}},
 		{"a regex that does not compile grants nothing", req("main"), broken,
 			build.SecretGrant{Withheld: `ref "main" does not match secretsRefRegex "main("`}},
 	} {
