@@ -57,6 +57,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	secrets, err := b.OpenSecrets()
+	if err != nil {
+		return err
+	}
 
 	host, _ := os.Hostname()
 	maxRetries := cfg.MaxInfraRetries
@@ -69,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge, MaxInfraRetries: maxRetries,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Canceller: ex, Gate: b.Gate,
+		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Secrets: secrets, Canceller: ex, Gate: b.Gate,
 		Observer: m, Logger: log, Now: time.Now,
 	})
 	sampled := make(chan struct{})

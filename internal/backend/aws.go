@@ -62,6 +62,7 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 		return err
 	}
 
+	s.awsConfig = &cfg
 	s.Queue = queue
 	s.Locks = awsdynamo.NewLocks(ddb, tables.Locks, now)
 	s.Idempotency = awsdynamo.NewIdempotency(ddb, tables.Idempotency, now)

@@ -16,6 +16,8 @@
 //	              builds' own users could not reach it here: see
 //	              localexec.RunDirFor)
 //	catalog/      bare clones of git build-scripts repositories
+//	secrets/      the builds' secrets, encrypted (localfs.Secrets), and
+//	secrets.key   their key (DECAP_SECRETS_KEY_FILE may put it elsewhere)
 package backend
 
 import (
@@ -33,6 +35,10 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/decap-ci/decap/internal/awssecrets"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/catalog"
 	"github.com/decap-ci/decap/internal/config"
@@ -72,6 +78,8 @@ type Set struct {
 	// runDir is the local executor's directory of running builds
 	// (config.Config.RunDir, or localexec.RunDirFor the data directory).
 	runDir string
+	// awsConfig is the AWS backend's configuration, for OpenSecrets.
+	awsConfig *aws.Config
 }
 
 // Open opens the backend cfg.Backend names, and the catalog of
@@ -145,7 +153,7 @@ func restrictDataDir(dir string, searchable bool) error {
 		switch name := ent.Name(); {
 		case ent.Type().IsRegular():
 			perm = 0o600
-		case ent.IsDir() && (name == "blobs" || name == "catalog" || name == "wake"):
+		case ent.IsDir() && (name == "blobs" || name == "catalog" || name == "wake" || name == "secrets"):
 			perm = 0o700
 		default:
 			continue
@@ -179,6 +187,18 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Sessions = sqlite.NewSessions(db)
 	s.checkWrites = db.CheckWrites
 	return nil
+}
+
+// OpenSecrets opens the store of the builds' secrets: Secrets Manager on
+// the aws backend, an encrypted directory of the data directory on the
+// embedded one (its key made on first use; see localfs.NewSecrets). Only
+// the services that handle secrets open it: ingest writes them, the
+// dispatcher reads the values it hands to builds; the reaper never does.
+func (s *Set) OpenSecrets() (build.Secrets, error) {
+	if s.awsConfig != nil {
+		return awssecrets.New(secretsmanager.NewFromConfig(*s.awsConfig), s.cfg.Prefix)
+	}
+	return localfs.NewSecrets(filepath.Join(s.cfg.DataDir, "secrets"), s.cfg.SecretsKeyFile, nil)
 }
 
 // Instrumenter wraps the backend's ports, for instance to count their

@@ -33,6 +33,10 @@ type Config struct {
 	Kube Kube
 	// DataDir holds the embedded backend's state (SQLite, blobs, run dirs).
 	DataDir string
+	// SecretsKeyFile holds the key that encrypts the builds' secrets on the
+	// embedded backend (DECAP_SECRETS_KEY_FILE; <DataDir>/secrets.key by
+	// default, made on first use).
+	SecretsKeyFile string
 	// BuildScripts is the build-scripts repository: a directory or git URL.
 	BuildScripts string
 	// CatalogRefresh is how often the catalog is rescanned.
@@ -360,6 +364,10 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("configuration: DECAP_DATA_DIR: %w", err)
 	}
 	c.DataDir = abs
+	c.SecretsKeyFile = or(getenv("DECAP_SECRETS_KEY_FILE"), filepath.Join(c.DataDir, "secrets.key"))
+	if c.SecretsKeyFile, err = filepath.Abs(c.SecretsKeyFile); err != nil {
+		return Config{}, fmt.Errorf("configuration: DECAP_SECRETS_KEY_FILE: %w", err)
+	}
 	return c, nil
 }
 

@@ -78,6 +78,13 @@ type Launcher interface {
 	Launch(ctx context.Context, job build.Job) error
 }
 
+// Secrets reads the values of the secrets a build is granted
+// (build.SecretsFor): those of names the project has; a name it lacks is
+// absent from the map. The dispatcher is the only service that reads them.
+type Secrets interface {
+	Reveal(ctx context.Context, team, project string, names []string) (map[string][]byte, error)
+}
+
 // Canceller stops a launched build (its Pod or process); build.ErrNotFound
 // means there is none to stop (already gone).
 type Canceller interface {
@@ -185,6 +192,7 @@ type Dispatcher struct {
 	idem     Idempotency
 	records  Records
 	launcher Launcher
+	secrets  Secrets
 	cancel   Canceller
 	gate     Gate
 	obs      Observer
@@ -200,6 +208,9 @@ type Deps struct {
 	Idempotency Idempotency
 	Records     Records
 	Launcher    Launcher
+	// Secrets holds the values of the projects' secrets; nil gives no
+	// build any (the record says why).
+	Secrets Secrets
 	// Canceller stops a build that was cancelled while it was launched
 	// (the canceller found no process yet); nil leaves such a build to run
 	// to its end under its cancelled record.
@@ -225,7 +236,7 @@ func New(cfg Config, d Deps) *Dispatcher {
 	}
 	return &Dispatcher{
 		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
-		idem: d.Idempotency, records: d.Records, launcher: d.Launcher, cancel: d.Canceller,
+		idem: d.Idempotency, records: d.Records, launcher: d.Launcher, secrets: d.Secrets, cancel: d.Canceller,
 		gate: d.Gate, obs: d.Observer, log: d.Logger, now: d.Now,
 	}
 }
@@ -437,6 +448,18 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))
 	}
 
+	// The build's secrets, read before the claim so that the claim records
+	// which ones it gets. A store that does not answer defers the request:
+	// a build is never started without secrets it was granted.
+	secrets, withheld, err := d.revealSecrets(ctx, req, build.SecretsFor(req, desc))
+	if err != nil {
+		return d.unlockAndRetry(ctx, log, m, req, err)
+	}
+	names := make([]string, len(secrets))
+	for i, s := range secrets {
+		names[i] = s.Name
+	}
+
 	// Read the record again under the lock: a replica that launched this
 	// build and died before recording it leaves it queued, and the reaper
 	// may have ended it since the read above. The reaper records the end
@@ -475,6 +498,9 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		if err := cur.Launching(now, desc.InfraRetries(d.cfg.MaxInfraRetries), policy.Any()); err != nil {
 			return d.unlockAndRetry(ctx, log, m, req, err)
 		}
+		if err := cur.GrantSecrets(names, withheld); err != nil {
+			return d.unlockAndRetry(ctx, log, m, req, err)
+		}
 		err = d.records.Save(ctx, cur)
 		if err == nil {
 			rec = cur
@@ -486,7 +512,7 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 		// It ended or started meanwhile: read it again.
 	}
 
-	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout()}
+	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout(), Secrets: secrets}
 	if err := d.launcher.Launch(ctx, job); err != nil {
 		if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil {
 			log.Warn("release lock after failed launch", "err", rerr)
@@ -531,8 +557,38 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	if rec.QueuedAt.IsZero() || waited < 0 {
 		waited = 0
 	}
-	log.Info("build launched", "commit", commit, "waited", waited)
+	log.Info("build launched", "commit", commit, "waited", waited, "secrets", names)
 	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited, Unlocked: !locked}
+}
+
+// revealSecrets reads the values of the granted secrets, sorted by name,
+// and says why the build gets fewer than it wants (or none): the grant's
+// reason, or the names the project has not set.
+func (d *Dispatcher) revealSecrets(ctx context.Context, req build.Request, g build.SecretGrant) ([]build.Secret, string, error) {
+	if len(g.Names) == 0 {
+		return nil, g.Withheld, nil
+	}
+	if d.secrets == nil {
+		return nil, "this dispatcher has no secret store", nil
+	}
+	values, err := d.secrets.Reveal(ctx, req.Team, req.Project, g.Names)
+	if err != nil {
+		return nil, "", fmt.Errorf("read the secrets of %s: %w", req.ProjectKey(), err)
+	}
+	var out []build.Secret
+	var missing []string
+	for _, name := range g.Names {
+		if v, ok := values[name]; ok {
+			out = append(out, build.Secret{Name: name, Value: v})
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	withheld := ""
+	if len(missing) > 0 {
+		withheld = fmt.Sprintf("not set for %s: %s", req.ProjectKey(), strings.Join(missing, ", "))
+	}
+	return out, withheld, nil
 }
 
 // ended is the decision on a request whose record is final: dropped,
