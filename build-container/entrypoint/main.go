@@ -28,7 +28,8 @@
 // (optional), DECAP_LOG_UPLOAD_URL and DECAP_ARTIFACTS_UPLOAD_URL (presigned
 // PUT URLs), and optionally DECAP_BUILD_TIMEOUT (a Go duration),
 // DECAP_SCRIPTS_DIR (/build-scripts), DECAP_ARTIFACTS_DIR (/build-artifacts),
-// DECAP_WORKSPACE (/workspace) and DECAP_RESULT_FILE (/dev/termination-log,
+// DECAP_WORKSPACE (/workspace), DECAP_SECRETS_DIR (the build's secrets,
+// when it was granted any: /run/decap/secrets) and DECAP_RESULT_FILE (/dev/termination-log,
 // where Kubernetes picks the result JSON up as the termination message). The
 // console log also goes to stdout.
 //
@@ -182,7 +183,9 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buil
 	req := job.Request
 	env = append(env, "HOME="+filepath.Join(runDir, localexec.HomeDir), "TMPDIR="+filepath.Join(runDir, localexec.TmpDir))
 	var cred *syscall.Credential
-	var afterScript func() error
+	secretsDir := filepath.Join(runDir, localexec.SecretsDir)
+	// The secrets go as soon as the script has ended.
+	afterScript := func() error { return os.RemoveAll(secretsDir) }
 	if buildUID >= 0 {
 		// Groups empty, not nil: setgroups(0), no supplementary group.
 		cred = &syscall.Credential{Uid: uint32(buildUID), Gid: uint32(buildUID), Groups: []uint32{}}
@@ -191,7 +194,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buil
 			// /proc/self/exe: this very binary, wherever it lies.
 			err := localexec.RunStopUID(context.WithoutCancel(ctx), "/proc/self/exe", buildUID)
 			// Closed to the build user, whose uid the next build may get.
-			return errors.Join(err, os.Chmod(runDir, 0o700))
+			return errors.Join(err, os.Chmod(runDir, 0o700), os.RemoveAll(secretsDir))
 		}
 	}
 	res := entrypoint.Run(ctx, entrypoint.Config{
@@ -203,6 +206,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buil
 		BuildID:      req.BuildID,
 		Workspace:    filepath.Join(runDir, localexec.WorkspaceDir),
 		ArtifactsDir: filepath.Join(runDir, localexec.ArtifactsDir),
+		SecretsDir:   secretsDir,
 		LiveLog:      filepath.Join(runDir, localexec.ConsoleLogFile),
 		Timeout:      timeout,
 		Uploader:     uploader,
@@ -256,6 +260,7 @@ func runContainer(ctx context.Context, getenv func(string) string, env []string,
 		BuildID:      id,
 		Workspace:    orDefault(getenv("DECAP_WORKSPACE"), "/workspace"),
 		ArtifactsDir: orDefault(getenv("DECAP_ARTIFACTS_DIR"), "/build-artifacts"),
+		SecretsDir:   getenv("DECAP_SECRETS_DIR"),
 		Stdout:       stdout,
 		Timeout:      timeout,
 		Uploader:     uploader,

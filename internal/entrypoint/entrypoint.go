@@ -66,6 +66,10 @@ type Config struct {
 	// ArtifactsDir is exported as BUILD_ARTIFACTS; what the script leaves
 	// there is uploaded as a tarball. It is created if missing.
 	ArtifactsDir string
+	// SecretsDir, if set and present, holds the build's secrets, one file
+	// per name: it is exported as BUILD_SECRETS, and every value (and its
+	// encodings, see maskForms) is replaced by *** in the console log.
+	SecretsDir string
 	// LiveLog, if set, is a file the console log is written to while the
 	// script runs, so it can be followed. It is truncated first.
 	LiveLog string
@@ -184,6 +188,8 @@ type runner struct {
 	cfg     Config
 	log     *slog.Logger
 	console *consoleWriter
+	// secrets are the values of the build's secrets, masked in its log.
+	secrets [][]byte
 }
 
 func (r *runner) run(ctx context.Context) Result {
@@ -208,7 +214,12 @@ func (r *runner) run(ctx context.Context) Result {
 		build.ProjectKey(r.cfg.Team, r.cfg.Project), r.cfg.Ref, atSHA(r.cfg.SHA)))
 
 	var footer string
-	if script, err := r.prepare(); err != nil {
+	secrets, err := readSecrets(r.cfg.SecretsDir)
+	r.secrets = secrets
+	if err != nil {
+		res.Status, res.Reason, res.FinishedAt = build.StatusErrored, err.Error(), r.cfg.Now()
+		footer = "decap: " + res.Reason
+	} else if script, err := r.prepare(); err != nil {
 		res.Status, res.Reason, res.FinishedAt = build.StatusErrored, err.Error(), r.cfg.Now()
 		footer = "decap: " + res.Reason
 	} else {
@@ -361,9 +372,11 @@ func (r *runner) execute(ctx context.Context, script string, res *Result) string
 		r.cfg.OnStart(pgid)
 	}
 	drained := make(chan struct{})
+	masked := newMasker(r.console, r.secrets)
 	go func() {
 		defer close(drained)
-		io.Copy(r.console, pr) // console never fails a write; see consoleWriter
+		io.Copy(masked, pr) // console never fails a write; see consoleWriter
+		masked.Flush()
 	}()
 
 	why := r.wait(ctx, cmd, pgid)
@@ -503,15 +516,18 @@ func (r *runner) env() []string {
 	if r.cfg.SHA != "" {
 		vars["COMMIT_SHA"] = r.cfg.SHA
 	}
+	if r.secrets != nil {
+		vars["BUILD_SECRETS"] = r.cfg.SecretsDir
+	}
 	env := make([]string, 0, len(r.cfg.Env)+len(vars))
 	for _, kv := range r.cfg.Env {
 		name, _, _ := strings.Cut(kv, "=")
-		if _, ours := vars[name]; ours || name == "COMMIT_SHA" {
+		if _, ours := vars[name]; ours || name == "COMMIT_SHA" || name == "BUILD_SECRETS" {
 			continue
 		}
 		env = append(env, kv)
 	}
-	for _, name := range []string{"BUILD_ID", "PROJECT_KEY", "BRANCH_TO_BUILD", "COMMIT_SHA", "BUILD_ARTIFACTS"} {
+	for _, name := range []string{"BUILD_ID", "PROJECT_KEY", "BRANCH_TO_BUILD", "COMMIT_SHA", "BUILD_ARTIFACTS", "BUILD_SECRETS"} {
 		if v, ok := vars[name]; ok {
 			env = append(env, name+"="+v)
 		}

@@ -51,6 +51,8 @@ import (
 //	                     executable): readable, not writable
 //	  workspace/ artifacts/ home/ tmp/
 //	                     B's, 0700
+//	  secrets/           B's, 0700, its files 0400 (only when the build
+//	                     was granted secrets)
 //	  everything else    root's, 0600: job.json, the log, the result, the
 //	                     pid files, uploads.json, locks
 //

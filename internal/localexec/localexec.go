@@ -13,6 +13,8 @@
 //	scripts/        the build scripts at the catalog commit
 //	workspace/      the script's working directory
 //	artifacts/      BUILD_ARTIFACTS
+//	secrets/        BUILD_SECRETS: the build's secrets, one file each, the
+//	                build user's alone; removed when the script ends
 //	home/, tmp/     the script's HOME and TMPDIR
 //	pid             "<pid> <start time>" of decap-entrypoint, written by the
 //	                launcher, or by the entrypoint if the launcher died first
@@ -345,6 +347,9 @@ func (e *Executor) launch(ctx context.Context, dir string, job build.Job) error 
 		uid = s.uid
 	}
 	if err := e.prepareDirs(dir, uid); err != nil {
+		return err
+	}
+	if err := writeSecrets(dir, uid, job.Secrets); err != nil {
 		return err
 	}
 	out, err := os.OpenFile(filepath.Join(dir, outFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)

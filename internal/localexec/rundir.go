@@ -30,12 +30,15 @@ const (
 	ScriptsDir     = "scripts"
 	WorkspaceDir   = "workspace"
 	ArtifactsDir   = "artifacts"
-	pidFile        = "pid"
-	scriptPIDFile  = "script.pid"
-	lockFile       = "launch.lock"
-	aliveFile      = "alive.lock"
-	cancelFile     = "cancel"
-	outFile        = "entrypoint.out"
+	// SecretsDir holds the build's secrets, one file per name (see
+	// writeSecrets); the build finds it as BUILD_SECRETS.
+	SecretsDir    = "secrets"
+	pidFile       = "pid"
+	scriptPIDFile = "script.pid"
+	lockFile      = "launch.lock"
+	aliveFile     = "alive.lock"
+	cancelFile    = "cancel"
+	outFile       = "entrypoint.out"
 )
 
 // jobJSON is the content of job.json.
@@ -58,6 +61,50 @@ func writeJob(dir string, job build.Job) error {
 		return fmt.Errorf("encode job: %w", err)
 	}
 	return writeFileAtomic(filepath.Join(dir, JobFile), append(data, '\n'))
+}
+
+// writeSecrets puts the build's secrets into dir/secrets/, one file per
+// name, readable by the build's user alone: the directory 0700 and the
+// files 0400, owned by uid (this process's user when uid < 0). Nothing of
+// them goes into job.json. The files are written while the directory is
+// still this process's, then given to uid; an earlier, interrupted launch's
+// directory is replaced. With no secrets there is no directory.
+func writeSecrets(dir string, uid int, secrets []build.Secret) error {
+	p := filepath.Join(dir, SecretsDir)
+	if err := removeAll(p); err != nil {
+		return fmt.Errorf("clear secrets: %w", err)
+	}
+	if len(secrets) == 0 {
+		return nil
+	}
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return fmt.Errorf("create secrets: %w", err)
+	}
+	for _, s := range secrets {
+		if err := build.ValidateSecretName(s.Name); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(filepath.Join(p, s.Name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o400)
+		if err != nil {
+			return fmt.Errorf("write secret %s: %w", s.Name, err)
+		}
+		_, err = f.Write(s.Value)
+		if err == nil && uid >= 0 {
+			err = f.Chown(uid, uid)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write secret %s: %w", s.Name, err)
+		}
+	}
+	if uid >= 0 {
+		if err := os.Chown(p, uid, uid); err != nil {
+			return fmt.Errorf("give the secrets to the build uid: %w", err)
+		}
+	}
+	return nil
 }
 
 // ReadJob reads the job.json of the build directory dir.
