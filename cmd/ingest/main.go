@@ -90,6 +90,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("github: %w", err)
 		}
 	}
+	// Ingest writes and lists the builds' secrets; it never reads a value.
+	secrets, err := b.OpenSecrets()
+	if err != nil {
+		return err
+	}
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
@@ -104,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Running: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
-		Refs: refs, Notifier: statuses, Sessions: b.Sessions,
+		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets,
 		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/build"
 )
 
 // The edge: what any request, authenticated or not, may cost ingest. The
@@ -291,6 +293,8 @@ func (s *Server) bodyLimit(c echo.Context) int64 {
 	switch c.Path() {
 	case "/hooks/github", "/hooks/buildscripts":
 		return s.cfg.MaxBodyBytes
+	case secretsRoute:
+		return build.MaxSecretSize // a secret's value, as it is
 	}
 	return s.edge.limits.SmallBodyBytes
 }

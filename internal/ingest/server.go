@@ -272,6 +272,9 @@ type Deps struct {
 	// Notifier, when set, hears of builds queued and of builds cancelled
 	// before they started (commit statuses on GitHub).
 	Notifier Notifier
+	// Secrets stores the projects' secrets for builds; without it the
+	// secrets routes answer 501.
+	Secrets SecretStore
 	// Sessions stores the UI's sessions; without it nobody can sign in
 	// (POST /api/v1/session answers 501) and only the token authenticates.
 	Sessions Sessions
@@ -383,6 +386,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects/:team/:project/builds", s.projectBuilds, s.requireRead)
 	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
 	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
+	s.registerSecretRoutes(api)
 	api.GET("/builds", s.listBuilds, s.requireRead)
 	api.GET("/builds/:id", s.getBuild, s.requireRead)
 	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)
