@@ -60,6 +60,8 @@ type Set struct {
 	Gate build.Gate
 	// Sessions are the UI's signed-in sessions (ingest only).
 	Sessions build.Sessions
+	// Pulls is what Decap knows of pull requests (ingest only).
+	Pulls build.PullRequests
 	Catalog  *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
@@ -185,6 +187,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
 	s.Gate = sqlite.NewGate(db)
 	s.Sessions = sqlite.NewSessions(db)
+	s.Pulls = sqlite.NewPullRequests(db)
 	s.checkWrites = db.CheckWrites
 	return nil
 }

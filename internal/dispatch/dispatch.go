@@ -282,7 +282,7 @@ const (
 	// Deferred (retried) or dropped (will never succeed).
 	CauseLaunchFailed Cause = "launch_failed"
 	// Dropped.
-	CauseUnmanaged      Cause = "unmanaged"       // a push of a ref managedRefRegex does not match
+	CauseUnmanaged      Cause = "unmanaged"       // a push of a ref managedRefRegex does not match, or a pull request the project does not build
 	CauseUnknownProject Cause = "unknown_project" // not in the build-scripts repository
 	CauseInvalidProject Cause = "invalid_project" // its project.json is invalid
 	CauseDuplicate      Cause = "duplicate"       // its delivery was built already
@@ -402,6 +402,9 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	if req.Trigger == build.TriggerPush && !desc.Manages(req.Ref) {
 		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnmanaged,
 			fmt.Sprintf("ref %q does not match managedRefRegex %q", req.Ref, desc.ManagedRefRegex))
+	}
+	if why := pullNotBuilt(req, desc); why != "" {
+		return d.drop(ctx, log, m, rec, build.StatusSkipped, CauseUnmanaged, why)
 	}
 	policy := desc.SupersedeFor(req.Ref)
 	if created {
@@ -762,4 +765,30 @@ func (d *Dispatcher) backoff(receiveCount int, age time.Duration) time.Duration 
 	delay = min(max(delay, age/32), maxBackoff)
 	jitter := 0.8 + 0.4*rand.Float64()
 	return time.Duration(float64(delay) * jitter)
+}
+
+// pullNotBuilt says why a pull request's request is not built by the
+// project as its descriptor is now, or "": it builds no pull requests
+// (any more), not into this base branch, or not this untrusted one (forks
+// "never", or "approval" and nobody approved it). Ingest decided the same
+// when it accepted the request; the catalog may have changed since, and
+// another producer's request was never decided.
+func pullNotBuilt(req build.Request, desc build.Descriptor) string {
+	if req.RefType != build.Pull || req.PullRequest == nil {
+		return ""
+	}
+	p := req.PullRequest
+	switch {
+	case desc.PullRequests == nil:
+		return "project " + req.ProjectKey() + " does not build pull requests (its project.json has no pullRequests)"
+	case !desc.BuildsPullRequestsInto(p.BaseRef):
+		return fmt.Sprintf("base branch %q does not match pullRequests.baseRefRegex %q", p.BaseRef, desc.PullRequests.BaseRefRegex)
+	case p.Trusted:
+		return ""
+	case desc.ForkPolicy() == build.ForksNever:
+		return "an untrusted pull request, and the project's pullRequests.forks is never"
+	case desc.ForkPolicy() == build.ForksApproval && p.ApprovedBy == "":
+		return "an untrusted pull request nobody approved, and the project's pullRequests.forks is approval"
+	}
+	return ""
 }
