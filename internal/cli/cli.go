@@ -100,6 +100,7 @@ func oneLine(s string) string {
 // app holds the configuration of one run.
 type app struct {
 	getenv         func(string) string
+	stdin          io.Reader
 	stdout, stderr io.Writer
 
 	// Global flags.
@@ -112,14 +113,15 @@ type app struct {
 const rootHelp = `decapctl operates a Decap build server through its HTTP API: it lists
 builds, requests, rebuilds and cancels them, follows their logs, shows the
 queue, the branch locks and the dispatch gate, has the build-scripts
-repository read again, and sends signed test webhooks. Builds are named by
+repository read again, sets the projects' secrets for builds, and sends
+signed test webhooks. Builds are named by
 ID; tables and messages also show each build's number in its project
 (#42), which builds recorded before numbers existed do not have.
 
 Configuration (flags win over the environment):
   DECAP_URL          the server, default ` + DefaultURL + ` (--url)
   DECAP_TOKEN        the API token: changes need it (build, rebuild, cancel,
-                     unlock, pause, resume), and so do reads unless the server runs
+                     unlock, pause, resume, secret set and delete), and so do reads unless the server runs
                      with DECAP_READ_AUTH=public (--token)
   DECAP_TOKEN_FILE   a file holding the API token instead (not both)
   DECAP_GITHUB_WEBHOOK_SECRET, DECAP_GITHUB_WEBHOOK_SECRET_FILE
@@ -148,7 +150,12 @@ Exit codes:
 // ExitCode gives and whose message is one line; it prints nothing of the
 // error itself.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	a := &app{getenv: getenv, stdout: stdout, stderr: stderr, poll: time.Second}
+	return RunIO(ctx, args, getenv, strings.NewReader(""), stdout, stderr)
+}
+
+// RunIO is Run with stdin, from which "secret set" reads a value.
+func RunIO(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	a := &app{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr, poll: time.Second}
 	root := a.root()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -195,7 +202,7 @@ func (a *app) root() *cobra.Command {
 		a.buildsCmd(), a.buildCmd(), a.rebuildCmd(), a.logsCmd(), a.cancelCmd(),
 		a.queueCmd(), a.locksCmd(), a.unlockCmd(),
 		a.dispatchCmd(), a.pauseCmd(), a.resumeCmd(),
-		a.refsCmd(), a.hookCmd(), a.refreshCmd(),
+		a.refsCmd(), a.hookCmd(), a.refreshCmd(), a.secretCmd(),
 	)
 	return root
 }
