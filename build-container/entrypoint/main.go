@@ -203,6 +203,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buil
 		Project:      req.Project,
 		Ref:          req.Ref,
 		SHA:          req.SHA,
+		PullRequest:  req.PullRequest,
 		BuildID:      req.BuildID,
 		Workspace:    filepath.Join(runDir, localexec.WorkspaceDir),
 		ArtifactsDir: filepath.Join(runDir, localexec.ArtifactsDir),
@@ -235,6 +236,10 @@ func runContainer(ctx context.Context, getenv func(string) string, env []string,
 	if id == "" || !ok || ref == "" {
 		return entrypoint.Result{}, errors.New("BUILD_ID, PROJECT_KEY (team/project) and BRANCH_TO_BUILD must be set, or -run-dir given")
 	}
+	pull, err := build.PullRequestFromEnv(getenv, getenv("COMMIT_SHA"))
+	if err != nil {
+		return entrypoint.Result{}, fmt.Errorf("the pull request's variables: %w", err)
+	}
 	logURL, artifactsURL := getenv("DECAP_LOG_UPLOAD_URL"), getenv("DECAP_ARTIFACTS_UPLOAD_URL")
 	if logURL == "" || artifactsURL == "" {
 		return entrypoint.Result{}, errors.New("DECAP_LOG_UPLOAD_URL and DECAP_ARTIFACTS_UPLOAD_URL must be set")
@@ -257,6 +262,7 @@ func runContainer(ctx context.Context, getenv func(string) string, env []string,
 		Project:      project,
 		Ref:          ref,
 		SHA:          getenv("COMMIT_SHA"),
+		PullRequest:  pull,
 		BuildID:      id,
 		Workspace:    orDefault(getenv("DECAP_WORKSPACE"), "/workspace"),
 		ArtifactsDir: orDefault(getenv("DECAP_ARTIFACTS_DIR"), "/build-artifacts"),

@@ -114,6 +114,62 @@ func (p PullRequest) Validate() error {
 	return nil
 }
 
+// The variables a pull request's build gets (PullRequest.Env), in order.
+const (
+	EnvPullNumber   = "PULL_REQUEST_NUMBER"
+	EnvPullBaseRef  = "PULL_REQUEST_BASE_REF"
+	EnvPullHeadRef  = "PULL_REQUEST_HEAD_REF"
+	EnvPullHeadRepo = "PULL_REQUEST_HEAD_REPO"
+	EnvPullTrusted  = "PULL_REQUEST_TRUSTED"
+	// EnvPullRef names the ref of the base repository to fetch the head
+	// from: "refs/pull/<N>/head" (GitRef).
+	EnvPullRef = "PULL_REQUEST_REF"
+)
+
+// PullRequestEnvNames are the names PullRequest.Env sets. A build's
+// environment has them only from its request: the entrypoint drops any of
+// them from the environment it was given.
+var PullRequestEnvNames = []string{EnvPullNumber, EnvPullBaseRef, EnvPullHeadRef, EnvPullHeadRepo, EnvPullTrusted, EnvPullRef}
+
+// Env returns the variables of the pull request's build: its number,
+// base and head branches, head repository, whether it is trusted ("true"
+// or "false") and the ref to fetch its head from.
+func (p PullRequest) Env() []EnvVar {
+	return []EnvVar{
+		{Name: EnvPullNumber, Value: strconv.Itoa(p.Number)},
+		{Name: EnvPullBaseRef, Value: p.BaseRef},
+		{Name: EnvPullHeadRef, Value: p.HeadRef},
+		{Name: EnvPullHeadRepo, Value: p.HeadRepo},
+		{Name: EnvPullTrusted, Value: strconv.FormatBool(p.Trusted)},
+		{Name: EnvPullRef, Value: p.GitRef()},
+	}
+}
+
+// PullRequestFromEnv reads back what Env wrote, with sha the build's
+// COMMIT_SHA: nil when PULL_REQUEST_NUMBER is not set (not a pull
+// request's build), an ErrInvalid error when what is set is not a valid
+// pull request.
+func PullRequestFromEnv(getenv func(string) string, sha string) (*PullRequest, error) {
+	num := getenv(EnvPullNumber)
+	if num == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %q is not a number", ErrInvalid, EnvPullNumber, truncate(num, 20))
+	}
+	trusted, err := strconv.ParseBool(getenv(EnvPullTrusted))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not true or false", ErrInvalid, EnvPullTrusted)
+	}
+	p := &PullRequest{Number: n, BaseRef: getenv(EnvPullBaseRef), HeadRef: getenv(EnvPullHeadRef),
+		HeadRepo: getenv(EnvPullHeadRepo), HeadSHA: sha, Trusted: trusted}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // validateRepo checks "owner/name".
 func validateRepo(s string) error {
 	owner, name, ok := strings.Cut(s, "/")

@@ -327,3 +327,34 @@ func TestPullRequestStateValidate(t *testing.T) {
 		t.Error("Fork() = false for a head in another or a deleted repository")
 	}
 }
+
+// TestPullRequestEnv checks the variables a pull request's build gets,
+// and that the build container reads back the same pull request.
+func TestPullRequestEnv(t *testing.T) {
+	t.Parallel()
+	p := *samplePullRequest().PullRequest
+	p.ApprovedBy = "" // not a build's variable
+	env := map[string]string{}
+	for _, v := range p.Env() {
+		env[v.Name] = v.Value
+	}
+	want := map[string]string{"PULL_REQUEST_NUMBER": "2", "PULL_REQUEST_BASE_REF": "master", "PULL_REQUEST_HEAD_REF": "changes",
+		"PULL_REQUEST_HEAD_REPO": "octocat-fork/Hello-World", "PULL_REQUEST_TRUSTED": "false", "PULL_REQUEST_REF": "refs/pull/2/head"}
+	if diff := cmp.Diff(want, env); diff != "" {
+		t.Errorf("Env() (-want +got):\n%s", diff)
+	}
+	back, err := build.PullRequestFromEnv(func(k string) string { return env[k] }, p.HeadSHA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&p, back); diff != "" {
+		t.Errorf("PullRequestFromEnv() (-want +got):\n%s", diff)
+	}
+	if got, err := build.PullRequestFromEnv(func(string) string { return "" }, ""); got != nil || err != nil {
+		t.Errorf("PullRequestFromEnv() of a branch build = %v, %v; want nil, nil", got, err)
+	}
+	env["PULL_REQUEST_TRUSTED"] = "yes"
+	if _, err := build.PullRequestFromEnv(func(k string) string { return env[k] }, p.HeadSHA); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("PullRequestFromEnv() with TRUSTED=yes: %v, want ErrInvalid", err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,7 +60,13 @@ type Config struct {
 	Project    string
 	Ref        string
 	// SHA is the commit to build, exported as COMMIT_SHA when not empty.
-	SHA     string
+	SHA string
+	// PullRequest, for a pull request's build, is exported as the
+	// PULL_REQUEST_* variables (build.PullRequest.Env): the script
+	// fetches the head from PULL_REQUEST_REF (refs/pull/<N>/head) of the
+	// base repository and checks out COMMIT_SHA.
+	PullRequest *build.PullRequest
+
 	BuildID build.ID
 	// Workspace is the script's working directory; it is created if missing.
 	Workspace string
@@ -519,10 +526,10 @@ func (r *runner) env() []string {
 	if r.secrets != nil {
 		vars["BUILD_SECRETS"] = r.cfg.SecretsDir
 	}
-	env := make([]string, 0, len(r.cfg.Env)+len(vars))
+	env := make([]string, 0, len(r.cfg.Env)+len(vars)+len(build.PullRequestEnvNames))
 	for _, kv := range r.cfg.Env {
 		name, _, _ := strings.Cut(kv, "=")
-		if _, ours := vars[name]; ours || name == "COMMIT_SHA" || name == "BUILD_SECRETS" {
+		if _, ours := vars[name]; ours || name == "COMMIT_SHA" || name == "BUILD_SECRETS" || slices.Contains(build.PullRequestEnvNames, name) {
 			continue
 		}
 		env = append(env, kv)
@@ -530,6 +537,11 @@ func (r *runner) env() []string {
 	for _, name := range []string{"BUILD_ID", "PROJECT_KEY", "BRANCH_TO_BUILD", "COMMIT_SHA", "BUILD_ARTIFACTS", "BUILD_SECRETS"} {
 		if v, ok := vars[name]; ok {
 			env = append(env, name+"="+v)
+		}
+	}
+	if p := r.cfg.PullRequest; p != nil {
+		for _, v := range p.Env() {
+			env = append(env, v.Name+"="+v.Value)
 		}
 	}
 	return env

@@ -185,6 +185,13 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 	if req.SHA != "" {
 		buildEnv = append(buildEnv, corev1.EnvVar{Name: "COMMIT_SHA", Value: req.SHA})
 	}
+	if p := req.PullRequest; p != nil {
+		// The entrypoint reads them back (build.PullRequestFromEnv) and
+		// hands them to the script.
+		for _, v := range p.Env() {
+			buildEnv = append(buildEnv, corev1.EnvVar{Name: v.Name, Value: v.Value})
+		}
+	}
 	buildEnv = append(buildEnv,
 		corev1.EnvVar{Name: "DECAP_BUILD_TIMEOUT", Value: timeout.String()},
 		corev1.EnvVar{Name: "DECAP_SCRIPTS_DIR", Value: ScriptsMount},

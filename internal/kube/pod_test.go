@@ -45,7 +45,12 @@ func podJobs() map[string]build.Job {
 	timeout := testJob(testID(4))
 	timeout.Descriptor.TimeoutSeconds = 7200
 
-	return map[string]build.Job{"branch-push": push, "tag-sidecars": tag, "hostile-branch": hostile, "timeout": timeout}
+	pull := testJob(testID(5))
+	pull.Request.Ref, pull.Request.RefType, pull.Request.Trigger = "pull/7", build.Pull, build.TriggerPullRequest
+	pull.Request.PullRequest = &build.PullRequest{Number: 7, BaseRef: "main", HeadRef: "feature/x", HeadRepo: "octocat/" + pull.Request.Project,
+		HeadSHA: pull.Request.SHA, ApprovedBy: "ae6rt"}
+
+	return map[string]build.Job{"branch-push": push, "tag-sidecars": tag, "hostile-branch": hostile, "timeout": timeout, "pull-request-fork": pull}
 }
 
 func TestPodForGolden(t *testing.T) {
