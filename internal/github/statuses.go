@@ -114,39 +114,67 @@ func withReason(s, reason string) string {
 	return s + ": " + reason
 }
 
-// post creates one status, retrying once on a 5xx answer.
+// post creates one status of rec's build, retrying once on a 5xx answer.
 func (s *Statuses) post(ctx context.Context, rec build.Record, state, desc string) error {
-	if !s.enabled || rec.SHA == "" {
+	target := ""
+	if s.publicURL != "" && rec.BuildID != "" {
+		target = s.publicURL + "/ui/builds/" + string(rec.BuildID)
+	}
+	if err := s.create(ctx, rec.Team, rec.Project, rec.SHA, state, desc, target); err != nil {
+		return fmt.Errorf("post %s status of build %s: %w", state, rec.BuildID, err)
+	}
+	return nil
+}
+
+// PullRequestWaiting marks the head of p pending, "waiting for approval",
+// linking to the project's page, where its pull requests are listed. It
+// does nothing without a token; errors as BuildQueued. The status has the
+// builds' context, so the head's build replaces it once it is approved.
+func (s *Statuses) PullRequestWaiting(ctx context.Context, p build.PullRequestState) error {
+	target := ""
+	if s.publicURL != "" {
+		target = fmt.Sprintf("%s/ui/projects/%s/%s#pull-%d", s.publicURL, p.Team, p.Project, p.Number)
+	}
+	desc := "waiting for approval: an owner, member or collaborator comments /ok-to-test"
+	if err := s.create(ctx, p.Team, p.Project, p.HeadSHA, "pending", desc, target); err != nil {
+		return fmt.Errorf("post the waiting status of pull request %s: %w", p.LockKey(), err)
+	}
+	return nil
+}
+
+// create creates one status on team/project's commit sha, retrying once
+// on a 5xx answer; nothing without a token or a SHA.
+func (s *Statuses) create(ctx context.Context, team, project, sha, state, desc, target string) error {
+	if !s.enabled || sha == "" {
 		return nil
 	}
-	if err := build.ValidateName("team", rec.Team); err != nil {
+	if err := build.ValidateName("team", team); err != nil {
 		return err
 	}
-	if err := build.ValidateName("project", rec.Project); err != nil {
+	if err := build.ValidateName("project", project); err != nil {
 		return err
 	}
 	st := github.RepoStatus{
 		State:       github.Ptr(state),
 		Description: github.Ptr(truncate(desc, maxDescription)),
-		Context:     github.Ptr(statusContext(rec.Project)),
+		Context:     github.Ptr(statusContext(project)),
 	}
-	if s.publicURL != "" && rec.BuildID != "" {
-		st.TargetURL = github.Ptr(s.publicURL + "/ui/builds/" + string(rec.BuildID))
+	if target != "" {
+		st.TargetURL = github.Ptr(target)
 	}
-	_, _, err := s.api.CreateStatus(ctx, rec.Team, rec.Project, rec.SHA, st)
+	_, _, err := s.api.CreateStatus(ctx, team, project, sha, st)
 	if is5xx(err) {
 		t := time.NewTimer(s.retry)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("post %s status of build %s: %w", state, rec.BuildID, ctx.Err())
+			return ctx.Err()
 		case <-t.C:
 		}
-		_, _, err = s.api.CreateStatus(ctx, rec.Team, rec.Project, rec.SHA, st)
+		_, _, err = s.api.CreateStatus(ctx, team, project, sha, st)
 	}
 	if err != nil {
-		return fmt.Errorf("post %s status of build %s: %w", state, rec.BuildID,
-			classify(err, "commit "+rec.ProjectKey()+"@"+truncate(rec.SHA, 12), time.Now()))
+		return classify(err, "commit "+build.ProjectKey(team, project)+"@"+truncate(sha, 12), time.Now())
 	}
 	return nil
 }

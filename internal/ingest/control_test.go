@@ -896,9 +896,17 @@ func TestTriggerNamesWhoAsked(t *testing.T) {
 
 // recordingNotifier records what it hears.
 type recordingNotifier struct {
-	mu     sync.Mutex
-	queued []build.ID
-	ended  []build.Record
+	mu      sync.Mutex
+	queued  []build.ID
+	ended   []build.Record
+	waiting []build.PullRequestState
+}
+
+func (n *recordingNotifier) PullRequestWaiting(_ context.Context, p build.PullRequestState) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.waiting = append(n.waiting, p)
+	return nil
 }
 
 func (n *recordingNotifier) BuildQueued(_ context.Context, rec build.Record) error {

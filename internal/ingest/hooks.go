@@ -29,7 +29,9 @@ type ignored struct {
 }
 
 // githubHook handles POST /hooks/github: verify, then push → build request,
-// ping → 200, anything else → 202 with the reason it builds nothing. The
+// pull_request and issue_comment → a pull request's build, approval or
+// cancel (pulls.go), ping → 200, anything else → 202 with the reason it
+// builds nothing. The
 // Observer hears the event and its outcome.
 func (s *Server) githubHook(c echo.Context) error {
 	outcome, err := s.handleGitHub(c)
@@ -63,7 +65,7 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	switch event {
 	case "ping":
 		return OutcomeIgnored, c.JSON(http.StatusOK, map[string]string{"pong": delivery})
-	case "push":
+	case "push", "pull_request", "issue_comment":
 	default:
 		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
 	}
@@ -71,7 +73,13 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 		return "", echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Delivery header is missing or malformed")
 	}
 	if ct := h.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
-		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, "push payload must be application/json (set the webhook's content type to JSON)")
+		return "", echo.NewHTTPError(http.StatusUnsupportedMediaType, event+" payload must be application/json (set the webhook's content type to JSON)")
+	}
+	switch event {
+	case "pull_request":
+		return s.pullRequestHook(c, body, delivery)
+	case "issue_comment":
+		return s.issueCommentHook(c, body, delivery)
 	}
 	push, err := parsePush(body)
 	if err != nil {
@@ -130,7 +138,7 @@ func hookOutcome(err error) string {
 // the few values a metric label may take.
 func eventLabel(event string) string {
 	switch event {
-	case "push", "ping":
+	case "push", "ping", "pull_request", "issue_comment":
 		return event
 	case "":
 		return "none"

@@ -167,9 +167,10 @@ func TestGitHubPayloads(t *testing.T) {
 		{"ping.json", "ping", 200, ""},
 		{"create.json", "create", 202, `event "create"`},
 		{"delete.json", "delete", 202, `event "delete"`},
-		{"pull_request-opened.json", "pull_request", 202, `event "pull_request"`},
-		{"pull_request-closed.json", "pull_request", 202, `event "pull_request"`},
-		{"pull_request-synchronize.json", "pull_request", 202, `event "pull_request"`},
+		{"pull_request-opened.json", "pull_request", 202, `does not build pull requests`},
+		{"pull_request-closed.json", "pull_request", 202, `does not build pull requests`},
+		{"pull_request-synchronize.json", "pull_request", 202, `does not build pull requests`},
+		{"issue_comment-created.json", "issue_comment", 202, `#1 is an issue, not a pull request`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -136,6 +136,9 @@ type Refs interface {
 type Notifier interface {
 	BuildQueued(ctx context.Context, rec build.Record) error
 	BuildEnded(ctx context.Context, rec build.Record) error
+	// PullRequestWaiting hears of a pull request whose head waits for
+	// approval (build.ReasonWaitingForApproval).
+	PullRequestWaiting(ctx context.Context, p build.PullRequestState) error
 }
 
 // notify calls fn on the Notifier in the background, bounded in time.
@@ -158,7 +161,8 @@ func (s *Server) notify(rec build.Record, fn func(Notifier, context.Context, bui
 type Observer interface {
 	EdgeObserver
 	// WebhookHandled hears of every POST /hooks/github: its event ("push",
-	// "ping", "other" or "none") and outcome (one of the Outcome* constants).
+	// "pull_request", "issue_comment", "ping", "other" or "none") and
+	// outcome (one of the Outcome* constants).
 	WebhookHandled(event, outcome string)
 	// Published hears how long one publish to the queue took, whether it
 	// succeeded or not.
@@ -180,6 +184,8 @@ const (
 	OutcomeQueued       = "queued"       // a build request was queued
 	OutcomeIgnored      = "ignored"      // valid, but builds nothing (ping, other events, deletions, unmanaged refs, unknown projects)
 	OutcomeDuplicate    = "duplicate"    // a redelivery, answered with its first build
+	OutcomeWaiting      = "waiting"      // a pull request's head waits for approval
+	OutcomeClosed       = "closed"       // a pull request was closed: its builds are cancelled
 	OutcomeUnauthorized = "unauthorized" // missing or bad signature
 	OutcomeInvalid      = "invalid"      // a malformed request: 4xx
 	OutcomeError        = "error"        // ingest or a backend failed: 5xx
@@ -272,6 +278,9 @@ type Deps struct {
 	// Notifier, when set, hears of builds queued and of builds cancelled
 	// before they started (commit statuses on GitHub).
 	Notifier Notifier
+	// Pulls stores what Decap knows of pull requests; without it
+	// pull_request and issue_comment events build nothing.
+	Pulls PullRequests
 	// Secrets stores the projects' secrets for builds; without it the
 	// secrets routes answer 501.
 	Secrets SecretStore

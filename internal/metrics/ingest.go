@@ -31,7 +31,7 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 	m := &Ingest{
 		webhooks: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "decap_webhooks_total",
-			Help: "GitHub webhooks received at POST /hooks/github, by event (push, ping, other, none) and outcome (queued, ignored, duplicate, unauthorized, invalid, error).",
+			Help: "GitHub webhooks received at POST /hooks/github, by event (push, pull_request, issue_comment, ping, other, none) and outcome (queued, ignored, duplicate, waiting, closed, unauthorized, invalid, error).",
 		}, []string{"event", "outcome"}),
 		publish: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "decap_publish_seconds",
@@ -64,12 +64,12 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 		m.rejected.WithLabelValues(r)
 	}
 	// Known series start at zero rather than appearing on first use.
-	for _, event := range []string{"push", "ping", "other"} {
-		for _, outcome := range []string{"queued", "ignored", "duplicate", "unauthorized", "invalid", "error"} {
+	for _, event := range []string{"push", "pull_request", "issue_comment", "ping", "other"} {
+		for _, outcome := range []string{"queued", "ignored", "duplicate", "waiting", "closed", "unauthorized", "invalid", "error"} {
 			m.webhooks.WithLabelValues(event, outcome)
 		}
 	}
-	for _, t := range []build.Trigger{build.TriggerPush, build.TriggerManual, build.TriggerAPI} {
+	for _, t := range []build.Trigger{build.TriggerPush, build.TriggerManual, build.TriggerAPI, build.TriggerPullRequest} {
 		m.queued.WithLabelValues(string(t))
 	}
 	return m
