@@ -746,8 +746,10 @@ func TestPullRequestBadInput(t *testing.T) {
 		"no number": func(t *testing.T) []byte {
 			return event(t, "pull_request-opened.json", func(m map[string]any) { set(m, "pull_request.number", 0) })
 		},
-		"not json":  func(*testing.T) []byte { return []byte(`{"action":`) },
-		"no update": func(t *testing.T) []byte { return event(t, "pull_request-opened.json", func(m map[string]any) { set(m, "pull_request.updated_at", nil) }) },
+		"not json": func(*testing.T) []byte { return []byte(`{"action":`) },
+		"no update": func(t *testing.T) []byte {
+			return event(t, "pull_request-opened.json", func(m map[string]any) { set(m, "pull_request.updated_at", nil) })
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
