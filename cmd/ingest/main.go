@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Running: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
-		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets,
+		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets, Pulls: b.Pulls,
 		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger: log, Now: time.Now,
 	})
 	ui.New(ui.Config{AuthDisabled: cfg.AuthDisabled}, ui.Deps{
-		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate, Auth: srv,
+		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate, Pulls: b.Pulls, Auth: srv,
 		Logger: log.With("component", "ui"), Now: time.Now,
 	}).Register(srv.Echo())
 	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)

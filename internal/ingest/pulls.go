@@ -34,6 +34,33 @@ type PullRequests interface {
 	ListOpen(ctx context.Context, team, project string) ([]build.PullRequestState, error)
 }
 
+// pullList is the answer of GET .../pulls.
+type pullList struct {
+	Pulls []build.PullRequestState `json:"pulls"`
+}
+
+// projectPulls handles GET /api/v1/projects/:team/:project/pulls: the
+// project's open pull requests as Decap knows them, by number: head,
+// trust, approval, state (building, waiting for approval, draft,
+// ignored) with its reason, and the latest build.
+func (s *Server) projectPulls(c echo.Context) error {
+	team, project, err := pathProject(c)
+	if err != nil {
+		return err
+	}
+	if s.deps.Pulls == nil {
+		return echo.NewHTTPError(http.StatusNotImplemented, "this Decap keeps no pull request state")
+	}
+	list, err := s.deps.Pulls.ListOpen(c.Request().Context(), team, project)
+	if err != nil {
+		return fmt.Errorf("list the pull requests of %s: %w", build.ProjectKey(team, project), err)
+	}
+	if list == nil {
+		list = []build.PullRequestState{}
+	}
+	return c.JSON(http.StatusOK, pullList{Pulls: list})
+}
+
 // pullPutAttempts bounds the compare-and-swap retries of one event: each
 // lost race means another event of the same pull request was stored in
 // between.

@@ -778,3 +778,39 @@ func TestPullRequestNotOptedIn(t *testing.T) {
 		t.Errorf("stored the pull request of a project that builds none: %v", err)
 	}
 }
+
+// TestProjectPullsAPI checks GET /api/v1/projects/{team}/{project}/pulls:
+// the open pull requests, a waiting one with its reason, behind the read
+// guard.
+func TestProjectPullsAPI(t *testing.T) {
+	t.Parallel()
+	f := newPullFixture(t, `{}`)
+	f.send(t, "pull_request", event(t, "pull_request-opened.json", all(fork, association("NONE"))))
+	get := func(tok string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		f.srv.ServeHTTP(w, apiRequest(http.MethodGet, "/api/v1/projects/Codertocat/Hello-World/pulls", tok, ""))
+		return w
+	}
+	if w := get(""); w.Code != http.StatusUnauthorized {
+		t.Errorf("without a token: status %d, want 401", w.Code)
+	}
+	w := get(token)
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	var got struct {
+		Pulls []build.PullRequestState `json:"pulls"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Pulls) != 1 || got.Pulls[0].Number != 2 || got.Pulls[0].State != build.PullWaiting ||
+		!strings.HasPrefix(got.Pulls[0].Reason, build.ReasonWaitingForApproval) {
+		t.Errorf("pulls %+v, want #2 waiting for approval", got.Pulls)
+	}
+	w = httptest.NewRecorder()
+	f.srv.ServeHTTP(w, apiRequest(http.MethodGet, "/api/v1/projects/Codertocat/..%2Fx/pulls", token, ""))
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("hostile project: status %d, want 400", w.Code)
+	}
+}

@@ -395,6 +395,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects/:team/:project/builds", s.projectBuilds, s.requireRead)
 	api.POST("/projects/:team/:project/builds", s.requestBuild, s.requireToken)
 	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
+	api.GET("/projects/:team/:project/pulls", s.projectPulls, s.requireRead)
 	s.registerSecretRoutes(api)
 	api.GET("/builds", s.listBuilds, s.requireRead)
 	api.GET("/builds/:id", s.getBuild, s.requireRead)

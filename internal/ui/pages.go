@@ -307,6 +307,43 @@ type projectView struct {
 	// Cursor is this page's cursor ("" = newest), Next the next page's.
 	Cursor, Next string
 	Average      time.Duration
+	// Pulls are the open pull requests, each with its latest build.
+	Pulls panel[[]pullView]
+}
+
+// pullView is one open pull request on its project's page.
+type pullView struct {
+	build.PullRequestState
+	// Latest is the record of its latest build, nil when it has none (or
+	// it could not be read).
+	Latest *build.Record
+}
+
+// maxPullsShown bounds the pull requests a project page lists, and so the
+// records it reads for them.
+const maxPullsShown = 50
+
+// pulls returns the project's open pull requests with their latest
+// builds.
+func (u *UI) pulls(ctx context.Context, team, project string) panel[[]pullView] {
+	list, err := u.deps.Pulls.ListOpen(ctx, team, project)
+	if err != nil {
+		return failed[[]pullView]("pull requests", err)
+	}
+	if len(list) > maxPullsShown {
+		list = list[len(list)-maxPullsShown:] // the newest
+	}
+	out := make([]pullView, 0, len(list))
+	for _, p := range list {
+		v := pullView{PullRequestState: p}
+		if p.Build != "" && u.deps.Records != nil {
+			if rec, err := u.deps.Records.Get(ctx, p.Build); err == nil {
+				v.Latest = &rec
+			}
+		}
+		out = append(out, v)
+	}
+	return panel[[]pullView]{Data: out}
 }
 
 func (u *UI) project(c echo.Context) error {
@@ -340,6 +377,9 @@ func (u *UI) project(c echo.Context) error {
 			v.Next = next
 			v.Average = u.average(ctx, team, project)
 		}
+	}
+	if u.deps.Pulls != nil {
+		v.Pulls = u.pulls(ctx, team, project)
 	}
 	if v.Catalog == nil && u.deps.Catalog != nil && len(v.Builds.Data) == 0 && v.Builds.Unavailable == "" {
 		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), build.ErrNotFound)

@@ -65,6 +65,12 @@ type Gate interface {
 	Get(ctx context.Context) (build.GateState, error)
 }
 
+// Pulls lists a project's open pull requests, by number (the
+// build.PullRequests store).
+type Pulls interface {
+	ListOpen(ctx context.Context, team, project string) ([]build.PullRequestState, error)
+}
+
 // Auth decides who may read the pages (ingest's sessions).
 type Auth interface {
 	// Pages wraps a page's handler: it lets through a reader with a valid
@@ -104,9 +110,11 @@ type Deps struct {
 	Queue   QueueStats
 	Locks   Locks
 	Gate    Gate
-	Auth    Auth
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Pulls, when set, lists the open pull requests on a project's page.
+	Pulls  Pulls
+	Auth   Auth
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // UI serves the status pages.
