@@ -48,8 +48,14 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 	victimSecret := newSecret("the victim build's secret", "victim-")
 	ghToken := newSecret("the GitHub token", "ghp_")
 
+	// Build secrets: the victim's, granted to it; the hostile project's own,
+	// one granted and one not (DESIGN.md invariant 6).
+	victimToken := newSecret("the victim's build secret", "victok-")
+	hostileOwn := newSecret("the hostile build's own granted secret", "own-")
+	notGranted := newSecret("a secret of the hostile project it was not granted", "notgranted-")
+
 	s := newScripts(t)
-	s.add("e2e", "victim", validDescriptor, victimScript(victimSecret.value))
+	s.add("e2e", "victim", `{"buildImage": "debian:bookworm-slim", "secrets": ["VICTIM_TOKEN"]}`, victimScript(victimSecret.value))
 	c := newCluster(t, proctest.Options{Scripts: s.dir, Cap: 4, Env: []string{
 		// Secrets kept in files of the data directory, as
 		// scripts/run-local.sh keeps them, and one in the environment only.
@@ -65,7 +71,8 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 	// The hostile script is written once the services run and their
 	// addresses are known; the catalog knows the project from the start,
 	// and a directory source exports the files as they are at launch.
-	s.add("e2e", "hostile", validDescriptor, "exit 0\n")
+	hostileDescriptor := `{"buildImage": "debian:bookworm-slim", "secrets": ["HOSTILE_OWN"]}`
+	s.add("e2e", "hostile", hostileDescriptor, "exit 0\n")
 	// Whatever the hostile build leaves running, should the test fail
 	// before it checks: its processes' working directory is in the data
 	// directory, and their command line need not say so.
@@ -98,7 +105,21 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("render hostile build script: %v", err)
 	}
-	s.add("e2e", "hostile", validDescriptor, script.String())
+	s.add("e2e", "hostile", hostileDescriptor, script.String())
+	for _, sec := range []struct {
+		project, name string
+		s             secret
+	}{{"victim", "VICTIM_TOKEN", victimToken}, {"hostile", "HOSTILE_OWN", hostileOwn}, {"hostile", "NOT_GRANTED", notGranted}} {
+		status, body := c.MustDo(http.MethodPut, "/api/v1/projects/e2e/"+sec.project+"/secrets/"+sec.name, http.Header{"Authorization": {"Bearer " + apiToken}}, []byte(sec.s.value))
+		if status != http.StatusOK {
+			t.Fatalf("set secret %s of e2e/%s: got %d %s", sec.name, sec.project, status, body)
+		}
+	}
+	keyFile, err := os.ReadFile(filepath.Join(data, "secrets.key"))
+	if err != nil {
+		t.Fatalf("the secrets' key file: %v", err)
+	}
+	secrets = append(secrets, victimToken.value, notGranted.value, strings.TrimSpace(string(keyFile)))
 
 	victim := c.RequestBuild("e2e", "victim", "main")
 	c.WaitFor(proctest.BuildTimeout, "the victim build to be ready", func() (bool, string) {
@@ -130,6 +151,12 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		}
 	}
 	checkIdentity(t, log, c.RunDir(hostile))
+	if !strings.Contains(log, "OWN_SECRETS HOSTILE_OWN \n") {
+		t.Errorf("the hostile build's own secrets are not HOSTILE_OWN alone:\n%s", log)
+	}
+	if rec.Secrets == nil || strings.Join(rec.Secrets, ",") != "HOSTILE_OWN" {
+		t.Errorf("the hostile build's record says it got secrets %q, want [HOSTILE_OWN]", rec.Secrets)
+	}
 
 	// No secret anywhere it could have put one.
 	files := tarFiles(t, c.Artifacts(hostile))

@@ -50,6 +50,10 @@ type Record struct {
 	SupersededBy  string    `json:"supersededBy"`
 	InfraRetries  int       `json:"infraRetries"`
 	Supersedable  bool      `json:"supersedable"`
+	// Secrets names the secrets the build was given; SecretsWithheld says
+	// why it got fewer or none.
+	Secrets         []string `json:"secrets"`
+	SecretsWithheld string   `json:"secretsWithheld"`
 }
 
 // finalStatuses are the statuses a build record never leaves.
