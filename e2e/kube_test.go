@@ -2,7 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +44,11 @@ var rbacChecks = []struct {
 	{"decap-dispatcher", "delete", "pods", "decap", true},
 	{"decap-dispatcher", "get", "pods", "decap", true},
 	{"decap-dispatcher", "list", "pods", "decap", false},
+	{"decap-dispatcher", "create", "secrets", "decap", true}, // a build's secrets, for its Pod
 	{"decap-dispatcher", "get", "secrets", "decap", false},
+	{"decap-dispatcher", "list", "secrets", "decap", false},
+	{"decap-dispatcher", "watch", "secrets", "decap", false},
+	{"decap-dispatcher", "create", "secrets", "decap-system", false},
 	{"decap-dispatcher", "get", "secrets", "decap-system", false},
 	{"decap-dispatcher", "create", "pods", "decap-system", false},
 	{"decap-dispatcher", "create", "pods", "default", false},
@@ -55,7 +61,9 @@ var rbacChecks = []struct {
 	{"decap-reaper", "delete", "pods", "decap", true},
 	{"decap-reaper", "get", "pods/log", "decap", true},
 	{"decap-reaper", "create", "pods", "decap", false},
+	{"decap-reaper", "delete", "secrets", "decap", true}, // a build's secrets, with its Pod
 	{"decap-reaper", "get", "secrets", "decap", false},
+	{"decap-reaper", "list", "secrets", "decap", false},
 	{"decap-reaper", "delete", "pods", "decap-system", false},
 	{"decap-ingest", "get", "pods", "decap", true},
 	{"decap-ingest", "list", "pods", "decap", true},
@@ -64,9 +72,12 @@ var rbacChecks = []struct {
 	{"decap-ingest", "create", "pods", "decap", false},
 	{"decap-ingest", "delete", "pods", "decap", false},
 	{"decap-ingest", "get", "secrets", "decap", false},
+	{"decap-ingest", "list", "secrets", "decap", false},
+	{"decap-ingest", "create", "secrets", "decap", false},
 	{"decap-ingest", "get", "secrets", "decap-system", false},
 	{"decap-build", "get", "pods", "decap", false},
 	{"decap-build", "get", "secrets", "decap", false},
+	{"decap-build", "list", "secrets", "decap", false},
 	{"decap-build", "list", "configmaps", "decap", false},
 }
 
@@ -206,6 +217,62 @@ func TestKubernetesPipeline(t *testing.T) {
 		}
 	})
 
+	t.Run("a build's secrets in a Secret of its own, mounted, gone with the build", func(t *testing.T) {
+		token := newSecret("the kube project's token", "npm_")
+		status, body, err := c.Do(http.MethodPut, "/api/v1/projects/kube/secret/secrets/NPM_TOKEN", http.Header{"Authorization": {"Bearer " + apiToken}}, []byte(token.value))
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("set the secret: %d %s %v", status, body, err)
+		}
+		id := c.Push("kube", "secret", kubetest.BranchHold)
+		rec := c.WaitStatus("running", func(r proctest.Record) bool { return r.Status == "running" }, id)[id]
+		if strings.Join(rec.Secrets, ",") != "NPM_TOKEN" {
+			t.Errorf("record's secrets: got %q, want [NPM_TOKEN]", rec.Secrets)
+		}
+		pod, err := pods.Get(t.Context(), "build-"+id, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get the build pod: %v", err)
+		}
+		spec, _ := json.Marshal(pod)
+		if found := leaks("the build Pod", spec, []secret{token}); len(found) > 0 {
+			t.Errorf("%v", found)
+		}
+		mounted := false
+		for _, v := range pod.Spec.Volumes {
+			mounted = mounted || v.Secret != nil && v.Secret.SecretName == "build-"+id+"-secrets"
+		}
+		if !mounted {
+			t.Errorf("the build Pod mounts no Secret build-%s-secrets: %+v", id, pod.Spec.Volumes)
+		}
+		secrets := cp.Client.CoreV1().Secrets("decap")
+		s, err := secrets.Get(t.Context(), "build-"+id+"-secrets", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the build's Secret: %v", err)
+		}
+		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != pod.UID || s.OwnerReferences[0].Kind != "Pod" || string(s.Data["NPM_TOKEN"]) != token.value {
+			t.Errorf("the build's Secret: owners %+v (pod UID %s), keys %d", s.OwnerReferences, pod.UID, len(s.Data))
+		}
+		status, body, err = c.Do(http.MethodDelete, "/api/v1/builds/"+id, http.Header{"Authorization": {"Bearer " + apiToken}}, nil)
+		if err != nil || status != http.StatusAccepted {
+			t.Fatalf("DELETE /api/v1/builds/%s: %d %s %v, want 202", id, status, body, err)
+		}
+		c.WaitFinal(id)
+		waitPodGone(t, c, pods, "build-"+id)
+		// Without a garbage collector (none runs here) too: the reaper
+		// deletes it.
+		c.WaitFor(proctest.BuildTimeout, "the build's Secret to be deleted", func() (bool, string) {
+			_, err := secrets.Get(context.Background(), "build-"+id+"-secrets", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		all, err := secrets.List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		everything, _ := json.Marshal(all)
+		if found := leaks("the Secrets of namespace decap", everything, []secret{token}); len(found) > 0 {
+			t.Errorf("%v", found)
+		}
+	})
+
 	if t.Failed() {
 		if out, err := cp.Kubectl(nil, "get", "pods", "-n", "decap", "-o", "wide"); err == nil {
 			t.Logf("build pods:\n%s", out)
@@ -219,6 +286,7 @@ func gitScripts(t *testing.T) string {
 	t.Helper()
 	s := newScripts(t)
 	s.add("kube", "hello", `{"buildImage": "`+kubeBuildImage+`", "buildTimeoutSeconds": 600}`, "#!/bin/bash\necho hello\n")
+	s.add("kube", "secret", `{"buildImage": "`+kubeBuildImage+`", "secrets": ["NPM_TOKEN"]}`, "#!/bin/bash\ncat \"$BUILD_SECRETS/NPM_TOKEN\"\n")
 	for _, args := range [][]string{
 		{"init", "-q", "-b", "main"},
 		{"add", "."},

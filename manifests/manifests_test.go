@@ -163,8 +163,10 @@ func TestRBAC(t *testing.T) {
 		serviceAccount string
 		want           []string // "verb resource" in namespace decap
 	}{
-		{"decap-dispatcher", []string{"create pods", "delete pods", "get pods"}},
-		{"decap-reaper", []string{"delete pods", "get pods", "get pods/log", "list pods", "watch pods"}},
+		// Secrets: the dispatcher creates a build's, the reaper deletes
+		// it; nobody reads one.
+		{"decap-dispatcher", []string{"create pods", "create secrets", "delete pods", "get pods"}},
+		{"decap-reaper", []string{"delete pods", "delete secrets", "get pods", "get pods/log", "list pods", "watch pods"}},
 		{"decap-ingest", []string{"get pods", "get pods/log", "list pods", "watch pods"}},
 		// Build Pods get no RBAC at all.
 		{"decap-build", nil},

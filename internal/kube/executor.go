@@ -149,14 +149,37 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 		LogUploadURL:   logURL, ArtifactsUploadURL: artifactsURL,
 		CPURequest: e.cpu, MemoryRequest: e.memReq, MemoryLimit: e.memLim,
 	})
-	_, err = e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	switch {
+	case err == nil:
+	case apierrors.IsAlreadyExists(err):
+		if len(job.Secrets) == 0 {
+			return nil
+		}
+		// Launched before, maybe without its Secret (the launcher died
+		// in between): the Secret's owner is this Pod, by its UID.
+		if created, err = e.client.CoreV1().Pods(e.cfg.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("get pod %s: %w", pod.Name, err)
+		}
+	case apierrors.IsInvalid(err):
+		return fmt.Errorf("%w: create pod %s: %s", build.ErrInvalid, pod.Name, apiMessage(err))
+	default:
+		return fmt.Errorf("create pod %s: %w", pod.Name, err)
+	}
+	if len(job.Secrets) == 0 {
+		return nil
+	}
+	// After the Pod, whose UID owns it: the kubelet starts no container
+	// before the Secret it mounts exists.
+	secret := SecretFor(job, created)
+	_, err = e.client.CoreV1().Secrets(e.cfg.Namespace).Create(ctx, secret, metav1.CreateOptions{})
 	switch {
 	case err == nil, apierrors.IsAlreadyExists(err):
 		return nil
 	case apierrors.IsInvalid(err):
-		return fmt.Errorf("%w: create pod %s: %s", build.ErrInvalid, pod.Name, apiMessage(err))
+		return fmt.Errorf("%w: create secret %s: %s", build.ErrInvalid, secret.Name, apiMessage(err))
 	}
-	return fmt.Errorf("create pod %s: %w", pod.Name, err)
+	return fmt.Errorf("create secret %s: %w", secret.Name, err)
 }
 
 // uploadTTL is how long the build's presigned upload URLs stay valid: the
@@ -185,13 +208,19 @@ func (e *Executor) Cancel(ctx context.Context, id build.ID) error {
 }
 
 // Remove deletes the Pod of a build whose end is recorded, at once (grace
-// period 0: it has ended, or it is stuck and its build recorded as ended).
-// A Pod already gone is not an error.
+// period 0: it has ended, or it is stuck and its build recorded as ended),
+// and the Secret of its secrets, if it had one: the garbage collector
+// would delete that with its owner, but not as soon, and not where none
+// runs. What is already gone is not an error.
 func (e *Executor) Remove(ctx context.Context, id build.ID) error {
 	zero := int64(0)
 	err := e.client.CoreV1().Pods(e.cfg.Namespace).Delete(ctx, id.PodName(), metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete pod %s: %w", id.PodName(), err)
+	}
+	err = e.client.CoreV1().Secrets(e.cfg.Namespace).Delete(ctx, SecretName(id), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete secret %s: %w", SecretName(id), err)
 	}
 	return nil
 }

@@ -59,7 +59,12 @@ const (
 	volWorkspace = "workspace"
 	volTools     = "decap-bin"
 	volTmp       = "tmp"
+	volSecrets   = "build-secrets"
 )
+
+// SecretsMount is where the build container finds its secrets, one
+// read-only file per name (build.SecretsDir).
+const SecretsMount = build.SecretsDir
 
 // BuildUID is the uid and gid build containers run as (the build
 // container image's user decap).
@@ -117,6 +122,9 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 	uid, nonRoot, noEscalation, readOnly := int64(BuildUID), true, false, true
 	noToken, noLinks := false, false
 
+	emptyDir := func(name string) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	}
 	restricted := func() *corev1.SecurityContext {
 		return &corev1.SecurityContext{
 			RunAsUser:                &uid,
@@ -201,6 +209,26 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 		corev1.EnvVar{Name: "DECAP_ARTIFACTS_UPLOAD_URL", Value: spec.ArtifactsUploadURL},
 		corev1.EnvVar{Name: "HOME", Value: WorkspaceMount},
 	)
+	buildMounts := []corev1.VolumeMount{
+		{Name: volScripts, MountPath: ScriptsMount, ReadOnly: true},
+		{Name: volTools, MountPath: ToolsMount, ReadOnly: true},
+		{Name: volWorkspace, MountPath: WorkspaceMount},
+		{Name: volArtifacts, MountPath: ArtifactsMount},
+	}
+	volumes := []corev1.Volume{
+		emptyDir(volScripts), emptyDir(volTools), emptyDir(volWorkspace), emptyDir(volArtifacts), emptyDir(volTmp),
+	}
+	if len(job.Secrets) > 0 {
+		// The values live in the build's own Secret (SecretFor), never
+		// here: the Pod names it, the kubelet mounts it, only the build
+		// container sees it (not the sidecars, not the checkout).
+		buildEnv = append(buildEnv, corev1.EnvVar{Name: "DECAP_SECRETS_DIR", Value: SecretsMount})
+		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volSecrets, MountPath: SecretsMount, ReadOnly: true})
+		mode, optional := int32(0o440), false // group: the Pod's fsGroup, the build's own
+		volumes = append(volumes, corev1.Volume{Name: volSecrets, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: SecretName(req.BuildID), DefaultMode: &mode, Optional: &optional,
+		}}})
+	}
 
 	labels := map[string]string{
 		LabelType:    TypeBuild,
@@ -221,9 +249,6 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 		annotations[AnnotationSHA] = req.SHA
 	}
 
-	emptyDir := func(name string) corev1.Volume {
-		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
-	}
 	fsGroup := uid
 	seccomp := corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
 	return &corev1.Pod{
@@ -248,17 +273,12 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 			},
 			InitContainers: inits,
 			Containers: []corev1.Container{{
-				Name:       ContainerBuild,
-				Image:      job.Descriptor.BuildImage,
-				Command:    []string{ToolsMount + "/decap-entrypoint"},
-				WorkingDir: WorkspaceMount,
-				Env:        buildEnv,
-				VolumeMounts: []corev1.VolumeMount{
-					{Name: volScripts, MountPath: ScriptsMount, ReadOnly: true},
-					{Name: volTools, MountPath: ToolsMount, ReadOnly: true},
-					{Name: volWorkspace, MountPath: WorkspaceMount},
-					{Name: volArtifacts, MountPath: ArtifactsMount},
-				},
+				Name:         ContainerBuild,
+				Image:        job.Descriptor.BuildImage,
+				Command:      []string{ToolsMount + "/decap-entrypoint"},
+				WorkingDir:   WorkspaceMount,
+				Env:          buildEnv,
+				VolumeMounts: buildMounts,
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: spec.CPURequest, corev1.ResourceMemory: spec.MemoryRequest},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: spec.MemoryLimit},
@@ -269,10 +289,42 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 				TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
-			Volumes: []corev1.Volume{
-				emptyDir(volScripts), emptyDir(volTools), emptyDir(volWorkspace), emptyDir(volArtifacts), emptyDir(volTmp),
-			},
+			Volumes: volumes,
 		},
+	}
+}
+
+// TypeBuildSecrets is the value of LabelType on the Secrets of builds.
+const TypeBuildSecrets = "decap-build-secrets"
+
+// SecretName is the name of the Secret that holds a build's secrets: its
+// Pod's name and "-secrets".
+func SecretName(id build.ID) string { return id.PodName() + "-secrets" }
+
+// SecretFor returns the Secret that carries job's secrets to its Pod, owned
+// by the Pod (so the garbage collector deletes it with the Pod; the reaper
+// deletes it too, see Executor.Remove), immutable, one key per name. The
+// Pod's spec holds only its name. Like PodFor it is a pure function.
+func SecretFor(job build.Job, pod *corev1.Pod) *corev1.Secret {
+	immutable := true
+	data := make(map[string][]byte, len(job.Secrets))
+	for _, s := range job.Secrets {
+		data[s.Name] = s.Value
+	}
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        SecretName(job.Request.BuildID),
+			Namespace:   pod.Namespace,
+			Labels:      map[string]string{LabelType: TypeBuildSecrets},
+			Annotations: map[string]string{AnnotationBuildID: string(job.Request.BuildID)},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID,
+			}},
+		},
+		Immutable: &immutable,
+		Type:      corev1.SecretTypeOpaque,
+		Data:      data,
 	}
 }
 
