@@ -313,6 +313,89 @@
     }
   }
 
+  // ---- project page: secrets (names, sizes, times; values go one way) ----
+
+  async function loadSecrets(box) {
+    const status = box.querySelector('[data-secrets-status]');
+    const table = box.querySelector('table');
+    const tbody = table.querySelector('tbody');
+    let list;
+    try {
+      const res = await fetch(box.dataset.secretsUrl, { credentials: 'same-origin' });
+      if (!res.ok) {
+        status.textContent = 'Secrets are not available: ' + (await errorText(res));
+        return;
+      }
+      list = (await res.json()).secrets || [];
+    } catch (e) {
+      status.textContent = 'Secrets are not available: ' + e.message;
+      return;
+    }
+    tbody.textContent = '';
+    for (const s of list) {
+      const tr = document.createElement('tr');
+      for (const text of [s.name, s.size + ' B', fmtTime(s.updatedAt)]) {
+        const td = document.createElement('td');
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      tr.firstChild.className = 'mono';
+      const td = document.createElement('td');
+      const del = document.createElement('button');
+      del.type = 'button';
+      del.className = 'danger small';
+      del.textContent = 'Delete';
+      del.addEventListener('click', async () => {
+        if (!confirm('Delete secret ' + s.name + '? Builds that want it get it no more.')) {
+          return;
+        }
+        try {
+          await api('DELETE', box.dataset.secretsUrl + '/' + encodeURIComponent(s.name));
+          flash('Secret ' + s.name + ' deleted.');
+          loadSecrets(box);
+        } catch (e) {
+          flash('Delete failed: ' + e.message, true);
+        }
+      });
+      td.appendChild(del);
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+    table.hidden = list.length === 0;
+    status.textContent = list.length === 0 ? 'No secrets.' : '';
+  }
+
+  function initSecretForm(form, box) {
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const name = form.elements.name.value.trim();
+      const value = form.elements.value.value;
+      const button = form.querySelector('button');
+      button.disabled = true;
+      try {
+        const headers = { 'X-Decap-CSRF': '1', 'Content-Type': 'application/octet-stream' };
+        const res = await fetch(form.dataset.secretsUrl + '/' + encodeURIComponent(name),
+          { method: 'PUT', headers: headers, credentials: 'same-origin', body: value });
+        if (res.status === 401) {
+          goLogin();
+          return;
+        }
+        if (!res.ok) {
+          throw new Error(await errorText(res));
+        }
+        form.elements.value.value = '';
+        flash('Secret ' + name + ' set.');
+        if (box) {
+          loadSecrets(box);
+        }
+      } catch (e) {
+        flash('Setting the secret failed: ' + e.message, true);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   function initBuildForm(form) {
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -489,6 +572,14 @@
     const form = document.getElementById('build-form');
     if (form) {
       initBuildForm(form);
+    }
+    const secrets = document.getElementById('secrets');
+    if (secrets) {
+      loadSecrets(secrets);
+    }
+    const secretForm = document.getElementById('secret-form');
+    if (secretForm) {
+      initSecretForm(secretForm, secrets);
     }
     const build = document.getElementById('build');
     if (build) {
