@@ -39,12 +39,26 @@ sleep 120
 // socket closed before the service reads them), and a process left
 // behind with setsid. Every attempt must fail, no secret may show up in
 // its log or artifacts, and nothing of it may outlive the build.
+//
+// It runs twice: as a branch's build, granted its project's secret
+// HOSTILE_OWN, and as an untrusted pull request's build (a fork's, approved
+// by a member: DESIGN.md "Untrusted builds get no secrets"), which must
+// find not even that one.
 func TestHostileBuildFindsNothing(t *testing.T) {
 	t.Parallel()
 	requireE2E(t)
 	if os.Geteuid() != 0 {
 		t.Skip("the local executor runs builds under their own uids only when Decap runs as root (CI does); as another user it warns at start instead, see README \"What a build sees\"")
 	}
+	// One after the other: the hostile build looks for every victim build
+	// on the machine, and must meet its own cluster's.
+	t.Run("branch", func(t *testing.T) { hostileBuild(t, false) })
+	t.Run("untrusted pull request", func(t *testing.T) { hostileBuild(t, true) })
+}
+
+// hostileBuild runs the hostile build of TestHostileBuildFindsNothing, as
+// a fork's approved pull request when untrusted.
+func hostileBuild(t *testing.T, untrusted bool) {
 	victimSecret := newSecret("the victim build's secret", "victim-")
 	ghToken := newSecret("the GitHub token", "ghp_")
 
@@ -71,7 +85,7 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 	// The hostile script is written once the services run and their
 	// addresses are known; the catalog knows the project from the start,
 	// and a directory source exports the files as they are at launch.
-	hostileDescriptor := `{"buildImage": "debian:bookworm-slim", "secrets": ["HOSTILE_OWN"]}`
+	hostileDescriptor := `{"buildImage": "debian:bookworm-slim", "secrets": ["HOSTILE_OWN"], "pullRequests": {}}`
 	s.add("e2e", "hostile", hostileDescriptor, "exit 0\n")
 	// Whatever the hostile build leaves running, should the test fail
 	// before it checks: its processes' working directory is in the data
@@ -120,6 +134,9 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		t.Fatalf("the secrets' key file: %v", err)
 	}
 	secrets = append(secrets, victimToken.value, notGranted.value, strings.TrimSpace(string(keyFile)))
+	if untrusted {
+		secrets = append(secrets, hostileOwn.value)
+	}
 
 	victim := c.RequestBuild("e2e", "victim", "main")
 	c.WaitFor(proctest.BuildTimeout, "the victim build to be ready", func() (bool, string) {
@@ -127,7 +144,12 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		return bytes.Contains(log, []byte("victim ready")), string(log)
 	})
 
-	hostile := c.RequestBuild("e2e", "hostile", "main")
+	var hostile string
+	if untrusted {
+		hostile = approvedForkBuild(t, c, "e2e", "hostile")
+	} else {
+		hostile = c.RequestBuild("e2e", "hostile", "main")
+	}
 	rec := c.WaitFinal(hostile)[hostile]
 	log := c.BuildLog(hostile)
 	if rec.Status != "succeeded" {
@@ -151,11 +173,24 @@ func TestHostileBuildFindsNothing(t *testing.T) {
 		}
 	}
 	checkIdentity(t, log, c.RunDir(hostile))
-	if !strings.Contains(log, "OWN_SECRETS HOSTILE_OWN \n") {
-		t.Errorf("the hostile build's own secrets are not HOSTILE_OWN alone:\n%s", log)
-	}
-	if rec.Secrets == nil || strings.Join(rec.Secrets, ",") != "HOSTILE_OWN" {
-		t.Errorf("the hostile build's record says it got secrets %q, want [HOSTILE_OWN]", rec.Secrets)
+	switch {
+	case untrusted:
+		if rec.Ref != "pull/7" || rec.RefType != "pull" {
+			t.Errorf("the untrusted hostile build is %s, want pull request 7's", rec)
+		}
+		if !strings.Contains(log, "OWN_SECRETS \n") {
+			t.Errorf("the untrusted hostile build has secrets of its own:\n%s", log)
+		}
+		if len(rec.Secrets) != 0 || rec.SecretsWithheld != "an untrusted build gets no secrets" {
+			t.Errorf("the untrusted hostile build's record says it got secrets %q (withheld: %q), want none: untrusted", rec.Secrets, rec.SecretsWithheld)
+		}
+	default:
+		if !strings.Contains(log, "OWN_SECRETS HOSTILE_OWN \n") {
+			t.Errorf("the hostile build's own secrets are not HOSTILE_OWN alone:\n%s", log)
+		}
+		if rec.Secrets == nil || strings.Join(rec.Secrets, ",") != "HOSTILE_OWN" {
+			t.Errorf("the hostile build's record says it got secrets %q, want [HOSTILE_OWN]", rec.Secrets)
+		}
 	}
 
 	// No secret anywhere it could have put one.
@@ -338,4 +373,22 @@ func mustAtoi(s string) int {
 		panic(fmt.Sprintf("not a number: %q", s))
 	}
 	return n
+}
+
+// approvedForkBuild opens a fork's pull request #7 of team/project by a
+// first-time contributor, approves it as a member (/ok-to-test), and
+// returns its build: an untrusted one.
+func approvedForkBuild(t *testing.T, c *proctest.Cluster, team, project string) string {
+	t.Helper()
+	at := time.Now().Add(-time.Hour).Truncate(time.Second)
+	pr := prEvent{t: t, team: team, project: project, number: 7, fork: true, assoc: "FIRST_TIME_CONTRIBUTOR",
+		head: prHead1, branch: "innocent", at: at}
+	if ans := sendPR(t, c, "pull_request", pr.pullRequest("opened")); ans.Waiting == "" {
+		t.Fatalf("the fork's pull request: answer %+v, want it waiting for approval", ans)
+	}
+	ans := sendPR(t, c, "issue_comment", pr.comment("/ok-to-test", "a-member", "MEMBER", at.Add(time.Minute)))
+	if len(ans.Builds) != 1 {
+		t.Fatalf("/ok-to-test: answer %+v, want one build", ans)
+	}
+	return ans.Builds[0].ID
 }

@@ -42,15 +42,17 @@ func (s *scriptsDir) addPullRequestProject() {
 		fmt.Sprintf(prScript, shellQuote(s.trace)))
 }
 
-// prEvent is a pull_request or issue_comment payload for e2e/pr.
+// prEvent is a pull_request or issue_comment payload of a pull request of
+// team/project (e2e/pr when empty).
 type prEvent struct {
-	t      *testing.T
-	number int
-	fork   bool
-	assoc  string
-	head   string // head SHA
-	branch string // head branch
-	at     time.Time
+	t             *testing.T
+	team, project string
+	number        int
+	fork          bool
+	assoc         string
+	head          string // head SHA
+	branch        string // head branch
+	at            time.Time
 }
 
 // payloadFile reads one of ingest's payload fixtures as a JSON object.
@@ -74,13 +76,17 @@ func obj(m map[string]any, path ...string) map[string]any {
 	return m
 }
 
-// repo makes a payload's repository object e2e/pr (id 1000), or a fork of
-// it.
-func repo(r map[string]any, fork bool) {
-	r["id"], r["name"], r["full_name"] = float64(1000), "pr", "e2e/pr"
-	obj(r, "owner")["login"] = "e2e"
+// repo makes a payload's repository object the event's repository (id
+// 1000), or a fork of it.
+func (e prEvent) repo(r map[string]any, fork bool) {
+	team, project := e.team, e.project
+	if team == "" {
+		team, project = "e2e", "pr"
+	}
+	r["id"], r["name"], r["full_name"] = float64(1000), project, team+"/"+project
+	obj(r, "owner")["login"] = team
 	if fork {
-		r["id"], r["full_name"] = float64(2000), "contributor/pr"
+		r["id"], r["full_name"] = float64(2000), "contributor/"+project
 		obj(r, "owner")["login"] = "contributor"
 	}
 }
@@ -89,16 +95,16 @@ func repo(r map[string]any, fork bool) {
 func (e prEvent) pullRequest(action string) []byte {
 	m := payloadFile(e.t, "pull_request-opened.json")
 	m["action"], m["number"] = action, float64(e.number)
-	repo(obj(m, "repository"), false)
+	e.repo(obj(m, "repository"), false)
 	pr := obj(m, "pull_request")
 	pr["number"], pr["author_association"], pr["updated_at"] = float64(e.number), e.assoc, e.at.UTC().Format(time.RFC3339)
 	pr["state"], pr["draft"] = "open", false
 	if action == "closed" {
 		pr["state"] = "closed"
 	}
-	repo(obj(pr, "base", "repo"), false)
+	e.repo(obj(pr, "base", "repo"), false)
 	obj(pr, "base")["ref"] = "main"
-	repo(obj(pr, "head", "repo"), e.fork)
+	e.repo(obj(pr, "head", "repo"), e.fork)
 	obj(pr, "head")["ref"], obj(pr, "head")["sha"] = e.branch, e.head
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -111,10 +117,10 @@ func (e prEvent) pullRequest(action string) []byte {
 // request by login, whom GitHub calls assoc, at at.
 func (e prEvent) comment(body, login, assoc string, at time.Time) []byte {
 	m := payloadFile(e.t, "issue_comment-created.json")
-	repo(obj(m, "repository"), false)
+	e.repo(obj(m, "repository"), false)
 	issue := obj(m, "issue")
 	issue["number"] = float64(e.number)
-	issue["pull_request"] = map[string]any{"url": fmt.Sprintf("https://api.github.com/repos/e2e/pr/pulls/%d", e.number)}
+	issue["pull_request"] = map[string]any{"url": fmt.Sprintf("https://api.github.com/repos/%s/pulls/%d", obj(m, "repository")["full_name"], e.number)}
 	c := obj(m, "comment")
 	c["body"], c["author_association"], c["created_at"] = body, assoc, at.UTC().Format(time.RFC3339)
 	c["id"] = float64(at.Unix())
