@@ -1,6 +1,7 @@
 package awsdynamo_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -49,5 +50,18 @@ func TestPullRequestsBesideRecords(t *testing.T) {
 	open, err := pulls.ListOpen(ctx, "team", "project")
 	if err != nil || len(open) != 1 || open[0].Number != 3 {
 		t.Errorf("ListOpen() = %v, %v; want pull request 3", open, err)
+	}
+}
+
+// TestRecordsRefusePullKeys checks that no record can take a pull
+// request's item in the builds table: a build ID such as
+// "pull#team/project/3" is refused before any call.
+func TestRecordsRefusePullKeys(t *testing.T) {
+	t.Parallel()
+	recs := awsdynamo.NewRecords(nil, "decap-builds")
+	rec := build.Record{BuildID: "pull#team/project/3", Team: "team", Project: "project", Ref: "main", RefType: build.Branch,
+		Trigger: build.TriggerAPI, Status: build.StatusQueued, QueuedAt: time.Now()}
+	if err := recs.Save(t.Context(), rec); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("Save() of a record with a pull request's key: %v, want ErrInvalid", err)
 	}
 }

@@ -322,7 +322,7 @@ func NewRecords(client recordsAPI, table string) *Records {
 // transaction on purpose: every build of a project would then conflict on
 // the marker.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
-	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) {
+	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) || strings.HasPrefix(string(r.BuildID), pullPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	create := r.Number == 0 && r.Status == build.StatusQueued
