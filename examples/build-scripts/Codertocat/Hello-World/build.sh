@@ -7,6 +7,16 @@ echo "== Decap build ${BUILD_ID:-unknown}"
 echo "project:  ${PROJECT_KEY:-unknown}"
 echo "branch:   ${BRANCH_TO_BUILD:-unknown}"
 echo "commit:   ${COMMIT_SHA:-unknown}"
+if [[ -n ${PULL_REQUEST_NUMBER:-} ]]; then
+  # A pull request's build: its head is COMMIT_SHA, which the base
+  # repository serves as PULL_REQUEST_REF (refs/pull/<N>/head), from a fork
+  # too. A real build checks it out:
+  #   git clone "$repo" src && cd src
+  #   git fetch origin "$PULL_REQUEST_REF" && git checkout --detach "$COMMIT_SHA"
+  # An untrusted one (PULL_REQUEST_TRUSTED=false: a fork's, approved or not)
+  # gets no secrets.
+  echo "pull request #${PULL_REQUEST_NUMBER}: ${PULL_REQUEST_HEAD_REPO:-a deleted fork}:${PULL_REQUEST_HEAD_REF} into ${PULL_REQUEST_BASE_REF}, from ${PULL_REQUEST_REF}, trusted: ${PULL_REQUEST_TRUSTED}"
+fi
 echo
 
 echo "== compiling"
