@@ -119,6 +119,11 @@ func parsePush(body []byte) (parsedPush, error) {
 	if err := build.ValidateRef(p.ref); err != nil {
 		return parsedPush{}, err
 	}
+	if n, ok := build.PullNumber(p.ref); ok {
+		// "team/project/pull/7" is pull request 7's lock key.
+		p.ignored = fmt.Sprintf("%s %q is named like pull request %d's builds (pull/<N>), which Decap does not build from a push", p.refType, p.ref, n)
+		return p, nil
+	}
 	if p.deleted || strings.Trim(p.sha, "0") == "" {
 		p.ignored = fmt.Sprintf("%s %q was deleted", p.refType, p.ref)
 		return p, nil

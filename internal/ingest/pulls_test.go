@@ -814,3 +814,28 @@ func TestProjectPullsAPI(t *testing.T) {
 		t.Errorf("hostile project: status %d, want 400", w.Code)
 	}
 }
+
+// TestPushOfAPullRef checks that a push of a branch named like a pull
+// request's builds (pull/7) is ignored with the reason, and that the API
+// refuses such a ref: one lock key is never a branch's and a pull
+// request's.
+func TestPushOfAPullRef(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	w := f.do(hook("push", "d-pull-ref", pushBody("decap-ci", "hello", "refs/heads/pull/7")))
+	if got := decodeJSON(t, w)["ignored"]; w.Code != http.StatusAccepted || got == nil || !strings.Contains(got.(string), "named like pull request 7's builds") {
+		t.Errorf("push of branch pull/7: %d %v, want 202 ignored", w.Code, got)
+	}
+	if reqs := f.queued(t); len(reqs) != 0 {
+		t.Errorf("queued %d requests", len(reqs))
+	}
+	w = f.do(apiRequest(http.MethodPost, "/api/v1/projects/decap-ci/hello/builds", token, `{"ref":"pull/7"}`))
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "pull request 7") {
+		t.Errorf("API build of pull/7: %d %s, want 400", w.Code, w.Body)
+	}
+	// pull/x is an ordinary branch.
+	w = f.do(hook("push", "d-pull-x", pushBody("decap-ci", "hello", "refs/heads/pull/x")))
+	if got := decodeJSON(t, w)["builds"]; w.Code != http.StatusAccepted || got == nil {
+		t.Errorf("push of branch pull/x: %d %s, want a build", w.Code, w.Body)
+	}
+}
