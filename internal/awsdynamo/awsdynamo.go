@@ -1,6 +1,7 @@
 // Package awsdynamo stores Decap's branch locks, concurrency slots,
-// idempotency claims, build records, the dispatch gate and the UI's sessions
-// in DynamoDB. Its Locks, Idempotency, Records, Gate and Sessions satisfy
+// idempotency claims, build records, the dispatch gate, the UI's sessions
+// and what Decap knows of pull requests in DynamoDB. Its Locks,
+// Idempotency, Records, Gate, Sessions and PullRequests satisfy
 // the same contracts
 // (internal/buildtest) as the SQLite adapters of the embedded default;
 // callers see only internal/build types and sentinel errors.
@@ -25,6 +26,10 @@
 //	                      queuedSort S; sparse: unfinishedKey = the lock
 //	                      key while a build is queued, deferred or
 //	                      running, absent once final).
+//	                      Pull request items buildId =
+//	                      "pull#<team/project/N>" (PullRequests), listed
+//	                      by the projects index under kind =
+//	                      "pulls#<team/project>" while open.
 //	<prefix>-sessions     HASH pk (S) = SHA-256 of the session ID (hex);
 //	                      TTL attribute ttl.
 //
