@@ -839,3 +839,36 @@ func TestPushOfAPullRef(t *testing.T) {
 		t.Errorf("push of branch pull/x: %d %s, want a build", w.Code, w.Body)
 	}
 }
+
+// TestRebuildOfAPullRequestBuild checks that a rebuild of an untrusted
+// pull request's build is the same pull request's, as untrusted.
+func TestRebuildOfAPullRequestBuild(t *testing.T) {
+	t.Parallel()
+	f := newPullFixture(t, `{}`)
+	f.send(t, "pull_request", event(t, "pull_request-opened.json", all(fork, association("NONE"))))
+	f.send(t, "issue_comment", prComment(t, "/ok-to-test", "Codertocat", "OWNER", t0.Add(time.Minute)))
+	first := f.published(t)[0]
+	rec, _ := f.records.Get(t.Context(), first.BuildID)
+	if err := rec.Start(f.clock.Now(), "pod", "c0ffee"); err != nil {
+		t.Fatal(err)
+	}
+	exit := 1
+	if err := rec.End(build.Outcome{BuildID: rec.BuildID, Status: build.StatusFailed, ExitCode: &exit, FinishedAt: f.clock.Now()}, f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.records.Save(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	f.srv.ServeHTTP(w, apiRequest(http.MethodPost, "/api/v1/builds/"+string(first.BuildID)+"/rebuild", token, ""))
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("rebuild: %d %s, want 202", w.Code, w.Body)
+	}
+	reqs := f.published(t)
+	if len(reqs) != 1 || reqs[0].PullRequest == nil || !reqs[0].Untrusted() || reqs[0].Ref != "pull/2" || reqs[0].RebuildOf != first.BuildID {
+		t.Fatalf("rebuild published %+v, want pull/2 again, untrusted", reqs)
+	}
+	if diff := cmp.Diff(first.PullRequest, reqs[0].PullRequest); diff != "" {
+		t.Errorf("rebuild's pull request (-first +rebuild):\n%s", diff)
+	}
+}

@@ -60,6 +60,12 @@ func (s *Server) rebuildBuild(c echo.Context) error {
 		Ref: orig.Ref, RefType: refType, SHA: orig.SHA, Trigger: trigger,
 		RequestedBy: actor(c), RequestedAt: now, RebuildOf: orig.BuildID,
 	}
+	if p := orig.PullRequest; p != nil {
+		// The same pull request, as trusted as it was: a rebuild of an
+		// untrusted build gets no secrets either.
+		pr := *p
+		req.PullRequest = &pr
+	}
 	if err := req.Validate(); err != nil {
 		// The record holds what no request may (another producer's, or an
 		// older version's): nothing the asker can fix.
