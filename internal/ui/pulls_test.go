@@ -69,3 +69,33 @@ func TestProjectPullRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildPagePullRequest checks that a pull request's build page names
+// its pull request, and says an approved fork's build is untrusted.
+func TestBuildPagePullRequest(t *testing.T) {
+	t.Parallel()
+	records := buildtest.NewRecords()
+	req := build.Request{V: 1, BuildID: build.NewID(t0), Team: "decap-ci", Project: "hello", Ref: "pull/4", RefType: build.Pull,
+		SHA: "0123456789abcdef0123456789abcdef01234567", Trigger: build.TriggerPullRequest, RequestedAt: t0,
+		PullRequest: &build.PullRequest{Number: 4, BaseRef: "main", HeadRef: hostile, HeadRepo: "octocat/hello",
+			HeadSHA: "0123456789abcdef0123456789abcdef01234567", ApprovedBy: "a-member"}}
+	if err := records.Save(context.Background(), build.RecordFor(req)); err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	ui.New(ui.Config{}, ui.Deps{Records: records, Now: func() time.Time { return t0 }}).Register(e)
+	w := httptest.NewRecorder()
+	e.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/ui/builds/"+string(req.BuildID), nil))
+	page := w.Body.String()
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d", w.Code)
+	}
+	for _, want := range []string{`href="/ui/projects/decap-ci/hello#pull-4">#4</a>`, "octocat/hello:" + hostileEscaped, "<strong>untrusted</strong>, approved by a-member: no secrets"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("build page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, hostile) {
+		t.Error("build page shows the head branch unescaped")
+	}
+}
