@@ -1,9 +1,13 @@
 package awsdynamo_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/decap-ci/decap/internal/awsdynamo"
 	"github.com/decap-ci/decap/internal/build"
@@ -64,4 +68,51 @@ func TestRecordsRefusePullKeys(t *testing.T) {
 	if err := recs.Save(t.Context(), rec); !errors.Is(err, build.ErrInvalid) {
 		t.Errorf("Save() of a record with a pull request's key: %v, want ErrInvalid", err)
 	}
+}
+
+// TestPullPutRetriedAfterItLanded checks a put the SDK retried after its
+// first try landed but its answer was lost: the retry's condition fails
+// on the very item it wrote, which is success, not a conflict; another
+// writer's item stays a conflict.
+func TestPullPutRetriedAfterItLanded(t *testing.T) {
+	t.Parallel()
+	p := buildtest.SamplePull("team", "project", 3)
+	for name, store := range map[string]*retriedPuts{"with the old item": {returnOld: true}, "without it": {}} {
+		s := awsdynamo.NewPullRequests(store, "decap-builds")
+		if err := s.Put(t.Context(), p); err != nil {
+			t.Errorf("%s: Put() whose first try landed: %v, want nil", name, err)
+		}
+		other := p
+		other.Title = "another writer's"
+		if err := s.Put(t.Context(), other); !errors.Is(err, build.ErrConflict) {
+			t.Errorf("%s: Put() over another item of the version: %v, want ErrConflict", name, err)
+		}
+	}
+}
+
+// retriedPuts is one item of a table whose first PutItem lands but is
+// answered as the SDK's retry would be: the condition failed on the
+// item just written.
+type retriedPuts struct {
+	returnOld bool
+	item      map[string]types.AttributeValue
+}
+
+func (d *retriedPuts) PutItem(_ context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if d.item == nil {
+		d.item = in.Item
+	}
+	e := &types.ConditionalCheckFailedException{}
+	if d.returnOld {
+		e.Item = d.item
+	}
+	return nil, e
+}
+
+func (d *retriedPuts) GetItem(_ context.Context, _ *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	return &dynamodb.GetItemOutput{Item: d.item}, nil
+}
+
+func (d *retriedPuts) Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	return &dynamodb.QueryOutput{}, nil
 }
