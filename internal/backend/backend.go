@@ -61,8 +61,8 @@ type Set struct {
 	// Sessions are the UI's signed-in sessions (ingest only).
 	Sessions build.Sessions
 	// Pulls is what Decap knows of pull requests (ingest only).
-	Pulls build.PullRequests
-	Catalog  *catalog.Catalog
+	Pulls   build.PullRequests
+	Catalog *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
 
