@@ -2,6 +2,7 @@ package awsdynamo
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -103,6 +104,9 @@ type recordItem struct {
 	SecretsWithheld string   `dynamodbav:"secretsWithheld,omitempty"`
 	// PullRequest is a pull request build's pull request.
 	PullRequest *pullRequestItem `dynamodbav:"pullRequest,omitempty"`
+	// WriteToken is the token of the Save or EndWaiting call that wrote
+	// the item last (see Records.Save).
+	WriteToken string `dynamodbav:"writeToken,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
 }
@@ -136,6 +140,7 @@ const (
 	attrKind        = "kind"
 	attrLastNumber  = "lastNumber"
 	attrLaunchingAt = "launchingAt"
+	attrWriteToken  = "writeToken"
 )
 
 // claimAttributes are a dispatcher's launch claim (build.Record.Launching),
@@ -321,20 +326,28 @@ func NewRecords(client recordsAPI, table string) *Records {
 // duplicates. The marker write and the record write are not one
 // transaction on purpose: every build of a project would then conflict on
 // the marker.
+//
+// The SDK retries a request whose answer was lost or failed (a timeout,
+// a 5xx, a response failing its checksum); when its first try landed,
+// the retry's condition fails on the very item that try wrote. So every
+// record write of a Save carries a token of the call (writeToken): a
+// failed condition on a record that bears it is the call's own write, a
+// success, not a conflict. Another writer's record stays a conflict.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) || strings.HasPrefix(string(r.BuildID), pullPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	create := r.Number == 0 && r.Status == build.StatusQueued
+	token := rand.Text()
 	var err error
 	// At most create, replace, create (or replace, create, replace): a
-	// record is never deleted, so the second switch means an answer
-	// without the stored item (below).
+	// record is never deleted, so the second switch means an item of the
+	// ID that is no record (below).
 	for range 3 {
 		if create {
-			err = s.create(ctx, r)
+			err = s.create(ctx, r, token)
 		} else {
-			err = s.replace(ctx, r)
+			err = s.replace(ctx, r, token)
 		}
 		if !errors.Is(err, errRecordExists) && !errors.Is(err, errNoRecord) {
 			break
@@ -342,8 +355,7 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 		create = errors.Is(err, errNoRecord)
 	}
 	if errors.Is(err, errRecordExists) || errors.Is(err, errNoRecord) {
-		// The record exists, but its failed replace returned no stored
-		// item, as an emulator may: its rank refused the write.
+		// An item of the ID exists, but not as a record.
 		err = fmt.Errorf("%w: stored status ranks higher or is final, new status %s", build.ErrConflict, r.Status)
 	}
 	if err != nil {
@@ -358,25 +370,36 @@ var (
 	errNoRecord     = errors.New("no record")
 )
 
-// create numbers r and puts it if no record of its ID exists;
-// errRecordExists if one does.
-func (s *Records) create(ctx context.Context, r build.Record) error {
+// create numbers r and puts it, bearing token, if no record of its ID
+// exists or the one that does bears token (this put's first try landed);
+// errRecordExists if another does.
+func (s *Records) create(ctx context.Context, r build.Record, token string) error {
 	n, err := s.nextNumber(ctx, r.Team, r.Project)
 	if err != nil {
 		return err
 	}
 	r.Number = n
-	item, err := attributevalue.MarshalMap(itemFor(r))
+	it := itemFor(r)
+	it.WriteToken = token
+	item, err := attributevalue.MarshalMap(it)
 	if err != nil {
 		return err
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                aws.String(s.table),
-		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(#id)"),
-		ExpressionAttributeNames: map[string]string{"#id": attrBuildID},
+		TableName:                           aws.String(s.table),
+		Item:                                item,
+		ConditionExpression:                 aws.String("attribute_not_exists(#id)"),
+		ExpressionAttributeNames:            map[string]string{"#id": attrBuildID},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
-	if _, ok := conditionFailed(err); ok {
+	if old, ok := conditionFailed(err); ok {
+		stored, err := s.stored(ctx, string(r.BuildID), old)
+		if err != nil {
+			return err
+		}
+		if bears(stored, attrWriteToken, token) {
+			return nil
+		}
 		return errRecordExists
 	}
 	return classify(err)
@@ -407,33 +430,66 @@ func (s *Records) nextNumber(ctx context.Context, team, project string) (int, er
 	return m.LastNumber, nil
 }
 
-// replace writes r over its stored record, keeping the stored number, on
-// condition of the stored rank: errNoRecord when there is no stored record
-// (or the answer does not include it), build.ErrConflict when its rank
-// refuses r.
-func (s *Records) replace(ctx context.Context, r build.Record) error {
-	in, err := s.replaceInput(r)
+// replace writes r, bearing token, over its stored record, keeping the
+// stored number, on condition of the stored rank: errNoRecord when there
+// is no stored record, build.ErrConflict when its rank refuses r, nil
+// when the stored record bears token (this update's first try landed).
+func (s *Records) replace(ctx context.Context, r build.Record, token string) error {
+	in, err := s.replaceInput(r, token)
 	if err != nil {
 		return err
 	}
 	_, err = s.client.UpdateItem(ctx, in)
 	if old, ok := conditionFailed(err); ok {
+		item, err := s.stored(ctx, string(r.BuildID), old)
+		if err != nil {
+			return err
+		}
 		var stored recordItem
-		if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil || stored.Status == "" {
+		if item == nil || attributevalue.UnmarshalMap(item, &stored) != nil || stored.Status == "" {
 			return errNoRecord
+		}
+		if stored.WriteToken == token {
+			return nil
 		}
 		return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, stored.Status, r.Status)
 	}
 	return classify(err)
 }
 
-// replaceInput is replace's UpdateItem: SET of r's attributes, REMOVE of
-// the record attributes r leaves empty, every name and value through a
-// placeholder (status, number and others are reserved words). A record
-// without a launch claim leaves the stored claim's attributes alone
-// (build.Record.KeepClaim).
-func (s *Records) replaceInput(r build.Record) (*dynamodb.UpdateItemInput, error) {
-	item, err := attributevalue.MarshalMap(itemFor(r))
+// stored returns the item under key that a failed condition returned, or,
+// where the answer holds none (as an emulator may give), the item read
+// consistently; nil when there is none.
+func (s *Records) stored(ctx context.Context, key string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+	if old != nil {
+		return old, nil
+	}
+	res, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            map[string]types.AttributeValue{attrBuildID: str(key)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	return res.Item, nil
+}
+
+// bears reports whether item's string attribute attr is token.
+func bears(item map[string]types.AttributeValue, attr, token string) bool {
+	v, ok := item[attr].(*types.AttributeValueMemberS)
+	return ok && v.Value == token
+}
+
+// replaceInput is replace's UpdateItem: SET of r's attributes and
+// writeToken = token, REMOVE of the record attributes r leaves empty,
+// every name and value through a placeholder (status, number and others
+// are reserved words). A record without a launch claim leaves the stored
+// claim's attributes alone (build.Record.KeepClaim).
+func (s *Records) replaceInput(r build.Record, token string) (*dynamodb.UpdateItemInput, error) {
+	it := itemFor(r)
+	it.WriteToken = token
+	item, err := attributevalue.MarshalMap(it)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package awsdynamo
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"sort"
 
@@ -50,27 +51,34 @@ func (s *Records) Unfinished(ctx context.Context, key string) ([]build.Record, e
 // EndWaiting writes r, which must be final, only if the stored record is
 // queued or deferred and not being launched; see buildtest.Records. It is
 // one UpdateItem (every attribute of r but the key and the number, as
-// Save's replace) on condition that the stored status is queued or
-// deferred and launchingAt is absent.
+// Save's replace, and a token of the call) on condition that the stored
+// status is queued or deferred and launchingAt is absent. A failed
+// condition on a record that bears the call's token is the call's own
+// write, retried by the SDK after its first try landed: a success (see
+// Save).
 func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	in, err := s.endWaitingInput(r)
+	token := rand.Text()
+	in, err := s.endWaitingInput(r, token)
 	if err != nil {
 		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
 	}
 	_, err = s.client.UpdateItem(ctx, in)
 	if old, ok := conditionFailed(err); ok {
+		// An answer without the stored item (as an emulator may give)
+		// costs a read, to tell a missing record from a refusal.
+		item, err := s.stored(ctx, string(r.BuildID), old)
+		if err != nil {
+			return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
+		}
 		var stored recordItem
-		if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil || stored.Status == "" {
-			// An answer without the stored item (as an emulator may
-			// give): read it to tell a missing record from a refusal.
-			cur, gerr := s.Get(ctx, r.BuildID)
-			if gerr != nil {
-				return fmt.Errorf("end waiting build %s: %w", r.BuildID, gerr)
-			}
-			stored.Status, stored.LaunchingAt = string(cur.Status), formatTime(cur.LaunchingAt)
+		if item == nil || attributevalue.UnmarshalMap(item, &stored) != nil || stored.Status == "" || stored.Kind != "" {
+			return fmt.Errorf("end waiting build %s: %w", r.BuildID, build.ErrNotFound)
+		}
+		if stored.WriteToken == token {
+			return nil
 		}
 		return fmt.Errorf("end waiting build %s: %w: stored status %s, launching since %q", r.BuildID, build.ErrConflict, stored.Status, stored.LaunchingAt)
 	}
@@ -83,8 +91,8 @@ func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 // endWaitingInput is EndWaiting's UpdateItem: Save's replace of r, on
 // condition that the stored record is queued or deferred and not being
 // launched.
-func (s *Records) endWaitingInput(r build.Record) (*dynamodb.UpdateItemInput, error) {
-	in, err := s.replaceInput(r)
+func (s *Records) endWaitingInput(r build.Record, token string) (*dynamodb.UpdateItemInput, error) {
+	in, err := s.replaceInput(r, token)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ func TestEndWaitingInputFollowsDynamoDBRules(t *testing.T) {
 	if err := r.Supersede(base, build.NewID(base.Add(time.Second))); err != nil {
 		t.Fatal(err)
 	}
-	in, err := NewRecords(nil, "builds").endWaitingInput(r)
+	in, err := NewRecords(nil, "builds").endWaitingInput(r, "token")
 	if err != nil {
 		t.Fatalf("endWaitingInput() error = %v", err)
 	}

@@ -498,7 +498,7 @@ func TestReplaceInputFollowsDynamoDBRules(t *testing.T) {
 	for name, r := range map[string]build.Record{"every field": full, "few fields": bare, "claimed": claimed} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			in, err := NewRecords(nil, "builds").replaceInput(r)
+			in, err := NewRecords(nil, "builds").replaceInput(r, "token")
 			if err != nil {
 				t.Fatalf("replaceInput() error = %v", err)
 			}

@@ -1,0 +1,134 @@
+package awsdynamo
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// landedRecords is a builds table whose record writes land on their first
+// try and are then answered as the SDK's retry of them is: the condition
+// failed, on the item just written (returned with the failure when
+// returnOld, else found by a read). A write that cannot land (an update
+// of no record; any write when refuse is set, another writer's item being
+// in the way) is answered as a failed condition on the stored item. The
+// marker's counter counts once per call.
+type landedRecords struct {
+	recordsAPI
+	returnOld, refuse bool
+	items             map[string]map[string]types.AttributeValue
+	last              int
+}
+
+func (d *landedRecords) failed(item map[string]types.AttributeValue) error {
+	e := &types.ConditionalCheckFailedException{}
+	if d.returnOld {
+		e.Item = item
+	}
+	return e
+}
+
+func (d *landedRecords) PutItem(_ context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	id := in.Item[attrBuildID].(*types.AttributeValueMemberS).Value
+	if !d.refuse {
+		d.items[id] = in.Item
+	}
+	return nil, d.failed(d.items[id])
+}
+
+func (d *landedRecords) UpdateItem(_ context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	id := in.Key[attrBuildID].(*types.AttributeValueMemberS).Value
+	if strings.HasPrefix(id, markerPrefix) {
+		d.last++
+		return &dynamodb.UpdateItemOutput{Attributes: map[string]types.AttributeValue{attrLastNumber: num(int64(d.last))}}, nil
+	}
+	old, ok := d.items[id]
+	if ok && !d.refuse {
+		// replaceInput sets each attribute a as "#a = :a".
+		for name, a := range in.ExpressionAttributeNames {
+			if v, set := in.ExpressionAttributeValues[":"+a]; set && name == "#"+a {
+				old[a] = v
+			}
+		}
+	}
+	return nil, d.failed(old)
+}
+
+func (d *landedRecords) GetItem(_ context.Context, in *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	return &dynamodb.GetItemOutput{Item: d.items[in.Key[attrBuildID].(*types.AttributeValueMemberS).Value]}, nil
+}
+
+// TestRecordWritesRetriedAfterTheyLanded checks Save and EndWaiting when
+// the SDK retried a write whose first try landed but whose answer was
+// lost: the retry's condition fails on the very item the call wrote,
+// which is success, not a conflict (seen as TestRecords/save_and_get
+// failing on moto under load); another writer's record stays a conflict.
+func TestRecordWritesRetriedAfterTheyLanded(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	n := 0
+	record := func(st build.Status) build.Record {
+		n++
+		return build.Record{BuildID: build.NewID(at.Add(time.Duration(n) * time.Second)), Team: "t", Project: "p", Ref: "main", Status: st, QueuedAt: at}
+	}
+	for name, returnOld := range map[string]bool{"with the old item": true, "without it": false} {
+		d := &landedRecords{returnOld: returnOld, items: map[string]map[string]types.AttributeValue{}}
+		s := NewRecords(d, "builds")
+		store := func(r build.Record) {
+			av, err := attributevalue.MarshalMap(itemFor(r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.items[string(r.BuildID)] = av
+		}
+		ctx := t.Context()
+
+		created := record(build.StatusFailed)
+		if err := s.Save(ctx, created); err != nil {
+			t.Errorf("%s: Save() of a new final record whose put landed: %v, want nil", name, err)
+		}
+		if got, err := s.Get(ctx, created.BuildID); err != nil || got.Status != build.StatusFailed || got.Number == 0 {
+			t.Errorf("%s: Get() of the record created = status %s, number %d, %v; want failed, numbered", name, got.Status, got.Number, err)
+		}
+		ended := record(build.StatusRunning)
+		store(ended)
+		ended.Status = build.StatusSucceeded
+		if err := s.Save(ctx, ended); err != nil {
+			t.Errorf("%s: Save() of a final record whose update landed: %v, want nil", name, err)
+		}
+		waiting := record(build.StatusQueued)
+		store(waiting)
+		if err := waiting.Supersede(at, build.NewID(at.Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EndWaiting(ctx, waiting); err != nil {
+			t.Errorf("%s: EndWaiting() whose update landed: %v, want nil", name, err)
+		}
+
+		d.refuse = true
+		for _, st := range []build.Status{build.StatusQueued, build.StatusFailed} {
+			theirs := record(build.StatusSucceeded)
+			store(theirs)
+			mine := theirs
+			mine.Status, mine.Number = st, 0
+			if err := s.Save(ctx, mine); !errors.Is(err, build.ErrConflict) {
+				t.Errorf("%s: Save() of a %s record over another writer's final record: %v, want ErrConflict", name, st, err)
+			}
+		}
+		theirs := record(build.StatusRunning)
+		store(theirs)
+		mine := theirs
+		mine.Status, mine.FinishedAt = build.StatusSuperseded, at
+		if err := s.EndWaiting(ctx, mine); !errors.Is(err, build.ErrConflict) {
+			t.Errorf("%s: EndWaiting() of another writer's running record: %v, want ErrConflict", name, err)
+		}
+	}
+}
