@@ -124,13 +124,15 @@ type pullRequestItem struct {
 
 // markerItem says that a project has records; the projects index lists
 // them. LastNumber is the last build number given in the project (an
-// atomic counter, see Records.Save).
+// atomic counter, see Records.Save), NumberedBy the token of the Save
+// that took it.
 type markerItem struct {
 	BuildID    string `dynamodbav:"buildId"`
 	Kind       string `dynamodbav:"kind"`
 	Team       string `dynamodbav:"team"`
 	Project    string `dynamodbav:"project"`
 	LastNumber int    `dynamodbav:"lastNumber,omitempty"`
+	NumberedBy string `dynamodbav:"numberedBy,omitempty"`
 }
 
 // Attribute names that Save treats apart.
@@ -139,6 +141,7 @@ const (
 	attrNumber      = "number"
 	attrKind        = "kind"
 	attrLastNumber  = "lastNumber"
+	attrNumberedBy  = "numberedBy"
 	attrLaunchingAt = "launchingAt"
 	attrWriteToken  = "writeToken"
 )
@@ -330,9 +333,10 @@ func NewRecords(client recordsAPI, table string) *Records {
 // The SDK retries a request whose answer was lost or failed (a timeout,
 // a 5xx, a response failing its checksum); when its first try landed,
 // the retry's condition fails on the very item that try wrote. So every
-// record write of a Save carries a token of the call (writeToken): a
-// failed condition on a record that bears it is the call's own write, a
-// success, not a conflict. Another writer's record stays a conflict.
+// write of a Save carries a token of the call (the record's writeToken,
+// the marker's numberedBy): a failed condition on an item that bears it
+// is the call's own write, a success, not a conflict, and a retried count
+// takes no second number. Another writer's item stays a conflict.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) || strings.HasPrefix(string(r.BuildID), pullPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
@@ -374,7 +378,7 @@ var (
 // exists or the one that does bears token (this put's first try landed);
 // errRecordExists if another does.
 func (s *Records) create(ctx context.Context, r build.Record, token string) error {
-	n, err := s.nextNumber(ctx, r.Team, r.Project)
+	n, err := s.nextNumber(ctx, r.Team, r.Project, token)
 	if err != nil {
 		return err
 	}
@@ -406,26 +410,51 @@ func (s *Records) create(ctx context.Context, r build.Record, token string) erro
 }
 
 // nextNumber counts the project's builds on in its marker item, creating
-// the marker if needed, and returns the number counted.
-func (s *Records) nextNumber(ctx context.Context, team, project string) (int, error) {
-	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:        aws.String(s.table),
-		Key:              map[string]types.AttributeValue{attrBuildID: str(markerPrefix + build.ProjectKey(team, project))},
-		UpdateExpression: aws.String("SET #kind = :kind, #team = :team, #project = :project ADD #last :one"),
+// the marker if needed, and returns the number counted. The count is
+// conditional on the marker not bearing token: a failed condition means
+// this call's first try landed (the SDK retried it), and the number that
+// try took is the marker's still.
+func (s *Records) nextNumber(ctx context.Context, team, project, token string) (int, error) {
+	key := markerPrefix + build.ProjectKey(team, project)
+	in := &dynamodb.UpdateItemInput{
+		TableName:           aws.String(s.table),
+		Key:                 map[string]types.AttributeValue{attrBuildID: str(key)},
+		UpdateExpression:    aws.String("SET #kind = :kind, #team = :team, #project = :project, #by = :by ADD #last :one"),
+		ConditionExpression: aws.String("attribute_not_exists(#by) OR #by <> :by"),
 		ExpressionAttributeNames: map[string]string{
-			"#kind": attrKind, "#team": "team", "#project": "project", "#last": attrLastNumber,
+			"#kind": attrKind, "#team": "team", "#project": "project", "#last": attrLastNumber, "#by": attrNumberedBy,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":kind": str(markerKind), ":team": str(team), ":project": str(project), ":one": num(1),
+			":kind": str(markerKind), ":team": str(team), ":project": str(project), ":one": num(1), ":by": str(token),
 		},
-		ReturnValues: types.ReturnValueUpdatedNew,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("number the build: %w", classify(err))
+		ReturnValues:                        types.ReturnValueUpdatedNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+	// Twice at most: where the failed condition returns no marker (as an
+	// emulator may), the read may find another Save's count since; this
+	// call's number is then lost (a gap), and it counts once more.
+	var counted map[string]types.AttributeValue
+	for range 2 {
+		out, err := s.client.UpdateItem(ctx, in)
+		if old, ok := conditionFailed(err); ok {
+			if old, err = s.stored(ctx, key, old); err != nil {
+				return 0, fmt.Errorf("number the build: %w", err)
+			}
+			if !bears(old, attrNumberedBy, token) {
+				continue
+			}
+			counted = old
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("number the build: %w", classify(err))
+		}
+		counted = out.Attributes
+		break
 	}
 	var m markerItem
-	if err := attributevalue.UnmarshalMap(out.Attributes, &m); err != nil || m.LastNumber < 1 {
-		return 0, fmt.Errorf("number the build: the counter of %s answered %v (%v)", build.ProjectKey(team, project), out.Attributes[attrLastNumber], err)
+	if err := attributevalue.UnmarshalMap(counted, &m); err != nil || m.LastNumber < 1 {
+		return 0, fmt.Errorf("number the build: the counter of %s answered %v (%v)", build.ProjectKey(team, project), counted[attrLastNumber], err)
 	}
 	return m.LastNumber, nil
 }
