@@ -132,3 +132,52 @@ func TestRecordWritesRetriedAfterTheyLanded(t *testing.T) {
 		}
 	}
 }
+
+// landedPuts is a table whose first put lands and is then answered as the
+// SDK's retry of it is: the condition failed, on the item just written
+// (returned with the failure when returnOld, else found by a read). A put
+// over a stored item does not land.
+type landedPuts struct {
+	returnOld bool
+	item      map[string]types.AttributeValue
+}
+
+func (d *landedPuts) PutItem(_ context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if d.item == nil {
+		d.item = in.Item
+	}
+	e := &types.ConditionalCheckFailedException{}
+	if d.returnOld {
+		e.Item = d.item
+	}
+	return nil, e
+}
+
+func (d *landedPuts) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	return &dynamodb.GetItemOutput{Item: d.item}, nil
+}
+
+func (d *landedPuts) DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	return nil, errors.New("no deletes here")
+}
+
+// TestSessionCreateRetriedAfterItLanded checks a Create whose put the SDK
+// retried after its first try landed: the retry's condition fails on the
+// very session it wrote, which is success (a sign-in that would have
+// failed); another session under the key stays a conflict.
+func TestSessionCreateRetriedAfterItLanded(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	sess := build.Session{Key: strings.Repeat("ab", 32), Binding: "binding", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	for name, returnOld := range map[string]bool{"with the old item": true, "without it": false} {
+		s := NewSessions(&landedPuts{returnOld: returnOld}, "sessions", func() time.Time { return now })
+		if err := s.Create(t.Context(), sess); err != nil {
+			t.Errorf("%s: Create() whose first try landed: %v, want nil", name, err)
+		}
+		other := sess
+		other.Binding = "another"
+		if err := s.Create(t.Context(), other); !errors.Is(err, build.ErrConflict) {
+			t.Errorf("%s: Create() over another session of the key: %v, want ErrConflict", name, err)
+		}
+	}
+}

@@ -85,3 +85,11 @@ func TestGateWithRetriedWrites(t *testing.T) {
 		return awsdynamo.NewGate(retriedWrites{client}, newTables(t, client, locksOnly).Locks)
 	})
 }
+
+func TestSessionsWithRetriedWrites(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
+		return awsdynamo.NewSessions(retriedWrites{client}, newTables(t, client, sessionsOnly).Sessions, clock.Now)
+	})
+}

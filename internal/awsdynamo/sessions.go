@@ -44,35 +44,70 @@ func NewSessions(client sessionsAPI, table string, now func() time.Time) *Sessio
 }
 
 // Create stores s unless an unexpired session has its key (build.ErrConflict):
-// one conditional put.
+// one conditional put. The SDK retries a put whose answer was lost or
+// failed; if its first try landed, the retry's condition fails on the
+// very session it wrote, which the failed condition returns (or a
+// consistent read finds, where an emulator returns none): that is a
+// success, not a conflict. A session key is the hash of a random ID, so
+// no other writer puts the same session.
 func (s *Sessions) Create(ctx context.Context, sess build.Session) error {
 	if err := build.ValidateSession(sess); err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
-	item, err := attributevalue.MarshalMap(sessionItem{
+	it := sessionItem{
 		PK:        sess.Key,
 		Binding:   sess.Binding,
 		CreatedAt: nanos(sess.CreatedAt),
 		ExpiresAt: nanos(sess.ExpiresAt),
 		TTL:       ttlSeconds(sess.ExpiresAt),
-	})
+	}
+	item, err := attributevalue.MarshalMap(it)
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                 aws.String(s.table),
-		Item:                      item,
-		ConditionExpression:       aws.String("attribute_not_exists(#pk) OR #exp <= :now"),
-		ExpressionAttributeNames:  map[string]string{"#pk": "pk", "#exp": "expiresAt"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(nanos(s.now()))},
+		TableName:                           aws.String(s.table),
+		Item:                                item,
+		ConditionExpression:                 aws.String("attribute_not_exists(#pk) OR #exp <= :now"),
+		ExpressionAttributeNames:            map[string]string{"#pk": "pk", "#exp": "expiresAt"},
+		ExpressionAttributeValues:           map[string]types.AttributeValue{":now": num(nanos(s.now()))},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
-	if _, failed := conditionFailed(err); failed {
+	if old, failed := conditionFailed(err); failed {
+		landed, err := s.landed(ctx, it, old)
+		if err != nil {
+			return fmt.Errorf("create session: %w", err)
+		}
+		if landed {
+			return nil
+		}
 		return fmt.Errorf("create session: %w: the key is taken", build.ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("create session: %w", classify(err))
 	}
 	return nil
+}
+
+// landed reports whether the stored session is it: old, the item a failed
+// condition returned, or, without one, the item read consistently.
+func (s *Sessions) landed(ctx context.Context, it sessionItem, old map[string]types.AttributeValue) (bool, error) {
+	if old == nil {
+		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+			TableName:      aws.String(s.table),
+			Key:            map[string]types.AttributeValue{"pk": str(it.PK)},
+			ConsistentRead: aws.Bool(true),
+		})
+		if err != nil {
+			return false, classify(err)
+		}
+		old = out.Item
+	}
+	var stored sessionItem
+	if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil {
+		return false, nil
+	}
+	return stored == it, nil
 }
 
 // Get returns the unexpired session under key; build.ErrNotFound otherwise.
