@@ -628,6 +628,13 @@ func (s *Locks) tryForceRelease(ctx context.Context, key string) error {
 // its slot item if that still belongs to the same lease (after the lease
 // expired, another build may have taken the slot). errRace if the lock
 // changed hands since it was read.
+//
+// A failed condition on a lock that is gone means the lock is released:
+// the SDK retried this delete after its first try took the lock (its
+// answer lost or failed), or another release took it meanwhile. drop then
+// goes on to the slot and returns the waiter as held was read (the
+// deleted item's, which may be newer, went with the lost answer; a waiter
+// missed comes back after its backoff).
 func (s *Locks) drop(ctx context.Context, held *lockItem) (string, error) {
 	out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                 aws.String(s.table),
@@ -636,16 +643,28 @@ func (s *Locks) drop(ctx context.Context, held *lockItem) (string, error) {
 		ExpressionAttributeNames:  map[string]string{"#id": "buildId"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":id": str(held.BuildID)},
 		// The waiter as it was when the item went, not as it was read.
-		ReturnValues: types.ReturnValueAllOld,
+		ReturnValues:                        types.ReturnValueAllOld,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
-	if _, ok := conditionFailed(err); ok || conflicted(err) {
-		return "", errRace
-	}
-	if err != nil {
-		return "", classify(err)
-	}
 	var waiter string
-	if w, ok := out.Attributes["waiter"].(*types.AttributeValueMemberS); ok {
+	if old, ok := conditionFailed(err); ok {
+		if old != nil {
+			return "", errRace // another lease's now
+		}
+		// No lock in the answer: gone, or an emulator that returns none.
+		cur, err := s.get(ctx, strings.TrimPrefix(held.PK, lockPrefix))
+		if err != nil {
+			return "", err
+		}
+		if cur != nil {
+			return "", errRace
+		}
+		waiter = held.Waiter
+	} else if conflicted(err) {
+		return "", errRace
+	} else if err != nil {
+		return "", classify(err)
+	} else if w, ok := out.Attributes["waiter"].(*types.AttributeValueMemberS); ok {
 		waiter = w.Value
 	}
 	if held.Slot == nil {

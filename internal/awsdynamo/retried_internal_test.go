@@ -3,6 +3,8 @@ package awsdynamo
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +181,97 @@ func TestSessionCreateRetriedAfterItLanded(t *testing.T) {
 		if err := s.Create(t.Context(), other); !errors.Is(err, build.ErrConflict) {
 			t.Errorf("%s: Create() over another session of the key: %v, want ErrConflict", name, err)
 		}
+	}
+}
+
+// landedDeletes is a locks table whose deletes land on their first try and
+// are then answered as the SDK's retry of them is: the condition failed,
+// on an item that is gone. When takenBy is set, the lock changed hands
+// between the caller's read and its delete: the delete finds that lock
+// and fails on it.
+type landedDeletes struct {
+	locksAPI
+	items   map[string]map[string]types.AttributeValue
+	takenBy map[string]types.AttributeValue
+}
+
+func pkOf(key map[string]types.AttributeValue) string {
+	return key["pk"].(*types.AttributeValueMemberS).Value
+}
+
+func (d *landedDeletes) GetItem(_ context.Context, in *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	return &dynamodb.GetItemOutput{Item: d.items[pkOf(in.Key)]}, nil
+}
+
+func (d *landedDeletes) DeleteItem(_ context.Context, in *dynamodb.DeleteItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	pk := pkOf(in.Key)
+	if d.takenBy != nil && strings.HasPrefix(pk, lockPrefix) {
+		d.items[pk], d.takenBy = d.takenBy, nil
+		return nil, &types.ConditionalCheckFailedException{Item: d.items[pk]}
+	}
+	delete(d.items, pk)
+	return nil, &types.ConditionalCheckFailedException{}
+}
+
+func (d *landedDeletes) Scan(_ context.Context, in *dynamodb.ScanInput, _ ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	out := &dynamodb.ScanOutput{}
+	for pk, it := range d.items {
+		if strings.HasPrefix(pk, slotPrefix) {
+			out.Items = append(out.Items, it)
+		}
+	}
+	return out, nil
+}
+
+// TestLockDropRetriedAfterItLanded checks Release and ForceRelease when the
+// SDK retried the lock's delete after its first try took the lock: the
+// retry's condition fails on a lock that is gone, which is the release
+// done. Release hands back the waiter and ForceRelease says it released
+// a held lock (they lost the waiter, and said nobody held it); the slot
+// goes too. A lock that another build took since the read stays theirs.
+func TestLockDropRetriedAfterItLanded(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
+	const key = "t/p/main"
+	id := build.NewID(now)
+	slot := 0
+	marshal := func(v any) map[string]types.AttributeValue {
+		av, err := attributevalue.MarshalMap(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return av
+	}
+	table := func(holder build.ID) *landedDeletes {
+		return &landedDeletes{items: map[string]map[string]types.AttributeValue{
+			lockPrefix + key: marshal(lockItem{PK: lockPrefix + key, BuildID: string(holder), ExpiresAt: nanos(now.Add(time.Hour)), Slot: &slot, Waiter: "r2"}),
+			slotPrefix + "0": marshal(slotItem{PK: slotPrefix + "0", BuildID: string(holder), LockKey: key, ExpiresAt: nanos(now.Add(time.Hour))}),
+		}}
+	}
+	clock := func() time.Time { return now }
+
+	d := table(id)
+	if waiter, err := NewLocks(d, "locks", clock).Release(t.Context(), key, id); err != nil || waiter != "r2" {
+		t.Errorf("Release() whose delete landed = %q, %v; want the waiter r2, nil", waiter, err)
+	}
+	if len(d.items) != 0 {
+		t.Errorf("after Release(): items %v left, want none", slices.Collect(maps.Keys(d.items)))
+	}
+	d = table(id)
+	if err := NewLocks(d, "locks", clock).ForceRelease(t.Context(), key); err != nil {
+		t.Errorf("ForceRelease() of a held lock whose delete landed: %v, want nil", err)
+	}
+	if len(d.items) != 0 {
+		t.Errorf("after ForceRelease(): items %v left, want none", slices.Collect(maps.Keys(d.items)))
+	}
+
+	d = table(id)
+	other := build.NewID(now.Add(time.Second))
+	d.takenBy = marshal(lockItem{PK: lockPrefix + key, BuildID: string(other), ExpiresAt: nanos(now.Add(time.Hour))})
+	if _, err := NewLocks(d, "locks", clock).Release(t.Context(), key, id); !errors.Is(err, build.ErrConflict) {
+		t.Errorf("Release() of a lock another build took since the read: %v, want ErrConflict", err)
+	}
+	if got := d.items[lockPrefix+key]; got == nil || holderOf(got) != string(other) {
+		t.Errorf("after Release(): lock %v, want the other build's", got)
 	}
 }

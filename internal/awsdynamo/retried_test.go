@@ -3,6 +3,7 @@ package awsdynamo_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
@@ -92,4 +93,24 @@ func TestSessionsWithRetriedWrites(t *testing.T) {
 	buildtest.TestSessions(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Sessions {
 		return awsdynamo.NewSessions(retriedWrites{client}, newTables(t, client, sessionsOnly).Sessions, clock.Now)
 	})
+}
+
+func TestLocksWithRetriedWrites(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestLocks(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Locks {
+		return awsdynamo.NewLocks(retriedWrites{client}, newTables(t, client, locksOnly).Locks, clock.Now)
+	})
+}
+
+func TestConcurrentLocksWithRetriedWrites(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	table := newTables(t, client, locksOnly).Locks
+	clock := buildtest.NewClock(time.Time{})
+	var stores []buildtest.Locks
+	for range 3 {
+		stores = append(stores, awsdynamo.NewLocks(retriedWrites{newClient(t)}, table, clock.Now))
+	}
+	buildtest.CheckConcurrentLocks(t, stores, clock)
 }
