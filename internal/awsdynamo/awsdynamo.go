@@ -45,6 +45,19 @@
 // lock and slot writes so that the cap holds without transactions (see
 // Locks for why).
 //
+// The SDK retries a request whose answer was lost or failed (a timeout, a
+// 5xx, a response failing its checksum), so a conditional write whose
+// first try landed meets, on its retry, the item it wrote itself. Every
+// write tells that from a conflict: a record write bears a token of its
+// Save or EndWaiting call (writeToken) and a project marker's count the
+// token of its Save (numberedBy); a pull request's or a session's put
+// compares the stored item with the one it wrote; a lock or slot write's
+// condition admits the writer's own lease (Acquire, Extend), a claim
+// answers its owner (Claim), and a lock's delete that finds the lock gone
+// has released it. A failed condition returns the stored item
+// (ReturnValuesOnConditionCheckFailure); where an emulator returns none,
+// it is read consistently.
+//
 // Throttling, server-side failures and network errors are returned wrapping
 // build.ErrUnavailable.
 package awsdynamo
