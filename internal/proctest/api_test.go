@@ -60,3 +60,18 @@ func TestPushPayload(t *testing.T) {
 		t.Errorf("push payload: got %+v, want ref refs/heads/feature/x of team/repo at a 40-digit commit", got)
 	}
 }
+
+// TestFreeAddrNeverRepeats: an address FreeAddr handed out is never handed
+// out again in the process, although the kernel may offer its port again
+// once it is closed (a cluster's ingest address waits unbound while other
+// services start).
+func TestFreeAddrNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 300 {
+		addr := proctest.FreeAddr(t)
+		if seen[addr] {
+			t.Fatalf("FreeAddr returned %s twice", addr)
+		}
+		seen[addr] = true
+	}
+}

@@ -113,17 +113,30 @@ func NewCluster(tb testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// handedOut holds every address FreeAddr returned in this process.
+var handedOut sync.Map
+
 // FreeAddr returns a loopback address with a port that was free a moment
-// ago.
+// ago and that FreeAddr never returned before in this process: the kernel
+// may give a port just closed to the next listener, and a cluster's
+// ingest address is chosen long before ingest binds it, so a dispatcher
+// started in between could otherwise take it (and answer ingest's
+// /readyz).
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("find a free port: %v", err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	tb.Fatal("find a free port: the kernel kept offering ports already handed out")
+	return ""
 }
 
 // Dir returns the cluster's own directory: logs/ holds a log per service
@@ -265,13 +278,34 @@ func (c *Cluster) Launch(kind string) *Service {
 	return s
 }
 
-// WaitReady waits until s answers /readyz with 200; it fails the test
-// after ReadyTimeout, or at once when a service crashed.
+// WaitReady waits until s logged that it listens on its address and
+// answers /readyz with 200; it fails the test after ReadyTimeout, or at
+// once when a service crashed. The log line tells that the answer is s's:
+// another process (of another test binary) may hold the port while s
+// has not bound it yet.
 func (c *Cluster) WaitReady(s *Service) {
 	c.tb.Helper()
 	c.WaitFor(ReadyTimeout, s.Name+" to be ready", func() (bool, string) {
+		if !s.Listening() {
+			return false, s.Name + " has not logged that it listens on " + s.Addr
+		}
 		return Ready(c.client, s.Addr)
 	})
+}
+
+// Listening reports whether s logged that it listens on its address
+// (internal/health's "listening" line).
+func (s *Service) Listening() bool {
+	data, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		if strings.Contains(line, "listening") && strings.Contains(line, s.Addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop sends SIGTERM and waits for the process to exit; it fails the test
