@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -44,13 +45,6 @@ func projectPath(team, project string) string {
 }
 
 func buildPath(id build.ID) string { return "/api/v1/builds/" + string(id) }
-
-// buildPage is the answer of GET .../builds.
-type buildPage struct {
-	Builds                 []build.Record `json:"builds"`
-	NextCursor             string         `json:"nextCursor,omitempty"`
-	AverageDurationSeconds float64        `json:"averageDurationSeconds,omitempty"`
-}
 
 func (a *app) buildsCmd() *cobra.Command {
 	var limit int
@@ -90,7 +84,7 @@ next attempt. With -o json it prints
 			if cursor != "" {
 				q.Set("cursor", cursor)
 			}
-			var page buildPage
+			var page api.BuildPage
 			raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: projectPath(team, project) + "/builds", query: q}, &page)
 			if err != nil {
 				return err
@@ -103,7 +97,7 @@ next attempt. With -o json it prints
 				return nil
 			}
 			t := newTable(a.stdout, "ID", "#", "REF", "STATUS", "TRIGGER", "QUEUED", "DURATION", "SHA")
-			for _, r := range page.Builds {
+			for _, r := range api.Records(page.Builds) {
 				t.row(string(r.BuildID), numText(r.Number), r.Ref, statusText(r), string(r.Trigger), fmtTime(r.QueuedAt), fmtDur(r.Duration()), short(r.SHA, 12))
 			}
 			if err := t.flush(); err != nil {
@@ -149,33 +143,28 @@ func statusText(r build.Record) string {
 // activeView is what "builds" without an argument shows.
 type activeView struct {
 	Running []build.Record `json:"running"`
-	Waiting []waitingEntry `json:"waiting"`
+	Waiting []api.Waiting  `json:"waiting"`
 }
 
 func (a *app) activeBuilds(ctx context.Context, c *client) error {
 	// Running builds come from their records, not the locks: a build whose
 	// lock was force-released runs on and must not vanish from the list.
-	var running struct {
-		Builds []build.Record `json:"builds"`
-	}
+	var running api.BuildList
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/builds", query: url.Values{"status": {"running"}}}, &running); err != nil {
 		return err
 	}
-	var locks lockList
+	var locks api.Locks
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/locks"}, &locks); err != nil {
 		return err
 	}
-	var q queueView
+	var q api.Queue
 	if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/queue"}, &q); err != nil {
 		return err
 	}
 	gate := a.readGate(ctx, c)
-	view := activeView{Running: running.Builds, Waiting: q.Waiting}
-	if view.Running == nil {
-		view.Running = []build.Record{}
-	}
+	view := activeView{Running: api.Records(running.Builds), Waiting: q.Waiting}
 	if view.Waiting == nil {
-		view.Waiting = []waitingEntry{}
+		view.Waiting = []api.Waiting{}
 	}
 	holder := map[string]build.ID{} // lock key → the build holding it
 	for _, l := range locks.Locks {
@@ -223,7 +212,7 @@ func since(r build.Record) time.Time {
 	return r.QueuedAt
 }
 
-func waitNote(w waitingEntry, g build.GateState) string {
+func waitNote(w api.Waiting, g build.GateState) string {
 	next, why := waitText(w, g)
 	var parts []string
 	switch {
@@ -236,14 +225,6 @@ func waitNote(w waitingEntry, g build.GateState) string {
 		parts = append(parts, why)
 	}
 	return strings.Join(parts, ": ")
-}
-
-// queuedBuild is the answer of POST .../builds and .../rebuild, and one
-// build of a webhook answer (which has no number).
-type queuedBuild struct {
-	ID      build.ID `json:"id"`
-	LockKey string   `json:"lockKey"`
-	Number  int      `json:"number,omitempty"`
 }
 
 func (a *app) buildCmd() *cobra.Command {
@@ -284,14 +265,11 @@ retryOf names it; --wait follows the build it was given, not its retries.`,
 			if err != nil {
 				return err
 			}
-			body := map[string]string{"ref": ref}
+			body := api.BuildRequest{Ref: ref, SHA: sha}
 			if tag {
-				body["refType"] = string(build.Tag)
+				body.RefType = build.Tag
 			}
-			if sha != "" {
-				body["sha"] = sha
-			}
-			var qb queuedBuild
+			var qb api.Queued
 			raw, _, err := c.fetch(ctx, call{
 				method: http.MethodPost, path: projectPath(team, project) + "/builds", body: body,
 				notFound: fmt.Sprintf("project %s is not in the build-scripts repository", build.ProjectKey(team, project)),
@@ -334,7 +312,7 @@ exits with its result, as "build --wait" does.`,
 			if err != nil {
 				return err
 			}
-			var qb queuedBuild
+			var qb api.Queued
 			raw, _, err := c.fetch(ctx, call{method: http.MethodPost, path: buildPath(id) + "/rebuild", notFound: fmt.Sprintf("build %s not found", id)}, &qb)
 			if err != nil {
 				return err
@@ -350,7 +328,7 @@ exits with its result, as "build --wait" does.`,
 // answer): its ID on stdout, or the answer with -o json. With wait it
 // follows the build's log (or, with -o json, waits for its final record)
 // and returns its result; note ends the "queued" line on stderr.
-func (a *app) queued(ctx context.Context, c *client, qb queuedBuild, raw []byte, wait bool, note string) error {
+func (a *app) queued(ctx context.Context, c *client, qb api.Queued, raw []byte, wait bool, note string) error {
 	if !wait {
 		if a.json() {
 			return printJSON(a.stdout, raw)
@@ -407,9 +385,9 @@ func (a *app) result(rec build.Record) error {
 
 // getBuild reads one record.
 func (a *app) getBuild(ctx context.Context, c *client, id build.ID) (build.Record, []byte, error) {
-	var rec build.Record
-	raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(id), notFound: fmt.Sprintf("build %s not found", id)}, &rec)
-	return rec, raw, err
+	var b api.Build
+	raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(id), notFound: fmt.Sprintf("build %s not found", id)}, &b)
+	return b.Record(), raw, err
 }
 
 // waitFinal polls a build's record until it is final.
@@ -576,10 +554,9 @@ ended cannot be cancelled (exit 1).`,
 			if err != nil {
 				return err
 			}
-			var answer struct {
-				build.Record
-				// Status may also be "cancelling" (202).
-			}
+			// A waiting build's record (200), or api.Cancelling (202):
+			// its status is then "cancelling".
+			var answer api.Build
 			raw, status, err := c.fetch(ctx, call{method: http.MethodDelete, path: buildPath(id), notFound: fmt.Sprintf("build %s not found", id)}, &answer)
 			if err != nil {
 				return err

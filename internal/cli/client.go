@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/decap-ci/decap/internal/api"
 )
 
 // maxAnswer bounds a JSON answer decapctl reads.
@@ -162,12 +164,6 @@ func netReason(err error) string {
 	return err.Error()
 }
 
-// apiError is the JSON of ingest's error answers (and echo's own).
-type apiError struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-}
-
 // statusError explains a non-2xx answer and picks its exit code.
 func (c *client) statusError(k call, status int, body []byte) error {
 	msg := serverMessage(status, body)
@@ -205,14 +201,9 @@ func (c *client) statusError(k call, status int, body []byte) error {
 // serverMessage is the "error" of a JSON error answer, or the start of a
 // body that is not one.
 func serverMessage(status int, body []byte) string {
-	var e apiError
-	if json.Unmarshal(body, &e) == nil {
-		if e.Error != "" {
-			return e.Error
-		}
-		if e.Message != "" {
-			return e.Message
-		}
+	var e api.Error
+	if json.Unmarshal(body, &e) == nil && e.Text() != "" {
+		return e.Text()
 	}
 	s := strings.TrimSpace(string(body))
 	if s == "" || strings.HasPrefix(s, "<") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -128,10 +129,7 @@ redelivery: it answers with the first build and builds nothing new.`,
 				h.Set("X-Hub-Signature-256", sign([]byte(secret), body))
 			}
 			c := newClient(base, "", a.timeout)
-			var answer struct {
-				Builds  []queuedBuild `json:"builds"`
-				Ignored string        `json:"ignored"`
-			}
+			var answer api.HookAnswer
 			raw, _, err := c.fetch(ctx, call{
 				method: http.MethodPost, path: "/hooks/github", raw: body, header: h, noToken: true,
 				authHint: "sign with the secret Decap verifies: --secret, DECAP_GITHUB_WEBHOOK_SECRET or DECAP_GITHUB_WEBHOOK_SECRET_FILE",
@@ -201,9 +199,7 @@ names, else github-webhook-secret of the data directory "make run" uses.`,
 			if secret != "" {
 				h.Set("X-Hub-Signature-256", sign([]byte(secret), body))
 			}
-			var answer struct {
-				Projects int `json:"projects"`
-			}
+			var answer api.Refreshed
 			raw, _, err := newClient(base, "", a.timeout).fetch(ctx, call{
 				method: http.MethodPost, path: "/hooks/buildscripts", raw: body, header: h, noToken: true,
 				authHint: "sign with the secret Decap verifies: --secret, DECAP_GITHUB_WEBHOOK_SECRET or DECAP_GITHUB_WEBHOOK_SECRET_FILE",

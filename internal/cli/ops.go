@@ -5,36 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
-
-// queueView is the answer of GET /api/v1/queue.
-type queueView struct {
-	Stats   build.QueueStats `json:"stats"`
-	Waiting []waitingEntry   `json:"waiting"`
-}
-
-// waitingEntry is one queued or deferred request.
-type waitingEntry struct {
-	ID            build.ID      `json:"id"`
-	Number        int           `json:"number,omitempty"`
-	LockKey       string        `json:"lockKey"`
-	Status        build.Status  `json:"status"`
-	Reason        string        `json:"reason,omitempty"`
-	QueuedAt      time.Time     `json:"queuedAt,omitzero"`
-	NextAttemptAt time.Time     `json:"nextAttemptAt,omitzero"`
-	Trigger       build.Trigger `json:"trigger,omitempty"`
-	Ref           string        `json:"ref,omitempty"`
-}
-
-// lockList is the answer of GET /api/v1/locks.
-type lockList struct {
-	Locks []build.Lease `json:"locks"`
-}
 
 func (a *app) queueCmd() *cobra.Command {
 	return &cobra.Command{
@@ -50,7 +26,7 @@ waits and its next attempt (while dispatch is paused: when it resumes).`,
 			if err != nil {
 				return err
 			}
-			var q queueView
+			var q api.Queue
 			raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/queue"}, &q)
 			if err != nil {
 				return err
@@ -96,7 +72,7 @@ running build, each also a slot of the concurrency cap.`,
 			if err != nil {
 				return err
 			}
-			var l lockList
+			var l api.Locks
 			raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: "/api/v1/locks"}, &l)
 			if err != nil {
 				return err
@@ -143,9 +119,7 @@ branch may then start beside it.`,
 				notFound: fmt.Sprintf("lock %s is not held", key)}, &held); err != nil {
 				return err
 			}
-			var answer struct {
-				Released string `json:"released"`
-			}
+			var answer api.Released
 			raw, _, err := c.fetch(ctx, call{
 				method: http.MethodDelete, path: "/api/v1/locks/" + pathEscape(key),
 				notFound: fmt.Sprintf("lock %s is not held", key),
@@ -163,10 +137,10 @@ branch may then start beside it.`,
 			if held.BuildID == "" {
 				return nil
 			}
-			var rec build.Record
+			var rec api.Build
 			if _, _, err := c.fetch(ctx, call{method: http.MethodGet, path: buildPath(held.BuildID)}, &rec); err == nil && rec.Status == build.StatusRunning {
 				fmt.Fprintf(a.stderr, "decapctl: build %s still runs: unlock does not stop it, and another build of %s may start beside it (decapctl cancel %s stops it)\n",
-					label(rec.BuildID, rec.Number), key, rec.BuildID)
+					label(rec.ID, rec.Number), key, rec.ID)
 			}
 			return nil
 		}),
@@ -187,7 +161,7 @@ func (a *app) readGate(ctx context.Context, c *client) build.GateState {
 // the light of the gate: while dispatch is paused, when it resumes
 // (whatever next attempt the record had, often long past), and the pause
 // is one more reason.
-func waitText(w waitingEntry, g build.GateState) (next, why string) {
+func waitText(w api.Waiting, g build.GateState) (next, why string) {
 	next, why = fmtTime(w.NextAttemptAt), w.Reason
 	if !g.Paused {
 		return next, why
@@ -294,12 +268,6 @@ func (a *app) gate(ctx context.Context, c *client, k call) error {
 	return err
 }
 
-// refsView is the answer of GET .../refs.
-type refsView struct {
-	Branches []build.RefInfo `json:"branches"`
-	Tags     []build.RefInfo `json:"tags"`
-}
-
 func (a *app) refsCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "refs team/project",
@@ -314,7 +282,7 @@ func (a *app) refsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v refsView
+			var v api.Refs
 			raw, _, err := c.fetch(ctx, call{
 				method: http.MethodGet, path: projectPath(team, project) + "/refs",
 				notFound: fmt.Sprintf("project %s not found", build.ProjectKey(team, project)),

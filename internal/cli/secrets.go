@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -123,9 +124,7 @@ func (a *app) secretListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var answer struct {
-				Secrets []build.SecretInfo `json:"secrets"`
-			}
+			var answer api.Secrets
 			raw, _, err := c.fetch(ctx, call{method: http.MethodGet, path: secretPath(team, project, "")}, &answer)
 			if err != nil {
 				return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -42,7 +43,7 @@ func (s *Server) teams(c echo.Context) error {
 		teams = append(teams, t)
 	}
 	slices.Sort(teams)
-	return c.JSON(http.StatusOK, map[string][]string{"teams": teams})
+	return c.JSON(http.StatusOK, api.Teams{Teams: teams})
 }
 
 func cutKey(key string) (team, project string, ok bool) {
@@ -59,66 +60,14 @@ func (s *Server) projects(c echo.Context) error {
 	if team := c.QueryParam("team"); team != "" {
 		ps = slices.DeleteFunc(slices.Clone(ps), func(p build.Project) bool { return p.Team != team })
 	}
-	out := projectList{Projects: make([]publicProject, 0, len(ps))}
+	out := api.Projects{Projects: make([]api.Project, 0, len(ps))}
 	for _, p := range ps {
-		out.Projects = append(out.Projects, publicProjectOf(p))
+		out.Projects = append(out.Projects, api.ProjectOf(p))
 	}
 	if c.QueryParam("team") == "" {
 		out.Skipped = s.deps.Catalog.Skipped()
 	}
 	return c.JSON(http.StatusOK, out)
-}
-
-// projectList is the answer of GET /api/v1/projects. Skipped lists the
-// entries of the build-scripts repository whose names Decap cannot use
-// (a project directory named "my app"), with the reason; they are no
-// projects, so a list filtered by team leaves them out.
-type projectList struct {
-	Projects []publicProject `json:"projects"`
-	Skipped  []string        `json:"skipped,omitempty"`
-}
-
-// publicProject is a catalog entry as the API shows it: the descriptor
-// with its sidecars' env names but never their values, which are often
-// passwords (POSTGRES_PASSWORD). Its JSON is build.Project's, with each
-// sidecar's env as [{"name": ...}].
-type publicProject struct {
-	build.Project
-	Descriptor *publicDescriptor `json:"descriptor,omitempty"`
-}
-
-type publicDescriptor struct {
-	build.Descriptor
-	Sidecars []publicSidecar `json:"sidecars,omitempty"`
-}
-
-type publicSidecar struct {
-	build.Sidecar
-	Env []envName `json:"env,omitempty"`
-}
-
-type envName struct {
-	Name string `json:"name"`
-}
-
-func publicProjectOf(p build.Project) publicProject {
-	out := publicProject{Project: p}
-	out.Project.Descriptor = nil
-	if p.Descriptor == nil {
-		return out
-	}
-	d := &publicDescriptor{Descriptor: *p.Descriptor}
-	d.Descriptor.Sidecars = nil
-	for _, sc := range p.Descriptor.Sidecars {
-		ps := publicSidecar{Sidecar: sc}
-		ps.Sidecar.Env = nil
-		for _, e := range sc.Env {
-			ps.Env = append(ps.Env, envName{Name: e.Name})
-		}
-		d.Sidecars = append(d.Sidecars, ps)
-	}
-	out.Descriptor = d
-	return out
 }
 
 // pathProject validates :team and :project.
@@ -136,12 +85,6 @@ func pathProject(c echo.Context) (team, project string, err error) {
 		return "", "", err
 	}
 	return team, project, nil
-}
-
-type buildPage struct {
-	Builds                 []build.Record `json:"builds"`
-	NextCursor             string         `json:"nextCursor,omitempty"`
-	AverageDurationSeconds float64        `json:"averageDurationSeconds,omitempty"`
 }
 
 func (s *Server) projectBuilds(c echo.Context) error {
@@ -166,10 +109,7 @@ func (s *Server) projectBuilds(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("average duration of %s: %w", build.ProjectKey(team, project), err)
 	}
-	page := buildPage{Builds: recs, NextCursor: next}
-	if page.Builds == nil {
-		page.Builds = []build.Record{}
-	}
+	page := api.BuildPage{Builds: api.BuildsOf(recs), NextCursor: next}
 	if n > 0 {
 		page.AverageDurationSeconds = avg.Seconds()
 	}
@@ -203,13 +143,6 @@ func notInCatalog(team, project string) string {
 	return "project " + build.ProjectKey(team, project) + " is not in the build-scripts repository"
 }
 
-// buildRequestBody is the body of POST .../builds.
-type buildRequestBody struct {
-	Ref     string        `json:"ref"`
-	RefType build.RefType `json:"refType,omitempty"`
-	SHA     string        `json:"sha,omitempty"`
-}
-
 func (s *Server) requestBuild(c echo.Context) error {
 	team, project, err := pathProject(c)
 	if err != nil {
@@ -219,7 +152,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in buildRequestBody
+	var in api.BuildRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
@@ -258,7 +191,7 @@ func (s *Server) requestBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, s.numbered(c.Request().Context(), queuedBuild{ID: id, LockKey: req.LockKey()}))
+	return c.JSON(http.StatusAccepted, s.numbered(c.Request().Context(), api.Queued{ID: id, LockKey: req.LockKey()}))
 }
 
 func (s *Server) record(c echo.Context) (build.Record, error) {
@@ -281,7 +214,7 @@ func (s *Server) getBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, rec)
+	return c.JSON(http.StatusOK, api.BuildOf(rec))
 }
 
 // buildLog serves the console log as text: the stored log of an ended

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -41,12 +42,6 @@ func pathValue(c echo.Context, name string) (string, error) {
 		return "", fmt.Errorf("%w: path parameter %s is not properly escaped", build.ErrInvalid, name)
 	}
 	return u, nil
-}
-
-// refList is the answer of GET .../refs.
-type refList struct {
-	Branches []RefInfo `json:"branches"`
-	Tags     []RefInfo `json:"tags"`
 }
 
 // projectRefs handles GET /api/v1/projects/:team/:project/refs: the
@@ -82,14 +77,7 @@ func (s *Server) projectRefs(c echo.Context) error {
 	if tags == nil {
 		tags = []RefInfo{}
 	}
-	return c.JSON(http.StatusOK, refList{Branches: branches, Tags: tags})
-}
-
-// cancelling answers a cancel of a running build: the build is being
-// stopped, and its record becomes cancelled when the reaper records its end.
-type cancelling struct {
-	ID     build.ID `json:"id"`
-	Status string   `json:"status"`
+	return c.JSON(http.StatusOK, api.Refs{Branches: branches, Tags: tags})
 }
 
 // cancelBuild handles DELETE /api/v1/builds/:id. A waiting (queued or
@@ -117,7 +105,7 @@ func (s *Server) cancelBuild(c echo.Context) error {
 			return err
 		}
 		log.Info("build cancelling", "by", by)
-		return c.JSON(http.StatusAccepted, cancelling{ID: rec.BuildID, Status: "cancelling"})
+		return c.JSON(http.StatusAccepted, api.Cancelling{ID: rec.BuildID, Status: "cancelling"})
 	case build.StatusQueued, build.StatusDeferred:
 		if err := rec.Cancel(s.now().UTC(), by); err != nil {
 			return err
@@ -133,7 +121,7 @@ func (s *Server) cancelBuild(c echo.Context) error {
 		// record replaced that one. Its end cannot replace this record.
 		log.Info("build cancelled before it started", "by", by)
 		s.notify(rec, Notifier.BuildEnded)
-		return c.JSON(http.StatusOK, rec)
+		return c.JSON(http.StatusOK, api.BuildOf(rec))
 	default:
 		return alreadyEnded(rec)
 	}
@@ -158,25 +146,6 @@ func alreadyEnded(rec build.Record) error {
 		fmt.Sprintf("build %s already %s", rec.BuildID, strings.ReplaceAll(string(rec.Status), "_", " ")))
 }
 
-// waitingRequest is one request of GET /api/v1/queue that has not started.
-type waitingRequest struct {
-	ID            build.ID      `json:"id"`
-	Number        int           `json:"number,omitempty"`
-	LockKey       string        `json:"lockKey"`
-	Status        build.Status  `json:"status"`
-	Reason        string        `json:"reason,omitempty"`
-	QueuedAt      time.Time     `json:"queuedAt"`
-	NextAttemptAt time.Time     `json:"nextAttemptAt,omitzero"`
-	Trigger       build.Trigger `json:"trigger"`
-	Ref           string        `json:"ref"`
-}
-
-// queueState is the answer of GET /api/v1/queue.
-type queueState struct {
-	Stats   build.QueueStats `json:"stats"`
-	Waiting []waitingRequest `json:"waiting"`
-}
-
 // queue handles GET /api/v1/queue: the queue's counts and the requests
 // waiting to start, oldest first, deferred ones with reason and next attempt.
 func (s *Server) queue(c echo.Context) error {
@@ -192,12 +161,9 @@ func (s *Server) queue(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("list waiting requests: %w", err)
 	}
-	out := queueState{Stats: stats, Waiting: make([]waitingRequest, 0, len(recs))}
+	out := api.Queue{Stats: stats, Waiting: make([]api.Waiting, 0, len(recs))}
 	for _, r := range recs {
-		out.Waiting = append(out.Waiting, waitingRequest{
-			ID: r.BuildID, Number: r.Number, LockKey: r.LockKey(), Status: r.Status, Reason: r.Reason,
-			QueuedAt: r.QueuedAt, NextAttemptAt: r.NextAttemptAt, Trigger: r.Trigger, Ref: r.Ref,
-		})
+		out.Waiting = append(out.Waiting, api.WaitingOf(r))
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -225,10 +191,7 @@ func (s *Server) listBuilds(c echo.Context) error {
 		}
 		return strings.Compare(string(a.BuildID), string(b.BuildID))
 	})
-	if recs == nil {
-		recs = []build.Record{}
-	}
-	return c.JSON(http.StatusOK, map[string][]build.Record{"builds": recs})
+	return c.JSON(http.StatusOK, api.BuildList{Builds: api.BuildsOf(recs)})
 }
 
 // lockKeyParam returns the lock key of /locks/:team/:project/*; the ref
@@ -261,7 +224,7 @@ func (s *Server) locks(c echo.Context) error {
 	if leases == nil {
 		leases = []build.Lease{}
 	}
-	return c.JSON(http.StatusOK, map[string][]build.Lease{"locks": leases})
+	return c.JSON(http.StatusOK, api.Locks{Locks: leases})
 }
 
 // lock handles GET /api/v1/locks/:team/:project/:ref: the lease, or 404.
@@ -301,7 +264,7 @@ func (s *Server) releaseLock(c echo.Context) error {
 		return err
 	}
 	s.log.Info("lock force-released", "lock_key", key, "by", actor(c))
-	return c.JSON(http.StatusOK, map[string]string{"released": key})
+	return c.JSON(http.StatusOK, api.Released{Released: key})
 }
 
 // dispatchGate handles GET /api/v1/dispatch: the dispatch gate.
@@ -316,11 +279,6 @@ func (s *Server) dispatchGate(c echo.Context) error {
 	return c.JSON(http.StatusOK, g)
 }
 
-// pauseBody is the optional body of POST /api/v1/dispatch/pause.
-type pauseBody struct {
-	Reason string `json:"reason"`
-}
-
 // pauseDispatch handles POST /api/v1/dispatch/pause: close the gate, so
 // dispatchers take nothing off the queue until it is resumed.
 func (s *Server) pauseDispatch(c echo.Context) error {
@@ -331,7 +289,7 @@ func (s *Server) pauseDispatch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in pauseBody
+	var in api.Pause
 	if len(bytes.TrimSpace(body)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()

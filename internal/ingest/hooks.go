@@ -11,22 +11,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/supersede"
 )
-
-// queuedBuild is one build a webhook or API call queued.
-type queuedBuild struct {
-	ID      build.ID `json:"id"`
-	LockKey string   `json:"lockKey"`
-	// Number is the build's number in its project, in the answers of API
-	// requests (see numbered); a webhook's answer leaves it out.
-	Number int `json:"number,omitempty"`
-}
-
-type ignored struct {
-	Ignored string `json:"ignored"`
-}
 
 // githubHook handles POST /hooks/github: verify, then push → build request,
 // pull_request and issue_comment → a pull request's build, approval or
@@ -64,10 +52,10 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	}
 	switch event {
 	case "ping":
-		return OutcomeIgnored, c.JSON(http.StatusOK, map[string]string{"pong": delivery})
+		return OutcomeIgnored, c.JSON(http.StatusOK, api.Pong{Pong: delivery})
 	case "push", "pull_request", "issue_comment":
 	default:
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: fmt.Sprintf("event %q does not trigger builds", truncate(event, 50))})
 	}
 	if delivery == "" || len(delivery) > 128 || strings.ContainsFunc(delivery, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
 		return "", echo.NewHTTPError(http.StatusBadRequest, "X-GitHub-Delivery header is missing or malformed")
@@ -86,20 +74,20 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 		return "", err
 	}
 	if push.ignored != "" {
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{push.ignored})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: push.ignored})
 	}
 	key := build.ProjectKey(push.team, push.project)
 	desc, _, err := s.deps.Catalog.Lookup(push.team, push.project)
 	switch {
 	case errors.Is(err, build.ErrNotFound):
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{notInCatalog(push.team, push.project)})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: notInCatalog(push.team, push.project)})
 	case errors.Is(err, build.ErrInvalid):
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{catalogReason(err)})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: catalogReason(err)})
 	case err != nil:
 		return "", fmt.Errorf("look up %s: %w", key, err)
 	}
 	if !desc.Manages(push.ref) {
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{fmt.Sprintf("ref %q does not match managedRefRegex %q", push.ref, desc.ManagedRefRegex)})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: fmt.Sprintf("ref %q does not match managedRefRegex %q", push.ref, desc.ManagedRefRegex)})
 	}
 	now := s.now().UTC()
 	req := build.Request{
@@ -118,7 +106,7 @@ func (s *Server) handleGitHub(c echo.Context) (string, error) {
 	if !first {
 		outcome = OutcomeDuplicate
 	}
-	return outcome, c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: id, LockKey: req.LockKey()}}})
+	return outcome, c.JSON(http.StatusAccepted, api.QueuedBuilds{Builds: []api.Queued{{ID: id, LockKey: req.LockKey()}}})
 }
 
 // hookOutcome is the outcome of a webhook that err ended: unauthorized,
@@ -164,7 +152,7 @@ func (s *Server) refreshCatalog(c echo.Context) error {
 	if err := s.deps.Catalog.Refresh(c.Request().Context()); err != nil {
 		return fmt.Errorf("refresh catalog: %w", err)
 	}
-	return c.JSON(http.StatusAccepted, map[string]int{"projects": len(s.deps.Catalog.Projects())})
+	return c.JSON(http.StatusAccepted, api.Refreshed{Projects: len(s.deps.Catalog.Projects())})
 }
 
 // signedOrRefused refuses a webhook that cannot be signed (no secret is

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -34,11 +35,6 @@ type PullRequests interface {
 	ListOpen(ctx context.Context, team, project string) ([]build.PullRequestState, error)
 }
 
-// pullList is the answer of GET .../pulls.
-type pullList struct {
-	Pulls []build.PullRequestState `json:"pulls"`
-}
-
 // projectPulls handles GET /api/v1/projects/:team/:project/pulls: the
 // project's open pull requests as Decap knows them, by number: head,
 // trust, approval, state (building, waiting for approval, draft,
@@ -58,7 +54,7 @@ func (s *Server) projectPulls(c echo.Context) error {
 	if list == nil {
 		list = []build.PullRequestState{}
 	}
-	return c.JSON(http.StatusOK, pullList{Pulls: list})
+	return c.JSON(http.StatusOK, api.Pulls{Pulls: list})
 }
 
 // pullPutAttempts bounds the compare-and-swap retries of one event: each
@@ -129,7 +125,7 @@ func (s *Server) issueCommentHook(c echo.Context, body []byte, delivery string) 
 		return "", err
 	}
 	if cm.ignored != "" {
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{cm.ignored})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: cm.ignored})
 	}
 	desc, why, err := s.pullProject(cm.team, cm.project)
 	if err != nil || why != "" {
@@ -141,7 +137,7 @@ func (s *Server) issueCommentHook(c echo.Context, body []byte, delivery string) 
 		reason := fmt.Sprintf("%s by %s ignored: GitHub calls them %s, and only an OWNER, MEMBER or COLLABORATOR of %s may approve or retest a pull request",
 			cm.command, cm.author, orNone(cm.association), build.ProjectKey(cm.team, cm.project))
 		log.Warn("pull request command from an untrusted person ignored")
-		return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{reason})
+		return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: reason})
 	}
 	ans, err := s.applyPull(c.Request().Context(), cm.team, cm.project, cm.number, delivery, cm.replayKey,
 		func(stored *build.PullRequestState) pullDecision { return decideComment(stored, cm, desc) })
@@ -186,7 +182,7 @@ func ignoreOr(c echo.Context, why string, err error) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return OutcomeIgnored, c.JSON(http.StatusAccepted, ignored{why})
+	return OutcomeIgnored, c.JSON(http.StatusAccepted, api.Ignored{Ignored: why})
 }
 
 // applyPull stores what decide makes of the pull request's stored entry
@@ -266,17 +262,17 @@ func (s *Server) applyPull(ctx context.Context, team, project string, number int
 func answerPull(c echo.Context, ans pullAnswer) error {
 	switch ans.outcome {
 	case OutcomeQueued, OutcomeDuplicate:
-		return c.JSON(http.StatusAccepted, map[string][]queuedBuild{"builds": {{ID: ans.id, LockKey: ans.lockKey}}})
+		return c.JSON(http.StatusAccepted, api.QueuedBuilds{Builds: []api.Queued{{ID: ans.id, LockKey: ans.lockKey}}})
 	case OutcomeWaiting:
-		return c.JSON(http.StatusAccepted, map[string]string{"waiting": ans.reason, "lockKey": ans.lockKey})
+		return c.JSON(http.StatusAccepted, api.PullWaiting{LockKey: ans.lockKey, Waiting: ans.reason})
 	case OutcomeClosed:
 		ids := ans.cancelled
 		if ids == nil {
 			ids = []build.ID{}
 		}
-		return c.JSON(http.StatusAccepted, map[string]any{"cancelled": ids, "lockKey": ans.lockKey})
+		return c.JSON(http.StatusAccepted, api.PullClosed{Cancelled: ids, LockKey: ans.lockKey})
 	}
-	return c.JSON(http.StatusAccepted, ignored{ans.reason})
+	return c.JSON(http.StatusAccepted, api.Ignored{Ignored: ans.reason})
 }
 
 // decidePullEvent decides a pull_request event against the stored entry.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -77,13 +78,13 @@ func (s *Server) rebuildBuild(c echo.Context) error {
 		return err
 	}
 	s.recordLog(orig).Info("build rebuilt", "rebuild_id", id, "by", actor(c))
-	return c.JSON(http.StatusAccepted, s.numbered(ctx, queuedBuild{ID: id, LockKey: req.LockKey()}))
+	return c.JSON(http.StatusAccepted, s.numbered(ctx, api.Queued{ID: id, LockKey: req.LockKey()}))
 }
 
 // numbered returns q with the number its record was given, read back after
 // enqueue; without it when the read fails (the build is queued whatever
 // this read says, so its failure is only logged).
-func (s *Server) numbered(ctx context.Context, q queuedBuild) queuedBuild {
+func (s *Server) numbered(ctx context.Context, q api.Queued) api.Queued {
 	rec, err := s.deps.Records.Get(ctx, q.ID)
 	if err != nil {
 		s.log.Warn("read the number of a queued build", "build_id", q.ID, "lock_key", q.LockKey, "err", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -32,21 +33,6 @@ func (s *Server) registerSecretRoutes(api *echo.Group) {
 	api.GET("/projects/:team/:project/secrets", s.listSecrets, s.requireRead)
 	api.PUT("/projects/:team/:project/secrets/:name", s.putSecret, s.requireToken)
 	api.DELETE("/projects/:team/:project/secrets/:name", s.deleteSecret, s.requireToken)
-}
-
-// secretsAnswer is GET .../secrets: the names, sizes and update times of
-// the project's secrets, never a value.
-type secretsAnswer struct {
-	Team    string             `json:"team"`
-	Project string             `json:"project"`
-	Secrets []build.SecretInfo `json:"secrets"`
-}
-
-// secretAnswer answers a PUT or DELETE of one secret.
-type secretAnswer struct {
-	Name    string `json:"name"`
-	Size    int    `json:"size,omitempty"`
-	Deleted bool   `json:"deleted,omitempty"`
 }
 
 func (s *Server) secretStore() (SecretStore, error) {
@@ -98,7 +84,7 @@ func (s *Server) listSecrets(c echo.Context) error {
 	for i := range list {
 		list[i].UpdatedAt = list[i].UpdatedAt.UTC().Truncate(time.Second)
 	}
-	return c.JSON(http.StatusOK, secretsAnswer{Team: team, Project: project, Secrets: list})
+	return c.JSON(http.StatusOK, api.Secrets{Team: team, Project: project, Secrets: list})
 }
 
 // putSecret stores the request body, as it is (any bytes, 1 to
@@ -133,7 +119,7 @@ func (s *Server) putSecret(c echo.Context) error {
 	}
 	clear(value)
 	s.log.Info("secret written", "project", build.ProjectKey(team, project), "secret", name, "by", actor(c))
-	return c.JSON(http.StatusOK, secretAnswer{Name: name, Size: len(value)})
+	return c.JSON(http.StatusOK, api.SecretChange{Name: name, Size: len(value)})
 }
 
 func hasSecret(list []build.SecretInfo, name string) bool {
@@ -158,5 +144,5 @@ func (s *Server) deleteSecret(c echo.Context) error {
 		return fmt.Errorf("delete secret %s of %s: %w", name, build.ProjectKey(team, project), err)
 	}
 	s.log.Info("secret deleted", "project", build.ProjectKey(team, project), "secret", name, "by", actor(c))
-	return c.JSON(http.StatusOK, secretAnswer{Name: name, Deleted: true})
+	return c.JSON(http.StatusOK, api.SecretChange{Name: name, Deleted: true})
 }

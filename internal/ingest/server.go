@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -511,12 +512,6 @@ func actor(c echo.Context) string {
 	return actorAPI
 }
 
-// apiError is the JSON shape of every error answer.
-type apiError struct {
-	Error  string `json:"error"`
-	Detail any    `json:"detail,omitempty"`
-}
-
 // handleError decides every error answer's status, in one place.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
@@ -553,7 +548,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(status)
 		return
 	}
-	_ = c.JSON(status, apiError{Error: msg, Detail: map[string]any{"status": status}})
+	_ = c.JSON(status, api.Error{Error: msg, Detail: map[string]any{"status": status}})
 }
 
 // readyAge is how long a readiness answer is reused: /readyz is public,
@@ -566,9 +561,9 @@ const readyAge = 250 * time.Millisecond
 func (s *Server) readyz(c echo.Context) error {
 	failed := s.readiness(c.Request().Context())
 	if len(failed) > 0 {
-		return c.JSON(http.StatusServiceUnavailable, apiError{Error: "not ready", Detail: failed})
+		return c.JSON(http.StatusServiceUnavailable, api.Error{Error: "not ready", Detail: failed})
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	return c.JSON(http.StatusOK, api.Status{Status: "ready"})
 }
 
 // readiness runs the readiness checks, or returns what they found less

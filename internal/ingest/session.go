@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -33,11 +34,6 @@ const sessionIDBytes = 32
 
 // DefaultSessionTTL is how long a session lasts when Config.SessionTTL is 0.
 const DefaultSessionTTL = 12 * time.Hour
-
-// sessionBody is the body of POST /api/v1/session.
-type sessionBody struct {
-	Token string `json:"token"`
-}
 
 // createSession handles POST /api/v1/session: {"token": "..."} with the
 // API token → 204 and the session cookie of a new session, which lasts
@@ -59,7 +55,7 @@ func (s *Server) createSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in sessionBody
+	var in api.Session
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
