@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -18,6 +19,11 @@ import (
 	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
 )
+
+// dynamoAttemptTimeout bounds one attempt of a DynamoDB call, from
+// connecting to reading the whole answer: generous for a single-item
+// call, and for an emulator on a busy machine.
+const dynamoAttemptTimeout = 10 * time.Second
 
 // openAWS wires SQS, DynamoDB and S3 from the standard AWS configuration
 // (AWS_REGION, AWS_PROFILE, credentials chain, AWS_ENDPOINT_URL for
@@ -45,7 +51,14 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 		return err
 	}
 
-	ddb := dynamodb.NewFromConfig(cfg)
+	// Each attempt of a DynamoDB call is bounded: a stalled request is
+	// retried (every conditional write tolerates a retry of a try that
+	// landed, see internal/awsdynamo) rather than holding its caller
+	// until the service stops. SQS keeps the SDK's client: its long
+	// polls last 20 seconds.
+	ddb := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(dynamoAttemptTimeout)
+	})
 	tables := awsdynamo.TableNames(s.cfg.Prefix)
 
 	s3Client := s3.NewFromConfig(cfg, func(o *s3.Options) {
