@@ -22,18 +22,25 @@ type FakeRecords struct {
 	records map[build.ID]build.Record
 	// numbers holds each project's last build number.
 	numbers map[string]int
+	// The event outbox (events.go): each record's version, the events
+	// written and not yet forwarded, and the wake-up of Pending.
+	versions map[build.ID]int
+	outbox   []build.Event
+	written  chan struct{}
 }
 
 // NewRecords returns an empty FakeRecords.
 func NewRecords() *FakeRecords {
-	return &FakeRecords{records: map[build.ID]build.Record{}, numbers: map[string]int{}}
+	return &FakeRecords{records: map[build.ID]build.Record{}, numbers: map[string]int{},
+		versions: map[build.ID]int{}, written: make(chan struct{})}
 }
 
 // Save writes r unless the stored record ranks higher or is final; see
 // Records. A record it creates gets its project's next number, a record it
 // replaces keeps its own, and its launch claim when r has none
 // (build.Record.KeepClaim). A record without build ID or with an unknown
-// status gives ErrInvalid.
+// status gives ErrInvalid. A change writes its event to the outbox; a Save
+// that changes nothing (build.SameRecord) writes nothing.
 func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
@@ -47,11 +54,14 @@ func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 	case ok:
 		r.Number = old.Number
 		r.KeepClaim(old)
+		if build.SameRecord(old, r) {
+			return nil
+		}
 	default:
 		s.numbers[r.ProjectKey()]++
 		r.Number = s.numbers[r.ProjectKey()]
 	}
-	s.records[r.BuildID] = r
+	s.write(r)
 	return nil
 }
 

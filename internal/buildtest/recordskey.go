@@ -27,7 +27,8 @@ func (s *FakeRecords) Unfinished(ctx context.Context, key string) ([]build.Recor
 }
 
 // EndWaiting writes the final record r only if the stored one is queued or
-// deferred and not being launched; see Records.
+// deferred and not being launched; see Records. It writes its event to the
+// outbox.
 func (s *FakeRecords) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
@@ -42,6 +43,6 @@ func (s *FakeRecords) EndWaiting(ctx context.Context, r build.Record) error {
 		return fmt.Errorf("end waiting build %s: %w: stored status %s, launching since %v", r.BuildID, build.ErrConflict, old.Status, old.LaunchingAt)
 	}
 	r.Number = old.Number
-	s.records[r.BuildID] = r
+	s.write(r)
 	return nil
 }
