@@ -54,6 +54,9 @@ type Config struct {
 	// session lasts (DECAP_SESSION_TTL).
 	ReadPublic bool
 	SessionTTL time.Duration
+	// PublicBadges lets anyone read the status badges (DECAP_BADGES=public;
+	// the default where reads are public, auth otherwise).
+	PublicBadges bool
 
 	// GitHubToken lets Decap read private repositories' refs and post
 	// commit statuses; GitHubAPIURL points at GitHub Enterprise (or a test
@@ -266,6 +269,17 @@ func Load(getenv func(string) string) (Config, error) {
 		c.ReadPublic = true
 	default:
 		fail("DECAP_READ_AUTH", "want token or public")
+	}
+	badges := "auth"
+	if c.ReadPublic {
+		badges = "public"
+	}
+	switch strings.ToLower(or(getenv("DECAP_BADGES"), badges)) {
+	case "auth":
+	case "public":
+		c.PublicBadges = true
+	default:
+		fail("DECAP_BADGES", "want public or auth")
 	}
 	c.SessionTTL = dur("DECAP_SESSION_TTL", 12*time.Hour)
 	// The edge: what requests can cost (README: "Limits").

@@ -28,6 +28,24 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil || !c.ReadPublic || c.SessionTTL != 30*time.Minute {
 		t.Errorf("DECAP_READ_AUTH=Public, DECAP_SESSION_TTL=30m: got %v, %v, %v", c.ReadPublic, c.SessionTTL, err)
 	}
+	if !c.PublicBadges {
+		t.Errorf("DECAP_READ_AUTH=public: badges not public")
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want bool
+	}{
+		{nil, false},
+		{map[string]string{"DECAP_BADGES": "public"}, true},
+		{map[string]string{"DECAP_READ_AUTH": "public", "DECAP_BADGES": "auth"}, false},
+	} {
+		if c, err := config.Load(env(tt.env)); err != nil || c.PublicBadges != tt.want {
+			t.Errorf("%v: PublicBadges %v (%v), want %v", tt.env, c.PublicBadges, err, tt.want)
+		}
+	}
+	if _, err := config.Load(env(map[string]string{"DECAP_BADGES": "yes"})); err == nil || !strings.Contains(err.Error(), "DECAP_BADGES") {
+		t.Errorf("DECAP_BADGES=yes: err %v, want one naming DECAP_BADGES", err)
+	}
 	if !filepath.IsAbs(c.DataDir) {
 		t.Errorf("DataDir = %q, want absolute", c.DataDir)
 	}

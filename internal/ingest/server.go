@@ -234,6 +234,9 @@ type Config struct {
 	// without a credential (DECAP_READ_AUTH=public); mutations still need
 	// one. The Host check then guards against DNS rebinding.
 	ReadPublic bool
+	// PublicBadges lets anyone read the status badges, /badge/...
+	// (DECAP_BADGES=public); otherwise a badge is a read like any other.
+	PublicBadges bool
 	// SessionTTL is how long a UI session lasts (default DefaultSessionTTL).
 	SessionTTL time.Duration
 	// PublicURL is where people reach ingest (DECAP_PUBLIC_URL); its host
@@ -413,6 +416,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.POST("/dispatch/resume", s.resumeDispatch, s.requireToken)
 	api.POST("/session", s.createSession)
 	api.DELETE("/session", s.deleteSession)
+	e.GET("/badge/*", s.badge, s.requireBadge)
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	if deps.Metrics != nil {
