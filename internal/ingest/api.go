@@ -228,6 +228,13 @@ func (s *Server) buildLog(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	follow := c.QueryParam("follow") == "1" || c.QueryParam("follow") == "true"
+	tail, err := tailParam(c)
+	if err != nil {
+		return err
+	}
+	if tail > 0 {
+		follow = false
+	}
 	if rec.LogKey == "" && s.deps.LiveLogs != nil && (follow || rec.Status == build.StatusRunning) {
 		if !rec.Status.Final() && follow {
 			release, err := s.edge.followers.acquire(clientKey(c), 1)
@@ -239,6 +246,9 @@ func (s *Server) buildLog(c echo.Context) error {
 		}
 		if live, err := s.deps.LiveLogs.OpenLiveLog(rec.BuildID); err == nil {
 			defer live.Close()
+			if tail > 0 {
+				return s.streamTail(c, live, tail)
+			}
 			return s.stream(c, echo.MIMETextPlainCharsetUTF8, live)
 		}
 	}
@@ -255,7 +265,86 @@ func (s *Server) buildLog(c echo.Context) error {
 		return fmt.Errorf("log of %s is not gzip: %w", rec.BuildID, err)
 	}
 	defer zr.Close()
+	if tail > 0 {
+		return s.streamTail(c, zr, tail)
+	}
 	return s.stream(c, echo.MIMETextPlainCharsetUTF8, zr)
+}
+
+// maxLogTail bounds ?tail=: what one answer holds in memory.
+const maxLogTail = 16 << 20
+
+// tailParam reads ?tail=<bytes> of GET .../log: 0 when absent.
+func tailParam(c echo.Context) (int, error) {
+	v := c.QueryParam("tail")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLogTail {
+		return 0, fmt.Errorf("%w: tail must be a number of bytes from 1 to %d", build.ErrInvalid, maxLogTail)
+	}
+	return n, nil
+}
+
+// Headers of a log's tail (?tail=): how many bytes and lines of the log
+// come before it. Both are 0 when the answer is the whole log.
+const (
+	headerLogSkippedBytes = "X-Decap-Log-Skipped-Bytes"
+	headerLogSkippedLines = "X-Decap-Log-Skipped-Lines"
+)
+
+// streamTail answers the last n bytes of r or fewer, from the start of a
+// line, reading r to its end with no more than 2n bytes in memory (a log
+// of 50 MB is read, not held).
+func (s *Server) streamTail(c echo.Context, r io.Reader, n int) error {
+	tail, skippedBytes, skippedLines, err := logTail(r, n)
+	if err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	h := c.Response().Header()
+	h.Set(headerLogSkippedBytes, strconv.FormatInt(skippedBytes, 10))
+	h.Set(headerLogSkippedLines, strconv.FormatInt(skippedLines, 10))
+	return s.stream(c, echo.MIMETextPlainCharsetUTF8, bytes.NewReader(tail))
+}
+
+// logTail returns the last n bytes of r or fewer, starting after a line
+// break unless nothing was dropped, and how many bytes and lines (line
+// breaks) came before them.
+func logTail(r io.Reader, n int) (tail []byte, skippedBytes, skippedLines int64, err error) {
+	buf := make([]byte, 0, 2*n+32<<10)
+	chunk := make([]byte, 32<<10)
+	var before byte // the last byte dropped
+	drop := func(k int) {
+		skippedBytes += int64(k)
+		skippedLines += int64(bytes.Count(buf[:k], []byte{'\n'}))
+		before = buf[k-1]
+		buf = buf[:copy(buf, buf[k:])]
+	}
+	for {
+		m, rerr := r.Read(chunk)
+		buf = append(buf, chunk[:m]...)
+		if len(buf) > 2*n {
+			drop(len(buf) - n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return nil, 0, 0, rerr
+		}
+	}
+	if len(buf) > n {
+		drop(len(buf) - n)
+	}
+	// Start at a whole line: drop the rest of a line cut in two.
+	if skippedBytes > 0 && before != '\n' {
+		// A line longer than n stays, in part.
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			drop(i + 1)
+		}
+	}
+	return buf, skippedBytes, skippedLines, nil
 }
 
 // followLog streams a running (or still queued) build's log as it grows,
