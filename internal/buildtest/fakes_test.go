@@ -138,3 +138,11 @@ func TestFakeSecrets(t *testing.T) {
 		return buildtest.NewSecrets(clock.Now)
 	}, buildtest.SecretsFeatures{})
 }
+
+func TestFakeEventOutbox(t *testing.T) {
+	t.Parallel()
+	buildtest.TestEventOutbox(t, func(t *testing.T) (buildtest.Records, build.EventOutbox) {
+		s := buildtest.NewRecords()
+		return s, s.Outbox()
+	})
+}
