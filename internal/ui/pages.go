@@ -392,6 +392,9 @@ type buildView struct {
 	Progress progress
 	// Chain links the build to the builds it repeats or gave way to.
 	Chain []chainLink
+	// LogTailBytes and LogMaxLines bound the log the page shows
+	// (Config).
+	LogTailBytes, LogMaxLines int
 }
 
 // chainLink is one link of a build's attempt chain: "rebuild of #41",
@@ -417,7 +420,7 @@ func (u *UI) build(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("build %s: %w", id, err)
 	}
-	v := buildView{Record: r, Chain: u.chain(ctx, r)}
+	v := buildView{Record: r, Chain: u.chain(ctx, r), LogTailBytes: u.cfg.LogTailBytes, LogMaxLines: u.cfg.LogMaxLines}
 	if r.Status == build.StatusRunning {
 		v.Progress = progressOf(r, u.average(ctx, r.Team, r.Project), u.now())
 	}

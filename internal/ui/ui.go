@@ -98,6 +98,12 @@ type Config struct {
 	AverageOver int
 	// Timeout bounds the backend reads of one page (default 10s).
 	Timeout time.Duration
+	// LogTailBytes is how much of a finished build's log its page loads
+	// (default 2 MiB, at most 16 MiB: ingest's ?tail=); the raw log has the
+	// rest. LogMaxLines is how many lines the page keeps of a log it
+	// follows (default 20000), dropping the oldest.
+	LogTailBytes int
+	LogMaxLines  int
 }
 
 // Deps are the UI's collaborators. Any of Records, Catalog, Queue, Locks and
@@ -156,6 +162,12 @@ func New(cfg Config, deps Deps) *UI {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.LogTailBytes <= 0 || cfg.LogTailBytes > 16<<20 {
+		cfg.LogTailBytes = 2 << 20
+	}
+	if cfg.LogMaxLines <= 0 {
+		cfg.LogMaxLines = 20000
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)

@@ -114,6 +114,9 @@ func get(t *testing.T, e *echo.Echo, path string, header ...string) *httptest.Re
 	return rec
 }
 
+// ownScripts are the only script elements a page may have.
+var ownScripts = regexp.MustCompile(`<script src="/ui/static/(log|app)\.js\?v=[0-9a-f]+" defer></script>`)
+
 // checkHTML checks the headers every page carries and that hostile data
 // appears, if at all, only escaped.
 func checkHTML(t *testing.T, rec *httptest.ResponseRecorder) string {
@@ -130,8 +133,8 @@ func checkHTML(t *testing.T, rec *httptest.ResponseRecorder) string {
 			t.Errorf("page contains %q unescaped:\n%s", raw, excerpt(body, raw))
 		}
 	}
-	if n := strings.Count(body, "<script"); n != 1 {
-		t.Errorf("page has %d <script elements, want only app.js", n)
+	if n, own := strings.Count(body, "<script"), len(ownScripts.FindAllString(body, -1)); n != 2 || own != 2 {
+		t.Errorf("page has %d <script elements (%d of log.js and app.js), want only log.js and app.js", n, own)
 	}
 	if strings.Contains(body, "http://") || strings.Contains(body, "//cdn") {
 		t.Errorf("page refers to an external URL:\n%s", body)

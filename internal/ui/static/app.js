@@ -444,6 +444,10 @@
         el.hidden = true;
       }
     }
+    const follow = document.getElementById('log-follow-label');
+    if (follow) {
+      follow.hidden = FINAL.has(rec.status);
+    }
   }
 
   async function refreshRecord(box) {
@@ -464,31 +468,53 @@
     }
   }
 
-  function appendLog(pre, text) {
-    if (!text) {
+  // logURL is where the log is read from: a finished build's last
+  // data-tail bytes (the raw log has all of it), a running build's whole
+  // log as it grows.
+  function logURL(box, logBox) {
+    if (FINAL.has(box.dataset.status) && logBox.dataset.tail) {
+      return box.dataset.logUrl + '?tail=' + encodeURIComponent(logBox.dataset.tail);
+    }
+    return box.dataset.logUrl + '?follow=1';
+  }
+
+  // showNotice says how much of the log the page leaves out.
+  function showNotice(lines) {
+    const notice = document.getElementById('log-notice');
+    if (!notice) {
       return;
     }
-    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    pre.append(text);
-    if (atEnd) {
-      pre.scrollTop = pre.scrollHeight;
+    notice.hidden = !(lines > 0);
+    const count = notice.querySelector('[data-skipped]');
+    if (count) {
+      count.textContent = String(lines);
     }
   }
 
-  // streamLog reads the log with follow=1 into the <pre> until the build is
-  // final. A build that has not started has no log yet (404): try again.
-  async function streamLog(box) {
-    const pre = document.getElementById('log');
+  // followTail scrolls the log to its end while "follow" is ticked.
+  function followTail(logBox) {
+    const follow = document.getElementById('log-follow');
+    if (follow && follow.checked && !follow.closest('[hidden]')) {
+      logBox.scrollTop = logBox.scrollHeight;
+    }
+  }
+
+  // streamLog reads the log into the view until the build is final. A
+  // build that has not started has no log yet (404): try again.
+  async function streamLog(box, view, logBox) {
     const state = document.getElementById('log-state');
     let finalMisses = 0;
+    let anchor = /^#L\d+$/.test(location.hash) ? location.hash.slice(2) : '';
     for (;;) {
       let got = false;
       try {
-        const res = await fetch(box.dataset.logUrl + '?follow=1', { credentials: 'same-origin' });
+        const res = await fetch(logURL(box, logBox), { credentials: 'same-origin' });
         if (res.ok && res.body) {
           got = true;
           state.textContent = FINAL.has(box.dataset.status) ? '' : 'streaming…';
-          pre.textContent = '';
+          const skipped = Number(res.headers.get('X-Decap-Log-Skipped-Lines')) || 0;
+          view.reset(skipped);
+          showNotice(skipped);
           const reader = res.body.getReader();
           const dec = new TextDecoder();
           for (;;) {
@@ -496,9 +522,19 @@
             if (chunk.done) {
               break;
             }
-            appendLog(pre, dec.decode(chunk.value, { stream: true }));
+            view.append(dec.decode(chunk.value, { stream: true }));
+            if (anchor && view.show(anchor)) {
+              anchor = '';
+            }
+            followTail(logBox);
           }
-          appendLog(pre, dec.decode());
+          view.append(dec.decode());
+          view.finish();
+          if (anchor && view.show(anchor)) {
+            anchor = '';
+          }
+          applySearch(view);
+          followTail(logBox);
         } else if (res.status === 401) {
           goLogin();
           return;
@@ -527,8 +563,66 @@
     }
   }
 
+  // applySearch runs the search box's query over the log.
+  function applySearch(view) {
+    const input = document.getElementById('log-search');
+    if (!input) {
+      return;
+    }
+    const only = document.getElementById('log-only');
+    const hits = view.search(input.value.trim(), only && only.checked);
+    const out = document.getElementById('log-hits');
+    if (out) {
+      out.textContent = input.value.trim() ? hits + (hits === 1 ? ' matching line' : ' matching lines') : '';
+    }
+  }
+
+  function initLogView(box) {
+    const logBox = document.getElementById('log');
+    if (!logBox || !window.DecapLog) {
+      return;
+    }
+    const view = new window.DecapLog.LogView(logBox, { max: Number(logBox.dataset.maxLines) || 20000, onTrim: () => {
+      const notice = document.getElementById('log-trimmed');
+      if (notice) {
+        notice.hidden = false;
+      }
+    } });
+    const input = document.getElementById('log-search');
+    if (input) {
+      input.addEventListener('input', () => applySearch(view));
+      input.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Enter') {
+          ev.preventDefault();
+          view.nextHit();
+        }
+      });
+    }
+    const only = document.getElementById('log-only');
+    if (only) {
+      only.addEventListener('change', () => applySearch(view));
+    }
+    for (const b of document.querySelectorAll('button[data-log-expand]')) {
+      b.addEventListener('click', () => view.expand(b.dataset.logExpand === 'open'));
+    }
+    const follow = document.getElementById('log-follow');
+    if (follow) {
+      // A link to a line is read there, not at the end.
+      if (/^#L\d+$/.test(location.hash)) {
+        follow.checked = false;
+      }
+      follow.addEventListener('change', () => followTail(logBox));
+    }
+    window.addEventListener('hashchange', () => {
+      if (/^#L\d+$/.test(location.hash)) {
+        view.show(location.hash.slice(2));
+      }
+    });
+    streamLog(box, view, logBox);
+  }
+
   function initBuild(box) {
-    streamLog(box);
+    initLogView(box);
     const timer = setInterval(async () => {
       if (FINAL.has(box.dataset.status)) {
         clearInterval(timer);
