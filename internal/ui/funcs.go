@@ -39,8 +39,11 @@ func (u *UI) funcs() template.FuncMap {
 		"olderURL": func(team, project, cursor string) string {
 			return projectURL(team, project) + "?cursor=" + url.QueryEscape(cursor)
 		},
-		"exitCode":  func(p *int) string { return exitCode(p) },
-		"hasPrefix": strings.HasPrefix,
+		"exitCode":    func(p *int) string { return exitCode(p) },
+		"trigger":     triggerText,
+		"withProject": func(recs []build.Record) buildRows { return buildRows{Builds: recs, Project: true} },
+		"ofProject":   func(recs []build.Record) buildRows { return buildRows{Builds: recs} },
+		"hasPrefix":   strings.HasPrefix,
 	}
 }
 
@@ -175,4 +178,33 @@ func exitCode(p *int) string {
 		return ""
 	}
 	return fmt.Sprint(*p)
+}
+
+// buildRows is a table of builds; Project adds the project column (not
+// on a project's own page).
+type buildRows struct {
+	Builds  []build.Record
+	Project bool
+}
+
+// triggerText says who asked for a build: "push by octocat", "API
+// request" (the token; RequestedBy "api"), "by hand in the UI"
+// (RequestedBy "ui"), "pull request by octocat".
+func triggerText(t build.Trigger, by string) string {
+	switch {
+	case t == build.TriggerAPI && (by == "" || by == "api"):
+		return "API request"
+	case t == build.TriggerManual && (by == "" || by == "ui"):
+		return "by hand in the UI"
+	}
+	s := strings.ReplaceAll(string(t), "_", " ")
+	switch by {
+	case "", string(t):
+		return s
+	case "api":
+		return s + " (API token)"
+	case "ui":
+		return s + " (UI)"
+	}
+	return s + " by " + by
 }

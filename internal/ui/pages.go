@@ -306,9 +306,26 @@ type projectView struct {
 	Builds  panel[[]build.Record]
 	// Cursor is this page's cursor ("" = newest), Next the next page's.
 	Cursor, Next string
-	Average      time.Duration
+	// Filter narrows the history; Scanned and Partial say how far a
+	// filtered page looked (history).
+	Filter   historyFilter
+	Scanned  int
+	Partial  bool
+	Statuses []build.Status
+	Triggers []build.Trigger
+	Average  time.Duration
 	// Pulls are the open pull requests, each with its latest build.
 	Pulls panel[[]pullView]
+}
+
+// OlderURL links the next page of the history, with the filter.
+func (v projectView) OlderURL() string {
+	return projectURL(v.Team, v.Project) + v.Filter.query(v.Next)
+}
+
+// NewestURL links the first page of the history, with the filter.
+func (v projectView) NewestURL() string {
+	return projectURL(v.Team, v.Project) + v.Filter.query("")
 }
 
 // pullView is one open pull request on its project's page.
@@ -356,7 +373,12 @@ func (u *UI) project(c echo.Context) error {
 	}
 	ctx, cancel := u.ctx(c)
 	defer cancel()
-	v := projectView{Team: team, Project: project, Cursor: c.QueryParam("cursor"), Builds: panel[[]build.Record]{Unavailable: notAvailable}}
+	filter, err := parseHistoryFilter(c)
+	if err != nil {
+		return err
+	}
+	v := projectView{Team: team, Project: project, Cursor: c.QueryParam("cursor"), Filter: filter,
+		Statuses: statuses, Triggers: triggers, Builds: panel[[]build.Record]{Unavailable: notAvailable}}
 	if u.deps.Catalog != nil {
 		for _, p := range u.deps.Catalog.Projects() {
 			if p.Team == team && p.Project == project {
@@ -366,22 +388,22 @@ func (u *UI) project(c echo.Context) error {
 		}
 	}
 	if u.deps.Records != nil {
-		recs, next, err := u.deps.Records.ListProject(ctx, team, project, u.cfg.PageSize, v.Cursor)
+		h, err := u.readHistory(ctx, team, project, filter, v.Cursor)
 		switch {
 		case err != nil && v.Cursor != "":
 			return fmt.Errorf("builds of %s: %w", build.ProjectKey(team, project), err)
 		case err != nil:
 			v.Builds = failed[[]build.Record]("build history", err)
 		default:
-			v.Builds = panel[[]build.Record]{Data: recs}
-			v.Next = next
+			v.Builds = panel[[]build.Record]{Data: h.Builds}
+			v.Next, v.Scanned, v.Partial = h.Next, h.Scanned, h.Partial
 			v.Average = u.average(ctx, team, project)
 		}
 	}
 	if u.deps.Pulls != nil {
 		v.Pulls = u.pulls(ctx, team, project)
 	}
-	if v.Catalog == nil && u.deps.Catalog != nil && len(v.Builds.Data) == 0 && v.Builds.Unavailable == "" {
+	if v.Catalog == nil && u.deps.Catalog != nil && len(v.Builds.Data) == 0 && v.Builds.Unavailable == "" && !filter.Active() {
 		return fmt.Errorf("project %s: %w", build.ProjectKey(team, project), build.ErrNotFound)
 	}
 	return u.render(c, http.StatusOK, "project", build.ProjectKey(team, project), "teams", v)
