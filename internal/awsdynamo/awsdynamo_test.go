@@ -66,10 +66,13 @@ func newTables(t *testing.T, client *dynamodb.Client, want awsdynamo.Tables) aws
 	if want.Sessions != "" {
 		tables.Sessions = all.Sessions
 	}
+	if want.EventsOutbox != "" {
+		tables.EventsOutbox = all.EventsOutbox
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds, tables.Sessions} {
+		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds, tables.Sessions, tables.EventsOutbox} {
 			if name == "" {
 				continue
 			}
@@ -90,6 +93,8 @@ var (
 	locksOnly       = awsdynamo.Tables{Locks: "x"}
 	idempotencyOnly = awsdynamo.Tables{Idempotency: "x"}
 	buildsOnly      = awsdynamo.Tables{Builds: "x"}
+	// buildsAndOutbox are a Records store's tables as services use them.
+	buildsAndOutbox = awsdynamo.Tables{Builds: "x", EventsOutbox: "x"}
 	sessionsOnly    = awsdynamo.Tables{Sessions: "x"}
 )
 
@@ -127,7 +132,8 @@ func TestRecords(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
-		return awsdynamo.NewRecords(client, newTables(t, client, buildsOnly).Builds)
+		tables := newTables(t, client, buildsAndOutbox)
+		return awsdynamo.NewRecords(client, tables.Builds).WithOutbox(tables.EventsOutbox)
 	})
 }
 
