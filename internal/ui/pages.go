@@ -77,7 +77,10 @@ type dashboardView struct {
 	Running panel[[]runningBuild]
 	Stats   panel[build.QueueStats]
 	Waiting panel[[]waitingRow]
-	Recent  panel[[]build.Record]
+	// MoreWaiting is how many waiting requests the dashboard leaves to
+	// the queue page.
+	MoreWaiting int
+	Recent      panel[[]build.Record]
 	// RecentPartial says some projects' histories could not be read.
 	RecentPartial string
 }
@@ -112,16 +115,21 @@ func (u *UI) dashboard(c echo.Context) error {
 		}
 	}
 	v.Waiting = u.waitingPanel(ctx, v.Gate.Data)
+	allWaiting := v.Waiting.Data
+	if len(v.Waiting.Data) > u.cfg.RecentBuilds {
+		v.MoreWaiting = len(v.Waiting.Data) - u.cfg.RecentBuilds
+		v.Waiting.Data = v.Waiting.Data[:u.cfg.RecentBuilds]
+	}
 
 	recent := map[build.ID]build.Record{}
 	for _, r := range running {
 		recent[r.BuildID] = r
 	}
-	for _, r := range v.Waiting.Data {
+	for _, r := range allWaiting {
 		recent[r.BuildID] = r.Record
 	}
 	if u.deps.Catalog != nil {
-		recs, err := u.recentOfProjects(ctx, u.deps.Catalog.Projects())
+		recs, err := u.recentOfProjects(ctx, u.deps.Catalog.Projects(), u.cfg.RecentPerProject)
 		for _, r := range recs {
 			recent[r.BuildID] = r
 		}
@@ -140,6 +148,24 @@ func (u *UI) dashboard(c echo.Context) error {
 
 // newestFirst orders records by QueuedAt, then build ID, newest first, as
 // Records.ListProject does.
+// newest reads a project's newest n builds, a store page at a time.
+func (u *UI) newest(ctx context.Context, team, project string, n int) ([]build.Record, error) {
+	var out []build.Record
+	cursor := ""
+	for len(out) < n {
+		recs, next, err := u.deps.Records.ListProject(ctx, team, project, min(n-len(out), 100), cursor)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, recs...)
+		if next == "" || len(recs) == 0 {
+			break
+		}
+		cursor = next
+	}
+	return out[:min(len(out), n)], nil
+}
+
 func newestFirst(a, b build.Record) int {
 	if c := b.QueuedAt.Compare(a.QueuedAt); c != 0 {
 		return c
@@ -147,9 +173,9 @@ func newestFirst(a, b build.Record) int {
 	return cmp.Compare(b.BuildID, a.BuildID)
 }
 
-// recentOfProjects reads the newest few builds of each project, a few
+// recentOfProjects reads the newest n builds of each project, a few
 // projects at a time; it returns what it read and the first error.
-func (u *UI) recentOfProjects(ctx context.Context, projects []build.Project) ([]build.Record, error) {
+func (u *UI) recentOfProjects(ctx context.Context, projects []build.Project, n int) ([]build.Record, error) {
 	var (
 		mu    sync.Mutex
 		out   []build.Record
@@ -163,7 +189,7 @@ func (u *UI) recentOfProjects(ctx context.Context, projects []build.Project) ([]
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			recs, _, err := u.deps.Records.ListProject(ctx, p.Team, p.Project, u.cfg.RecentPerProject, "")
+			recs, err := u.newest(ctx, p.Team, p.Project, n)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && first == nil {
@@ -238,44 +264,43 @@ func (u *UI) waitingPanel(ctx context.Context, gate build.GateState) panel[[]wai
 	return panel[[]waitingRow]{Data: rows}
 }
 
-type teamRow struct {
-	Name     string
-	Projects int
-	Invalid  int
-}
-
-// teamsView is the teams page: the catalog's teams, and the entries of
-// the build-scripts repository it skipped for their names.
+// teamsView is the teams page: the catalog's projects by team, each with
+// its newest build, and the entries of the build-scripts repository it
+// skipped for their names.
 type teamsView struct {
-	panel[[]teamRow]
+	panel[[]projectRow]
+	Pager   pager
+	Teams   int
 	Skipped []string
 }
 
 func (u *UI) teams(c echo.Context) error {
-	v := teamsView{panel: panel[[]teamRow]{Unavailable: notAvailable}}
+	v := teamsView{panel: panel[[]projectRow]{Unavailable: notAvailable}}
 	if u.deps.Catalog != nil {
-		v = teamsView{Skipped: u.deps.Catalog.Skipped()}
-		idx := map[string]int{}
-		for _, p := range u.deps.Catalog.Projects() {
-			i, ok := idx[p.Team]
-			if !ok {
-				i = len(v.Data)
-				idx[p.Team] = i
-				v.Data = append(v.Data, teamRow{Name: p.Team})
-			}
-			v.Data[i].Projects++
-			if p.Descriptor == nil {
-				v.Data[i].Invalid++
-			}
+		ctx, cancel := u.ctx(c)
+		defer cancel()
+		projects := slices.Clone(u.deps.Catalog.Projects())
+		slices.SortFunc(projects, func(a, b build.Project) int {
+			return cmp.Or(strings.Compare(a.Team, b.Team), strings.Compare(a.Project, b.Project))
+		})
+		teams := map[string]bool{}
+		for _, p := range projects {
+			teams[p.Team] = true
 		}
-		slices.SortFunc(v.Data, func(a, b teamRow) int { return strings.Compare(a.Name, b.Name) })
+		page, pg, err := paginate(c, projects, projectsPageSize)
+		if err != nil {
+			return err
+		}
+		v = teamsView{panel: panel[[]projectRow]{Data: u.lastBuilds(ctx, page)}, Pager: pg, Teams: len(teams),
+			Skipped: u.deps.Catalog.Skipped()}
 	}
 	return u.render(c, http.StatusOK, "teams", "Teams", "teams", v)
 }
 
 type teamView struct {
 	Team     string
-	Projects panel[[]build.Project]
+	Projects panel[[]projectRow]
+	Pager    pager
 }
 
 func (u *UI) team(c echo.Context) error {
@@ -283,17 +308,25 @@ func (u *UI) team(c echo.Context) error {
 	if err := build.ValidateName("team", team); err != nil {
 		return err
 	}
-	v := teamView{Team: team, Projects: panel[[]build.Project]{Unavailable: notAvailable}}
+	v := teamView{Team: team, Projects: panel[[]projectRow]{Unavailable: notAvailable}}
 	if u.deps.Catalog != nil {
-		v.Projects = panel[[]build.Project]{}
+		var projects []build.Project
 		for _, p := range u.deps.Catalog.Projects() {
 			if p.Team == team {
-				v.Projects.Data = append(v.Projects.Data, p)
+				projects = append(projects, p)
 			}
 		}
-		if len(v.Projects.Data) == 0 {
+		if len(projects) == 0 {
 			return fmt.Errorf("team %s: %w in the catalog", team, build.ErrNotFound)
 		}
+		page, pg, err := paginate(c, projects, projectsPageSize)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := u.ctx(c)
+		defer cancel()
+		v.Projects = panel[[]projectRow]{Data: u.lastBuilds(ctx, page)}
+		v.Pager = pg
 	}
 	return u.render(c, http.StatusOK, "team", team, "teams", v)
 }
@@ -490,25 +523,40 @@ func (u *UI) chain(ctx context.Context, r build.Record) []chainLink {
 type queueView struct {
 	Stats   panel[build.QueueStats]
 	Waiting panel[[]waitingRow]
+	Pager   pager
 }
 
 func (u *UI) queue(c echo.Context) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
 	v := queueView{Stats: u.statsPanel(ctx), Waiting: u.waitingPanel(ctx, u.gatePanel(ctx).Data)}
+	rows, pg, err := paginate(c, v.Waiting.Data, projectsPageSize)
+	if err != nil {
+		return err
+	}
+	v.Waiting.Data, v.Pager = rows, pg
 	return u.render(c, http.StatusOK, "queue", "Queue", "queue", v)
+}
+
+type locksView struct {
+	panel[[]build.Lease]
+	Pager pager
 }
 
 func (u *UI) locks(c echo.Context) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
-	v := panel[[]build.Lease]{Unavailable: notAvailable}
+	v := locksView{panel: panel[[]build.Lease]{Unavailable: notAvailable}}
 	if u.deps.Locks != nil {
 		leases, err := u.deps.Locks.List(ctx)
 		if err != nil {
-			v = failed[[]build.Lease]("locks", err)
+			v.panel = failed[[]build.Lease]("locks", err)
 		} else {
-			v = panel[[]build.Lease]{Data: leases}
+			rows, pg, err := paginate(c, leases, projectsPageSize)
+			if err != nil {
+				return err
+			}
+			v = locksView{panel: panel[[]build.Lease]{Data: rows}, Pager: pg}
 		}
 	}
 	return u.render(c, http.StatusOK, "locks", "Locks", "locks", v)

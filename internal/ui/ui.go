@@ -143,7 +143,7 @@ var staticFS embed.FS
 
 // pageNames are the templates/*.html that render whole pages; each is
 // parsed together with layout.html.
-var pageNames = []string{"dashboard", "teams", "team", "project", "build", "queue", "locks", "login", "error"}
+var pageNames = []string{"dashboard", "teams", "team", "project", "build", "builds", "queue", "locks", "login", "error"}
 
 // New returns a UI; it panics only if the embedded templates are broken,
 // which the package's tests rule out.
@@ -217,6 +217,7 @@ func (u *UI) Register(e *echo.Echo) {
 	g.GET("/teams", u.page(u.teams))
 	g.GET("/teams/:team", u.page(u.team))
 	g.GET("/projects/:team/:project", u.page(u.project))
+	g.GET("/builds", u.page(u.allBuilds))
 	g.GET("/builds/:id", u.page(u.build))
 	g.GET("/queue", u.page(u.queue))
 	g.GET("/locks", u.page(u.locks))
