@@ -198,13 +198,22 @@ attribute_definitions() {
   printf ']'
 }
 
-# ensure_table NAME HASH TTL_ATTR [INDEX:HASH:RANGE...] creates the table or
-# brings it up to date: billing mode, missing indexes, point-in-time recovery,
-# TTL. TTL_ATTR "-" leaves TTL alone.
+# ensure_table NAME HASH[:RANGE] TTL_ATTR [INDEX:HASH:RANGE...] creates the
+# table or brings it up to date: billing mode, missing indexes, point-in-time
+# recovery, TTL. TTL_ATTR "-" leaves TTL alone.
 ensure_table() {
-  local name=$1 hash=$2 ttl=$3 state=exists
+  local name=$1 hash range ttl=$3 state=exists
+  IFS=: read -r hash range <<<"$2"
   shift 3
-  local -a indexes=("$@") attrs=("$hash")
+  local -a attrs=("$hash")
+  local key_schema="$hash:HASH" key_json
+  key_json=$(printf '{"AttributeName": "%s", "KeyType": "HASH"}' "$hash")
+  if [ -n "$range" ]; then
+    attrs+=("$range")
+    key_schema+=",$range:RANGE"
+    key_json+=$(printf ', {"AttributeName": "%s", "KeyType": "RANGE"}' "$range")
+  fi
+  local -a indexes=("$@")
   local spec idx_name idx_hash idx_range
   for spec in "${indexes[@]}"; do
     IFS=: read -r idx_name idx_hash idx_range <<<"$spec"
@@ -214,8 +223,8 @@ ensure_table() {
   if aws_try 'ResourceNotFoundException' dynamodb describe-table --table-name "$name" --query "$TABLE_QUERY" --output text; then
     local status billing keys gsis
     IFS=$'\t' read -r status billing keys gsis <<<"$OUT"
-    if [ "$keys" != "$hash:HASH" ]; then
-      die "table $name exists with key schema $keys, want $hash:HASH; a key schema cannot change in place: delete the table (destroy-world.sh) or use another DECAP_PREFIX"
+    if [ "$keys" != "$key_schema" ]; then
+      die "table $name exists with key schema $keys, want $key_schema; a key schema cannot change in place: delete the table (destroy-world.sh) or use another DECAP_PREFIX"
     fi
     if [ "$status" != ACTIVE ]; then wait_table_active "$name"; fi
     if [ "$billing" != PAY_PER_REQUEST ]; then
@@ -250,7 +259,7 @@ ensure_table() {
     {
       printf '{"TableName": "%s", "BillingMode": "PAY_PER_REQUEST",\n' "$name"
       printf ' "AttributeDefinitions": %s,\n' "$(attribute_definitions "${attrs[@]}")"
-      printf ' "KeySchema": [{"AttributeName": "%s", "KeyType": "HASH"}]' "$hash"
+      printf ' "KeySchema": [%s]' "$key_json"
       if [ -n "$gsi_json" ]; then printf ',\n "GlobalSecondaryIndexes": [%s]' "$gsi_json"; fi
       printf '}\n'
     } >"$WORK/table-$name.json"
@@ -314,6 +323,10 @@ idempotency_table() { ensure_table "$IDEMPOTENCY_TABLE" pk ttl; }
 sessions_table() { ensure_table "$SESSIONS_TABLE" pk ttl; }
 # Build records are history: no TTL (their logs and artifacts expire in S3).
 builds_table() { ensure_table "$BUILDS_TABLE" buildId - "${BUILDS_INDEXES[@]}"; }
+# The build events not yet forwarded, written with each record change
+# (internal/awsdynamo outbox.go): one item per event, deleted once
+# published; no TTL (an event must never expire unpublished).
+outbox_table() { ensure_table "$OUTBOX_TABLE" shard:event -; }
 
 # ------------------------------------------------------------------ S3 bucket
 
@@ -406,7 +419,7 @@ bucket() {
 render_policy() {
   local doc var
   doc=$(<"policies/$1.json")
-  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX; do
+  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN OUTBOX_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX; do
     doc=${doc//"{{$var}}"/${!var}}
   done
   if [[ $doc == *"{{"* ]]; then die "policies/$1.json has an unknown placeholder: $(grep -o '{{[^}]*}}' <<<"$doc" | head -1)"; fi
@@ -456,4 +469,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table outbox_table bucket policies

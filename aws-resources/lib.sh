@@ -60,6 +60,7 @@ load_config() {
   IDEMPOTENCY_TABLE=$DECAP_PREFIX-idempotency
   BUILDS_TABLE=$DECAP_PREFIX-builds
   SESSIONS_TABLE=$DECAP_PREFIX-sessions
+  OUTBOX_TABLE=$DECAP_PREFIX-events-outbox
 
   ENDPOINT_ARGS=()
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then ENDPOINT_ARGS=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
@@ -85,6 +86,7 @@ aws_account() {
   IDEMPOTENCY_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$IDEMPOTENCY_TABLE
   BUILDS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$BUILDS_TABLE
   SESSIONS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$SESSIONS_TABLE
+  OUTBOX_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$OUTBOX_TABLE
   BUCKET_ARN=arn:$PARTITION:s3:::$BUCKET
   # Secrets Manager adds a random suffix to every secret's ARN, so the
   # policies name the builds' secrets by this prefix and a wildcard.

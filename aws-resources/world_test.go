@@ -153,7 +153,7 @@ func (w world) dlq() string            { return w.prefix + "-builds-dlq.fifo" }
 func (w world) bucket() string         { return w.prefix + "-builds" }
 func (w world) policy(s string) string { return w.prefix + "-" + s }
 func (w world) tables() []string {
-	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions"}
+	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions", w.prefix + "-events-outbox"}
 }
 func (w world) sqsARN(name string) string {
 	return fmt.Sprintf("arn:%s:sqs:%s:%s:%s", w.partition, w.region, w.account, name)
@@ -238,7 +238,7 @@ func TestWorld(t *testing.T) {
 
 	t.Run("resources", func(t *testing.T) {
 		t.Run("queues", func(t *testing.T) { t.Parallel(); checkQueues(t, c, w) })
-		for _, table := range []string{"locks", "idempotency", "builds", "sessions"} {
+		for _, table := range []string{"locks", "idempotency", "builds", "sessions", "events-outbox"} {
 			t.Run("table "+table, func(t *testing.T) { t.Parallel(); checkTable(t, c, w, table) })
 		}
 		t.Run("bucket", func(t *testing.T) { t.Parallel(); checkBucket(t, c, w) })
@@ -393,6 +393,9 @@ func checkTable(t *testing.T, c cli, w world, table string) {
 		hash, ttl string
 		indexes   map[string]string
 	}{hash: "pk", ttl: "ttl"}
+	if table == "events-outbox" {
+		want.hash, want.ttl = "shard:HASH,event:RANGE", ""
+	}
 	if table == "builds" {
 		want.hash, want.ttl = "buildId", ""
 		want.indexes = map[string]string{
@@ -406,8 +409,11 @@ func checkTable(t *testing.T, c cli, w world, table string) {
 	if tab.TableStatus != "ACTIVE" || tab.BillingModeSummary.BillingMode != "PAY_PER_REQUEST" {
 		t.Errorf("%s: status %s, billing %s; want ACTIVE, PAY_PER_REQUEST", name, tab.TableStatus, tab.BillingModeSummary.BillingMode)
 	}
-	if got := keys(tab.KeySchema); got != want.hash+":HASH" {
-		t.Errorf("%s: key schema %s, want %s:HASH", name, got, want.hash)
+	if !strings.Contains(want.hash, ":") {
+		want.hash += ":HASH"
+	}
+	if got := keys(tab.KeySchema); got != want.hash {
+		t.Errorf("%s: key schema %s, want %s", name, got, want.hash)
 	}
 	for _, a := range tab.AttributeDefinitions {
 		if a.AttributeType != "S" {
@@ -522,11 +528,15 @@ func wantGrants(w world, service string) []string {
 	queue, dlq := w.sqsARN(w.queue()), w.sqsARN(w.dlq())
 	locks, idem, builds := w.tableARN("locks"), w.tableARN("idempotency"), w.tableARN("builds")
 	sessions := w.tableARN("sessions")
+	outbox := w.tableARN("events-outbox")
 	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects", builds + "/index/unfinished"}
 	bucket := fmt.Sprintf("arn:%s:s3:::%s", w.partition, w.bucket())
 	objects := []string{bucket + "/logs/*", bucket + "/artifacts/*"}
 	secrets := w.secretsARN()
 
+	// Every service writes build records, each change with its event
+	// (TransactWriteItems needs PutItem on both tables).
+	grant([]string{"dynamodb:PutItem"}, outbox)
 	switch service {
 	case "ingest":
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
