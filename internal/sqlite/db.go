@@ -1,7 +1,8 @@
 // Package sqlite is the embedded default's durable store: the build queue,
-// branch locks with the concurrency cap, idempotency claims, build records,
-// the dispatch gate and the UI's sessions in one SQLite database file
-// (modernc.org/sqlite, pure Go).
+// branch locks with the concurrency cap, idempotency claims, build records
+// and their event outbox (each change's event written in the change's
+// transaction; Outbox), the dispatch gate and the UI's sessions in one
+// SQLite database file (modernc.org/sqlite, pure Go).
 //
 // Several processes (dispatcher, ingest, reaper) may open the same file at
 // once. The database runs in WAL mode; every read-modify-write runs in a
@@ -63,6 +64,9 @@ type DB struct {
 	rdb  *sql.DB // reads; several connections
 	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
 	wake *waker
+	// written is closed and replaced when a write of this process put an
+	// event in the outbox (Outbox.Pending waits on it).
+	written *signal
 	// pdb probes whether the database can be written (CheckWrites).
 	pdb *sql.DB
 	// writeSince is when the oldest write still running began (Unix
@@ -132,7 +136,7 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	pdb.SetMaxOpenConns(1)
-	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb, pdb: pdb}
+	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb, pdb: pdb, written: newSignal()}
 	if err := db.useWAL(context.Background(), opts.BusyTimeout); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -167,7 +171,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -300,6 +304,26 @@ CREATE TABLE pull_requests (
 	PRIMARY KEY (team, project, number)
 ) WITHOUT ROWID;
 CREATE INDEX pull_requests_open ON pull_requests (team, project, number) WHERE open = 1;
+`
+
+// schemaV8 adds the build-event outbox (Outbox, DESIGN.md "Build
+// events"): each record's version, counting its changes (a record written
+// before counts as version 1, its creation, whose event was never
+// written), and the events of the changes not yet forwarded, in write
+// order (seq: a rowid, always above every row present, so the order holds
+// without AUTOINCREMENT's extra write), found by build and version when
+// they are removed.
+const schemaV8 = `
+ALTER TABLE records ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE record_events (
+	seq      INTEGER PRIMARY KEY,
+	build_id TEXT    NOT NULL,
+	version  INTEGER NOT NULL,
+	type     TEXT    NOT NULL,
+	at       INTEGER NOT NULL, -- when the change was written
+	doc      BLOB    NOT NULL  -- the build.Record as the change left it, as JSON
+);
+CREATE UNIQUE INDEX record_events_build ON record_events (build_id, version);
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

@@ -37,25 +37,35 @@ func NewRecords(db *DB) *Records {
 // keeps its stored number, and its launch claim when r has none
 // (build.Record.KeepClaim). A record without build ID or with an unknown
 // status gives build.ErrInvalid.
+//
+// A change adds its event to the outbox in the same transaction (the
+// record's next version; see Outbox); a Save that leaves the record as it
+// is (build.SameRecord) writes nothing.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
+	changed := false
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
 		var stored []byte
-		err := tx.QueryRowContext(ctx, `SELECT number, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &stored)
+		var version, rank int
+		err := tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			version = 0
 			err = tx.QueryRowContext(ctx, `
 INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
 ON CONFLICT (team, project) DO UPDATE SET last = last + 1
 RETURNING last`, r.Team, r.Project).Scan(&r.Number)
-		case err == nil && r.LaunchingAt.IsZero():
+		case err == nil:
 			var old build.Record
 			if err = json.Unmarshal(stored, &old); err != nil {
-				err = fmt.Errorf("decode stored record: %w", err)
+				return fmt.Errorf("decode stored record: %w", err)
 			}
 			r.KeepClaim(old)
+			if rank < 2 && rank <= r.Status.Rank() && build.SameRecord(old, r) {
+				return nil // the record as it is: no write, no event
+			}
 		}
 		if err != nil {
 			return err
@@ -67,14 +77,14 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 		// The WHERE of the upsert is the rank rule: rank 2 is final. A
 		// stored record keeps its number.
 		res, err := tx.ExecContext(ctx, `
-INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, version, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
 	status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
-	started_at = excluded.started_at, finished_at = excluded.finished_at, doc = excluded.doc
+	started_at = excluded.started_at, finished_at = excluded.finished_at, version = excluded.version, doc = excluded.doc
 WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
-			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, doc)
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
 		if err != nil {
 			return err
 		}
@@ -87,10 +97,17 @@ WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 			}
 			return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old, r.Status)
 		}
+		if err := s.db.writeEvent(ctx, tx, r, version+1, doc); err != nil {
+			return err
+		}
+		changed = true
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
+	if changed {
+		s.db.written.fire()
 	}
 	return nil
 }

@@ -38,14 +38,16 @@ ORDER BY queued_at, id`
 
 // EndWaiting writes r, which must be final, only if the stored record is
 // queued or deferred and not being launched (its LaunchingAt is zero); see
-// buildtest.Records. The check and the write are one transaction.
+// buildtest.Records. The check, the write and its event in the outbox
+// (see Outbox) are one transaction.
 func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
 		var stored []byte
-		err := tx.QueryRowContext(ctx, `SELECT doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&stored)
+		var version int
+		err := tx.QueryRowContext(ctx, `SELECT version, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&version, &stored)
 		if errors.Is(err, sql.ErrNoRows) {
 			return build.ErrNotFound
 		}
@@ -66,14 +68,23 @@ func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 		}
 		// The status in the WHERE repeats the check for the reader: the
 		// write transaction holds the database's write lock throughout.
-		_, err = tx.ExecContext(ctx, `
-UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, doc = ?
+		res, err := tx.ExecContext(ctx, `
+UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND status IN ('queued', 'deferred')`,
-			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), doc, string(r.BuildID))
-		return err
+			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 { // cannot be: the write lock is held since the read
+			return fmt.Errorf("%w: stored record changed under the write lock", build.ErrConflict)
+		}
+		return s.db.writeEvent(ctx, tx, r, version+1, doc)
 	})
 	if err != nil {
 		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
 	}
+	s.db.written.fire()
 	return nil
 }

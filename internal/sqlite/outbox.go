@@ -1,0 +1,156 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Outbox is the records' build-event outbox (build.EventOutbox): the table
+// record_events, to which every record write adds its event in the write's
+// own transaction (writeEvent), so a change committed is an event kept,
+// whatever crashes after. Pending reads it in write order; Forwarded
+// deletes from it. It is safe for concurrent use, and several processes
+// may forward one database's outbox at once.
+// maxPending bounds the events one Pending returns.
+const maxPending = 1000
+
+type Outbox struct {
+	db *DB
+}
+
+// Outbox returns the outbox of the records' database.
+func (s *Records) Outbox() build.EventOutbox { return &Outbox{db: s.db} }
+
+// Pending returns up to limit events (1 to maxPending), oldest first; see
+// build.EventOutbox. Each build's events are written in version order by
+// transactions that the database serializes, and leave the outbox in that
+// order, so the first rows in write order hold, for each build, a run
+// from its oldest pending version: one whose predecessor has left.
+//
+// When none is pending it waits up to wait: a record write of this process
+// wakes it at once; a write of another process sharing the file is seen
+// when the wait ends, when Pending reads the outbox again (a forwarder
+// runs in every process that writes records, so another process's events
+// wait only when it died before forwarding them).
+func (o *Outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]build.Event, error) {
+	limit = min(max(limit, 1), maxPending)
+	deadline := time.Now().Add(wait)
+	for {
+		woken := o.db.written.wait()
+		evs, err := o.read(ctx, limit)
+		if err != nil || len(evs) > 0 {
+			return evs, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, nil
+		}
+		timer := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("read the outbox: %w", ctx.Err())
+		case <-woken:
+		case <-timer.C: // read once more: another process may have written
+		}
+		timer.Stop()
+	}
+}
+
+// read returns the first limit events in write order.
+func (o *Outbox) read(ctx context.Context, limit int) ([]build.Event, error) {
+	rows, err := o.db.rdb.QueryContext(ctx, `SELECT build_id, version, type, at, doc FROM record_events ORDER BY seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []build.Event
+	for rows.Next() {
+		var id, typ string
+		var version int
+		var at int64
+		var doc []byte
+		if err := rows.Scan(&id, &version, &typ, &at, &doc); err != nil {
+			return nil, fmt.Errorf("read the outbox: %w", classify(err))
+		}
+		e := build.Event{ID: build.EventID(build.ID(id), version), Type: build.EventType(typ), Subject: build.ID(id),
+			Time: fromNanos(at), Version: version}
+		if err := json.Unmarshal(doc, &e.Record); err != nil {
+			return nil, fmt.Errorf("read the outbox: event %s: %w", e.ID, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", classify(err))
+	}
+	return out, nil
+}
+
+// Forwarded deletes the events from the outbox, in one write; events
+// already gone are no error.
+func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	err := o.db.write(ctx, func(tx *sql.Tx) error {
+		del, err := tx.PrepareContext(ctx, `DELETE FROM record_events WHERE build_id = ? AND version = ?`)
+		if err != nil {
+			return err
+		}
+		defer del.Close()
+		for _, e := range evs {
+			if _, err := del.ExecContext(ctx, string(e.Subject), e.Version); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove %d forwarded events: %w", len(evs), err)
+	}
+	return nil
+}
+
+// writeEvent adds the event of a change to the outbox, in the change's
+// transaction tx: version is the record's version after the change, doc
+// the record as stored. The caller wakes Pending (db.written) once the
+// transaction committed.
+func (db *DB) writeEvent(ctx context.Context, tx *sql.Tx, r build.Record, version int, doc []byte) error {
+	e := build.NewEvent(r, version, db.now())
+	_, err := tx.ExecContext(ctx, `INSERT INTO record_events (build_id, version, type, at, doc) VALUES (?, ?, ?, ?, ?)`,
+		string(e.Subject), e.Version, string(e.Type), nanos(e.Time), doc)
+	if err != nil {
+		return fmt.Errorf("write event %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// signal wakes the waiters of this process: wait returns a channel that
+// fire closes (and replaces).
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newSignal() *signal { return &signal{ch: make(chan struct{})} }
+
+// wait returns the channel of the next fire. Take it before looking, so a
+// fire in between is not missed.
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.ch)
+	s.ch = make(chan struct{})
+}
