@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := ingest.New(ingest.Config{
 		WebhookSecret: cfg.WebhookSecret, InsecureSkipSignature: cfg.InsecureSkipSignature,
 		APIToken: cfg.APIToken, AuthDisabled: cfg.AuthDisabled,
-		ReadPublic: cfg.ReadPublic, PublicBadges: cfg.PublicBadges, SessionTTL: cfg.SessionTTL, PublicURL: cfg.PublicURL,
+		ReadPublic: cfg.ReadPublic, PublicBadges: cfg.PublicBadges, NoPodNames: cfg.Executor != "kubernetes", SessionTTL: cfg.SessionTTL, PublicURL: cfg.PublicURL,
 		MaxBodyBytes: cfg.HTTP.WebhookMaxBody,
 		Limits: ingest.Limits{
 			BodyBytes: cfg.HTTP.BodyBudget, ClientBodyBytes: cfg.HTTP.ClientBodyBudget,

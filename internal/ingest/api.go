@@ -109,7 +109,7 @@ func (s *Server) projectBuilds(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("average duration of %s: %w", build.ProjectKey(team, project), err)
 	}
-	page := api.BuildPage{Builds: api.BuildsOf(recs), NextCursor: next}
+	page := api.BuildPage{Builds: s.buildsOf(recs), NextCursor: next}
 	if n > 0 {
 		page.AverageDurationSeconds = avg.Seconds()
 	}
@@ -214,7 +214,7 @@ func (s *Server) getBuild(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, api.BuildOf(rec))
+	return c.JSON(http.StatusOK, s.buildOf(rec))
 }
 
 // buildLog serves the console log as text: the stored log of an ended
@@ -497,4 +497,24 @@ func (s *Server) buildArtifacts(c echo.Context) error {
 	defer obj.Close()
 	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", string(rec.BuildID)+"-artifacts.tar.gz"))
 	return s.stream(c, "application/gzip", obj)
+}
+
+// buildOf is a record as the API answers it: without its podName where
+// the executor runs no Pods (Config.NoPodNames).
+func (s *Server) buildOf(r build.Record) api.Build {
+	b := api.BuildOf(r)
+	if s.cfg.NoPodNames {
+		b.PodName = ""
+	}
+	return b
+}
+
+func (s *Server) buildsOf(recs []build.Record) []api.Build {
+	out := api.BuildsOf(recs)
+	if s.cfg.NoPodNames {
+		for i := range out {
+			out[i].PodName = ""
+		}
+	}
+	return out
 }

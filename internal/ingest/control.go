@@ -121,7 +121,7 @@ func (s *Server) cancelBuild(c echo.Context) error {
 		// record replaced that one. Its end cannot replace this record.
 		log.Info("build cancelled before it started", "by", by)
 		s.notify(rec, Notifier.BuildEnded)
-		return c.JSON(http.StatusOK, api.BuildOf(rec))
+		return c.JSON(http.StatusOK, s.buildOf(rec))
 	default:
 		return alreadyEnded(rec)
 	}
@@ -191,7 +191,7 @@ func (s *Server) listBuilds(c echo.Context) error {
 		}
 		return strings.Compare(string(a.BuildID), string(b.BuildID))
 	})
-	return c.JSON(http.StatusOK, api.BuildList{Builds: api.BuildsOf(recs)})
+	return c.JSON(http.StatusOK, api.BuildList{Builds: s.buildsOf(recs)})
 }
 
 // lockKeyParam returns the lock key of /locks/:team/:project/*; the ref

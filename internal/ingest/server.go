@@ -234,6 +234,10 @@ type Config struct {
 	// without a credential (DECAP_READ_AUTH=public); mutations still need
 	// one. The Host check then guards against DNS rebinding.
 	ReadPublic bool
+	// NoPodNames says the executor runs no Pods (the local executor, whose
+	// records name a process directory "build-<id>"): build answers then
+	// leave podName out.
+	NoPodNames bool
 	// PublicBadges lets anyone read the status badges, /badge/...
 	// (DECAP_BADGES=public); otherwise a badge is a read like any other.
 	PublicBadges bool
