@@ -285,10 +285,36 @@ func (e *Executor) tryUID(uid int) (s slot, ok bool, err error) {
 	return slot{uid: uid, f: f}, true, nil
 }
 
+// uidWait bounds how long takeUID waits for a uid when every one is
+// taken: a build's outcome is reported just before its entrypoint exits
+// and lets go of its uid, so a launch right after an end may find the
+// uid held for a moment.
+const uidWait = 2 * time.Second
+
 // takeUID takes the lowest free build uid for a build, after killing what
 // still runs as it and closing older build directories of its group to it.
-// A uid whose processes cannot be killed is skipped.
+// A uid whose processes cannot be killed is skipped. When every uid is
+// taken it tries again for up to uidWait.
 func (e *Executor) takeUID(ctx context.Context) (slot, error) {
+	deadline := time.Now().Add(uidWait)
+	for {
+		s, err := e.takeFreeUID(ctx)
+		if err == nil || !errors.Is(err, errNoFreeUID) || time.Now().After(deadline) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return slot{}, fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// errNoFreeUID: every build uid is taken by a running build.
+var errNoFreeUID = errors.New("no free build uid")
+
+// takeFreeUID is one pass of takeUID over the range.
+func (e *Executor) takeFreeUID(ctx context.Context) (slot, error) {
 	r := e.cfg.BuildUIDs
 	for uid := r.First; uid <= r.Last; uid++ {
 		s, ok, err := e.tryUID(uid)
@@ -309,7 +335,7 @@ func (e *Executor) takeUID(ctx context.Context) (slot, error) {
 		e.closeOldDirs(uid)
 		return s, nil
 	}
-	return slot{}, fmt.Errorf("no free build uid: all of %s are taken by running builds", r)
+	return slot{}, fmt.Errorf("%w: all of %s are taken by running builds", errNoFreeUID, r)
 }
 
 // stopUID kills every process of uid, through decap-entrypoint -stop-uid
