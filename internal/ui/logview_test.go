@@ -47,3 +47,22 @@ func TestBuildPageLogView(t *testing.T) {
 		})
 	}
 }
+
+// A waiting build's page carries its progress bar, hidden, with the
+// project's average: the page shows it once it sees the build start.
+func TestWaitingBuildPageHasItsProgressBar(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Config{})
+	body := checkHTML(t, get(t, f.e, "/ui/builds/"+string(f.ids["deferred"])))
+	want := `<p class="progress" data-field="progress" hidden>`
+	if !strings.Contains(body, want) {
+		t.Fatalf("a deferred build's page lacks %q", want)
+	}
+	if !strings.Contains(body, `data-elapsed-ms="0" data-average-ms="60000"`) {
+		t.Errorf("its bar lacks the project's average:\n%s", excerpt(body, want))
+	}
+	body = checkHTML(t, get(t, f.e, "/ui/builds/"+string(f.ids["ok0"])))
+	if strings.Contains(body, `data-field="progress"`) {
+		t.Errorf("a finished build's page has a progress bar")
+	}
+}

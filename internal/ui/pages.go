@@ -476,8 +476,13 @@ func (u *UI) build(c echo.Context) error {
 		return fmt.Errorf("build %s: %w", id, err)
 	}
 	v := buildView{Record: r, Chain: u.chain(ctx, r), LogTailBytes: u.cfg.LogTailBytes, LogMaxLines: u.cfg.LogMaxLines}
-	if r.Status == build.StatusRunning {
+	switch {
+	case r.Status == build.StatusRunning:
 		v.Progress = progressOf(r, u.average(ctx, r.Team, r.Project), u.now())
+	case !r.Status.Final():
+		// A waiting build's bar, hidden until the page sees it start.
+		avg := u.average(ctx, r.Team, r.Project)
+		v.Progress = progress{Average: avg, Estimate: avg > 0}
 	}
 	title := "Build " + shortID(r.BuildID)
 	if r.Number > 0 {

@@ -244,10 +244,24 @@
       if (!answer || !BUILD_ID.test(answer.id)) {
         throw new Error('unexpected answer');
       }
+      forgetTyped();
       location.assign('/ui/builds/' + answer.id);
     } catch (e) {
+      if (e.message !== 'sign-in required') {
+        forgetTyped();
+      }
       flash('Build request for ' + ref + ' failed: ' + e.message, true);
       button.disabled = false;
+    }
+  }
+
+  // forgetTyped drops what the build form kept for the sign-in.
+  function forgetTyped() {
+    const form = document.getElementById('build-form');
+    if (form) {
+      try {
+        sessionStorage.removeItem(typedKey(form));
+      } catch (e) { /* storage unavailable */ }
     }
   }
 
@@ -396,11 +410,30 @@
     });
   }
 
+  // typedKey is where the build form keeps what was typed while the
+  // user signs in (a 401 leads to the sign-in page, which comes back).
+  function typedKey(form) {
+    return 'decap.build-form:' + form.dataset.buildsUrl;
+  }
+
   function initBuildForm(form) {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(typedKey(form)) || 'null');
+      sessionStorage.removeItem(typedKey(form));
+      if (kept && typeof kept.ref === 'string') {
+        form.elements.ref.value = kept.ref;
+        if (kept.refType === 'branch' || kept.refType === 'tag') {
+          form.elements.refType.value = kept.refType;
+        }
+      }
+    } catch (e) { /* storage unavailable: nothing kept */ }
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       const ref = form.elements.ref.value.trim();
       if (ref) {
+        try {
+          sessionStorage.setItem(typedKey(form), JSON.stringify({ ref: ref, refType: form.elements.refType.value }));
+        } catch (e) { /* storage unavailable */ }
         requestBuild(form.dataset.buildsUrl, ref, form.elements.refType.value, form.querySelector('button'));
       }
     });
@@ -439,9 +472,18 @@
     if (rebuild) {
       rebuild.hidden = !FINAL.has(rec.status);
     }
-    if (rec.status !== 'running') {
-      for (const el of document.querySelectorAll('[data-field="progress"]')) {
+    for (const el of document.querySelectorAll('[data-field="progress"]')) {
+      if (rec.status !== 'running') {
         el.hidden = true;
+      } else if (el.hidden && !FINAL.has(rec.status)) {
+        // The build started since the page was rendered: its bar runs
+        // from its start.
+        const started = Date.parse(rec.startedAt);
+        for (const bar of el.querySelectorAll('progress[data-elapsed-ms]')) {
+          bar.dataset.elapsedMs = String(isNaN(started) ? 0 : Math.max(0, Date.now() - started));
+          bar.t0 = performance.now();
+        }
+        el.hidden = false;
       }
     }
     const follow = document.getElementById('log-follow-label');
