@@ -14,14 +14,19 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/decap-ci/decap/internal/api"
+	"github.com/decap-ci/decap/internal/build"
 )
 
 // The Cluster's HTTP methods talk to ingest. The Try… and Send… methods
 // and Do return what went wrong, for callers that poll through restarts
 // and outages or run on other goroutines; the others fail the test.
 
-// Record is the JSON of GET /api/v1/builds/{id}, as far as the tests read
-// it.
+// Record is a build as the tests read it: api.Build with plain strings.
+// The Cluster decodes every answer into internal/api's types and converts
+// (RecordOf); Record's JSON tags serve tests that decode an answer
+// themselves, and TestRecordDecodesAsAPIBuild keeps them api.Build's.
 type Record struct {
 	ID            string    `json:"id"`
 	Number        int       `json:"number"`
@@ -56,6 +61,19 @@ type Record struct {
 	SecretsWithheld string   `json:"secretsWithheld"`
 }
 
+// RecordOf converts the API's build to a Record.
+func RecordOf(b api.Build) Record {
+	return Record{
+		ID: string(b.ID), Number: b.Number, RebuildOf: string(b.RebuildOf), Team: b.Team, Project: b.Project,
+		Ref: b.Ref, RefType: string(b.RefType), SHA: b.SHA, Trigger: string(b.Trigger), RequestedBy: b.RequestedBy,
+		DeliveryID: b.DeliveryID, Status: string(b.Status), ExitCode: b.ExitCode, Reason: b.Reason,
+		StartedAt: b.StartedAt, FinishedAt: b.FinishedAt, LogKey: b.LogKey, ArtifactsKey: b.ArtifactsKey,
+		PodName: b.PodName, CatalogCommit: b.CatalogCommit, QueuedAt: b.QueuedAt, Attempt: b.Attempt,
+		RetryOf: string(b.RetryOf), Infra: string(b.Infra), SupersededBy: string(b.SupersededBy),
+		InfraRetries: b.InfraRetries, Supersedable: b.Supersedable, Secrets: b.Secrets, SecretsWithheld: b.SecretsWithheld,
+	}
+}
+
 // finalStatuses are the statuses a build record never leaves.
 var finalStatuses = []string{"succeeded", "failed", "timed_out", "cancelled", "errored", "expired", "skipped", "superseded"}
 
@@ -80,7 +98,8 @@ func (r Record) String() string {
 	return s
 }
 
-// HookAnswer is the JSON answer of POST /hooks/github.
+// HookAnswer is the answer of POST /hooks/github as the tests read it
+// (see HookAnswerOf).
 type HookAnswer struct {
 	Builds []struct {
 		ID      string `json:"id"`
@@ -90,7 +109,20 @@ type HookAnswer struct {
 	Error   string `json:"error"`
 }
 
-// Project is one entry of GET /api/v1/projects.
+// HookAnswerOf converts the API's webhook answer to a HookAnswer.
+func HookAnswerOf(a api.HookAnswer) HookAnswer {
+	out := HookAnswer{Ignored: a.Ignored, Error: a.Error}
+	for _, q := range a.Builds {
+		out.Builds = append(out.Builds, struct {
+			ID      string `json:"id"`
+			LockKey string `json:"lockKey"`
+		}{ID: string(q.ID), LockKey: q.LockKey})
+	}
+	return out
+}
+
+// Project is one entry of GET /api/v1/projects as the tests read it,
+// the descriptor as JSON.
 type Project struct {
 	Team       string          `json:"team"`
 	Project    string          `json:"project"`
@@ -98,7 +130,7 @@ type Project struct {
 	Error      string          `json:"error"`
 }
 
-// Lease is one entry of GET /api/v1/locks.
+// Lease is one entry of GET /api/v1/locks as the tests read it.
 type Lease struct {
 	LockKey   string    `json:"lockKey"`
 	BuildID   string    `json:"buildId"`
@@ -107,11 +139,7 @@ type Lease struct {
 }
 
 // QueueStats are the "stats" of GET /api/v1/queue.
-type QueueStats struct {
-	Visible      int `json:"visible"`
-	InFlight     int `json:"inFlight"`
-	DeadLettered int `json:"deadLettered"`
-}
+type QueueStats = build.QueueStats
 
 // Sign returns the X-Hub-Signature-256 value GitHub sends for body.
 func Sign(secret string, body []byte) string {
@@ -231,8 +259,9 @@ func hookHeader(event, delivery, signature string) http.Header {
 func (c *Cluster) SendHook(event, delivery, signature string, body []byte) (int, HookAnswer, []byte) {
 	c.tb.Helper()
 	status, data := c.MustDo(http.MethodPost, "/hooks/github", hookHeader(event, delivery, signature), body)
-	var ans HookAnswer
-	_ = json.Unmarshal(data, &ans) // not every answer is a HookAnswer
+	var got api.HookAnswer
+	_ = json.Unmarshal(data, &got) // not every answer is a HookAnswer
+	ans := HookAnswerOf(got)
 	return status, ans, data
 }
 
@@ -263,11 +292,11 @@ func (c *Cluster) SendPush(client *http.Client, delivery string, body []byte) (s
 	if err != nil {
 		return "", err
 	}
-	var ans HookAnswer
+	var ans api.HookAnswer
 	if status != http.StatusAccepted || json.Unmarshal(data, &ans) != nil || len(ans.Builds) != 1 || ans.Builds[0].ID == "" {
 		return "", fmt.Errorf("got %d %.300s, want 202 with one build", status, data)
 	}
-	return ans.Builds[0].ID, nil
+	return string(ans.Builds[0].ID), nil
 }
 
 // RequestBuild asks for a build through the API with Options.APIToken and
@@ -287,19 +316,17 @@ func (c *Cluster) TryRequestBuild(team, repo, ref string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("request build of %s/%s %s: %w", team, repo, ref, err)
 	}
-	var ans struct {
-		ID string `json:"id"`
-	}
+	var ans api.Queued
 	if status != http.StatusAccepted || json.Unmarshal(data, &ans) != nil || ans.ID == "" {
 		return "", fmt.Errorf("request build of %s/%s %s: got %d %.300s, want 202 with an id", team, repo, ref, status, data)
 	}
-	return ans.ID, nil
+	return string(ans.ID), nil
 }
 
 // RequestBuildRaw asks for a build of ref through the API with token (""
 // for no Authorization header) and returns the answer as it is.
 func (c *Cluster) RequestBuildRaw(team, repo, ref, token string) (int, []byte, error) {
-	body, _ := json.Marshal(map[string]string{"ref": ref})
+	body, _ := json.Marshal(api.BuildRequest{Ref: ref})
 	h := NoAuth()
 	h.Set("Content-Type", "application/json")
 	if token != "" {
@@ -316,13 +343,14 @@ func (c *Cluster) GetBuild(id string) (Record, int, error) {
 	if err != nil {
 		return Record{}, 0, err
 	}
-	var rec Record
+	var b api.Build
 	if status == http.StatusOK {
-		if err := json.Unmarshal(data, &rec); err != nil {
+		if err := json.Unmarshal(data, &b); err != nil {
 			return Record{}, status, fmt.Errorf("decode record %s: %w (%s)", id, err, data)
 		}
+		return RecordOf(b), status, nil
 	}
-	return rec, status, nil
+	return Record{}, status, nil
 }
 
 // WaitStatus waits up to BuildTimeout until every build's record
@@ -410,44 +438,52 @@ func (c *Cluster) TryProjectBuilds(team, repo string) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("GET builds of %s/%s: %w", team, repo, err)
 	}
-	var page struct {
-		Builds []Record `json:"builds"`
-	}
+	var page api.BuildPage
 	if status != http.StatusOK || json.Unmarshal(data, &page) != nil {
 		return nil, fmt.Errorf("GET builds of %s/%s: got %d %s, want 200 with builds", team, repo, status, data)
 	}
-	return page.Builds, nil
+	out := make([]Record, 0, len(page.Builds))
+	for _, b := range page.Builds {
+		out = append(out, RecordOf(b))
+	}
+	return out, nil
 }
 
 // Projects returns GET /api/v1/projects.
 func (c *Cluster) Projects() []Project {
 	c.tb.Helper()
 	status, data := c.MustDo(http.MethodGet, "/api/v1/projects", nil, nil)
-	var ans struct {
-		Projects []Project `json:"projects"`
-	}
+	var ans api.Projects
 	if status != http.StatusOK || json.Unmarshal(data, &ans) != nil {
 		c.tb.Fatalf("GET /api/v1/projects: got %d %s, want 200 with projects", status, data)
 	}
-	return ans.Projects
+	out := make([]Project, 0, len(ans.Projects))
+	for _, p := range ans.Projects {
+		q := Project{Team: p.Team, Project: p.Project.Project, Error: p.Error}
+		if p.Descriptor != nil {
+			q.Descriptor, _ = json.Marshal(p.Descriptor)
+		}
+		out = append(out, q)
+	}
+	return out
 }
 
 // Locks returns the held leases of GET /api/v1/locks.
 func (c *Cluster) Locks() ([]Lease, error) {
-	var ans struct {
-		Locks []Lease `json:"locks"`
-	}
+	var ans api.Locks
 	if err := c.getJSON("/api/v1/locks", &ans); err != nil {
 		return nil, err
 	}
-	return ans.Locks, nil
+	out := make([]Lease, 0, len(ans.Locks))
+	for _, l := range ans.Locks {
+		out = append(out, Lease{LockKey: l.Key, BuildID: string(l.BuildID), Owner: l.Owner, ExpiresAt: l.ExpiresAt})
+	}
+	return out, nil
 }
 
 // Queue returns the stats of GET /api/v1/queue.
 func (c *Cluster) Queue() (QueueStats, error) {
-	var ans struct {
-		Stats QueueStats `json:"stats"`
-	}
+	var ans api.Queue
 	err := c.getJSON("/api/v1/queue", &ans)
 	return ans.Stats, err
 }
