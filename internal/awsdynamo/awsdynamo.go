@@ -1,12 +1,12 @@
 // Package awsdynamo stores Decap's branch locks, concurrency slots,
-// idempotency claims, build records and their events' outbox, the
-// dispatch gate, the UI's sessions and what Decap knows of pull requests
-// in DynamoDB. Its Locks, Idempotency, Records (and Records.Outbox),
-// Gate, Sessions and PullRequests satisfy the same contracts
+// idempotency claims, build records, the dispatch gate, the UI's sessions
+// and what Decap knows of pull requests in DynamoDB. Its Locks,
+// Idempotency, Records, Gate, Sessions and PullRequests satisfy
+// the same contracts
 // (internal/buildtest) as the SQLite adapters of the embedded default;
 // callers see only internal/build types and sentinel errors.
 //
-// Five tables, named by TableNames from a configurable prefix:
+// Four tables, named by TableNames from a configurable prefix:
 //
 //	<prefix>-locks        HASH pk (S); TTL attribute ttl (N, epoch seconds).
 //	                      Lock items pk = "lock#<team/project/ref>",
@@ -32,19 +32,6 @@
 //	                      "pulls#<team/project>" while open.
 //	<prefix>-sessions     HASH pk (S) = SHA-256 of the session ID (hex);
 //	                      TTL attribute ttl.
-//	<prefix>-events-outbox HASH shard (S), RANGE event (S): the events of
-//	                      record changes not yet forwarded, one item per
-//	                      event, shard = a hash of the build ID (one
-//	                      shard, "0", so far), event = "<buildId>#<version,
-//	                      10 digits>", the record as the change left it.
-//
-// The outbox is a table of its own, not items of the builds table,
-// because Pending must read it consistently and in order: a Query of a
-// base table's partition can read consistently and returns a shard's
-// events by build, then version, the order they are forwarded in, while
-// the builds table (keyed by buildId alone) could list them only through
-// a global secondary index, which DynamoDB updates asynchronously and
-// never reads consistently. Neither Pending nor anything else scans.
 //
 // CreateTables creates them for tests and local setups; production creates
 // them with aws-resources/create-world.sh from the same definitions.
@@ -54,30 +41,22 @@
 // injected clock and treats a lease or claim as expired once
 // expiresAt <= now, like the other adapters; ttl only cleans up.
 //
-// A record write is one TransactWriteItems: the record's Put, on
-// condition that the stored record is still the one read (its version and
-// writeToken) or absent, and its event's Put into the outbox, on
-// condition that the event is not there, so a change and its event are
-// written together or not at all (invariant 7). Every other write is a
-// conditional write of a single item; Locks orders its lock and slot
-// writes so that the cap holds without transactions (see Locks for why).
+// Every write is a conditional write of a single item; Locks orders its
+// lock and slot writes so that the cap holds without transactions (see
+// Locks for why).
 //
 // The SDK retries a request whose answer was lost or failed (a timeout, a
 // 5xx, a response failing its checksum), so a conditional write whose
 // first try landed meets, on its retry, the item it wrote itself. Every
 // write tells that from a conflict: a record write bears a token of its
-// Save or EndWaiting call (writeToken: a retried transaction whose first
-// try landed fails on a record bearing it, and its event landed with it)
-// and a project marker's count the token of its Save (numberedBy); a pull
-// request's or a session's put compares the stored item with the one it
-// wrote; a lock or slot write's
+// Save or EndWaiting call (writeToken) and a project marker's count the
+// token of its Save (numberedBy); a pull request's or a session's put
+// compares the stored item with the one it wrote; a lock or slot write's
 // condition admits the writer's own lease (Acquire, Extend), a claim
 // answers its owner (Claim), and a lock's delete that finds the lock gone
 // has released it. A failed condition returns the stored item
 // (ReturnValuesOnConditionCheckFailure); where an emulator returns none,
-// it is read consistently. (DynamoDB itself answers a retried transaction
-// with its first try's outcome, by ClientRequestToken, for ten minutes;
-// emulators may not.)
+// it is read consistently.
 //
 // Throttling, server-side failures and network errors are returned wrapping
 // build.ErrUnavailable.
@@ -119,14 +98,11 @@ type Tables struct {
 	Idempotency string
 	Builds      string
 	Sessions    string
-	// EventsOutbox holds the build events not yet forwarded
-	// (Records.WithOutbox).
-	EventsOutbox string
 }
 
 // TableNames returns the table names for prefix: "<prefix>-locks",
-// "<prefix>-idempotency", "<prefix>-builds", "<prefix>-sessions" and
-// "<prefix>-events-outbox" (prefix "" means DefaultPrefix).
+// "<prefix>-idempotency", "<prefix>-builds" and "<prefix>-sessions" (prefix
+// "" means DefaultPrefix).
 func TableNames(prefix string) Tables {
 	if prefix == "" {
 		prefix = DefaultPrefix
@@ -136,8 +112,6 @@ func TableNames(prefix string) Tables {
 		Idempotency: prefix + "-idempotency",
 		Builds:      prefix + "-builds",
 		Sessions:    prefix + "-sessions",
-
-		EventsOutbox: prefix + "-events-outbox",
 	}
 }
 
@@ -171,9 +145,6 @@ func CreateTables(ctx context.Context, client tablesAPI, t Tables) error {
 	}
 	if t.Sessions != "" {
 		defs = append(defs, hashTable(t.Sessions, "pk"))
-	}
-	if t.EventsOutbox != "" {
-		defs = append(defs, outboxTable(t.EventsOutbox))
 	}
 	for _, def := range defs {
 		if err := createTable(ctx, client, def); err != nil {
@@ -222,16 +193,6 @@ func buildsTable(name string) *dynamodb.CreateTableInput {
 		index(indexProjects, "kind", "buildId"),
 		index(indexUnfinished, "unfinishedKey", "queuedSort"),
 	}
-	return def
-}
-
-// outboxTable is the events outbox: HASH shard, RANGE event (see
-// outboxItem).
-func outboxTable(name string) *dynamodb.CreateTableInput {
-	def := hashTable(name, "shard")
-	def.AttributeDefinitions = append(def.AttributeDefinitions,
-		types.AttributeDefinition{AttributeName: aws.String("event"), AttributeType: types.ScalarAttributeTypeS})
-	def.KeySchema = append(def.KeySchema, types.KeySchemaElement{AttributeName: aws.String("event"), KeyType: types.KeyTypeRange})
 	return def
 }
 
@@ -347,7 +308,7 @@ func unavailable(err error) bool {
 }
 
 // conflicted reports a write that lost to a transaction in progress on the
-// same item (a record write of another process): worth retrying.
+// same item (someone else's: Decap writes no transactions): worth retrying.
 func conflicted(err error) bool {
 	var tce *types.TransactionConflictException
 	return errors.As(err, &tce)

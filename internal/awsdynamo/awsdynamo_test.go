@@ -28,7 +28,7 @@ import (
 
 // newClient returns a client of the DynamoDB at AWS_ENDPOINT_URL (moto in
 // tests), or skips the test when that is unset.
-func newClient(t testing.TB) *dynamodb.Client {
+func newClient(t *testing.T) *dynamodb.Client {
 	t.Helper()
 	endpoint := os.Getenv("AWS_ENDPOINT_URL")
 	if endpoint == "" {
@@ -48,7 +48,7 @@ func newClient(t testing.TB) *dynamodb.Client {
 
 // newTables creates the tables that want names (non-empty fields) under a
 // prefix unique to this call, and deletes them when the test ends.
-func newTables(t testing.TB, client *dynamodb.Client, want awsdynamo.Tables) awsdynamo.Tables {
+func newTables(t *testing.T, client *dynamodb.Client, want awsdynamo.Tables) awsdynamo.Tables {
 	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -66,13 +66,10 @@ func newTables(t testing.TB, client *dynamodb.Client, want awsdynamo.Tables) aws
 	if want.Sessions != "" {
 		tables.Sessions = all.Sessions
 	}
-	if want.EventsOutbox != "" {
-		tables.EventsOutbox = all.EventsOutbox
-	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds, tables.Sessions, tables.EventsOutbox} {
+		for _, name := range []string{tables.Locks, tables.Idempotency, tables.Builds, tables.Sessions} {
 			if name == "" {
 				continue
 			}
@@ -93,8 +90,6 @@ var (
 	locksOnly       = awsdynamo.Tables{Locks: "x"}
 	idempotencyOnly = awsdynamo.Tables{Idempotency: "x"}
 	buildsOnly      = awsdynamo.Tables{Builds: "x"}
-	// buildsAndOutbox are a Records store's tables as services use them.
-	buildsAndOutbox = awsdynamo.Tables{Builds: "x", EventsOutbox: "x"}
 	sessionsOnly    = awsdynamo.Tables{Sessions: "x"}
 )
 
@@ -132,8 +127,7 @@ func TestRecords(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
-		tables := newTables(t, client, buildsAndOutbox)
-		return awsdynamo.NewRecords(client, tables.Builds).WithOutbox(tables.EventsOutbox)
+		return awsdynamo.NewRecords(client, newTables(t, client, buildsOnly).Builds)
 	})
 }
 

@@ -3,7 +3,7 @@ package awsdynamo
 import (
 	"context"
 	"errors"
-	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +19,7 @@ import (
 
 // quietDynamo is a builds table that, like an emulator without
 // ReturnValuesOnConditionCheckFailure, answers a failed condition without
-// the stored item. It evaluates only the conditions Save writes (a
-// create's, and a replace's on the stored version and writeToken).
+// the stored item. It evaluates only the conditions Save writes.
 type quietDynamo struct {
 	recordsAPI
 	mu    sync.Mutex
@@ -28,27 +27,16 @@ type quietDynamo struct {
 	calls int
 }
 
-func (d *quietDynamo) TransactWriteItems(_ context.Context, in *dynamodb.TransactWriteItemsInput, _ ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
+func (d *quietDynamo) PutItem(_ context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls++
-	put := in.TransactItems[0].Put
-	id := put.Item[attrBuildID].(*types.AttributeValueMemberS).Value
-	old, ok := d.items[id]
-	held := !ok
-	if aws.ToString(put.ConditionExpression) != "attribute_not_exists(#id)" {
-		var stored recordItem
-		_ = attributevalue.UnmarshalMap(old, &stored)
-		want := put.ExpressionAttributeValues
-		held = ok && reflect.DeepEqual(want[":v"], old[attrVersion]) && reflect.DeepEqual(want[":t"], old[attrWriteToken])
+	id := in.Item[attrBuildID].(*types.AttributeValueMemberS).Value
+	if _, ok := d.items[id]; ok && aws.ToString(in.ConditionExpression) == "attribute_not_exists(#id)" {
+		return nil, &types.ConditionalCheckFailedException{}
 	}
-	if !held {
-		return nil, &types.TransactionCanceledException{CancellationReasons: []types.CancellationReason{
-			{Code: aws.String("ConditionalCheckFailed")}, {Code: aws.String("None")},
-		}}
-	}
-	d.items[id] = put.Item
-	return &dynamodb.TransactWriteItemsOutput{}, nil
+	d.items[id] = in.Item
+	return &dynamodb.PutItemOutput{}, nil
 }
 
 func (d *quietDynamo) UpdateItem(_ context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
@@ -63,7 +51,21 @@ func (d *quietDynamo) UpdateItem(_ context.Context, in *dynamodb.UpdateItemInput
 		d.items[id], _ = attributevalue.MarshalMap(m)
 		return &dynamodb.UpdateItemOutput{Attributes: map[string]types.AttributeValue{attrLastNumber: num(int64(m.LastNumber))}}, nil
 	}
-	return nil, errors.New("quietDynamo updates only markers")
+	old, ok := d.items[id]
+	newRank, _ := strconv.Atoi(in.ExpressionAttributeValues[":rank"].(*types.AttributeValueMemberN).Value)
+	if !ok {
+		return nil, &types.ConditionalCheckFailedException{}
+	}
+	oldRank, _ := strconv.Atoi(old["rank"].(*types.AttributeValueMemberN).Value)
+	if oldRank >= 2 || oldRank > newRank {
+		return nil, &types.ConditionalCheckFailedException{}
+	}
+	for name, a := range in.ExpressionAttributeNames {
+		if v, ok := in.ExpressionAttributeValues[":"+a]; ok && name == "#"+a {
+			old[a] = v
+		}
+	}
+	return &dynamodb.UpdateItemOutput{}, nil
 }
 
 // TestSaveWithoutStoredItemInAnswers checks Save against a store whose

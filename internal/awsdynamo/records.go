@@ -6,10 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,12 +22,10 @@ import (
 
 // recordsAPI lists the DynamoDB calls Records makes.
 type recordsAPI interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
-	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
-	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
-	BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error)
 }
 
 // DefaultPageSize is the page size ListProject uses when limit <= 0.
@@ -109,10 +107,6 @@ type recordItem struct {
 	// WriteToken is the token of the Save or EndWaiting call that wrote
 	// the item last (see Records.Save).
 	WriteToken string `dynamodbav:"writeToken,omitempty"`
-	// Version counts the record's changes (1: its creation); the event of
-	// a change is "<buildId>:<version>". Absent on records written before
-	// versions, which count as 1.
-	Version int `dynamodbav:"version,omitempty"`
 	// Kind is set only on project markers.
 	Kind string `dynamodbav:"kind,omitempty"`
 }
@@ -150,8 +144,26 @@ const (
 	attrNumberedBy  = "numberedBy"
 	attrLaunchingAt = "launchingAt"
 	attrWriteToken  = "writeToken"
-	attrVersion     = "version"
 )
+
+// claimAttributes are a dispatcher's launch claim (build.Record.Launching),
+// which a replace without one leaves as stored.
+var claimAttributes = []string{attrLaunchingAt, "infraRetries", "supersedable", "secrets", "secretsWithheld"}
+
+// recordAttributes returns the names of the attributes a record item may
+// have (recordItem's), except its key, its number and the marker's kind:
+// the attributes a replace sets or removes.
+func recordAttributes() []string {
+	t := reflect.TypeFor[recordItem]()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("dynamodbav"), ",")
+		if name != attrBuildID && name != attrNumber && name != attrKind {
+			names = append(names, name)
+		}
+	}
+	return names
+}
 
 func itemFor(r build.Record) recordItem {
 	it := recordItem{
@@ -291,103 +303,69 @@ func parseTime(s string) (time.Time, error) {
 type Records struct {
 	client recordsAPI
 	table  string
-	// outbox is the events' table ("" before WithOutbox).
-	outbox string
-	// written is closed, and replaced, at every write: it wakes this
-	// process's waiting Pending calls.
-	mu      sync.Mutex
-	written chan struct{}
 }
 
 // NewRecords returns the build records stored in table. Records needs no
-// clock: nothing in it expires. Until WithOutbox names its outbox table it
-// writes no events.
+// clock: nothing in it expires.
 func NewRecords(client recordsAPI, table string) *Records {
-	return &Records{client: client, table: table, written: make(chan struct{})}
-}
-
-// WithOutbox makes s write every change's event into the outbox table
-// outbox (Tables.EventsOutbox), in the change's own transaction, and
-// returns s. Call it before s is used.
-func (s *Records) WithOutbox(outbox string) *Records {
-	s.outbox = outbox
-	return s
+	return &Records{client: client, table: table}
 }
 
 // Save writes r, creating or replacing the stored record, unless the stored
 // record's status ranks higher than r's or is final: then build.ErrConflict
 // and nothing changes. A record without build ID, with an ID that starts
-// with "project#" or "pull#", or with an unknown status gives
-// build.ErrInvalid, as does one too large for an item (400 KB).
+// with "project#", or with an unknown status gives build.ErrInvalid.
 //
-// Every change is one transaction (write): the record's Put and its
-// event's Put into the outbox. A create first takes the project's next
-// number from the counter on its marker item (UpdateItem ADD, atomic
-// whatever the number of writers; it also creates the marker the projects
-// index lists), then puts the record, version 1, on condition that it
-// does not exist. A replace reads the stored record consistently, decides
-// in Go (the rank, build.Record.KeepClaim, the stored number kept), writes
-// nothing when r changes nothing (build.SameRecord: no event either), and
-// puts r, the next version, on condition that the stored record is still
-// the one read (its version and writeToken): when another writer changed
-// it meanwhile, it reads again. Save tries a create first for a queued
-// record without a number (what ingest writes for a new request), a
-// replace first otherwise, and the other when the item says so. A create
-// that loses a race for the record to another writer leaves its number
-// unused: numbers may have gaps, never duplicates. The marker write and
-// the record write are not one transaction on purpose: every build of a
-// project would then conflict on the marker.
+// A create first takes the project's next number from the counter on its
+// marker item (UpdateItem ADD, atomic whatever the number of writers; it
+// also creates the marker the projects index lists), then puts the record
+// on condition that it does not exist. A replace is an UpdateItem, on
+// condition of the stored rank, that sets every attribute of r but the key
+// and the number and removes those r leaves empty: the stored number stays.
+// Save tries a create first for a queued record without a number (what
+// ingest writes for a new request), a replace first otherwise, and the
+// other when the item says so. A create that loses a race for the record
+// to another writer leaves its number unused: numbers may have gaps, never
+// duplicates. The marker write and the record write are not one
+// transaction on purpose: every build of a project would then conflict on
+// the marker.
 //
 // The SDK retries a request whose answer was lost or failed (a timeout,
 // a 5xx, a response failing its checksum); when its first try landed,
 // the retry's condition fails on the very item that try wrote. So every
 // write of a Save carries a token of the call (the record's writeToken,
 // the marker's numberedBy): a failed condition on an item that bears it
-// is the call's own write, a success, not a conflict (its event landed
-// with it: one event), and a retried count takes no second number.
-// Another writer's item stays a conflict. A record that keeps changing
-// under maxWriteAttempts writes gives build.ErrUnavailable.
+// is the call's own write, a success, not a conflict, and a retried count
+// takes no second number. Another writer's item stays a conflict.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) || strings.HasPrefix(string(r.BuildID), pullPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	c := saveCall{r: r, token: rand.Text()}
 	create := r.Number == 0 && r.Status == build.StatusQueued
+	token := rand.Text()
 	var err error
-	for attempt := range maxWriteAttempts {
+	// At most create, replace, create (or replace, create, replace): a
+	// record is never deleted, so the second switch means an item of the
+	// ID that is no record (below).
+	for range 3 {
 		if create {
-			err = s.create(ctx, &c)
+			err = s.create(ctx, r, token)
 		} else {
-			err = s.replace(ctx, c.r, c.token)
+			err = s.replace(ctx, r, token)
 		}
-		switch {
-		case errors.Is(err, errRecordExists), errors.Is(err, errNoRecord):
-			create = errors.Is(err, errNoRecord)
-			continue
-		case errors.Is(err, errChanged), errors.Is(err, errBusy):
-			if err = pause(ctx, attempt+1); err != nil {
-				return fmt.Errorf("save record %s: %w", r.BuildID, err)
-			}
-			continue
+		if !errors.Is(err, errRecordExists) && !errors.Is(err, errNoRecord) {
+			break
 		}
-		break
+		create = errors.Is(err, errNoRecord)
 	}
-	switch {
-	case errors.Is(err, errRecordExists), errors.Is(err, errNoRecord), errors.Is(err, errChanged), errors.Is(err, errBusy):
-		err = fmt.Errorf("%w: the record changed under %d writes", build.ErrUnavailable, maxWriteAttempts)
+	if errors.Is(err, errRecordExists) || errors.Is(err, errNoRecord) {
+		// An item of the ID exists, but not as a record.
+		err = fmt.Errorf("%w: stored status ranks higher or is final, new status %s", build.ErrConflict, r.Status)
 	}
 	if err != nil {
 		return fmt.Errorf("save record %s: %w", r.BuildID, err)
 	}
 	return nil
-}
-
-// saveCall is one Save: its record, its token, and the number its create
-// took (kept when the create's write is tried again).
-type saveCall struct {
-	r      build.Record
-	token  string
-	number int
 }
 
 // Why one way of saving a record gives way to the other.
@@ -396,24 +374,39 @@ var (
 	errNoRecord     = errors.New("no record")
 )
 
-// create numbers the call's record (once per call) and writes it, version
-// 1, if no record of its ID exists; errRecordExists if one does (another
-// writer's: write tells this call's own).
-func (s *Records) create(ctx context.Context, c *saveCall) error {
-	if c.number == 0 {
-		n, err := s.nextNumber(ctx, c.r.Team, c.r.Project, c.token)
+// create numbers r and puts it, bearing token, if no record of its ID
+// exists or the one that does bears token (this put's first try landed);
+// errRecordExists if another does.
+func (s *Records) create(ctx context.Context, r build.Record, token string) error {
+	n, err := s.nextNumber(ctx, r.Team, r.Project, token)
+	if err != nil {
+		return err
+	}
+	r.Number = n
+	it := itemFor(r)
+	it.WriteToken = token
+	item, err := attributevalue.MarshalMap(it)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                           aws.String(s.table),
+		Item:                                item,
+		ConditionExpression:                 aws.String("attribute_not_exists(#id)"),
+		ExpressionAttributeNames:            map[string]string{"#id": attrBuildID},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, ok := conditionFailed(err); ok {
+		stored, err := s.stored(ctx, string(r.BuildID), old)
 		if err != nil {
 			return err
 		}
-		c.number = n
-	}
-	r := c.r
-	r.Number = c.number
-	err := s.write(ctx, r, 1, nil, c.token)
-	if errors.Is(err, errChanged) {
+		if bears(stored, attrWriteToken, token) {
+			return nil
+		}
 		return errRecordExists
 	}
-	return err
+	return classify(err)
 }
 
 // nextNumber counts the project's builds on in its marker item, creating
@@ -466,52 +459,32 @@ func (s *Records) nextNumber(ctx context.Context, team, project, token string) (
 	return m.LastNumber, nil
 }
 
-// replace writes r over its stored record, the next version, keeping the
-// stored number (and its launch claim when r has none): errNoRecord when
-// there is none, build.ErrConflict when its rank refuses r, errChanged
-// when another writer changed it since the read; nil, writing nothing,
-// when r is the stored record.
+// replace writes r, bearing token, over its stored record, keeping the
+// stored number, on condition of the stored rank: errNoRecord when there
+// is no stored record, build.ErrConflict when its rank refuses r, nil
+// when the stored record bears token (this update's first try landed).
 func (s *Records) replace(ctx context.Context, r build.Record, token string) error {
-	it, found, err := s.read(ctx, r.BuildID)
-	switch {
-	case err != nil:
-		return err
-	case !found:
-		return errNoRecord
-	case it.Kind != "" || it.Status == "":
-		return fmt.Errorf("%w: an item of the ID that is no record", build.ErrConflict)
-	}
-	stored, err := it.record()
+	in, err := s.replaceInput(r, token)
 	if err != nil {
 		return err
 	}
-	if stored.Status.Final() || stored.Status.Rank() > r.Status.Rank() {
+	_, err = s.client.UpdateItem(ctx, in)
+	if old, ok := conditionFailed(err); ok {
+		item, err := s.stored(ctx, string(r.BuildID), old)
+		if err != nil {
+			return err
+		}
+		var stored recordItem
+		if item == nil || attributevalue.UnmarshalMap(item, &stored) != nil || stored.Status == "" {
+			return errNoRecord
+		}
+		if stored.WriteToken == token {
+			return nil
+		}
 		return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, stored.Status, r.Status)
 	}
-	r.Number = stored.Number
-	r.KeepClaim(stored)
-	if build.SameRecord(stored, r) {
-		return nil
-	}
-	return s.write(ctx, r, it.version()+1, &it, token)
+	return classify(err)
 }
-
-// read returns the item under id, read consistently; found is false when
-// there is none.
-func (s *Records) read(ctx context.Context, id build.ID) (it recordItem, found bool, err error) {
-	item, err := s.stored(ctx, string(id), nil)
-	if err != nil || item == nil {
-		return recordItem{}, false, err
-	}
-	if err := attributevalue.UnmarshalMap(item, &it); err != nil {
-		return recordItem{}, false, fmt.Errorf("decode record %s: %w", id, err)
-	}
-	return it, true, nil
-}
-
-// version is the stored record's version: a record written before
-// records had versions counts as version 1, its creation.
-func (it recordItem) version() int { return max(it.Version, 1) }
 
 // stored returns the item under key that a failed condition returned, or,
 // where the answer holds none (as an emulator may give), the item read
@@ -535,6 +508,49 @@ func (s *Records) stored(ctx context.Context, key string, old map[string]types.A
 func bears(item map[string]types.AttributeValue, attr, token string) bool {
 	v, ok := item[attr].(*types.AttributeValueMemberS)
 	return ok && v.Value == token
+}
+
+// replaceInput is replace's UpdateItem: SET of r's attributes and
+// writeToken = token, REMOVE of the record attributes r leaves empty,
+// every name and value through a placeholder (status, number and others
+// are reserved words). A record without a launch claim leaves the stored
+// claim's attributes alone (build.Record.KeepClaim).
+func (s *Records) replaceInput(r build.Record, token string) (*dynamodb.UpdateItemInput, error) {
+	it := itemFor(r)
+	it.WriteToken = token
+	item, err := attributevalue.MarshalMap(it)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{"#" + attrBuildID: attrBuildID}
+	values := map[string]types.AttributeValue{":final": num(int64(build.StatusSucceeded.Rank()))}
+	var set, remove []string
+	for _, a := range recordAttributes() {
+		if r.LaunchingAt.IsZero() && slices.Contains(claimAttributes, a) {
+			continue // the stored claim stays (build.Record.KeepClaim)
+		}
+		names["#"+a] = a
+		if v, ok := item[a]; ok {
+			set = append(set, "#"+a+" = :"+a)
+			values[":"+a] = v
+		} else {
+			remove = append(remove, "#"+a)
+		}
+	}
+	update := "SET " + strings.Join(set, ", ")
+	if len(remove) > 0 {
+		update += " REMOVE " + strings.Join(remove, ", ")
+	}
+	return &dynamodb.UpdateItemInput{
+		TableName:        aws.String(s.table),
+		Key:              map[string]types.AttributeValue{attrBuildID: str(string(r.BuildID))},
+		UpdateExpression: aws.String(update),
+		// :rank is the new rank, set above.
+		ConditionExpression:                 aws.String("attribute_exists(#buildId) AND #rank < :final AND #rank <= :rank"),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}, nil
 }
 
 // Get returns one record, read consistently; build.ErrNotFound if none.

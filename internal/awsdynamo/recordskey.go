@@ -3,11 +3,11 @@ package awsdynamo
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -49,51 +49,57 @@ func (s *Records) Unfinished(ctx context.Context, key string) ([]build.Record, e
 }
 
 // EndWaiting writes r, which must be final, only if the stored record is
-// queued or deferred and not being launched; see buildtest.Records. It
-// reads the stored record consistently, decides, and writes r (the stored
-// number and, as r has no launch claim, the stored claim's attributes
-// kept) with its event in one transaction on condition that the record is
-// still the one read, as Save's replace does: reading again when another
-// writer changed it meanwhile, and taking a failed condition on a record
-// that bears the call's token for the call's own write, retried by the
-// SDK after its first try landed: a success.
+// queued or deferred and not being launched; see buildtest.Records. It is
+// one UpdateItem (every attribute of r but the key and the number, as
+// Save's replace, and a token of the call) on condition that the stored
+// status is queued or deferred and launchingAt is absent. A failed
+// condition on a record that bears the call's token is the call's own
+// write, retried by the SDK after its first try landed: a success (see
+// Save).
 func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	token := rand.Text()
-	for attempt := range maxWriteAttempts {
-		err := s.endWaiting(ctx, r, token)
-		if !errors.Is(err, errChanged) && !errors.Is(err, errBusy) {
-			if err != nil {
-				return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
-			}
-			return nil
-		}
-		if err := pause(ctx, attempt+1); err != nil {
+	in, err := s.endWaitingInput(r, token)
+	if err != nil {
+		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
+	}
+	_, err = s.client.UpdateItem(ctx, in)
+	if old, ok := conditionFailed(err); ok {
+		// An answer without the stored item (as an emulator may give)
+		// costs a read, to tell a missing record from a refusal.
+		item, err := s.stored(ctx, string(r.BuildID), old)
+		if err != nil {
 			return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
 		}
+		var stored recordItem
+		if item == nil || attributevalue.UnmarshalMap(item, &stored) != nil || stored.Status == "" || stored.Kind != "" {
+			return fmt.Errorf("end waiting build %s: %w", r.BuildID, build.ErrNotFound)
+		}
+		if stored.WriteToken == token {
+			return nil
+		}
+		return fmt.Errorf("end waiting build %s: %w: stored status %s, launching since %q", r.BuildID, build.ErrConflict, stored.Status, stored.LaunchingAt)
 	}
-	return fmt.Errorf("end waiting build %s: %w: the record changed under %d writes", r.BuildID, build.ErrUnavailable, maxWriteAttempts)
+	if err != nil {
+		return fmt.Errorf("end waiting build %s: %w", r.BuildID, classify(err))
+	}
+	return nil
 }
 
-// endWaiting is one try of EndWaiting.
-func (s *Records) endWaiting(ctx context.Context, r build.Record, token string) error {
-	it, found, err := s.read(ctx, r.BuildID)
+// endWaitingInput is EndWaiting's UpdateItem: Save's replace of r, on
+// condition that the stored record is queued or deferred and not being
+// launched.
+func (s *Records) endWaitingInput(r build.Record, token string) (*dynamodb.UpdateItemInput, error) {
+	in, err := s.replaceInput(r, token)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if !found || it.Status == "" || it.Kind != "" {
-		return build.ErrNotFound
-	}
-	stored, err := it.record()
-	if err != nil {
-		return err
-	}
-	if !stored.Waiting() || !stored.LaunchingAt.IsZero() {
-		return fmt.Errorf("%w: stored status %s, launching since %q", build.ErrConflict, stored.Status, it.LaunchingAt)
-	}
-	r.Number = stored.Number
-	r.KeepClaim(stored)
-	return s.write(ctx, r, it.version()+1, &it, token)
+	delete(in.ExpressionAttributeValues, ":final") // the rank condition's, not used here
+	in.ExpressionAttributeValues[":queued"] = str(string(build.StatusQueued))
+	in.ExpressionAttributeValues[":deferred"] = str(string(build.StatusDeferred))
+	in.ExpressionAttributeNames["#"+attrLaunchingAt] = attrLaunchingAt // r has no claim: not in the update
+	in.ConditionExpression = aws.String("attribute_exists(#buildId) AND #status IN (:queued, :deferred) AND attribute_not_exists(#launchingAt)")
+	return in, nil
 }

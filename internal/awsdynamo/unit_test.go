@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -236,8 +235,8 @@ func TestTableNames(t *testing.T) {
 		prefix string
 		want   Tables
 	}{
-		{"", Tables{"decap-locks", "decap-idempotency", "decap-builds", "decap-sessions", "decap-events-outbox"}},
-		{"ci", Tables{"ci-locks", "ci-idempotency", "ci-builds", "ci-sessions", "ci-events-outbox"}},
+		{"", Tables{"decap-locks", "decap-idempotency", "decap-builds", "decap-sessions"}},
+		{"ci", Tables{"ci-locks", "ci-idempotency", "ci-builds", "ci-sessions"}},
 	}
 	for _, tc := range cases {
 		if got := TableNames(tc.prefix); got != tc.want {
@@ -474,17 +473,14 @@ func TestWaitingSkipsStaleIndexEntries(t *testing.T) {
 	}
 }
 
-// TestWriteInputFollowsDynamoDBRules checks a record write's transaction
-// against rules of TransactWriteItems that moto does not enforce (Amazon
-// DynamoDB Developer Guide, "Expressions"; API reference,
-// TransactWriteItems): every name and value placeholder given is used,
-// and every one used given; a placeholder is '#' or ':' and alphanumerics
-// or '_'; an expression is at most 4 KB; the client token at most 36
-// characters. The record's condition names the stored version and
-// writeToken (or their absence on an old record), the event's its key;
-// the event's item holds the record once, and the event it rebuilds is
-// the change's.
-func TestWriteInputFollowsDynamoDBRules(t *testing.T) {
+// TestReplaceInputFollowsDynamoDBRules checks Save's replace against rules
+// of UpdateItem that moto does not enforce (Amazon DynamoDB Developer
+// Guide, "Expressions"; API reference, UpdateItem): the key cannot be
+// updated; every name and value placeholder given must be used, and every
+// one used given; a placeholder is '#' or ':' and alphanumerics or '_'; no
+// attribute is both set and removed; an expression is at most 4 KB. And
+// that the number is never written, so a replace keeps it.
+func TestReplaceInputFollowsDynamoDBRules(t *testing.T) {
 	t.Parallel()
 	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
 	exit := 1
@@ -494,103 +490,74 @@ func TestWriteInputFollowsDynamoDBRules(t *testing.T) {
 		Trigger: build.TriggerAPI, RequestedBy: "api", DeliveryID: "d", Status: build.StatusFailed, ExitCode: &exit,
 		QueuedAt: base, StartedAt: base, FinishedAt: base, LogKey: build.LogKey("x"), ArtifactsKey: build.ArtifactsKey("x"),
 		PodName: "pod", CatalogCommit: "c", Reason: "r", NextAttemptAt: base, CancelRequestedAt: base,
-		LaunchingAt: base, InfraRetries: 2, Supersedable: true, Secrets: []string{"A"},
 	}
+	bare := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued}
+	claimed := full
+	claimed.LaunchingAt, claimed.InfraRetries, claimed.Supersedable = base, 2, true
 	placeholder := regexp.MustCompile(`[#:][A-Za-z0-9_]+`)
-	cases := map[string]struct {
-		prev     *recordItem
-		version  int
-		wantCond []string
-	}{
-		"create":         {nil, 1, []string{"attribute_not_exists(#id)"}},
-		"replace":        {&recordItem{Version: 3, WriteToken: "before"}, 4, []string{"attribute_exists(#id)", "#v = :v", "#t = :t"}},
-		"replace an old": {&recordItem{}, 2, []string{"attribute_exists(#id)", "attribute_not_exists(#v)", "attribute_not_exists(#t)"}},
-	}
-	for name, tc := range cases {
+	for name, r := range map[string]build.Record{"every field": full, "few fields": bare, "claimed": claimed} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			in, err := NewRecords(nil, "builds").WithOutbox("outbox").writeInput(full, tc.version, tc.prev, "token")
+			in, err := NewRecords(nil, "builds").replaceInput(r, "token")
 			if err != nil {
-				t.Fatalf("writeInput() error = %v", err)
+				t.Fatalf("replaceInput() error = %v", err)
 			}
-			if n := len(aws.ToString(in.ClientRequestToken)); n < 1 || n > 36 {
-				t.Errorf("ClientRequestToken of %d characters, want 1-36", n)
-			}
-			if len(in.TransactItems) != 2 {
-				t.Fatalf("%d transaction items, want the record's and the event's", len(in.TransactItems))
-			}
-			for i, ti := range in.TransactItems {
-				p := ti.Put
-				if p == nil {
-					t.Fatalf("item %d is not a Put", i)
+			update, cond := aws.ToString(in.UpdateExpression), aws.ToString(in.ConditionExpression)
+			for _, e := range []string{update, cond} {
+				if len(e) > 4096 {
+					t.Errorf("expression of %d bytes, more than 4 KB: %s", len(e), e)
 				}
-				cond := aws.ToString(p.ConditionExpression)
-				if len(cond) > 4096 {
-					t.Errorf("condition of %d bytes, more than 4 KB", len(cond))
+			}
+			used := map[string]bool{}
+			for _, p := range placeholder.FindAllString(update+" "+cond, -1) {
+				used[p] = true
+				_, isName := in.ExpressionAttributeNames[p]
+				_, isValue := in.ExpressionAttributeValues[p]
+				if !isName && !isValue {
+					t.Errorf("placeholder %s is used but not given", p)
 				}
-				used := map[string]bool{}
-				for _, ph := range placeholder.FindAllString(cond, -1) {
-					used[ph] = true
-					_, isName := p.ExpressionAttributeNames[ph]
-					_, isValue := p.ExpressionAttributeValues[ph]
-					if !isName && !isValue {
-						t.Errorf("item %d: placeholder %s is used but not given", i, ph)
+			}
+			for p := range in.ExpressionAttributeNames {
+				if !used[p] {
+					t.Errorf("name placeholder %s is given but not used", p)
+				}
+			}
+			for p := range in.ExpressionAttributeValues {
+				if !used[p] {
+					t.Errorf("value placeholder %s is given but not used", p)
+				}
+			}
+			setPart, removePart, _ := strings.Cut(strings.TrimPrefix(update, "SET "), " REMOVE ")
+			touched := map[string]int{}
+			for _, part := range []string{setPart, removePart} {
+				for _, p := range placeholder.FindAllString(part, -1) {
+					if strings.HasPrefix(p, "#") {
+						touched[in.ExpressionAttributeNames[p]]++
 					}
 				}
-				for ph := range p.ExpressionAttributeNames {
-					if !used[ph] {
-						t.Errorf("item %d: name placeholder %s is given but not used", i, ph)
+			}
+			for a, n := range touched {
+				if n > 1 {
+					t.Errorf("attribute %s is updated %d times", a, n)
+				}
+			}
+			for _, a := range []string{"buildId", "number", "kind"} {
+				if touched[a] > 0 {
+					t.Errorf("the update touches %s: %s", a, update)
+				}
+			}
+			want := len(recordAttributes())
+			if r.LaunchingAt.IsZero() {
+				// No claim: the stored one stays (build.Record.KeepClaim).
+				want -= len(claimAttributes)
+				for _, a := range claimAttributes {
+					if touched[a] > 0 {
+						t.Errorf("the update of a record without a launch claim touches %s: %s", a, update)
 					}
 				}
-				for ph := range p.ExpressionAttributeValues {
-					if !used[ph] {
-						t.Errorf("item %d: value placeholder %s is given but not used", i, ph)
-					}
-				}
-				if p.ExpressionAttributeValues != nil && len(p.ExpressionAttributeValues) == 0 {
-					t.Errorf("item %d: empty ExpressionAttributeValues (DynamoDB refuses them)", i)
-				}
 			}
-			rec, ev := in.TransactItems[0].Put, in.TransactItems[1].Put
-			for _, c := range tc.wantCond {
-				if !strings.Contains(aws.ToString(rec.ConditionExpression), c) {
-					t.Errorf("record condition %q lacks %s", aws.ToString(rec.ConditionExpression), c)
-				}
-			}
-			if tc.prev != nil && tc.prev.Version > 0 {
-				if got := rec.ExpressionAttributeValues[":v"]; !reflect.DeepEqual(got, num(int64(tc.prev.Version))) {
-					t.Errorf("record condition's version = %v, want %d", got, tc.prev.Version)
-				}
-			}
-			if rec.ReturnValuesOnConditionCheckFailure != types.ReturnValuesOnConditionCheckFailureAllOld {
-				t.Errorf("record put returns %q on a failed condition, want ALL_OLD", rec.ReturnValuesOnConditionCheckFailure)
-			}
-			if got := aws.ToString(ev.ConditionExpression); got != "attribute_not_exists(#e)" || ev.ExpressionAttributeNames["#e"] != "event" {
-				t.Errorf("event condition %q (%v), want attribute_not_exists of its key", got, ev.ExpressionAttributeNames)
-			}
-			var stored recordItem
-			if err := attributevalue.UnmarshalMap(rec.Item, &stored); err != nil || stored.Version != tc.version || stored.WriteToken != "token" {
-				t.Errorf("record item version %d, token %q (%v); want %d, token", stored.Version, stored.WriteToken, err, tc.version)
-			}
-			var box outboxItem
-			if err := attributevalue.UnmarshalMap(ev.Item, &box); err != nil {
-				t.Fatal(err)
-			}
-			if box.Record.WriteToken != "" {
-				t.Errorf("the event's record bears the write token %q", box.Record.WriteToken)
-			}
-			if size, rsize := itemSize(ev.Item), itemSize(rec.Item); size > rsize+200 {
-				t.Errorf("event item of %d bytes for a record of %d: more than the record once", size, rsize)
-			}
-			e, err := box.event()
-			if err != nil {
-				t.Fatalf("event() error = %v", err)
-			}
-			if e.ID != build.EventID(full.BuildID, tc.version) || e.Version != tc.version || e.Subject != full.BuildID {
-				t.Errorf("event %s version %d of %s, want %s", e.ID, e.Version, e.Subject, build.EventID(full.BuildID, tc.version))
-			}
-			if diff := cmp.Diff(full, e.Record); diff != "" {
-				t.Errorf("event's record (-want +got):\n%s", diff)
+			if got := len(touched); got != want {
+				t.Errorf("the update sets or removes %d attributes, want %d: all of a record's but its key, its number and a claim it does not have", got, want)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"compress/gzip"
@@ -495,8 +496,36 @@ func (s *Server) buildArtifacts(c echo.Context) error {
 		return fmt.Errorf("open artifacts of %s: %w", rec.BuildID, err)
 	}
 	defer obj.Close()
+	br := bufio.NewReaderSize(obj, artifactsPeek)
+	head, err := br.Peek(artifactsPeek)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return fmt.Errorf("read artifacts of %s: %w", rec.BuildID, err)
+	}
+	if emptyTarball(head) {
+		return fmt.Errorf("%w: build %s left no artifacts (its $BUILD_ARTIFACTS was empty)", build.ErrNotFound, rec.BuildID)
+	}
 	c.Response().Header().Set(echo.HeaderContentDisposition, fmt.Sprintf("attachment; filename=%q", string(rec.BuildID)+"-artifacts.tar.gz"))
-	return s.stream(c, "application/gzip", obj)
+	if c.Request().Method == http.MethodHead {
+		c.Response().Header().Set(echo.HeaderContentType, "application/gzip")
+		return c.NoContent(http.StatusOK)
+	}
+	return s.stream(c, "application/gzip", br)
+}
+
+// artifactsPeek is how much of an artifacts tarball is read to tell an
+// empty one: a gzipped tar without entries is a few dozen bytes.
+const artifactsPeek = 4 << 10
+
+// emptyTarball reports whether head, the start of a gzipped tarball, is a
+// whole tarball without a single entry. A start it cannot read (another
+// format, a cut-off stream) is not empty.
+func emptyTarball(head []byte) bool {
+	zr, err := gzip.NewReader(bytes.NewReader(head))
+	if err != nil {
+		return false
+	}
+	_, err = tar.NewReader(zr).Next()
+	return err == io.EOF
 }
 
 // buildOf is a record as the API answers it: without its podName where

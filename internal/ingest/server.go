@@ -411,6 +411,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.POST("/builds/:id/rebuild", s.rebuildBuild, s.requireToken)
 	api.GET("/builds/:id/log", s.buildLog, s.requireRead, untrustedContent)
 	api.GET("/builds/:id/artifacts", s.buildArtifacts, s.requireRead, untrustedContent)
+	api.HEAD("/builds/:id/artifacts", s.buildArtifacts, s.requireRead, untrustedContent)
 	api.GET("/queue", s.queue, s.requireRead)
 	api.GET("/locks", s.locks, s.requireRead)
 	api.GET("/locks/:team/:project/*", s.lock, s.requireRead)

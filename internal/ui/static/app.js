@@ -460,10 +460,7 @@
     }
     setField('exitCode', rec.exitCode === undefined || rec.exitCode === null ? '' : String(rec.exitCode));
     setField('reason', rec.reason || '');
-    const artifacts = document.getElementById('artifacts');
-    if (artifacts) {
-      artifacts.hidden = !rec.artifactsKey;
-    }
+    checkArtifacts(rec);
     const cancel = document.getElementById('cancel');
     if (cancel) {
       cancel.hidden = FINAL.has(rec.status);
@@ -489,6 +486,24 @@
     const follow = document.getElementById('log-follow-label');
     if (follow) {
       follow.hidden = FINAL.has(rec.status);
+    }
+  }
+
+  // checkArtifacts shows the artifacts button once the build stored some:
+  // a build that left none stored an empty tarball, which the API
+  // answers 404.
+  async function checkArtifacts(rec) {
+    const a = document.getElementById('artifacts');
+    if (!a || !rec.artifactsKey || a.dataset.checked) {
+      return;
+    }
+    a.dataset.checked = '1';
+    try {
+      const res = await fetch(a.href, { method: 'HEAD', credentials: 'same-origin' });
+      a.hidden = !res.ok;
+      a.dataset.artifacts = res.ok ? 'some' : 'none';
+    } catch (e) {
+      delete a.dataset.checked;
     }
   }
 
