@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/buildtest"
 )
@@ -144,5 +146,13 @@ func TestFakeEventOutbox(t *testing.T) {
 	buildtest.TestEventOutbox(t, func(t *testing.T) (buildtest.Records, build.EventOutbox) {
 		s := buildtest.NewRecords()
 		return s, s.Outbox()
+	})
+}
+
+func TestFakeEventStream(t *testing.T) {
+	t.Parallel()
+	buildtest.TestEventStream(t, func(t *testing.T) (message.Publisher, build.EventStream) {
+		s := buildtest.NewStream()
+		return s, s
 	})
 }

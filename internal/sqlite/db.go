@@ -64,6 +64,8 @@ type DB struct {
 	rdb  *sql.DB // reads; several connections
 	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
 	wake *waker
+	// streamWake wakes the event stream's consumers and tails (Stream).
+	streamWake *waker
 	// written is closed and replaced when a write of this process put an
 	// event in the outbox (Outbox.Pending waits on it).
 	written *signal
@@ -152,6 +154,14 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db.wake = w
+	// The event stream's consumers and tails wake apart from the queue's
+	// receivers: a publish wakes only them (stream.go).
+	sw, err := newWaker(filepath.Join(opts.WakeDir, "stream"))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.streamWake = sw
 	return db, nil
 }
 
@@ -159,6 +169,9 @@ func Open(path string, opts Options) (*DB, error) {
 func (db *DB) Close() error {
 	if db.wake != nil {
 		db.wake.close()
+	}
+	if db.streamWake != nil {
+		db.streamWake.close()
 	}
 	return db.close()
 }
@@ -171,7 +184,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -324,6 +337,27 @@ CREATE TABLE record_events (
 	doc      BLOB    NOT NULL  -- the build.Record as the change left it, as JSON
 );
 CREATE UNIQUE INDEX record_events_build ON record_events (build_id, version);
+`
+
+// schemaV9 adds the embedded build-event stream (Stream): the events
+// published, in publish order (seq, AUTOINCREMENT: a consumer group's
+// position must never meet a number used again after a trim), one per
+// event ID; and each consumer group's position (the seq of its next
+// event) and the lease of the consumer that holds the group.
+const schemaV9 = `
+CREATE TABLE stream_events (
+	seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+	id           TEXT    NOT NULL UNIQUE, -- the event ID: a second publish is dropped
+	body         BLOB    NOT NULL,        -- the event as published (CloudEvents JSON)
+	published_at INTEGER NOT NULL
+);
+CREATE INDEX stream_events_published ON stream_events (published_at);
+CREATE TABLE stream_groups (
+	name       TEXT    PRIMARY KEY,
+	next_seq   INTEGER NOT NULL,
+	holder     TEXT    NOT NULL DEFAULT '',
+	held_until INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

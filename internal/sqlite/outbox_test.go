@@ -169,12 +169,13 @@ func TestMigrateToOutbox(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Back to version 7: no version column, no outbox.
+	// Back to version 7: no version column, no outbox, no stream.
 	raw, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TABLE record_events`, `ALTER TABLE records DROP COLUMN version`, `PRAGMA user_version = 7`} {
+	for _, q := range []string{`DROP TABLE record_events`, `ALTER TABLE records DROP COLUMN version`,
+		`DROP TABLE stream_events`, `DROP TABLE stream_groups`, `PRAGMA user_version = 7`} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
