@@ -12,6 +12,16 @@
 // wake-up: in-process through a channel, across processes through unix
 // datagram sockets in a wake directory; see Options.WakeDir.
 //
+// The embedded build-event stream (Stream) is this package's own small
+// watermill Publisher and build.EventStream over two tables, not
+// watermill-sql: that adapter (github.com/ThreeDotsLabs/watermill-sql/v4)
+// ships schema and offsets adapters for MySQL and PostgreSQL only, whose
+// queries lock a group's offsets with SELECT … FOR UPDATE, which SQLite
+// lacks; it would bring both servers' drivers in, run its own
+// transactions outside this package's single writer and group commit, and
+// poll. Stream drops a second publish by event ID, commits with the
+// store's other writes, and wakes consumers in every process at once.
+//
 // Errors that mean the database could not be used (locked past the busy
 // timeout, I/O failure, full disk) wrap build.ErrUnavailable.
 package sqlite
