@@ -15,10 +15,15 @@ const (
 	quickScript = `#!/usr/bin/env bash
 set -euo pipefail
 echo "quick build of ${PROJECT_KEY} at ${BRANCH_TO_BUILD} as ${BUILD_ID}"
+echo "--- compile"
+printf '\033[1;32mcompiled\033[0m with <b>markup</b> & \033]0;title\007escapes\n'
+echo "::group::steps"
 for step in compile test package; do
   echo "step: ${step}"
   sleep 0.2
 done
+echo "::endgroup::"
+echo "--- package"
 mkdir -p "${BUILD_ARTIFACTS}"
 echo "built ${BUILD_ID} from ${BRANCH_TO_BUILD}" > "${BUILD_ARTIFACTS}/result.txt"
 echo "quick build: all done"
@@ -80,6 +85,7 @@ func TestBrowser(t *testing.T) {
 		shots:         filepath.Join(moduleRoot, "test-output", "browser"),
 		docs:          os.Getenv("UPDATE_SCREENSHOTS") == "1",
 		guarded:       true,
+		badges:        true,
 	})
 }
 

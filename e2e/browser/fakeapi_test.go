@@ -44,6 +44,7 @@ func TestBrowserFakeAPI(t *testing.T) {
 		artifactName:  "result.txt",
 		slowLine:      "slow tick 3",
 		shots:         filepath.Join(moduleRoot, "test-output", "browser", "fake-api"),
+		paging:        true,
 	})
 }
 
@@ -79,8 +80,9 @@ var fakeScripts = map[string]struct {
 	lines []string
 	every time.Duration
 }{
-	"decap-ci/hello": {[]string{"hello: compile", "hello: test", "hello: package", "hello: all done"}, 300 * time.Millisecond},
-	"decap-ci/slow":  {slowLines(), 500 * time.Millisecond},
+	"decap-ci/hello": {[]string{"--- compile", "\x1b[1;32mcompiled\x1b[0m with <b>markup</b> & \x1b]0;title\x07escapes",
+		"::group::steps", "hello: compile", "hello: test", "::endgroup::", "--- package", "hello: package", "hello: all done"}, 250 * time.Millisecond},
+	"decap-ci/slow": {slowLines(), 500 * time.Millisecond},
 }
 
 func slowLines() []string {
@@ -131,6 +133,13 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		}
 		f.records.Save(context.Background(), r)
 	}
+	// More history than a page of all builds holds: the flow pages.
+	for i := range 30 {
+		q := now.Add(-time.Duration(10+i) * time.Hour)
+		f.records.Save(context.Background(), build.Record{BuildID: build.NewID(q), Team: "ae6rt", Project: "dynamo-lab",
+			Ref: fmt.Sprintf("feature/%02d", i), RefType: build.Branch, Trigger: build.TriggerPush, RequestedBy: "octocat",
+			Status: build.StatusSucceeded, ExitCode: &exit0, QueuedAt: q, StartedAt: q.Add(time.Second), FinishedAt: q.Add(40 * time.Second)})
+	}
 	f.records.Save(context.Background(), build.Record{BuildID: build.NewID(now), Team: "ae6rt", Project: "dynamo-lab", Ref: "main",
 		RefType: build.Branch, Trigger: build.TriggerPush, Status: build.StatusDeferred, QueuedAt: now.Add(-2 * time.Minute),
 		Reason: "concurrency cap reached (4)", NextAttemptAt: now.Add(10 * time.Minute)})
@@ -146,6 +155,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	api.GET("/builds/:id", f.getBuild)
 	api.GET("/builds/:id/log", f.buildLog)
 	api.GET("/builds/:id/artifacts", f.artifacts)
+	api.HEAD("/builds/:id/artifacts", f.artifacts)
 	api.DELETE("/builds/:id", f.cancel, f.auth)
 	api.POST("/dispatch/pause", f.pause, f.auth)
 	api.POST("/dispatch/resume", f.resume, f.auth)

@@ -25,7 +25,7 @@ import (
 )
 
 // flowBudget bounds one whole flow: browser start, two builds, screenshots.
-const flowBudget = 90 * time.Second
+const flowBudget = 150 * time.Second
 
 // pauseReason is what the flow answers the "Pause dispatching?" prompt.
 const pauseReason = "paused by the browser test"
@@ -52,6 +52,10 @@ type target struct {
 	// API's pages are public): a page before signing in and after signing
 	// out leads to the sign-in page.
 	guarded bool
+	// badges says the server serves status badges (ingest; not the fake
+	// API); paging that its history fills more than one page of all
+	// builds.
+	badges, paging bool
 }
 
 // session is one headless Chromium with one tab.
@@ -344,10 +348,15 @@ func runFlow(t *testing.T, tg target) {
 		t.Errorf("artifacts link = %q, want %q", href, want)
 	}
 	checkTarball(t, href, tg.token, tg.artifactName)
+	s.checkLogView(quickID)
 
 	// Build the slow project, watch it stream, look around, cancel it.
 	slowID := s.requestBuild(tg.slow, "slow")
 	s.waitFor("the slow build to run and stream its log", 30*time.Second, buildState("running", tg.slowLine))
+	s.waitFor("the follow toggle of a running build", 5*time.Second, `(() => {
+  const label = document.getElementById('log-follow-label'), box = document.getElementById('log-follow');
+  return label && !label.hidden && box && box.checked ? 'ok' : '';
+})()`)
 	s.shot("build-running")
 	s.navigate("/")
 	s.waitFor("the slow build among the running builds", 10*time.Second,
@@ -366,7 +375,9 @@ func runFlow(t *testing.T, tg target) {
 	s.do("click Cancel", chromedp.Click(chromedp.CSS(`#cancel`)))
 	s.waitFor("the slow build to end cancelled", 30*time.Second, buildState("cancelled", tg.slowLine))
 	s.waitFor("the log stream to end", 10*time.Second, `document.getElementById('build').dataset.logDone ? 'ok' : ''`)
+	s.waitFor("no follow toggle once the build ended", 5*time.Second, `document.getElementById('log-follow-label').hidden ? 'ok' : ''`)
 	s.shot("build-cancelled")
+	projectShot := s.checkLists(quickID, slowID)
 	if d := s.noted(&s.dialogs); !slices.ContainsFunc(d, func(m string) bool { return strings.HasPrefix(m, "Cancel build") }) {
 		t.Errorf("dialogs shown %q, want the confirmation of Cancel", d)
 	}
@@ -388,10 +399,117 @@ func runFlow(t *testing.T, tg target) {
 	}
 	t.Logf("screenshots in %s", tg.shots)
 	if tg.docs {
-		for src, dst := range map[string]string{dashboardShot: "dashboard.png", buildShot: "build.png"} {
+		for src, dst := range map[string]string{dashboardShot: "dashboard.png", buildShot: "build.png", projectShot: "project.png"} {
 			copyFile(t, src, filepath.Join(moduleRoot, "docs", "screenshots", dst))
 		}
 	}
+}
+
+// checkLogView looks at a finished build's log view: numbered lines, the
+// colours of ANSI codes, sections and groups, markup shown as text, the
+// search box, and a link to a line.
+func (s *session) checkLogView(id string) {
+	s.t.Helper()
+	s.waitFor("the log's sections, groups and colours", 10*time.Second, `(() => {
+  const log = document.getElementById('log');
+  if (log.querySelector('b, script, img')) return 'fail:text of the log became an element';
+  const sec = [...log.querySelectorAll('details.sec > summary')].map((e) => e.textContent);
+  if (!sec.some((t) => t.includes('--- compile')) || !sec.some((t) => t.includes('--- package'))) return '';
+  const grp = log.querySelector('details.grp');
+  if (!grp || grp.open || !grp.querySelector('summary').textContent.includes('steps')) return '';
+  const green = log.querySelector('.a32.ab');
+  if (!green || green.textContent !== 'compiled') return 'fail:no bold green "compiled"';
+  const line = green.closest('.ln');
+  if (!line.textContent.endsWith('compiled with <b>markup</b> & escapes')) return 'fail:the coloured line reads ' + JSON.stringify(line.textContent);
+  const num = line.querySelector('a.n');
+  if (!num || num.getAttribute('href') !== '#' + line.id || !/^L\d+$/.test(line.id)) return 'fail:the line has no link to itself';
+  return 'ok';
+})()`)
+	s.do("search the log", chromedp.SendKeys(chromedp.CSS(`#log-search`), "all done"))
+	s.waitFor("the search to find the last line", 5*time.Second, `(() => {
+  const hits = document.querySelectorAll('#log .ln.hit');
+  return hits.length === 1 && hits[0].textContent.includes(`+js(s.tg.quickLastLine)+`) &&
+    document.getElementById('log-hits').textContent === '1 matching line' ? 'ok' : '';
+})()`)
+	s.do("show matching lines only", chromedp.Click(chromedp.CSS(`#log-only`)))
+	s.waitFor("only the matching line shown", 5*time.Second, `(() => {
+  const shown = [...document.querySelectorAll('#log .ln')].filter((e) => e.getClientRects().length > 0);
+  return shown.length === 1 && shown[0].classList.contains('hit') ? 'ok' : '';
+})()`)
+	s.shot("build-log-search")
+	anchor := s.waitFor("the coloured line's number", 5*time.Second, `document.querySelector('#log .a32').closest('.ln').id`)
+	s.navigate("/")
+	s.navigate("/ui/builds/" + id + "#" + anchor)
+	s.waitFor("the linked line highlighted and in view", 10*time.Second, `(() => {
+  const el = document.getElementById(`+js(anchor)+`);
+  if (!el || !el.classList.contains('target')) return '';
+  const r = el.getBoundingClientRect(), box = document.getElementById('log').getBoundingClientRect();
+  return r.top >= box.top - 1 && r.bottom <= box.bottom + 1 ? 'ok' : '';
+})()`)
+	s.shot("build-log-line")
+}
+
+// checkLists looks at the lists around the builds: a project's history
+// filtered by its form, all builds (paged), the teams page with each
+// project's newest build, and the project's status badge. It returns the
+// filtered project page's screenshot.
+func (s *session) checkLists(quickID, slowID string) string {
+	s.t.Helper()
+	s.navigate("/ui/projects/" + s.tg.quick)
+	s.waitFor("the history filter", 10*time.Second, `document.getElementById('history-filter') ? 'ok' : ''`)
+	s.do("filter the history by status", chromedp.SetValue(chromedp.CSS(`#history-filter select[name="status"]`), "succeeded"),
+		chromedp.SendKeys(chromedp.CSS(`#history-filter input[name="ref"]`), "main"),
+		chromedp.Click(chromedp.CSS(`#history-filter button[type="submit"]`)))
+	s.waitFor("the filtered history", 10*time.Second, `(() => {
+  const q = new URLSearchParams(location.search);
+  if (q.get('status') !== 'succeeded' || q.get('ref') !== 'main') return '';
+  const h = document.getElementById('history-h').parentElement;
+  const statuses = [...h.querySelectorAll('table.builds [data-field="status"]')].map((e) => e.textContent);
+  if (statuses.length === 0 || statuses.some((st) => st !== 'succeeded')) return 'fail:filtered statuses ' + statuses.join(',');
+  if (h.querySelector('table.builds th') && [...h.querySelectorAll('table.builds th')].some((th) => th.textContent === 'Project')) return 'fail:a project column on the project page';
+  return h.querySelector('a[href="/ui/builds/`+quickID+`"]') ? 'ok' : 'fail:the quick build is not listed';
+})()`)
+	projectShot := s.shot("project-filtered")
+	s.navigate("/ui/projects/" + s.tg.quick + "?status=timed_out")
+	s.waitFor("an empty filtered history", 10*time.Second, `document.getElementById('history-h').parentElement.textContent.includes('No builds match.') ? 'ok' : ''`)
+
+	s.navigate("/ui/builds")
+	s.waitFor("all builds", 10*time.Second, `(() => {
+  const t = document.querySelector('table.builds');
+  return t && t.querySelector('a[href="/ui/builds/`+quickID+`"]') && t.querySelector('a[href="/ui/builds/`+slowID+`"]') ? 'ok' : '';
+})()`)
+	s.shot("all-builds")
+	if s.tg.paging {
+		s.do("open the next page", chromedp.Click(chromedp.CSS(`a[rel="next"]`)))
+		s.waitFor("the second page of all builds", 10*time.Second, `(() => {
+  if (new URLSearchParams(location.search).get('page') !== '2') return '';
+  const rows = document.querySelectorAll('table.builds tbody tr').length;
+  if (document.querySelector('a[href="/ui/builds/`+quickID+`"]')) return 'fail:the newest build on the second page';
+  return rows > 0 && document.querySelector('a[rel="prev"]') ? 'ok' : '';
+})()`)
+		s.shot("all-builds-page-2")
+	}
+
+	s.navigate("/ui/teams")
+	s.waitFor("the quick project's newest build on the teams page", 10*time.Second, `(() => {
+  const a = document.querySelector('table.projects a[href="/ui/builds/`+quickID+`"]');
+  return a && a.closest('tr').textContent.includes('succeeded') ? 'ok' : '';
+})()`)
+	s.shot("teams")
+
+	if s.tg.badges {
+		s.navigate("/badge/" + s.tg.quick + ".svg")
+		s.waitFor("the quick project's badge", 10*time.Second, `(() => {
+  const root = document.documentElement;
+  if (root.tagName !== 'svg') return '';
+  const texts = [...root.querySelectorAll('text')].map((e) => e.textContent);
+  return texts.length === 2 && texts[0] === 'build' && texts[1] === 'succeeded' ? 'ok' : 'fail:badge texts ' + texts.join(',');
+})()`)
+		s.shot("badge")
+	}
+	s.navigate("/")
+	s.waitFor("the dashboard", 10*time.Second, `document.querySelector('[data-action="logout"]') ? 'ok' : ''`)
+	return projectShot
 }
 
 // requestBuild opens a project's page and clicks "Build" on its main branch

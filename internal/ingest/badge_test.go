@@ -70,6 +70,9 @@ func TestBadges(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "image/svg+xml") {
 				t.Errorf("Content-Type %q, want image/svg+xml", ct)
 			}
+			if csp := w.Header().Get("Content-Security-Policy"); !strings.HasPrefix(csp, "default-src 'none';") {
+				t.Errorf("Content-Security-Policy %q, want default-src 'none' (no script runs in a badge)", csp)
+			}
 			if cc := w.Header().Get("Cache-Control"); cc != "public, max-age=60" {
 				t.Errorf("Cache-Control %q, want public, max-age=60", cc)
 			}
