@@ -17,9 +17,11 @@ const (
 	DefaultBatch = 100
 	// DefaultSweep is how long Pending waits for an event when the outbox
 	// is empty. A write in the forwarder's own process wakes it at once
-	// (and on the embedded default a write in any process does); the
-	// sweep bounds how long an event another process wrote and did not
-	// forward (it crashed) waits.
+	// (on every backend; a write in another process does not: that
+	// process's own forwarder publishes it, and waking every forwarder
+	// would have them all publish each event); the sweep bounds how long
+	// an event another process wrote and did not forward (it crashed)
+	// waits.
 	DefaultSweep = 5 * time.Second
 	// DefaultPublishTimeout bounds one round of publishes, so that a
 	// forwarder that stalls cannot publish an event long after another
