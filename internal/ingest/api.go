@@ -272,8 +272,13 @@ func (s *Server) buildLog(c echo.Context) error {
 	return s.stream(c, echo.MIMETextPlainCharsetUTF8, zr)
 }
 
-// maxLogTail bounds ?tail=: what one answer holds in memory.
-const maxLogTail = 16 << 20
+// maxLogTail bounds ?tail=: one answer holds up to twice that in memory
+// while it reads the log through; at most maxLogTails are read at once
+// (more wait their turn), so tails hold at most 8*maxLogTail bytes.
+const (
+	maxLogTail  = 4 << 20
+	maxLogTails = 4
+)
 
 // tailParam reads ?tail=<bytes> of GET .../log: 0 when absent.
 func tailParam(c echo.Context) (int, error) {
@@ -299,7 +304,13 @@ const (
 // line, reading r to its end with no more than 2n bytes in memory (a log
 // of 50 MB is read, not held).
 func (s *Server) streamTail(c echo.Context, r io.Reader, n int) error {
+	select {
+	case s.tails <- struct{}{}:
+	case <-c.Request().Context().Done():
+		return c.Request().Context().Err()
+	}
 	tail, skippedBytes, skippedLines, err := logTail(r, n)
+	<-s.tails
 	if err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}

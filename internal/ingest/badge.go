@@ -1,11 +1,14 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -79,24 +82,80 @@ func (s *Server) badge(c echo.Context) error {
 	if err != nil {
 		return s.badgeAnswer(c, http.StatusBadRequest, "invalid", badgeGrey)
 	}
-	ctx := c.Request().Context()
-	var seen bool
+	e, err := s.badgeOf(c.Request().Context(), team, project)
+	if err != nil {
+		return fmt.Errorf("badge of %s: %w", build.ProjectKey(team, project), err)
+	}
+	if !e.seen {
+		if _, _, err := s.deps.Catalog.Lookup(team, project); errors.Is(err, build.ErrNotFound) {
+			return s.badgeAnswer(c, http.StatusNotFound, "unknown", badgeGrey)
+		}
+	}
+	st := e.project
+	if ref != "" {
+		st = e.refs[ref]
+	}
+	if st == "" {
+		return s.badgeAnswer(c, http.StatusOK, "none", badgeGrey)
+	}
+	return s.badgeAnswer(c, http.StatusOK, strings.ReplaceAll(string(st), "_", " "), badgeColour(st))
+}
+
+// badgeEntry is what the badges of one project show: the last verdict of
+// the project and of each ref among its newest badgePage*badgePages
+// records.
+type badgeEntry struct {
+	at      time.Time
+	seen    bool // the project has records
+	project build.Status
+	refs    map[string]build.Status
+}
+
+// badgeCache keeps each project's badgeEntry for badgeFresh: badges are
+// public where READMEs show them, and a flood of them, for any ref of a
+// project, costs the store one scan of the project a badgeFresh at most.
+// It forgets everything when it holds badgeProjects projects.
+type badgeCache struct {
+	mu      sync.Mutex
+	entries map[string]badgeEntry
+}
+
+const (
+	badgeFresh    = 10 * time.Second
+	badgeProjects = 1024
+)
+
+// badgeOf returns the project's badgeEntry, read from the store unless a
+// fresh one is kept.
+func (s *Server) badgeOf(ctx context.Context, team, project string) (badgeEntry, error) {
+	key := build.ProjectKey(team, project)
+	now := s.now()
+	s.badges.mu.Lock()
+	e, ok := s.badges.entries[key]
+	s.badges.mu.Unlock()
+	if ok && now.Sub(e.at) < badgeFresh && now.Sub(e.at) >= 0 {
+		return e, nil
+	}
+	e = badgeEntry{at: now, refs: map[string]build.Status{}}
 	cursor := ""
 	for range badgePages {
 		recs, next, err := s.deps.Records.ListProject(ctx, team, project, badgePage, cursor)
-		if err != nil {
-			if errors.Is(err, build.ErrNotFound) {
-				break
-			}
-			return fmt.Errorf("badge of %s: %w", build.ProjectKey(team, project), err)
+		if errors.Is(err, build.ErrNotFound) {
+			break
 		}
-		seen = seen || len(recs) > 0
+		if err != nil {
+			return badgeEntry{}, err
+		}
+		e.seen = e.seen || len(recs) > 0
 		for _, r := range recs {
-			if ref != "" && r.Ref != ref {
+			if !r.Status.Final() || noVerdict[r.Status] {
 				continue
 			}
-			if r.Status.Final() && !noVerdict[r.Status] {
-				return s.badgeAnswer(c, http.StatusOK, strings.ReplaceAll(string(r.Status), "_", " "), badgeColour(r.Status))
+			if e.project == "" {
+				e.project = r.Status
+			}
+			if _, ok := e.refs[r.Ref]; !ok {
+				e.refs[r.Ref] = r.Status
 			}
 		}
 		if next == "" {
@@ -104,12 +163,13 @@ func (s *Server) badge(c echo.Context) error {
 		}
 		cursor = next
 	}
-	if !seen {
-		if _, _, err := s.deps.Catalog.Lookup(team, project); errors.Is(err, build.ErrNotFound) {
-			return s.badgeAnswer(c, http.StatusNotFound, "unknown", badgeGrey)
-		}
+	s.badges.mu.Lock()
+	if len(s.badges.entries) >= badgeProjects {
+		clear(s.badges.entries)
 	}
-	return s.badgeAnswer(c, http.StatusOK, "none", badgeGrey)
+	s.badges.entries[key] = e
+	s.badges.mu.Unlock()
+	return e, nil
 }
 
 // Badge colours, as shields.io's.

@@ -3,12 +3,15 @@ package ingest_test
 import (
 	"context"
 	"encoding/xml"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/ingest"
 )
 
@@ -137,4 +140,46 @@ func TestBadgeAuth(t *testing.T) {
 			t.Errorf("anonymous API read: status %d, want 401", w.Code)
 		}
 	})
+}
+
+// countingRecords counts the store's list calls.
+type countingRecords struct {
+	*buildtest.FakeRecords
+	lists atomic.Int64
+}
+
+func (c *countingRecords) ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error) {
+	c.lists.Add(1)
+	return c.FakeRecords.ListProject(ctx, team, project, limit, cursor)
+}
+
+// Badges are public where READMEs show them: a flood of them, for any
+// ref of a project, reads the project's history once in a while, not once
+// a badge; a verdict shows within that while.
+func TestBadgeFloodReadsTheStoreOnce(t *testing.T) {
+	t.Parallel()
+	var counting *countingRecords
+	f := newFixtureDeps(t, func(c *ingest.Config) { c.PublicBadges = true }, func(d *ingest.Deps) {
+		counting = &countingRecords{FakeRecords: d.Records.(*buildtest.FakeRecords)}
+		d.Records = counting
+	})
+	saveBadgeHistory(t, f)
+	for i := range 200 {
+		w := f.do(anon(fmt.Sprintf("/badge/decap-ci/hello/ref-%d.svg", i)))
+		if w.Code != http.StatusOK || badgeMessage(t, w.Body.String()) != "none" {
+			t.Fatalf("badge of an unbuilt ref: %d %s", w.Code, w.Body)
+		}
+	}
+	if n := counting.lists.Load(); n != 1 {
+		t.Errorf("200 badges listed the project's builds %d times, want once", n)
+	}
+	q := f.clock.Now()
+	if err := f.records.Save(context.Background(), build.Record{BuildID: build.NewID(q), Team: "decap-ci", Project: "hello", Ref: "main",
+		RefType: build.Branch, Trigger: build.TriggerPush, Status: build.StatusSucceeded, QueuedAt: q, StartedAt: q, FinishedAt: q}); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(11 * time.Second)
+	if got := badgeMessage(t, f.do(anon("/badge/decap-ci/hello/main.svg")).Body.String()); got != "succeeded" {
+		t.Errorf("badge after 11s says %q, want the new build's succeeded", got)
+	}
 }

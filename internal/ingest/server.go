@@ -323,6 +323,10 @@ type Server struct {
 	// origin (Sec-Fetch-Site, or Origin against Host); other clients send
 	// neither header and pass.
 	crossSite *http.CrossOriginProtection
+	// tails holds a token per log tail being read (streamTail).
+	tails chan struct{}
+	// badges remembers projects' badges briefly (badge).
+	badges badgeCache
 	// ready is the last readiness answer (readyz).
 	ready struct {
 		sync.Mutex
@@ -369,6 +373,8 @@ func New(cfg Config, deps Deps) *Server {
 	s.throttle = newAuthThrottle(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlock, cfg.AuthClients, deps.Now, deps.Logger)
 	s.publicHost = publicHostOf(cfg.PublicURL)
 	s.crossSite = http.NewCrossOriginProtection()
+	s.tails = make(chan struct{}, maxLogTails)
+	s.badges = badgeCache{entries: map[string]badgeEntry{}}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(cfg.Limits.TrustedProxies)

@@ -99,7 +99,7 @@ type Config struct {
 	// Timeout bounds the backend reads of one page (default 10s).
 	Timeout time.Duration
 	// LogTailBytes is how much of a finished build's log its page loads
-	// (default 2 MiB, at most 16 MiB: ingest's ?tail=); the raw log has the
+	// (default 2 MiB, at most 4 MiB: ingest's ?tail=); the raw log has the
 	// rest. LogMaxLines is how many lines the page keeps of a log it
 	// follows (default 20000), dropping the oldest.
 	LogTailBytes int
@@ -163,7 +163,7 @@ func New(cfg Config, deps Deps) *UI {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	if cfg.LogTailBytes <= 0 || cfg.LogTailBytes > 16<<20 {
+	if cfg.LogTailBytes <= 0 || cfg.LogTailBytes > 4<<20 {
 		cfg.LogTailBytes = 2 << 20
 	}
 	if cfg.LogMaxLines <= 0 {
