@@ -93,14 +93,21 @@ type allBuildsView struct {
 	Capped bool
 }
 
+// maxAllBuildsPage bounds the pages of all builds: page n reads n*PageSize
+// records of every project.
+const maxAllBuildsPage = 10
+
 // allBuilds merges every catalog project's newest builds. Page n needs
 // the newest n*PageSize of every project (the Records port pages each
 // project's history by itself), so it reads that many of each, up to
-// maxPage pages.
+// maxAllBuildsPage pages.
 func (u *UI) allBuilds(c echo.Context) error {
 	page, err := pageParam(c)
 	if err != nil {
 		return err
+	}
+	if page > maxAllBuildsPage {
+		return fmt.Errorf("%w: all builds go back %d pages; older builds are on their projects' pages", build.ErrInvalid, maxAllBuildsPage)
 	}
 	v := allBuildsView{Builds: panel[[]build.Record]{Unavailable: notAvailable}}
 	if u.deps.Records != nil && u.deps.Catalog != nil {
@@ -118,7 +125,10 @@ func (u *UI) allBuilds(c echo.Context) error {
 		rows, v.Pager, _ = pageOf(c, recs[:total], u.cfg.PageSize, page, total)
 		v.Pager.Open = true
 		v.Builds = panel[[]build.Record]{Data: rows}
-		v.Capped = page == maxPage && len(recs) > n
+		if page == maxAllBuildsPage {
+			v.Pager.Next = ""
+			v.Capped = len(recs) > n
+		}
 	}
 	return u.render(c, http.StatusOK, "builds", "All builds", "builds", v)
 }

@@ -84,8 +84,17 @@ func TestAllBuildsPages(t *testing.T) {
 	if body := checkHTML(t, get(t, f.e, "/")); !strings.Contains(body, `<a class="small" href="/ui/builds" id="all-builds">`) {
 		t.Errorf("the dashboard does not link all builds")
 	}
-	if rec := get(t, f.e, "/ui/builds?page=0"); rec.Code != http.StatusBadRequest {
-		t.Errorf("page=0: %d, want 400", rec.Code)
+	for _, bad := range []string{"0", "11", "x"} {
+		if rec := get(t, f.e, "/ui/builds?page="+bad); rec.Code != http.StatusBadRequest {
+			t.Errorf("page=%s: %d, want 400", bad, rec.Code)
+		}
+	}
+	// The last page says where older builds are, and has no next.
+	g := newFixture(t, ui.Config{PageSize: 3})
+	saveMany(t, g, 40, build.StatusSucceeded)
+	body := checkHTML(t, get(t, g.e, "/ui/builds?page=10"))
+	if nextPage(body) != "" || !strings.Contains(body, "Older builds are on their projects' pages.") {
+		t.Errorf("page 10 of 47 builds, 3 a page: a next link, or no word of older builds")
 	}
 }
 
