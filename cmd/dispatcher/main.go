@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer b.Close()
 	be := metrics.NewBackend(reg)
 	b.Instrument(be)
+	defer b.StartEvents(ctx, metrics.NewEvents(reg))()
 	if err := b.Catalog.Refresh(ctx); err != nil {
 		log.Error("first catalog refresh failed; will retry", "err", err)
 	}

@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer b.Close()
 	be := metrics.NewBackend(reg)
 	b.Instrument(be)
+	defer b.StartEvents(ctx, metrics.NewEvents(reg))()
 	ex, err := b.OpenExecutor(time.Now)
 	if err != nil {
 		return err

@@ -35,6 +35,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
@@ -42,6 +43,7 @@ import (
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/catalog"
 	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/events"
 	"github.com/decap-ci/decap/internal/kube"
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/localfs"
@@ -65,6 +67,13 @@ type Set struct {
 	Catalog *catalog.Catalog
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
+	// Outbox is where Records keeps the events of its changes until a
+	// forwarder (RunEvents) publishes them to Events; both nil where the
+	// backend has no build events yet (aws).
+	Outbox build.EventOutbox
+	Events build.EventStream
+	// eventsPub is Events's publishing side.
+	eventsPub message.Publisher
 
 	cfg     config.Config
 	log     *slog.Logger
@@ -184,12 +193,56 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 		return err
 	}
 	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
-	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), sqlite.NewRecords(db), blobs
+	records := sqlite.NewRecords(db)
+	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), records, blobs
+	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
+	s.Outbox, s.Events, s.eventsPub = records.Outbox(), stream, stream
 	s.Gate = sqlite.NewGate(db)
 	s.Sessions = sqlite.NewSessions(db)
 	s.Pulls = sqlite.NewPullRequests(db)
 	s.checkWrites = db.CheckWrites
 	return nil
+}
+
+// EventsTopic is the build-event stream's topic on the embedded backend
+// (its stream is a single topic).
+const EventsTopic = "build-events"
+
+// RunEvents forwards the events of the record changes from the outbox to
+// the event stream until ctx ends (events.Forwarder): every service that
+// writes records runs it, and a write wakes its own process's forwarder
+// at once; the others' sweeps pick up what a process that died left. It
+// returns at once where the backend has no build events yet (aws).
+func (s *Set) RunEvents(ctx context.Context, obs events.Observer) error {
+	if s.Outbox == nil || s.eventsPub == nil {
+		s.log.Info("build events are not published on this backend yet", "backend", s.cfg.Backend)
+		return nil
+	}
+	f, err := events.NewForwarder(s.Outbox, s.eventsPub, events.ForwarderConfig{
+		Topic: EventsTopic, Source: s.cfg.PublicURL, Observer: obs, Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	return f.Run(ctx)
+}
+
+// StartEvents runs RunEvents in the background, logging a failure to
+// start it, and returns a function that stops it and waits for it: call
+// that before Close.
+func (s *Set) StartEvents(ctx context.Context, obs events.Observer) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.RunEvents(ctx, obs); err != nil {
+			s.log.Error("build events are not forwarded", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // OpenSecrets opens the store of the builds' secrets: Secrets Manager on
