@@ -1,5 +1,6 @@
 // Package awsdynamo stores Decap's branch locks, concurrency slots,
-// idempotency claims, build records, the dispatch gate, the UI's sessions
+// idempotency claims, build records (and their build events' outbox),
+// the dispatch gate, the UI's sessions
 // and what Decap knows of pull requests in DynamoDB. Its Locks,
 // Idempotency, Records, Gate, Sessions and PullRequests satisfy
 // the same contracts
@@ -25,7 +26,11 @@
 //	                      unfinished (HASH unfinishedKey S, RANGE
 //	                      queuedSort S; sparse: unfinishedKey = the lock
 //	                      key while a build is queued, deferred or
-//	                      running, absent once final).
+//	                      running, absent once final),
+//	                      outbox (HASH outboxShard S, RANGE outboxSort S;
+//	                      projecting KEYS_ONLY; sparse: present while the
+//	                      record has events not yet forwarded, with
+//	                      Records.WithEvents; see outbox.go).
 //	                      Pull request items buildId =
 //	                      "pull#<team/project/N>" (PullRequests), listed
 //	                      by the projects index under kind =
@@ -41,7 +46,9 @@
 // injected clock and treats a lease or claim as expired once
 // expiresAt <= now, like the other adapters; ttl only cleans up.
 //
-// Every write is a conditional write of a single item; Locks orders its
+// Every write is a conditional write of a single item, a record's
+// together with its build event when events are on (Records.WithEvents,
+// the outbox in the item: outbox.go); Locks orders its
 // lock and slot writes so that the cap holds without transactions (see
 // Locks for why).
 //
@@ -173,7 +180,7 @@ func hashTable(name, key string) *dynamodb.CreateTableInput {
 
 func buildsTable(name string) *dynamodb.CreateTableInput {
 	def := hashTable(name, "buildId")
-	for _, a := range []string{"projectKey", "queuedSort", "runningPk", "kind", "unfinishedKey"} {
+	for _, a := range []string{"projectKey", "queuedSort", "runningPk", "kind", "unfinishedKey", attrOutboxShard, attrOutboxSort} {
 		def.AttributeDefinitions = append(def.AttributeDefinitions,
 			types.AttributeDefinition{AttributeName: aws.String(a), AttributeType: types.ScalarAttributeTypeS})
 	}
@@ -192,7 +199,12 @@ func buildsTable(name string) *dynamodb.CreateTableInput {
 		index(indexRunning, "runningPk", "buildId"),
 		index(indexProjects, "kind", "buildId"),
 		index(indexUnfinished, "unfinishedKey", "queuedSort"),
+		index(indexOutbox, attrOutboxShard, attrOutboxSort),
 	}
+	// The outbox index names the items; Pending reads them consistently
+	// by key, so it needs no copy of them (and every write of an item
+	// with pending events would otherwise write the copy too).
+	def.GlobalSecondaryIndexes[len(def.GlobalSecondaryIndexes)-1].Projection = &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly}
 	return def
 }
 

@@ -28,7 +28,7 @@ import (
 
 // newClient returns a client of the DynamoDB at AWS_ENDPOINT_URL (moto in
 // tests), or skips the test when that is unset.
-func newClient(t *testing.T) *dynamodb.Client {
+func newClient(t testing.TB) *dynamodb.Client {
 	t.Helper()
 	endpoint := os.Getenv("AWS_ENDPOINT_URL")
 	if endpoint == "" {
@@ -48,7 +48,7 @@ func newClient(t *testing.T) *dynamodb.Client {
 
 // newTables creates the tables that want names (non-empty fields) under a
 // prefix unique to this call, and deletes them when the test ends.
-func newTables(t *testing.T, client *dynamodb.Client, want awsdynamo.Tables) awsdynamo.Tables {
+func newTables(t testing.TB, client *dynamodb.Client, want awsdynamo.Tables) awsdynamo.Tables {
 	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -205,10 +205,10 @@ func TestCreateTables(t *testing.T) {
 	}
 	var indexes []string
 	for _, ix := range out.Table.GlobalSecondaryIndexes {
-		indexes = append(indexes, aws.ToString(ix.IndexName))
+		indexes = append(indexes, aws.ToString(ix.IndexName)+" "+string(ix.Projection.ProjectionType))
 	}
 	slices.Sort(indexes)
-	if want := []string{"by-project", "projects", "running", "unfinished"}; !slices.Equal(indexes, want) {
+	if want := []string{"by-project ALL", "outbox KEYS_ONLY", "projects ALL", "running ALL", "unfinished ALL"}; !slices.Equal(indexes, want) {
 		t.Errorf("builds table indexes = %v, want %v", indexes, want)
 	}
 	for _, name := range []string{tables.Locks, tables.Idempotency, tables.Sessions} {

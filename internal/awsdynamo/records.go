@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,6 +27,7 @@ type recordsAPI interface {
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 }
 
 // DefaultPageSize is the page size ListProject uses when limit <= 0.
@@ -303,6 +305,13 @@ func parseTime(s string) (time.Time, error) {
 type Records struct {
 	client recordsAPI
 	table  string
+	// events is set by WithEvents: every change is written with its
+	// event (outbox.go).
+	events bool
+	// mu guards written, which is closed, and replaced, at every write
+	// with an event: it wakes this process's waiting Pending calls.
+	mu      sync.Mutex
+	written chan struct{}
 }
 
 // NewRecords returns the build records stored in table. Records needs no
@@ -337,9 +346,20 @@ func NewRecords(client recordsAPI, table string) *Records {
 // the marker's numberedBy): a failed condition on an item that bears it
 // is the call's own write, a success, not a conflict, and a retried count
 // takes no second number. Another writer's item stays a conflict.
+//
+// With events on (WithEvents) a Save reads the stored record first and
+// writes it, with its event, in one conditional PutItem (see outbox.go);
+// a Save that changes nothing writes nothing. A record that keeps
+// changing under it for maxWriteAttempts tries gives build.ErrUnavailable.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() || strings.HasPrefix(string(r.BuildID), markerPrefix) || strings.HasPrefix(string(r.BuildID), pullPrefix) {
 		return fmt.Errorf("save record %s: %w: empty or reserved build id, or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
+	}
+	if s.events {
+		if err := s.saveWithEvent(ctx, r); err != nil {
+			return fmt.Errorf("save record %s: %w", r.BuildID, err)
+		}
+		return nil
 	}
 	create := r.Number == 0 && r.Status == build.StatusQueued
 	token := rand.Text()

@@ -55,10 +55,17 @@ func (s *Records) Unfinished(ctx context.Context, key string) ([]build.Record, e
 // status is queued or deferred and launchingAt is absent. A failed
 // condition on a record that bears the call's token is the call's own
 // write, retried by the SDK after its first try landed: a success (see
-// Save).
+// Save). With events on it reads the record, decides and writes it with
+// its event, as Save does (outbox.go).
 func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
+	}
+	if s.events {
+		if err := s.endWaitingWithEvent(ctx, r); err != nil {
+			return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
+		}
+		return nil
 	}
 	token := rand.Text()
 	in, err := s.endWaitingInput(r, token)

@@ -19,7 +19,17 @@ import (
 // calls (which is what the adapter must get right) free.
 type serialized struct {
 	mu *sync.Mutex
-	c  *dynamodb.Client
+	c  recordsClient
+}
+
+// recordsClient is the DynamoDB client's record calls: a client, or a
+// client wrapped (retriedWrites).
+type recordsClient interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 }
 
 func (s serialized) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
@@ -44,6 +54,12 @@ func (s serialized) Query(ctx context.Context, in *dynamodb.QueryInput, opts ...
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.c.Query(ctx, in, opts...)
+}
+
+func (s serialized) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.BatchGetItem(ctx, in, opts...)
 }
 
 // TestSupersedeRacesLaunchAcrossClients races supersedes against launches
