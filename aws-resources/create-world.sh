@@ -175,12 +175,13 @@ join(',', KeySchema[].join(':', [AttributeName, KeyType])), \
 join(',', (GlobalSecondaryIndexes || \`[]\`)[].join(':', [IndexName, KeySchema[0].AttributeName, \
 KeySchema[1].AttributeName || '-', Projection.ProjectionType, IndexStatus || 'ACTIVE'])) || '-']"
 
-# index_json NAME:HASH:RANGE prints a GlobalSecondaryIndex definition.
+# index_json NAME:HASH:RANGE[:PROJECTION] prints a GlobalSecondaryIndex
+# definition (projection ALL unless given).
 index_json() {
-  local name hash range
-  IFS=: read -r name hash range <<<"$1"
-  printf '{"IndexName": "%s", "KeySchema": [{"AttributeName": "%s", "KeyType": "HASH"}, {"AttributeName": "%s", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}}' \
-    "$name" "$hash" "$range"
+  local name hash range projection
+  IFS=: read -r name hash range projection <<<"$1"
+  printf '{"IndexName": "%s", "KeySchema": [{"AttributeName": "%s", "KeyType": "HASH"}, {"AttributeName": "%s", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "%s"}}' \
+    "$name" "$hash" "$range" "${projection:-ALL}"
 }
 
 # attribute_definitions ATTR... prints AttributeDefinitions (all strings) for
@@ -198,7 +199,7 @@ attribute_definitions() {
   printf ']'
 }
 
-# ensure_table NAME HASH[:RANGE] TTL_ATTR [INDEX:HASH:RANGE...] creates the
+# ensure_table NAME HASH[:RANGE] TTL_ATTR [INDEX:HASH:RANGE[:PROJECTION]...] creates the
 # table or brings it up to date: billing mode, missing indexes, point-in-time
 # recovery, TTL. TTL_ATTR "-" leaves TTL alone.
 ensure_table() {
@@ -214,9 +215,9 @@ ensure_table() {
     key_json+=$(printf ', {"AttributeName": "%s", "KeyType": "RANGE"}' "$range")
   fi
   local -a indexes=("$@")
-  local spec idx_name idx_hash idx_range
+  local spec idx_name idx_hash idx_range idx_projection
   for spec in "${indexes[@]}"; do
-    IFS=: read -r idx_name idx_hash idx_range <<<"$spec"
+    IFS=: read -r idx_name idx_hash idx_range idx_projection <<<"$spec"
     attrs+=("$idx_hash" "$idx_range")
   done
 
@@ -234,7 +235,8 @@ ensure_table() {
       state=updated
     fi
     for spec in "${indexes[@]}"; do
-      IFS=: read -r idx_name idx_hash idx_range <<<"$spec"
+      IFS=: read -r idx_name idx_hash idx_range idx_projection <<<"$spec"
+      idx_projection=${idx_projection:-ALL}
       local have
       have=$(tr ',' '\n' <<<"$gsis" | grep -E "^$idx_name:" || true)
       if [ -z "$have" ]; then
@@ -246,8 +248,8 @@ ensure_table() {
           --output text --query TableDescription.TableStatus >/dev/null
         wait_table_active "$name"
         state=updated
-      elif [[ $have != "$idx_name:$idx_hash:$idx_range:ALL:"* ]]; then
-        die "table $name has index ${have%:*}, want $idx_name:$idx_hash:$idx_range:ALL; an index cannot change in place: delete the index (aws dynamodb update-table --global-secondary-index-updates Delete) and run again"
+      elif [[ $have != "$idx_name:$idx_hash:$idx_range:$idx_projection:"* ]]; then
+        die "table $name has index ${have%:*}, want $idx_name:$idx_hash:$idx_range:$idx_projection; an index cannot change in place: delete the index (aws dynamodb update-table --global-secondary-index-updates Delete) and run again"
       fi
     done
   else
@@ -323,10 +325,6 @@ idempotency_table() { ensure_table "$IDEMPOTENCY_TABLE" pk ttl; }
 sessions_table() { ensure_table "$SESSIONS_TABLE" pk ttl; }
 # Build records are history: no TTL (their logs and artifacts expire in S3).
 builds_table() { ensure_table "$BUILDS_TABLE" buildId - "${BUILDS_INDEXES[@]}"; }
-# The build events not yet forwarded, written with each record change
-# (internal/awsdynamo outbox.go): one item per event, deleted once
-# published; no TTL (an event must never expire unpublished).
-outbox_table() { ensure_table "$OUTBOX_TABLE" shard:event -; }
 
 # ------------------------------------------------------------------ S3 bucket
 
@@ -419,7 +417,7 @@ bucket() {
 render_policy() {
   local doc var
   doc=$(<"policies/$1.json")
-  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN OUTBOX_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX; do
+  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX; do
     doc=${doc//"{{$var}}"/${!var}}
   done
   if [[ $doc == *"{{"* ]]; then die "policies/$1.json has an unknown placeholder: $(grep -o '{{[^}]*}}' <<<"$doc" | head -1)"; fi
@@ -469,4 +467,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table outbox_table bucket policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies

@@ -40,7 +40,7 @@ if ! $yes; then
   {
     echo "This deletes, in account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+ (endpoint $AWS_ENDPOINT_URL)}:"
     echo "  SQS queues      $QUEUE $DLQ (and any messages in them)"
-    echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE $OUTBOX_TABLE (events not yet published)"
+    echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE"
     echo "  S3 bucket       $BUCKET (every log and artifact, every version)"
     echo "  Secrets Manager every secret named $DECAP_PREFIX/... (the builds' secrets, without recovery)"
     echo "  IAM policies    ${DECAP_SERVICES[*]/#/$DECAP_PREFIX-}"
@@ -98,7 +98,6 @@ locks_table() { delete_table "$LOCKS_TABLE"; }
 idempotency_table() { delete_table "$IDEMPOTENCY_TABLE"; }
 builds_table() { delete_table "$BUILDS_TABLE"; }
 sessions_table() { delete_table "$SESSIONS_TABLE"; }
-outbox_table() { delete_table "$OUTBOX_TABLE"; }
 
 # bucket empties the bucket (unfinished multipart uploads, every object
 # version and delete marker, 1000 at a time) and deletes it.
@@ -202,4 +201,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table outbox_table bucket secrets policies
+run_parallel queues locks_table idempotency_table builds_table sessions_table bucket secrets policies

@@ -12,9 +12,12 @@
 # PUT URLs for their own two objects (see README.md, "IAM design").
 DECAP_SERVICES=(ingest dispatcher reaper)
 
-# The builds table's global secondary indexes, "name:hash:range", projection
-# ALL. The Go adapter (internal/awsdynamo) queries these exact names and keys.
-BUILDS_INDEXES=(by-project:projectKey:queuedSort running:runningPk:buildId projects:kind:buildId unfinished:unfinishedKey:queuedSort)
+# The builds table's global secondary indexes, "name:hash:range[:projection]",
+# projection ALL unless given (outbox: KEYS_ONLY, the build events' sparse
+# outbox index, whose items the forwarder reads by key). The Go adapter
+# (internal/awsdynamo) queries these exact names and keys.
+BUILDS_INDEXES=(by-project:projectKey:queuedSort running:runningPk:buildId projects:kind:buildId unfinished:unfinishedKey:queuedSort
+  outbox:outboxShard:outboxSort:KEYS_ONLY)
 
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 note() { echo "${0##*/}: $*" >&2; }
@@ -60,7 +63,6 @@ load_config() {
   IDEMPOTENCY_TABLE=$DECAP_PREFIX-idempotency
   BUILDS_TABLE=$DECAP_PREFIX-builds
   SESSIONS_TABLE=$DECAP_PREFIX-sessions
-  OUTBOX_TABLE=$DECAP_PREFIX-events-outbox
 
   ENDPOINT_ARGS=()
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then ENDPOINT_ARGS=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
@@ -86,7 +88,6 @@ aws_account() {
   IDEMPOTENCY_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$IDEMPOTENCY_TABLE
   BUILDS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$BUILDS_TABLE
   SESSIONS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$SESSIONS_TABLE
-  OUTBOX_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$OUTBOX_TABLE
   BUCKET_ARN=arn:$PARTITION:s3:::$BUCKET
   # Secrets Manager adds a random suffix to every secret's ARN, so the
   # policies name the builds' secrets by this prefix and a wildcard.

@@ -153,7 +153,7 @@ func (w world) dlq() string            { return w.prefix + "-builds-dlq.fifo" }
 func (w world) bucket() string         { return w.prefix + "-builds" }
 func (w world) policy(s string) string { return w.prefix + "-" + s }
 func (w world) tables() []string {
-	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions", w.prefix + "-events-outbox"}
+	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions"}
 }
 func (w world) sqsARN(name string) string {
 	return fmt.Sprintf("arn:%s:sqs:%s:%s:%s", w.partition, w.region, w.account, name)
@@ -238,7 +238,7 @@ func TestWorld(t *testing.T) {
 
 	t.Run("resources", func(t *testing.T) {
 		t.Run("queues", func(t *testing.T) { t.Parallel(); checkQueues(t, c, w) })
-		for _, table := range []string{"locks", "idempotency", "builds", "sessions", "events-outbox"} {
+		for _, table := range []string{"locks", "idempotency", "builds", "sessions"} {
 			t.Run("table "+table, func(t *testing.T) { t.Parallel(); checkTable(t, c, w, table) })
 		}
 		t.Run("bucket", func(t *testing.T) { t.Parallel(); checkBucket(t, c, w) })
@@ -393,9 +393,6 @@ func checkTable(t *testing.T, c cli, w world, table string) {
 		hash, ttl string
 		indexes   map[string]string
 	}{hash: "pk", ttl: "ttl"}
-	if table == "events-outbox" {
-		want.hash, want.ttl = "shard:HASH,event:RANGE", ""
-	}
 	if table == "builds" {
 		want.hash, want.ttl = "buildId", ""
 		want.indexes = map[string]string{
@@ -403,6 +400,7 @@ func checkTable(t *testing.T, c cli, w world, table string) {
 			"running":    "runningPk:HASH,buildId:RANGE ALL",
 			"projects":   "kind:HASH,buildId:RANGE ALL",
 			"unfinished": "unfinishedKey:HASH,queuedSort:RANGE ALL",
+			"outbox":     "outboxShard:HASH,outboxSort:RANGE KEYS_ONLY",
 		}
 	}
 	tab := got.Table
@@ -528,15 +526,15 @@ func wantGrants(w world, service string) []string {
 	queue, dlq := w.sqsARN(w.queue()), w.sqsARN(w.dlq())
 	locks, idem, builds := w.tableARN("locks"), w.tableARN("idempotency"), w.tableARN("builds")
 	sessions := w.tableARN("sessions")
-	outbox := w.tableARN("events-outbox")
-	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects", builds + "/index/unfinished"}
+	buildsAndIndexes := []string{builds, builds + "/index/by-project", builds + "/index/running", builds + "/index/projects", builds + "/index/unfinished", builds + "/index/outbox"}
 	bucket := fmt.Sprintf("arn:%s:s3:::%s", w.partition, w.bucket())
 	objects := []string{bucket + "/logs/*", bucket + "/artifacts/*"}
 	secrets := w.secretsARN()
 
-	// Every service writes build records, each change with its event
-	// (TransactWriteItems needs PutItem on both tables).
-	grant([]string{"dynamodb:PutItem"}, outbox)
+	// Every service writes build records, each change with its event in
+	// the record's item; the forwarder of the events, in whichever service
+	// it runs, queries the outbox index and reads the items it names by key.
+	grant([]string{"dynamodb:BatchGetItem"}, builds)
 	switch service {
 	case "ingest":
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
