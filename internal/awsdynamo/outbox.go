@@ -167,8 +167,8 @@ func outboxSortKey(at int64, id string) string {
 	return time.Unix(0, at).UTC().Format(queuedLayout) + "#" + id
 }
 
-// storedRecord is a record item as read for a change: the record, the
-// outbox state, and the raw item's writeToken.
+// storedRecord is a record item as read for a change: the record (with
+// its writeToken) and its outbox state.
 type storedRecord struct {
 	item   recordItem
 	outbox outboxState
@@ -374,7 +374,7 @@ func (s *Records) putWithEvent(r build.Record, prev *storedRecord, token string,
 	item[attrOutboxShard] = str(outboxShardValue)
 	item[attrOutboxSort] = str(outboxSortKey(st.oldest(), string(r.BuildID)))
 	if n := itemSize(item); n > maxItemBytes {
-		alone := maps1(item, st.Version)
+		alone := withOnlyEvent(item, st.Version)
 		if len(st.Pending) == 1 || itemSize(alone) > maxItemBytes {
 			return nil, fmt.Errorf("%w: the record with its event is %d bytes, more than DynamoDB's %d-byte item", build.ErrInvalid, itemSize(alone), maxItemBytes)
 		}
@@ -413,9 +413,9 @@ func (s *Records) putWithEvent(r build.Record, prev *storedRecord, token string,
 	return in, nil
 }
 
-// maps1 returns item with only the pending event of version v: the
-// record and its own event.
-func maps1(item map[string]types.AttributeValue, v int) map[string]types.AttributeValue {
+// withOnlyEvent returns item with only the pending event of version v:
+// the record and its own event.
+func withOnlyEvent(item map[string]types.AttributeValue, v int) map[string]types.AttributeValue {
 	out := make(map[string]types.AttributeValue, len(item))
 	for k, a := range item {
 		out[k] = a
