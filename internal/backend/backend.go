@@ -72,6 +72,9 @@ type Set struct {
 	// backend has no build events yet (aws).
 	Outbox build.EventOutbox
 	Events build.EventStream
+	// Webhooks keeps the outgoing webhooks' subscriptions and
+	// deliveries (StartWebhooks); nil where the backend has none yet.
+	Webhooks build.Webhooks
 	// eventsPub is Events's publishing side.
 	eventsPub message.Publisher
 
@@ -199,6 +202,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Outbox, s.Events, s.eventsPub = records.Outbox(), stream, stream
 	s.Gate = sqlite.NewGate(db)
 	s.Sessions = sqlite.NewSessions(db)
+	s.Webhooks = sqlite.NewWebhooks(db)
 	s.Pulls = sqlite.NewPullRequests(db)
 	s.checkWrites = db.CheckWrites
 	return nil

@@ -57,6 +57,8 @@ type Config struct {
 	// PublicBadges lets anyone read the status badges (DECAP_BADGES=public;
 	// the default where reads are public, auth otherwise).
 	PublicBadges bool
+	// Outgoing configures the outgoing webhooks (DECAP_OUTGOING_WEBHOOKS_*).
+	Outgoing Outgoing
 
 	// GitHubToken lets Decap read private repositories' refs and post
 	// commit statuses; GitHubAPIURL points at GitHub Enterprise (or a test
@@ -282,6 +284,7 @@ func Load(getenv func(string) string) (Config, error) {
 		fail("DECAP_BADGES", "want public or auth")
 	}
 	c.SessionTTL = dur("DECAP_SESSION_TTL", 12*time.Hour)
+	c.Outgoing = loadOutgoing(getenv, dur, integer, boolean, fail)
 	// The edge: what requests can cost (README: "Limits").
 	size := func(name string, def int64) int64 {
 		v := getenv(name)

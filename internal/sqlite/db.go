@@ -194,7 +194,7 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9, schemaV10}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
