@@ -85,10 +85,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("github: %w", err)
 	}
-	var statuses ingest.Notifier // commit statuses only with a token
+	// Commit statuses, only with a token. Where the backend has a
+	// build-event stream the reaper posts the builds' statuses from it,
+	// and ingest only those of pull requests waiting for approval (no
+	// build's event); where it has none, ingest posts the queued and
+	// cancelled builds' statuses itself, in the background.
+	var statuses ingest.Notifier
 	if cfg.GitHubToken != "" {
-		if statuses, err = github.NewStatuses(gh, 0); err != nil {
+		st, err := github.NewStatuses(gh, 0)
+		if err != nil {
 			return fmt.Errorf("github: %w", err)
+		}
+		statuses = st
+		if b.Events != nil {
+			statuses = github.WaitingOnly{Statuses: st}
 		}
 	}
 	// Ingest writes and lists the builds' secrets; it never reads a value.
@@ -110,7 +120,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}, ingest.Deps{
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Running: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
-		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets, Pulls: b.Pulls,
+		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets, Pulls: b.Pulls, Events: b.Events,
 		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},

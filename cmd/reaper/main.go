@@ -58,10 +58,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	var statuses reap.Notifier // commit statuses only with a token
+	// Commit statuses, only with a token: from the build-event stream,
+	// where the backend has one (the consumer group github-statuses, run
+	// here: the reaper is the one service that always runs and is on no
+	// request path); posted inline as builds end where it has none, and
+	// ingest then posts the queued ones.
+	var statuses reap.Notifier
+	var statusEvents *github.StatusEvents
 	if cfg.GitHubToken != "" {
-		if statuses, err = github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0); err != nil {
+		st, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
+		if err != nil {
 			return fmt.Errorf("github: %w", err)
+		}
+		if b.Events != nil {
+			statusEvents = github.NewStatusEvents(st, log.With("component", "github-statuses"), time.Now, 0)
+		} else {
+			statuses = st
 		}
 	}
 	r := reap.New(reap.Config{CancelInterval: cfg.CancelInterval}, reap.Deps{
@@ -72,6 +84,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Whichever of the two ends first ends the other.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	if statusEvents != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			statusEvents.Run(ctx, b.Events)
+		}()
+		defer func() { stop(); <-done }() // before the store closes
+	}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log, b.BuildsRefused(log))

@@ -116,11 +116,17 @@ func withReason(s, reason string) string {
 
 // post creates one status of rec's build, retrying once on a 5xx answer.
 func (s *Statuses) post(ctx context.Context, rec build.Record, state, desc string) error {
+	return s.postTries(ctx, rec, state, desc, 2)
+}
+
+// postTries creates one status of rec's build in up to tries tries, the
+// next after a 5xx answer.
+func (s *Statuses) postTries(ctx context.Context, rec build.Record, state, desc string, tries int) error {
 	target := ""
 	if s.publicURL != "" && rec.BuildID != "" {
 		target = s.publicURL + "/ui/builds/" + string(rec.BuildID)
 	}
-	if err := s.create(ctx, rec.Team, rec.Project, rec.SHA, state, desc, target); err != nil {
+	if err := s.create(ctx, rec.Team, rec.Project, rec.SHA, state, desc, target, tries); err != nil {
 		return fmt.Errorf("post %s status of build %s: %w", state, rec.BuildID, err)
 	}
 	return nil
@@ -136,15 +142,15 @@ func (s *Statuses) PullRequestWaiting(ctx context.Context, p build.PullRequestSt
 		target = fmt.Sprintf("%s/ui/projects/%s/%s#pull-%d", s.publicURL, p.Team, p.Project, p.Number)
 	}
 	desc := "waiting for approval: an owner, member or collaborator comments /ok-to-test"
-	if err := s.create(ctx, p.Team, p.Project, p.HeadSHA, "pending", desc, target); err != nil {
+	if err := s.create(ctx, p.Team, p.Project, p.HeadSHA, "pending", desc, target, 2); err != nil {
 		return fmt.Errorf("post the waiting status of pull request %s: %w", p.LockKey(), err)
 	}
 	return nil
 }
 
-// create creates one status on team/project's commit sha, retrying once
-// on a 5xx answer; nothing without a token or a SHA.
-func (s *Statuses) create(ctx context.Context, team, project, sha, state, desc, target string) error {
+// create creates one status on team/project's commit sha in up to tries
+// tries, the next after a 5xx answer; nothing without a token or a SHA.
+func (s *Statuses) create(ctx context.Context, team, project, sha, state, desc, target string, tries int) error {
 	if !s.enabled || sha == "" {
 		return nil
 	}
@@ -163,7 +169,7 @@ func (s *Statuses) create(ctx context.Context, team, project, sha, state, desc, 
 		st.TargetURL = github.Ptr(target)
 	}
 	_, _, err := s.api.CreateStatus(ctx, team, project, sha, st)
-	if is5xx(err) {
+	if is5xx(err) && tries > 1 {
 		t := time.NewTimer(s.retry)
 		select {
 		case <-ctx.Done():

@@ -39,12 +39,13 @@ type Limits struct {
 	// either: 429 with Retry-After, before any of the body is read.
 	BodyBytes, ClientBodyBytes int64
 	// Followers bounds the log streams (GET .../log?follow=1) open at once
-	// (default 256), and ClientFollowers those of one client (default 8).
+	// (default 256), and ClientFollowers those of one client (default 8);
+	// the same limits bound the event streams (GET /api/v1/events), apart.
 	// Beyond either: 429 with Retry-After.
 	Followers, ClientFollowers int
-	// FollowFor bounds one log stream (default 30 min): it then ends, and
-	// the client reconnects for the rest (the UI does). A build may stay
-	// queued for a day.
+	// FollowFor bounds one log stream or event stream (default 30 min): it
+	// then ends, and the client reconnects for the rest (the UI does). A
+	// build may stay queued for a day.
 	FollowFor time.Duration
 	// StreamWriteTimeout bounds the writing of each chunk of a streamed
 	// answer (log follows, log and artifact downloads), which the server's
@@ -119,6 +120,9 @@ type EdgeObserver interface {
 	// FollowPolled hears of one read of a followed build's record, which
 	// all of the build's followers share.
 	FollowPolled()
+	// EventClients hears the number of open event streams (GET
+	// /api/v1/events) change by delta.
+	EventClients(delta int)
 }
 
 // Reasons of a refusal, as EdgeObserver.Rejected hears them.
@@ -129,18 +133,21 @@ const (
 	RejectBodyServer     = "body_server"      // 429: the whole body budget is taken
 	RejectFollowerClient = "followers_client" // 429: the client holds its share of log follows
 	RejectFollowerServer = "followers_server" // 429: every log follow is taken
+	RejectEventsClient   = "events_client"    // 429: the client holds its share of event streams
+	RejectEventsServer   = "events_server"    // 429: every event stream is taken
 	RejectUnsigned       = "unsigned"         // 401 before the body is read: no X-Hub-Signature-256
 )
 
 // RejectReasons returns every reason, for metrics to start at zero.
 func RejectReasons() []string {
 	return []string{RejectBodyTooLarge, RejectBodyTimeout, RejectBodyClient, RejectBodyServer,
-		RejectFollowerClient, RejectFollowerServer, RejectUnsigned}
+		RejectFollowerClient, RejectFollowerServer, RejectEventsClient, RejectEventsServer, RejectUnsigned}
 }
 
-func (nopObserver) Rejected(string) {}
-func (nopObserver) Followers(int)   {}
-func (nopObserver) FollowPolled()   {}
+func (nopObserver) Rejected(string)  {}
+func (nopObserver) Followers(int)    {}
+func (nopObserver) FollowPolled()    {}
+func (nopObserver) EventClients(int) {}
 
 // edge holds the server's shared budgets.
 type edge struct {
@@ -148,14 +155,20 @@ type edge struct {
 	bodies    *limiter
 	followers *limiter
 	follows   *followHub
+	// eventStreams bounds the event streams as followers does log
+	// follows, with the same limits; events is their shared tail.
+	eventStreams *limiter
+	events       *eventHub
 }
 
-func newEdge(l Limits, records Records, poll time.Duration, obs EdgeObserver) edge {
+func newEdge(l Limits, records Records, poll time.Duration, obs EdgeObserver, tail EventTail) edge {
 	return edge{
-		limits:    l,
-		bodies:    newLimiter(l.BodyBytes, l.ClientBodyBytes),
-		followers: newLimiter(int64(l.Followers), int64(l.ClientFollowers)),
-		follows:   newFollowHub(records, poll, obs),
+		limits:       l,
+		bodies:       newLimiter(l.BodyBytes, l.ClientBodyBytes),
+		followers:    newLimiter(int64(l.Followers), int64(l.ClientFollowers)),
+		follows:      newFollowHub(records, poll, obs),
+		eventStreams: newLimiter(int64(l.Followers), int64(l.ClientFollowers)),
+		events:       newEventHub(tail),
 	}
 }
 

@@ -286,6 +286,9 @@ type Deps struct {
 	// Notifier, when set, hears of builds queued and of builds cancelled
 	// before they started (commit statuses on GitHub).
 	Notifier Notifier
+	// Events is the build-event stream GET /api/v1/events tails; without
+	// it (a backend with no stream yet) that answers 501.
+	Events EventTail
 	// Pulls stores what Decap knows of pull requests; without it
 	// pull_request and issue_comment events build nothing.
 	Pulls PullRequests
@@ -369,7 +372,7 @@ func New(cfg Config, deps Deps) *Server {
 	cfg.Limits = cfg.Limits.orDefaults(cfg.MaxBodyBytes)
 	cfg = cfg.withAuthDefaults()
 	s := &Server{cfg: cfg, deps: deps, obs: deps.Observer, log: deps.Logger, now: deps.Now,
-		edge: newEdge(cfg.Limits, deps.Records, cfg.FollowPoll, deps.Observer)}
+		edge: newEdge(cfg.Limits, deps.Records, cfg.FollowPoll, deps.Observer, deps.Events)}
 	s.throttle = newAuthThrottle(cfg.AuthFailureLimit, cfg.AuthFailureWindow, cfg.AuthBlock, cfg.AuthClients, deps.Now, deps.Logger)
 	s.publicHost = publicHostOf(cfg.PublicURL)
 	s.crossSite = http.NewCrossOriginProtection()
@@ -423,6 +426,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/locks/:team/:project/*", s.lock, s.requireRead)
 	api.DELETE("/locks/:team/:project/*", s.releaseLock, s.requireToken)
 	api.GET("/dispatch", s.dispatchGate, s.requireRead)
+	api.GET("/events", s.buildEvents, s.requireRead)
 	api.POST("/dispatch/pause", s.pauseDispatch, s.requireToken)
 	api.POST("/dispatch/resume", s.resumeDispatch, s.requireToken)
 	api.POST("/session", s.createSession)

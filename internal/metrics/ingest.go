@@ -21,6 +21,7 @@ type Ingest struct {
 	rejected  *prometheus.CounterVec
 	followers prometheus.Gauge
 	polls     prometheus.Counter
+	events    prometheus.Gauge
 
 	supersedes *prometheus.CounterVec
 }
@@ -49,7 +50,7 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 	}
 	m.rejected = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "decap_ingest_rejected_total",
-		Help: "Requests ingest refused or cut off to protect itself, by reason: body_too_large (413), body_timeout (408, the body did not arrive within DECAP_HTTP_READ_TIMEOUT), body_client and body_server (429, the client's or the whole body budget taken), followers_client and followers_server (429, the client's or every log follow taken), unsigned (401 for a webhook without X-Hub-Signature-256, before its body is read).",
+		Help: "Requests ingest refused or cut off to protect itself, by reason: body_too_large (413), body_timeout (408, the body did not arrive within DECAP_HTTP_READ_TIMEOUT), body_client and body_server (429, the client's or the whole body budget taken), followers_client and followers_server (429, the client's or every log follow taken), events_client and events_server (429, the client's or every event stream taken), unsigned (401 for a webhook without X-Hub-Signature-256, before its body is read).",
 	}, []string{"reason"})
 	m.followers = f.NewGauge(prometheus.GaugeOpts{
 		Name: "decap_log_followers",
@@ -58,6 +59,10 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 	m.polls = f.NewCounter(prometheus.CounterOpts{
 		Name: "decap_log_follow_polls_total",
 		Help: "Reads of followed builds' records: one per poll interval per followed build, however many follow it.",
+	})
+	m.events = f.NewGauge(prometheus.GaugeOpts{
+		Name: "decap_event_stream_clients",
+		Help: "Server-sent event streams (GET /api/v1/events) open now.",
 	})
 	m.supersedes = newSupersedes(f)
 	for _, r := range ingest.RejectReasons() {
@@ -100,6 +105,9 @@ func (m *Ingest) Followers(delta int) { m.followers.Add(float64(delta)) }
 
 // FollowPolled counts a read of a followed build's record.
 func (m *Ingest) FollowPolled() { m.polls.Inc() }
+
+// EventClients moves the gauge of open event streams.
+func (m *Ingest) EventClients(delta int) { m.events.Add(float64(delta)) }
 
 // RequestServed counts an HTTP request.
 func (m *Ingest) RequestServed(method, route string, code int) {
