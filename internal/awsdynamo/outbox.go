@@ -101,10 +101,12 @@ const (
 	// a second, some 300 record changes a second (a change enters or
 	// moves in the index, its forward moves or removes it).
 	outboxShardValue = "0"
-	// outboxPoll is how often a waiting Pending looks again: other
-	// processes' writes wake nobody here. Short, for the events' latency
-	// target.
-	outboxPoll = 150 * time.Millisecond
+	// outboxPoll is how often a waiting Pending looks again for
+	// outboxSettle after this process wrote an event: the index lags the
+	// table (on AWS usually well under a second), so the first look after
+	// a write may not show it. Short, for the events' latency target.
+	outboxPoll   = 150 * time.Millisecond
+	outboxSettle = 3 * time.Second
 	// maxWriteAttempts bounds the reads and writes of one change (or one
 	// build's Forwarded) while other writers keep changing the record.
 	maxWriteAttempts = 8
@@ -200,6 +202,14 @@ func (s *Records) wrote() {
 	defer s.mu.Unlock()
 	close(s.written)
 	s.written = make(chan struct{})
+	s.wroteAt = time.Now()
+}
+
+// lastWrite returns when this process last wrote an event.
+func (s *Records) lastWrite() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wroteAt
 }
 
 // signal returns the channel the next write closes.
@@ -484,8 +494,13 @@ type outbox struct{ s *Records }
 // Pending returns up to limit events (at most maxPending): the builds
 // with the oldest pending events first, each build's a run of consecutive
 // versions from its lowest pending one. It waits up to wait for one,
-// looking again every outboxPoll and when this process writes one. See
-// build.EventOutbox.
+// looking again when this process writes one, every outboxPoll for
+// outboxSettle after such a write (the index lags), and at the end of the
+// wait. Another process's writes wake nobody here, and need not: that
+// process's own forwarder publishes them, and the wait (the forwarder's
+// sweep) bounds how long the events of a process that died before it
+// forwarded them wait. An idle forwarder, one in every service, thus
+// costs a Query per sweep, not one per outboxPoll. See build.EventOutbox.
 func (o outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]build.Event, error) {
 	if !o.s.events {
 		return nil, errNoEvents
@@ -502,7 +517,10 @@ func (o outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]b
 		if left <= 0 {
 			return nil, nil
 		}
-		t := time.NewTimer(min(left, outboxPoll))
+		if recent := time.Since(o.s.lastWrite()) < outboxSettle; recent {
+			left = min(left, outboxPoll)
+		}
+		t := time.NewTimer(left)
 		select {
 		case <-ctx.Done():
 			t.Stop()

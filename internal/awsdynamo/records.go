@@ -309,9 +309,12 @@ type Records struct {
 	// event (outbox.go).
 	events bool
 	// mu guards written, which is closed, and replaced, at every write
-	// with an event: it wakes this process's waiting Pending calls.
+	// with an event: it wakes this process's waiting Pending calls; and
+	// wroteAt, the time of the last such write (Pending polls the index
+	// for a while after it, as the index lags the table).
 	mu      sync.Mutex
 	written chan struct{}
+	wroteAt time.Time
 }
 
 // NewRecords returns the build records stored in table. Records needs no
