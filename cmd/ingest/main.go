@@ -121,6 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Running: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
 		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets, Pulls: b.Pulls, Events: b.Events,
+		Webhooks: b.Webhooks, WebhookURLs: b.WebhookPolicy(),
 		Observer: metrics.NewIngest(reg), Metrics: metrics.Handler(reg),
 		Ready: []ingest.Check{
 			{Name: "database", Check: b.Ping},
@@ -130,7 +131,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	ui.New(ui.Config{AuthDisabled: cfg.AuthDisabled}, ui.Deps{
 		Records: b.Records, Catalog: b.Catalog, Queue: b.Queue, Locks: b.Locks, Gate: b.Gate, Pulls: b.Pulls, Auth: srv,
-		Logger: log.With("component", "ui"), Now: time.Now,
+		Webhooks: b.Webhooks, Logger: log.With("component", "ui"), Now: time.Now,
 	}).Register(srv.Echo())
 	fmt.Fprintf(stdout, "ingest: serving the UI and API on http://%s/\n", cfg.IngestAddr)
 	return health.ServeWith(ctx, cfg.IngestAddr, srv, log, health.Timeouts{

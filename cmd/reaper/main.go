@@ -54,6 +54,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	be := metrics.NewBackend(reg)
 	b.Instrument(be)
 	defer b.StartEvents(ctx, metrics.NewEvents(reg))()
+	// Outgoing webhooks are delivered here (the consumer group webhooks):
+	// the reaper always runs, is on no request path and takes no
+	// unauthenticated traffic. Stopped before the store closes.
+	defer b.StartWebhooks(ctx, metrics.NewWebhooks(reg))()
 	ex, err := b.OpenExecutor(time.Now)
 	if err != nil {
 		return err

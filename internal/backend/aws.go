@@ -82,6 +82,7 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	s.Records = awsdynamo.NewRecords(ddb, tables.Builds)
 	s.Gate = awsdynamo.NewGate(ddb, tables.Locks)
 	s.Sessions = awsdynamo.NewSessions(ddb, tables.Sessions, now)
+	s.Webhooks = awsdynamo.NewWebhooks(ddb, tables.Builds, now)
 	s.Pulls = awsdynamo.NewPullRequests(ddb, tables.Builds)
 	s.Blobs = blobs
 	// Builds get presigned PUT URLs for exactly their two objects, never

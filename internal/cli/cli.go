@@ -202,7 +202,7 @@ func (a *app) root() *cobra.Command {
 		a.buildsCmd(), a.buildCmd(), a.rebuildCmd(), a.logsCmd(), a.cancelCmd(),
 		a.queueCmd(), a.locksCmd(), a.unlockCmd(),
 		a.dispatchCmd(), a.pauseCmd(), a.resumeCmd(),
-		a.refsCmd(), a.hookCmd(), a.refreshCmd(), a.secretCmd(),
+		a.refsCmd(), a.hookCmd(), a.refreshCmd(), a.secretCmd(), a.subscriptionsCmd(),
 	)
 	return root
 }

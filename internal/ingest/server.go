@@ -295,6 +295,10 @@ type Deps struct {
 	// Secrets stores the projects' secrets for builds; without it the
 	// secrets routes answer 501.
 	Secrets SecretStore
+	// Webhooks keeps the outgoing webhooks and WebhookURLs checks their
+	// URLs; without both the subscriptions routes answer 501.
+	Webhooks    WebhookStore
+	WebhookURLs WebhookURLs
 	// Sessions stores the UI's sessions; without it nobody can sign in
 	// (POST /api/v1/session answers 501) and only the token authenticates.
 	Sessions Sessions
@@ -414,6 +418,7 @@ func New(cfg Config, deps Deps) *Server {
 	api.GET("/projects/:team/:project/refs", s.projectRefs, s.requireRead)
 	api.GET("/projects/:team/:project/pulls", s.projectPulls, s.requireRead)
 	s.registerSecretRoutes(api)
+	s.registerSubscriptionRoutes(api)
 	api.GET("/builds", s.listBuilds, s.requireRead)
 	api.GET("/builds/:id", s.getBuild, s.requireRead)
 	api.DELETE("/builds/:id", s.cancelBuild, s.requireToken)

@@ -175,7 +175,8 @@ func TestMigrateToOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{`DROP TABLE record_events`, `ALTER TABLE records DROP COLUMN version`,
-		`DROP TABLE stream_events`, `DROP TABLE stream_groups`, `PRAGMA user_version = 7`} {
+		`DROP TABLE stream_events`, `DROP TABLE stream_groups`,
+		`DROP TABLE webhook_deliveries`, `DROP TABLE webhook_subscriptions`, `PRAGMA user_version = 7`} {
 		if _, err := raw.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}

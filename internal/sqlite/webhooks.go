@@ -222,11 +222,24 @@ func scanDelivery(sc interface{ Scan(...any) error }, body *[]byte) (build.Deliv
 
 // Claim implements build.Webhooks.
 func (w *Webhooks) Claim(ctx context.Context, subscription string, lease time.Duration) (build.Delivery, bool, error) {
+	// A read first: a worker's look at a queue with nothing due costs no
+	// write.
+	head, _, err := scanDelivery(w.db.rdb.QueryRowContext(ctx, `SELECT seq, `+deliveryColumns+` FROM webhook_deliveries
+WHERE subscription_id = ? AND state = 'pending' ORDER BY seq LIMIT 1`, subscription), nil)
+	if errors.Is(err, sql.ErrNoRows) {
+		return build.Delivery{}, false, fmt.Errorf("claim delivery: pending delivery of %q: %w", subscription, build.ErrNotFound)
+	} else if err != nil {
+		return build.Delivery{}, false, fmt.Errorf("claim delivery: %w", classify(err))
+	}
+	if head.NextAttemptAt.After(w.db.now()) {
+		head.Claim = ""
+		return head, false, nil
+	}
 	var (
 		d       build.Delivery
 		claimed bool
 	)
-	err := w.db.write(ctx, func(tx *sql.Tx) error {
+	err = w.db.write(ctx, func(tx *sql.Tx) error {
 		var (
 			body []byte
 			seq  int64

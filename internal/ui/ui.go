@@ -117,10 +117,12 @@ type Deps struct {
 	Locks   Locks
 	Gate    Gate
 	// Pulls, when set, lists the open pull requests on a project's page.
-	Pulls  Pulls
-	Auth   Auth
-	Logger *slog.Logger
-	Now    func() time.Time
+	Pulls Pulls
+	// Webhooks, when set, lists the outgoing webhooks (/ui/webhooks).
+	Webhooks Webhooks
+	Auth     Auth
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // UI serves the status pages.
@@ -143,7 +145,7 @@ var staticFS embed.FS
 
 // pageNames are the templates/*.html that render whole pages; each is
 // parsed together with layout.html.
-var pageNames = []string{"dashboard", "teams", "team", "project", "build", "builds", "queue", "locks", "login", "error"}
+var pageNames = []string{"dashboard", "teams", "team", "project", "build", "builds", "queue", "locks", "webhooks", "login", "error"}
 
 // New returns a UI; it panics only if the embedded templates are broken,
 // which the package's tests rule out.
@@ -221,6 +223,7 @@ func (u *UI) Register(e *echo.Echo) {
 	g.GET("/builds/:id", u.page(u.build))
 	g.GET("/queue", u.page(u.queue))
 	g.GET("/locks", u.page(u.locks))
+	g.GET("/webhooks", u.page(u.webhooks))
 	g.GET("/login", u.handle(u.login))
 	g.GET("/static/*", u.serveStatic)
 	g.GET("/*", u.page(func(c echo.Context) error {

@@ -156,6 +156,9 @@ type Deliverer struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	// runCtx is Run's: workers live as long as it, not as long as the
+	// context of the event handler that started one.
+	runCtx context.Context
 }
 
 type worker struct {
@@ -209,6 +212,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		cancel()
 		d.stopAll()
 	}()
+	d.mu.Lock()
+	d.runCtx = ctx
+	d.mu.Unlock()
 	go d.reconcileLoop(ctx)
 	return d.deps.Events.Consume(ctx, Group, d.handle)
 }
@@ -242,19 +248,22 @@ func (d *Deliverer) handle(ctx context.Context, e build.Event) error {
 	}
 	for _, s := range subs {
 		if s.Matches(e) {
-			d.wake(ctx, s)
+			d.wake(s)
 		}
 	}
 	return nil
 }
 
 // wake wakes sub's worker, starting it if there is none.
-func (d *Deliverer) wake(ctx context.Context, sub build.Subscription) {
+func (d *Deliverer) wake(sub build.Subscription) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w, ok := d.workers[sub.ID]
 	if !ok {
-		w = d.startLocked(ctx, sub)
+		if d.runCtx == nil || d.runCtx.Err() != nil {
+			return
+		}
+		w = d.startLocked(d.runCtx, sub)
 	}
 	select {
 	case w.wake <- struct{}{}:
@@ -451,14 +460,15 @@ func (d *Deliverer) attempt(ctx context.Context, sub build.Subscription, del bui
 	return errors.New(msg)
 }
 
-// printable returns b as one line of printable text.
+// printable returns b as one line of printable text, each run of
+// spaces and other characters one space.
 func printable(b []byte) string {
-	return strings.TrimSpace(strings.Map(func(r rune) rune {
+	return strings.Join(strings.Fields(strings.Map(func(r rune) rune {
 		if unicode.IsPrint(r) {
 			return r
 		}
 		return ' '
-	}, strings.ToValidUTF8(string(b), "")))
+	}, strings.ToValidUTF8(string(b), ""))), " ")
 }
 
 func reason(err error) string {

@@ -422,3 +422,17 @@ func TestSlowEndpointHoldsNobodyElse(t *testing.T) {
 	// fast one gets all six meanwhile, so the stream moved on.
 	waitFor(t, "the fast receiver's six", func() bool { return len(fast.requests()) == 6 })
 }
+
+// TestREADMESignatureExample: the README's shell check of a signature
+// (openssl dgst -hmac) agrees with Sign, on the README's own example.
+func TestREADMESignatureExample(t *testing.T) {
+	t.Parallel()
+	const (
+		secret = "0123456789abcdef0123456789abcdef"
+		body   = `{"specversion":"1.0","id":"example:1"}`
+		readme = "sha256=8d6082f9036fcf4a389110ed49f1c98f0e8fa395e5b150b7a6dc9bcfc2da7ab9"
+	)
+	if got := webhooks.Sign(secret, []byte(body)); got != readme {
+		t.Errorf("Sign() = %s, the README shows %s", got, readme)
+	}
+}
