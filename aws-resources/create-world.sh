@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates (or brings up to date) the AWS resources Decap runs on: the SQS FIFO
-# queue and its dead-letter queue, four DynamoDB tables, the S3 bucket for
-# logs and artifacts, and one least-privilege IAM policy per service.
+# queue and its dead-letter queue, the SNS FIFO topic of the build events with
+# an SQS FIFO queue subscribed for each of Decap's consumer groups, four
+# DynamoDB tables, the S3 bucket for logs and artifacts, and one
+# least-privilege IAM policy per service.
 #
 #   DECAP_PREFIX=decap AWS_REGION=us-east-1 aws-resources/create-world.sh
 #
@@ -23,7 +25,7 @@ cd "$(dirname "$0")"
 case ${1:-} in
 "") ;;
 -h | --help)
-  sed -n '2,17p' "${0##*/}" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "${0##*/}" | sed 's/^# \{0,1\}//'
   exit 0
   ;;
 *) die "unexpected argument \"$1\": parameters are environment variables (see --help)" ;;
@@ -35,7 +37,7 @@ aws_account
 # ---------------------------------------------------------------- SQS queues
 
 # queue_attributes ROLE prints the desired attributes, one "Name=value" a line.
-# ROLE is main or dlq.
+# ROLE is main, dlq or events (a consumer group's queue of build events).
 #
 # maxReceiveCount is 1000, SQS's maximum. The dispatcher defers a request by
 # leaving it undeleted and calling ChangeMessageVisibility, so every deferral
@@ -53,12 +55,28 @@ queue_attributes() {
   echo VisibilityTimeout=30
   echo MessageRetentionPeriod=1209600 # 14 days, SQS's maximum
   echo SqsManagedSseEnabled=true      # SSE-SQS: encrypted, and no KMS grants needed
-  if [ "$1" = main ]; then
+  case $1 in
+  main)
     echo ReceiveMessageWaitTimeSeconds=20 # long polling: an idle dispatcher makes ~3 calls a minute
     echo "RedrivePolicy={\"deadLetterTargetArn\":\"$DLQ_ARN\",\"maxReceiveCount\":\"1000\"}"
-  else
+    ;;
+  dlq)
     echo "RedriveAllowPolicy={\"redrivePermission\":\"byQueue\",\"sourceQueueArns\":[\"$QUEUE_ARN\"]}"
-  fi
+    ;;
+  events)
+    # No dead-letter queue: a consumer retries an event in place, keeping it
+    # invisible meanwhile, and the build's later events wait behind it.
+    echo ReceiveMessageWaitTimeSeconds=20
+    echo "Policy=$(events_queue_policy "$2")"
+    ;;
+  esac
+}
+
+# events_queue_policy QUEUE prints the queue policy that lets the build
+# events' topic, and nothing else, send to the queue.
+events_queue_policy() {
+  local arn=arn:$PARTITION:sqs:$AWS_REGION:$ACCOUNT:$1
+  printf '{"Version":"2012-10-17","Statement":[{"Sid":"BuildEventsTopic","Effect":"Allow","Principal":{"Service":"sns.amazonaws.com"},"Action":"sqs:SendMessage","Resource":"%s","Condition":{"ArnEquals":{"aws:SourceArn":"%s"}}}]}' "$arn" "$TOPIC_ARN"
 }
 
 # queue_attr_matches NAME WANT GOT tells whether the queue's current value GOT
@@ -77,6 +95,12 @@ queue_attr_matches() {
     [[ $got =~ \"redrivePermission\"[[:space:]]*:[[:space:]]*\"byQueue\" ]] || return 1
     [[ $got =~ \"sourceQueueArns\"[[:space:]]*:[[:space:]]*\[[[:space:]]*\"([^\"]*)\"[[:space:]]*\] ]] || return 1
     [ "${BASH_REMATCH[1]}" = "$QUEUE_ARN" ]
+    ;;
+  Policy)
+    # SQS may reformat it: the topic's service principal may send, only
+    # from the topic.
+    local compact=${got//[[:space:]]/}
+    [[ $compact == *'"sns.amazonaws.com"'* && $compact == *'"sqs:SendMessage"'* && $compact == *"\"$TOPIC_ARN\""* && $compact == *'"aws:SourceArn"'* ]]
     ;;
   *) [ "$want" = "$got" ] ;;
   esac
@@ -97,7 +121,7 @@ attributes_json() {
 ensure_queue() {
   local name=$1 role=$2 url kv key want i
   local -a desired names current changes=()
-  mapfile -t desired < <(queue_attributes "$role")
+  mapfile -t desired < <(queue_attributes "$role" "$name")
 
   if ! aws_try 'NonExistentQueue|QueueDoesNotExist' sqs get-queue-url --queue-name "$name" --query QueueUrl --output text; then
     attributes_json "${desired[@]}" >"$WORK/queue-$role.json"
@@ -163,6 +187,67 @@ ensure_queue() {
 queues() {
   ensure_queue "$DLQ" dlq
   ensure_queue "$QUEUE" main
+}
+
+# ------------------------------------------------------------ build events
+
+# ensure_topic creates the build events' SNS FIFO topic, or checks that the
+# one there is FIFO and leaves deduplication to the IDs the services send.
+# Not encrypted with KMS: that would need KMS grants for every publisher and
+# every subscribed queue's service principal.
+ensure_topic() {
+  if aws_try 'NotFound|does not exist' sns get-topic-attributes --topic-arn "$TOPIC_ARN" \
+    --query 'Attributes.[FifoTopic, ContentBasedDeduplication]' --output text; then
+    local fifo dedup
+    read -r fifo dedup <<<"$OUT"
+    [ "$fifo" = true ] || die "topic $TOPIC exists but is not a FIFO topic; delete it (destroy-world.sh) and run again"
+    if [ "$dedup" = true ]; then
+      awscli sns set-topic-attributes --topic-arn "$TOPIC_ARN" --attribute-name ContentBasedDeduplication --attribute-value false
+      note "$TOPIC: ContentBasedDeduplication was true, set false (the services send each event's ID)"
+      report updated sns-topic "$TOPIC"
+      return
+    fi
+    report exists sns-topic "$TOPIC"
+    return
+  fi
+  OUT=$(awscli sns create-topic --name "$TOPIC" --attributes FifoTopic=true,ContentBasedDeduplication=false --query TopicArn --output text)
+  [ "$OUT" = "$TOPIC_ARN" ] || die "created topic $OUT, want $TOPIC_ARN"
+  report created sns-topic "$TOPIC"
+}
+
+# ensure_subscription QUEUE subscribes the queue to the topic with raw
+# delivery (the SQS body is the event as published), or turns raw delivery
+# on for the subscription there.
+ensure_subscription() {
+  local queue=$1 arn sub raw
+  arn=arn:$PARTITION:sqs:$AWS_REGION:$ACCOUNT:$queue
+  sub=$(awscli sns list-subscriptions-by-topic --topic-arn "$TOPIC_ARN" --output text \
+    --query "Subscriptions[?Protocol=='sqs' && Endpoint=='$arn'] | [0].SubscriptionArn")
+  if [ -z "$sub" ] || [ "$sub" = None ]; then
+    awscli sns subscribe --topic-arn "$TOPIC_ARN" --protocol sqs --notification-endpoint "$arn" \
+      --attributes RawMessageDelivery=true --return-subscription-arn --output text >/dev/null
+    report created sns-subscription "$queue"
+    return
+  fi
+  raw=$(awscli sns get-subscription-attributes --subscription-arn "$sub" --query Attributes.RawMessageDelivery --output text)
+  if [ "$raw" != true ]; then
+    awscli sns set-subscription-attributes --subscription-arn "$sub" --attribute-name RawMessageDelivery --attribute-value true
+    note "$queue: the subscription's RawMessageDelivery was $raw, set true"
+    report updated sns-subscription "$queue"
+    return
+  fi
+  report exists sns-subscription "$queue"
+}
+
+# The topic, then each group's queue and its subscription (a subscription
+# names both).
+build_events() {
+  local queue
+  ensure_topic
+  for queue in "${EVENT_QUEUES[@]}"; do
+    ensure_queue "$queue" events
+    ensure_subscription "$queue"
+  done
 }
 
 # ----------------------------------------------------------- DynamoDB tables
@@ -417,7 +502,8 @@ bucket() {
 render_policy() {
   local doc var
   doc=$(<"policies/$1.json")
-  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX; do
+  for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX \
+    TOPIC_ARN EVENTS_QUEUE_ARN_PREFIX; do
     doc=${doc//"{{$var}}"/${!var}}
   done
   if [[ $doc == *"{{"* ]]; then die "policies/$1.json has an unknown placeholder: $(grep -o '{{[^}]*}}' <<<"$doc" | head -1)"; fi
@@ -467,4 +553,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table bucket policies
+run_parallel queues build_events locks_table idempotency_table builds_table sessions_table bucket policies

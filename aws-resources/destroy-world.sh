@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Deletes everything create-world.sh creates for one DECAP_PREFIX: both
-# queues, the four tables, the bucket with every object version in it, and the
-# three IAM policies; and the builds' secrets the API wrote into Secrets
-# Manager under <prefix>/ (deleted without a recovery window). Same parameters as create-world.sh (DECAP_PREFIX,
-# AWS_REGION, AWS_ENDPOINT_URL, DECAP_BUCKET).
+# queues, the build events' topic (with every subscription to it, also other
+# systems') and its queues, the four tables, the bucket with every object
+# version in it, and the three IAM policies; and the builds' secrets the API
+# wrote into Secrets Manager under <prefix>/ (deleted without a recovery
+# window). Same parameters as create-world.sh (DECAP_PREFIX, AWS_REGION,
+# AWS_ENDPOINT_URL, DECAP_BUCKET).
 #
 #   aws-resources/destroy-world.sh [--yes]
 #
@@ -22,7 +24,7 @@ for arg; do
   case $arg in
   --yes | -y) yes=true ;;
   -h | --help)
-    sed -n '2,13p' "${0##*/}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${0##*/}" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *) die "unknown argument \"$arg\" (usage: destroy-world.sh [--yes])" ;;
@@ -39,7 +41,8 @@ if ! $yes; then
   fi
   {
     echo "This deletes, in account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+ (endpoint $AWS_ENDPOINT_URL)}:"
-    echo "  SQS queues      $QUEUE $DLQ (and any messages in them)"
+    echo "  SQS queues      $QUEUE $DLQ ${EVENT_QUEUES[*]} (and any messages in them)"
+    echo "  SNS topic       $TOPIC (and every subscription to it)"
     echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE"
     echo "  S3 bucket       $BUCKET (every log and artifact, every version)"
     echo "  Secrets Manager every secret named $DECAP_PREFIX/... (the builds' secrets, without recovery)"
@@ -68,6 +71,20 @@ delete_queue() {
 queues() {
   delete_queue "$QUEUE"
   delete_queue "$DLQ"
+}
+
+# build_events deletes the topic (AWS deletes its subscriptions with it), then
+# the consumer groups' queues. DeleteTopic succeeds for a topic that is not
+# there, so the topic is looked up first.
+build_events() {
+  local queue
+  if aws_try 'NotFound|does not exist' sns get-topic-attributes --topic-arn "$TOPIC_ARN" --query Attributes.TopicArn --output text; then
+    awscli sns delete-topic --topic-arn "$TOPIC_ARN"
+    report deleted sns-topic "$TOPIC"
+  else
+    report absent sns-topic "$TOPIC"
+  fi
+  for queue in "${EVENT_QUEUES[@]}"; do delete_queue "$queue"; done
 }
 
 delete_table() {
@@ -201,4 +218,4 @@ policies() {
 }
 
 note "prefix $DECAP_PREFIX, account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+, endpoint $AWS_ENDPOINT_URL}"
-run_parallel queues locks_table idempotency_table builds_table sessions_table bucket secrets policies
+run_parallel queues build_events locks_table idempotency_table builds_table sessions_table bucket secrets policies

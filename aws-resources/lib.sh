@@ -19,6 +19,11 @@ DECAP_SERVICES=(ingest dispatcher reaper)
 BUILDS_INDEXES=(by-project:projectKey:queuedSort running:runningPk:buildId projects:kind:buildId unfinished:unfinishedKey:queuedSort
   outbox:outboxShard:outboxSort:KEYS_ONLY)
 
+# The consumer groups of the build events that Decap's services read, each an
+# SQS FIFO queue <prefix>-events-<group>.fifo subscribed to the events' SNS
+# FIFO topic with raw delivery (internal/awsevents QueueName).
+EVENT_GROUPS=(github-statuses webhooks)
+
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 note() { echo "${0##*/}: $*" >&2; }
 
@@ -63,6 +68,10 @@ load_config() {
   IDEMPOTENCY_TABLE=$DECAP_PREFIX-idempotency
   BUILDS_TABLE=$DECAP_PREFIX-builds
   SESSIONS_TABLE=$DECAP_PREFIX-sessions
+  TOPIC=$DECAP_PREFIX-build-events.fifo
+  EVENT_QUEUES=()
+  local g
+  for g in "${EVENT_GROUPS[@]}"; do EVENT_QUEUES+=("$DECAP_PREFIX-events-$g.fifo"); done
 
   ENDPOINT_ARGS=()
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then ENDPOINT_ARGS=(--endpoint-url "$AWS_ENDPOINT_URL"); fi
@@ -89,6 +98,9 @@ aws_account() {
   BUILDS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$BUILDS_TABLE
   SESSIONS_TABLE_ARN=arn:$PARTITION:dynamodb:$AWS_REGION:$ACCOUNT:table/$SESSIONS_TABLE
   BUCKET_ARN=arn:$PARTITION:s3:::$BUCKET
+  TOPIC_ARN=arn:$PARTITION:sns:$AWS_REGION:$ACCOUNT:$TOPIC
+  # The events queues' ARNs are this and "-<group>.fifo".
+  EVENTS_QUEUE_ARN_PREFIX=arn:$PARTITION:sqs:$AWS_REGION:$ACCOUNT:$DECAP_PREFIX-events
   # Secrets Manager adds a random suffix to every secret's ARN, so the
   # policies name the builds' secrets by this prefix and a wildcard.
   SECRETS_ARN_PREFIX=arn:$PARTITION:secretsmanager:$AWS_REGION:$ACCOUNT:secret:$DECAP_PREFIX

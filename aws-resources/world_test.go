@@ -152,6 +152,16 @@ func (w world) queue() string          { return w.prefix + "-builds.fifo" }
 func (w world) dlq() string            { return w.prefix + "-builds-dlq.fifo" }
 func (w world) bucket() string         { return w.prefix + "-builds" }
 func (w world) policy(s string) string { return w.prefix + "-" + s }
+func (w world) topic() string          { return w.prefix + "-build-events.fifo" }
+
+// eventQueues are the queues of Decap's consumer groups of build events,
+// subscribed to the topic.
+func (w world) eventQueues() []string {
+	return []string{w.prefix + "-events-github-statuses.fifo", w.prefix + "-events-webhooks.fifo"}
+}
+func (w world) topicARN() string {
+	return fmt.Sprintf("arn:%s:sns:%s:%s:%s", w.partition, w.region, w.account, w.topic())
+}
 func (w world) tables() []string {
 	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions"}
 }
@@ -176,6 +186,13 @@ func (w world) lines(state string) []string {
 	add("sqs-queue", w.queue())
 	if state == "deleted" || state == "absent" { // destroy-world.sh deletes the main queue first
 		out[0], out[1] = out[1], out[0]
+	}
+	add("sns-topic", w.topic())
+	for _, q := range w.eventQueues() {
+		add("sqs-queue", q)
+		if state == "created" || state == "exists" { // the subscriptions go with the topic
+			add("sns-subscription", q)
+		}
 	}
 	for _, table := range w.tables() {
 		add("dynamodb-table", table)
@@ -238,6 +255,7 @@ func TestWorld(t *testing.T) {
 
 	t.Run("resources", func(t *testing.T) {
 		t.Run("queues", func(t *testing.T) { t.Parallel(); checkQueues(t, c, w) })
+		t.Run("build events", func(t *testing.T) { t.Parallel(); checkBuildEvents(t, c, w) })
 		for _, table := range []string{"locks", "idempotency", "builds", "sessions"} {
 			t.Run("table "+table, func(t *testing.T) { t.Parallel(); checkTable(t, c, w, table) })
 		}
@@ -360,6 +378,90 @@ func checkQueues(t *testing.T, c cli, w world) {
 		}
 		if got := strings.Trim(string(redrive.MaxReceiveCount), `"`); got != "1000" {
 			t.Errorf("%s: maxReceiveCount = %s, want 1000", q.name, got)
+		}
+	}
+}
+
+// checkBuildEvents checks the events' FIFO topic, the consumer groups'
+// queues and their raw subscriptions, and that an event published to the
+// topic reaches every group's queue as it was published.
+func checkBuildEvents(t *testing.T, c cli, w world) {
+	var topic struct{ Attributes map[string]string }
+	c.awsJSON(t, &topic, "sns", "get-topic-attributes", "--topic-arn", w.topicARN())
+	for k, want := range map[string]string{"FifoTopic": "true", "ContentBasedDeduplication": "false", "TopicArn": w.topicARN()} {
+		if got := topic.Attributes[k]; got != want {
+			t.Errorf("topic %s: %s = %q, want %q", w.topic(), k, got, want)
+		}
+	}
+
+	var subs struct {
+		Subscriptions []struct{ SubscriptionArn, Protocol, Endpoint string }
+	}
+	c.awsJSON(t, &subs, "sns", "list-subscriptions-by-topic", "--topic-arn", w.topicARN())
+	var endpoints, want []string
+	for _, sub := range subs.Subscriptions {
+		endpoints = append(endpoints, sub.Protocol+" "+sub.Endpoint)
+		var attrs struct{ Attributes map[string]string }
+		c.awsJSON(t, &attrs, "sns", "get-subscription-attributes", "--subscription-arn", sub.SubscriptionArn)
+		if got := attrs.Attributes["RawMessageDelivery"]; got != "true" {
+			t.Errorf("subscription of %s: RawMessageDelivery = %q, want true", sub.Endpoint, got)
+		}
+	}
+	for _, q := range w.eventQueues() {
+		want = append(want, "sqs "+w.sqsARN(q))
+	}
+	slices.Sort(endpoints)
+	if diff := cmp.Diff(want, endpoints); diff != "" {
+		t.Errorf("subscriptions of %s (-want +got):\n%s", w.topic(), diff)
+	}
+
+	urls := c.queues(t, w.prefix)
+	for _, q := range w.eventQueues() {
+		var got struct{ Attributes map[string]string }
+		c.awsJSON(t, &got, "sqs", "get-queue-attributes", "--queue-url", urls[q], "--attribute-names", "All")
+		a := got.Attributes
+		for k, want := range map[string]string{"FifoQueue": "true", "ContentBasedDeduplication": "false", "VisibilityTimeout": "30",
+			"MessageRetentionPeriod": "1209600", "SqsManagedSseEnabled": "true", "ReceiveMessageWaitTimeSeconds": "20"} {
+			if a[k] != want {
+				t.Errorf("%s: %s = %q, want %q", q, k, a[k], want)
+			}
+		}
+		if a["RedrivePolicy"] != "" {
+			t.Errorf("%s: RedrivePolicy %s, want none", q, a["RedrivePolicy"])
+		}
+		var policy struct {
+			Statement []struct {
+				Effect    string
+				Principal struct{ Service string }
+				Action    stringList
+				Resource  stringList
+				Condition map[string]map[string]string
+			}
+		}
+		if err := json.Unmarshal([]byte(a["Policy"]), &policy); err != nil {
+			t.Fatalf("%s: Policy %q: %v", q, a["Policy"], err)
+		}
+		if len(policy.Statement) != 1 {
+			t.Fatalf("%s: Policy %s: want one statement", q, a["Policy"])
+		}
+		st := policy.Statement[0]
+		if st.Effect != "Allow" || st.Principal.Service != "sns.amazonaws.com" || !slices.Equal(st.Action, stringList{"sqs:SendMessage"}) ||
+			!slices.Equal(st.Resource, stringList{w.sqsARN(q)}) || st.Condition["ArnEquals"]["aws:SourceArn"] != w.topicARN() {
+			t.Errorf("%s: Policy %s, want SendMessage for sns.amazonaws.com from %s only", q, a["Policy"], w.topicARN())
+		}
+	}
+
+	// An event published to the topic reaches each group's queue as is.
+	body := `{"specversion":"1.0","id":"world-test:1"}`
+	if r := c.aws(t, "sns", "publish", "--topic-arn", w.topicARN(), "--message", body,
+		"--message-group-id", "world-test", "--message-deduplication-id", "world-test:1"); r.code != 0 {
+		t.Fatalf("sns publish: %s", r.stderr)
+	}
+	for _, q := range w.eventQueues() {
+		var got struct{ Messages []struct{ Body string } }
+		c.awsJSON(t, &got, "sqs", "receive-message", "--queue-url", urls[q], "--wait-time-seconds", "5")
+		if len(got.Messages) != 1 || got.Messages[0].Body != body {
+			t.Errorf("%s received %+v, want one message with the body published", q, got.Messages)
 		}
 	}
 }
@@ -532,11 +634,20 @@ func wantGrants(w world, service string) []string {
 	secrets := w.secretsARN()
 
 	// Every service writes build records, each change with its event in
-	// the record's item; the forwarder of the events, in whichever service
-	// it runs, queries the outbox index and reads the items it names by key.
+	// the record's item; the forwarder of the events, in every service,
+	// queries the outbox index, reads the items it names by key, and
+	// publishes the events to the topic (nothing else may).
 	grant([]string{"dynamodb:BatchGetItem"}, builds)
+	grant([]string{"sns:Publish"}, w.topicARN())
 	switch service {
 	case "ingest":
+		// Decap's consumers of the build events (commit statuses, outgoing
+		// webhooks) read their groups' queues.
+		var eventQueues []string
+		for _, q := range w.eventQueues() {
+			eventQueues = append(eventQueues, w.sqsARN(q))
+		}
+		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"}, eventQueues...)
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, dlq)
 		grant([]string{"dynamodb:GetItem", "dynamodb:Query"}, buildsAndIndexes...)
@@ -642,6 +753,19 @@ func checkGone(t *testing.T, c cli, w world) {
 			for _, b := range buckets.Buckets {
 				if b.Name == w.bucket() {
 					t.Errorf("bucket %s is left", b.Name)
+				}
+			}
+		})
+		t.Run("topic", func(t *testing.T) {
+			t.Parallel()
+			c.awsMissing(t, "NotFound|does not exist", "sns", "get-topic-attributes", "--topic-arn", w.topicARN())
+			var subs struct {
+				Subscriptions []struct{ TopicArn, Endpoint string }
+			}
+			c.awsJSON(t, &subs, "sns", "list-subscriptions")
+			for _, sub := range subs.Subscriptions {
+				if sub.TopicArn == w.topicARN() {
+					t.Errorf("subscription of %s to the deleted topic is left", sub.Endpoint)
 				}
 			}
 		})
