@@ -678,15 +678,131 @@
     streamLog(box, view, logBox);
   }
 
+  // initBuild follows the build's record live from the event stream,
+  // and polls it every 2 s only while the stream is not open (it failed,
+  // or the server has none).
   function initBuild(box) {
     initLogView(box);
+    const id = box.dataset.buildUrl.split('/').pop();
+    let live = { open: false, close: () => {} };
+    if (!FINAL.has(box.dataset.status)) {
+      live = liveEvents('?build=' + encodeURIComponent(id), (rec) => {
+        // Events come in order; a record read by a poll may be newer.
+        if (rec.id !== id || FINAL.has(box.dataset.status)) {
+          return;
+        }
+        showRecord(box, rec);
+        if (FINAL.has(rec.status)) {
+          live.close();
+        }
+      }, () => refreshRecord(box));
+    }
     const timer = setInterval(async () => {
       if (FINAL.has(box.dataset.status)) {
         clearInterval(timer);
+        live.close();
         return;
       }
-      await refreshRecord(box);
+      if (!live.open) {
+        await refreshRecord(box);
+      }
     }, 2000);
+  }
+
+  // ---- live updates: the build events (GET /api/v1/events) ----
+
+  const EVENT_TYPES = ['queued', 'retried', 'deferred', 'started', 'succeeded', 'failed', 'timed_out',
+    'cancelled', 'superseded', 'errored', 'expired', 'skipped'].map((t) => 'io.decap.build.' + t);
+
+  // liveEvents opens the build-event stream (query filters it) and hands
+  // each event's record to onRecord. Its result's open tells whether the
+  // stream is open now: pages poll while it is not. When the stream opens
+  // again after a break (the server ended it: it fell behind, or its time
+  // was up), events may have been missed: onReopen reloads. An answer that
+  // is not a stream (no stream on this backend, too many streams, signed
+  // out) closes it for good, and the page keeps polling.
+  // document.documentElement's data-live says "on" while it is open, and
+  // its data-live-events counts the events the page got.
+  function liveEvents(query, onRecord, onReopen) {
+    const state = { open: false, close: () => {} };
+    if (!window.EventSource) {
+      return state;
+    }
+    const es = new EventSource('/api/v1/events' + query);
+    let opened = false;
+    const mark = (on) => {
+      state.open = on;
+      document.documentElement.dataset.live = on ? 'on' : 'off';
+    };
+    es.addEventListener('open', () => {
+      mark(true);
+      if (opened) {
+        onReopen();
+      }
+      opened = true;
+    });
+    es.addEventListener('error', () => mark(false));
+    const handle = (ev) => {
+      let ce;
+      try {
+        ce = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (ce && ce.data && typeof ce.data.status === 'string' && BUILD_ID.test(ce.data.id)) {
+        const root = document.documentElement;
+        root.dataset.liveEvents = String((Number(root.dataset.liveEvents) || 0) + 1);
+        onRecord(ce.data);
+      }
+    };
+    for (const t of EVENT_TYPES) {
+      es.addEventListener(t, handle);
+    }
+    state.close = () => {
+      es.close();
+      mark(false);
+    };
+    return state;
+  }
+
+  // showStatusInRows shows rec's status in the rows of the page that link
+  // its build, at once.
+  function showStatusInRows(rec) {
+    for (const a of document.querySelectorAll('main a[href="/ui/builds/' + rec.id + '"]')) {
+      const row = a.closest('tr');
+      const st = row && row.querySelector('[data-field="status"]');
+      if (st) {
+        st.textContent = rec.status;
+        st.className = 'status ' + statusClass(rec.status);
+      }
+    }
+  }
+
+  // initDashboard updates the dashboard from the event stream: a build's
+  // status in its rows at once, and the page's lists (a build moves from
+  // waiting to running to recent) re-read within a second of a burst of
+  // events. While the stream is not open it re-reads them every
+  // data-refresh seconds instead, as before.
+  function initDashboard(box) {
+    let soon = null;
+    const reread = () => {
+      if (!soon) {
+        soon = setTimeout(() => {
+          soon = null;
+          refreshMain();
+        }, 1000);
+      }
+    };
+    const live = liveEvents('', (rec) => {
+      showStatusInRows(rec);
+      reread();
+    }, reread);
+    const seconds = Math.max(5, Number(box.dataset.refresh) || 15);
+    setInterval(() => {
+      if (!live.open && document.visibilityState === 'visible') {
+        refreshMain();
+      }
+    }, seconds * 1000);
   }
 
   // ---- progress bars and the dashboard's refresh ----
@@ -739,12 +855,7 @@
     setInterval(tickProgress, 1000);
     const refresh = document.querySelector('[data-refresh]');
     if (refresh) {
-      const seconds = Math.max(5, Number(refresh.dataset.refresh) || 15);
-      setInterval(() => {
-        if (document.visibilityState === 'visible') {
-          refreshMain();
-        }
-      }, seconds * 1000);
+      initDashboard(refresh);
     }
   }
 
