@@ -86,6 +86,7 @@ func TestBrowser(t *testing.T) {
 		docs:          os.Getenv("UPDATE_SCREENSHOTS") == "1",
 		guarded:       true,
 		badges:        true,
+		live:          true,
 	})
 }
 

@@ -157,6 +157,10 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	api.GET("/builds/:id/artifacts", f.artifacts)
 	api.HEAD("/builds/:id/artifacts", f.artifacts)
 	api.DELETE("/builds/:id", f.cancel, f.auth)
+	// No build-event stream, as on a backend without one: the pages poll.
+	api.GET("/events", func(echo.Context) error {
+		return apiError(http.StatusNotImplemented, "this backend has no build event stream yet: poll /api/v1/builds")
+	})
 	api.POST("/dispatch/pause", f.pause, f.auth)
 	api.POST("/dispatch/resume", f.resume, f.auth)
 	t.Cleanup(func() {

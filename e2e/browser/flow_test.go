@@ -56,6 +56,9 @@ type target struct {
 	// API); paging that its history fills more than one page of all
 	// builds.
 	badges, paging bool
+	// live says the server streams the build events (GET /api/v1/events;
+	// ingest, not the fake API): the pages update from them.
+	live bool
 }
 
 // session is one headless Chromium with one tab.
@@ -372,12 +375,17 @@ func runFlow(t *testing.T, tg target) {
   const b = document.getElementById('cancel');
   return b && !b.hidden && document.querySelector('#log').textContent.includes(`+js(tg.slowLine)+`) ? 'ok' : '';
 })()`)
+	s.markPage()
 	s.do("click Cancel", chromedp.Click(chromedp.CSS(`#cancel`)))
 	s.waitFor("the slow build to end cancelled", 30*time.Second, buildState("cancelled", tg.slowLine))
+	s.checkLive("the build page")
 	s.waitFor("the log stream to end", 10*time.Second, `document.getElementById('build').dataset.logDone ? 'ok' : ''`)
 	s.waitFor("no follow toggle once the build ended", 5*time.Second, `document.getElementById('log-follow-label').hidden ? 'ok' : ''`)
 	s.shot("build-cancelled")
 	projectShot := s.checkLists(quickID, slowID)
+	if tg.live {
+		s.checkLiveDashboard()
+	}
 	if d := s.noted(&s.dialogs); !slices.ContainsFunc(d, func(m string) bool { return strings.HasPrefix(m, "Cancel build") }) {
 		t.Errorf("dialogs shown %q, want the confirmation of Cancel", d)
 	}
@@ -403,6 +411,61 @@ func runFlow(t *testing.T, tg target) {
 			copyFile(t, src, filepath.Join(moduleRoot, "docs", "screenshots", dst))
 		}
 	}
+}
+
+// markPage marks the page, so that checkLive tells whether it was
+// reloaded since; with a live target it first waits for the page to
+// listen to the build events.
+func (s *session) markPage() {
+	s.t.Helper()
+	if s.tg.live {
+		s.waitFor("the page to listen to the build events", 10*time.Second, `document.documentElement.dataset.live === 'on' ? 'ok' : ''`)
+	}
+	if _, err := s.eval(`window.decapMark = 'unreloaded'; ''`); err != nil {
+		s.fatalf("mark the page: %v", err)
+	}
+}
+
+// checkLive checks that the page marked by markPage was not reloaded,
+// and, with a live target, that the build events reached it.
+func (s *session) checkLive(page string) {
+	s.t.Helper()
+	s.waitFor(page+" changed in place, not reloaded", 5*time.Second, `(() => {
+  if (window.decapMark !== 'unreloaded') return 'fail:the page was reloaded';
+  if (`+js(fmt.Sprint(s.tg.live))+` === 'true' && !(Number(document.documentElement.dataset.liveEvents) > 0)) return 'fail:no build event reached the page';
+  return 'ok';
+})()`)
+}
+
+// checkLiveDashboard watches the dashboard while a build is requested and
+// cancelled through the API: it shows the build and its end without being
+// reloaded, from the build events.
+func (s *session) checkLiveDashboard() {
+	s.t.Helper()
+	s.navigate("/")
+	s.markPage()
+	id := s.waitFor("a build requested from the dashboard", 15*time.Second, `(() => {
+  if (window.decapRequested) return window.decapRequested;
+  if (window.decapRequesting) return '';
+  window.decapRequesting = true;
+  fetch('/api/v1/projects/`+s.tg.slow+`/builds', { method: 'POST', credentials: 'same-origin',
+    headers: { 'X-Decap-CSRF': '1', 'Content-Type': 'application/json' }, body: JSON.stringify({ ref: 'main' }) })
+    .then((r) => r.ok ? r.json() : Promise.reject(new Error('HTTP ' + r.status)))
+    .then((b) => { window.decapRequested = b.id; }, (e) => { window.decapRequested = 'fail:' + e.message; });
+  return '';
+})()`)
+	s.waitFor("the dashboard to show the new build running", 30*time.Second,
+		`document.querySelector('table.running a[href="/ui/builds/`+id+`"]') ? 'ok' : ''`)
+	if _, err := s.eval(`fetch('/api/v1/builds/` + id + `', { method: 'DELETE', credentials: 'same-origin', headers: { 'X-Decap-CSRF': '1' } }); ''`); err != nil {
+		s.fatalf("cancel the build: %v", err)
+	}
+	s.waitFor("the dashboard to show the build cancelled", 30*time.Second, `(() => {
+  const a = document.querySelector('table.builds a[href="/ui/builds/`+id+`"]');
+  const st = a && a.closest('tr').querySelector('[data-field="status"]');
+  return st && st.textContent === 'cancelled' && !document.querySelector('table.running a[href="/ui/builds/`+id+`"]') ? 'ok' : '';
+})()`)
+	s.shot("dashboard-live")
+	s.checkLive("the dashboard")
 }
 
 // checkLogView looks at a finished build's log view: numbered lines, the
