@@ -641,13 +641,6 @@ func wantGrants(w world, service string) []string {
 	grant([]string{"sns:Publish"}, w.topicARN())
 	switch service {
 	case "ingest":
-		// Decap's consumers of the build events (commit statuses, outgoing
-		// webhooks) read their groups' queues.
-		var eventQueues []string
-		for _, q := range w.eventQueues() {
-			eventQueues = append(eventQueues, w.sqsARN(q))
-		}
-		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"}, eventQueues...)
 		grant([]string{"sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, dlq)
 		grant([]string{"dynamodb:GetItem", "dynamodb:Query"}, buildsAndIndexes...)
@@ -669,6 +662,13 @@ func wantGrants(w world, service string) []string {
 		grant([]string{"s3:PutObject"}, objects...)
 		grant([]string{"secretsmanager:GetSecretValue"}, secrets) // the only reader of secret values
 	case "reaper":
+		// Decap's consumers of the build events, commit statuses and
+		// outgoing webhooks, run in the reaper and read their groups' queues.
+		var eventQueues []string
+		for _, q := range w.eventQueues() {
+			eventQueues = append(eventQueues, w.sqsARN(q))
+		}
+		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"}, eventQueues...)
 		grant([]string{"sqs:GetQueueUrl"}, queue, dlq)
 		grant([]string{"sqs:ChangeMessageVisibility"}, queue) // wakes the request deferred behind a released lock
 		grant([]string{"sqs:SendMessage"}, queue)             // queues the retries of builds infrastructure failures ended
