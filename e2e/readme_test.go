@@ -28,7 +28,7 @@ import (
 // port, so "127.0.0.1:8080" in the examples is replaced by it and
 // DECAP_ADDR and DECAP_URL are set to it; under make run-aws the AWS
 // resources have a prefix of the test's own, replacing "decap-" in the
-// queue names, and moto is the test's (MOTO_PORT says which).
+// queue and topic names, and moto is the test's (MOTO_PORT says which).
 
 // readmeBlock is one ```sh block of the README.
 type readmeBlock struct {
@@ -234,7 +234,7 @@ func TestREADMEExamplesMakeRunAWS(t *testing.T) {
 	))
 	waitRunning(t, r, 3*time.Minute)
 	outputs := runREADMEExamples(t, checkout, addr, true, []string{"MOTO_PORT=" + u.Port()}, func(s string) string {
-		return strings.ReplaceAll(s, "decap-builds", w.prefix+"-builds")
+		return strings.ReplaceAll(s, "decap-build", w.prefix+"-build") // decap-builds.fifo, decap-build-events.fifo
 	})
 	checkWebhookExample(t, outputs)
 	if out := outputs["Running on AWS"]; !strings.Contains(out, `"MessageId"`) {

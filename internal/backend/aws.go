@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,9 +13,12 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/decap-ci/decap/internal/awsdynamo"
+	"github.com/decap-ci/decap/internal/awsevents"
 	"github.com/decap-ci/decap/internal/awss3"
 	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
@@ -25,10 +29,14 @@ import (
 // call, and for an emulator on a busy machine.
 const dynamoAttemptTimeout = 10 * time.Second
 
-// openAWS wires SQS, DynamoDB and S3 from the standard AWS configuration
-// (AWS_REGION, AWS_PROFILE, credentials chain, AWS_ENDPOINT_URL for
-// emulators). Resources are named by the prefix, as
-// aws-resources/create-world.sh creates them.
+// openAWS wires SQS, DynamoDB, S3 and SNS from the standard AWS
+// configuration (AWS_REGION, AWS_PROFILE, credentials chain,
+// AWS_ENDPOINT_URL for emulators). Resources are named by the prefix, as
+// aws-resources/create-world.sh creates them. Every service keeps the
+// build events of its record changes in the records' items (the outbox,
+// awsdynamo WithEvents) and forwards them to the SNS FIFO topic
+// (RunEvents); Decap's consumers read their groups' SQS queues
+// (awsevents.Stream).
 func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -79,12 +87,25 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	s.Queue = queue
 	s.Locks = awsdynamo.NewLocks(ddb, tables.Locks, now)
 	s.Idempotency = awsdynamo.NewIdempotency(ddb, tables.Idempotency, now)
-	s.Records = awsdynamo.NewRecords(ddb, tables.Builds)
+	records := awsdynamo.NewRecords(ddb, tables.Builds).WithEvents()
+	s.Records, s.Outbox = records, records.Outbox()
 	s.Gate = awsdynamo.NewGate(ddb, tables.Locks)
 	s.Sessions = awsdynamo.NewSessions(ddb, tables.Sessions, now)
 	s.Webhooks = awsdynamo.NewWebhooks(ddb, tables.Builds, now)
 	s.Pulls = awsdynamo.NewPullRequests(ddb, tables.Builds)
 	s.Blobs = blobs
+
+	topic, err := eventsTopicARN(rctx, sts.NewFromConfig(cfg), cfg.Region, s.cfg.Prefix)
+	if err != nil {
+		return err
+	}
+	pub, err := awsevents.NewPublisher(sns.NewFromConfig(cfg), topic)
+	if err != nil {
+		return err
+	}
+	s.eventsPub, s.eventsTopic = pub, awsevents.Topic
+	s.Events = awsevents.NewStream(sqsClient, s.cfg.Prefix, awsevents.StreamOptions{Logger: s.log})
+
 	// Builds get presigned PUT URLs for exactly their two objects, never
 	// the services' credentials.
 	s.uploads = func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error) {
@@ -99,4 +120,21 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 		return urls, nil
 	}
 	return nil
+}
+
+// eventsTopicARN returns the ARN of the build events' topic of prefix in
+// the account of the credentials (sts:GetCallerIdentity, which needs no
+// permission), without asking SNS: the services may publish to the topic
+// and nothing else.
+func eventsTopicARN(ctx context.Context, client *sts.Client, region, prefix string) (string, error) {
+	id, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return "", fmt.Errorf("find the AWS account (sts get-caller-identity): %w", err)
+	}
+	account, arn := aws.ToString(id.Account), aws.ToString(id.Arn)
+	parts := strings.SplitN(arn, ":", 3)
+	if account == "" || len(parts) < 3 || parts[1] == "" {
+		return "", fmt.Errorf("find the AWS account: sts get-caller-identity answered account %q, ARN %q", account, arn)
+	}
+	return awsevents.TopicARN(parts[1], region, account, prefix), nil
 }

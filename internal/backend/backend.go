@@ -68,15 +68,18 @@ type Set struct {
 	// Executor is nil until OpenExecutor is called.
 	Executor Executor
 	// Outbox is where Records keeps the events of its changes until a
-	// forwarder (RunEvents) publishes them to Events; both nil where the
-	// backend has no build events yet (aws).
+	// forwarder (RunEvents) publishes them to the stream; Events is the
+	// stream as Decap's consumers read it (on aws its Tail answers
+	// build.ErrUnavailable: see awsevents.ErrNoTail).
 	Outbox build.EventOutbox
 	Events build.EventStream
 	// Webhooks keeps the outgoing webhooks' subscriptions and
 	// deliveries (StartWebhooks); nil where the backend has none yet.
 	Webhooks build.Webhooks
-	// eventsPub is Events's publishing side.
-	eventsPub message.Publisher
+	// eventsPub is the stream's publishing side (the SQLite stream, the
+	// SNS topic), eventsTopic the topic the forwarder names.
+	eventsPub   message.Publisher
+	eventsTopic string
 
 	cfg     config.Config
 	log     *slog.Logger
@@ -199,7 +202,7 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	records := sqlite.NewRecords(db)
 	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), records, blobs
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
-	s.Outbox, s.Events, s.eventsPub = records.Outbox(), stream, stream
+	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic
 	s.Gate = sqlite.NewGate(db)
 	s.Sessions = sqlite.NewSessions(db)
 	s.Webhooks = sqlite.NewWebhooks(db)
@@ -209,21 +212,24 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 }
 
 // EventsTopic is the build-event stream's topic on the embedded backend
-// (its stream is a single topic).
+// (its stream is a single topic); on aws the forwarder names the topic by
+// awsevents.Topic.
 const EventsTopic = "build-events"
 
 // RunEvents forwards the events of the record changes from the outbox to
 // the event stream until ctx ends (events.Forwarder): every service that
 // writes records runs it, and a write wakes its own process's forwarder
-// at once; the others' sweeps pick up what a process that died left. It
-// returns at once where the backend has no build events yet (aws).
+// at once; the others' sweeps pick up what a process that died left (on
+// aws, a forwarder looks at the outbox index once per sweep, and often for
+// a few seconds after its own process wrote: awsdynamo). It returns at
+// once where the backend has no build events.
 func (s *Set) RunEvents(ctx context.Context, obs events.Observer) error {
 	if s.Outbox == nil || s.eventsPub == nil {
-		s.log.Info("build events are not published on this backend yet", "backend", s.cfg.Backend)
+		s.log.Info("build events are not published on this backend", "backend", s.cfg.Backend)
 		return nil
 	}
 	f, err := events.NewForwarder(s.Outbox, s.eventsPub, events.ForwarderConfig{
-		Topic: EventsTopic, Source: s.cfg.PublicURL, Observer: obs, Logger: s.log,
+		Topic: s.eventsTopic, Source: s.cfg.PublicURL, Observer: obs, Logger: s.log,
 	})
 	if err != nil {
 		return err

@@ -19,10 +19,13 @@ import (
 )
 
 // Metadata keys of an event's message. The group and deduplication keys
-// are the ones watermill-aws's SNS marshaler turns into a FIFO topic's
-// MessageGroupId and MessageDeduplicationId: a build's events are one
-// group (in order), and a second publish of an event (a forwarder that
-// crashed before it removed the event from the outbox) is dropped.
+// name what a FIFO transport uses as MessageGroupId and
+// MessageDeduplicationId: a build's events are one group (in order), and a
+// second publish of an event (a forwarder that crashed before it removed
+// the event from the outbox) is dropped. internal/awsevents, the SNS
+// publisher, derives both from the event itself (its subject and ID,
+// mapped by AWS's rules as internal/awssqs maps lock keys) rather than
+// from the metadata.
 const (
 	MetadataSubject = "subject"
 	MetadataType    = "type"
