@@ -141,17 +141,45 @@ func TestOutgoingWebhooks(t *testing.T) {
 	t.Parallel()
 	s := newScripts(t)
 	s.addTraced("e2e", "hooked", 0)
-	const secret = "e2e-webhook-secret-0123456789"
-	rcv := newHookReceiver(t, secret)
-	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 2, Env: []string{
-		// The receiver is on loopback, over http: allowed here only.
-		"DECAP_OUTGOING_WEBHOOKS_ALLOW_HTTP=true", "DECAP_OUTGOING_WEBHOOKS_ALLOW_NETWORKS=127.0.0.0/8",
-		"DECAP_OUTGOING_WEBHOOKS_RETRY_BASE=1s", "DECAP_OUTGOING_WEBHOOKS_ATTEMPTS=10",
-	}})
+	rcv := newHookReceiver(t, hookSecret)
+	c := newCluster(t, proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 2, Env: hookEnv})
 	c.Start("reaper")
 	c.Start("dispatcher")
 	c.Start("ingest")
+	checkOutgoingWebhooks(t, c, rcv)
+}
 
+// TestAWSOutgoingWebhooks is TestOutgoingWebhooks on the AWS backend
+// (moto): the deliverer consumes the SNS topic through its group's SQS
+// queue, and keeps subscriptions and deliveries in the builds table.
+func TestAWSOutgoingWebhooks(t *testing.T) {
+	t.Parallel()
+	w := newAWSWorld(t)
+	s := newScripts(t)
+	s.addTraced("e2e", "hooked", 0)
+	rcv := newHookReceiver(t, hookSecret)
+	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 2, Env: hookEnv})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	c.Start("ingest")
+	checkOutgoingWebhooks(t, c, rcv)
+}
+
+const hookSecret = "e2e-webhook-secret-0123456789"
+
+// hookEnv lets the services deliver to a receiver on loopback, over http
+// (allowed here only), and retry after 1 s, 2 s, 4 s, … up to 10 times.
+var hookEnv = []string{
+	"DECAP_OUTGOING_WEBHOOKS_ALLOW_HTTP=true", "DECAP_OUTGOING_WEBHOOKS_ALLOW_NETWORKS=127.0.0.0/8",
+	"DECAP_OUTGOING_WEBHOOKS_RETRY_BASE=1s", "DECAP_OUTGOING_WEBHOOKS_ATTEMPTS=10",
+}
+
+// checkOutgoingWebhooks subscribes rcv to c's builds of team e2e and
+// checks two builds of e2e/hooked reach it, the second while it is down
+// for 10 s.
+func checkOutgoingWebhooks(t *testing.T, c *proctest.Cluster, rcv *hookReceiver) {
+	t.Helper()
+	const secret = hookSecret
 	req, _ := json.Marshal(map[string]any{"url": "http://" + rcv.addr + "/decap", "secret": secret,
 		"types": []string{"io.decap.build.queued", "io.decap.build.started", "io.decap.build.succeeded"}, "team": "e2e"})
 	status, body := c.MustDo(http.MethodPost, "/api/v1/subscriptions", http.Header{"Content-Type": {"application/json"}}, req)
