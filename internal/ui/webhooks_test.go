@@ -48,7 +48,7 @@ func TestWebhooksPage(t *testing.T) {
 		wantNone []string
 	}{
 		{"signed in", sessionAuth{signedIn: true},
-			[]string{sub.ID, "https://hooks.example.com/decap?t=k", "succeeded", "of decap-ci", "1 dead letter", build.EventID(id, 3), "dead", "HTTP 500: &lt;script&gt;"},
+			[]string{sub.ID, "https://hooks.example.com/decap?t=k", "succeeded", "of decap-ci", "1 dead letter", build.EventID(id, 3), "dead", "HTTP 500: &lt;script&gt;", `data-action="unsubscribe" data-url="/api/v1/subscriptions/` + sub.ID + `"`},
 			[]string{sub.Secret}},
 		{"public reader", sessionAuth{}, []string{"Sign in to see the webhooks"}, []string{sub.ID, "hooks.example.com", sub.Secret}},
 	} {

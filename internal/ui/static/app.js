@@ -17,6 +17,7 @@
     resume: 'Dispatching resumed.',
     cancel: 'Build cancelled.',
     unlock: 'Lock released.',
+    unsubscribe: 'Webhook removed.',
   };
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -109,7 +110,7 @@
     }
   }
 
-  // ---- buttons: pause, resume, cancel, rebuild, unlock, sign out ----
+  // ---- buttons: pause, resume, cancel, rebuild, unlock, unsubscribe, sign out ----
 
   async function onAction(button) {
     const action = button.dataset.action;
@@ -135,6 +136,7 @@
           break;
         case 'cancel':
         case 'unlock':
+        case 'unsubscribe':
           await api('DELETE', url);
           break;
         case 'rebuild': {
