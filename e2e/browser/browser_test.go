@@ -28,11 +28,13 @@ mkdir -p "${BUILD_ARTIFACTS}"
 echo "built ${BUILD_ID} from ${BRANCH_TO_BUILD}" > "${BUILD_ARTIFACTS}/result.txt"
 echo "quick build: all done"
 `
-	// slowScript prints a line every 0.5s for 20s.
+	// slowScript prints a line every 0.5s for 2 minutes: the flow cancels
+	// it, and looks at it running first, which took over 20 s on a busy
+	// machine.
 	slowScript = `#!/usr/bin/env bash
 set -euo pipefail
-for i in $(seq 1 40); do
-  echo "slow tick ${i} of 40"
+for i in $(seq 1 240); do
+  echo "slow tick ${i} of 240"
   sleep 0.5
 done
 echo "slow build: all done"
@@ -81,7 +83,7 @@ func TestBrowser(t *testing.T) {
 		slow:          "browser/slow",
 		quickLastLine: "quick build: all done",
 		artifactName:  "result.txt",
-		slowLine:      "slow tick 3 of 40",
+		slowLine:      "slow tick 3 of 240",
 		shots:         filepath.Join(moduleRoot, "test-output", "browser"),
 		docs:          os.Getenv("UPDATE_SCREENSHOTS") == "1",
 		guarded:       true,

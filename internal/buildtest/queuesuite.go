@@ -338,7 +338,10 @@ func TestQueueWith(t *testing.T, newQueue func(t *testing.T, clock *Clock) Queue
 		n := s.checkHead(t, "Receive()", got, []build.ID{a1.BuildID, a2.BuildID})
 		deferral := 10 * time.Second
 		if s.opts.RealTime {
-			deferral = vt + time.Second
+			// Longer than the visibility timeout, and long enough that
+			// the calls below end before it on a busy machine (they
+			// took over 3 s once on moto).
+			deferral = vt + 6*time.Second
 		}
 		if err := q.ChangeVisibility(ctx, got[0].Receipt, deferral); err != nil {
 			t.Fatalf("ChangeVisibility() error = %v", err)

@@ -356,7 +356,10 @@ func TestWatchPendingYoung(t *testing.T) {
 	w := startWatch(t, nil, nil)
 	young := metav1.NewTime(t0.Add(-time.Minute))
 	w.create(t, pending(testID(1), young, imagePullBackOff))
-	w.create(t, pending(testID(2), young, unschedulable))
+	// The second is younger still: its create event may be handled only
+	// after the clock moved (settle orders the watcher's events, not its
+	// workers), and it must not be stuck even then.
+	w.create(t, pending(testID(2), metav1.NewTime(t0.Add(time.Minute)), unschedulable))
 	w.create(t, pending(testID(3), longAgo, func(s *corev1.PodStatus) { // pulling a large image
 		s.InitContainerStatuses[0].State = terminated(0, "")
 		s.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}

@@ -718,9 +718,11 @@
 
   // liveEvents opens the build-event stream (query filters it) and hands
   // each event's record to onRecord. Its result's open tells whether the
-  // stream is open now: pages poll while it is not. When the stream opens
-  // again after a break (the server ended it: it fell behind, or its time
-  // was up), events may have been missed: onReopen reloads. An answer that
+  // stream is open now: pages poll while it is not. Each time the stream
+  // opens, events may have been missed — those between the page's own read
+  // and the first open (a build launched while its page loaded), or during
+  // a break (the server ended it: it fell behind, or its time was up) —
+  // so onReopen reloads, the first time too. An answer that
   // is not a stream (no stream on this backend, too many streams, signed
   // out) closes it for good, and the page keeps polling.
   // document.documentElement's data-live says "on" while it is open, and
@@ -731,17 +733,13 @@
       return state;
     }
     const es = new EventSource('/api/v1/events' + query);
-    let opened = false;
     const mark = (on) => {
       state.open = on;
       document.documentElement.dataset.live = on ? 'on' : 'off';
     };
     es.addEventListener('open', () => {
       mark(true);
-      if (opened) {
-        onReopen();
-      }
-      opened = true;
+      onReopen();
     });
     es.addEventListener('error', () => mark(false));
     const handle = (ev) => {
