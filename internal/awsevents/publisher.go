@@ -31,7 +31,7 @@
 //     within SNS's 5-minute deduplication interval (a forwarder that
 //     crashed after publishing, before it removed the event from the
 //     outbox) is accepted and not delivered again. IDs outside the rule are
-//     mapped as the SQS adapter maps lock keys (fifoID).
+//     mapped as the SQS adapter maps lock keys (awssqs.FIFOID).
 //   - Message: UTF-8, "at most 256 KB in size (262,144 bytes, not 262,144
 //     characters)", message attributes included. An event whose encoding
 //     does not fit (a record of up to 400 KB fits a DynamoDB item) is
@@ -61,6 +61,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sns/types"
 
+	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
 )
 
@@ -147,13 +148,13 @@ func (p *Publisher) input(m *message.Message) (*sns.PublishInput, error) {
 		AttributeType:    {DataType: aws.String("String"), StringValue: aws.String(string(e.Type))},
 		AttributeSubject: {DataType: aws.String("String"), StringValue: aws.String(string(e.Subject))},
 	}
-	body := escapeBody(m.Payload)
+	body := awssqs.EscapeBody(m.Payload)
 	if messageSize(body, attrs) > MaxMessageBytes {
 		trimmed, err := trimmedEvent(e)
 		if err != nil {
 			return nil, err
 		}
-		body = escapeBody(trimmed)
+		body = awssqs.EscapeBody(trimmed)
 		if n := messageSize(body, attrs); n > MaxMessageBytes {
 			return nil, fmt.Errorf("%w: event %s is %d bytes trimmed, over SNS's %d", build.ErrInvalid, e.ID, n, MaxMessageBytes)
 		}
@@ -162,8 +163,8 @@ func (p *Publisher) input(m *message.Message) (*sns.PublishInput, error) {
 		TopicArn:               aws.String(p.topicARN),
 		Message:                aws.String(body),
 		MessageAttributes:      attrs,
-		MessageGroupId:         aws.String(fifoID(string(e.Subject))),
-		MessageDeduplicationId: aws.String(fifoID(e.ID)),
+		MessageGroupId:         aws.String(awssqs.FIFOID(string(e.Subject))),
+		MessageDeduplicationId: aws.String(awssqs.FIFOID(e.ID)),
 	}, nil
 }
 
@@ -214,14 +215,4 @@ func trimmedRecord(r build.Record) build.Record {
 		CancelRequestedAt: r.CancelRequestedAt, LaunchingAt: r.LaunchingAt, Attempt: r.Attempt, RetryOf: r.RetryOf,
 		Infra: r.Infra, SupersededBy: r.SupersededBy, InfraRetries: r.InfraRetries, Supersedable: r.Supersedable,
 	}
-}
-
-// escapeBody makes a JSON text acceptable as an SQS body: U+FFFE and
-// U+FFFF written as JSON escapes (outside strings JSON is ASCII).
-func escapeBody(body []byte) string {
-	s := string(body)
-	if !strings.ContainsAny(s, "\ufffe\uffff") {
-		return s
-	}
-	return strings.NewReplacer("\ufffe", `\ufffe`, "\uffff", `\uffff`).Replace(s)
 }

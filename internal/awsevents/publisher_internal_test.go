@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/events"
 )
@@ -39,7 +41,7 @@ func (f *fakeSNS) Publish(ctx context.Context, in *sns.PublishInput, _ ...func(*
 		return nil, err
 	}
 	for _, id := range []*string{in.MessageGroupId, in.MessageDeduplicationId} {
-		if id == nil || !validID(*id) {
+		if id == nil || !snsAcceptsID(*id) {
 			return nil, errors.New("InvalidParameter: MessageGroupId or MessageDeduplicationId")
 		}
 	}
@@ -144,25 +146,25 @@ func TestFIFOIDs(t *testing.T) {
 	}
 	seen := map[string]string{}
 	for _, tt := range tests {
-		got := fifoID(tt.in)
-		if !validID(got) {
-			t.Errorf("%s: fifoID(%q) = %q, which SNS refuses", tt.name, tt.in, got)
+		got := awssqs.FIFOID(tt.in)
+		if !snsAcceptsID(got) {
+			t.Errorf("%s: FIFOID(%q) = %q, which SNS refuses", tt.name, tt.in, got)
 		}
 		if mapped := got != tt.in; mapped != tt.mapped {
-			t.Errorf("%s: fifoID(%q) = %q, mapped %v, want %v", tt.name, tt.in, got, mapped, tt.mapped)
+			t.Errorf("%s: FIFOID(%q) = %q, mapped %v, want %v", tt.name, tt.in, got, mapped, tt.mapped)
 		}
 		if tt.mapped && (len(got) > 128 || !strings.Contains(got, "~")) {
 			t.Errorf("%s: mapped ID %q: want at most 128 characters with '~'", tt.name, got)
 		}
-		if again := fifoID(tt.in); again != got {
-			t.Errorf("%s: fifoID not stable: %q then %q", tt.name, got, again)
+		if again := awssqs.FIFOID(tt.in); again != got {
+			t.Errorf("%s: FIFOID not stable: %q then %q", tt.name, got, again)
 		}
 		if other, ok := seen[got]; ok {
 			t.Errorf("%q and %q map to the same ID %q", other, tt.in, got)
 		}
 		seen[got] = tt.in
 	}
-	if fifoID(long) == fifoID(long+"a") {
+	if awssqs.FIFOID(long) == awssqs.FIFOID(long+"a") {
 		t.Error("two long IDs with one prefix map to one ID")
 	}
 }
@@ -294,3 +296,9 @@ func TestQueueName(t *testing.T) {
 		}
 	}
 }
+
+// snsAcceptsID is the rule of SNS's Publish for MessageGroupId and
+// MessageDeduplicationId: 1 to 128 alphanumeric or punctuation characters.
+func snsAcceptsID(s string) bool { return snsIDRule.MatchString(s) }
+
+var snsIDRule = regexp.MustCompile(`^[!-~]{1,128}$`)

@@ -77,6 +77,16 @@ func queueID(key string) string {
 	return b.String()
 }
 
+// FIFOID is queueID for the other adapters that send to FIFO queues and
+// topics (internal/awsevents: SNS FIFO topics take the same
+// MessageGroupId and MessageDeduplicationId), so that every ID Decap sends
+// to AWS is mapped by one rule.
+func FIFOID(s string) string { return queueID(s) }
+
+// EscapeBody is escapeBody for the other adapters whose messages end up
+// in SQS bodies (an SNS topic's raw deliveries to its queues).
+func EscapeBody(body []byte) string { return escapeBody(body) }
+
 // escapeBody makes a JSON body acceptable to SQS, whose bodies may not hold
 // U+FFFE or U+FFFF (encoding/json writes them as they are; it escapes control
 // characters and replaces invalid UTF-8 itself). Outside strings a JSON text
