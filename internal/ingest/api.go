@@ -139,6 +139,20 @@ func catalogReason(err error) string {
 	return strings.TrimPrefix(err.Error(), build.ErrInvalid.Error()+": ")
 }
 
+// decodeStrict decodes body, one JSON object, into v: unknown fields and
+// data after the object are ErrInvalid, the error showing example.
+func decodeStrict(body []byte, v any, example string) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body must be JSON like %s: %v", build.ErrInvalid, example, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: body has data after the JSON object", build.ErrInvalid)
+	}
+	return nil
+}
+
 // notInCatalog says that team/project is no project of the catalog.
 func notInCatalog(team, project string) string {
 	return "project " + build.ProjectKey(team, project) + " is not in the build-scripts repository"
@@ -154,13 +168,8 @@ func (s *Server) requestBuild(c echo.Context) error {
 		return err
 	}
 	var in api.BuildRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return fmt.Errorf("%w: body must be JSON like {\"ref\": \"main\"}: %v", build.ErrInvalid, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: body has data after the JSON object", build.ErrInvalid)
+	if err := decodeStrict(body, &in, `{"ref": "main"}`); err != nil {
+		return err
 	}
 	// "refs/heads/main" builds branch main under main's lock key, as a
 	// push of it does.

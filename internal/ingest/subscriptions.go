@@ -1,12 +1,9 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -88,13 +85,8 @@ func (s *Server) createSubscription(c echo.Context) error {
 		return err
 	}
 	var in api.SubscriptionRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return fmt.Errorf("%w: body must be JSON like {\"url\": \"https://…\", \"secret\": \"…\", \"types\": [\"io.decap.build.succeeded\"]}: %v", build.ErrInvalid, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: body has data after the JSON object", build.ErrInvalid)
+	if err := decodeStrict(body, &in, `{"url": "https://…", "secret": "…", "types": ["io.decap.build.succeeded"]}`); err != nil {
+		return err
 	}
 	clear(body)
 	sub := build.Subscription{ID: build.NewSubscriptionID(), URL: in.URL, Secret: in.Secret, Types: in.Types,
