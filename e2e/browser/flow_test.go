@@ -244,7 +244,18 @@ func (s *session) shot(name string) string {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	var png []byte
+	var err error
+	for {
+		// A page between two documents (a click that navigates, a live
+		// page reloading) has no layout yet: Chromium refuses to capture
+		// it with "0 width". Capture again once it has one.
+		png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err == nil || !strings.Contains(err.Error(), "0 width") || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		s.t.Fatalf("screenshot %s: %v", name, err)
 	}

@@ -624,41 +624,32 @@ func (s *Locks) tryForceRelease(ctx context.Context, key string) error {
 	return nil
 }
 
-// drop deletes the lock item held if it still belongs to held.BuildID, then
-// its slot item if that still belongs to the same lease (after the lease
-// expired, another build may have taken the slot). errRace if the lock
-// changed hands since it was read.
+// drop deletes the lock item held if it is still that lease (the same
+// build and acquisition time), then its slot item if that still belongs to
+// the same lease (after the lease expired, another build may have taken the
+// slot).
 //
-// A failed condition on a lock that is gone means the lock is released:
-// the SDK retried this delete after its first try took the lock (its
-// answer lost or failed), or another release took it meanwhile. drop then
-// goes on to the slot and returns the waiter as held was read (the
-// deleted item's, which may be newer, went with the lost answer; a waiter
-// missed comes back after its backoff).
+// A failed condition means the lease as read is gone, so it counts as
+// released: this delete landed on an earlier try whose answer was lost (the
+// SDK sends it again, and meanwhile another build may have acquired the
+// key, or this build again), another release or a force-release took it,
+// or it expired and another build took the key over. None of them leaves
+// the lease held; the lock item then present, if any, is another lease's
+// and stays. drop goes on to the slot and returns the waiter as held was
+// read (the deleted item's, which may be newer, went with the lost answer;
+// a waiter missed comes back after its backoff).
 func (s *Locks) drop(ctx context.Context, held *lockItem) (string, error) {
 	out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       map[string]types.AttributeValue{"pk": str(held.PK)},
-		ConditionExpression:       aws.String("#id = :id"),
-		ExpressionAttributeNames:  map[string]string{"#id": "buildId"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":id": str(held.BuildID)},
+		ConditionExpression:       aws.String("#id = :id AND #acq = :acq"),
+		ExpressionAttributeNames:  map[string]string{"#id": "buildId", "#acq": "acquiredAt"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":id": str(held.BuildID), ":acq": num(held.AcquiredAt)},
 		// The waiter as it was when the item went, not as it was read.
-		ReturnValues:                        types.ReturnValueAllOld,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		ReturnValues: types.ReturnValueAllOld,
 	})
 	var waiter string
-	if old, ok := conditionFailed(err); ok {
-		if old != nil {
-			return "", errRace // another lease's now
-		}
-		// No lock in the answer: gone, or an emulator that returns none.
-		cur, err := s.get(ctx, strings.TrimPrefix(held.PK, lockPrefix))
-		if err != nil {
-			return "", err
-		}
-		if cur != nil {
-			return "", errRace
-		}
+	if _, ok := conditionFailed(err); ok {
 		waiter = held.Waiter
 	} else if conflicted(err) {
 		return "", errRace

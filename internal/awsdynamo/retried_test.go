@@ -2,6 +2,7 @@ package awsdynamo_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func TestRecordsWithRetriedWrites(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
-		return awsdynamo.NewRecords(retriedWrites{client}, newTables(t, client, buildsOnly).Builds)
+		return awsdynamo.NewRecords(serialized{&sync.Mutex{}, retriedWrites{client}}, newTables(t, client, buildsOnly).Builds)
 	})
 }
 
@@ -57,9 +58,10 @@ func TestRecordsNumbersWithRetriedWrites(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	table := newTables(t, client, buildsOnly).Builds
+	var mu sync.Mutex // see serialized
 	buildtest.CheckConcurrentNumbers(t, []buildtest.Records{
-		awsdynamo.NewRecords(retriedWrites{client}, table),
-		awsdynamo.NewRecords(retriedWrites{newClient(t)}, table),
+		awsdynamo.NewRecords(serialized{&mu, retriedWrites{client}}, table),
+		awsdynamo.NewRecords(serialized{&mu, retriedWrites{newClient(t)}}, table),
 	})
 }
 
