@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -33,7 +32,7 @@ var errClosed = errors.New("database is closed")
 // writeReq is one write waiting for the writer.
 type writeReq struct {
 	ctx   context.Context
-	fn    func(*sql.Tx) error
+	fn    func(*Tx) error
 	state atomic.Int32
 	done  chan error // buffered: the writer never blocks on a caller
 }
@@ -75,7 +74,8 @@ func (db *DB) writer() {
 			}
 		}
 		db.runBatch(batch)
-		clear(batch) // let the requests go
+		clear(batch)             // let the requests go
+		db.stmts.prepare(db.wdb) // between transactions: the connection is free
 	}
 }
 
@@ -83,7 +83,7 @@ func (db *DB) writer() {
 // ctx ends before its write started gets ctx's error and the write never
 // runs; once started, the caller waits for the commit, so an error always
 // means nothing was written.
-func (db *DB) submit(ctx context.Context, fn func(*sql.Tx) error) error {
+func (db *DB) submit(ctx context.Context, fn func(*Tx) error) error {
 	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case db.writes <- r:
@@ -139,16 +139,17 @@ func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
 	results = make([]error, len(live))
 	// The transaction outlives any one caller: a caller that gives up
 	// waits for the commit instead (see submit).
-	tx, err := db.wdb.BeginTx(context.Background(), nil)
+	sqlTx, err := db.wdb.BeginTx(context.Background(), nil)
 	if err != nil {
 		return results, err
 	}
+	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
 	for i, r := range live {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
-		if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+		if _, err := tx.ExecContext(context.Background(), "SAVEPOINT w"); err != nil {
 			_ = tx.Rollback()
 			return results, fmt.Errorf("savepoint: %w", err)
 		}
@@ -157,12 +158,12 @@ func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
 			// A statement interrupted by its caller's context may have
 			// rolled the whole transaction back: then this fails, and so
 			// does the batch.
-			if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+			if _, err := tx.ExecContext(context.Background(), "ROLLBACK TO w"); err != nil {
 				_ = tx.Rollback()
 				return results, fmt.Errorf("roll back a failed write: %w", err)
 			}
 		}
-		if _, err := tx.Exec("RELEASE w"); err != nil {
+		if _, err := tx.ExecContext(context.Background(), "RELEASE w"); err != nil {
 			_ = tx.Rollback()
 			return results, fmt.Errorf("release savepoint: %w", err)
 		}

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -18,7 +17,7 @@ func openTestDB(t *testing.T) *DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := db.write(t.Context(), func(tx *sql.Tx) error {
+	if err := db.write(t.Context(), func(tx *Tx) error {
 		_, err := tx.Exec(`CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)`)
 		return err
 	}); err != nil {
@@ -39,7 +38,7 @@ func TestConcurrentWritesCommitAloneOrTogether(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			errs[i] = db.write(context.Background(), func(tx *sql.Tx) error {
+			errs[i] = db.write(context.Background(), func(tx *Tx) error {
 				if _, err := tx.Exec(`INSERT INTO t (k, v) VALUES (?, ?)`, i, fmt.Sprint(i)); err != nil {
 					return err
 				}
@@ -66,7 +65,7 @@ func TestConcurrentWritesCommitAloneOrTogether(t *testing.T) {
 
 	// A write sees the writes committed or batched before it: a counter
 	// incremented by concurrent writes ends exact.
-	if err := db.write(t.Context(), func(tx *sql.Tx) error {
+	if err := db.write(t.Context(), func(tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO t (k, v) VALUES (-1, '0')`)
 		return err
 	}); err != nil {
@@ -74,7 +73,7 @@ func TestConcurrentWritesCommitAloneOrTogether(t *testing.T) {
 	}
 	for range n {
 		wg.Go(func() {
-			if err := db.write(context.Background(), func(tx *sql.Tx) error {
+			if err := db.write(context.Background(), func(tx *Tx) error {
 				_, err := tx.Exec(`UPDATE t SET v = CAST(v AS INTEGER) + 1 WHERE k = -1`)
 				return err
 			}); err != nil {
@@ -94,7 +93,7 @@ func TestConcurrentWritesCommitAloneOrTogether(t *testing.T) {
 func TestAbandonedWriteNeverRuns(t *testing.T) {
 	db := openTestDB(t)
 	started, release := make(chan struct{}), make(chan struct{})
-	go db.write(context.Background(), func(tx *sql.Tx) error {
+	go db.write(context.Background(), func(tx *Tx) error {
 		close(started)
 		<-release
 		return nil
@@ -103,7 +102,7 @@ func TestAbandonedWriteNeverRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	ran := false
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *Tx) error {
 		ran = true
 		_, err := tx.Exec(`INSERT INTO t (k, v) VALUES (1, 'late')`)
 		return err
@@ -113,7 +112,7 @@ func TestAbandonedWriteNeverRuns(t *testing.T) {
 		t.Fatalf("write of a caller that gave up: %v, want DeadlineExceeded", err)
 	}
 	// The next write goes through the writer after the abandoned one.
-	if err := db.write(t.Context(), func(*sql.Tx) error { return nil }); err != nil {
+	if err := db.write(t.Context(), func(*Tx) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	var count int
@@ -126,7 +125,7 @@ func TestAbandonedWriteNeverRuns(t *testing.T) {
 func TestWriteAfterCloseFails(t *testing.T) {
 	db := openTestDB(t)
 	db.Close()
-	if err := db.write(t.Context(), func(*sql.Tx) error { return nil }); !errors.Is(err, errClosed) {
+	if err := db.write(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, errClosed) {
 		t.Errorf("write after Close: %v, want errClosed", err)
 	}
 }
@@ -140,7 +139,7 @@ func BenchmarkConcurrentWrites(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.write(context.Background(), func(tx *sql.Tx) error {
+	if err := db.write(context.Background(), func(tx *Tx) error {
 		_, err := tx.Exec(`CREATE TABLE t (k INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL)`)
 		return err
 	}); err != nil {
@@ -149,7 +148,7 @@ func BenchmarkConcurrentWrites(b *testing.B) {
 	b.SetParallelism(16) // 32 goroutines on 2 CPUs
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := db.write(context.Background(), func(tx *sql.Tx) error {
+			if err := db.write(context.Background(), func(tx *Tx) error {
 				_, err := tx.Exec(`INSERT INTO t (v) VALUES ('x')`)
 				return err
 			}); err != nil {

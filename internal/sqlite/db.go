@@ -70,10 +70,12 @@ type Options struct {
 
 // DB is an open database. It is safe for concurrent use; Close it when done.
 type DB struct {
-	now  func() time.Time
-	rdb  *sql.DB // reads; several connections
-	wdb  *sql.DB // writes; one connection, BEGIN IMMEDIATE
-	wake *waker
+	now func() time.Time
+	rdb *sql.DB // reads; several connections
+	wdb *sql.DB // writes; one connection, BEGIN IMMEDIATE
+	// stmts are wdb's prepared statements (stmt.go).
+	stmts *stmtCache
+	wake  *waker
 	// streamWake wakes the event stream's consumers and tails (Stream).
 	streamWake *waker
 	// written is closed and replaced when a write of this process put an
@@ -148,7 +150,7 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	pdb.SetMaxOpenConns(1)
-	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb, pdb: pdb, written: newSignal()}
+	db := &DB{now: opts.Now, rdb: rdb, wdb: wdb, stmts: newStmtCache(), pdb: pdb, written: newSignal()}
 	if err := db.useWAL(context.Background(), opts.BusyTimeout); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -188,6 +190,7 @@ func (db *DB) Close() error {
 
 func (db *DB) close() error {
 	db.stopWriter()
+	db.stmts.close()
 	return errors.Join(db.wdb.Close(), db.rdb.Close(), db.pdb.Close())
 }
 
@@ -395,7 +398,7 @@ func (db *DB) useWAL(ctx context.Context, timeout time.Duration) error {
 
 // migrate applies the migrations the database lacks, in one transaction.
 func (db *DB) migrate(ctx context.Context) error {
-	return db.write(ctx, func(tx *sql.Tx) error {
+	return db.write(ctx, func(tx *Tx) error {
 		steps := migrations()
 		var v int
 		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
@@ -423,18 +426,19 @@ func (db *DB) migrate(ctx context.Context) error {
 // commits it if fn returns nil; concurrent writes share one commit (see
 // batch.go). Errors from SQLite are classified (see classify); errors of fn
 // are returned as they are. fn runs once, and must not call write itself.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) write(ctx context.Context, fn func(tx *Tx) error) error {
 	if start := time.Now().UnixNano(); db.writeSince.CompareAndSwap(0, start) {
 		defer db.writeSince.CompareAndSwap(start, 0)
 	}
 	return db.submit(ctx, fn)
 }
 
-func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.wdb.BeginTx(ctx, nil)
+func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := db.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classify(err)
 	}
+	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback() // the error of fn matters more
 		return classify(err)

@@ -45,7 +45,7 @@ func (g *Gate) Set(ctx context.Context, st build.GateState) error {
 	if st.Paused {
 		paused = 1
 	}
-	err := g.db.write(ctx, func(tx *sql.Tx) error {
+	err := g.db.write(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `
 INSERT INTO dispatch_gate (id, paused, reason, set_by, since) VALUES (1, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET paused = excluded.paused, reason = excluded.reason,

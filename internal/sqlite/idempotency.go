@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -29,7 +28,7 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 		return "", fmt.Errorf("claim %s: %w: empty key or build id, or ttl not positive", key, build.ErrInvalid)
 	}
 	var owner string
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		now := nanos(s.db.now())
 		if _, err := tx.ExecContext(ctx,
 			`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT 100)`, now); err != nil {

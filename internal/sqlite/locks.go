@@ -33,7 +33,7 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	if l.Key == "" || l.BuildID == "" {
 		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
 	}
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		now := nanos(s.db.now())
 		// Expired leases hold nothing; purging them changes no answer.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM locks WHERE expires_at <= ?`, now); err != nil {
@@ -76,7 +76,7 @@ ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.o
 // an unexpired lease on it; it never shortens a lease. build.ErrNotFound when
 // id holds no unexpired lease on key.
 func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ? AND build_id = ? AND expires_at > ?`,
 			nanos(until), key, string(id), nanos(s.db.now()))
 		if err != nil {
@@ -102,7 +102,7 @@ func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.
 // build.ErrConflict and stays held.
 func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, error) {
 	var waiter string
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		var holder string
 		var expires int64
 		err := tx.QueryRowContext(ctx, `SELECT build_id, expires_at, waiter FROM locks WHERE key = ?`, key).Scan(&holder, &expires, &waiter)
@@ -128,7 +128,7 @@ func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, e
 // Await records waiter on key's unexpired lease, replacing an earlier one;
 // build.ErrNotFound when nobody holds an unexpired lease on key.
 func (s *Locks) Await(ctx context.Context, key, waiter string) error {
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE locks SET waiter = ? WHERE key = ? AND expires_at > ?`, waiter, key, nanos(s.db.now()))
 		if err != nil {
 			return err
@@ -149,7 +149,7 @@ func (s *Locks) Await(ctx context.Context, key, waiter string) error {
 // ForceRelease drops key whoever holds it; build.ErrNotFound if nobody holds
 // an unexpired lease on it.
 func (s *Locks) ForceRelease(ctx context.Context, key string) error {
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		var expires int64
 		err := tx.QueryRowContext(ctx, `DELETE FROM locks WHERE key = ? RETURNING expires_at`, key).Scan(&expires)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && expires <= nanos(s.db.now()) {

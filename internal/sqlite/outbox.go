@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -98,7 +97,7 @@ func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	err := o.db.write(ctx, func(tx *sql.Tx) error {
+	err := o.db.write(ctx, func(tx *Tx) error {
 		del, err := tx.PrepareContext(ctx, `DELETE FROM record_events WHERE build_id = ? AND version = ?`)
 		if err != nil {
 			return err
@@ -121,7 +120,7 @@ func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
 // transaction tx: version is the record's version after the change, doc
 // the record as stored. The caller wakes Pending (db.written) once the
 // transaction committed.
-func (db *DB) writeEvent(ctx context.Context, tx *sql.Tx, r build.Record, version int, doc []byte) error {
+func (db *DB) writeEvent(ctx context.Context, tx *Tx, r build.Record, version int, doc []byte) error {
 	e := build.NewEvent(r, version, db.now())
 	_, err := tx.ExecContext(ctx, `INSERT INTO record_events (build_id, version, type, at, doc) VALUES (?, ?, ?, ?, ?)`,
 		string(e.Subject), e.Version, string(e.Type), nanos(e.Time), doc)

@@ -55,7 +55,7 @@ func (s *PullRequests) Put(ctx context.Context, p build.PullRequestState) error 
 	if p.Closed {
 		open = 0
 	}
-	err = s.db.write(ctx, func(tx *sql.Tx) error {
+	err = s.db.write(ctx, func(tx *Tx) error {
 		var stored int64
 		err := tx.QueryRowContext(ctx, `SELECT version FROM pull_requests WHERE team = ? AND project = ? AND number = ?`,
 			p.Team, p.Project, p.Number).Scan(&stored)

@@ -108,7 +108,7 @@ func (q *Queue) SendRaw(ctx context.Context, groupID, dedupID string, body []byt
 
 func (q *Queue) send(ctx context.Context, msgs []outgoing) error {
 	sent := false
-	err := q.db.write(ctx, func(tx *sql.Tx) error {
+	err := q.db.write(ctx, func(tx *Tx) error {
 		now := nanos(q.db.now())
 		if _, err := tx.ExecContext(ctx,
 			`DELETE FROM queue_dedup WHERE dedup_id IN (SELECT dedup_id FROM queue_dedup WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
@@ -197,7 +197,7 @@ func (q *Queue) Receive(ctx context.Context, n int, wait time.Duration) ([]build
 func (q *Queue) receiveOnce(ctx context.Context, n int) ([]build.Message, time.Time, error) {
 	var got []build.Message
 	var next time.Time
-	err := q.db.write(ctx, func(tx *sql.Tx) error {
+	err := q.db.write(ctx, func(tx *Tx) error {
 		got, next = nil, time.Time{}
 		now := q.db.now()
 		lease := nanos(now.Add(q.opts.VisibilityTimeout))
@@ -255,7 +255,7 @@ type head struct {
 // group, in publish order. Only a group's first message is ever received, so
 // a group whose first message is invisible (in flight or deferred) is
 // blocked as a whole.
-func visibleHeads(ctx context.Context, tx *sql.Tx, now int64, n int) ([]head, error) {
+func visibleHeads(ctx context.Context, tx *Tx, now int64, n int) ([]head, error) {
 	// "+m.visible_at" keeps the planner on the seq order, which ends the
 	// scan after n rows in the common case.
 	rows, err := tx.QueryContext(ctx, `
@@ -283,7 +283,7 @@ LIMIT ?`, now, n)
 }
 
 // deadLetter moves the message seq to the dead-letter table.
-func deadLetter(ctx context.Context, tx *sql.Tx, seq int64, reason string, now int64) error {
+func deadLetter(ctx context.Context, tx *Tx, seq int64, reason string, now int64) error {
 	if _, err := tx.ExecContext(ctx, `
 INSERT INTO queue_dead_letters (id, group_id, dedup_id, body, sent_at, receive_count, reason, dead_at)
 SELECT id, group_id, dedup_id, body, sent_at, receive_count, ?, ? FROM queue_messages WHERE seq = ?`,
@@ -296,7 +296,7 @@ SELECT id, group_id, dedup_id, body, sent_at, receive_count, ?, ? FROM queue_mes
 
 // byReceipt finds the message whose latest delivery has receipt. ok is false
 // for a stale or unknown receipt.
-func byReceipt(ctx context.Context, tx *sql.Tx, receipt string) (seq int64, group string, ok bool, err error) {
+func byReceipt(ctx context.Context, tx *Tx, receipt string) (seq int64, group string, ok bool, err error) {
 	if receipt == "" {
 		return 0, "", false, nil
 	}
@@ -308,7 +308,7 @@ func byReceipt(ctx context.Context, tx *sql.Tx, receipt string) (seq int64, grou
 }
 
 // groupHasMore reports whether group still has messages.
-func groupHasMore(ctx context.Context, tx *sql.Tx, group string) (bool, error) {
+func groupHasMore(ctx context.Context, tx *Tx, group string) (bool, error) {
 	var more bool
 	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM queue_messages WHERE group_id = ?)`, group).Scan(&more)
 	return more, err
@@ -318,7 +318,7 @@ func groupHasMore(ctx context.Context, tx *sql.Tx, group string) (bool, error) {
 // build.ErrNotFound.
 func (q *Queue) Delete(ctx context.Context, receipt string) error {
 	more := false
-	err := q.db.write(ctx, func(tx *sql.Tx) error {
+	err := q.db.write(ctx, func(tx *Tx) error {
 		seq, group, ok, err := byReceipt(ctx, tx, receipt)
 		if err != nil {
 			return err
@@ -348,7 +348,7 @@ func (q *Queue) ChangeVisibility(ctx context.Context, receipt string, d time.Dur
 	if d < 0 {
 		return fmt.Errorf("change visibility: %w: negative duration %v", build.ErrInvalid, d)
 	}
-	err := q.db.write(ctx, func(tx *sql.Tx) error {
+	err := q.db.write(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE queue_messages SET visible_at = ? WHERE receipt = ?`,
 			nanos(q.db.now().Add(d)), receipt)
 		if err != nil {
@@ -374,7 +374,7 @@ func (q *Queue) ChangeVisibility(ctx context.Context, receipt string, d time.Dur
 // build.ErrNotFound.
 func (q *Queue) DeadLetter(ctx context.Context, m build.Message, reason string) error {
 	more := false
-	err := q.db.write(ctx, func(tx *sql.Tx) error {
+	err := q.db.write(ctx, func(tx *Tx) error {
 		seq, group, ok, err := byReceipt(ctx, tx, m.Receipt)
 		if err != nil {
 			return err

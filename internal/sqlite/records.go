@@ -46,7 +46,7 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
 	changed := false
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		var stored []byte
 		var version, rank int
 		err := tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)

@@ -44,7 +44,7 @@ func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		var stored []byte
 		var version int
 		err := tx.QueryRowContext(ctx, `SELECT version, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&version, &stored)

@@ -26,7 +26,7 @@ func (s *Sessions) Create(ctx context.Context, sess build.Session) error {
 	if err := build.ValidateSession(sess); err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		now := nanos(s.db.now())
 		if _, err := tx.ExecContext(ctx,
 			`DELETE FROM sessions WHERE key IN (SELECT key FROM sessions WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
@@ -75,7 +75,7 @@ func (s *Sessions) Get(ctx context.Context, key string) (build.Session, error) {
 
 // Delete removes the session under key, if any.
 func (s *Sessions) Delete(ctx context.Context, key string) error {
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE key = ?`, key)
 		return err
 	})

@@ -113,7 +113,7 @@ func (s *Stream) Publish(topic string, msgs ...*message.Message) error {
 	ctx := msgs[0].Context()
 	now := s.db.now()
 	trim := now.UnixNano()-s.lastTrim.Load() > int64(time.Minute)
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO stream_events (id, body, published_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`)
 		if err != nil {
 			return err
@@ -160,7 +160,7 @@ func (s *Stream) Consume(ctx context.Context, group string, handle build.EventHa
 	if err := s.db.streamWake.listen(); err != nil {
 		return fmt.Errorf("consume %s: %w", group, err)
 	}
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `
 INSERT INTO stream_groups (name, next_seq) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM stream_events))
 ON CONFLICT (name) DO NOTHING`, group)
@@ -206,7 +206,7 @@ ON CONFLICT (name) DO NOTHING`, group)
 // acquire takes or renews the group's lease for holder when it is free,
 // lapsed or holder's, and returns the group's position.
 func (s *Stream) acquire(ctx context.Context, group, holder string) (next int64, held bool, err error) {
-	err = s.db.write(ctx, func(tx *sql.Tx) error {
+	err = s.db.write(ctx, func(tx *Tx) error {
 		now := s.db.now()
 		err := tx.QueryRowContext(ctx, `
 UPDATE stream_groups SET holder = ?, held_until = ?
@@ -226,7 +226,7 @@ RETURNING next_seq`, holder, now.Add(s.opts.Lease).UnixNano(), group, holder, no
 func (s *Stream) release(group, holder string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.db.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.write(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE stream_groups SET holder = '', held_until = 0 WHERE name = ? AND holder = ?`, group, holder)
 		return err
 	})
@@ -291,7 +291,7 @@ func (s *Stream) eventAt(ctx context.Context, from int64) (seq int64, body []byt
 
 // advance moves the group's position to next, if holder still holds it.
 func (s *Stream) advance(ctx context.Context, group, holder string, next int64) error {
-	return s.db.write(ctx, func(tx *sql.Tx) error {
+	return s.db.write(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE stream_groups SET next_seq = ? WHERE name = ? AND holder = ?`, next, group, holder)
 		if err != nil {
 			return err

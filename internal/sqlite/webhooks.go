@@ -72,7 +72,7 @@ func (w *Webhooks) CreateSubscription(ctx context.Context, s build.Subscription)
 	if err != nil {
 		return fmt.Errorf("create subscription: %w", err)
 	}
-	err = w.db.write(ctx, func(tx *sql.Tx) error {
+	err = w.db.write(ctx, func(tx *Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM webhook_subscriptions`).Scan(&n); err != nil {
 			return err
@@ -141,7 +141,7 @@ func (w *Webhooks) Subscriptions(ctx context.Context) ([]build.Subscription, err
 
 // DeleteSubscription implements build.Webhooks.
 func (w *Webhooks) DeleteSubscription(ctx context.Context, id string) error {
-	err := w.db.write(ctx, func(tx *sql.Tx) error {
+	err := w.db.write(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM webhook_subscriptions WHERE id = ?`, id)
 		if err != nil {
 			return err
@@ -166,7 +166,7 @@ func (w *Webhooks) Enqueue(ctx context.Context, maxPending int, ds ...build.Deli
 		return nil
 	}
 	now := nanos(w.db.now())
-	err := w.db.write(ctx, func(tx *sql.Tx) error {
+	err := w.db.write(ctx, func(tx *Tx) error {
 		for _, d := range ds {
 			var exists int
 			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM webhook_subscriptions WHERE id = ?`, d.Subscription).Scan(&exists); err != nil {
@@ -239,7 +239,7 @@ WHERE subscription_id = ? AND state = 'pending' ORDER BY seq LIMIT 1`, subscript
 		d       build.Delivery
 		claimed bool
 	)
-	err = w.db.write(ctx, func(tx *sql.Tx) error {
+	err = w.db.write(ctx, func(tx *Tx) error {
 		var (
 			body []byte
 			seq  int64
@@ -281,7 +281,7 @@ func (w *Webhooks) Settle(ctx context.Context, d build.Delivery) error {
 	if len(d.LastError) > build.MaxDeliveryReason {
 		d.LastError = d.LastError[:build.MaxDeliveryReason]
 	}
-	err := w.db.write(ctx, func(tx *sql.Tx) error {
+	err := w.db.write(ctx, func(tx *Tx) error {
 		var claim string
 		err := tx.QueryRowContext(ctx, `SELECT claim FROM webhook_deliveries WHERE subscription_id = ? AND event_id = ?`,
 			d.Subscription, d.EventID).Scan(&claim)

@@ -1,0 +1,130 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/sqlite"
+)
+
+// The store's share of one webhook and one launch, one at a time, as the
+// serial writer runs them: what prepared statements and fewer writes per
+// request are measured by (docs/BENCHMARKS.md, "Tuning").
+
+// benchStores opens a database in a temporary directory.
+func benchStores(b *testing.B) (*sqlite.DB, *sqlite.Queue, *sqlite.Records, *sqlite.Locks, *sqlite.Idempotency) {
+	b.Helper()
+	db, err := sqlite.Open(filepath.Join(b.TempDir(), "decap.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db, sqlite.NewQueue(db, sqlite.QueueOptions{}), sqlite.NewRecords(db), sqlite.NewLocks(db), sqlite.NewIdempotency(db)
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per operation since start: on a shared
+// machine it moves less than the wall-clock ns/op, which waits for fsync
+// and for other processes.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+}
+
+func benchRequest(i int) build.Request {
+	now := time.Now().UTC()
+	return build.Request{
+		V:           build.MessageVersion,
+		BuildID:     build.NewID(now),
+		Team:        "team",
+		Project:     "project",
+		Ref:         "main",
+		RefType:     build.Branch,
+		SHA:         "0123456789abcdef0123456789abcdef01234567",
+		Trigger:     build.TriggerPush,
+		DeliveryID:  "delivery-" + strconv.Itoa(i),
+		RequestedBy: "octocat",
+		RequestedAt: now,
+	}
+}
+
+// BenchmarkStoreWebhook is an accepted webhook's writes: the delivery's
+// claim, the queued record and the publish.
+func BenchmarkStoreWebhook(b *testing.B) {
+	ctx := context.Background()
+	_, q, records, _, claims := benchStores(b)
+	b.ReportAllocs()
+	defer reportCPU(b, cpuTime(b))
+	for i := 0; b.Loop(); i++ {
+		req := benchRequest(i)
+		if _, err := claims.Claim(ctx, req.IdempotencyKey(), req.BuildID, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		if err := records.Save(ctx, build.RecordFor(req)); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.Publish(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStoreLaunch is a build's store calls from its publish to its
+// end, one build at a time: the queued record and the publish (as
+// ingest), receive, lock, the running record and delete (a launch), the
+// release and the final record (the reaper).
+func BenchmarkStoreLaunch(b *testing.B) {
+	ctx := context.Background()
+	_, q, records, locks, _ := benchStores(b)
+	b.ReportAllocs()
+	defer reportCPU(b, cpuTime(b))
+	for i := 0; b.Loop(); i++ {
+		req := benchRequest(i)
+		rec := build.RecordFor(req)
+		if err := records.Save(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.Publish(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		msgs, err := q.Receive(ctx, 1, 0)
+		if err != nil || len(msgs) != 1 {
+			b.Fatalf("Receive() = %d messages, %v", len(msgs), err)
+		}
+		now := time.Now()
+		lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "bench", AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := locks.Acquire(ctx, lease, 10); err != nil {
+			b.Fatal(err)
+		}
+		if err := rec.Start(now, "", "catalog"); err != nil {
+			b.Fatal(err)
+		}
+		if err := records.Save(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.Delete(ctx, msgs[0].Receipt); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := locks.Release(ctx, lease.Key, lease.BuildID); err != nil {
+			b.Fatal(err)
+		}
+		if err := rec.End(build.Outcome{BuildID: req.BuildID, Status: build.StatusSucceeded}, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		if err := records.Save(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
