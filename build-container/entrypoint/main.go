@@ -26,7 +26,9 @@
 // Container mode, in a build Pod, takes everything from the environment:
 // BUILD_ID, PROJECT_KEY (team/project), BRANCH_TO_BUILD, COMMIT_SHA
 // (optional), DECAP_LOG_UPLOAD_URL and DECAP_ARTIFACTS_UPLOAD_URL (presigned
-// PUT URLs), and optionally DECAP_BUILD_TIMEOUT (a Go duration),
+// PUT URLs), and optionally DECAP_LOG_TIMES_UPLOAD_URL (the presigned PUT
+// URL of the log's line-time index; without it the log has no times),
+// DECAP_BUILD_TIMEOUT (a Go duration),
 // DECAP_SCRIPTS_DIR (/build-scripts), DECAP_ARTIFACTS_DIR (/build-artifacts),
 // DECAP_WORKSPACE (/workspace), DECAP_SECRETS_DIR (the build's secrets,
 // when it was granted any: /run/decap/secrets) and DECAP_RESULT_FILE (/dev/termination-log,
@@ -209,6 +211,7 @@ func runLocal(ctx context.Context, runDir, blobsDir string, handshake bool, buil
 		ArtifactsDir: filepath.Join(runDir, localexec.ArtifactsDir),
 		SecretsDir:   secretsDir,
 		LiveLog:      filepath.Join(runDir, localexec.ConsoleLogFile),
+		LiveTimes:    filepath.Join(runDir, localexec.ConsoleTimesFile),
 		Timeout:      timeout,
 		Uploader:     uploader,
 		Env:          env,
@@ -252,10 +255,14 @@ func runContainer(ctx context.Context, getenv func(string) string, env []string,
 		}
 		timeout = d
 	}
-	uploader := entrypoint.NewHTTPUploader(&http.Client{}, map[string]string{
+	urls := map[string]string{
 		build.LogKey(id):       logURL,
 		build.ArtifactsKey(id): artifactsURL,
-	}, "")
+	}
+	if u := getenv("DECAP_LOG_TIMES_UPLOAD_URL"); u != "" {
+		urls[build.LogTimesKey(id)] = u
+	}
+	uploader := entrypoint.NewHTTPUploader(&http.Client{}, urls, "")
 	res := entrypoint.Run(ctx, entrypoint.Config{
 		ScriptsDir:   orDefault(getenv("DECAP_SCRIPTS_DIR"), "/build-scripts"),
 		Team:         team,

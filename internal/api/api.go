@@ -361,3 +361,25 @@ func ProjectOf(p build.Project) Project {
 	out.Descriptor = d
 	return out
 }
+
+// LogTimes is GET /api/v1/builds/{id}/log?times=1: when the console log's
+// lines began, the index the entrypoint keeps beside the log (see
+// build.LogTimes for what the fields mean), and whether it is final.
+type LogTimes struct {
+	Start        time.Time  `json:"start"`
+	ResolutionMs int64      `json:"resolutionMs"`
+	Lines        int64      `json:"lines"`
+	Times        [][2]int64 `json:"times"`
+	// Complete is true for the stored index of an ended build; false for
+	// a running build's, which grows as it writes.
+	Complete bool `json:"complete"`
+}
+
+// LogTimesOf is the answer of t; Times is never null.
+func LogTimesOf(t build.LogTimes, complete bool) LogTimes {
+	times := t.Times
+	if times == nil {
+		times = [][2]int64{}
+	}
+	return LogTimes{Start: t.Start, ResolutionMs: t.ResolutionMs, Lines: t.Lines, Times: times, Complete: complete}
+}

@@ -134,6 +134,7 @@ func TestGolden(t *testing.T) {
 		"subscriptions":        filled[api.Subscriptions](),
 		"subscription-deleted": filled[api.SubscriptionDeleted](),
 		"deliveries":           filled[api.Deliveries](),
+		"log-times":            filled[api.LogTimes](),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

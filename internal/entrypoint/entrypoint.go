@@ -80,6 +80,11 @@ type Config struct {
 	// LiveLog, if set, is a file the console log is written to while the
 	// script runs, so it can be followed. It is truncated first.
 	LiveLog string
+	// LiveTimes, if set, is a file the log's line-time index
+	// (build.LogTimes) is written to while the script runs, rewritten at
+	// most once a second, so that a followed log can show when its lines
+	// began. It is replaced, not appended to.
+	LiveTimes string
 	// Stdout, if set, also receives the console log. Its write errors are
 	// ignored.
 	Stdout io.Writer
@@ -141,7 +146,9 @@ type Result struct {
 	StartedAt  time.Time `json:"startedAt"`
 	FinishedAt time.Time `json:"finishedAt"`
 	// LogKey and ArtifactsKey are the object keys, empty when that upload
-	// failed.
+	// failed. The log's line-time index goes under build.LogTimesKey
+	// beside the log; its upload failing costs the build nothing but the
+	// log's times, so it has no field here.
 	LogKey       string `json:"logKey,omitempty"`
 	ArtifactsKey string `json:"artifactsKey,omitempty"`
 }
@@ -265,11 +272,20 @@ func (r *runner) run(ctx context.Context) Result {
 	if err := r.console.Close(); err != nil {
 		reasons = append(reasons, "write console log: "+err.Error())
 	}
+	times, err := r.console.times.close()
+	if err != nil {
+		r.log.Warn("live line times", "err", err)
+	}
 	logKey := build.LogKey(r.cfg.BuildID)
 	if err := r.upload(uctx, logKey, func(w io.Writer) error { return gzipFile(w, logPath) }); err != nil {
 		reasons = append(reasons, "upload log: "+err.Error())
 	} else {
 		res.LogKey = logKey
+		// Only the log's times: a failure is logged, the build's status
+		// stays.
+		if err := r.upload(uctx, build.LogTimesKey(r.cfg.BuildID), func(w io.Writer) error { return writeTimes(w, times) }); err != nil {
+			r.log.Warn("upload the log's line times", "err", err)
+		}
 	}
 	if (res.LogKey == "" || res.ArtifactsKey == "") && res.Status == build.StatusSucceeded {
 		res.Status = build.StatusErrored
@@ -299,7 +315,8 @@ func (r *runner) openConsole() (string, func(), error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("create console log: %w", err)
 	}
-	r.console = &consoleWriter{file: f, tee: r.cfg.Stdout, last: '\n'}
+	r.console = &consoleWriter{file: f, tee: r.cfg.Stdout, last: '\n', now: r.cfg.Now,
+		times: newLineTimes(r.cfg.Now(), r.cfg.LiveTimes)}
 	return f.Name(), cleanup, nil
 }
 
@@ -578,14 +595,16 @@ func formatDuration(d time.Duration) string {
 	return d.Round(100 * time.Millisecond).String()
 }
 
-// consoleWriter writes the console log to its file and, if set, to tee. It
-// never fails a write, so the script is never blocked on a full pipe; the
-// first file error is kept for Close.
+// consoleWriter writes the console log to its file and, if set, to tee,
+// and keeps its line-time index. It never fails a write, so the script is
+// never blocked on a full pipe; the first file error is kept for Close.
 type consoleWriter struct {
-	file *os.File
-	tee  io.Writer
-	err  error
-	last byte
+	file  *os.File
+	tee   io.Writer
+	err   error
+	last  byte
+	now   func() time.Time
+	times *lineTimes
 }
 
 func (c *consoleWriter) Write(p []byte) (int, error) {
@@ -598,6 +617,7 @@ func (c *consoleWriter) Write(p []byte) (int, error) {
 	if c.tee != nil {
 		c.tee.Write(p) // a broken tee must not break the build
 	}
+	c.times.wrote(p, c.now())
 	c.last = p[len(p)-1]
 	return len(p), nil
 }

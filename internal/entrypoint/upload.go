@@ -19,7 +19,9 @@ var errUploadDone = errors.New("uploader stopped reading")
 
 // upload streams what write produces to the Uploader under key, through a
 // pipe, so nothing is held in memory. It tries uploadAttempts times, waiting
-// UploadBackoff, then twice that, and returns the last error.
+// UploadBackoff, then twice that, and returns the last error. An error
+// wrapping build.ErrInvalid (no URL for the key, an object too large) is
+// not tried again: another attempt cannot help.
 func (r *runner) upload(ctx context.Context, key string, write func(io.Writer) error) error {
 	var err error
 	backoff := r.cfg.UploadBackoff
@@ -38,6 +40,9 @@ func (r *runner) upload(ctx context.Context, key string, write func(io.Writer) e
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, build.ErrInvalid) {
+			return err
 		}
 	}
 	return fmt.Errorf("%w (after %d attempts)", err, uploadAttempts)

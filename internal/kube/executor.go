@@ -20,7 +20,8 @@ import (
 )
 
 // Uploads presigns PUT URLs for a build's log and artifacts (keyed by
-// build.LogKey and build.ArtifactsKey), valid for ttl.
+// build.LogKey and build.ArtifactsKey), and optionally its log's line
+// times (build.LogTimesKey), valid for ttl.
 type Uploads func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error)
 
 // Config configures an Executor.
@@ -147,7 +148,8 @@ func (e *Executor) Launch(ctx context.Context, job build.Job) error {
 		Namespace: e.cfg.Namespace, EntrypointImage: e.cfg.EntrypointImage, ScriptsRepo: e.cfg.ScriptsRepo,
 		ServiceAccount: e.cfg.ServiceAccount,
 		LogUploadURL:   logURL, ArtifactsUploadURL: artifactsURL,
-		CPURequest: e.cpu, MemoryRequest: e.memReq, MemoryLimit: e.memLim,
+		LogTimesUploadURL: urls[build.LogTimesKey(job.Request.BuildID)],
+		CPURequest:        e.cpu, MemoryRequest: e.memReq, MemoryLimit: e.memLim,
 	})
 	created, err := e.client.CoreV1().Pods(e.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	switch {

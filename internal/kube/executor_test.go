@@ -189,6 +189,7 @@ func TestLaunch(t *testing.T) {
 		ServiceAccount:     "decap-build",
 		LogUploadURL:       "https://log.example/" + string(id),
 		ArtifactsUploadURL: "https://art.example/" + string(id),
+		LogTimesUploadURL:  "https://times.example/" + string(id),
 		CPURequest:         resource.MustParse("500m"), MemoryRequest: resource.MustParse("1Gi"), MemoryLimit: resource.MustParse("4Gi"),
 	})
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -55,6 +55,7 @@ func testSpec() kube.PodSpec {
 		ServiceAccount:     "decap-build",
 		LogUploadURL:       "https://decap-logs.s3.amazonaws.com/logs/console.log.gz?X-Amz-Signature=log",
 		ArtifactsUploadURL: "https://decap-logs.s3.amazonaws.com/artifacts/artifacts.tar.gz?X-Amz-Signature=art",
+		LogTimesUploadURL:  "https://decap-logs.s3.amazonaws.com/logs/console.times.json.gz?X-Amz-Signature=times",
 		CPURequest:         resource.MustParse("500m"),
 		MemoryRequest:      resource.MustParse("1Gi"),
 		MemoryLimit:        resource.MustParse("4Gi"),
@@ -94,7 +95,10 @@ func newExecutor(t *testing.T, client *fake.Clientset, now func() time.Time, edi
 		Client: client, Namespace: ns,
 		EntrypointImage: "ghcr.io/decap-ci/build:1.0.0", ScriptsRepo: "https://github.com/decap-ci/build-scripts.git",
 		Uploads: func(_ context.Context, id build.ID, _ time.Duration) (map[string]string, error) {
-			return map[string]string{build.LogKey(id): "https://log.example/" + string(id), build.ArtifactsKey(id): "https://art.example/" + string(id)}, nil
+			return map[string]string{
+				build.LogKey(id): "https://log.example/" + string(id), build.ArtifactsKey(id): "https://art.example/" + string(id),
+				build.LogTimesKey(id): "https://times.example/" + string(id),
+			}, nil
 		},
 		Now: now,
 	}

@@ -104,6 +104,9 @@ type PodSpec struct {
 	// LogUploadURL and ArtifactsUploadURL are presigned PUT URLs for exactly
 	// the build's two objects: the only grant the Pod holds.
 	LogUploadURL, ArtifactsUploadURL string
+	// LogTimesUploadURL, if set, is the presigned PUT URL of the log's
+	// line-time index (build.LogTimesKey), the build's third object.
+	LogTimesUploadURL string
 	// Requests and limits of the build container.
 	CPURequest, MemoryRequest, MemoryLimit resource.Quantity
 }
@@ -209,6 +212,9 @@ func PodFor(job build.Job, spec PodSpec) *corev1.Pod {
 		corev1.EnvVar{Name: "DECAP_ARTIFACTS_UPLOAD_URL", Value: spec.ArtifactsUploadURL},
 		corev1.EnvVar{Name: "HOME", Value: WorkspaceMount},
 	)
+	if spec.LogTimesUploadURL != "" {
+		buildEnv = append(buildEnv, corev1.EnvVar{Name: "DECAP_LOG_TIMES_UPLOAD_URL", Value: spec.LogTimesUploadURL})
+	}
 	buildMounts := []corev1.VolumeMount{
 		{Name: volScripts, MountPath: ScriptsMount, ReadOnly: true},
 		{Name: volTools, MountPath: ToolsMount, ReadOnly: true},

@@ -212,7 +212,7 @@ func TestPodForProperties(t *testing.T) {
 					if errs := validation.IsEnvVarName(e.Name); len(errs) > 0 {
 						t.Errorf("container %s: env name %q: %v", c.Name, e.Name, errs)
 					}
-					if c.Name != kube.ContainerBuild && (strings.Contains(e.Value, spec.LogUploadURL) || strings.Contains(e.Value, spec.ArtifactsUploadURL)) {
+					if c.Name != kube.ContainerBuild && (strings.Contains(e.Value, spec.LogUploadURL) || strings.Contains(e.Value, spec.ArtifactsUploadURL) || strings.Contains(e.Value, spec.LogTimesUploadURL)) {
 						t.Errorf("container %s holds an upload URL in %s", c.Name, e.Name)
 					}
 				}
@@ -230,7 +230,8 @@ func TestPodForProperties(t *testing.T) {
 			for k, want := range map[string]string{
 				"BUILD_ID": string(req.BuildID), "BRANCH_TO_BUILD": req.Ref, "PROJECT_KEY": req.ProjectKey(),
 				"DECAP_LOG_UPLOAD_URL": spec.LogUploadURL, "DECAP_ARTIFACTS_UPLOAD_URL": spec.ArtifactsUploadURL,
-				"DECAP_BUILD_TIMEOUT": timeout.String(),
+				"DECAP_LOG_TIMES_UPLOAD_URL": spec.LogTimesUploadURL,
+				"DECAP_BUILD_TIMEOUT":        timeout.String(),
 			} {
 				if env[k] != want {
 					t.Errorf("build container %s = %q, want %q", k, env[k], want)

@@ -189,6 +189,7 @@ true`, hdir, run)
 		{filepath.Join(hdir, localexec.HomeDir), 0o700, huid, huid},
 		{filepath.Join(hdir, localexec.TmpDir), 0o700, huid, huid},
 		{filepath.Join(hdir, localexec.ConsoleLogFile), 0o600, root, -1},
+		{filepath.Join(hdir, localexec.ConsoleTimesFile), 0o600, root, -1},
 		{filepath.Join(hdir, localexec.JobFile), 0o600, root, -1},
 		{filepath.Join(hdir, "pid"), 0o600, root, -1},
 		{filepath.Join(hdir, "entrypoint.out"), 0o600, root, -1},
