@@ -231,10 +231,18 @@ func (s *Server) getBuild(c echo.Context) error {
 // build, or what a running build has written so far. With follow=1 it
 // streams until the build ends, or for Limits.FollowFor at most; the
 // follows open at once are limited (Limits.Followers, ClientFollowers).
+// With times=1 it answers when the log's lines began instead (logTimes).
 func (s *Server) buildLog(c echo.Context) error {
 	rec, err := s.record(c)
 	if err != nil {
 		return err
+	}
+	switch c.QueryParam("times") {
+	case "":
+	case "1", "true":
+		return s.logTimes(c, rec)
+	default:
+		return fmt.Errorf("%w: times must be 1 (the log's line times) or absent (the log)", build.ErrInvalid)
 	}
 	ctx := c.Request().Context()
 	follow := c.QueryParam("follow") == "1" || c.QueryParam("follow") == "true"
