@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -127,4 +128,45 @@ func BenchmarkStoreLaunch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkStoreTwoOpens is webhooks written through two opens of one
+// database file at once, as ingest and the dispatcher write it: each
+// open's writer meets the other's write lock. ns/op is per webhook.
+func BenchmarkStoreTwoOpens(b *testing.B) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "decap.db")
+	var opens [2]*sqlite.DB
+	for i := range opens {
+		db, err := sqlite.Open(path, sqlite.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		opens[i] = db
+	}
+	var next atomic.Int64
+	var turn atomic.Int64
+	b.ReportAllocs()
+	defer reportCPU(b, cpuTime(b))
+	b.SetParallelism(2) // 4 goroutines on 2 CPUs, taking the opens in turn
+	b.RunParallel(func(pb *testing.PB) {
+		db := opens[turn.Add(1)%2]
+		q, records, claims := sqlite.NewQueue(db, sqlite.QueueOptions{}), sqlite.NewRecords(db), sqlite.NewIdempotency(db)
+		for pb.Next() {
+			req := benchRequest(int(next.Add(1)))
+			if _, err := claims.Claim(ctx, req.IdempotencyKey(), req.BuildID, time.Hour); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := records.Save(ctx, build.RecordFor(req)); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := q.Publish(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
