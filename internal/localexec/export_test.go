@@ -21,3 +21,6 @@ func FailPIDWrite(e *Executor, after time.Duration) {
 
 // OwnedByNobody is ownedByNobody, for a passwd file of the test's.
 var OwnedByNobody = ownedByNobody
+
+// WatchDir is the run directory's directory of watchers' sockets.
+const WatchDir = watchDir

@@ -457,7 +457,7 @@ func (e *Executor) start(ctx context.Context, dir string, args []string, out, ui
 		return abort(fmt.Errorf("record entrypoint pid: %w", err))
 	}
 	recordedW.Close() // the entrypoint may go
-	go cmd.Wait()     // reap it, so no zombie stays while this process lives
+	go e.reap(cmd)    // and its end wakes the watchers
 	return nil
 }
 
@@ -468,8 +468,11 @@ func (e *Executor) endUnstarted(dir string, status build.Status, reason string) 
 		fmt.Fprintf(f, "decap: %s\n", reason)
 		f.Close()
 	}
-	_, err := writeResultOnce(dir, entrypoint.Result{Status: status, Reason: reason, StartedAt: now, FinishedAt: now})
-	return err
+	if _, err := writeResultOnce(dir, entrypoint.Result{Status: status, Reason: reason, StartedAt: now, FinishedAt: now}); err != nil {
+		return err
+	}
+	e.notifyEnded()
+	return nil
 }
 
 // Cancel stops the build: decap-entrypoint gets SIGTERM, stops the

@@ -23,8 +23,9 @@ const (
 
 // Watch calls handle with the Outcome of every build that has ended, until
 // ctx is done; then it returns nil. It scans RunDir at once, which
-// reconciles builds that ended while nobody watched, and then every
-// PollInterval.
+// reconciles builds that ended while nobody watched; again as soon as a
+// launcher, in this process or another, says that a build's process ended
+// (see wake.go); and every PollInterval, which finds the ends nobody said.
 //
 // A build has ended when decap-entrypoint, or a launch or Cancel that did
 // not start it, wrote its result; when its process is gone without one
@@ -37,6 +38,14 @@ const (
 // must be idempotent and should end with Remove. Its errors are logged and
 // the build is retried on the next scan.
 func (e *Executor) Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error {
+	// Bound before the first scan: an end after it is either seen by the
+	// scan or wakes the next one.
+	wake, stop, err := e.listenEnds()
+	if err != nil {
+		e.log.Warn("builds' ends are found by polling only", "poll_interval", e.cfg.PollInterval, "err", err)
+	} else {
+		defer stop()
+	}
 	ticker := time.NewTicker(e.cfg.PollInterval)
 	defer ticker.Stop()
 	for {
@@ -45,6 +54,7 @@ func (e *Executor) Watch(ctx context.Context, handle func(context.Context, build
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
+		case <-wake: // nil, never ready, without a socket
 		}
 	}
 }
