@@ -55,6 +55,7 @@ func scenarios() []scenario {
 		{name: "dispatch", run: benchDispatch},
 		{name: "dispatch-aws", aws: true, run: benchDispatchAWS},
 		{name: "reap", run: benchReap},
+		{name: "end", run: benchEnd},
 		{name: "webhooks", run: benchWebhooks},
 		{name: "memory", run: benchMemory},
 		{name: "idle", run: benchIdle},

@@ -28,6 +28,8 @@ type scale struct {
 
 	WebhookN int // record changes delivered to an outgoing webhook
 
+	EndN int // trivial local builds timed from push to final record
+
 	MemN    int           // webhooks queued while the dispatcher is paused
 	MemKeys int           // over this many lock keys
 	MemRun  time.Duration // how long the dispatcher then works the deep queue
@@ -45,7 +47,7 @@ var scales = map[string]scale{
 		IngestRound: 5 * time.Second, IngestRounds: 3, IngestClients: 16, IngestRate: 100, IngestRateFor: 10 * time.Second,
 		LightRate: 5, LightFor: 30 * time.Second, HeavyRate: 50, HeavyFor: 10 * time.Second, AWSHeavyRate: 20,
 		DispatchN: 10000, DispatchKeys: 1000, AWSDispatchN: 500, AWSDispatchKeys: 50,
-		ReapN: 300, ReapRate: 30, WebhookN: 300,
+		ReapN: 300, ReapRate: 30, WebhookN: 300, EndN: 40,
 		MemN: 10000, MemKeys: 1000, MemRun: 30 * time.Second, Idle: 60 * time.Second,
 		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 30 * time.Second,
 		BenchTime: "1s",
@@ -54,7 +56,7 @@ var scales = map[string]scale{
 		IngestRound: time.Second, IngestRounds: 2, IngestClients: 8, IngestRate: 50, IngestRateFor: 2 * time.Second,
 		LightRate: 5, LightFor: 4 * time.Second, HeavyRate: 20, HeavyFor: 2 * time.Second, AWSHeavyRate: 10,
 		DispatchN: 500, DispatchKeys: 50, AWSDispatchN: 100, AWSDispatchKeys: 20,
-		ReapN: 40, ReapRate: 20, WebhookN: 40,
+		ReapN: 40, ReapRate: 20, WebhookN: 40, EndN: 10,
 		MemN: 300, MemKeys: 30, MemRun: 5 * time.Second, Idle: 5 * time.Second,
 		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 5 * time.Second,
 		BenchTime: "100ms",
@@ -85,6 +87,7 @@ func (s *scale) fields() []field {
 		{"reap-n", "build Pods that end in the reaper run", &s.ReapN},
 		{"reap-rate", "Pods ending per second in the reaper run", &s.ReapRate},
 		{"webhook-n", "record changes timed to an outgoing webhook", &s.WebhookN},
+		{"end-n", "trivial local builds timed from push to final record", &s.EndN},
 		{"mem-n", "webhooks queued for the memory run", &s.MemN},
 		{"mem-keys", "lock keys of the memory run", &s.MemKeys},
 		{"mem-run", "how long the dispatcher works the deep queue in the memory run", &s.MemRun},
