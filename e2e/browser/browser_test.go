@@ -89,6 +89,7 @@ func TestBrowser(t *testing.T) {
 		guarded:       true,
 		badges:        true,
 		live:          true,
+		times:         true,
 	})
 }
 

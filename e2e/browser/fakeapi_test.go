@@ -357,6 +357,9 @@ func (f *fakeAPI) buildLog(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.QueryParam("times") != "" {
+		return apiError(http.StatusNotFound, "the fake keeps no line times")
+	}
 	if run == nil {
 		return c.String(http.StatusOK, "(history: no log kept by the fake)\n")
 	}

@@ -59,6 +59,10 @@ type target struct {
 	// live says the server streams the build events (GET /api/v1/events;
 	// ingest, not the fake API): the pages update from them.
 	live bool
+	// times says the server answers the logs' line times (GET
+	// .../log?times=1; ingest over the local executor, which also keeps a
+	// running build's): the log view shows each line's elapsed time.
+	times bool
 }
 
 // session is one headless Chromium with one tab.
@@ -371,6 +375,21 @@ func runFlow(t *testing.T, tg target) {
   const label = document.getElementById('log-follow-label'), box = document.getElementById('log-follow');
   return label && !label.hidden && box && box.checked ? 'ok' : '';
 })()`)
+	if tg.times {
+		// The live index: a tick printed 0.5 s after the one before
+		// shows a later time, while the build runs.
+		s.waitFor("elapsed times of a running build's lines", 15*time.Second, `(() => {
+  const secs = (text) => {
+    const line = [...document.querySelectorAll('#log .ln')].find((l) => l.querySelector('.t').textContent === text);
+    const el = line && line.querySelector('.el[data-el]');
+    const m = el && /([0-9.]+) s after the log began/.exec(el.title);
+    return m ? Number(m[1]) : NaN;
+  };
+  const a = secs('slow tick 2 of 240'), b = secs('slow tick 4 of 240');
+  if (isNaN(a) || isNaN(b)) return '';
+  return b - a >= 0.8 && b - a < 5 ? 'ok' : 'fail:ticks 2 and 4 began ' + a + ' s and ' + b + ' s after the log began';
+})()`)
+	}
 	s.shot("build-running")
 	s.navigate("/")
 	s.waitFor("the slow build among the running builds", 10*time.Second,
@@ -480,8 +499,9 @@ func (s *session) checkLiveDashboard() {
 }
 
 // checkLogView looks at a finished build's log view: numbered lines, the
-// colours of ANSI codes, sections and groups, markup shown as text, the
-// search box, and a link to a line.
+// colours of ANSI codes, sections and groups, markup shown as text, each
+// line's elapsed time (where the target has them), the search box, and a
+// link to a line.
 func (s *session) checkLogView(id string) {
 	s.t.Helper()
 	s.waitFor("the log's sections, groups and colours", 10*time.Second, `(() => {
@@ -499,6 +519,9 @@ func (s *session) checkLogView(id string) {
   if (!num || num.getAttribute('href') !== '#' + line.id || !/^L\d+$/.test(line.id)) return 'fail:the line has no link to itself';
   return 'ok';
 })()`)
+	if s.tg.times {
+		s.checkElapsed()
+	}
 	s.do("search the log", chromedp.SendKeys(chromedp.CSS(`#log-search`), "all done"))
 	s.waitFor("the search to find the last line", 5*time.Second, `(() => {
   const hits = document.querySelectorAll('#log .ln.hit');
@@ -521,6 +544,34 @@ func (s *session) checkLogView(id string) {
   return r.top >= box.top - 1 && r.bottom <= box.bottom + 1 ? 'ok' : '';
 })()`)
 	s.shot("build-log-line")
+}
+
+// checkElapsed looks at the elapsed-time gutter of the quick build's
+// log: every line shows +M:SS, its title the time in tenths of a second,
+// which grows with the script's sleeps; the toggle hides and shows it.
+func (s *session) checkElapsed() {
+	s.t.Helper()
+	s.waitFor("the elapsed time of every line", 10*time.Second, `(() => {
+  const log = document.getElementById('log');
+  if (log.dataset.times !== 'complete' || !log.classList.contains('has-times')) return '';
+  const lines = [...log.querySelectorAll('.ln')];
+  const bad = lines.find((l) => !/^[+][0-9]+:[0-5][0-9]$/.test((l.querySelector('.el') || {dataset: {}}).dataset.el || ''));
+  if (bad) return 'fail:line ' + bad.id + ' shows no elapsed time';
+  const secs = (text) => {
+    const line = lines.find((l) => l.querySelector('.t').textContent.startsWith(text));
+    const m = line && /([0-9.]+) s after the log began/.exec(line.querySelector('.el').title);
+    return m ? Number(m[1]) : NaN;
+  };
+  const first = secs('decap: build'), compile = secs('step: compile'), pack = secs('--- package');
+  if (first !== 0) return 'fail:the first line began ' + first + ' s after the log began';
+  if (!(pack - compile >= 0.5)) return 'fail:three sleeps of 0.2 s apart: step: compile at ' + compile + ' s, --- package at ' + pack + ' s';
+  const el = lines[0].querySelector('.el');
+  return el.dataset.el === '+0:00' && el.getBoundingClientRect().width > 0 ? 'ok' : 'fail:the first line\'s elapsed time is not shown';
+})()`)
+	s.do("hide the elapsed times", chromedp.Click(chromedp.CSS(`#log-times`)))
+	s.waitFor("the elapsed times hidden", 5*time.Second, `document.querySelector('#log .ln .el').getClientRects().length === 0 ? 'ok' : ''`)
+	s.do("show the elapsed times", chromedp.Click(chromedp.CSS(`#log-times`)))
+	s.waitFor("the elapsed times shown", 5*time.Second, `document.querySelector('#log .ln .el').getClientRects().length > 0 ? 'ok' : ''`)
 }
 
 // checkLists looks at the lists around the builds: a project's history

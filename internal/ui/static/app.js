@@ -622,6 +622,45 @@
     }
   }
 
+  // streamTimes reads the log's line-time index (GET .../log?times=1)
+  // into the view: once for an ended build, every 3 s while one runs
+  // (the local executor keeps a live index; elsewhere the index is
+  // stored when the build ends, and the page says so meanwhile).
+  async function streamTimes(box, view, logBox) {
+    const note = document.getElementById('log-times-state');
+    const say = (text) => {
+      if (note) {
+        note.textContent = text;
+      }
+    };
+    for (;;) {
+      const final = FINAL.has(box.dataset.status);
+      try {
+        const res = await fetch(box.dataset.logUrl + '?times=1', { credentials: 'same-origin' });
+        if (res.ok) {
+          const t = await res.json();
+          view.setTimes(t);
+          say('');
+          if (t.complete) {
+            logBox.dataset.times = 'complete';
+            return;
+          }
+        } else if (res.status === 401) {
+          return; // the log's stream leads to the sign-in page
+        } else if (final) {
+          say('no elapsed times were stored with this log');
+          logBox.dataset.times = 'none';
+          return;
+        } else if (box.dataset.status === 'running' && (await errorText(res)).includes('stored when it ends')) {
+          say('elapsed times appear when the build ends');
+        }
+      } catch (e) {
+        // the network: try again
+      }
+      await sleep(3000);
+    }
+  }
+
   // applySearch runs the search box's query over the log.
   function applySearch(view) {
     const input = document.getElementById('log-search');
@@ -661,6 +700,25 @@
     if (only) {
       only.addEventListener('change', () => applySearch(view));
     }
+    const times = document.getElementById('log-times');
+    if (times) {
+      // The choice is kept for the next build page.
+      const key = 'decap.logTimes';
+      try {
+        times.checked = localStorage.getItem(key) !== 'off';
+      } catch (e) {
+        // storage refused: shown
+      }
+      logBox.classList.toggle('times-off', !times.checked);
+      times.addEventListener('change', () => {
+        logBox.classList.toggle('times-off', !times.checked);
+        try {
+          localStorage.setItem(key, times.checked ? 'on' : 'off');
+        } catch (e) {
+          // not kept
+        }
+      });
+    }
     for (const b of document.querySelectorAll('button[data-log-expand]')) {
       b.addEventListener('click', () => view.expand(b.dataset.logExpand === 'open'));
     }
@@ -678,6 +736,7 @@
       }
     });
     streamLog(box, view, logBox);
+    streamTimes(box, view, logBox);
   }
 
   // initBuild follows the build's record live from the event stream,

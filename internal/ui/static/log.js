@@ -9,7 +9,9 @@
 //   --- <title>        starts a section (ends the one before); open
 //   ::group::<title>   starts a group, nested in the current section; closed
 //   ::endgroup::       ends the innermost group
-// Lines are numbered as in the raw log; #L42 links to line 42.
+// Lines are numbered as in the raw log; #L42 links to line 42. Beside the
+// number, each line may show when it began (+1:05 after the log's start),
+// from the log's line-time index (GET .../log?times=1, setTimes).
 //
 // The same file runs under Node for its tests (module.exports).
 'use strict';
@@ -152,6 +154,38 @@
     return null;
   }
 
+  // ---- elapsed time: the line-time index (build.LogTimes) ----
+
+  // elapsedAt returns when line n began, in ms after the index's start:
+  // the time of the last [line, ms] pair at or before n; null when the
+  // index does not cover n (yet).
+  function elapsedAt(times, n) {
+    if (!times || !Array.isArray(times.times) || !(n >= 1) || n > times.lines) {
+      return null;
+    }
+    const pairs = times.times;
+    let lo = 0;
+    let hi = pairs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (pairs[mid][0] <= n) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo === 0 ? null : pairs[lo - 1][1];
+  }
+
+  // fmtElapsed writes ms as +M:SS, or +H:MM:SS from an hour on.
+  function fmtElapsed(ms) {
+    const s = Math.floor(Math.max(0, ms) / 1000);
+    const two = (v) => (v < 10 ? '0' : '') + v;
+    const h = Math.floor(s / 3600);
+    const m = Math.floor(s / 60) % 60;
+    return '+' + (h > 0 ? h + ':' + two(m) : String(m)) + ':' + two(s % 60);
+  }
+
   // ---- the view (browser only) ----
 
   // LogView renders a log into box, a line at a time, keeping at most max
@@ -162,6 +196,7 @@
       this.doc = box.ownerDocument;
       this.max = (opts && opts.max) || 20000;
       this.onTrim = (opts && opts.onTrim) || (() => {});
+      this.times = null; // kept across resets: the log is the same
       this.reset(0);
     }
 
@@ -224,6 +259,10 @@
       a.dataset.n = String(n);
       a.setAttribute('aria-label', 'line ' + n);
       div.append(a);
+      const el = this.doc.createElement('span');
+      el.className = 'el';
+      div.append(el);
+      this.showTime(el, n);
       const t = this.doc.createElement('span');
       t.className = 't';
       for (const s of spans) {
@@ -380,6 +419,39 @@
       return true;
     }
 
+    // setTimes takes the log's line-time index (api.LogTimes) and shows
+    // each line's elapsed time. A running build's index grows: when its
+    // resolution stayed the same, the pairs of the lines shown before did
+    // too, and only the lines after them are updated.
+    setTimes(t) {
+      if (!t || !Array.isArray(t.times)) {
+        return;
+      }
+      const old = this.times;
+      const from = old && old.resolutionMs === t.resolutionMs && old.start === t.start ? old.lines + 1 : 1;
+      this.times = t;
+      this.start = Date.parse(t.start);
+      this.box.classList.add('has-times');
+      for (const a of this.box.querySelectorAll('.ln > a.n')) {
+        const n = Number(a.dataset.n);
+        if (n >= from) {
+          this.showTime(a.nextElementSibling, n);
+        }
+      }
+    }
+
+    // showTime fills el, line n's elapsed time, from the index.
+    showTime(el, n) {
+      const ms = elapsedAt(this.times, n);
+      if (!el || ms === null) {
+        return;
+      }
+      el.dataset.el = fmtElapsed(ms);
+      const at = new Date(this.start + ms);
+      el.title = 'began ' + (isNaN(at) ? '' : at.toISOString().replace('T', ' ').replace('Z', ' UTC') + ', ') +
+        (ms / 1000).toFixed(1) + ' s after the log began (within ' + (this.times.resolutionMs * 2 / 1000) + ' s)';
+    }
+
     // expand opens (or closes) every section and group.
     expand(open) {
       for (const d of this.box.querySelectorAll('details')) {
@@ -388,7 +460,10 @@
     }
   }
 
-  const api = { parseLine: parseLine, plain: plain, marker: marker, newState: newState, LogView: LogView };
+  const api = {
+    parseLine: parseLine, plain: plain, marker: marker, newState: newState,
+    elapsedAt: elapsedAt, fmtElapsed: fmtElapsed, LogView: LogView,
+  };
   if (typeof module === 'object' && module.exports) {
     module.exports = api;
   } else {

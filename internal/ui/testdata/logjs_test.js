@@ -46,6 +46,16 @@ eq('no marker: dashes without space', log.marker('---'), null);
 eq('no marker: text', log.marker('hello --- x'), null);
 eq('coloured section', log.marker(log.plain(E + '[1m--- build' + E + '[0m')), { kind: 'section', title: 'build' });
 
+const times = { start: '2026-12-06T05:00:00Z', resolutionMs: 100, lines: 9, times: [[1, 0], [4, 1500], [6, 62000], [9, 3723000]] };
+eq('elapsed of a pair\'s line', log.elapsedAt(times, 4), 1500);
+eq('elapsed between pairs', log.elapsedAt(times, 5), 1500);
+eq('elapsed of the first line', log.elapsedAt(times, 1), 0);
+eq('elapsed of the last line', log.elapsedAt(times, 9), 3723000);
+eq('elapsed past the index', log.elapsedAt(times, 10), null);
+eq('elapsed without an index', log.elapsedAt(null, 1), null);
+eq('elapsed before the first pair', log.elapsedAt({ lines: 5, times: [[3, 10]] }, 2), null);
+eq('elapsed format', [0, 999, 1500, 62000, 600000, 3723000].map(log.fmtElapsed), ['+0:00', '+0:00', '+0:01', '+1:02', '+10:00', '+1:02:03']);
+
 if (failed) {
   console.log(failed + ' failed');
   process.exit(1);
