@@ -102,9 +102,51 @@ func (w *world) subscribedQueue(t *testing.T, group string) string {
 }
 
 // stream is the world's event stream, polling for a second (moto's long
-// poll waits out a group freed meanwhile: StreamOptions).
-func (w *world) stream() *awsevents.Stream {
-	return awsevents.NewStream(w.sqs, w.prefix, awsevents.StreamOptions{ReceiveWait: time.Second})
+// poll waits out a group freed meanwhile: StreamOptions), with its live
+// tail; it is closed when t ends.
+func (w *world) stream(t *testing.T) *awsevents.Stream {
+	return w.tailStream(t, awsevents.TailConfig{})
+}
+
+// tailStream is stream with the tail configured as cfg (its clients and
+// topic set here).
+func (w *world) tailStream(t *testing.T, cfg awsevents.TailConfig) *awsevents.Stream {
+	t.Helper()
+	cfg.SNS, cfg.SQS, cfg.TopicARN = w.sns, w.sqs, w.topicARN
+	s := awsevents.NewStream(w.sqs, w.prefix, awsevents.StreamOptions{ReceiveWait: time.Second, Tail: &cfg})
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// tailQueues returns the names of the world's tail queues that exist.
+func (w *world) tailQueues(t *testing.T) []string {
+	t.Helper()
+	out, err := w.sqs.ListQueues(context.Background(), &sqs.ListQueuesInput{QueueNamePrefix: aws.String(awsevents.TailQueuePrefix(w.prefix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, u := range out.QueueUrls {
+		names = append(names, u[strings.LastIndex(u, "/")+1:])
+	}
+	return names
+}
+
+// tailSubscriptions returns the endpoints of the topic's subscriptions of
+// tail queues.
+func (w *world) tailSubscriptions(t *testing.T) []string {
+	t.Helper()
+	out, err := w.sns.ListSubscriptionsByTopic(context.Background(), &sns.ListSubscriptionsByTopicInput{TopicArn: aws.String(w.topicARN)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []string
+	for _, s := range out.Subscriptions {
+		if ep := aws.ToString(s.Endpoint); strings.Contains(ep, ":"+awsevents.TailQueuePrefix(w.prefix)) {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
 }
 
 func (w *world) publisher(t *testing.T) *awsevents.Publisher {
@@ -214,8 +256,7 @@ func TestPublishReachesSubscribedQueue(t *testing.T) {
 	}
 }
 
-// The build-event stream contract on SNS and SQS, but for Tail, which the
-// aws backend does not have yet (TestTailIsNotAvailable), and "order and
+// The build-event stream contract on SNS and SQS, but for "order and
 // dedup": moto does not deduplicate on a FIFO topic, and its FIFO queue
 // drops a second message only while the first is still in it, so the
 // suite's third publish of an event, after the consumer deleted it, comes
@@ -226,9 +267,11 @@ func TestEventStream(t *testing.T) {
 	t.Parallel()
 	open := func(t *testing.T) (message.Publisher, build.EventStream) {
 		w := newWorld(t, "order", "retry", "durable", "webhooks", "commit-statuses", "shared")
-		return w.publisher(t), w.stream()
+		return w.publisher(t), w.stream(t)
 	}
 	for name, test := range map[string]func(*testing.T, func(*testing.T) (message.Publisher, build.EventStream)){
+		"tail":                  buildtest.TestEventStreamTail,
+		"tail behind":           buildtest.TestEventStreamTailBehind,
 		"handler error":         buildtest.TestEventStreamRetry,
 		"durable position":      buildtest.TestEventStreamDurable,
 		"groups":                buildtest.TestEventStreamGroups,
@@ -242,7 +285,9 @@ func TestEventStream(t *testing.T) {
 	}
 }
 
-func TestTailIsNotAvailable(t *testing.T) {
+// A stream made without a TailConfig (the services that never tail) has
+// no tail: ErrUnavailable.
+func TestTailWithoutConfig(t *testing.T) {
 	t.Parallel()
 	s := awsevents.NewStream(nil, "decap", awsevents.StreamOptions{})
 	if _, err := s.Tail(t.Context()); !errors.Is(err, build.ErrUnavailable) {
@@ -250,11 +295,204 @@ func TestTailIsNotAvailable(t *testing.T) {
 	}
 }
 
+// A Tail gets the events published after it started, each build's in
+// order, through a queue of its own subscribed to the topic; two Tails of
+// one process share that queue; after the last Tail ended and the linger
+// passed, the queue and its subscription are gone.
+func TestTailQueue(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	p := w.publisher(t)
+	s := w.tailStream(t, awsevents.TailConfig{Linger: time.Second})
+	a, b := record(0), record(1)
+	_, before := eventOf(t, a, 1)
+	if err := p.Publish(awsevents.Topic, before); err != nil {
+		t.Fatal(err)
+	}
+	ctx1, cancel1 := context.WithCancel(t.Context())
+	tail1, err := s.Tail(ctx1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	tail2, err := s.Tail(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := w.tailQueues(t); len(q) != 1 || len(w.tailSubscriptions(t)) != 1 {
+		t.Fatalf("two Tails made queues %v, subscriptions %v; want one of each", q, w.tailSubscriptions(t))
+	}
+	var want []string
+	for v := 2; v <= 4; v++ {
+		ea, ma := eventOf(t, a, v)
+		eb, mb := eventOf(t, b, v-1)
+		if err := p.Publish(awsevents.Topic, ma, mb); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, ea.ID, eb.ID)
+	}
+	for i, tail := range []<-chan build.Event{tail1, tail2} {
+		var got []string
+		for len(got) < len(want) {
+			select {
+			case e, ok := <-tail:
+				if !ok {
+					t.Fatalf("tail %d closed after %v", i+1, got)
+				}
+				got = append(got, e.ID)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("tail %d got %v in 30 s, want %v", i+1, got, want)
+			}
+		}
+		for _, id := range []build.ID{a.BuildID, b.BuildID} {
+			if g, w := ofBuild(got, id), ofBuild(want, id); !slices.Equal(g, w) {
+				t.Errorf("tail %d: build %s's events %v, want %v (only those after it started, in order)", i+1, id, g, w)
+			}
+		}
+	}
+	cancel1()
+	cancel2()
+	for _, tail := range []<-chan build.Event{tail1, tail2} {
+		for range tail { // closed when its context ended
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(w.tailQueues(t)) > 0 || len(w.tailSubscriptions(t)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the last Tail ended, the tail queues %v and subscriptions %v are left", w.tailQueues(t), w.tailSubscriptions(t))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A new Tail makes a new queue.
+	ctx3, cancel3 := context.WithCancel(t.Context())
+	defer cancel3()
+	tail3, err := s.Tail(ctx3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, ma := eventOf(t, a, 5)
+	if err := p.Publish(awsevents.Topic, ma); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-tail3:
+		if e.ID != ea.ID {
+			t.Errorf("the new tail got %s, want %s", e.ID, ea.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tail made after the linger got nothing")
+	}
+}
+
+// Close ends every Tail and deletes the queue and its subscription at
+// once.
+func TestTailClose(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := w.tailStream(t, awsevents.TailConfig{Linger: time.Hour})
+	tail, err := s.Tail(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.tailQueues(t)) != 1 {
+		t.Fatalf("tail queues %v, want one", w.tailQueues(t))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-tail:
+		if ok {
+			t.Error("the tail gave an event after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the tail stayed open after Close")
+	}
+	if q, subs := w.tailQueues(t), w.tailSubscriptions(t); len(q) > 0 || len(subs) > 0 {
+		t.Errorf("after Close: tail queues %v, subscriptions %v; want none", q, subs)
+	}
+	if _, err := s.Tail(t.Context()); !errors.Is(err, build.ErrUnavailable) {
+		t.Errorf("Tail() after Close = %v, want ErrUnavailable", err)
+	}
+}
+
+// A process killed with its tail queue leaves the queue subscribed; the
+// next process that tails removes it once its heartbeat is older than
+// StaleAfter, and removes a subscription whose queue is gone, but leaves
+// a live process's queue alone.
+func TestTailSweepsStaleQueues(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	// The dead: a queue tagged alive long ago, and a subscription of a
+	// queue that is gone. The living: another process's queue, tagged now.
+	dead := w.tailQueue(t, "00000000000000d1", time.Now().Add(-time.Hour))
+	gone := w.tailQueue(t, "00000000000000d2", time.Now())
+	if _, err := w.sqs.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(gone)}); err != nil {
+		t.Fatal(err)
+	}
+	alive := w.tailQueue(t, "00000000000000a1", time.Now())
+	s := w.tailStream(t, awsevents.TailConfig{StaleAfter: 10 * time.Minute})
+	if _, err := s.Tail(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	name := func(u string) string { return u[strings.LastIndex(u, "/")+1:] }
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		q, subs := w.tailQueues(t), w.tailSubscriptions(t)
+		if !slices.Contains(q, name(dead)) && len(subs) == 2 && len(q) == 2 {
+			if !slices.Contains(q, name(alive)) {
+				t.Errorf("the sweep removed the live queue %s: queues %v", name(alive), q)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after a Tail started: tail queues %v, subscriptions %v; want the stale queue %s and the subscription of %s gone, the live one and the Tail's own left",
+				q, subs, name(dead), name(gone))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// tailQueue makes a tail queue as another process would, tagged alive at
+// at, and subscribes it; it returns its URL.
+func (w *world) tailQueue(t *testing.T, id string, at time.Time) string {
+	t.Helper()
+	ctx := context.Background()
+	q, err := w.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(awsevents.TailQueuePrefix(w.prefix) + id + ".fifo"),
+		Attributes: map[string]string{"FifoQueue": "true", "MessageRetentionPeriod": "60"},
+		Tags:       map[string]string{awsevents.TailAliveTag: fmt.Sprint(at.Unix())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.sqs.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: q.QueueUrl}) })
+	attrs, err := w.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sns.Subscribe(ctx, &sns.SubscribeInput{TopicArn: aws.String(w.topicARN), Protocol: aws.String("sqs"),
+		Endpoint: aws.String(attrs.Attributes["QueueArn"]), Attributes: map[string]string{"RawMessageDelivery": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(q.QueueUrl)
+}
+
+// ofBuild returns the event IDs of build id among ids, in order.
+func ofBuild(ids []string, id build.ID) []string {
+	var out []string
+	for _, s := range ids {
+		if strings.HasPrefix(s, string(id)+":") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // A group without its queue is ErrNotFound, named.
 func TestConsumeWithoutQueue(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	err := w.stream().Consume(t.Context(), "webhooks", func(context.Context, build.Event) error { return nil })
+	err := w.stream(t).Consume(t.Context(), "webhooks", func(context.Context, build.Event) error { return nil })
 	if !errors.Is(err, build.ErrNotFound) || !strings.Contains(err.Error(), w.prefix+"-events-webhooks.fifo") {
 		t.Errorf("Consume() = %v, want ErrNotFound naming the queue", err)
 	}

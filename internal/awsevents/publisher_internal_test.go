@@ -302,3 +302,31 @@ func TestQueueName(t *testing.T) {
 func snsAcceptsID(s string) bool { return snsIDRule.MatchString(s) }
 
 var snsIDRule = regexp.MustCompile(`^[!-~]{1,128}$`)
+
+// A tail queue's name fits SQS's rule for every prefix the configuration
+// allows (3-40 of [a-z0-9-]), and the queue's ARN is the topic's account
+// and region.
+func TestTailQueueName(t *testing.T) {
+	t.Parallel()
+	rule := regexp.MustCompile(`^[A-Za-z0-9_-]{1,75}\.fifo$`)
+	for _, prefix := range []string{"abc", "decap", strings.Repeat("p", 40)} {
+		a, err := tailQueueName(prefix)
+		if err != nil {
+			t.Fatalf("tailQueueName(%q) = %v", prefix, err)
+		}
+		b, _ := tailQueueName(prefix)
+		if !rule.MatchString(a) || !strings.HasPrefix(a, TailQueuePrefix(prefix)) || a == b {
+			t.Errorf("tailQueueName(%q) = %q, %q: want two different names of SQS's rule starting %q", prefix, a, b, TailQueuePrefix(prefix))
+		}
+	}
+	if _, err := tailQueueName(strings.Repeat("p", 60)); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("tailQueueName of a 60-character prefix = %v, want ErrInvalid (over 80 characters)", err)
+	}
+	arn, err := queueARNOf(testTopicARN, "decap-tail-0123456789abcdef.fifo")
+	if want := "arn:aws:sqs:us-east-1:123456789012:decap-tail-0123456789abcdef.fifo"; err != nil || arn != want {
+		t.Errorf("queueARNOf() = %q, %v, want %q", arn, err, want)
+	}
+	if _, err := queueARNOf("decap-build-events.fifo", "q.fifo"); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("queueARNOf of no ARN = %v, want ErrInvalid", err)
+	}
+}

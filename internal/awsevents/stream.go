@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/events"
 )
@@ -25,14 +26,11 @@ func QueueName(prefix, group string) (string, error) {
 		return "", err
 	}
 	name := prefix + "-events-" + group + ".fifo"
-	if len(name) > maxQueueName {
-		return "", fmt.Errorf("%w: consumer group %q: queue name %s is over SQS's %d characters", build.ErrInvalid, group, name, maxQueueName)
+	if err := awssqs.CheckQueueName(name, true); err != nil {
+		return "", fmt.Errorf("consumer group %q: %w", group, err)
 	}
 	return name, nil
 }
-
-// maxQueueName is SQS's longest queue name.
-const maxQueueName = 80
 
 // Receive and visibility settings of a group's queue.
 const (
@@ -61,12 +59,14 @@ type sqsAPI interface {
 // AWS: each consumer group is an SQS FIFO queue subscribed to the topic
 // (QueueName), which aws-resources/create-world.sh creates for the groups
 // Decap uses. A build's events are one message group, so they come in
-// order; several processes consuming a group share its queue.
+// order; several processes consuming a group share its queue. Its Tail
+// reads a queue of the process's own (tail.go).
 type Stream struct {
 	client sqsAPI
 	prefix string
 	opts   StreamOptions
 	log    *slog.Logger
+	tail   *tailer // nil: no Tail (ErrNoTail)
 }
 
 // StreamOptions tune a Stream.
@@ -78,6 +78,9 @@ type StreamOptions struct {
 	// on moto poll for less.
 	ReceiveWait time.Duration
 	Logger      *slog.Logger // nil: slog.Default()
+	// Tail gives the stream its live tail (Tail); nil: Tail returns
+	// ErrNoTail.
+	Tail *TailConfig
 }
 
 // NewStream returns the stream of the queues of prefix.
@@ -89,7 +92,11 @@ func NewStream(client sqsAPI, prefix string, opts StreamOptions) *Stream {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Stream{client: client, prefix: prefix, opts: opts, log: log.With("component", "event-stream")}
+	s := &Stream{client: client, prefix: prefix, opts: opts, log: log.With("component", "event-stream")}
+	if opts.Tail != nil && opts.Tail.SNS != nil && opts.Tail.SQS != nil {
+		s.tail = newTailer(s, *opts.Tail)
+	}
+	return s
 }
 
 // Consume delivers the events of group's queue to handle until ctx ends
@@ -112,11 +119,8 @@ func (s *Stream) Consume(ctx context.Context, group string, handle build.EventHa
 	return events.Consume(ctx, sub, aws.ToString(out.QueueUrl), handle, s.log.With("group", group))
 }
 
-// ErrNoTail is Tail's error on AWS.
-var ErrNoTail = fmt.Errorf("%w: the live tail of build events is not available on the aws backend yet", build.ErrUnavailable)
-
-// Tail is not available on AWS yet: it returns ErrNoTail (ErrUnavailable).
-func (s *Stream) Tail(ctx context.Context) (<-chan build.Event, error) { return nil, ErrNoTail }
+// ErrNoTail is Tail's error on a Stream made without a TailConfig.
+var ErrNoTail = fmt.Errorf("%w: this event stream has no live tail (no TailConfig)", build.ErrUnavailable)
 
 // subscriber is a watermill Subscriber of one SQS queue (its URL is the
 // topic) that hands out one message at a time: it receives the next only

@@ -3,7 +3,10 @@ package awssqs
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
+
+	"github.com/decap-ci/decap/internal/build"
 )
 
 // What SQS accepts, from the Amazon SQS API Reference (moto checks none of
@@ -98,4 +101,28 @@ func escapeBody(body []byte) string {
 		return s
 	}
 	return strings.NewReplacer("\ufffe", `\ufffe`, "\uffff", `\uffff`).Replace(s)
+}
+
+// MaxQueueName is SQS's longest queue name, ".fifo" included.
+const MaxQueueName = 80
+
+// CheckQueueName checks a queue name Decap makes against SQS's rule
+// (CreateQueue, QueueName: "up to 80 characters. Valid values:
+// alphanumeric characters, hyphens (-), and underscores (_)", a FIFO
+// queue's name ending in ".fifo", which counts in the 80): it gives
+// build.ErrInvalid, naming the rule, for any other.
+func CheckQueueName(name string, fifo bool) error {
+	base := name
+	if fifo {
+		var ok bool
+		if base, ok = strings.CutSuffix(name, ".fifo"); !ok {
+			return fmt.Errorf("%w: SQS queue name %q: a FIFO queue's name ends in .fifo", build.ErrInvalid, name)
+		}
+	}
+	if base == "" || len(name) > MaxQueueName || strings.ContainsFunc(base, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) {
+		return fmt.Errorf("%w: SQS queue name %q: want 1-%d of [A-Za-z0-9_-], .fifo included", build.ErrInvalid, name, MaxQueueName)
+	}
+	return nil
 }

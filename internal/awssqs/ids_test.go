@@ -2,6 +2,7 @@ package awssqs
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -193,6 +194,38 @@ func TestDeadLetterSendsWhatSQSAccepts(t *testing.T) {
 	for name, v := range in.MessageAttributes {
 		if !sqsAcceptsText(aws.ToString(v.StringValue)) {
 			t.Errorf("attribute %s = %q is not what SQS accepts", name, aws.ToString(v.StringValue))
+		}
+	}
+}
+
+// sqsQueueName is SQS's rule for queue names (CreateQueue, QueueName),
+// written from the API Reference: 1-80 alphanumeric characters, hyphens
+// and underscores, a FIFO queue's ending in ".fifo" (counted in the 80).
+var sqsQueueName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,80}$`)
+
+func TestCheckQueueName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		fifo bool
+	}{
+		{"decap-builds.fifo", true}, {"decap-builds", false}, {"a_b-C9.fifo", true},
+		{strings.Repeat("a", 75) + ".fifo", true}, {strings.Repeat("a", 76) + ".fifo", true},
+		{strings.Repeat("a", 80), false}, {strings.Repeat("a", 81), false},
+		{"decap-builds", true}, {".fifo", true}, {"", false}, {"decap.builds.fifo", true},
+		{"decap builds.fifo", true}, {"décap.fifo", true}, {"decap/builds", false},
+	} {
+		base, hasSuffix := strings.CutSuffix(tc.name, ".fifo")
+		if !tc.fifo {
+			base, hasSuffix = tc.name, true
+		}
+		want := hasSuffix && len(tc.name) <= 80 && sqsQueueName.MatchString(base)
+		err := CheckQueueName(tc.name, tc.fifo)
+		if (err == nil) != want {
+			t.Errorf("CheckQueueName(%q, fifo %v) = %v, want valid %v", tc.name, tc.fifo, err, want)
+		}
+		if err != nil && !errors.Is(err, build.ErrInvalid) {
+			t.Errorf("CheckQueueName(%q) = %v, want ErrInvalid", tc.name, err)
 		}
 	}
 }

@@ -35,8 +35,8 @@ const dynamoAttemptTimeout = 10 * time.Second
 // aws-resources/create-world.sh creates them. Every service keeps the
 // build events of its record changes in the records' items (the outbox,
 // awsdynamo WithEvents) and forwards them to the SNS FIFO topic
-// (RunEvents); Decap's consumers read their groups' SQS queues
-// (awsevents.Stream).
+// (RunEvents); Decap's consumers read their groups' SQS queues, and the
+// live tail a queue of its process's own (awsevents.Stream).
 func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	cfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -99,18 +99,25 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	pub, err := awsevents.NewPublisher(sns.NewFromConfig(cfg), topic)
+	snsClient := sns.NewFromConfig(cfg)
+	pub, err := awsevents.NewPublisher(snsClient, topic)
 	if err != nil {
 		return err
 	}
 	s.eventsPub, s.eventsTopic = pub, awsevents.Topic
-	s.Events = awsevents.NewStream(sqsClient, s.cfg.Prefix, awsevents.StreamOptions{Logger: s.log})
+	// The live tail (GET /api/v1/events, ingest only) makes a queue of
+	// this process's own when a client first listens; Close deletes it.
+	stream := awsevents.NewStream(sqsClient, s.cfg.Prefix, awsevents.StreamOptions{Logger: s.log,
+		Tail: &awsevents.TailConfig{SNS: snsClient, SQS: sqsClient, TopicARN: topic}})
+	s.Events = stream
+	s.closers = append(s.closers, stream.Close)
 
-	// Builds get presigned PUT URLs for exactly their two objects, never
-	// the services' credentials.
+	// Builds get presigned PUT URLs for exactly their own objects (the
+	// log, its line times, the artifacts), never the services'
+	// credentials.
 	s.uploads = func(ctx context.Context, id build.ID, ttl time.Duration) (map[string]string, error) {
 		urls := map[string]string{}
-		for _, key := range []string{build.LogKey(id), build.ArtifactsKey(id)} {
+		for _, key := range []string{build.LogKey(id), build.LogTimesKey(id), build.ArtifactsKey(id)} {
 			u, err := blobs.PresignPut(ctx, key, ttl)
 			if err != nil {
 				return nil, err

@@ -69,8 +69,8 @@ type Set struct {
 	Executor Executor
 	// Outbox is where Records keeps the events of its changes until a
 	// forwarder (RunEvents) publishes them to the stream; Events is the
-	// stream as Decap's consumers read it (on aws its Tail answers
-	// build.ErrUnavailable: see awsevents.ErrNoTail).
+	// stream as Decap's consumers read it (on aws its Tail reads an SQS
+	// queue of the process's own, which Close deletes: awsevents).
 	Outbox build.EventOutbox
 	Events build.EventStream
 	// Webhooks keeps the outgoing webhooks' subscriptions and
