@@ -357,6 +357,9 @@ func runFlow(t *testing.T, tg target) {
 	// Build the quick project from its page and watch the log to the end.
 	quickID := s.requestBuild(tg.quick, "quick")
 	s.waitFor("the quick build to succeed with its whole log", 45*time.Second, buildState("succeeded", tg.quickLastLine))
+	if tg.times {
+		s.waitFor("the log's line times", 10*time.Second, `document.getElementById('log').dataset.times === 'complete' ? 'ok' : ''`)
+	}
 	buildShot := s.shot("build-succeeded")
 
 	// Its artifacts: the link appears once they are stored.
