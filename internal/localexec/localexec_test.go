@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -569,7 +570,8 @@ func TestInvalidIDs(t *testing.T) {
 }
 
 // TestPresignedUploads runs a build that uploads over HTTP to presigned
-// URLs, as it does when the blob store is S3.
+// URLs, as it does when the blob store is S3: its log, the log's line
+// times (also kept live in its directory) and its artifacts.
 func TestPresignedUploads(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -594,6 +596,7 @@ func TestPresignedUploads(t *testing.T) {
 			gotTTL = ttl
 			return map[string]string{
 				build.LogKey(id):       srv.URL + "/" + build.LogKey(id) + "?sig=s3cr3t",
+				build.LogTimesKey(id):  srv.URL + "/" + build.LogTimesKey(id) + "?sig=s3cr3t",
 				build.ArtifactsKey(id): srv.URL + "/" + build.ArtifactsKey(id) + "?sig=s3cr3t",
 			}, nil
 		},
@@ -624,6 +627,29 @@ func TestPresignedUploads(t *testing.T) {
 	text, _ := io.ReadAll(zr)
 	if !strings.Contains(string(text), "uploaded-over-http") {
 		t.Errorf("uploaded log = %q", text)
+	}
+	mu.Lock()
+	timesGz := got["/"+build.LogTimesKey(job.Request.BuildID)]
+	mu.Unlock()
+	var times build.LogTimes
+	if zr, err := gzip.NewReader(bytes.NewReader(timesGz)); err != nil {
+		t.Errorf("uploaded line times are not gzip: %v", err)
+	} else if err := json.NewDecoder(zr).Decode(&times); err != nil || times.Validate() != nil ||
+		times.Lines != int64(strings.Count(string(text), "\n")) || len(times.Times) == 0 || times.Times[0] != [2]int64{1, 0} {
+		t.Errorf("uploaded line times %+v (%v), want an index of the log's %d lines", times, err, strings.Count(string(text), "\n"))
+	}
+	f, err := ex.OpenLiveTimes(job.Request.BuildID)
+	if err != nil {
+		t.Fatalf("OpenLiveTimes: %v", err)
+	}
+	var live build.LogTimes
+	err = json.NewDecoder(f).Decode(&live)
+	f.Close()
+	if err != nil || live.Lines != times.Lines {
+		t.Errorf("live line times %+v (%v), want the uploaded ones, %+v", live, err, times)
+	}
+	if _, err := ex.OpenLiveTimes(build.NewID(time.Now())); !errors.Is(err, build.ErrNotFound) {
+		t.Errorf("OpenLiveTimes of an unknown build: error %v, want ErrNotFound", err)
 	}
 	info, err := os.Stat(filepath.Join(e.dir(job.Request.BuildID), localexec.UploadsFile))
 	if err != nil || info.Mode().Perm() != 0o600 {
