@@ -503,7 +503,7 @@ render_policy() {
   local doc var
   doc=$(<"policies/$1.json")
   for var in QUEUE_ARN DLQ_ARN LOCKS_TABLE_ARN IDEMPOTENCY_TABLE_ARN BUILDS_TABLE_ARN SESSIONS_TABLE_ARN BUCKET_ARN SECRETS_ARN_PREFIX \
-    TOPIC_ARN EVENTS_QUEUE_ARN_PREFIX; do
+    TOPIC_ARN EVENTS_QUEUE_ARN_PREFIX TAIL_QUEUE_ARN_PATTERN; do
     doc=${doc//"{{$var}}"/${!var}}
   done
   if [[ $doc == *"{{"* ]]; then die "policies/$1.json has an unknown placeholder: $(grep -o '{{[^}]*}}' <<<"$doc" | head -1)"; fi

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Deletes everything create-world.sh creates for one DECAP_PREFIX: both
 # queues, the build events' topic (with every subscription to it, also other
-# systems') and its queues, the four tables, the bucket with every object
-# version in it, and the three IAM policies; and the builds' secrets the API
-# wrote into Secrets Manager under <prefix>/ (deleted without a recovery
-# window). Same parameters as create-world.sh (DECAP_PREFIX, AWS_REGION,
-# AWS_ENDPOINT_URL, DECAP_BUCKET).
+# systems') and its queues (and live-tail queues an ingest left), the four
+# tables, the bucket with every object version, the three IAM policies; and
+# the builds' secrets the API wrote into Secrets Manager under <prefix>/
+# (deleted without a recovery window). Same parameters as create-world.sh
+# (DECAP_PREFIX, AWS_REGION, AWS_ENDPOINT_URL, DECAP_BUCKET).
 #
 #   aws-resources/destroy-world.sh [--yes]
 #
@@ -24,7 +24,7 @@ for arg; do
   case $arg in
   --yes | -y) yes=true ;;
   -h | --help)
-    sed -n '2,15p' "${0##*/}" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "${0##*/}" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *) die "unknown argument \"$arg\" (usage: destroy-world.sh [--yes])" ;;
@@ -41,7 +41,7 @@ if ! $yes; then
   fi
   {
     echo "This deletes, in account $ACCOUNT, region $AWS_REGION${AWS_ENDPOINT_URL:+ (endpoint $AWS_ENDPOINT_URL)}:"
-    echo "  SQS queues      $QUEUE $DLQ ${EVENT_QUEUES[*]} (and any messages in them)"
+    echo "  SQS queues      $QUEUE $DLQ ${EVENT_QUEUES[*]} ${TAIL_QUEUE_PREFIX}<16 hex digits>.fifo (and any messages in them)"
     echo "  SNS topic       $TOPIC (and every subscription to it)"
     echo "  DynamoDB tables $LOCKS_TABLE $IDEMPOTENCY_TABLE $BUILDS_TABLE (all build history) $SESSIONS_TABLE"
     echo "  S3 bucket       $BUCKET (every log and artifact, every version)"
@@ -85,6 +85,24 @@ build_events() {
     report absent sns-topic "$TOPIC"
   fi
   for queue in "${EVENT_QUEUES[@]}"; do delete_queue "$queue"; done
+  tail_queues
+}
+
+# tail_queues deletes the live tail's queues an ingest process left (killed
+# before it deleted its own; ingest sweeps them too): exactly
+# <prefix>-tail-<16 hex digits>.fifo, nothing else that starts the same.
+# Each is reported only when there is one.
+tail_queues() {
+  local url name
+  OUT=$(awscli sqs list-queues --queue-name-prefix "$TAIL_QUEUE_PREFIX" --query 'QueueUrls[]' --output text)
+  for url in $OUT; do
+    [ "$url" != None ] || continue
+    name=${url##*/}
+    [[ $name =~ ^${TAIL_QUEUE_PREFIX}[0-9a-f]{16}\.fifo$ ]] || continue
+    if aws_try 'NonExistentQueue|QueueDoesNotExist' sqs delete-queue --queue-url "$url"; then
+      report deleted sqs-queue "$name"
+    fi
+  done
 }
 
 delete_table() {

@@ -69,6 +69,7 @@ load_config() {
   BUILDS_TABLE=$DECAP_PREFIX-builds
   SESSIONS_TABLE=$DECAP_PREFIX-sessions
   TOPIC=$DECAP_PREFIX-build-events.fifo
+  TAIL_QUEUE_PREFIX=$DECAP_PREFIX-tail-
   EVENT_QUEUES=()
   local g
   for g in "${EVENT_GROUPS[@]}"; do EVENT_QUEUES+=("$DECAP_PREFIX-events-$g.fifo"); done
@@ -101,6 +102,10 @@ aws_account() {
   TOPIC_ARN=arn:$PARTITION:sns:$AWS_REGION:$ACCOUNT:$TOPIC
   # The events queues' ARNs are this and "-<group>.fifo".
   EVENTS_QUEUE_ARN_PREFIX=arn:$PARTITION:sqs:$AWS_REGION:$ACCOUNT:$DECAP_PREFIX-events
+  # The live tail's queues, one per ingest process that tails (made and
+  # deleted by ingest, internal/awsevents tail.go): "$TAIL_QUEUE_PREFIX", 16
+  # hex digits, ".fifo". The ARN pattern matches exactly that shape.
+  TAIL_QUEUE_ARN_PATTERN=arn:$PARTITION:sqs:$AWS_REGION:$ACCOUNT:$TAIL_QUEUE_PREFIX????????????????.fifo
   # Secrets Manager adds a random suffix to every secret's ARN, so the
   # policies name the builds' secrets by this prefix and a wildcard.
   SECRETS_ARN_PREFIX=arn:$PARTITION:secretsmanager:$AWS_REGION:$ACCOUNT:secret:$DECAP_PREFIX

@@ -165,6 +165,12 @@ func (w world) topicARN() string {
 func (w world) tables() []string {
 	return []string{w.prefix + "-locks", w.prefix + "-idempotency", w.prefix + "-builds", w.prefix + "-sessions"}
 }
+
+// tailQueues is the ARN pattern of the live tail's queues, which ingest
+// makes and deletes itself: <prefix>-tail-<16 hex digits>.fifo.
+func (w world) tailQueues() string {
+	return w.sqsARN(w.prefix + "-tail-" + strings.Repeat("?", 16) + ".fifo")
+}
 func (w world) sqsARN(name string) string {
 	return fmt.Sprintf("arn:%s:sqs:%s:%s:%s", w.partition, w.region, w.account, name)
 }
@@ -284,6 +290,15 @@ func TestWorld(t *testing.T) {
 		c.aws(t, "secretsmanager", "delete-secret", "--secret-id", theirs, "--force-delete-without-recovery")
 	})
 
+	// A live-tail queue an ingest killed with it left goes with the world;
+	// a queue that only starts the same stays.
+	leftTail, notTail := w.prefix+"-tail-0123456789abcdef.fifo", w.prefix+"-tail-other.fifo"
+	for _, name := range []string{leftTail, notTail} {
+		if r := c.aws(t, "sqs", "create-queue", "--queue-name", name, "--attributes", "FifoQueue=true"); r.code != 0 {
+			t.Fatalf("create-queue %s: %s", name, r.stderr)
+		}
+	}
+
 	for _, state := range []string{"deleted", "absent"} { // the second run finds nothing to delete
 		r := c.script(t, "destroy-world.sh", "--yes")
 		if r.code != 0 {
@@ -293,11 +308,19 @@ func TestWorld(t *testing.T) {
 		if state == "deleted" { // after the bucket, before the policies
 			i := slices.Index(want, "deleted s3-bucket "+w.bucket())
 			want = slices.Insert(want, i+1, "deleted secret "+mine)
+			i = slices.Index(want, "deleted sqs-queue "+w.eventQueues()[len(w.eventQueues())-1])
+			want = slices.Insert(want, i+1, "deleted sqs-queue "+leftTail)
 		}
 		if diff := cmp.Diff(want, fields(r.stdout)); diff != "" {
 			t.Fatalf("destroy-world.sh printed (-want +got):\n%s\nstderr:\n%s", diff, r.stderr)
 		}
 		if state == "deleted" {
+			q := c.queues(t, w.prefix)
+			if url, ok := q[notTail]; !ok {
+				t.Errorf("destroy-world.sh deleted %s, no tail queue of this world", notTail)
+			} else {
+				c.aws(t, "sqs", "delete-queue", "--queue-url", url)
+			}
 			checkGone(t, c, w)
 			c.awsMissing(t, "ResourceNotFoundException", "secretsmanager", "describe-secret", "--secret-id", mine)
 			if r := c.aws(t, "secretsmanager", "describe-secret", "--secret-id", theirs); r.code != 0 {
@@ -653,6 +676,12 @@ func wantGrants(w world, service string) []string {
 		// The builds' secrets: written, never read (no GetSecretValue).
 		grant([]string{"secretsmanager:CreateSecret", "secretsmanager:UpdateSecret", "secretsmanager:DescribeSecret", "secretsmanager:DeleteSecret"}, secrets)
 		grant([]string{"secretsmanager:ListSecrets"}, "*") // ListSecrets takes no resource: names and metadata, no values
+		// The live tail (GET /api/v1/events): a queue of each ingest
+		// process's own, subscribed to the topic (Subscribe only for
+		// such queues: checkPolicy), and the sweep of queues a killed
+		// ingest left. TagQueue: the heartbeat, and tags on CreateQueue.
+		grant([]string{"sqs:CreateQueue", "sqs:TagQueue", "sqs:ListQueueTags", "sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteQueue"}, w.tailQueues())
+		grant([]string{"sns:Subscribe", "sns:Unsubscribe", "sns:ListSubscriptionsByTopic"}, w.topicARN())
 	case "dispatcher":
 		grant([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"}, queue)
 		grant([]string{"sqs:GetQueueUrl", "sqs:SendMessage"}, dlq)
@@ -701,10 +730,25 @@ func checkPolicy(t *testing.T, c cli, w world, service string, policies map[stri
 	}
 	c.awsJSON(t, &v, "iam", "get-policy-version", "--policy-arn", arn, "--version-id", p.DefaultVersionId)
 
+	// The one condition: ingest may subscribe to the topic only its own
+	// tail queues, over SQS (never an HTTP endpoint or another queue that
+	// would take every build event out).
+	wantCondition := map[string]map[string]string{
+		"StringEquals": {"sns:Protocol": "sqs"},
+		"StringLike":   {"sns:Endpoint": w.tailQueues()},
+	}
 	var got []string
 	for _, s := range v.PolicyVersion.Document.Statement {
-		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Principal != nil || s.Condition != nil {
+		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Principal != nil {
 			t.Errorf("%s: statement %q: want a plain Allow of Action on Resource", arn, s.Sid)
+		}
+		if slices.Contains(s.Action, "sns:Subscribe") {
+			var cond map[string]map[string]string
+			if err := json.Unmarshal(s.Condition, &cond); err != nil || !cmp.Equal(cond, wantCondition) || len(s.Action) != 1 {
+				t.Errorf("%s: statement %q allows sns:Subscribe with condition %s, want it alone with %v", arn, s.Sid, s.Condition, wantCondition)
+			}
+		} else if s.Condition != nil {
+			t.Errorf("%s: statement %q has a condition, want a plain Allow of Action on Resource", arn, s.Sid)
 		}
 		for _, a := range s.Action {
 			if strings.Contains(a, "*") {
@@ -716,6 +760,10 @@ func checkPolicy(t *testing.T, c cli, w world, service string, policies map[stri
 				// suffix) and ListSecrets, which takes no resource.
 				if strings.Contains(r, "*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/logs/*") && !strings.HasSuffix(r, ":s3:::"+w.bucket()+"/artifacts/*") &&
 					r != w.secretsARN() && !(r == "*" && a == "secretsmanager:ListSecrets") {
+					t.Errorf("%s: statement %q grants %s on the wildcard resource %q", arn, s.Sid, a, r)
+				}
+				// '?' only in the tail queues' pattern, one character each.
+				if strings.Contains(r, "?") && r != w.tailQueues() {
 					t.Errorf("%s: statement %q grants %s on the wildcard resource %q", arn, s.Sid, a, r)
 				}
 				got = append(got, a+" "+r)
