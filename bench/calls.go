@@ -85,6 +85,7 @@ func (c *calls) Idempotency(i build.Idempotency) build.Idempotency { return coun
 func (c *calls) Records(r build.Records) build.Records             { return countedRecords{r, c} }
 func (c *calls) Blobs(b build.Blobs) build.Blobs                   { return countedBlobs{b, c} }
 func (c *calls) Gate(g build.Gate) build.Gate                      { return countedGate{g, c} }
+func (c *calls) Intake(i build.Intake) build.Intake                { return countedIntake{i, c} }
 
 // The wrappers embed the port, so that a method they do not count passes
 // through as it is.
@@ -222,4 +223,14 @@ func (w countedGate) Get(ctx context.Context) (build.GateState, error) {
 func (w countedGate) Set(ctx context.Context, g build.GateState) error {
 	w.c.inc("gate.set")
 	return w.Gate.Set(ctx, g)
+}
+
+type countedIntake struct {
+	build.Intake
+	c *calls
+}
+
+func (w countedIntake) Enqueue(ctx context.Context, req build.Request, claims []string, ttl time.Duration) (build.ID, error) {
+	w.c.inc("intake.enqueue")
+	return w.Intake.Enqueue(ctx, req, claims, ttl)
 }

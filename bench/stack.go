@@ -86,7 +86,7 @@ func (s *stack) close() { s.set.Close() }
 func (s *stack) ingestServer() *ingest.Server {
 	b := s.set
 	return ingest.New(ingest.Config{WebhookSecret: []byte(webhookSecret), APIToken: apiToken}, ingest.Deps{
-		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs,
+		Publisher: b.Queue, Idempotency: b.Idempotency, Intake: b.Intake, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs,
 		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate,
 		Observer: metrics.NewIngest(s.reg), Metrics: metrics.Handler(s.reg),
 		Ready:  []ingest.Check{{Name: "database", Check: b.Ping}, {Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)}},

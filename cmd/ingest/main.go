@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			TrustedProxies: cfg.HTTP.TrustedProxies,
 		},
 	}, ingest.Deps{
-		Publisher: b.Queue, Idempotency: b.Idempotency, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
+		Publisher: b.Queue, Idempotency: b.Idempotency, Intake: b.Intake, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs, LiveLogs: live,
 		Queue: b.Queue, Waiting: b.Records, Running: b.Records, Locks: b.Locks, Gate: b.Gate, Canceller: canceller,
 		Refs: refs, Notifier: statuses, Sessions: b.Sessions, Secrets: secrets, Pulls: b.Pulls, Events: b.Events,
 		Webhooks: b.Webhooks, WebhookURLs: b.WebhookPolicy(),

@@ -134,6 +134,21 @@ func TestRecords(t *testing.T) {
 	})
 }
 
+// TestStepIntake runs the Intake contract for build.StepIntake over the
+// DynamoDB claims and records (the aws backend's intake; its queue, SQS,
+// is a separate call whatever the store, so the fake stands in for it).
+func TestStepIntake(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestIntake(t, func(t *testing.T, clock *buildtest.Clock) buildtest.IntakeStores {
+		tables := newTables(t, client, awsdynamo.Tables{Idempotency: "x", Builds: "x"})
+		claims := awsdynamo.NewIdempotency(client, tables.Idempotency, clock.Now)
+		recs := awsdynamo.NewRecords(client, tables.Builds)
+		q := buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
+		return buildtest.IntakeStores{Intake: build.StepIntake{Idempotency: claims, Records: recs, Queue: q}, Idempotency: claims, Records: recs, Queue: q}
+	})
+}
+
 // TestRecordsNumbersAcrossClients numbers builds saved at once through
 // Records of their own clients over one table, as ingest and dispatcher
 // replicas do; see serialized for why the calls take turns.

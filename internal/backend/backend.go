@@ -57,7 +57,11 @@ type Set struct {
 	Locks       build.Locks
 	Idempotency build.Idempotency
 	Records     build.Records
-	Blobs       build.Blobs
+	// Intake writes an accepted request's claims, record and message at
+	// once where the store can (the embedded backend: one write); nil
+	// where it cannot, and ingest makes the three calls (build.StepIntake).
+	Intake build.Intake
+	Blobs  build.Blobs
 	// Gate is the dispatch gate: dispatchers honour it, ingest sets it.
 	Gate build.Gate
 	// Sessions are the UI's signed-in sessions (ingest only).
@@ -198,9 +202,14 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	s.Queue = sqlite.NewQueue(db, sqlite.QueueOptions{})
+	queue := sqlite.NewQueue(db, sqlite.QueueOptions{})
+	s.Queue = queue
 	records := sqlite.NewRecords(db)
-	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), sqlite.NewIdempotency(db), records, blobs
+	claims := sqlite.NewIdempotency(db)
+	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), claims, records, blobs
+	if s.Intake, err = sqlite.NewIntake(queue, claims, records); err != nil {
+		return err
+	}
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
 	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic
 	s.Gate = sqlite.NewGate(db)
@@ -277,6 +286,7 @@ type Instrumenter interface {
 	Records(build.Records) build.Records
 	Blobs(build.Blobs) build.Blobs
 	Gate(build.Gate) build.Gate
+	Intake(build.Intake) build.Intake
 }
 
 // Instrument replaces the set's ports with what in makes of them. Call it
@@ -284,6 +294,9 @@ type Instrumenter interface {
 func (s *Set) Instrument(in Instrumenter) {
 	s.Queue, s.Locks, s.Idempotency = in.Queue(s.Queue), in.Locks(s.Locks), in.Idempotency(s.Idempotency)
 	s.Records, s.Blobs, s.Gate = in.Records(s.Records), in.Blobs(s.Blobs), in.Gate(s.Gate)
+	if s.Intake != nil {
+		s.Intake = in.Intake(s.Intake)
+	}
 }
 
 // Executor runs builds: local processes (internal/localexec) or build Pods

@@ -156,3 +156,13 @@ func TestFakeEventStream(t *testing.T) {
 		return s, s
 	})
 }
+
+// TestStepIntakeOnFakes runs the Intake contract for build.StepIntake over
+// the fakes: the composition every backend without a combined write uses.
+func TestStepIntakeOnFakes(t *testing.T) {
+	t.Parallel()
+	buildtest.TestIntake(t, func(t *testing.T, clock *buildtest.Clock) buildtest.IntakeStores {
+		idem, recs, q := buildtest.NewIdempotency(clock.Now), buildtest.NewRecords(), buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
+		return buildtest.IntakeStores{Intake: build.StepIntake{Idempotency: idem, Records: recs, Queue: q}, Idempotency: idem, Records: recs, Queue: q}
+	})
+}

@@ -197,45 +197,33 @@ func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey strin
 		log = log.With("delivery_id", req.DeliveryID)
 		claims = append(claims, req.IdempotencyKey())
 	}
-	for _, key := range claims {
-		owner, err := s.deps.Idempotency.Claim(ctx, key, req.BuildID, build.IdempotencyTTL)
-		if err != nil {
-			return "", false, fmt.Errorf("claim %s of %s: %w", claimName(key), req.LockKey(), err)
-		}
-		if owner != req.BuildID {
-			first = false
-			req.BuildID = owner
-			req.RequestedAt = owner.Time()
-			if req.RequestedAt.IsZero() {
-				req.RequestedAt = s.now().UTC()
-			}
+	// A new request's claims, record and message are written at once (one
+	// write on the embedded store); a redelivery's claims name its first
+	// build, and nothing else is written.
+	start := time.Now()
+	owner, err := s.deps.Intake.Enqueue(ctx, req, claims, build.IdempotencyTTL)
+	if err != nil {
+		s.obs.Published(time.Since(start)) // failures are timed too
+		return "", false, fmt.Errorf("enqueue build %s of %s: %w", req.BuildID, req.LockKey(), err)
+	}
+	if owner == req.BuildID {
+		s.obs.Published(time.Since(start))
+	} else {
+		first = false
+		req.BuildID = owner
+		req.RequestedAt = owner.Time()
+		if req.RequestedAt.IsZero() {
+			req.RequestedAt = s.now().UTC()
 		}
 	}
 	log = log.With("build_id", req.BuildID)
-	if first {
-		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil {
-			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
+	if !first {
+		if err := s.republish(ctx, log, req); err != nil {
+			if errors.Is(err, errReplay) {
+				return req.BuildID, false, nil
+			}
+			return "", false, err
 		}
-	} else if rec, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
-		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil && !errors.Is(err, build.ErrConflict) {
-			return "", false, fmt.Errorf("record %s: %w", req.BuildID, err)
-		}
-	} else if err != nil {
-		return "", false, fmt.Errorf("get record %s: %w", req.BuildID, err)
-	} else if rec.DeliveryID != req.DeliveryID {
-		// The push was accepted under another delivery: a replay. Its
-		// build exists and was queued under its own delivery; publishing
-		// again would only let every replay cost the queue a message.
-		log.Warn("replayed push answered with its first build", "first_delivery_id", rec.DeliveryID)
-		return req.BuildID, false, nil
-	}
-	// A failed publish leaves the record queued under an ID nobody was
-	// given; a redelivery of the webhook finds it and publishes it again.
-	start := time.Now()
-	err = s.deps.Publisher.Publish(ctx, req)
-	s.obs.Published(time.Since(start))
-	if err != nil {
-		return "", false, fmt.Errorf("publish build %s of %s: %w", req.BuildID, req.LockKey(), err)
 	}
 	if first {
 		s.obs.BuildQueued(req.Trigger)
@@ -246,6 +234,38 @@ func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey strin
 		log.Info("redelivery answered with the delivery's first build")
 	}
 	return req.BuildID, first, nil
+}
+
+// errReplay: republish found the push accepted under another delivery.
+var errReplay = errors.New("a replay of a push accepted under another delivery")
+
+// republish answers a redelivery of an accepted request, req carrying its
+// first build's ID: it records that build if its record is missing and
+// publishes it again (the queue's deduplication drops a second message
+// within its window), since the first attempt may have failed after its
+// claims. A push accepted under another delivery is a replay: errReplay,
+// nothing published.
+func (s *Server) republish(ctx context.Context, log *slog.Logger, req build.Request) error {
+	if rec, err := s.deps.Records.Get(ctx, req.BuildID); errors.Is(err, build.ErrNotFound) {
+		if err := s.deps.Records.Save(ctx, build.RecordFor(req)); err != nil && !errors.Is(err, build.ErrConflict) {
+			return fmt.Errorf("record %s: %w", req.BuildID, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("get record %s: %w", req.BuildID, err)
+	} else if rec.DeliveryID != req.DeliveryID {
+		// Its build exists and was queued under its own delivery;
+		// publishing again would only let every replay cost the queue a
+		// message.
+		log.Warn("replayed push answered with its first build", "first_delivery_id", rec.DeliveryID)
+		return errReplay
+	}
+	start := time.Now()
+	err := s.deps.Publisher.Publish(ctx, req)
+	s.obs.Published(time.Since(start))
+	if err != nil {
+		return fmt.Errorf("publish build %s of %s: %w", req.BuildID, req.LockKey(), err)
+	}
+	return nil
 }
 
 // supersedeOlder ends the older requests of rec's lock key that rec, a

@@ -271,10 +271,15 @@ type Config struct {
 type Deps struct {
 	Publisher   Publisher
 	Idempotency Idempotency
-	Catalog     Catalog
-	Records     Records
-	Blobs       Blobs
-	LiveLogs    LiveLogs
+	// Intake, when set, writes an accepted request's claims, record and
+	// message at once (the embedded store: one write); without it ingest
+	// makes them as separate calls to Idempotency, Records and Publisher
+	// (build.StepIntake).
+	Intake   build.Intake
+	Catalog  Catalog
+	Records  Records
+	Blobs    Blobs
+	LiveLogs LiveLogs
 
 	Queue     QueueInfo
 	Waiting   WaitingLister
@@ -372,6 +377,9 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	if deps.Observer == nil {
 		deps.Observer = nopObserver{}
+	}
+	if deps.Intake == nil {
+		deps.Intake = build.StepIntake{Idempotency: deps.Idempotency, Records: deps.Records, Queue: deps.Publisher}
 	}
 	cfg.Limits = cfg.Limits.orDefaults(cfg.MaxBodyBytes)
 	cfg = cfg.withAuthDefaults()

@@ -221,6 +221,22 @@ func (w *blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	return rc, w.m.count("blobs", "open", err)
 }
 
+// Intake wraps i.
+func (m *Backend) Intake(i build.Intake) build.Intake {
+	m.known("intake", "enqueue")
+	return &intake{i, m}
+}
+
+type intake struct {
+	i build.Intake
+	m *Backend
+}
+
+func (w *intake) Enqueue(ctx context.Context, req build.Request, claims []string, ttl time.Duration) (build.ID, error) {
+	owner, err := w.i.Enqueue(ctx, req, claims, ttl)
+	return owner, w.m.count("intake", "enqueue", err)
+}
+
 // Gate wraps g.
 func (m *Backend) Gate(g build.Gate) build.Gate {
 	m.known("gate", "get", "set")

@@ -27,23 +27,31 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 	if key == "" || id == "" || ttl <= 0 {
 		return "", fmt.Errorf("claim %s: %w: empty key or build id, or ttl not positive", key, build.ErrInvalid)
 	}
-	var owner string
+	var owner build.ID
 	err := s.db.write(ctx, func(tx *Tx) error {
-		now := nanos(s.db.now())
-		if _, err := tx.ExecContext(ctx,
-			`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `
-INSERT INTO idempotency (key, build_id, expires_at) VALUES (?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, expires_at = excluded.expires_at
-	WHERE idempotency.expires_at <= ?`, key, string(id), now+int64(ttl), now); err != nil {
-			return err
-		}
-		return tx.QueryRowContext(ctx, `SELECT build_id FROM idempotency WHERE key = ?`, key).Scan(&owner)
+		var err error
+		owner, err = claimTx(ctx, tx, key, id, ttl, nanos(s.db.now()))
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("claim %s: %w", key, err)
 	}
-	return build.ID(owner), nil
+	return owner, nil
+}
+
+// claimTx is Claim within tx, at now (Unix nanoseconds).
+func claimTx(ctx context.Context, tx *Tx, key string, id build.ID, ttl time.Duration, now int64) (build.ID, error) {
+	if _, err := tx.ExecContext(ctx,
+		`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `
+INSERT INTO idempotency (key, build_id, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, expires_at = excluded.expires_at
+	WHERE idempotency.expires_at <= ?`, key, string(id), now+int64(ttl), now); err != nil {
+		return "", err
+	}
+	var owner string
+	err := tx.QueryRowContext(ctx, `SELECT build_id FROM idempotency WHERE key = ?`, key).Scan(&owner)
+	return build.ID(owner), err
 }

@@ -109,39 +109,47 @@ func (q *Queue) SendRaw(ctx context.Context, groupID, dedupID string, body []byt
 func (q *Queue) send(ctx context.Context, msgs []outgoing) error {
 	sent := false
 	err := q.db.write(ctx, func(tx *Tx) error {
-		now := nanos(q.db.now())
-		if _, err := tx.ExecContext(ctx,
-			`DELETE FROM queue_dedup WHERE dedup_id IN (SELECT dedup_id FROM queue_dedup WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if m.dedupID != "" {
-				res, err := tx.ExecContext(ctx, `
-INSERT INTO queue_dedup (dedup_id, expires_at) VALUES (?, ?)
-ON CONFLICT (dedup_id) DO UPDATE SET expires_at = excluded.expires_at WHERE queue_dedup.expires_at <= ?`,
-					m.dedupID, now+int64(q.opts.DedupWindow), now)
-				if err != nil {
-					return err
-				}
-				if n, err := res.RowsAffected(); err != nil {
-					return err
-				} else if n == 0 {
-					continue // a duplicate within the window
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `
-INSERT INTO queue_messages (id, group_id, dedup_id, body, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)`,
-				token(), m.group, m.dedupID, m.body, now, now); err != nil {
-				return err
-			}
-			sent = true
-		}
-		return nil
+		var err error
+		sent, err = q.sendTx(ctx, tx, msgs, nanos(q.db.now()))
+		return err
 	})
 	if err == nil && sent {
 		q.db.wake.notify()
 	}
 	return err
+}
+
+// sendTx enqueues msgs within tx, at now (Unix nanoseconds), and tells
+// whether it enqueued any (a duplicate within the dedup window is
+// dropped). The caller wakes the receivers after the commit.
+func (q *Queue) sendTx(ctx context.Context, tx *Tx, msgs []outgoing, now int64) (sent bool, err error) {
+	if _, err := tx.ExecContext(ctx,
+		`DELETE FROM queue_dedup WHERE dedup_id IN (SELECT dedup_id FROM queue_dedup WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
+		return false, err
+	}
+	for _, m := range msgs {
+		if m.dedupID != "" {
+			res, err := tx.ExecContext(ctx, `
+INSERT INTO queue_dedup (dedup_id, expires_at) VALUES (?, ?)
+ON CONFLICT (dedup_id) DO UPDATE SET expires_at = excluded.expires_at WHERE queue_dedup.expires_at <= ?`,
+				m.dedupID, now+int64(q.opts.DedupWindow), now)
+			if err != nil {
+				return false, err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return false, err
+			} else if n == 0 {
+				continue // a duplicate within the window
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `
+INSERT INTO queue_messages (id, group_id, dedup_id, body, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			token(), m.group, m.dedupID, m.body, now, now); err != nil {
+			return false, err
+		}
+		sent = true
+	}
+	return sent, nil
 }
 
 // Receive returns up to n messages (1 to MaxReceive), at most one per group,

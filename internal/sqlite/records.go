@@ -47,61 +47,9 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 	}
 	changed := false
 	err := s.db.write(ctx, func(tx *Tx) error {
-		var stored []byte
-		var version, rank int
-		err := tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			version = 0
-			err = tx.QueryRowContext(ctx, `
-INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
-ON CONFLICT (team, project) DO UPDATE SET last = last + 1
-RETURNING last`, r.Team, r.Project).Scan(&r.Number)
-		case err == nil:
-			var old build.Record
-			if err = json.Unmarshal(stored, &old); err != nil {
-				return fmt.Errorf("decode stored record: %w", err)
-			}
-			r.KeepClaim(old)
-			if rank < 2 && rank <= r.Status.Rank() && build.SameRecord(old, r) {
-				return nil // the record as it is: no write, no event
-			}
-		}
-		if err != nil {
-			return err
-		}
-		doc, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		// The WHERE of the upsert is the rank rule: rank 2 is final. A
-		// stored record keeps its number.
-		res, err := tx.ExecContext(ctx, `
-INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, version, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
-	status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
-	started_at = excluded.started_at, finished_at = excluded.finished_at, version = excluded.version, doc = excluded.doc
-WHERE records.rank < 2 AND records.rank <= excluded.rank`,
-			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
-			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			var old string
-			if err := tx.QueryRowContext(ctx, `SELECT status FROM records WHERE id = ?`, string(r.BuildID)).Scan(&old); err != nil {
-				return err
-			}
-			return fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old, r.Status)
-		}
-		if err := s.db.writeEvent(ctx, tx, r, version+1, doc); err != nil {
-			return err
-		}
-		changed = true
-		return nil
+		var err error
+		changed, err = s.saveTx(ctx, tx, r)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("save record %s: %w", r.BuildID, err)
@@ -110,6 +58,65 @@ WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 		s.db.written.fire()
 	}
 	return nil
+}
+
+// saveTx is Save within tx: it tells whether it changed the record (and
+// wrote its event); the caller fires db.written after the commit.
+func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record) (changed bool, err error) {
+	var stored []byte
+	var version, rank int
+	err = tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		version = 0
+		err = tx.QueryRowContext(ctx, `
+INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
+ON CONFLICT (team, project) DO UPDATE SET last = last + 1
+RETURNING last`, r.Team, r.Project).Scan(&r.Number)
+	case err == nil:
+		var old build.Record
+		if err = json.Unmarshal(stored, &old); err != nil {
+			return false, fmt.Errorf("decode stored record: %w", err)
+		}
+		r.KeepClaim(old)
+		if rank < 2 && rank <= r.Status.Rank() && build.SameRecord(old, r) {
+			return false, nil // the record as it is: no write, no event
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	doc, err := json.Marshal(r)
+	if err != nil {
+		return false, err
+	}
+	// The WHERE of the upsert is the rank rule: rank 2 is final. A
+	// stored record keeps its number.
+	res, err := tx.ExecContext(ctx, `
+INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, version, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
+status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
+started_at = excluded.started_at, finished_at = excluded.finished_at, version = excluded.version, doc = excluded.doc
+WHERE records.rank < 2 AND records.rank <= excluded.rank`,
+		string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
+		nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, err
+	} else if n == 0 {
+		var old string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM records WHERE id = ?`, string(r.BuildID)).Scan(&old); err != nil {
+			return false, err
+		}
+		return false, fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old, r.Status)
+	}
+	if err := s.db.writeEvent(ctx, tx, r, version+1, doc); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Get returns one record; build.ErrNotFound if none.

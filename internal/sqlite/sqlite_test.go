@@ -59,6 +59,30 @@ func TestIdempotency(t *testing.T) {
 	})
 }
 
+func TestIntake(t *testing.T) {
+	t.Parallel()
+	buildtest.TestIntake(t, func(t *testing.T, clock *buildtest.Clock) buildtest.IntakeStores {
+		db := openDB(t, clock)
+		q, claims, recs := sqlite.NewQueue(db, sqlite.QueueOptions{}), sqlite.NewIdempotency(db), sqlite.NewRecords(db)
+		in, err := sqlite.NewIntake(q, claims, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buildtest.IntakeStores{Intake: in, Idempotency: claims, Records: recs, Queue: q}
+	})
+}
+
+// TestIntakeOfTwoDatabases: an intake over two databases would not write
+// in one transaction; NewIntake refuses it.
+func TestIntakeOfTwoDatabases(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	one, two := openDB(t, clock), openDB(t, clock)
+	if _, err := sqlite.NewIntake(sqlite.NewQueue(one, sqlite.QueueOptions{}), sqlite.NewIdempotency(two), sqlite.NewRecords(one)); err == nil {
+		t.Error("NewIntake() of two databases: no error")
+	}
+}
+
 func TestRecords(t *testing.T) {
 	t.Parallel()
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {

@@ -61,24 +61,31 @@ func benchRequest(i int) build.Request {
 	}
 }
 
-// BenchmarkStoreWebhook is an accepted webhook's writes: the delivery's
-// claim, the queued record and the publish.
+// BenchmarkStoreWebhook is an accepted push's writes: its two claims
+// (the push and the delivery), the queued record and the publish, as
+// separate calls (steps: build.StepIntake, what ingest did before) and in
+// one write (intake: sqlite.Intake).
 func BenchmarkStoreWebhook(b *testing.B) {
-	ctx := context.Background()
-	_, q, records, _, claims := benchStores(b)
-	b.ReportAllocs()
-	defer reportCPU(b, cpuTime(b))
-	for i := 0; b.Loop(); i++ {
-		req := benchRequest(i)
-		if _, err := claims.Claim(ctx, req.IdempotencyKey(), req.BuildID, time.Hour); err != nil {
-			b.Fatal(err)
-		}
-		if err := records.Save(ctx, build.RecordFor(req)); err != nil {
-			b.Fatal(err)
-		}
-		if err := q.Publish(ctx, req); err != nil {
-			b.Fatal(err)
-		}
+	for _, variant := range []string{"steps", "intake"} {
+		b.Run(variant, func(b *testing.B) {
+			ctx := context.Background()
+			_, q, records, _, claims := benchStores(b)
+			var in build.Intake = build.StepIntake{Idempotency: claims, Records: records, Queue: q}
+			if variant == "intake" {
+				var err error
+				if in, err = sqlite.NewIntake(q, claims, records); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			defer reportCPU(b, cpuTime(b))
+			for i := 0; b.Loop(); i++ {
+				req := benchRequest(i)
+				if _, err := in.Enqueue(ctx, req, []string{"push:" + req.DeliveryID, req.IdempotencyKey()}, time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
