@@ -42,6 +42,7 @@ type lineTimes struct {
 	live    string
 	written time.Time
 	timer   *time.Timer
+	closed  bool // no live write after close
 	liveErr error
 }
 
@@ -119,7 +120,9 @@ func (x *lineTimes) liveUpdate(now time.Time) {
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			x.timer = nil
-			x.writeLive(time.Now())
+			if !x.closed {
+				x.writeLive(time.Now())
+			}
 		})
 		return
 	}
@@ -154,6 +157,7 @@ func (x *lineTimes) close() (build.LogTimes, error) {
 		x.timer.Stop()
 		x.timer = nil
 	}
+	x.closed = true
 	if x.live != "" {
 		x.writeLive(time.Now())
 	}
