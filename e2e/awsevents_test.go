@@ -1,8 +1,10 @@
 package e2e_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -131,4 +133,118 @@ func (w *awsWorld) receiveAndDelete(url string) ([]string, error) {
 		}
 	}
 	return bodies, nil
+}
+
+// TestAWSLiveEventStream: on the aws backend GET /api/v1/events streams
+// (it answered 503 before ingest had a tail there): a push's build comes
+// as server-sent events queued → started → succeeded, in order, through
+// the SQS queue ingest made for its tail; once ingest stopped, that queue
+// is gone.
+func TestAWSLiveEventStream(t *testing.T) {
+	t.Parallel()
+	w := newAWSWorld(t)
+	s := newScripts(t)
+	s.addTraced("e2e", "app", 200*time.Millisecond)
+	c := w.cluster(proctest.Options{Scripts: s.dir, Trace: s.trace, Cap: 4})
+	c.Start("reaper")
+	c.Start("dispatcher")
+	ingest := c.Start("ingest")
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, c.URL("/api/v1/events?project=e2e/app"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Authorize(req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("GET /api/v1/events on aws: %s, Content-Type %q; want 200 and an event stream", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	tails := w.tailQueues()
+	if len(tails) != 1 {
+		t.Fatalf("ingest's tail queues while a client listens: %v, want one", tails)
+	}
+
+	type sse struct{ id, typ, data string }
+	got := make(chan sse, 64)
+	go func() {
+		defer close(got)
+		var e sse
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if e.id != "" {
+					got <- e
+				}
+				e = sse{}
+			case strings.HasPrefix(line, "id: "):
+				e.id = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				e.typ = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				e.data = line[6:]
+			}
+		}
+	}()
+
+	id := c.Push("e2e", "app", "main")
+	var types []string
+	last := 0
+	deadline := time.After(proctest.BuildTimeout)
+	for !slices.Contains(types, "succeeded") {
+		select {
+		case e, ok := <-got:
+			if !ok {
+				t.Fatalf("the event stream ended after %v", types)
+			}
+			var ce struct {
+				ID, Type, Subject string
+				Version           int `json:"recordversion"`
+			}
+			if err := json.Unmarshal([]byte(e.data), &ce); err != nil || ce.ID != e.id || ce.Type != e.typ {
+				t.Fatalf("server-sent event %+v: want data the CloudEvent of its id and type (%v)", e, err)
+			}
+			if ce.Subject != id {
+				continue
+			}
+			if ce.Version <= last {
+				t.Errorf("event %s (version %d) came after version %d", ce.ID, ce.Version, last)
+				continue
+			}
+			last = ce.Version
+			typ := strings.TrimPrefix(ce.Type, "io.decap.build.")
+			if len(types) == 0 || types[len(types)-1] != typ { // a launch claim repeats queued
+				types = append(types, typ)
+			}
+		case <-deadline:
+			t.Fatalf("build %s's events on the stream after %s: %v, want queued, started, succeeded", id, proctest.BuildTimeout, types)
+		}
+	}
+	if want := []string{"queued", "started", "succeeded"}; !slices.Equal(types, want) {
+		t.Errorf("build %s's server-sent events: types %v, want %v in order", id, types, want)
+	}
+
+	resp.Body.Close()
+	c.Stop(ingest)
+	if left := w.tailQueues(); len(left) > 0 {
+		t.Errorf("after ingest stopped its tail queues %v are left, want %v deleted", left, tails)
+	}
+}
+
+// tailQueues returns the names of the world's live-tail queues.
+func (w *awsWorld) tailQueues() []string {
+	w.t.Helper()
+	var list struct{ QueueUrls []string }
+	w.cliJSON(&list, "sqs", "list-queues", "--queue-name-prefix", w.prefix+"-tail-")
+	var names []string
+	for _, u := range list.QueueUrls {
+		names = append(names, u[strings.LastIndex(u, "/")+1:])
+	}
+	return names
 }
