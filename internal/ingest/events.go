@@ -19,8 +19,7 @@ import (
 // on until ctx ends, and then closes the channel; it closes it early when
 // the reader fell behind. An error wrapping errors.ErrUnsupported means
 // the backend has no live stream (501); any other, that it cannot give
-// one now (503; the aws backend's, build.ErrUnavailable, until it has a
-// tail).
+// one now (503: on aws, SQS or SNS refused the tail's queue).
 type EventTail interface {
 	Tail(ctx context.Context) (<-chan build.Event, error)
 }
@@ -64,8 +63,8 @@ func (s *Server) buildEvents(c echo.Context) error {
 	case errors.Is(err, errors.ErrUnsupported):
 		return &publicError{status: http.StatusNotImplemented, msg: "this backend has no live build event stream yet: poll /api/v1/builds", cause: err}
 	case err != nil:
-		// On aws the tail is not there yet (build.ErrUnavailable); on the
-		// embedded backend the store failed for a moment.
+		// On aws SQS or SNS refused the tail's queue (build.ErrUnavailable);
+		// on the embedded backend the store failed for a moment.
 		return &publicError{status: http.StatusServiceUnavailable, msg: "the live build event stream is not available: poll /api/v1/builds", cause: err}
 	}
 	defer s.edge.events.leave(sub)
