@@ -180,9 +180,9 @@ func (w countedRecords) Running(ctx context.Context) ([]build.Record, error) {
 	return w.Records.Running(ctx)
 }
 
-func (w countedRecords) Waiting(ctx context.Context) ([]build.Record, error) {
+func (w countedRecords) Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error) {
 	w.c.inc("records.waiting")
-	return w.Records.Waiting(ctx)
+	return w.Records.Waiting(ctx, offset, limit)
 }
 
 func (w countedRecords) AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error) {

@@ -225,8 +225,11 @@ type Cancelling struct {
 // Queue is GET /api/v1/queue: the queue's counts and the requests that
 // have not started, oldest first.
 type Queue struct {
-	Stats   build.QueueStats `json:"stats"`
-	Waiting []Waiting        `json:"waiting"`
+	Stats build.QueueStats `json:"stats"`
+	// Waiting is a page of the waiting requests (?offset=, ?limit=),
+	// WaitingTotal how many wait in all.
+	Waiting      []Waiting `json:"waiting"`
+	WaitingTotal int       `json:"waitingTotal"`
 }
 
 // Waiting is one request of Queue: queued or deferred, deferred ones with

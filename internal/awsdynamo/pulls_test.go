@@ -48,7 +48,7 @@ func TestPullRequestsBesideRecords(t *testing.T) {
 	if projects, err := recs.Projects(ctx); err != nil || len(projects) != 1 || projects[0] != "team/project" {
 		t.Errorf("Projects() = %v, %v; want [team/project]", projects, err)
 	}
-	if waiting, err := recs.Waiting(ctx); err != nil || len(waiting) != 1 {
+	if waiting, _, err := recs.Waiting(ctx, 0, 0); err != nil || len(waiting) != 1 {
 		t.Errorf("Waiting() = %v, %v; want the one record", waiting, err)
 	}
 	open, err := pulls.ListOpen(ctx, "team", "project")

@@ -664,54 +664,84 @@ func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
 	return out, nil
 }
 
-// Waiting returns every record with status queued or deferred, oldest first
-// (by QueuedAt, then BuildID). It reads the running index's "waiting"
-// partition, never the whole table.
-func (s *Records) Waiting(ctx context.Context) ([]build.Record, error) {
-	out, err := s.partition(ctx, waitingValue, build.StatusQueued, build.StatusDeferred)
-	if err != nil {
-		return nil, fmt.Errorf("list waiting builds: %w", err)
+// Waiting returns a page of the records with status queued or deferred,
+// oldest first (by QueuedAt, then BuildID), and how many there are. It
+// reads the running index's "waiting" partition, never the whole table;
+// the index orders the partition by build ID, not by QueuedAt, so it reads
+// all of it, but keeps no more than about twice offset+limit records at a
+// time.
+func (s *Records) Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error) {
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("list waiting builds: %w: offset %d", build.ErrInvalid, offset)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.QueuedAt.Equal(b.QueuedAt) {
-			return a.QueuedAt.Before(b.QueuedAt)
+	keep := 0 // all
+	if limit > 0 {
+		keep = offset + limit
+	}
+	older := func(a, b build.Record) int {
+		if c := a.QueuedAt.Compare(b.QueuedAt); c != 0 {
+			return c
 		}
-		return a.BuildID < b.BuildID
+		return strings.Compare(string(a.BuildID), string(b.BuildID))
+	}
+	var best []build.Record
+	total := 0
+	err := s.eachInPartition(ctx, waitingValue, []build.Status{build.StatusQueued, build.StatusDeferred}, func(r build.Record) {
+		total++
+		best = append(best, r)
+		if keep > 0 && len(best) >= 2*keep+queryPage {
+			slices.SortFunc(best, older)
+			best = best[:keep]
+		}
 	})
-	return out, nil
+	if err != nil {
+		return nil, 0, fmt.Errorf("list waiting builds: %w", err)
+	}
+	slices.SortFunc(best, older)
+	return build.PageOf(best, offset, limit), total, nil
 }
 
 // partition returns the records in the running index under runningPk = pk
 // whose status is one of statuses: the index lags the table, so it may
 // still hold a record whose status moved on.
 func (s *Records) partition(ctx context.Context, pk string, statuses ...build.Status) ([]build.Record, error) {
-	items, err := s.queryAll(ctx, &dynamodb.QueryInput{
+	out := []build.Record{}
+	err := s.eachInPartition(ctx, pk, statuses, func(r build.Record) { out = append(out, r) })
+	return out, err
+}
+
+// eachInPartition calls fn with each record of partition in the running index
+// under runningPk = pk whose status is one of statuses, a query page at a
+// time.
+func (s *Records) eachInPartition(ctx context.Context, pk string, statuses []build.Status, fn func(build.Record)) error {
+	in := &dynamodb.QueryInput{
 		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(indexRunning),
 		KeyConditionExpression:    aws.String("#r = :r"),
 		ExpressionAttributeNames:  map[string]string{"#r": "runningPk"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":r": str(pk)},
-	})
-	if err != nil {
-		return nil, err
 	}
-	out := []build.Record{}
-	for _, av := range items {
-		var it recordItem
-		if err := attributevalue.UnmarshalMap(av, &it); err != nil {
-			return nil, fmt.Errorf("decode: %w", err)
-		}
-		if !slices.Contains(statuses, build.Status(it.Status)) {
-			continue
-		}
-		r, err := it.record()
+	for pages := dynamodb.NewQueryPaginator(s.client, in); pages.HasMorePages(); {
+		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, err
+			return classify(err)
 		}
-		out = append(out, r)
+		for _, av := range page.Items {
+			var it recordItem
+			if err := attributevalue.UnmarshalMap(av, &it); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+			if !slices.Contains(statuses, build.Status(it.Status)) {
+				continue
+			}
+			r, err := it.record()
+			if err != nil {
+				return err
+			}
+			fn(r)
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // AverageDuration averages the durations of the project's last n succeeded

@@ -457,7 +457,7 @@ func TestWaitingSkipsStaleIndexEntries(t *testing.T) {
 		items = append(items, av)
 	}
 	s := NewRecords(staleIndex{items: items}, "builds")
-	got, err := s.Waiting(t.Context())
+	got, _, err := s.Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatalf("Waiting() error = %v", err)
 	}

@@ -68,7 +68,7 @@ func TestOutboxSurvivesKill(t *testing.T) {
 	}
 
 	records := awsdynamo.NewRecords(ddb, table).WithEvents()
-	stored, err := records.Waiting(t.Context())
+	stored, _, err := records.Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,9 +214,13 @@ type Records interface {
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]Record, string, error)
 	// Running returns every record with status running.
 	Running(ctx context.Context) ([]Record, error)
-	// Waiting returns every record with status queued or deferred, oldest
-	// first (by QueuedAt, then BuildID): the requests not yet started.
-	Waiting(ctx context.Context) ([]Record, error)
+	// Waiting returns the records with status queued or deferred, oldest
+	// first (by QueuedAt, then BuildID): the requests not yet started. It
+	// skips the first offset of them and returns at most limit (limit <= 0:
+	// all the rest), with how many there are in all; a view of ten
+	// thousand waiting requests reads one page of them. A negative offset
+	// gives ErrInvalid.
+	Waiting(ctx context.Context, offset, limit int) ([]Record, int, error)
 	// Unfinished returns the records of lock key key ("team/project/ref")
 	// that are queued, deferred or running, oldest first (by QueuedAt,
 	// then BuildID; see Record.Older): what a newer request of the key

@@ -121,9 +121,12 @@ func (s *FakeRecords) Running(ctx context.Context) ([]build.Record, error) {
 	return out, nil
 }
 
-// Waiting returns every queued or deferred record, oldest first (by
-// QueuedAt, then BuildID).
-func (s *FakeRecords) Waiting(ctx context.Context) ([]build.Record, error) {
+// Waiting returns a page of the queued or deferred records, oldest first
+// (by QueuedAt, then BuildID), and their number; see build.Records.
+func (s *FakeRecords) Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error) {
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("list waiting builds: %w: offset %d", build.ErrInvalid, offset)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []build.Record
@@ -133,7 +136,7 @@ func (s *FakeRecords) Waiting(ctx context.Context) ([]build.Record, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return posOf(out[i]).before(posOf(out[j])) })
-	return out, nil
+	return build.PageOf(out, offset, limit), len(out), nil
 }
 
 // AverageDuration averages the durations of the project's last n succeeded

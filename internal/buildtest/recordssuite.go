@@ -237,9 +237,9 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 	t.Run("waiting", func(t *testing.T) {
 		t.Parallel()
 		s := newRecords(t)
-		got, err := s.Waiting(t.Context())
-		if err != nil || len(got) != 0 {
-			t.Fatalf("Waiting() of an empty store = %v, %v; want none", got, err)
+		got, total, err := s.Waiting(t.Context(), 0, 0)
+		if err != nil || len(got) != 0 || total != 0 {
+			t.Fatalf("Waiting() of an empty store = %v, %d, %v; want none", got, total, err)
 		}
 		cases := []struct {
 			at     time.Duration // QueuedAt after base
@@ -289,12 +289,26 @@ func TestRecords(t *testing.T, newRecords func(t *testing.T) Records) {
 		if len(want) != 5 {
 			t.Fatalf("the test wants 5 waiting records, has %d", len(want))
 		}
-		got, err = s.Waiting(t.Context())
-		if err != nil {
-			t.Fatalf("Waiting() error = %v", err)
+		got, total, err = s.Waiting(t.Context(), 0, 0)
+		if err != nil || total != len(want) {
+			t.Fatalf("Waiting() total = %d, error = %v; want %d", total, err, len(want))
 		}
 		if diff := cmp.Diff(want, got, ignoreNumber); diff != "" {
 			t.Errorf("Waiting() (-want +got):\n%s", diff)
+		}
+		// Pages: each a slice of the whole list, with the whole count.
+		for _, p := range []struct{ offset, limit int }{{0, 2}, {2, 2}, {4, 2}, {1, 3}, {4, 0}, {5, 2}, {9, 1}} {
+			got, total, err := s.Waiting(t.Context(), p.offset, p.limit)
+			if err != nil || total != len(want) {
+				t.Errorf("Waiting(%d, %d) total = %d, error = %v; want %d", p.offset, p.limit, total, err, len(want))
+				continue
+			}
+			if diff := cmp.Diff(build.PageOf(want, p.offset, p.limit), got, ignoreNumber, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("Waiting(%d, %d) (-want +got):\n%s", p.offset, p.limit, diff)
+			}
+		}
+		if _, _, err := s.Waiting(t.Context(), -1, 2); !errors.Is(err, build.ErrInvalid) {
+			t.Errorf("Waiting(-1, 2) error = %v, want ErrInvalid", err)
 		}
 	})
 

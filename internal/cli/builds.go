@@ -201,7 +201,19 @@ func (a *app) activeBuilds(ctx context.Context, c *client) error {
 	for _, w := range view.Waiting {
 		t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), waitNote(w, gate))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	moreWaiting(a.stdout, q)
+	return nil
+}
+
+// moreWaiting says how many waiting requests q, a page of the queue's,
+// leaves out.
+func moreWaiting(w io.Writer, q api.Queue) {
+	if more := q.WaitingTotal - len(q.Waiting); more > 0 {
+		fmt.Fprintf(w, "... and %d more waiting requests (the UI's queue page, or GET /api/v1/queue?offset=%d)\n", more, len(q.Waiting))
+	}
 }
 
 // since is when a running build started, or was queued.

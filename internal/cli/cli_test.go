@@ -623,6 +623,21 @@ func TestQueue(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &q); err != nil || q.Stats.Visible != 2 || len(q.Waiting) != 2 {
 		t.Errorf("-o json queue: %v\n%s", err, r.stdout)
 	}
+	if strings.Contains(r.stdout, "more waiting") {
+		t.Errorf("queue of two says more wait:\n%s", r.stdout)
+	}
+	// The API lists the oldest 100: the output says how many more wait.
+	for i := range 101 {
+		f.queueBuild(t, "decap-ci/hello", fmt.Sprintf("many/%d", i))
+	}
+	r = f.run(t, nil, "queue")
+	r.want(t, 0, "")
+	if !strings.Contains(r.stdout, "... and 3 more waiting requests") || strings.Contains(r.stdout, "many/100") {
+		t.Errorf("queue of 103 does not list the oldest 100 and say 3 more wait:\n%s", r.stdout)
+	}
+	if r := f.run(t, nil, "builds"); !strings.Contains(r.stdout, "... and 3 more waiting requests") {
+		t.Errorf("builds with 103 waiting does not say 3 more wait:\n%s", r.stdout)
+	}
 }
 
 func TestLocks(t *testing.T) {

@@ -18,8 +18,9 @@ func (a *app) queueCmd() *cobra.Command {
 		Short: "show the queue: depth, in flight, dead letters, waiting requests",
 		Long: `Shows the build queue: messages ready to dispatch, those deferred or being
 dispatched (in flight), dead-lettered ones, the age of the oldest, whether
-dispatch is paused, and every queued or deferred request with the reason it
-waits and its next attempt (while dispatch is paused: when it resumes).`,
+dispatch is paused, and the oldest 100 queued or deferred requests with the
+reason each waits and its next attempt (while dispatch is paused: when it
+resumes), and how many more wait.`,
 		Args: args(0, 0, ""),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 			c, err := a.api(cmd)
@@ -55,7 +56,11 @@ waits and its next attempt (while dispatch is paused: when it resumes).`,
 				next, why := waitText(w, g)
 				t.row(string(w.ID), numText(w.Number), string(w.Status), w.LockKey, string(w.Trigger), fmtTime(w.QueuedAt), next, why)
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			moreWaiting(a.stdout, q)
+			return nil
 		}),
 	}
 }

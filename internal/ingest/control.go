@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -146,22 +147,39 @@ func alreadyEnded(rec build.Record) error {
 		fmt.Sprintf("build %s already %s", rec.BuildID, strings.ReplaceAll(string(rec.Status), "_", " ")))
 }
 
+// Paging of GET /api/v1/queue's waiting requests.
+const (
+	defaultWaitingListed = 100
+	maxWaitingListed     = 1000
+	maxWaitingOffset     = 1_000_000
+)
+
 // queue handles GET /api/v1/queue: the queue's counts and the requests
-// waiting to start, oldest first, deferred ones with reason and next attempt.
+// waiting to start, oldest first, deferred ones with reason and next
+// attempt: a page of them (?offset=, ?limit=; 100 by default, at most
+// 1000), with how many wait in all.
 func (s *Server) queue(c echo.Context) error {
 	if s.deps.Queue == nil || s.deps.Waiting == nil {
 		return echo.NewHTTPError(http.StatusNotImplemented, "no queue listing configured")
+	}
+	offset, err := intParam(c, "offset", 0, 0, maxWaitingOffset)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", defaultWaitingListed, 1, maxWaitingListed)
+	if err != nil {
+		return err
 	}
 	ctx := c.Request().Context()
 	stats, err := s.deps.Queue.Stats(ctx)
 	if err != nil {
 		return fmt.Errorf("queue stats: %w", err)
 	}
-	recs, err := s.deps.Waiting.Waiting(ctx)
+	recs, total, err := s.deps.Waiting.Waiting(ctx, offset, limit)
 	if err != nil {
 		return fmt.Errorf("list waiting requests: %w", err)
 	}
-	out := api.Queue{Stats: stats, Waiting: make([]api.Waiting, 0, len(recs))}
+	out := api.Queue{Stats: stats, Waiting: make([]api.Waiting, 0, len(recs)), WaitingTotal: total}
 	for _, r := range recs {
 		out.Waiting = append(out.Waiting, api.WaitingOf(r))
 	}
@@ -323,4 +341,18 @@ func (s *Server) resumeDispatch(c echo.Context) error {
 	}
 	s.log.Info("dispatch resumed", "by", actor(c))
 	return c.JSON(http.StatusOK, open)
+}
+
+// intParam reads the integer query parameter name: def when absent, a
+// build.ErrInvalid error (400) unless it is from min to max.
+func intParam(c echo.Context, name string, def, min, max int) (int, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return 0, fmt.Errorf("%w: %s must be a number from %d to %d", build.ErrInvalid, name, min, max)
+	}
+	return n, nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -279,7 +280,7 @@ func (f *fixture) state(t *testing.T) string {
 	ctx := context.Background()
 	g, _ := f.gate.Get(ctx)
 	locks, _ := f.locks.List(ctx)
-	waiting, _ := f.records.Waiting(ctx)
+	waiting, _, _ := f.records.Waiting(ctx, 0, 0)
 	stats, _ := f.queue.Stats(ctx)
 	b, err := json.Marshal([]any{g, locks, waiting, stats, f.canceller.stoppedIDs()})
 	if err != nil {
@@ -680,11 +681,40 @@ func TestQueue(t *testing.T) {
 		f := newFixture(t, nil)
 		w := f.do(get("/api/v1/queue"))
 		want := map[string]any{
-			"stats":   map[string]any{"visible": 0.0, "inFlight": 0.0, "deadLettered": 0.0, "oldestAgeNanos": 0.0},
-			"waiting": []any{},
+			"stats":        map[string]any{"visible": 0.0, "inFlight": 0.0, "deadLettered": 0.0, "oldestAgeNanos": 0.0},
+			"waiting":      []any{},
+			"waitingTotal": 0.0,
 		}
 		if diff := cmp.Diff(want, decodeJSON(t, w)); w.Code != 200 || diff != "" {
 			t.Errorf("status %d, answer (-want +got):\n%s", w.Code, diff)
+		}
+	})
+	t.Run("a page of the waiting requests, with their number", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, nil)
+		f.seed(t) // id4 and id5 wait, oldest first
+		for _, c := range []struct {
+			query string
+			want  []string
+		}{
+			{"?limit=1", []string{string(id4)}},
+			{"?offset=1&limit=5", []string{string(id5)}},
+			{"?offset=2", nil},
+			{"", []string{string(id4), string(id5)}},
+		} {
+			ans := decodeJSON(t, f.do(get("/api/v1/queue"+c.query)))
+			var ids []string
+			for _, w := range ans["waiting"].([]any) {
+				ids = append(ids, w.(map[string]any)["id"].(string))
+			}
+			if !slices.Equal(ids, c.want) || ans["waitingTotal"] != 2.0 {
+				t.Errorf("GET /api/v1/queue%s: waiting %v of %v, want %v of 2", c.query, ids, ans["waitingTotal"], c.want)
+			}
+		}
+		for _, q := range []string{"?limit=0", "?limit=1001", "?offset=-1", "?offset=x", "?limit=1e3"} {
+			if w := f.do(get("/api/v1/queue" + q)); w.Code != http.StatusBadRequest {
+				t.Errorf("GET /api/v1/queue%s: %d %s, want 400", q, w.Code, w.Body)
+			}
 		}
 	})
 	t.Run("cancelled requests are not waiting", func(t *testing.T) {

@@ -60,7 +60,7 @@ func FuzzGitHubHook(f *testing.F) {
 			if queued != 0 {
 				t.Fatalf("event %q, body %q: answer %d %s, but %d requests were queued", event, body, w.Code, w.Body, queued)
 			}
-			if recs, _ := fx.records.Waiting(context.Background()); len(recs) != 0 {
+			if recs, _, _ := fx.records.Waiting(context.Background(), 0, 0); len(recs) != 0 {
 				t.Fatalf("event %q, body %q: answer %d %s, but %d records were saved", event, body, w.Code, w.Body, len(recs))
 			}
 			switch {

@@ -87,7 +87,7 @@ func afterBadInput(t *testing.T, f *fixture, w *httptest.ResponseRecorder, wantS
 	if n := queuedCount(t, f); n != 0 {
 		problems = append(problems, fmt.Sprintf("%d requests queued, want none", n))
 	}
-	if recs, err := f.records.Waiting(context.Background()); err != nil || len(recs) != 0 {
+	if recs, _, err := f.records.Waiting(context.Background(), 0, 0); err != nil || len(recs) != 0 {
 		problems = append(problems, fmt.Sprintf("%d records saved (%v), want none", len(recs), err))
 	}
 	if strings.Contains(w.Body.String(), secret) || strings.Contains(w.Body.String(), token) {

@@ -82,10 +82,11 @@ type QueueInfo interface {
 	Stats(ctx context.Context) (build.QueueStats, error)
 }
 
-// WaitingLister lists the requests not yet started: the queued and deferred
-// records, oldest first (by QueuedAt, then BuildID).
+// WaitingLister lists the requests not yet started: a page of the queued
+// and deferred records, oldest first (by QueuedAt, then BuildID), and how
+// many there are (build.Records.Waiting).
 type WaitingLister interface {
-	Waiting(ctx context.Context) ([]build.Record, error)
+	Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error)
 }
 
 // RunningLister lists the running builds' records (status running), in

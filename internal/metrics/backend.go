@@ -177,9 +177,9 @@ func (w *records) Running(ctx context.Context) ([]build.Record, error) {
 	return rs, w.m.count("records", "running", err)
 }
 
-func (w *records) Waiting(ctx context.Context) ([]build.Record, error) {
-	rs, err := w.r.Waiting(ctx)
-	return rs, w.m.count("records", "waiting", err)
+func (w *records) Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error) {
+	rs, total, err := w.r.Waiting(ctx, offset, limit)
+	return rs, total, w.m.count("records", "waiting", err)
 }
 
 func (w *records) Unfinished(ctx context.Context, key string) ([]build.Record, error) {

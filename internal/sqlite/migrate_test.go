@@ -57,7 +57,7 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := db.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations()) {
 		t.Errorf("user_version after Open = %d, %v; want %d", v, err, len(migrations()))
 	}
-	waiting, err := NewRecords(db).Waiting(t.Context())
+	waiting, _, err := NewRecords(db).Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatalf("Waiting() error = %v", err)
 	}

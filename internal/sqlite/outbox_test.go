@@ -78,7 +78,7 @@ func TestEventOutboxSurvivesKill(t *testing.T) {
 		t.Fatalf("child ended with %v, want killed by SIGKILL after its writes:\n%s", err, out.String())
 	}
 	s := sqlite.NewRecords(openPath(t, path, sqlite.Options{}))
-	stored, err := s.Waiting(t.Context())
+	stored, _, err := s.Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,14 +177,27 @@ func (s *Records) Running(ctx context.Context) ([]build.Record, error) {
 	return recs, nil
 }
 
-// Waiting returns every record with status queued or deferred, oldest first
-// (by QueuedAt, then BuildID).
-func (s *Records) Waiting(ctx context.Context) ([]build.Record, error) {
-	recs, err := s.query(ctx, `SELECT doc FROM records WHERE status IN ('queued', 'deferred') ORDER BY queued_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list waiting builds: %w", err)
+// Waiting returns a page of the records with status queued or deferred,
+// oldest first (by QueuedAt, then BuildID), and how many there are: both
+// read from the index of the waiting records (records_waiting), the page
+// only as far as offset+limit. The count and the page are two reads, so
+// they may differ by a request that arrived or started in between.
+func (s *Records) Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error) {
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("list waiting builds: %w: offset %d", build.ErrInvalid, offset)
 	}
-	return recs, nil
+	var total int
+	if err := s.db.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM records WHERE status IN ('queued', 'deferred')`).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count waiting builds: %w", classify(err))
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	recs, err := s.query(ctx, `SELECT doc FROM records WHERE status IN ('queued', 'deferred') ORDER BY queued_at, id LIMIT ? OFFSET ?`, limit, offset)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list waiting builds: %w", err)
+	}
+	return recs, total, nil
 }
 
 // AverageDuration averages the durations of the project's last n succeeded

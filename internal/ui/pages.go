@@ -114,20 +114,16 @@ func (u *UI) dashboard(c echo.Context) error {
 			v.Running.Data = append(v.Running.Data, runningBuild{Record: r, Progress: progressOf(r, avg, now)})
 		}
 	}
-	v.Waiting = u.waitingPanel(ctx, v.Gate.Data)
-	allWaiting := v.Waiting.Data
-	if len(v.Waiting.Data) > u.cfg.RecentBuilds {
-		v.MoreWaiting = len(v.Waiting.Data) - u.cfg.RecentBuilds
-		v.Waiting.Data = v.Waiting.Data[:u.cfg.RecentBuilds]
-	}
+	var waiting int
+	v.Waiting, waiting = u.waitingPanel(ctx, v.Gate.Data, 0, u.cfg.RecentBuilds)
+	v.MoreWaiting = max(0, waiting-len(v.Waiting.Data))
 
 	recent := map[build.ID]build.Record{}
 	for _, r := range running {
 		recent[r.BuildID] = r
 	}
-	for _, r := range allWaiting {
-		recent[r.BuildID] = r.Record
-	}
+	// The newest waiting requests are among their projects' newest builds
+	// below: the oldest ones listed above are not recent.
 	if u.deps.Catalog != nil {
 		recs, err := u.recentOfProjects(ctx, u.deps.Catalog.Projects(), u.cfg.RecentPerProject)
 		for _, r := range recs {
@@ -235,15 +231,16 @@ type waitingRow struct {
 	Paused bool
 }
 
-// waitingPanel reads the waiting requests; gate is the dispatch gate as
-// the page read it (the open gate when it could not).
-func (u *UI) waitingPanel(ctx context.Context, gate build.GateState) panel[[]waitingRow] {
+// waitingPanel reads a page of the waiting requests (from offset, at most
+// limit) and how many wait in all; gate is the dispatch gate as the page
+// read it (the open gate when it could not).
+func (u *UI) waitingPanel(ctx context.Context, gate build.GateState, offset, limit int) (panel[[]waitingRow], int) {
 	if u.deps.Records == nil {
-		return panel[[]waitingRow]{Unavailable: notAvailable}
+		return panel[[]waitingRow]{Unavailable: notAvailable}, 0
 	}
-	w, err := u.deps.Records.Waiting(ctx)
+	w, total, err := u.deps.Records.Waiting(ctx, offset, limit)
 	if err != nil {
-		return failed[[]waitingRow]("waiting builds", err)
+		return failed[[]waitingRow]("waiting builds", err), 0
 	}
 	rows := make([]waitingRow, 0, len(w))
 	for _, r := range w {
@@ -261,7 +258,7 @@ func (u *UI) waitingPanel(ctx context.Context, gate build.GateState) panel[[]wai
 		}
 		rows = append(rows, row)
 	}
-	return panel[[]waitingRow]{Data: rows}
+	return panel[[]waitingRow]{Data: rows}, total
 }
 
 // teamsView is the teams page: the catalog's projects by team, each with
@@ -534,12 +531,15 @@ type queueView struct {
 func (u *UI) queue(c echo.Context) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
-	v := queueView{Stats: u.statsPanel(ctx), Waiting: u.waitingPanel(ctx, u.gatePanel(ctx).Data)}
-	rows, pg, err := paginate(c, v.Waiting.Data, projectsPageSize)
+	page, err := pageParam(c)
 	if err != nil {
 		return err
 	}
-	v.Waiting.Data, v.Pager = rows, pg
+	v := queueView{Stats: u.statsPanel(ctx)}
+	// One page of the waiting requests is read, not all of them.
+	var total int
+	v.Waiting, total = u.waitingPanel(ctx, u.gatePanel(ctx).Data, (page-1)*projectsPageSize, projectsPageSize)
+	v.Pager = pagerAt(c, page, projectsPageSize, total, len(v.Waiting.Data))
 	return u.render(c, http.StatusOK, "queue", "Queue", "queue", v)
 }
 

@@ -64,6 +64,23 @@ func paginate[T any](c echo.Context, list []T, size int) ([]T, pager, error) {
 	return pageOf(c, list, size, page, len(list))
 }
 
+// pagerAt is the pager of page, size at a time, of a list of total items
+// read a page at a time: n items are on this page.
+func pagerAt(c echo.Context, page, size, total, n int) pager {
+	p := pager{Page: page, Total: total, Pages: max(1, (total+size-1)/size)}
+	from := (page - 1) * size
+	if n > 0 {
+		p.From, p.To = from+1, from+n
+	}
+	if page > 1 {
+		p.Prev = pageURL(c, min(page-1, p.Pages))
+	}
+	if from+n < total && page < maxPage {
+		p.Next = pageURL(c, page+1)
+	}
+	return p
+}
+
 // pageOf is paginate with the page given, and total the length of the
 // whole list (list may hold only its first page*size items).
 func pageOf[T any](c echo.Context, list []T, size, page, total int) ([]T, pager, error) {

@@ -34,13 +34,14 @@ import (
 // Records reads build records. Get fails with build.ErrNotFound for an
 // unknown build; the lists follow build.Records (ListProject newest first,
 // paged by cursor; AverageDuration reports how many builds it averaged, 0 for
-// none); Waiting returns queued and deferred records, oldest first.
+// none); Waiting returns a page of the queued and deferred records, oldest
+// first, and how many there are.
 type Records interface {
 	Get(ctx context.Context, id build.ID) (build.Record, error)
 	ListProject(ctx context.Context, team, project string, limit int, cursor string) ([]build.Record, string, error)
 	AverageDuration(ctx context.Context, team, project string, n int) (time.Duration, int, error)
 	Running(ctx context.Context) ([]build.Record, error)
-	Waiting(ctx context.Context) ([]build.Record, error)
+	Waiting(ctx context.Context, offset, limit int) ([]build.Record, int, error)
 }
 
 // Catalog lists the projects of the build-scripts repository, buildable or

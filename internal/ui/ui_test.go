@@ -279,7 +279,9 @@ func (failingRecords) AverageDuration(context.Context, string, string, int) (tim
 	return 0, 0, errDown
 }
 func (failingRecords) Running(context.Context) ([]build.Record, error) { return nil, errDown }
-func (failingRecords) Waiting(context.Context) ([]build.Record, error) { return nil, errDown }
+func (failingRecords) Waiting(context.Context, int, int) ([]build.Record, int, error) {
+	return nil, 0, errDown
+}
 
 func TestFailingBackendLeavesTheRestOfThePage(t *testing.T) {
 	t.Parallel()
