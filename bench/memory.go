@@ -112,8 +112,9 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 	qa := do(client, authorized(mustRequest(http.MethodGet, base+"/api/v1/queue", nil)))
 	queueList := time.Since(t1)
 	var q struct {
-		Stats   struct{ Visible, InFlight int }
-		Waiting []json.RawMessage
+		Stats        struct{ Visible, InFlight int }
+		Waiting      []json.RawMessage
+		WaitingTotal int
 	}
 	if qa.err != nil || qa.status != http.StatusOK || json.Unmarshal(qa.body, &q) != nil {
 		return result{}, fmt.Errorf("GET /api/v1/queue: %d %v %.200s", qa.status, qa.err, qa.body)
@@ -174,10 +175,10 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 		"cap 4, started as e2e's harness starts them. The dispatch gate was paused through POST /api/v1/dispatch/pause before "+
 		"the dispatcher started; %d signed push webhooks (8 clients) were accepted in %s (%s; the real ingest process, each "+
 		"webhook its own delivery)%s. ", accepted.Load(), queueTime.Round(time.Millisecond), perSec(float64(accepted.Load())/queueTime.Seconds(), "webhooks"), errNote(&firstErr))
-	fmt.Fprintf(&b, "With the queue deep (%d visible), GET /api/v1/queue listed %d waiting requests in %s (%d KiB) and the "+
+	fmt.Fprintf(&b, "With the queue deep (%d visible), GET /api/v1/queue listed a page of %d of the %d waiting requests in %s (%d KiB) and the "+
 		"dashboard (GET /) answered in %s. Then the gate was resumed for %s: the dispatcher made %.0f decisions, the reaper "+
 		"recorded %.0f builds, and %d requests were still visible, %d in flight or deferred.\n\n",
-		q.Stats.Visible, len(q.Waiting), queueList.Round(time.Millisecond), len(qa.body)>>10, uiTime.Round(time.Millisecond),
+		q.Stats.Visible, len(q.Waiting), q.WaitingTotal, queueList.Round(time.Millisecond), len(qa.body)>>10, uiTime.Round(time.Millisecond),
 		s.MemRun, decided, finished, q2.Stats.Visible, q2.Stats.InFlight)
 	b.WriteString("Peak RSS (VmHWM) after each step; the Go heap from the services' GODEBUG=gctrace=1 lines (largest heap at the start " +
 		"of a GC, largest live heap after one); and what the resident set is made of at the end (/proc/<pid>/status: " +
