@@ -96,12 +96,18 @@ func (w *gateWatch) read(ctx context.Context) {
 	}
 }
 
-// pausedNow reads the gate now, whatever the interval, and reports whether
-// it is paused (the last known state if the read fails).
-func (w *gateWatch) pausedNow(ctx context.Context) bool {
+// pausedAfter reports whether the gate is paused after a receive: read
+// again when the last read is older than the gate interval (the receive
+// waited, in a long poll, longer than that), else as last read, as
+// waitOpen trusts it; the last known state if the read fails. Under load
+// a receive returns at once, so this costs a read per interval, not per
+// batch (a GetItem each on DynamoDB).
+func (w *gateWatch) pausedAfter(ctx context.Context) bool {
 	if w.gate == nil {
 		return false
 	}
-	w.read(ctx)
+	if time.Since(w.readAt) >= w.every {
+		w.read(ctx)
+	}
 	return w.paused
 }

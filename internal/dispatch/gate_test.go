@@ -207,6 +207,31 @@ func TestIdleDispatcherReadsGateRarely(t *testing.T) {
 	}
 }
 
+// TestBusyDispatcherReadsGateOncePerInterval: receives that return at once
+// (a queue with work) do not each read the gate again: one read per gate
+// interval (docs/BENCHMARKS.md, tuning 7).
+func TestBusyDispatcherReadsGateOncePerInterval(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFixture(0, nil)
+	gate := &testGate{FakeGate: buildtest.NewGate()}
+	cfg := f.cfg
+	cfg.GateInterval, cfg.BatchSize = time.Hour, 2
+	reqs := publish(ctx, t, f, "busy", 12) // six batches at least
+	d := dispatch.New(cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
+		Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Gate: gate, Now: time.Now})
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "every build", func() bool { return len(f.launcher.Launched()) == len(reqs) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := gate.reads.Load(); n != 1 {
+		t.Errorf("%d gate reads for %d requests within one gate interval, want 1", n, len(reqs))
+	}
+}
+
 func TestPausedDispatcherStopsWithContext(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -238,15 +263,17 @@ func TestPauseDuringLongPollReturnsMessages(t *testing.T) {
 	f := newFixture(0, nil)
 	gate := &testGate{FakeGate: buildtest.NewGate()}
 	cfg := f.cfg
-	cfg.WaitTime, cfg.GateInterval = 10*time.Second, time.Hour
+	cfg.WaitTime, cfg.GateInterval = 10*time.Second, 300*time.Millisecond
 	d := dispatch.New(cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
 		Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Gate: gate, Now: time.Now})
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	// The dispatcher read the open gate and now waits in a long poll.
+	// The dispatcher read the open gate and now waits in a long poll,
+	// which outlasts the gate interval before the request comes.
 	waitFor(t, "the first gate read", func() bool { return gate.reads.Load() >= 1 })
 	time.Sleep(50 * time.Millisecond)
 	gate.set(t, true)
+	time.Sleep(400 * time.Millisecond)
 	reqs := publish(ctx, t, f, "late", 1)
 	waitFor(t, "the gate to be read again after the poll", func() bool { return gate.reads.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond)
