@@ -96,17 +96,23 @@ func (w *gateWatch) read(ctx context.Context) {
 	}
 }
 
-// pausedAfter reports whether the gate is paused after a receive: read
-// again when the last read is older than the gate interval (the receive
-// waited, in a long poll, longer than that), else as last read, as
-// waitOpen trusts it; the last known state if the read fails. Under load
-// a receive returns at once, so this costs a read per interval, not per
-// batch (a GetItem each on DynamoDB).
-func (w *gateWatch) pausedAfter(ctx context.Context) bool {
+// receivedAtOnce is how long a receive may take and still count as one
+// that found its messages waiting (a busy queue: microseconds on SQLite,
+// a round trip on SQS), not one that waited for them in a long poll.
+const receivedAtOnce = 100 * time.Millisecond
+
+// pausedAfter reports whether the gate is paused after a receive that
+// lasted took: read afresh when the receive waited for its messages in a
+// long poll (a pause set meanwhile takes effect at once) or the last read
+// is older than the gate interval; else as last read, as waitOpen trusts
+// it. The last known state if the read fails. So a busy dispatcher reads
+// the gate once per interval, not once per batch (a GetItem each on
+// DynamoDB).
+func (w *gateWatch) pausedAfter(ctx context.Context, took time.Duration) bool {
 	if w.gate == nil {
 		return false
 	}
-	if time.Since(w.readAt) >= w.every {
+	if took >= receivedAtOnce || time.Since(w.readAt) >= w.every {
 		w.read(ctx)
 	}
 	return w.paused

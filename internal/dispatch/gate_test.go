@@ -263,17 +263,16 @@ func TestPauseDuringLongPollReturnsMessages(t *testing.T) {
 	f := newFixture(0, nil)
 	gate := &testGate{FakeGate: buildtest.NewGate()}
 	cfg := f.cfg
-	cfg.WaitTime, cfg.GateInterval = 10*time.Second, 300*time.Millisecond
+	cfg.WaitTime, cfg.GateInterval = 10*time.Second, time.Hour
 	d := dispatch.New(cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
 		Idempotency: f.idem, Records: f.records, Launcher: f.launcher, Gate: gate, Now: time.Now})
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	// The dispatcher read the open gate and now waits in a long poll,
-	// which outlasts the gate interval before the request comes.
+	// The dispatcher read the open gate and now waits in a long poll.
 	waitFor(t, "the first gate read", func() bool { return gate.reads.Load() >= 1 })
 	time.Sleep(50 * time.Millisecond)
 	gate.set(t, true)
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the poll waits for the request
 	reqs := publish(ctx, t, f, "late", 1)
 	waitFor(t, "the gate to be read again after the poll", func() bool { return gate.reads.Load() >= 2 })
 	time.Sleep(100 * time.Millisecond)

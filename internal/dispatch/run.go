@@ -21,9 +21,9 @@ import (
 // Before each receive Run consults the dispatch gate (Deps.Gate), read at
 // most once per GateInterval. While the gate is paused Run receives
 // nothing and reads the gate again every GateInterval; requests wait on the
-// queue. Messages received after a receive that outlasted GateInterval
-// (a long poll) are decided only if a fresh read finds the gate open;
-// those received while a pause was set go back to the queue undecided.
+// queue. Messages that came after a receive waited for them (a long poll)
+// are decided only if a fresh read finds the gate open; those received
+// while a pause was set go back to the queue undecided.
 // A failed read keeps the state Run saw last (open before the first read).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	// One token per message being decided.
@@ -55,6 +55,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if !gate.waitOpen(ctx) {
 			return nil
 		}
+		received := time.Now()
 		msgs, err := d.queue.Receive(ctx, n, d.cfg.WaitTime)
 		for range n - len(msgs) {
 			<-sem
@@ -73,11 +74,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 0
-		// A long poll may outlast a pause: read the gate again if the
-		// receive outlasted the gate interval, and hand what came back to
-		// the queue, untouched, so a pause takes effect within the
-		// interval rather than after the poll.
-		if len(msgs) > 0 && gate.pausedAfter(ctx) {
+		// A long poll may outlast a pause: read the gate afresh after a
+		// receive that waited, and hand what came back to the queue,
+		// untouched, so a pause takes effect at once rather than after
+		// the poll.
+		if len(msgs) > 0 && gate.pausedAfter(ctx, time.Since(received)) {
 			for _, m := range msgs {
 				if err := d.queue.ChangeVisibility(context.WithoutCancel(ctx), m.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
 					d.log.Warn("return message to the paused queue", "message_id", m.ID, "group_id", m.GroupID, "err", err)
