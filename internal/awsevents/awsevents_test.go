@@ -497,3 +497,54 @@ func TestConsumeWithoutQueue(t *testing.T) {
 		t.Errorf("Consume() = %v, want ErrNotFound naming the queue", err)
 	}
 }
+
+// A tail queue deleted under a running Tail (another process's sweep took
+// it for stale) ends its Tails, whose readers reconnect: the next Tail
+// makes a new queue and gets the events.
+func TestTailQueueGone(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := w.tailStream(t, awsevents.TailConfig{})
+	tail, err := s.Tail(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := w.tailQueues(t)
+	if len(q) != 1 {
+		t.Fatalf("tail queues %v, want one", q)
+	}
+	url, err := w.sqs.GetQueueUrl(context.Background(), &sqs.GetQueueUrlInput{QueueName: aws.String(q[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sqs.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: url.QueueUrl}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-tail:
+		if ok {
+			t.Fatal("the tail gave an event from a deleted queue")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tail stayed open 30 s after its queue was deleted")
+	}
+	again, err := s.Tail(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now := w.tailQueues(t); len(now) != 1 || now[0] == q[0] {
+		t.Errorf("tail queues after the reconnect: %v, want one new (not %s)", now, q[0])
+	}
+	e, m := eventOf(t, record(0), 1)
+	if err := w.publisher(t).Publish(awsevents.Topic, m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-again:
+		if got.ID != e.ID {
+			t.Errorf("the new tail got %s, want %s", got.ID, e.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new tail got nothing in 30 s")
+	}
+}
