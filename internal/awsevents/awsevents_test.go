@@ -431,6 +431,9 @@ func TestTailSweepsStaleQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	alive := w.tailQueue(t, "00000000000000a1", time.Now())
+	// Another system's queue whose name only starts the same, untagged:
+	// no tail queue, left alone.
+	other := w.tailQueue(t, "not-a-tail-queue", time.Time{})
 	s := w.tailStream(t, awsevents.TailConfig{StaleAfter: 10 * time.Minute})
 	if _, err := s.Tail(t.Context()); err != nil {
 		t.Fatal(err)
@@ -439,9 +442,9 @@ func TestTailSweepsStaleQueues(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		q, subs := w.tailQueues(t), w.tailSubscriptions(t)
-		if !slices.Contains(q, name(dead)) && len(subs) == 2 && len(q) == 2 {
-			if !slices.Contains(q, name(alive)) {
-				t.Errorf("the sweep removed the live queue %s: queues %v", name(alive), q)
+		if !slices.Contains(q, name(dead)) && len(subs) == 3 && len(q) == 3 {
+			if !slices.Contains(q, name(alive)) || !slices.Contains(q, name(other)) {
+				t.Errorf("the sweep removed the live queue %s or another system's %s: queues %v", name(alive), name(other), q)
 			}
 			return
 		}
@@ -454,13 +457,17 @@ func TestTailSweepsStaleQueues(t *testing.T) {
 }
 
 // tailQueue makes a tail queue as another process would, tagged alive at
-// at, and subscribes it; it returns its URL.
+// at (zero: untagged), and subscribes it; it returns its URL.
 func (w *world) tailQueue(t *testing.T, id string, at time.Time) string {
 	t.Helper()
 	ctx := context.Background()
+	var tags map[string]string
+	if !at.IsZero() {
+		tags = map[string]string{awsevents.TailAliveTag: fmt.Sprint(at.Unix())}
+	}
 	q, err := w.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(awsevents.TailQueuePrefix(w.prefix) + id + ".fifo"),
 		Attributes: map[string]string{"FifoQueue": "true", "MessageRetentionPeriod": "60"},
-		Tags:       map[string]string{awsevents.TailAliveTag: fmt.Sprint(at.Unix())}})
+		Tags:       tags})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -319,6 +319,18 @@ func TestTailQueueName(t *testing.T) {
 			t.Errorf("tailQueueName(%q) = %q, %q: want two different names of SQS's rule starting %q", prefix, a, b, TailQueuePrefix(prefix))
 		}
 	}
+	for name, want := range map[string]bool{
+		"decap-tail-0123456789abcdef.fifo": true, "decap-tail-0123456789ABCDEF.fifo": false, "decap-tail-0123456789abcde.fifo": false,
+		"decap-tail-0123456789abcdef0.fifo": false, "decap-tail-0123456789abcdef": false, "decap-tail-mine-for-reports.fifo": false,
+		"other-tail-0123456789abcdef.fifo": false, "decap-x-tail-0123456789abcdef.fifo": false,
+	} {
+		if got := isTailQueue("decap", name); got != want {
+			t.Errorf("isTailQueue(decap, %q) = %v, want %v", name, got, want)
+		}
+	}
+	if n, _ := tailQueueName("decap"); !isTailQueue("decap", n) {
+		t.Errorf("isTailQueue(decap, %q) = false for a name tailQueueName made", n)
+	}
 	if _, err := tailQueueName(strings.Repeat("p", 60)); !errors.Is(err, build.ErrInvalid) {
 		t.Errorf("tailQueueName of a 60-character prefix = %v, want ErrInvalid (over 80 characters)", err)
 	}

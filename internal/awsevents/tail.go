@@ -133,6 +133,19 @@ func tailQueueName(prefix string) (string, error) {
 	return name, nil
 }
 
+// isTailQueue reports whether name is one of prefix's tail queues, as
+// tailQueueName makes them (and as ingest's IAM policy names them): the
+// sweep touches nothing else, such as a queue of another system's that
+// only starts the same.
+func isTailQueue(prefix, name string) bool {
+	id, ok := strings.CutPrefix(name, TailQueuePrefix(prefix))
+	if !ok {
+		return false
+	}
+	id, ok = strings.CutSuffix(id, ".fifo")
+	return ok && len(id) == 16 && !strings.ContainsFunc(id, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') })
+}
+
 // queueARNOf returns the ARN of queue name in the account and region of
 // the topic topicARN.
 func queueARNOf(topicARN, name string) (string, error) {
@@ -496,7 +509,7 @@ func (t *tailer) sweep(ctx context.Context, own string) {
 // sweepOne removes tail queue name and its subscription sub if the queue's
 // owner is gone.
 func (t *tailer) sweepOne(ctx context.Context, name, sub string) {
-	if awssqs.CheckQueueName(name, true) != nil {
+	if !isTailQueue(t.s.prefix, name) {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
