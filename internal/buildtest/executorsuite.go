@@ -86,11 +86,19 @@ type ExecutorFeatures struct {
 }
 
 // ExecutorHarness is one executor under the suite: New returns a fresh
-// executor with no builds and its driver.
+// executor with no builds and its driver. An executor that also looks for
+// ends periodically (the local executor's poll of its run directory) does
+// so every SuitePoll or less often under the suite, so that every end the
+// suite waits for is reported as the event it is, and every report after a
+// failed handle comes from a retry, not from a poll.
 type ExecutorHarness struct {
 	New      func(t *testing.T) (Executor, ExecutorDriver)
 	Features ExecutorFeatures
 }
+
+// SuitePoll is the shortest period of an executor's periodic search for
+// ended builds under the suite: longer than any test of it waits.
+const SuitePoll = time.Hour
 
 // suiteWait bounds every wait of the executor suite; it is a deadlock
 // guard, never a measure of speed (real processes upload, and retry).

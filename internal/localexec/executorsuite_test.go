@@ -22,7 +22,9 @@ import (
 // TestExecutorContract runs the executor suite on real processes: each
 // ending is a build.sh that does it, and the builds upload over HTTP to a
 // loopback server, which refuses the uploads of the builds meant to fail
-// them.
+// them. Watch polls once an hour (buildtest.SuitePoll): the ends it reports
+// come from the launcher's wake-ups, and its reports after a failed handle
+// from its retry.
 func TestExecutorContract(t *testing.T) {
 	t.Parallel()
 	buildtest.TestExecutor(t, buildtest.ExecutorHarness{New: newLocalDriver})
@@ -58,7 +60,7 @@ func newLocalDriver(t *testing.T) (buildtest.Executor, buildtest.ExecutorDriver)
 	t.Cleanup(srv.Close)
 	start := fmt.Sprintf("echo \"$BUILD_ID\" >> %q\n", d.runs)
 	ex, err := localexec.New(localexec.Config{
-		RunDir: d.run, EntrypointPath: entrypointPath, PollInterval: 50 * time.Millisecond, LaunchGrace: time.Minute,
+		RunDir: d.run, EntrypointPath: entrypointPath, PollInterval: buildtest.SuitePoll, LaunchGrace: time.Minute,
 		Uploads: func(_ context.Context, id build.ID, _ time.Duration) (map[string]string, error) {
 			return map[string]string{build.LogKey(id): srv.URL + "/" + build.LogKey(id), build.ArtifactsKey(id): srv.URL + "/" + build.ArtifactsKey(id)}, nil
 		},
@@ -110,7 +112,9 @@ func (d *localDriver) Job(id build.ID, ending buildtest.ExecutorEnding) build.Jo
 	return job
 }
 
-func (d *localDriver) Watching(*testing.T) {} // Watch scans the run directory at once
+// Watching: Watch binds its socket, then scans the run directory at once;
+// an end before the scan is seen by it, one after it wakes the next.
+func (d *localDriver) Watching(*testing.T) {}
 
 // Drive waits for build.sh of a long build to start; the others end by
 // themselves.

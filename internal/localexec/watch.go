@@ -36,7 +36,7 @@ const (
 //
 // handle is called again on every scan until the build is removed, so it
 // must be idempotent and should end with Remove. Its errors are logged and
-// the build is retried on the next scan.
+// the build is retried on the next scan, a second later at the latest.
 func (e *Executor) Watch(ctx context.Context, handle func(context.Context, build.Outcome) error) error {
 	// Bound before the first scan: an end after it is either seen by the
 	// scan or wakes the next one.
@@ -49,30 +49,41 @@ func (e *Executor) Watch(ctx context.Context, handle func(context.Context, build
 	ticker := time.NewTicker(e.cfg.PollInterval)
 	defer ticker.Stop()
 	for {
-		e.scan(ctx, handle)
+		var retry <-chan time.Time // nil, never ready, unless a handle failed
+		if failed := e.scan(ctx, handle); failed {
+			retry = time.After(handleRetry)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		case <-wake: // nil, never ready, without a socket
+		case <-retry:
 		}
 	}
 }
 
-func (e *Executor) scan(ctx context.Context, handle func(context.Context, build.Outcome) error) {
+// handleRetry is how soon Watch scans again after a handle failed, unless
+// the poll or a wake-up comes first.
+const handleRetry = time.Second
+
+// scan hands every ended build to handle; failed says whether one of
+// them failed, or the scan did.
+func (e *Executor) scan(ctx context.Context, handle func(context.Context, build.Outcome) error) (failed bool) {
 	ids, err := e.list()
 	if err != nil {
 		e.log.Error("scan builds", "err", err)
-		return
+		return true
 	}
 	for _, id := range ids {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		log := e.log.With("build_id", string(id))
 		o, ended, err := e.inspect(id)
 		if err != nil {
 			log.Error("inspect build", "err", err)
+			failed = true
 			continue
 		}
 		if !ended {
@@ -81,8 +92,10 @@ func (e *Executor) scan(ctx context.Context, handle func(context.Context, build.
 		log = log.With("lock_key", o.LockKey())
 		if err := handle(ctx, o); err != nil {
 			log.Error("handle build outcome", "status", string(o.Status), "err", err)
+			failed = true
 		}
 	}
+	return failed
 }
 
 // inspect decides whether the build has ended and, if so, how.

@@ -54,7 +54,9 @@ type Waker interface {
 
 // Executor is the executor of builds (local processes, build Pods) as the
 // reaper uses it. Watch calls handle with the Outcome of every build that
-// ended, again until the build is removed, until ctx is done; then it
+// ended, as it ends (an event: a Pod's update, a local process's end that
+// its launcher reports, not only a periodic scan), and again, soon after a
+// failed handle, until the build is removed; until ctx is done, then it
 // returns. Cancel stops a build (build.ErrNotFound: nothing to stop).
 // Remove deletes what is left of an ended build whose end is recorded (its
 // Pod, its run directory); removing something already gone is not an
