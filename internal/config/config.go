@@ -90,7 +90,8 @@ type Config struct {
 	// lets the backend choose (<DataDir>/run, or a directory build users
 	// can reach when the data directory's parents are closed to them).
 	RunDir string
-	// ReapInterval is how often the local reaper scans for ended builds.
+	// ReapInterval is how often the local reaper scans for ended builds
+	// besides when a launcher wakes it: the fallback for ends nobody told.
 	ReapInterval time.Duration
 	// CancelInterval is how often the reaper looks for running builds
 	// someone asked to cancel, and stops them.
