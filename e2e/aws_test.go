@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decap-ci/decap/internal/api"
 	"github.com/decap-ci/decap/internal/proctest"
 )
 
@@ -115,6 +116,7 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 
 	rec := c.WaitSucceeded(id)[id]
 	logKey, artifactsKey := "logs/"+id+"/console.log.gz", "artifacts/"+id+"/artifacts.tar.gz"
+	timesKey := "logs/" + id + "/console.times.json.gz"
 	for _, f := range []struct{ name, got, want string }{
 		{"team", rec.Team, "Codertocat"},
 		{"project", rec.Project, "Hello-World"},
@@ -142,8 +144,16 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	} else if want := "build_id=" + id; !strings.Contains(info, want) {
 		t.Errorf("build-info.txt: got %q, want it to contain %q", info, want)
 	}
+	// And the log's line times, uploaded through a presigned URL of their
+	// own (issue 16).
+	code, body := c.MustDo(http.MethodGet, "/api/v1/builds/"+id+"/log?times=1", nil, nil)
+	var times api.LogTimes
+	if err := json.Unmarshal(body, &times); code != http.StatusOK || err != nil || !times.Complete ||
+		times.Lines != int64(strings.Count(log, "\n")) || len(times.Times) == 0 || times.Times[0] != [2]int64{1, 0} {
+		t.Errorf("line times of %s: got %d %s (%v), want the complete index of its %d lines", id, code, body, err, strings.Count(log, "\n"))
+	}
 	// And they are where DESIGN.md's S3 layout puts them.
-	for _, key := range []string{logKey, artifactsKey} {
+	for _, key := range []string{logKey, timesKey, artifactsKey} {
 		obj, err := w.headObject(key)
 		switch {
 		case err != nil:
@@ -180,7 +190,7 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 	if want := []string{id + " succeeded"}; !slices.Equal(builds, want) {
 		t.Errorf("builds of Codertocat/Hello-World: got %v, want %v (one per unique delivery)", builds, want)
 	}
-	if got, want := w.objectKeys("logs/"), []string{logKey}; !slices.Equal(got, want) {
+	if got, want := w.objectKeys("logs/"), []string{logKey, timesKey}; !slices.Equal(got, want) {
 		t.Errorf("console logs in bucket %s: got %v, want %v (one per unique delivery)", w.bucket(), got, want)
 	}
 }
