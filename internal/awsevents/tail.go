@@ -82,15 +82,15 @@ const TailBuffer = 256
 // to drop a redelivered event (a delete that failed).
 const tailSeen = 10000
 
-// TailSNS is what a tail calls on SNS; *sns.Client implements it.
-type TailSNS interface {
+// tailSNS is what a tail calls on SNS; *sns.Client implements it.
+type tailSNS interface {
 	Subscribe(ctx context.Context, in *sns.SubscribeInput, optFns ...func(*sns.Options)) (*sns.SubscribeOutput, error)
 	Unsubscribe(ctx context.Context, in *sns.UnsubscribeInput, optFns ...func(*sns.Options)) (*sns.UnsubscribeOutput, error)
 	ListSubscriptionsByTopic(ctx context.Context, in *sns.ListSubscriptionsByTopicInput, optFns ...func(*sns.Options)) (*sns.ListSubscriptionsByTopicOutput, error)
 }
 
-// TailSQS is what a tail calls on SQS; *sqs.Client implements it.
-type TailSQS interface {
+// tailSQS is what a tail calls on SQS; *sqs.Client implements it.
+type tailSQS interface {
 	CreateQueue(ctx context.Context, in *sqs.CreateQueueInput, optFns ...func(*sqs.Options)) (*sqs.CreateQueueOutput, error)
 	DeleteQueue(ctx context.Context, in *sqs.DeleteQueueInput, optFns ...func(*sqs.Options)) (*sqs.DeleteQueueOutput, error)
 	GetQueueUrl(ctx context.Context, in *sqs.GetQueueUrlInput, optFns ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
@@ -103,8 +103,8 @@ type TailSQS interface {
 // TailConfig gives a Stream its live tail. Zero durations take the
 // defaults.
 type TailConfig struct {
-	SNS TailSNS
-	SQS TailSQS
+	SNS tailSNS // *sns.Client
+	SQS tailSQS // *sqs.Client
 	// TopicARN is the build events' topic (TopicARN): the tail queues
 	// are in its account and region.
 	TopicARN string
@@ -114,6 +114,8 @@ type TailConfig struct {
 	// how old that tag may be before another process deletes the queue;
 	// Sweep how often a process with a tail queue looks for stale ones.
 	Heartbeat, StaleAfter, Sweep time.Duration
+	// Now is the clock of the heartbeats (nil: time.Now).
+	Now func() time.Time
 }
 
 // TailQueuePrefix returns the start of the names of prefix's tail queues.
@@ -204,6 +206,9 @@ func newTailer(s *Stream, cfg TailConfig) *tailer {
 		if *d.v <= 0 {
 			*d.v = d.def
 		}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &tailer{s: s, cfg: cfg}
 }
@@ -311,7 +316,7 @@ func (t *tailer) start(ctx context.Context) (*tailRun, error) {
 		"FifoQueue": "true", "ContentBasedDeduplication": "false", "VisibilityTimeout": strconv.Itoa(int(visibility / time.Second)),
 		"MessageRetentionPeriod": strconv.Itoa(tailRetention), "SqsManagedSseEnabled": "true",
 		"Policy": tailQueuePolicy(arn, t.cfg.TopicARN),
-	}, Tags: map[string]string{TailAliveTag: strconv.FormatInt(time.Now().Unix(), 10)}})
+	}, Tags: map[string]string{TailAliveTag: strconv.FormatInt(t.cfg.Now().Unix(), 10)}})
 	if err != nil {
 		return nil, fmt.Errorf("make the tail queue %s: %w", name, unavailable(err))
 	}
@@ -469,7 +474,7 @@ func (t *tailer) heartbeat(ctx context.Context, url string) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	if _, err := t.cfg.SQS.TagQueue(cctx, &sqs.TagQueueInput{QueueUrl: aws.String(url),
-		Tags: map[string]string{TailAliveTag: strconv.FormatInt(time.Now().Unix(), 10)}}); err != nil && ctx.Err() == nil {
+		Tags: map[string]string{TailAliveTag: strconv.FormatInt(t.cfg.Now().Unix(), 10)}}); err != nil && ctx.Err() == nil {
 		t.s.log.Warn("tag the tail queue alive", "err", err)
 	}
 }
@@ -529,7 +534,7 @@ func (t *tailer) sweepOne(ctx context.Context, name, sub string) {
 			t.s.log.Warn("read a tail queue's heartbeat", "queue", name, "err", err)
 			return
 		}
-		if alive, err := strconv.ParseInt(tags.Tags[TailAliveTag], 10, 64); err == nil && time.Since(time.Unix(alive, 0)) < t.cfg.StaleAfter {
+		if alive, err := strconv.ParseInt(tags.Tags[TailAliveTag], 10, 64); err == nil && t.cfg.Now().Sub(time.Unix(alive, 0)) < t.cfg.StaleAfter {
 			return // its owner is alive
 		}
 	}
