@@ -137,6 +137,7 @@ func TestRunContainer(t *testing.T) {
 		"DECAP_BUILD_TIMEOUT":        "1m",
 		"DECAP_LOG_UPLOAD_URL":       srv.URL + "/log?X-Amz-Signature=s",
 		"DECAP_ARTIFACTS_UPLOAD_URL": srv.URL + "/artifacts?X-Amz-Signature=s",
+		"DECAP_LOG_TIMES_UPLOAD_URL": srv.URL + "/times?X-Amz-Signature=s",
 	}
 	var stdout, stderr bytes.Buffer
 	err := run(t.Context(), nil, func(k string) string { return vars[k] }, &stdout, &stderr)
@@ -153,6 +154,11 @@ func TestRunContainer(t *testing.T) {
 	}
 	if len(puts["/artifacts"]) == 0 {
 		t.Error("no artifacts uploaded")
+	}
+	var times build.LogTimes
+	if err := json.Unmarshal([]byte(gunzip(t, puts["/times"])), &times); err != nil || times.Validate() != nil ||
+		times.Lines != int64(strings.Count(stdout.String(), "\n")) {
+		t.Errorf("uploaded line times %+v (%v), want an index of the log's %d lines", times, err, strings.Count(stdout.String(), "\n"))
 	}
 	data, err := os.ReadFile(vars["DECAP_RESULT_FILE"])
 	if err != nil {
