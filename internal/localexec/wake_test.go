@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -161,6 +162,38 @@ func TestWatchPollsWithoutSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.watch(t) // polls every 50ms
+	job := newJob("ok", time.Hour)
+	if err := e.ex.Launch(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	if o := c.outcome(t, job.Request.BuildID); o.Status != build.StatusSucceeded {
+		t.Errorf("got status %q (%s), want succeeded", o.Status, o.Reason)
+	}
+}
+
+// TestWatchSocketsOnALongPath: a run directory whose sockets' paths are
+// too long for a unix socket address (108 bytes) is reached through
+// /proc/self/fd; its builds' ends still wake the watcher.
+func TestWatchSocketsOnALongPath(t *testing.T) {
+	t.Parallel()
+	tmp := buildTempDir(t)
+	long := filepath.Join(tmp, strings.Repeat("d", 100))
+	if err := os.Mkdir(long, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := localexec.New(localexec.Config{
+		RunDir: filepath.Join(long, "run"), BlobsDir: filepath.Join(tmp, "blobs"), EntrypointPath: entrypointPath,
+		Scripts: fakeScripts{"ok": "echo built"}, PollInterval: time.Hour, LaunchGrace: time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e := env{ex: ex, run: filepath.Join(long, "run"), tmp: tmp}
+	c := e.watcher(t, time.Hour).watch(t)
+	waitFor(t, "the watcher's socket", func() bool { return len(e.sockets(t)) == 1 })
+	if n := len(e.sockets(t)[0]); n <= 108 {
+		t.Fatalf("socket path of %d bytes: the test needs one too long to bind directly", n)
+	}
 	job := newJob("ok", time.Hour)
 	if err := e.ex.Launch(t.Context(), job); err != nil {
 		t.Fatal(err)
