@@ -555,3 +555,19 @@ func TestTailQueueGone(t *testing.T) {
 		t.Fatal("the new tail got nothing in 30 s")
 	}
 }
+
+// A tail whose queue cannot be subscribed (here: the topic is not there)
+// fails with ErrUnavailable (ingest answers 503) and leaves no queue.
+func TestTailSubscribeFails(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := awsevents.NewStream(w.sqs, w.prefix, awsevents.StreamOptions{ReceiveWait: time.Second, Tail: &awsevents.TailConfig{
+		SNS: w.sns, SQS: w.sqs, TopicARN: w.topicARN + "-missing.fifo"}})
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Tail(t.Context()); !errors.Is(err, build.ErrUnavailable) {
+		t.Errorf("Tail() with no topic = %v, want ErrUnavailable", err)
+	}
+	if q := w.tailQueues(t); len(q) > 0 {
+		t.Errorf("a tail that could not subscribe left the queues %v", q)
+	}
+}
