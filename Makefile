@@ -16,9 +16,15 @@ build: ## build the services, decapctl and the build entrypoint into bin/
 	$(GO) build -o $(BIN)/ ./cmd/ingest ./cmd/dispatcher ./cmd/reaper ./cmd/decapctl
 	$(GO) build -o $(BIN)/decap-entrypoint ./build-container/entrypoint
 
+.PHONY: build-embedded
+build-embedded: ## build the services for the embedded default only (-tags decap_embedded: no AWS SDK, no client-go; half the memory) into bin/embedded/
+	@mkdir -p $(BIN)/embedded
+	$(GO) build -tags decap_embedded -o $(BIN)/embedded/ ./cmd/ingest ./cmd/dispatcher ./cmd/reaper
+	$(GO) build -o $(BIN)/embedded/decap-entrypoint ./build-container/entrypoint
+
 .PHONY: run
-run: build ## start ingest, dispatcher and reaper on the embedded default (no AWS, no Kubernetes)
-	@BIN=$(BIN) scripts/run-local.sh
+run: build build-embedded ## start ingest, dispatcher and reaper on the embedded default (no AWS, no Kubernetes), as built by build-embedded
+	@BIN=$(BIN)/embedded scripts/run-local.sh
 
 .PHONY: run-aws
 run-aws: build ## the same three services on the AWS backend, against a local moto_server (port 5000, or MOTO_PORT) with resources from create-world.sh

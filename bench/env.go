@@ -52,7 +52,7 @@ type env struct {
 	mu     sync.Mutex
 	aws    *awsWorld // see world
 	awsErr error
-	bin    string // see binaries
+	bin    map[bool]string // see binaries, by embedded
 }
 
 func newEnv(getenv func(string) string, scaleName string, s scale, stderr io.Writer) (*env, error) {

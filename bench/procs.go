@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,23 +18,31 @@ import (
 )
 
 // binaries builds ingest, dispatcher, reaper and decap-entrypoint once per
-// run (as `make build` does) and returns their directory.
-func (e *env) binaries() (string, error) {
+// run and returns their directory: for the embedded default as `make run`
+// runs them (`make build-embedded`: without the AWS SDK and client-go),
+// else as `make build` does.
+func (e *env) binaries(embedded bool) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.bin != "" {
-		return e.bin, nil
+	if dir := e.bin[embedded]; dir != "" {
+		return dir, nil
 	}
-	dir := filepath.Join(e.tmp, "bin")
+	dir, build, what := filepath.Join(e.tmp, "bin"), proctest.BuildBinaries, "the services"
+	if embedded {
+		dir, build, what = filepath.Join(e.tmp, "bin-embedded"), proctest.BuildEmbeddedBinaries, "the embedded default's services"
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	start := time.Now()
-	if err := proctest.BuildBinaries(e.root, dir); err != nil {
+	if err := build(e.root, dir); err != nil {
 		return "", err
 	}
-	e.logf("built the services in %s", time.Since(start).Round(100*time.Millisecond))
-	e.bin = dir
+	e.logf("built %s in %s", what, time.Since(start).Round(100*time.Millisecond))
+	if e.bin == nil {
+		e.bin = map[bool]string{}
+	}
+	e.bin[embedded] = dir
 	return dir, nil
 }
 
@@ -57,7 +66,7 @@ type installation struct {
 }
 
 func (e *env) installation(name string, extra ...string) (*installation, error) {
-	bin, err := e.binaries()
+	bin, err := e.binaries(!slices.Contains(extra, "DECAP_BACKEND=aws"))
 	if err != nil {
 		return nil, err
 	}

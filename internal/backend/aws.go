@@ -1,3 +1,5 @@
+//go:build !decap_embedded
+
 package backend
 
 import (
@@ -13,6 +15,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -20,6 +23,7 @@ import (
 	"github.com/decap-ci/decap/internal/awsdynamo"
 	"github.com/decap-ci/decap/internal/awsevents"
 	"github.com/decap-ci/decap/internal/awss3"
+	"github.com/decap-ci/decap/internal/awssecrets"
 	"github.com/decap-ci/decap/internal/awssqs"
 	"github.com/decap-ci/decap/internal/build"
 )
@@ -127,6 +131,11 @@ func (s *Set) openAWS(ctx context.Context, now func() time.Time) error {
 		return urls, nil
 	}
 	return nil
+}
+
+// openAWSSecrets opens the builds' secrets in Secrets Manager.
+func (s *Set) openAWSSecrets() (build.Secrets, error) {
+	return awssecrets.New(secretsmanager.NewFromConfig(*s.awsConfig), s.cfg.Prefix)
 }
 
 // eventsTopicARN returns the ARN of the build events' topic of prefix in

@@ -33,18 +33,13 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/decap-ci/decap/internal/awssecrets"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/catalog"
 	"github.com/decap-ci/decap/internal/config"
 	"github.com/decap-ci/decap/internal/events"
-	"github.com/decap-ci/decap/internal/kube"
 	"github.com/decap-ci/decap/internal/localexec"
 	"github.com/decap-ci/decap/internal/localfs"
 	"github.com/decap-ci/decap/internal/peercred"
@@ -271,7 +266,7 @@ func (s *Set) StartEvents(ctx context.Context, obs events.Observer) (stop func()
 // dispatcher reads the values it hands to builds; the reaper never does.
 func (s *Set) OpenSecrets() (build.Secrets, error) {
 	if s.awsConfig != nil {
-		return awssecrets.New(secretsmanager.NewFromConfig(*s.awsConfig), s.cfg.Prefix)
+		return s.openAWSSecrets()
 	}
 	return localfs.NewSecrets(filepath.Join(s.cfg.DataDir, "secrets"), s.cfg.SecretsKeyFile, nil)
 }
@@ -346,36 +341,6 @@ func (s *Set) OpenExecutor(now func() time.Time) (Executor, error) {
 		return nil, fmt.Errorf("local executor (set DECAP_ENTRYPOINT to the decap-entrypoint binary; `make build` makes bin/decap-entrypoint): %w", err)
 	} else if err != nil {
 		return nil, fmt.Errorf("local executor: %w", err)
-	}
-	s.Executor = ex
-	return ex, nil
-}
-
-func (s *Set) openKube(now func() time.Time) (Executor, error) {
-	k := s.cfg.Kube
-	if s.uploads == nil {
-		return nil, fmt.Errorf("%w: DECAP_EXECUTOR=kubernetes needs DECAP_BACKEND=aws: build pods upload logs and artifacts to S3 through presigned URLs", build.ErrInvalid)
-	}
-	repo, err := catalog.GitURL(s.cfg.BuildScripts)
-	if err != nil {
-		return nil, fmt.Errorf("DECAP_BUILD_SCRIPTS: %w", err)
-	}
-	rc, err := kube.RESTConfig(k.Kubeconfig, k.QPS, k.Burst)
-	if err != nil {
-		return nil, err
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	ex, err := kube.New(kube.Config{
-		Client: client, Namespace: k.Namespace, EntrypointImage: k.EntrypointImage, ScriptsRepo: repo,
-		CPURequest: k.CPURequest, MemoryRequest: k.MemoryRequest, MemoryLimit: k.MemoryLimit,
-		Uploads: s.uploads, PendingTimeout: k.PendingTimeout, Blobs: s.Blobs,
-		Logger: s.log.With("component", "executor"), Now: now,
-	})
-	if err != nil {
-		return nil, err
 	}
 	s.Executor = ex
 	return ex, nil

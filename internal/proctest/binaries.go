@@ -27,8 +27,19 @@ func ModuleRoot() (string, error) {
 // reaper, decapctl and decap-entrypoint — from the module at root into dir,
 // which must exist. An error carries the go command's output.
 func BuildBinaries(root, dir string) error {
+	return buildBinaries(root, dir, nil)
+}
+
+// BuildEmbeddedBinaries builds the services as `make build-embedded` does,
+// for the embedded default only (-tags decap_embedded), with decapctl and
+// decap-entrypoint beside them.
+func BuildEmbeddedBinaries(root, dir string) error {
+	return buildBinaries(root, dir, []string{"-tags", "decap_embedded"})
+}
+
+func buildBinaries(root, dir string, flags []string) error {
 	for _, args := range [][]string{
-		{"build", "-o", dir + string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper", "./cmd/decapctl"},
+		append(append([]string{"build"}, flags...), "-o", dir+string(filepath.Separator), "./cmd/ingest", "./cmd/dispatcher", "./cmd/reaper", "./cmd/decapctl"),
 		{"build", "-o", filepath.Join(dir, "decap-entrypoint"), "./build-container/entrypoint"},
 	} {
 		cmd := exec.Command("go", args...)
