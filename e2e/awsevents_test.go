@@ -138,8 +138,8 @@ func (w *awsWorld) receiveAndDelete(url string) ([]string, error) {
 // TestAWSLiveEventStream: on the aws backend GET /api/v1/events streams
 // (it answered 503 before ingest had a tail there): a push's build comes
 // as server-sent events queued → started → succeeded, in order, through
-// the SQS queue ingest made for its tail; once ingest stopped, that queue
-// is gone.
+// the SQS queue ingest made for its tail; when ingest stops with the
+// client listening, the stream ends and that queue is gone.
 func TestAWSLiveEventStream(t *testing.T) {
 	t.Parallel()
 	w := newAWSWorld(t)
@@ -230,11 +230,28 @@ func TestAWSLiveEventStream(t *testing.T) {
 		t.Errorf("build %s's server-sent events: types %v, want %v in order", id, types, want)
 	}
 
-	resp.Body.Close()
+	// Ingest stops with the client still listening (a page left open
+	// through a rollout): the stream ends, and the queue goes with it.
 	c.Stop(ingest)
+	select {
+	case <-drained(got):
+	case <-time.After(10 * time.Second):
+		t.Error("the event stream stayed open 10 s after ingest stopped")
+	}
 	if left := w.tailQueues(); len(left) > 0 {
 		t.Errorf("after ingest stopped its tail queues %v are left, want %v deleted", left, tails)
 	}
+}
+
+// drained reads c to its end and is then closed.
+func drained[T any](c <-chan T) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range c {
+		}
+	}()
+	return done
 }
 
 // tailQueues returns the names of the world's live-tail queues.
