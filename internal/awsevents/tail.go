@@ -40,15 +40,16 @@ import (
 //     it and again every TailConfig.Heartbeat while it keeps it.
 //   - When a process makes its tail queue, and every TailConfig.Sweep
 //     while it keeps it, it lists the topic's subscriptions and, for every
-//     other tail queue of the prefix, deletes the queue and its
-//     subscription when the tag is older than TailConfig.StaleAfter (or
-//     missing), and removes a subscription whose queue is gone.
+//     other tail queue of the prefix (exactly the shape tailQueueName
+//     makes: isTailQueue), deletes the queue and its subscription when the
+//     tag is older than TailConfig.StaleAfter (or missing), and removes a
+//     subscription whose queue is gone.
 //
 // Why a tag and not a time in the name: a live process may tail for days;
 // only a heartbeat tells a live queue from a dead one without asking the
-// owner. Why the topic's subscriptions and not sqs:ListQueues: ListQueues
-// cannot be limited to a prefix's queues in IAM (it takes no resource),
-// and the subscriptions name every tail queue that matters (one that was
+// owner. Why the topic's subscriptions and not sqs:ListQueues: the IAM
+// Service Authorization Reference gives ListQueues no resource type, so
+// it could only be granted on "*", and the subscriptions name every tail queue that matters (one that was
 // made and never subscribed gets no events; destroy-world.sh removes it).
 //
 // What SQS accepts (Amazon SQS API Reference, CreateQueue; moto checks
