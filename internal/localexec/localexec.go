@@ -23,8 +23,10 @@
 //	entrypoint.out  decap-entrypoint's own output
 //	result.json     the entrypoint.Result, once the build ended
 //
-// Who may read and write what, and as which user the script runs, is in
-// isolate.go.
+// Beside the build directories, <RunDir>/.watch/ holds a unix socket per
+// Watch, through which launchers say that a build's process ended (see
+// wake.go). Who may read and write what, and as which user the script
+// runs, is in isolate.go.
 package localexec
 
 import (
