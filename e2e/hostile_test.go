@@ -263,6 +263,7 @@ func checkDataDirModes(t *testing.T, data string) {
 		{"blobs", 0o700},
 		{"catalog", 0o700},
 		{"wake", 0o700},
+		{"run/.watch", 0o700},
 	} {
 		info, err := os.Stat(filepath.Join(data, tc.name))
 		if err != nil {
