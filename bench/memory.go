@@ -171,7 +171,7 @@ func benchMemory(ctx context.Context, e *env) (result, error) {
 		})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "The real binaries (`go build` of cmd/ingest, cmd/dispatcher, cmd/reaper), embedded default, local executor, "+
+	fmt.Fprintf(&b, "The real binaries as `make run` runs them (`make build-embedded`: `go build -tags decap_embedded` of cmd/ingest, cmd/dispatcher, cmd/reaper), embedded default, local executor, "+
 		"cap 4, started as e2e's harness starts them. The dispatch gate was paused through POST /api/v1/dispatch/pause before "+
 		"the dispatcher started; %d signed push webhooks (8 clients) were accepted in %s (%s; the real ingest process, each "+
 		"webhook its own delivery)%s. ", accepted.Load(), queueTime.Round(time.Millisecond), perSec(float64(accepted.Load())/queueTime.Seconds(), "webhooks"), errNote(&firstErr))
