@@ -291,11 +291,3 @@ func (s *Server) supersedeOlder(ctx context.Context, log *slog.Logger, rec build
 	}
 }
 
-// claimName says what an idempotency key claims, for errors: the delivery
-// ID is the operator's to see; a push key is only a hash.
-func claimName(key string) string {
-	if d, ok := strings.CutPrefix(key, "delivery:"); ok {
-		return "delivery " + d
-	}
-	return "push"
-}
