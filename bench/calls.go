@@ -120,6 +120,11 @@ func (w countedQueue) DeadLetter(ctx context.Context, m build.Message, reason st
 	return w.Queue.DeadLetter(ctx, m, reason)
 }
 
+func (w countedQueue) Depth(ctx context.Context) (build.QueueStats, error) {
+	w.c.inc("queue.depth")
+	return build.DepthOf(ctx, w.Queue)
+}
+
 func (w countedQueue) Stats(ctx context.Context) (build.QueueStats, error) {
 	w.c.inc("queue.stats")
 	return w.Queue.Stats(ctx)

@@ -127,6 +127,31 @@ func TestQueue(t *testing.T) {
 	})
 }
 
+// TestDepthLeavesTheDeadLetterQueueOut: Depth counts the queue as Stats
+// does, with one GetQueueAttributes, and says it left the dead-letter
+// queue unread (build.NotCounted).
+func TestDepthLeavesTheDeadLetterQueueOut(t *testing.T) {
+	t.Parallel()
+	client := sqsClient(t)
+	q := newQueue(t, client, newQueues(t, client, 10), 0)
+	now := time.Now().UTC()
+	for _, ref := range []string{"a", "b"} {
+		req := build.Request{V: build.MessageVersion, BuildID: build.NewID(now), Team: "t", Project: "p", Ref: ref,
+			RefType: build.Branch, Trigger: build.TriggerAPI, RequestedAt: now}
+		if err := q.Publish(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	depth, err := q.Depth(t.Context())
+	if err != nil || depth.Visible != 2 || depth.DeadLettered != build.NotCounted {
+		t.Errorf("Depth() = %+v, %v; want 2 visible, dead letters not counted", depth, err)
+	}
+	stats, err := q.Stats(t.Context())
+	if err != nil || stats.Visible != 2 || stats.DeadLettered != 0 {
+		t.Errorf("Stats() = %+v, %v; want 2 visible, 0 dead letters", stats, err)
+	}
+}
+
 func TestResolveURLs(t *testing.T) {
 	t.Parallel()
 	client := sqsClient(t)

@@ -43,6 +43,28 @@ type QueueStats struct {
 	OldestAge time.Duration `json:"oldestAgeNanos"`
 }
 
+// Depther is a queue that can count its messages for less than Stats
+// costs by leaving its dead-letter queue unread (SQS: one
+// GetQueueAttributes instead of two): Depth is Stats, with DeadLettered
+// NotCounted when it was not read.
+type Depther interface {
+	Depth(ctx context.Context) (QueueStats, error)
+}
+
+// NotCounted is QueueStats.DeadLettered when Depth did not read it.
+const NotCounted = -1
+
+// DepthOf counts q's messages as cheaply as q can: q.Depth where q is a
+// Depther, else q.Stats.
+func DepthOf(ctx context.Context, q interface {
+	Stats(ctx context.Context) (QueueStats, error)
+}) (QueueStats, error) {
+	if d, ok := q.(Depther); ok {
+		return d.Depth(ctx)
+	}
+	return q.Stats(ctx)
+}
+
 // Lease is a held branch lock: at most one per lock key. Each held lease also
 // occupies one slot of the cluster-wide concurrency cap.
 type Lease struct {

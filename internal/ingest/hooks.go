@@ -290,4 +290,3 @@ func (s *Server) supersedeOlder(ctx context.Context, log *slog.Logger, rec build
 		log.Warn("supersede older requests", "err", err)
 	}
 }
-

@@ -94,6 +94,12 @@ func (w *queue) Stats(ctx context.Context) (build.QueueStats, error) {
 	return st, w.m.count("queue", "stats", err)
 }
 
+// Depth is the wrapped queue's build.DepthOf: its Depth, or its Stats.
+func (w *queue) Depth(ctx context.Context) (build.QueueStats, error) {
+	st, err := build.DepthOf(ctx, w.q)
+	return st, w.m.count("queue", "stats", err)
+}
+
 // Locks wraps l.
 func (m *Backend) Locks(l build.Locks) build.Locks {
 	m.known("locks", "acquire", "extend", "release", "force_release", "list")

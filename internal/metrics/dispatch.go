@@ -57,7 +57,7 @@ func NewDispatch(reg prometheus.Registerer, cap int) *Dispatch {
 		capacity:  gauge("decap_running_builds_cap", "The concurrency cap on running builds across the cluster (DECAP_MAX_RUNNING_BUILDS); 0 means no cap."),
 		visible:   gauge("decap_queue_visible_messages", "Build requests waiting on the queue to be received. Sampled every minute."),
 		inFlight:  gauge("decap_queue_inflight_messages", "Build requests received and not yet deleted: being decided, or deferred. Sampled every minute."),
-		dead:      gauge("decap_queue_dead_letter_messages", "Messages in the dead-letter queue. Sampled every minute."),
+		dead:      gauge("decap_queue_dead_letter_messages", "Messages in the dead-letter queue. Sampled every minute (every 5 minutes on SQS)."),
 		oldestAge: gauge("decap_queue_oldest_age_seconds", "Age of the oldest message on the queue, in seconds (0 when it is empty). Sampled every minute."),
 	}
 	m.supersedes = newSupersedes(f)
@@ -114,16 +114,24 @@ type LeaseLister interface {
 	List(ctx context.Context) ([]build.Lease, error)
 }
 
+// DeadLetterEvery is how many samples Sample takes per read of the
+// dead-letter queue, where the queue can leave it out (build.Depther): on
+// SQS that is a GetQueueAttributes call, so an idle dispatcher makes 1.2
+// such calls a minute instead of 2.
+const DeadLetterEvery = 5
+
 // Sample sets the queue and running-build gauges from q and locks now and
-// then every interval, until ctx ends. It runs beside the dispatcher, never
-// on its decision path. A failed read leaves its gauges as they were; the
-// first failure of a run of them is logged, and so is the recovery.
+// then every interval, until ctx ends; the dead-letter count every
+// DeadLetterEvery intervals where q can leave it out. It runs beside the
+// dispatcher, never on its decision path. A failed read leaves its gauges
+// as they were; the first failure of a run of them is logged, and so is
+// the recovery.
 func (m *Dispatch) Sample(ctx context.Context, q QueueStats, locks LeaseLister, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	failing := false
-	for {
-		err := m.sample(ctx, q, locks)
+	for n := 0; ; n++ {
+		err := m.sample(ctx, q, locks, n%DeadLetterEvery == 0)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -141,14 +149,22 @@ func (m *Dispatch) Sample(ctx context.Context, q QueueStats, locks LeaseLister, 
 	}
 }
 
-func (m *Dispatch) sample(ctx context.Context, q QueueStats, locks LeaseLister) error {
+func (m *Dispatch) sample(ctx context.Context, q QueueStats, locks LeaseLister, dead bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	st, qerr := q.Stats(ctx)
+	var st build.QueueStats
+	var qerr error
+	if dead {
+		st, qerr = q.Stats(ctx)
+	} else {
+		st, qerr = build.DepthOf(ctx, q)
+	}
 	if qerr == nil {
 		m.visible.Set(float64(st.Visible))
 		m.inFlight.Set(float64(st.InFlight))
-		m.dead.Set(float64(st.DeadLettered))
+		if st.DeadLettered != build.NotCounted {
+			m.dead.Set(float64(st.DeadLettered))
+		}
 		m.oldestAge.Set(st.OldestAge.Seconds())
 	}
 	leases, lerr := locks.List(ctx)

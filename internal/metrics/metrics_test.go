@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +296,57 @@ func TestUnlockedBuildsCounted(t *testing.T) {
 	m.Decided(dispatch.Decision{Action: dispatch.Launched, Cause: dispatch.CauseStarted})
 	if got := metricstest.Value(t, reg, "decap_builds_unlocked_total"); got != 1 {
 		t.Errorf("decap_builds_unlocked_total = %v, want 1", got)
+	}
+}
+
+// depthQueue is a queue whose dead-letter count costs a call of its own,
+// as on SQS: it counts the calls of each kind.
+type depthQueue struct {
+	build.Queue  // nil: Sample calls only Stats and Depth
+	stats, depth atomic.Int64
+	dead         int
+}
+
+func (q *depthQueue) Stats(context.Context) (build.QueueStats, error) {
+	q.stats.Add(1)
+	return build.QueueStats{Visible: 7, DeadLettered: q.dead}, nil
+}
+
+func (q *depthQueue) Depth(context.Context) (build.QueueStats, error) {
+	q.depth.Add(1)
+	return build.QueueStats{Visible: 7, DeadLettered: build.NotCounted}, nil
+}
+
+// TestDispatchSamplesDeadLettersLessOften: where the queue can leave its
+// dead-letter queue out (build.Depther), Sample reads it once every
+// DeadLetterEvery samples, and the gauge keeps the last count in between;
+// the metrics' queue wrapper keeps a queue a Depther.
+func TestDispatchSamplesDeadLettersLessOften(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &depthQueue{dead: 3}
+	reg := prometheus.NewRegistry()
+	wrapped := metrics.NewBackend(reg).Queue(q)
+	if _, ok := wrapped.(build.Depther); !ok {
+		t.Fatal("the metrics' queue wrapper is no build.Depther")
+	}
+	m := metrics.NewDispatch(reg, 5)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Sample(ctx, wrapped, buildtest.NewLocks(time.Now), 5*time.Millisecond, slog.New(slog.DiscardHandler))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for q.stats.Load()+q.depth.Load() < 3*metrics.DeadLetterEvery && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	stats, depth := q.stats.Load(), q.depth.Load()
+	if total := stats + depth; total < 3*metrics.DeadLetterEvery || stats > (total+metrics.DeadLetterEvery-1)/metrics.DeadLetterEvery {
+		t.Errorf("%d samples read the dead-letter queue %d times, want once every %d", total, stats, metrics.DeadLetterEvery)
+	}
+	if got := metricstest.Value(t, reg, "decap_queue_dead_letter_messages"); got != 3 {
+		t.Errorf("decap_queue_dead_letter_messages = %v, want the last count, 3", got)
 	}
 }
