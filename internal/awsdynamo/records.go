@@ -678,26 +678,21 @@ func (s *Records) Waiting(ctx context.Context, offset, limit int) ([]build.Recor
 	if limit > 0 {
 		keep = offset + limit
 	}
-	older := func(a, b build.Record) int {
-		if c := a.QueuedAt.Compare(b.QueuedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(string(a.BuildID), string(b.BuildID))
-	}
 	var best []build.Record
+	oldestFirst := func() { sort.Slice(best, func(i, j int) bool { return best[i].Older(best[j]) }) }
 	total := 0
 	err := s.eachInPartition(ctx, waitingValue, []build.Status{build.StatusQueued, build.StatusDeferred}, func(r build.Record) {
 		total++
 		best = append(best, r)
 		if keep > 0 && len(best) >= 2*keep+queryPage {
-			slices.SortFunc(best, older)
+			oldestFirst()
 			best = best[:keep]
 		}
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("list waiting builds: %w", err)
 	}
-	slices.SortFunc(best, older)
+	oldestFirst()
 	return build.PageOf(best, offset, limit), total, nil
 }
 

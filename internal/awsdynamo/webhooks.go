@@ -358,13 +358,8 @@ func (w *Webhooks) Claim(ctx context.Context, sub string, lease time.Duration) (
 
 // Settle implements build.Webhooks.
 func (w *Webhooks) Settle(ctx context.Context, d build.Delivery) error {
-	switch d.State {
-	case build.DeliveryPending, build.DeliveryDelivered, build.DeliveryDead:
-	default:
-		return fmt.Errorf("settle delivery: %w: state %q", build.ErrInvalid, d.State)
-	}
-	if len(d.LastError) > build.MaxDeliveryReason {
-		d.LastError = d.LastError[:build.MaxDeliveryReason]
+	if err := d.Settling(); err != nil {
+		return err
 	}
 	var q []webhookEntry
 	err := w.cas(ctx, webhookQueuePre+d.Subscription, &q, func() (bool, error) {

@@ -213,3 +213,26 @@ type Webhooks interface {
 	// their bodies.
 	Deliveries(ctx context.Context, subscription string, limit int) ([]Delivery, error)
 }
+
+// Settling checks d's state for Webhooks.Settle (pending, delivered or
+// dead; ErrInvalid otherwise) and bounds its LastError to
+// MaxDeliveryReason bytes of valid UTF-8: what every store does before it
+// settles a delivery.
+func (d *Delivery) Settling() error {
+	switch d.State {
+	case DeliveryPending, DeliveryDelivered, DeliveryDead:
+	default:
+		return fmt.Errorf("settle delivery: %w: state %q", ErrInvalid, d.State)
+	}
+	d.LastError = BoundReason(d.LastError)
+	return nil
+}
+
+// BoundReason cuts a delivery's reason to MaxDeliveryReason bytes of valid
+// UTF-8.
+func BoundReason(s string) string {
+	if len(s) > MaxDeliveryReason {
+		s = strings.ToValidUTF8(s[:MaxDeliveryReason], "")
+	}
+	return s
+}

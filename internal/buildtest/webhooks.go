@@ -143,10 +143,8 @@ func (f *FakeWebhooks) Claim(_ context.Context, sub string, lease time.Duration)
 
 // Settle implements build.Webhooks.
 func (f *FakeWebhooks) Settle(_ context.Context, d build.Delivery) error {
-	switch d.State {
-	case build.DeliveryPending, build.DeliveryDelivered, build.DeliveryDead:
-	default:
-		return fmt.Errorf("settle delivery: %w: state %q", build.ErrInvalid, d.State)
+	if err := d.Settling(); err != nil {
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -157,9 +155,6 @@ func (f *FakeWebhooks) Settle(_ context.Context, d build.Delivery) error {
 	q := &f.queue[i]
 	if q.Claim == "" || q.Claim != d.Claim {
 		return fmt.Errorf("settle delivery: %w: delivery %s to %s is not held by this claim", build.ErrConflict, d.EventID, d.Subscription)
-	}
-	if len(d.LastError) > build.MaxDeliveryReason {
-		d.LastError = d.LastError[:build.MaxDeliveryReason]
 	}
 	q.State, q.Attempts, q.NextAttemptAt, q.LastError, q.UpdatedAt, q.Claim = d.State, d.Attempts, d.NextAttemptAt, d.LastError, f.now(), ""
 	return nil

@@ -2,7 +2,6 @@ package localexec
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -90,7 +89,7 @@ func (e *Executor) listenEnds() (wake <-chan struct{}, stop func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("watch directory: %w", err)
 	}
-	name := randomHex(8) + ".sock"
+	name := rand.Text() + ".sock"
 	conn, err := net.ListenUnixgram("unixgram", w.addr(name))
 	if err != nil {
 		w.close()
@@ -159,11 +158,4 @@ func (e *Executor) notifyEnded() {
 func (e *Executor) reap(cmd *exec.Cmd) {
 	_ = cmd.Wait() // how it ended is in result.json, or its absence
 	e.notifyEnded()
-}
-
-// randomHex returns n random bytes in hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
-	return hex.EncodeToString(b)
 }

@@ -273,13 +273,8 @@ WHERE subscription_id = ? AND state = 'pending' ORDER BY seq LIMIT 1`, subscript
 
 // Settle implements build.Webhooks.
 func (w *Webhooks) Settle(ctx context.Context, d build.Delivery) error {
-	switch d.State {
-	case build.DeliveryPending, build.DeliveryDelivered, build.DeliveryDead:
-	default:
-		return fmt.Errorf("settle delivery: %w: state %q", build.ErrInvalid, d.State)
-	}
-	if len(d.LastError) > build.MaxDeliveryReason {
-		d.LastError = d.LastError[:build.MaxDeliveryReason]
+	if err := d.Settling(); err != nil {
+		return err
 	}
 	err := w.db.write(ctx, func(tx *Tx) error {
 		var claim string

@@ -471,10 +471,4 @@ func printable(b []byte) string {
 	}, strings.ToValidUTF8(string(b), ""))), " ")
 }
 
-func reason(err error) string {
-	s := err.Error()
-	if len(s) > build.MaxDeliveryReason {
-		s = strings.ToValidUTF8(s[:build.MaxDeliveryReason], "")
-	}
-	return s
-}
+func reason(err error) string { return build.BoundReason(err.Error()) }
