@@ -86,6 +86,7 @@ func (c *calls) Records(r build.Records) build.Records             { return coun
 func (c *calls) Blobs(b build.Blobs) build.Blobs                   { return countedBlobs{b, c} }
 func (c *calls) Gate(g build.Gate) build.Gate                      { return countedGate{g, c} }
 func (c *calls) Intake(i build.Intake) build.Intake                { return countedIntake{i, c} }
+func (c *calls) Launches(l build.Launches) build.Launches          { return countedLaunches{l, c} }
 
 // The wrappers embed the port, so that a method they do not count passes
 // through as it is.
@@ -238,4 +239,19 @@ type countedIntake struct {
 func (w countedIntake) Enqueue(ctx context.Context, req build.Request, claims []string, ttl time.Duration) (build.ID, error) {
 	w.c.inc("intake.enqueue")
 	return w.Intake.Enqueue(ctx, req, claims, ttl)
+}
+
+type countedLaunches struct {
+	build.Launches
+	c *calls
+}
+
+func (w countedLaunches) Claim(ctx context.Context, l build.Lease, cap int, rec build.Record) error {
+	w.c.inc("launches.claim")
+	return w.Launches.Claim(ctx, l, cap, rec)
+}
+
+func (w countedLaunches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
+	w.c.inc("launches.started")
+	return w.Launches.Started(ctx, key, until, rec, receipt)
 }

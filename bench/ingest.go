@@ -176,7 +176,8 @@ func writeCalls(m map[string]int) int {
 		switch op {
 		case "queue.publish", "queue.delete", "queue.change_visibility", "queue.dead_letter",
 			"locks.acquire", "locks.extend", "locks.release", "locks.force_release",
-			"idempotency.claim", "records.save", "gate.set", "blobs.put":
+			"idempotency.claim", "records.save", "gate.set", "blobs.put",
+			"intake.enqueue", "launches.claim", "launches.started":
 			n += v
 		}
 	}

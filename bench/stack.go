@@ -108,7 +108,7 @@ func (s *stack) dispatcher(l dispatch.Launcher, obs dispatch.Observer) (*dispatc
 		Workers: s.cfg.DispatchWorkers, MaxDeferAge: s.cfg.MaxDeferAge,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: s.be.Launcher(l), Gate: b.Gate,
+		Idempotency: b.Idempotency, Records: b.Records, Launches: b.Launches, Launcher: s.be.Launcher(l), Gate: b.Gate,
 		Observer: o, Logger: s.log, Now: time.Now,
 	})
 	return d, m

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge, MaxInfraRetries: maxRetries,
 	}, dispatch.Deps{
 		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launcher: be.Launcher(ex), Secrets: secrets, Canceller: ex, Gate: b.Gate,
+		Idempotency: b.Idempotency, Records: b.Records, Launches: b.Launches, Launcher: be.Launcher(ex), Secrets: secrets, Canceller: ex, Gate: b.Gate,
 		Observer: m, Logger: log, Now: time.Now,
 	})
 	sampled := make(chan struct{})

@@ -56,7 +56,11 @@ type Set struct {
 	// once where the store can (the embedded backend: one write); nil
 	// where it cannot, and ingest makes the three calls (build.StepIntake).
 	Intake build.Intake
-	Blobs  build.Blobs
+	// Launches writes a launch's claim and its start in one write each
+	// where the store can (the embedded backend); nil where it cannot,
+	// and the dispatcher makes separate calls.
+	Launches build.Launches
+	Blobs    build.Blobs
 	// Gate is the dispatch gate: dispatchers honour it, ingest sets it.
 	Gate build.Gate
 	// Sessions are the UI's signed-in sessions (ingest only).
@@ -201,8 +205,12 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Queue = queue
 	records := sqlite.NewRecords(db)
 	claims := sqlite.NewIdempotency(db)
-	s.Locks, s.Idempotency, s.Records, s.Blobs = sqlite.NewLocks(db), claims, records, blobs
+	locks := sqlite.NewLocks(db)
+	s.Locks, s.Idempotency, s.Records, s.Blobs = locks, claims, records, blobs
 	if s.Intake, err = sqlite.NewIntake(queue, claims, records); err != nil {
+		return err
+	}
+	if s.Launches, err = sqlite.NewLaunches(locks, records, queue); err != nil {
 		return err
 	}
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
@@ -282,6 +290,7 @@ type Instrumenter interface {
 	Blobs(build.Blobs) build.Blobs
 	Gate(build.Gate) build.Gate
 	Intake(build.Intake) build.Intake
+	Launches(build.Launches) build.Launches
 }
 
 // Instrument replaces the set's ports with what in makes of them. Call it
@@ -291,6 +300,9 @@ func (s *Set) Instrument(in Instrumenter) {
 	s.Records, s.Blobs, s.Gate = in.Records(s.Records), in.Blobs(s.Blobs), in.Gate(s.Gate)
 	if s.Intake != nil {
 		s.Intake = in.Intake(s.Intake)
+	}
+	if s.Launches != nil {
+		s.Launches = in.Launches(s.Launches)
 	}
 }
 

@@ -157,6 +157,16 @@ func TestFakeEventStream(t *testing.T) {
 	})
 }
 
+// TestFakeLaunches runs the Launches contract for the fake, which
+// dispatcher tests use to take the combined path.
+func TestFakeLaunches(t *testing.T) {
+	t.Parallel()
+	buildtest.TestLaunches(t, func(t *testing.T, clock *buildtest.Clock) buildtest.LaunchesStores {
+		locks, recs, q := buildtest.NewLocks(clock.Now), buildtest.NewRecords(), buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
+		return buildtest.LaunchesStores{Launches: buildtest.NewLaunches(locks, recs, q), Locks: locks, Records: recs, Queue: q}
+	})
+}
+
 // TestStepIntakeOnFakes runs the Intake contract for build.StepIntake over
 // the fakes: the composition every backend without a combined write uses.
 func TestStepIntakeOnFakes(t *testing.T) {

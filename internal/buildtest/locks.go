@@ -32,14 +32,26 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	take, err := s.acquireLocked(l, cap)
+	if err != nil {
+		return err
+	}
+	take()
+	return nil
+}
+
+// acquireLocked decides Acquire with s.mu held: take makes the change,
+// err (ErrLocked, ErrCapReached) says there is none to make.
+func (s *FakeLocks) acquireLocked(l build.Lease, cap int) (take func(), err error) {
 	now := s.now()
 	if held, ok := s.leases[l.Key]; ok && held.ExpiresAt.After(now) {
 		if held.BuildID != l.BuildID {
-			return fmt.Errorf("acquire lock %s: %w by build %s", l.Key, build.ErrLocked, held.BuildID)
+			return nil, fmt.Errorf("acquire lock %s: %w by build %s", l.Key, build.ErrLocked, held.BuildID)
 		}
-		held.ExpiresAt = later(held.ExpiresAt, l.ExpiresAt)
-		s.leases[l.Key] = held
-		return nil
+		return func() {
+			held.ExpiresAt = later(held.ExpiresAt, l.ExpiresAt)
+			s.leases[l.Key] = held
+		}, nil
 	}
 	if cap > 0 {
 		n := 0
@@ -49,12 +61,13 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 			}
 		}
 		if n >= cap {
-			return fmt.Errorf("acquire lock %s: %w (%d)", l.Key, build.ErrCapReached, cap)
+			return nil, fmt.Errorf("acquire lock %s: %w (%d)", l.Key, build.ErrCapReached, cap)
 		}
 	}
-	s.leases[l.Key] = l
-	delete(s.waiters, l.Key) // a new lease; an earlier one's waiter went with it
-	return nil
+	return func() {
+		s.leases[l.Key] = l
+		delete(s.waiters, l.Key) // a new lease; an earlier one's waiter went with it
+	}, nil
 }
 
 // Extend moves the expiry of an unexpired lease held by id to until if that
@@ -62,13 +75,24 @@ func (s *FakeLocks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 func (s *FakeLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	extend, err := s.extendLocked(key, id, until)
+	if err != nil {
+		return err
+	}
+	extend()
+	return nil
+}
+
+// extendLocked decides Extend with s.mu held, as acquireLocked does.
+func (s *FakeLocks) extendLocked(key string, id build.ID, until time.Time) (extend func(), err error) {
 	held, ok := s.leases[key]
 	if !ok || held.BuildID != id || !held.ExpiresAt.After(s.now()) {
-		return fmt.Errorf("extend lock %s: %w for build %s", key, build.ErrNotFound, id)
+		return nil, fmt.Errorf("extend lock %s: %w for build %s", key, build.ErrNotFound, id)
 	}
-	held.ExpiresAt = later(held.ExpiresAt, until)
-	s.leases[key] = held
-	return nil
+	return func() {
+		held.ExpiresAt = later(held.ExpiresAt, until)
+		s.leases[key] = held
+	}, nil
 }
 
 func later(a, b time.Time) time.Time {

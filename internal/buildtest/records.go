@@ -47,22 +47,35 @@ func (s *FakeRecords) Save(ctx context.Context, r build.Record) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	save, err := s.saveLocked(r)
+	if err != nil {
+		return err
+	}
+	save()
+	return nil
+}
+
+// saveLocked decides Save with s.mu held: save makes the change, err
+// (ErrConflict) says there is none to make.
+func (s *FakeRecords) saveLocked(r build.Record) (save func(), err error) {
 	old, ok := s.records[r.BuildID]
 	switch {
 	case ok && (old.Status.Final() || old.Status.Rank() > r.Status.Rank()):
-		return fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, old.Status, r.Status)
+		return nil, fmt.Errorf("save record %s: %w: stored status %s, new status %s", r.BuildID, build.ErrConflict, old.Status, r.Status)
 	case ok:
 		r.Number = old.Number
 		r.KeepClaim(old)
 		if build.SameRecord(old, r) {
-			return nil
+			return func() {}, nil
 		}
-	default:
-		s.numbers[r.ProjectKey()]++
-		r.Number = s.numbers[r.ProjectKey()]
 	}
-	s.write(r)
-	return nil
+	return func() {
+		if !ok {
+			s.numbers[r.ProjectKey()]++
+			r.Number = s.numbers[r.ProjectKey()]
+		}
+		s.write(r)
+	}, nil
 }
 
 // Get returns one record; ErrNotFound if none.

@@ -192,6 +192,7 @@ type Dispatcher struct {
 	idem     Idempotency
 	records  Records
 	launcher Launcher
+	launches build.Launches
 	secrets  Secrets
 	cancel   Canceller
 	gate     Gate
@@ -208,6 +209,10 @@ type Deps struct {
 	Idempotency Idempotency
 	Records     Records
 	Launcher    Launcher
+	// Launches, if not nil, writes a launch's claim and its start in one
+	// write each (the embedded store's); nil: separate calls to Locks,
+	// Records and the queue.
+	Launches build.Launches
 	// Secrets holds the values of the projects' secrets; nil gives no
 	// build any (the record says why).
 	Secrets Secrets
@@ -236,7 +241,7 @@ func New(cfg Config, d Deps) *Dispatcher {
 	}
 	return &Dispatcher{
 		cfg: cfg.withDefaults(), queue: d.Queue, catalog: d.Catalog, locks: d.Locks,
-		idem: d.Idempotency, records: d.Records, launcher: d.Launcher, secrets: d.Secrets, cancel: d.Canceller,
+		idem: d.Idempotency, records: d.Records, launcher: d.Launcher, launches: d.Launches, secrets: d.Secrets, cancel: d.Canceller,
 		gate: d.Gate, obs: d.Observer, log: d.Logger, now: d.Now,
 	}
 }
@@ -314,6 +319,10 @@ type Decision struct {
 	// stop (those, or a build started now that a newer request supersedes
 	// at once).
 	SupersededWaiting, SupersededRunning int
+
+	// settled is set when the decision deleted the message it came in
+	// already (Launches.Started): Handle has nothing left to settle.
+	settled bool
 }
 
 // Decide takes one request through catalog lookup, the managed-ref filter,
@@ -322,15 +331,21 @@ type Decision struct {
 // the backoff). Decide writes the build record at every step, so whatever it
 // decides is visible; it touches the queue not at all.
 func (d *Dispatcher) Decide(ctx context.Context, req build.Request, m build.Message) Decision {
+	return d.decideObserved(ctx, req, m, false)
+}
+
+// decideObserved is Decide; with settle, a launch may delete m itself in
+// the write that records the start (Decision.settled).
+func (d *Dispatcher) decideObserved(ctx context.Context, req build.Request, m build.Message, settle bool) Decision {
 	var sup supersede.Result
-	dec := d.decide(ctx, req, m, &sup)
+	dec := d.decide(ctx, req, m, settle, &sup)
 	dec.SupersededWaiting, dec.SupersededRunning = len(sup.Superseded), len(sup.Stopping)
 	d.obs.Decided(dec)
 	return dec
 }
 
-// decide is Decide; it adds what the request superseded to sup.
-func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Message, sup *supersede.Result) Decision {
+// decide is decideObserved; it adds what the request superseded to sup.
+func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Message, settle bool, sup *supersede.Result) Decision {
 	now := d.now()
 	log := d.log.With("lock_key", req.LockKey())
 	if req.DeliveryID != "" {
@@ -434,85 +449,35 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	}
 
 	lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: d.cfg.Owner, AcquiredAt: now, ExpiresAt: now.Add(d.cfg.LaunchLease)}
-	switch err := d.locks.Acquire(ctx, lease, d.cfg.Cap); {
-	case errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached):
-		// Only a request that could not start expires: one that got its
-		// lock may have been launched already by a replica that died
-		// before recording it, and its launch is idempotent.
-		if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
-			return d.drop(ctx, log, m, rec, build.StatusExpired, CauseExpired,
-				fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
-		}
-		if errors.Is(err, build.ErrLocked) {
-			return d.deferBy(ctx, log, m, rec, CauseLocked, "another build of "+req.LockKey()+" is running")
-		}
-		return d.deferBy(ctx, log, m, rec, CauseCap, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
-	case err != nil:
-		return d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err))
-	}
-
-	// The build's secrets, read before the claim so that the claim records
-	// which ones it gets. A store that does not answer defers the request:
-	// a build is never started without secrets it was granted.
-	secrets, withheld, err := d.revealSecrets(ctx, req, build.SecretsFor(req, desc))
-	if err != nil {
-		return d.unlockAndRetry(ctx, log, m, req, err)
-	}
-	names := make([]string, len(secrets))
-	for i, s := range secrets {
-		names[i] = s.Name
-	}
-
-	// Read the record again under the lock: a replica that launched this
-	// build and died before recording it leaves it queued, and the reaper
-	// may have ended it since the read above. The reaper records the end
-	// before it releases the lock, so this read sees it.
-	//
-	// Then claim the request for this launch (Record.Launching): from the
-	// claim on, a newer request no longer ends it as a waiting one
-	// (Records.EndWaiting refuses), and a request that was superseded or
-	// cancelled before the claim is not launched (Save refuses the claim
-	// over a final record). So a superseded request never runs.
-	for claims := 0; ; claims++ {
-		cur, err := d.records.Get(ctx, req.BuildID)
-		switch {
-		case errors.Is(err, build.ErrNotFound):
-			cur = rec
-		case err != nil:
-			return d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("get record: %w", err))
-		case cur.Status.Final():
-			if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
-				log.Warn("release lock of an ended build", "err", rerr)
-			}
-			return ended(cur)
-		case cur.Status == build.StatusRunning:
-			// Launched by another replica meanwhile. If its lease had run out,
-			// the Acquire above took the lock anew with the launch lease: give
-			// the running build its running lease back (Extend never shortens).
-			started := cur.StartedAt
-			if started.IsZero() {
-				started = now
-			}
-			if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(desc.Timeout()+d.cfg.RunGrace)); err != nil {
-				log.Warn("extend lock lease of a running build", "err", err)
-			}
-			return Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}
-		}
-		if err := cur.Launching(now, desc.InfraRetries(d.cfg.MaxInfraRetries), policy.Any()); err != nil {
-			return d.unlockAndRetry(ctx, log, m, req, err)
-		}
-		if err := cur.GrantSecrets(names, withheld); err != nil {
-			return d.unlockAndRetry(ctx, log, m, req, err)
-		}
-		err = d.records.Save(ctx, cur)
+	grant := build.SecretsFor(req, desc)
+	claimed := false
+	if d.launches != nil && len(grant.Names) == 0 {
+		// A build granted no secrets has none to read between the lock
+		// and the claim: both in one write, from the record read above.
+		// Anything but a refused lock goes on with the separate calls
+		// below, which read the record again.
+		cur := rec
+		err := cur.Launching(now, desc.InfraRetries(d.cfg.MaxInfraRetries), policy.Any())
 		if err == nil {
-			rec = cur
-			break
+			err = cur.GrantSecrets([]string{}, grant.Withheld)
 		}
-		if !errors.Is(err, build.ErrConflict) || claims > 0 {
-			return d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("claim the launch: %w", err))
+		if err == nil {
+			err = d.launches.Claim(ctx, lease, d.cfg.Cap, cur)
 		}
-		// It ended or started meanwhile: read it again.
+		switch {
+		case err == nil:
+			rec, claimed = cur, true
+		case errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached):
+			return d.refused(ctx, log, m, req, rec, now, err)
+		}
+	}
+	var secrets []build.Secret
+	if !claimed {
+		var dec Decision
+		var ok bool
+		if rec, secrets, dec, ok = d.claim(ctx, log, m, req, rec, lease, grant, desc, policy, now); !ok {
+			return dec
+		}
 	}
 
 	job := build.Job{Request: req, Descriptor: desc, CatalogCommit: commit, Timeout: desc.Timeout(), Secrets: secrets}
@@ -529,11 +494,7 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	}
 
 	started := d.now()
-	locked := d.keepLease(ctx, log, req, started.Add(job.Timeout+d.cfg.RunGrace))
-	err = rec.Start(started, req.BuildID.PodName(), commit)
-	if err == nil {
-		err = d.records.Save(ctx, rec)
-	}
+	locked, settled, err := d.recordStart(ctx, log, req, m, &rec, started, started.Add(job.Timeout+d.cfg.RunGrace), commit, settle)
 	switch {
 	case errors.Is(err, build.ErrConflict):
 		// The record moved on while the build launched: the reaper recorded
@@ -560,8 +521,136 @@ func (d *Dispatcher) decide(ctx context.Context, req build.Request, m build.Mess
 	if rec.QueuedAt.IsZero() || waited < 0 {
 		waited = 0
 	}
+	names := make([]string, len(secrets))
+	for i, s := range secrets {
+		names[i] = s.Name
+	}
 	log.Info("build launched", "commit", commit, "waited", waited, "secrets", names)
-	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited, Unlocked: !locked}
+	return Decision{Action: Launched, BuildID: req.BuildID, Cause: CauseStarted, Waited: waited, Unlocked: !locked, settled: settled}
+}
+
+// refused is the decision on a request whose lock or slot was refused
+// (err: build.ErrLocked or build.ErrCapReached): deferred, or expired.
+func (d *Dispatcher) refused(ctx context.Context, log *slog.Logger, m build.Message, req build.Request, rec build.Record, now time.Time, err error) Decision {
+	// Only a request that could not start expires: one that got its
+	// lock may have been launched already by a replica that died
+	// before recording it, and its launch is idempotent.
+	if age := now.Sub(req.RequestedAt); age > d.cfg.MaxDeferAge {
+		return d.drop(ctx, log, m, rec, build.StatusExpired, CauseExpired,
+			fmt.Sprintf("waited %s, longer than %s", age.Round(time.Second), d.cfg.MaxDeferAge))
+	}
+	if errors.Is(err, build.ErrLocked) {
+		return d.deferBy(ctx, log, m, rec, CauseLocked, "another build of "+req.LockKey()+" is running")
+	}
+	return d.deferBy(ctx, log, m, rec, CauseCap, fmt.Sprintf("concurrency cap of %d running builds reached", d.cfg.Cap))
+}
+
+// claim takes the lock and a slot for req, reads the secrets it is
+// granted, and claims the request for the launch, in separate calls. ok
+// is false when the request is not to be launched now; dec says why.
+func (d *Dispatcher) claim(ctx context.Context, log *slog.Logger, m build.Message, req build.Request, rec build.Record, lease build.Lease, grant build.SecretGrant, desc build.Descriptor, policy build.SupersedePolicy, now time.Time) (claimed build.Record, secrets []build.Secret, dec Decision, ok bool) {
+	switch err := d.locks.Acquire(ctx, lease, d.cfg.Cap); {
+	case errors.Is(err, build.ErrLocked), errors.Is(err, build.ErrCapReached):
+		return rec, nil, d.refused(ctx, log, m, req, rec, now, err), false
+	case err != nil:
+		return rec, nil, d.retry(log, m, fmt.Errorf("acquire lock %s: %w", req.LockKey(), err)), false
+	}
+
+	// The build's secrets, read before the claim so that the claim records
+	// which ones it gets. A store that does not answer defers the request:
+	// a build is never started without secrets it was granted.
+	secrets, withheld, err := d.revealSecrets(ctx, req, grant)
+	if err != nil {
+		return rec, nil, d.unlockAndRetry(ctx, log, m, req, err), false
+	}
+	names := make([]string, len(secrets))
+	for i, s := range secrets {
+		names[i] = s.Name
+	}
+
+	// Read the record again under the lock: a replica that launched this
+	// build and died before recording it leaves it queued, and the reaper
+	// may have ended it since the read above. The reaper records the end
+	// before it releases the lock, so this read sees it.
+	//
+	// Then claim the request for this launch (Record.Launching): from the
+	// claim on, a newer request no longer ends it as a waiting one
+	// (Records.EndWaiting refuses), and a request that was superseded or
+	// cancelled before the claim is not launched (Save refuses the claim
+	// over a final record). So a superseded request never runs.
+	for claims := 0; ; claims++ {
+		cur, err := d.records.Get(ctx, req.BuildID)
+		switch {
+		case errors.Is(err, build.ErrNotFound):
+			cur = rec
+		case err != nil:
+			return rec, nil, d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("get record: %w", err)), false
+		case cur.Status.Final():
+			if _, rerr := d.locks.Release(ctx, req.LockKey(), req.BuildID); rerr != nil && !errors.Is(rerr, build.ErrConflict) {
+				log.Warn("release lock of an ended build", "err", rerr)
+			}
+			return rec, nil, ended(cur), false
+		case cur.Status == build.StatusRunning:
+			// Launched by another replica meanwhile. If its lease had run out,
+			// the Acquire above took the lock anew with the launch lease: give
+			// the running build its running lease back (Extend never shortens).
+			started := cur.StartedAt
+			if started.IsZero() {
+				started = now
+			}
+			if err := d.locks.Extend(ctx, req.LockKey(), req.BuildID, started.Add(desc.Timeout()+d.cfg.RunGrace)); err != nil {
+				log.Warn("extend lock lease of a running build", "err", err)
+			}
+			return rec, nil, Decision{Action: Launched, BuildID: req.BuildID, Reason: "already running", Cause: CauseAlreadyRunning}, false
+		}
+		if err := cur.Launching(now, desc.InfraRetries(d.cfg.MaxInfraRetries), policy.Any()); err != nil {
+			return rec, nil, d.unlockAndRetry(ctx, log, m, req, err), false
+		}
+		if err := cur.GrantSecrets(names, withheld); err != nil {
+			return rec, nil, d.unlockAndRetry(ctx, log, m, req, err), false
+		}
+		err = d.records.Save(ctx, cur)
+		if err == nil {
+			rec = cur
+			break
+		}
+		if !errors.Is(err, build.ErrConflict) || claims > 0 {
+			return rec, nil, d.unlockAndRetry(ctx, log, m, req, fmt.Errorf("claim the launch: %w", err)), false
+		}
+		// It ended or started meanwhile: read it again.
+	}
+
+	return rec, secrets, Decision{}, true
+}
+
+// recordStart gives a launched build its running lease (until) and its
+// running record (rec, started as it is saved), and with settle deletes
+// the message m it came in: in one write where the store can
+// (Launches.Started; settled tells whether it deleted m), else, or when
+// that write fails, in separate calls. locked tells whether the build
+// holds its lock (keepLease); err is the running record's.
+func (d *Dispatcher) recordStart(ctx context.Context, log *slog.Logger, req build.Request, m build.Message, rec *build.Record, started, until time.Time, commit string, settle bool) (locked, settled bool, err error) {
+	if d.launches != nil {
+		receipt := m.Receipt
+		if !settle {
+			receipt = "" // deletes nothing
+		}
+		r := *rec
+		if err := r.Start(started, req.BuildID.PodName(), commit); err == nil {
+			if settled, err = d.launches.Started(ctx, req.LockKey(), until, r, receipt); err == nil {
+				*rec = r
+				return true, settled, nil
+			}
+		}
+		// The lease gone, the record moved on, or the store failing: the
+		// separate calls find out which, and act on it.
+	}
+	locked = d.keepLease(ctx, log, req, until)
+	err = rec.Start(started, req.BuildID.PodName(), commit)
+	if err == nil {
+		err = d.records.Save(ctx, *rec)
+	}
+	return locked, false, err
 }
 
 // revealSecrets reads the values of the granted secrets, sorted by name,

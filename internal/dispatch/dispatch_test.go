@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -49,7 +50,35 @@ type fixture struct {
 	records  *buildtest.FakeRecords
 	catalog  *buildtest.Catalog
 	launcher *buildtest.FakeExecutor
+	// launches writes a launch's claim and start at once, as the embedded
+	// store does; with separate the dispatcher makes separate calls, as
+	// on AWS.
+	launches *buildtest.FakeLaunches
+	separate bool
 	cfg      dispatch.Config
+}
+
+// withLaunches returns launches, or nil when f makes separate calls.
+func (f *fixture) withLaunches() build.Launches {
+	if f.separate {
+		return nil
+	}
+	return f.launches
+}
+
+// bothWays runs test with a launch's writes combined (build.Launches) and
+// in separate calls.
+func bothWays(t *testing.T, test func(t *testing.T, separate bool)) {
+	for _, separate := range []bool{false, true} {
+		name := "combined"
+		if separate {
+			name = "separate"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, separate)
+		})
+	}
 }
 
 var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
@@ -73,6 +102,7 @@ func newFixture(cap int, clock *buildtest.Clock) *fixture {
 		cfg: dispatch.Config{Owner: "test", Cap: cap, BackoffBase: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond},
 	}
 	f.launcher = buildtest.NewExecutor(now)
+	f.launches = buildtest.NewLaunches(f.locks, f.records, f.queue)
 	return f
 }
 
@@ -85,7 +115,7 @@ func (f *fixture) dispatcher(now func() time.Time) *dispatch.Dispatcher {
 	}
 	return dispatch.New(f.cfg, dispatch.Deps{
 		Queue: f.queue, Catalog: f.catalog, Locks: f.locks, Idempotency: f.idem,
-		Records: f.records, Launcher: f.launcher, Now: now,
+		Records: f.records, Launches: f.withLaunches(), Launcher: f.launcher, Now: now,
 	})
 }
 
@@ -192,40 +222,43 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clock := buildtest.NewClock(t0)
-			f := newFixture(2, clock)
-			req := tt.req(clock.Now())
-			if tt.setup != nil {
-				tt.setup(f, req)
-			}
-			dec := f.dispatcher(nil).Decide(ctx, req, message(t, req))
-			if dec.Action != tt.want {
-				t.Fatalf("action = %v (%s), want %v", dec.Action, dec.Reason, tt.want)
-			}
-			rec := record(t, f, req.BuildID)
-			if rec.Status != tt.wantStatus || !strings.Contains(rec.Reason, tt.wantReason) {
-				t.Errorf("record status %q reason %q, want %q with %q", rec.Status, rec.Reason, tt.wantStatus, tt.wantReason)
-			}
-			if got := len(f.launcher.Launched()); got != tt.wantStarted {
-				t.Errorf("started %d builds, want %d", got, tt.wantStarted)
-			}
-			leases, _ := f.locks.List(ctx)
-			held := false
-			for _, l := range leases {
-				if l.BuildID == req.BuildID {
-					held = true
-					// A running build's lease covers its timeout.
-					if min := clock.Now().Add(req2timeout(t, f, req)); l.ExpiresAt.Before(min) {
-						t.Errorf("lease expires %v, before the build's deadline %v", l.ExpiresAt, min)
+			bothWays(t, func(t *testing.T, separate bool) {
+				clock := buildtest.NewClock(t0)
+				f := newFixture(2, clock)
+				f.separate = separate
+				req := tt.req(clock.Now())
+				if tt.setup != nil {
+					tt.setup(f, req)
+				}
+				dec := f.dispatcher(nil).Decide(ctx, req, message(t, req))
+				if dec.Action != tt.want {
+					t.Fatalf("action = %v (%s), want %v", dec.Action, dec.Reason, tt.want)
+				}
+				rec := record(t, f, req.BuildID)
+				if rec.Status != tt.wantStatus || !strings.Contains(rec.Reason, tt.wantReason) {
+					t.Errorf("record status %q reason %q, want %q with %q", rec.Status, rec.Reason, tt.wantStatus, tt.wantReason)
+				}
+				if got := len(f.launcher.Launched()); got != tt.wantStarted {
+					t.Errorf("started %d builds, want %d", got, tt.wantStarted)
+				}
+				leases, _ := f.locks.List(ctx)
+				held := false
+				for _, l := range leases {
+					if l.BuildID == req.BuildID {
+						held = true
+						// A running build's lease covers its timeout.
+						if min := clock.Now().Add(req2timeout(t, f, req)); l.ExpiresAt.Before(min) {
+							t.Errorf("lease expires %v, before the build's deadline %v", l.ExpiresAt, min)
+						}
 					}
 				}
-			}
-			if held != (tt.want == dispatch.Launched) {
-				t.Errorf("lock held = %v after %v", held, tt.want)
-			}
-			if tt.want == dispatch.Deferred && tt.wantStatus == build.StatusDeferred && !rec.NextAttemptAt.After(clock.Now()) {
-				t.Errorf("deferred record's NextAttemptAt %v is not in the future", rec.NextAttemptAt)
-			}
+				if held != (tt.want == dispatch.Launched) {
+					t.Errorf("lock held = %v after %v", held, tt.want)
+				}
+				if tt.want == dispatch.Deferred && tt.wantStatus == build.StatusDeferred && !rec.NextAttemptAt.After(clock.Now()) {
+					t.Errorf("deferred record's NextAttemptAt %v is not in the future", rec.NextAttemptAt)
+				}
+			})
 		})
 	}
 }
@@ -364,128 +397,138 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestTwoPushesToOneBranchRunInOrder(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f := newFixture(0, nil)
-	now := time.Now()
-	first := request("decap-ci/hello", "main", build.TriggerPush, now)
-	second := request("decap-ci/hello", "main", build.TriggerPush, now.Add(time.Millisecond))
-	if err := f.queue.Publish(ctx, first, second); err != nil {
-		t.Fatal(err)
-	}
-	wg := runDispatchers(ctx, t, f, 2)
-	waitFor(t, "the first build", func() bool { return len(f.launcher.Launched()) == 1 })
-	// While the first runs, the second waits however often it is tried.
-	time.Sleep(150 * time.Millisecond)
-	if got := f.launcher.Launched(); len(got) != 1 || got[0] != first.BuildID {
-		t.Fatalf("started %v while the first build runs, want only %s", got, first.BuildID)
-	}
-	waitFor(t, "the second request to be deferred", func() bool {
-		r, err := f.records.Get(ctx, second.BuildID)
-		return err == nil && r.Status == build.StatusDeferred
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := newFixture(0, nil)
+		f.separate = separate
+		now := time.Now()
+		first := request("decap-ci/hello", "main", build.TriggerPush, now)
+		second := request("decap-ci/hello", "main", build.TriggerPush, now.Add(time.Millisecond))
+		if err := f.queue.Publish(ctx, first, second); err != nil {
+			t.Fatal(err)
+		}
+		wg := runDispatchers(ctx, t, f, 2)
+		waitFor(t, "the first build", func() bool { return len(f.launcher.Launched()) == 1 })
+		// While the first runs, the second waits however often it is tried.
+		time.Sleep(150 * time.Millisecond)
+		if got := f.launcher.Launched(); len(got) != 1 || got[0] != first.BuildID {
+			t.Fatalf("started %v while the first build runs, want only %s", got, first.BuildID)
+		}
+		waitFor(t, "the second request to be deferred", func() bool {
+			r, err := f.records.Get(ctx, second.BuildID)
+			return err == nil && r.Status == build.StatusDeferred
+		})
+		f.finishOne(ctx)
+		waitFor(t, "the second build", func() bool { return len(f.launcher.Launched()) == 2 })
+		if got := f.launcher.Launched(); got[1] != second.BuildID {
+			t.Errorf("second build = %s, want %s", got[1], second.BuildID)
+		}
+		cancel()
+		wg.Wait()
+		if v := f.launcher.Overlaps(); len(v) > 0 {
+			t.Errorf("violations: %v", v)
+		}
 	})
-	f.finishOne(ctx)
-	waitFor(t, "the second build", func() bool { return len(f.launcher.Launched()) == 2 })
-	if got := f.launcher.Launched(); got[1] != second.BuildID {
-		t.Errorf("second build = %s, want %s", got[1], second.BuildID)
-	}
-	cancel()
-	wg.Wait()
-	if v := f.launcher.Overlaps(); len(v) > 0 {
-		t.Errorf("violations: %v", v)
-	}
 }
 
 func TestCapHoldsAcrossDispatchers(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	const cap, branches, perBranch = 3, 12, 2
-	f := newFixture(cap, nil)
-	var reqs []build.Request
-	now := time.Now()
-	for b := range branches {
-		for i := range perBranch {
-			reqs = append(reqs, request("decap-ci/hello", fmt.Sprintf("branch-%02d", b), build.TriggerPush, now.Add(time.Duration(b*perBranch+i)*time.Microsecond)))
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		const cap, branches, perBranch = 3, 12, 2
+		f := newFixture(cap, nil)
+		f.separate = separate
+		var reqs []build.Request
+		now := time.Now()
+		for b := range branches {
+			for i := range perBranch {
+				reqs = append(reqs, request("decap-ci/hello", fmt.Sprintf("branch-%02d", b), build.TriggerPush, now.Add(time.Duration(b*perBranch+i)*time.Microsecond)))
+			}
 		}
-	}
-	if err := f.queue.Publish(ctx, reqs...); err != nil {
-		t.Fatal(err)
-	}
-	wg := runDispatchers(ctx, t, f, 3)
-	// The "reaper": end running builds one at a time until all ran.
-	waitFor(t, "every build to run", func() bool {
-		f.finishOne(ctx)
-		return len(f.launcher.Launched()) == len(reqs)
+		if err := f.queue.Publish(ctx, reqs...); err != nil {
+			t.Fatal(err)
+		}
+		wg := runDispatchers(ctx, t, f, 3)
+		// The "reaper": end running builds one at a time until all ran.
+		waitFor(t, "every build to run", func() bool {
+			f.finishOne(ctx)
+			return len(f.launcher.Launched()) == len(reqs)
+		})
+		for f.finishOne(ctx) {
+		}
+		cancel()
+		wg.Wait()
+		if v := f.launcher.Overlaps(); len(v) > 0 {
+			t.Errorf("violations: %v", v)
+		}
+		if peak := f.launcher.MostRunning(); peak > cap {
+			t.Errorf("peak running = %d, cap %d", peak, cap)
+		}
+		// Each branch's requests ran in queue order.
+		pos := map[build.ID]int{}
+		for i, id := range f.launcher.Launched() {
+			pos[id] = i
+		}
+		for i := 0; i < len(reqs); i += perBranch {
+			if pos[reqs[i].BuildID] > pos[reqs[i+1].BuildID] {
+				t.Errorf("%s ran before the earlier request of its branch", reqs[i+1].LockKey())
+			}
+		}
 	})
-	for f.finishOne(ctx) {
-	}
-	cancel()
-	wg.Wait()
-	if v := f.launcher.Overlaps(); len(v) > 0 {
-		t.Errorf("violations: %v", v)
-	}
-	if peak := f.launcher.MostRunning(); peak > cap {
-		t.Errorf("peak running = %d, cap %d", peak, cap)
-	}
-	// Each branch's requests ran in queue order.
-	pos := map[build.ID]int{}
-	for i, id := range f.launcher.Launched() {
-		pos[id] = i
-	}
-	for i := 0; i < len(reqs); i += perBranch {
-		if pos[reqs[i].BuildID] > pos[reqs[i+1].BuildID] {
-			t.Errorf("%s ran before the earlier request of its branch", reqs[i+1].LockKey())
-		}
-	}
 }
 
 func TestDispatcherDiesBetweenLockAndLaunch(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	clock := buildtest.NewClock(t0)
-	f := newFixture(1, clock)
-	req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
-	// The dead replica took lock and slot and never launched.
-	dead := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "dead", AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(2 * time.Minute)}
-	if err := f.locks.Acquire(ctx, dead, 1); err != nil {
-		t.Fatal(err)
-	}
-	d := f.dispatcher(nil)
-	// Another request for another branch waits for the slot, not forever:
-	other := request("decap-ci/hello", "other", build.TriggerPush, clock.Now())
-	if dec := d.Decide(ctx, other, message(t, other)); dec.Action != dispatch.Deferred {
-		t.Fatalf("other branch: %v, want deferred while the dead lease holds the only slot", dec.Action)
-	}
-	// The message comes back after its visibility timeout: same build ID,
-	// same lock owner, so it launches, exactly once.
-	clock.Advance(30 * time.Second)
-	if dec := d.Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched {
-		t.Fatalf("redelivered: %v (%s), want launched", dec.Action, dec.Reason)
-	}
-	if dec := d.Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched {
-		t.Fatalf("redelivered twice: %v, want launched (already)", dec.Action)
-	}
-	if n := len(f.launcher.Launched()); n != 1 {
-		t.Errorf("started %d, want 1", n)
-	}
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		clock := buildtest.NewClock(t0)
+		f := newFixture(1, clock)
+		f.separate = separate
+		req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+		// The dead replica took lock and slot and never launched.
+		dead := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "dead", AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(2 * time.Minute)}
+		if err := f.locks.Acquire(ctx, dead, 1); err != nil {
+			t.Fatal(err)
+		}
+		d := f.dispatcher(nil)
+		// Another request for another branch waits for the slot, not forever:
+		other := request("decap-ci/hello", "other", build.TriggerPush, clock.Now())
+		if dec := d.Decide(ctx, other, message(t, other)); dec.Action != dispatch.Deferred {
+			t.Fatalf("other branch: %v, want deferred while the dead lease holds the only slot", dec.Action)
+		}
+		// The message comes back after its visibility timeout: same build ID,
+		// same lock owner, so it launches, exactly once.
+		clock.Advance(30 * time.Second)
+		if dec := d.Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched {
+			t.Fatalf("redelivered: %v (%s), want launched", dec.Action, dec.Reason)
+		}
+		if dec := d.Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched {
+			t.Fatalf("redelivered twice: %v, want launched (already)", dec.Action)
+		}
+		if n := len(f.launcher.Launched()); n != 1 {
+			t.Errorf("started %d, want 1", n)
+		}
 
-	// A lock whose owner died and whose request is gone frees itself after
-	// its lease: nothing stays stuck.
-	f2 := newFixture(1, clock)
-	stuck := build.Lease{Key: "decap-ci/hello/main", BuildID: build.NewID(clock.Now()), Owner: "dead", AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(2 * time.Minute)}
-	if err := f2.locks.Acquire(ctx, stuck, 1); err != nil {
-		t.Fatal(err)
-	}
-	d2 := f2.dispatcher(nil)
-	next := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
-	if dec := d2.Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred {
-		t.Fatalf("within the lease: %v, want deferred", dec.Action)
-	}
-	clock.Advance(2*time.Minute + time.Second)
-	if dec := d2.Decide(ctx, next, message(t, next)); dec.Action != dispatch.Launched {
-		t.Fatalf("after the lease: %v (%s), want launched", dec.Action, dec.Reason)
-	}
+		// A lock whose owner died and whose request is gone frees itself after
+		// its lease: nothing stays stuck.
+		f2 := newFixture(1, clock)
+		f2.separate = separate
+		stuck := build.Lease{Key: "decap-ci/hello/main", BuildID: build.NewID(clock.Now()), Owner: "dead", AcquiredAt: clock.Now(), ExpiresAt: clock.Now().Add(2 * time.Minute)}
+		if err := f2.locks.Acquire(ctx, stuck, 1); err != nil {
+			t.Fatal(err)
+		}
+		d2 := f2.dispatcher(nil)
+		next := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+		if dec := d2.Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred {
+			t.Fatalf("within the lease: %v, want deferred", dec.Action)
+		}
+		clock.Advance(2*time.Minute + time.Second)
+		if dec := d2.Decide(ctx, next, message(t, next)); dec.Action != dispatch.Launched {
+			t.Fatalf("after the lease: %v (%s), want launched", dec.Action, dec.Reason)
+		}
+	})
 }
 
 func TestSlowDecisionKeepsMessageInvisible(t *testing.T) {
@@ -578,22 +621,148 @@ func (r *endingRecords) Get(ctx context.Context, id build.ID) (build.Record, err
 
 func TestBuildEndingDuringDecisionIsNotLaunchedAgain(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	clock := buildtest.NewClock(t0)
-	f := newFixture(0, clock)
-	req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
-	// Launched by a replica that died before recording it: still queued.
-	if err := f.records.Save(ctx, build.RecordFor(req)); err != nil {
-		t.Fatal(err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		clock := buildtest.NewClock(t0)
+		f := newFixture(0, clock)
+		f.separate = separate
+		req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+		// Launched by a replica that died before recording it: still queued.
+		if err := f.records.Save(ctx, build.RecordFor(req)); err != nil {
+			t.Fatal(err)
+		}
+		recs := &endingRecords{FakeRecords: f.records}
+		d := dispatch.New(f.cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
+			Idempotency: f.idem, Records: recs, Launcher: f.launcher, Now: clock.Now})
+		dec := d.Decide(ctx, req, message(t, req))
+		if dec.Action != dispatch.Dropped || len(f.launcher.Launched()) != 0 {
+			t.Errorf("decision %v (%s), started %d; want dropped and nothing launched", dec.Action, dec.Reason, len(f.launcher.Launched()))
+		}
+		if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+			t.Errorf("lock left held: %v", leases)
+		}
+	})
+}
+
+// writeCounts counts the dispatcher's writes to the locks, the records
+// and the queue, by port and operation.
+type writeCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *writeCounts) inc(op string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
 	}
-	recs := &endingRecords{FakeRecords: f.records}
-	d := dispatch.New(f.cfg, dispatch.Deps{Queue: f.queue, Catalog: f.catalog, Locks: f.locks,
-		Idempotency: f.idem, Records: recs, Launcher: f.launcher, Now: clock.Now})
-	dec := d.Decide(ctx, req, message(t, req))
-	if dec.Action != dispatch.Dropped || len(f.launcher.Launched()) != 0 {
-		t.Errorf("decision %v (%s), started %d; want dropped and nothing launched", dec.Action, dec.Reason, len(f.launcher.Launched()))
-	}
-	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
-		t.Errorf("lock left held: %v", leases)
-	}
+	c.n[op]++
+}
+
+func (c *writeCounts) get() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
+}
+
+type countedLocks struct {
+	*buildtest.FakeLocks
+	c *writeCounts
+}
+
+func (l countedLocks) Acquire(ctx context.Context, lease build.Lease, cap int) error {
+	l.c.inc("locks.acquire")
+	return l.FakeLocks.Acquire(ctx, lease, cap)
+}
+
+func (l countedLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
+	l.c.inc("locks.extend")
+	return l.FakeLocks.Extend(ctx, key, id, until)
+}
+
+type countedRecords struct {
+	*buildtest.FakeRecords
+	c *writeCounts
+}
+
+func (r countedRecords) Save(ctx context.Context, rec build.Record) error {
+	r.c.inc("records.save")
+	return r.FakeRecords.Save(ctx, rec)
+}
+
+type countedQueue struct {
+	*buildtest.FakeQueue
+	c *writeCounts
+}
+
+func (q countedQueue) Delete(ctx context.Context, receipt string) error {
+	q.c.inc("queue.delete")
+	return q.FakeQueue.Delete(ctx, receipt)
+}
+
+type countedLaunches struct {
+	*buildtest.FakeLaunches
+	c *writeCounts
+}
+
+func (l countedLaunches) Claim(ctx context.Context, lease build.Lease, cap int, rec build.Record) error {
+	l.c.inc("launches.claim")
+	return l.FakeLaunches.Claim(ctx, lease, cap, rec)
+}
+
+func (l countedLaunches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
+	l.c.inc("launches.started")
+	return l.FakeLaunches.Started(ctx, key, until, rec, receipt)
+}
+
+// TestLaunchWritesAtOnce checks that a dispatcher given Launches claims
+// a request and records its start in one write each, the start's write
+// deleting the message, and that without it (AWS) it makes the separate
+// calls; either way the build runs, holds its running lease, and its
+// message is gone.
+func TestLaunchWritesAtOnce(t *testing.T) {
+	t.Parallel()
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		clock := buildtest.NewClock(t0)
+		f := newFixture(0, clock)
+		req := request("decap-ci/hello", "main", build.TriggerPush, clock.Now())
+		if err := f.records.Save(ctx, build.RecordFor(req)); err != nil { // ingest's
+			t.Fatal(err)
+		}
+		if err := f.queue.Publish(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := f.queue.Receive(ctx, 1, 0)
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("Receive() = %d messages, %v", len(msgs), err)
+		}
+		c := &writeCounts{}
+		deps := dispatch.Deps{
+			Queue: countedQueue{f.queue, c}, Catalog: f.catalog, Locks: countedLocks{f.locks, c}, Idempotency: f.idem,
+			Records: countedRecords{f.records, c}, Launcher: f.launcher, Now: clock.Now,
+		}
+		want := map[string]int{"launches.claim": 1, "launches.started": 1}
+		if separate {
+			want = map[string]int{"locks.acquire": 1, "records.save": 2, "locks.extend": 1, "queue.delete": 1}
+		} else {
+			deps.Launches = countedLaunches{f.launches, c}
+		}
+		if dec := dispatch.New(f.cfg, deps).Handle(ctx, msgs[0]); dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseStarted {
+			t.Fatalf("Handle() = %v %s (%s), want launched", dec.Action, dec.Cause, dec.Reason)
+		}
+		if got := c.get(); !maps.Equal(got, want) {
+			t.Errorf("writes %v, want %v", got, want)
+		}
+		if rec := record(t, f, req.BuildID); rec.Status != build.StatusRunning || rec.LaunchingAt.IsZero() {
+			t.Errorf("record %s launching at %v, want running with its launch claim", rec.Status, rec.LaunchingAt)
+		}
+		if l, ok := leaseOf(t, f.locks, req.BuildID); !ok || l.ExpiresAt.Before(clock.Now().Add(req2timeout(t, f, req))) {
+			t.Errorf("lease %+v (held %v), want one covering the build's timeout", l, ok)
+		}
+		if err := f.queue.Delete(ctx, msgs[0].Receipt); !errors.Is(err, build.ErrNotFound) {
+			t.Errorf("Delete() after the launch error = %v, want ErrNotFound (deleted)", err)
+		}
+	})
 }

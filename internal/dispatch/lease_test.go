@@ -63,7 +63,7 @@ func (l *logLines) at(t *testing.T, level string) []map[string]any {
 func (f *fixture) deps(logs *logLines) dispatch.Deps {
 	return dispatch.Deps{
 		Queue: f.queue, Catalog: f.catalog, Locks: f.locks, Idempotency: f.idem, Records: f.records,
-		Launcher: f.launcher, Canceller: f.launcher, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: f.clock.Now,
+		Launches: f.withLaunches(), Launcher: f.launcher, Canceller: f.launcher, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: f.clock.Now,
 	}
 }
 
@@ -161,48 +161,51 @@ func TestLaunchedBuildKeepsItsLock(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(2, buildtest.NewClock(t0))
-			req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			var started time.Time
-			f.during(func(build.Job) {
-				if tc.during != nil {
-					tc.during(t, f, req)
+			bothWays(t, func(t *testing.T, separate bool) {
+				f := newFixture(2, buildtest.NewClock(t0))
+				f.separate = separate
+				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
+				var started time.Time
+				f.during(func(build.Job) {
+					if tc.during != nil {
+						tc.during(t, f, req)
+					}
+					started = f.clock.Now()
+				})
+				logs := &logLines{}
+				deps := f.deps(logs)
+				deps.Locks = &flakyExtend{FakeLocks: f.locks, fails: tc.flaky}
+				dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
+				if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseStarted {
+					t.Fatalf("decision %v %s (%s), want launched, started", dec.Action, dec.Cause, dec.Reason)
 				}
-				started = f.clock.Now()
+				if dec.Unlocked != tc.wantUnlocked {
+					t.Errorf("decision Unlocked = %t, want %t", dec.Unlocked, tc.wantUnlocked)
+				}
+				errs := logs.at(t, "ERROR")
+				if tc.wantUnlocked {
+					if _, ok := leaseOf(t, f.locks, req.BuildID); ok {
+						t.Errorf("build holds a lease although another build took the key or slot")
+					}
+					if len(errs) != 1 || errs[0]["build_id"] != string(req.BuildID) || errs[0]["lock_key"] != req.LockKey() ||
+						!strings.Contains(fmt.Sprint(errs[0]["msg"]), "without its lock") {
+						t.Errorf("error log lines = %v, want one saying build %s of %s runs without its lock", errs, req.BuildID, req.LockKey())
+					}
+					return
+				}
+				if len(errs) != 0 {
+					t.Errorf("error log lines = %v, want none", errs)
+				}
+				lease, ok := leaseOf(t, f.locks, req.BuildID)
+				if deadline := started.Add(req2timeout(t, f, req)); !ok || lease.ExpiresAt.Before(deadline) {
+					t.Fatalf("lease = %+v (held %t), want one expiring no earlier than the build's deadline %v", lease, ok, deadline)
+				}
+				// The lock and the slot hold for the running build.
+				next := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
+				if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred || dec.Cause != dispatch.CauseLocked {
+					t.Errorf("next build of the key: %v %s, want deferred, locked", dec.Action, dec.Cause)
+				}
 			})
-			logs := &logLines{}
-			deps := f.deps(logs)
-			deps.Locks = &flakyExtend{FakeLocks: f.locks, fails: tc.flaky}
-			dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
-			if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseStarted {
-				t.Fatalf("decision %v %s (%s), want launched, started", dec.Action, dec.Cause, dec.Reason)
-			}
-			if dec.Unlocked != tc.wantUnlocked {
-				t.Errorf("decision Unlocked = %t, want %t", dec.Unlocked, tc.wantUnlocked)
-			}
-			errs := logs.at(t, "ERROR")
-			if tc.wantUnlocked {
-				if _, ok := leaseOf(t, f.locks, req.BuildID); ok {
-					t.Errorf("build holds a lease although another build took the key or slot")
-				}
-				if len(errs) != 1 || errs[0]["build_id"] != string(req.BuildID) || errs[0]["lock_key"] != req.LockKey() ||
-					!strings.Contains(fmt.Sprint(errs[0]["msg"]), "without its lock") {
-					t.Errorf("error log lines = %v, want one saying build %s of %s runs without its lock", errs, req.BuildID, req.LockKey())
-				}
-				return
-			}
-			if len(errs) != 0 {
-				t.Errorf("error log lines = %v, want none", errs)
-			}
-			lease, ok := leaseOf(t, f.locks, req.BuildID)
-			if deadline := started.Add(req2timeout(t, f, req)); !ok || lease.ExpiresAt.Before(deadline) {
-				t.Fatalf("lease = %+v (held %t), want one expiring no earlier than the build's deadline %v", lease, ok, deadline)
-			}
-			// The lock and the slot hold for the running build.
-			next := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, next, message(t, next)); dec.Action != dispatch.Deferred || dec.Cause != dispatch.CauseLocked {
-				t.Errorf("next build of the key: %v %s, want deferred, locked", dec.Action, dec.Cause)
-			}
 		})
 	}
 }
@@ -214,30 +217,33 @@ const keepRetries = 3
 // released the lock) is not locked again.
 func TestBuildEndedDuringSlowLaunchHoldsNoLock(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture(2, buildtest.NewClock(t0))
-	req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-	f.during(func(build.Job) {
-		f.clock.Advance(3 * time.Minute)
-		rec := build.RecordFor(req)
-		rec.Status, rec.FinishedAt = build.StatusSucceeded, f.clock.Now()
-		if err := f.records.Save(ctx, rec); err != nil {
-			t.Error(err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := newFixture(2, buildtest.NewClock(t0))
+		f.separate = separate
+		req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
+		f.during(func(build.Job) {
+			f.clock.Advance(3 * time.Minute)
+			rec := build.RecordFor(req)
+			rec.Status, rec.FinishedAt = build.StatusSucceeded, f.clock.Now()
+			if err := f.records.Save(ctx, rec); err != nil {
+				t.Error(err)
+			}
+			if _, err := f.locks.Release(ctx, req.LockKey(), req.BuildID); err != nil {
+				t.Error(err)
+			}
+		})
+		logs := &logLines{}
+		if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched || dec.Unlocked {
+			t.Fatalf("decision %v (%s), unlocked %t; want launched, not unlocked", dec.Action, dec.Reason, dec.Unlocked)
 		}
-		if _, err := f.locks.Release(ctx, req.LockKey(), req.BuildID); err != nil {
-			t.Error(err)
+		if lease, ok := leaseOf(t, f.locks, req.BuildID); ok {
+			t.Errorf("the ended build holds %+v", lease)
+		}
+		if errs := logs.at(t, "ERROR"); len(errs) != 0 {
+			t.Errorf("error log lines = %v, want none", errs)
 		}
 	})
-	logs := &logLines{}
-	if dec := dispatch.New(f.cfg, f.deps(logs)).Decide(ctx, req, message(t, req)); dec.Action != dispatch.Launched || dec.Unlocked {
-		t.Fatalf("decision %v (%s), unlocked %t; want launched, not unlocked", dec.Action, dec.Reason, dec.Unlocked)
-	}
-	if lease, ok := leaseOf(t, f.locks, req.BuildID); ok {
-		t.Errorf("the ended build holds %+v", lease)
-	}
-	if errs := logs.at(t, "ERROR"); len(errs) != 0 {
-		t.Errorf("error log lines = %v, want none", errs)
-	}
 }
 
 // staleFirstRead answers the first Get with the record as it was before
@@ -269,35 +275,38 @@ func TestSecondReplicaKeepsTheRunningLease(t *testing.T) {
 	for _, held := range []bool{true, false} {
 		t.Run(fmt.Sprintf("lease held %t", held), func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(2, buildtest.NewClock(t0))
-			req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			queued := build.RecordFor(req)
-			running := queued
-			running.Status, running.StartedAt, running.PodName = build.StatusRunning, f.clock.Now(), req.BuildID.PodName()
-			if err := f.records.Save(ctx, running); err != nil {
-				t.Fatal(err)
-			}
-			deadline := running.StartedAt.Add(req2timeout(t, f, req))
-			if held {
-				l := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "replica-1", AcquiredAt: f.clock.Now(), ExpiresAt: deadline.Add(10 * time.Minute)}
-				if err := f.locks.Acquire(ctx, l, f.cfg.Cap); err != nil {
+			bothWays(t, func(t *testing.T, separate bool) {
+				f := newFixture(2, buildtest.NewClock(t0))
+				f.separate = separate
+				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
+				queued := build.RecordFor(req)
+				running := queued
+				running.Status, running.StartedAt, running.PodName = build.StatusRunning, f.clock.Now(), req.BuildID.PodName()
+				if err := f.records.Save(ctx, running); err != nil {
 					t.Fatal(err)
 				}
-			}
-			f.clock.Advance(30 * time.Second)
-			deps := f.deps(&logLines{})
-			deps.Records = &staleFirstRead{FakeRecords: f.records, stale: queued}
-			dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
-			if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseAlreadyRunning {
-				t.Fatalf("decision %v %s (%s), want launched, already running", dec.Action, dec.Cause, dec.Reason)
-			}
-			lease, ok := leaseOf(t, f.locks, req.BuildID)
-			if !ok || lease.ExpiresAt.Before(deadline) {
-				t.Errorf("lease = %+v (held %t), want one expiring no earlier than the build's deadline %v", lease, ok, deadline)
-			}
-			if n := len(f.launcher.Launched()); n != 0 {
-				t.Errorf("launched %d builds, want none", n)
-			}
+				deadline := running.StartedAt.Add(req2timeout(t, f, req))
+				if held {
+					l := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "replica-1", AcquiredAt: f.clock.Now(), ExpiresAt: deadline.Add(10 * time.Minute)}
+					if err := f.locks.Acquire(ctx, l, f.cfg.Cap); err != nil {
+						t.Fatal(err)
+					}
+				}
+				f.clock.Advance(30 * time.Second)
+				deps := f.deps(&logLines{})
+				deps.Records = &staleFirstRead{FakeRecords: f.records, stale: queued}
+				dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
+				if dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseAlreadyRunning {
+					t.Fatalf("decision %v %s (%s), want launched, already running", dec.Action, dec.Cause, dec.Reason)
+				}
+				lease, ok := leaseOf(t, f.locks, req.BuildID)
+				if !ok || lease.ExpiresAt.Before(deadline) {
+					t.Errorf("lease = %+v (held %t), want one expiring no earlier than the build's deadline %v", lease, ok, deadline)
+				}
+				if n := len(f.launcher.Launched()); n != 0 {
+					t.Errorf("launched %d builds, want none", n)
+				}
+			})
 		})
 	}
 }
@@ -323,37 +332,40 @@ func TestCancelledWhileLaunchingIsStopped(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(2, buildtest.NewClock(t0))
-			req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
-			f.during(func(build.Job) {
-				rec := record(t, f, req.BuildID)
-				rec.Status, rec.FinishedAt, rec.Reason = tc.end, f.clock.Now(), "by octocat"
-				if err := f.records.Save(ctx, rec); err != nil {
-					t.Error(err)
+			bothWays(t, func(t *testing.T, separate bool) {
+				f := newFixture(2, buildtest.NewClock(t0))
+				f.separate = separate
+				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
+				f.during(func(build.Job) {
+					rec := record(t, f, req.BuildID)
+					rec.Status, rec.FinishedAt, rec.Reason = tc.end, f.clock.Now(), "by octocat"
+					if err := f.records.Save(ctx, rec); err != nil {
+						t.Error(err)
+					}
+				})
+				deps := f.deps(&logLines{})
+				if !tc.canceller {
+					deps.Canceller = nil
+				}
+				dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
+				if dec.Action != tc.wantAction {
+					t.Errorf("decision %v %s (%s), want %v", dec.Action, dec.Cause, dec.Reason, tc.wantAction)
+				}
+				var want []build.ID
+				if tc.wantStop {
+					want = []build.ID{req.BuildID}
+				}
+				if got := f.launcher.Cancelled(); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("stopped %v, want %v", got, want)
+				}
+				if got := record(t, f, req.BuildID); got.Status != tc.end {
+					t.Errorf("record status %s, want %s", got.Status, tc.end)
+				}
+				// The lock stays until the reaper sees the build end.
+				if _, ok := leaseOf(t, f.locks, req.BuildID); !ok {
+					t.Errorf("lock released before the build ended")
 				}
 			})
-			deps := f.deps(&logLines{})
-			if !tc.canceller {
-				deps.Canceller = nil
-			}
-			dec := dispatch.New(f.cfg, deps).Decide(ctx, req, message(t, req))
-			if dec.Action != tc.wantAction {
-				t.Errorf("decision %v %s (%s), want %v", dec.Action, dec.Cause, dec.Reason, tc.wantAction)
-			}
-			var want []build.ID
-			if tc.wantStop {
-				want = []build.ID{req.BuildID}
-			}
-			if got := f.launcher.Cancelled(); fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("stopped %v, want %v", got, want)
-			}
-			if got := record(t, f, req.BuildID); got.Status != tc.end {
-				t.Errorf("record status %s, want %s", got.Status, tc.end)
-			}
-			// The lock stays until the reaper sees the build end.
-			if _, ok := leaseOf(t, f.locks, req.BuildID); !ok {
-				t.Errorf("lock released before the build ended")
-			}
 		})
 	}
 }

@@ -173,7 +173,7 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 		return dec
 	}
 	stop := d.heartbeat(ctx, func() []build.Message { return []build.Message{m} })
-	dec := d.Decide(ctx, req, m)
+	dec := d.decideObserved(ctx, req, m, true)
 	stop()
 	log := d.log.With("lock_key", req.LockKey())
 	if id := cmp.Or(dec.BuildID, req.BuildID); id != "" {
@@ -184,6 +184,9 @@ func (d *Dispatcher) Handle(ctx context.Context, m build.Message) Decision {
 	}
 	switch dec.Action {
 	case Launched, Dropped:
+		if dec.settled {
+			break // deleted as the start was recorded
+		}
 		if err := d.queue.Delete(ctx, m.Receipt); err != nil {
 			// A stale receipt: the message came back and another delivery
 			// settles it; the record and the lock make that one a no-op.

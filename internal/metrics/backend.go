@@ -26,7 +26,7 @@ type Backend struct {
 func NewBackend(reg prometheus.Registerer) *Backend {
 	return &Backend{errors: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "decap_backend_errors_total",
-		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, executor) and operation (e.g. publish, acquire, save, launch).",
+		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, intake, launches, executor) and operation (e.g. publish, acquire, save, launch).",
 	}, []string{"backend", "op"})}
 }
 
@@ -241,6 +241,26 @@ type intake struct {
 func (w *intake) Enqueue(ctx context.Context, req build.Request, claims []string, ttl time.Duration) (build.ID, error) {
 	owner, err := w.i.Enqueue(ctx, req, claims, ttl)
 	return owner, w.m.count("intake", "enqueue", err)
+}
+
+// Launches wraps l.
+func (m *Backend) Launches(l build.Launches) build.Launches {
+	m.known("launches", "claim", "started")
+	return &launches{l, m}
+}
+
+type launches struct {
+	l build.Launches
+	m *Backend
+}
+
+func (w *launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.Record) error {
+	return w.m.count("launches", "claim", w.l.Claim(ctx, l, cap, rec))
+}
+
+func (w *launches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
+	deleted, err := w.l.Started(ctx, key, until, rec, receipt)
+	return deleted, w.m.count("launches", "started", err)
 }
 
 // Gate wraps g.

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,8 +29,18 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 	if key == "" || id == "" || ttl <= 0 {
 		return "", fmt.Errorf("claim %s: %w: empty key or build id, or ttl not positive", key, build.ErrInvalid)
 	}
+	// A claim that holds answers without a write: its owner cannot change
+	// before it expires (a dispatcher claims again what ingest claimed).
+	var held string
+	err := s.db.rdb.QueryRowContext(ctx, `SELECT build_id FROM idempotency WHERE key = ? AND expires_at > ?`, key, nanos(s.db.now())).Scan(&held)
+	switch {
+	case err == nil:
+		return build.ID(held), nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return "", fmt.Errorf("claim %s: %w", key, classify(err))
+	}
 	var owner build.ID
-	err := s.db.write(ctx, func(tx *Tx) error {
+	err = s.db.write(ctx, func(tx *Tx) error {
 		var err error
 		owner, err = claimTx(ctx, tx, key, id, ttl, nanos(s.db.now()))
 		return err

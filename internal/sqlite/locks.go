@@ -34,37 +34,7 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
 	}
 	err := s.db.write(ctx, func(tx *Tx) error {
-		now := nanos(s.db.now())
-		// Expired leases hold nothing; purging them changes no answer.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM locks WHERE expires_at <= ?`, now); err != nil {
-			return err
-		}
-		var holder string
-		err := tx.QueryRowContext(ctx, `SELECT build_id FROM locks WHERE key = ? AND expires_at > ?`, l.Key, now).Scan(&holder)
-		switch {
-		case err == nil && holder == string(l.BuildID):
-			_, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ?`, nanos(l.ExpiresAt), l.Key)
-			return err
-		case err == nil:
-			return fmt.Errorf("%w by build %s", build.ErrLocked, holder)
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		if cap > 0 {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM locks WHERE expires_at > ?`, now).Scan(&n); err != nil {
-				return err
-			}
-			if n >= cap {
-				return fmt.Errorf("%w (%d)", build.ErrCapReached, cap)
-			}
-		}
-		_, err = tx.ExecContext(ctx, `
-INSERT INTO locks (key, build_id, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.owner,
-	acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, waiter = ''`,
-			l.Key, string(l.BuildID), l.Owner, nanos(l.AcquiredAt), nanos(l.ExpiresAt))
-		return err
+		return acquireTx(ctx, tx, l, cap, nanos(s.db.now()))
 	})
 	if err != nil {
 		return fmt.Errorf("acquire lock %s: %w", l.Key, err)
@@ -72,25 +42,64 @@ ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.o
 	return nil
 }
 
+// acquireTx is Acquire within tx, at now (Unix nanoseconds).
+func acquireTx(ctx context.Context, tx *Tx, l build.Lease, cap int, now int64) error {
+	// Expired leases hold nothing; purging them changes no answer.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM locks WHERE expires_at <= ?`, now); err != nil {
+		return err
+	}
+	var holder string
+	err := tx.QueryRowContext(ctx, `SELECT build_id FROM locks WHERE key = ? AND expires_at > ?`, l.Key, now).Scan(&holder)
+	switch {
+	case err == nil && holder == string(l.BuildID):
+		_, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ?`, nanos(l.ExpiresAt), l.Key)
+		return err
+	case err == nil:
+		return fmt.Errorf("%w by build %s", build.ErrLocked, holder)
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	if cap > 0 {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM locks WHERE expires_at > ?`, now).Scan(&n); err != nil {
+			return err
+		}
+		if n >= cap {
+			return fmt.Errorf("%w (%d)", build.ErrCapReached, cap)
+		}
+	}
+	_, err = tx.ExecContext(ctx, `
+INSERT INTO locks (key, build_id, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET build_id = excluded.build_id, owner = excluded.owner,
+	acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, waiter = ''`,
+		l.Key, string(l.BuildID), l.Owner, nanos(l.AcquiredAt), nanos(l.ExpiresAt))
+	return err
+}
+
 // Extend moves the expiry of key to until, if that is later, when id holds
 // an unexpired lease on it; it never shortens a lease. build.ErrNotFound when
 // id holds no unexpired lease on key.
 func (s *Locks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	err := s.db.write(ctx, func(tx *Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ? AND build_id = ? AND expires_at > ?`,
-			nanos(until), key, string(id), nanos(s.db.now()))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return fmt.Errorf("%w for build %s", build.ErrNotFound, id)
-		}
-		return nil
+		return extendTx(ctx, tx, key, id, until, nanos(s.db.now()))
 	})
 	if err != nil {
 		return fmt.Errorf("extend lock %s: %w", key, err)
+	}
+	return nil
+}
+
+// extendTx is Extend within tx, at now (Unix nanoseconds).
+func extendTx(ctx context.Context, tx *Tx, key string, id build.ID, until time.Time, now int64) error {
+	res, err := tx.ExecContext(ctx, `UPDATE locks SET expires_at = max(expires_at, ?) WHERE key = ? AND build_id = ? AND expires_at > ?`,
+		nanos(until), key, string(id), now)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return fmt.Errorf("%w for build %s", build.ErrNotFound, id)
 	}
 	return nil
 }

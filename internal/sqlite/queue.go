@@ -327,17 +327,8 @@ func groupHasMore(ctx context.Context, tx *Tx, group string) (bool, error) {
 func (q *Queue) Delete(ctx context.Context, receipt string) error {
 	more := false
 	err := q.db.write(ctx, func(tx *Tx) error {
-		seq, group, ok, err := byReceipt(ctx, tx, receipt)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%w: receipt is stale or unknown", build.ErrNotFound)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM queue_messages WHERE seq = ?`, seq); err != nil {
-			return err
-		}
-		more, err = groupHasMore(ctx, tx, group)
+		var err error
+		more, err = deleteTx(ctx, tx, receipt)
 		return err
 	})
 	if err != nil {
@@ -347,6 +338,22 @@ func (q *Queue) Delete(ctx context.Context, receipt string) error {
 		q.db.wake.notify() // the group's next message is receivable
 	}
 	return nil
+}
+
+// deleteTx is Delete within tx; more reports whether the message's group
+// has messages left (whose receivers the caller wakes after the commit).
+func deleteTx(ctx context.Context, tx *Tx, receipt string) (more bool, err error) {
+	seq, group, ok, err := byReceipt(ctx, tx, receipt)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, fmt.Errorf("%w: receipt is stale or unknown", build.ErrNotFound)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM queue_messages WHERE seq = ?`, seq); err != nil {
+		return false, err
+	}
+	return groupHasMore(ctx, tx, group)
 }
 
 // ChangeVisibility makes a received message visible again after d (0 = now).

@@ -72,6 +72,30 @@ func TestIntake(t *testing.T) {
 	})
 }
 
+func TestLaunches(t *testing.T) {
+	t.Parallel()
+	buildtest.TestLaunches(t, func(t *testing.T, clock *buildtest.Clock) buildtest.LaunchesStores {
+		db := openDB(t, clock)
+		locks, recs, q := sqlite.NewLocks(db), sqlite.NewRecords(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+		l, err := sqlite.NewLaunches(locks, recs, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buildtest.LaunchesStores{Launches: l, Locks: locks, Records: recs, Queue: q}
+	})
+}
+
+// TestLaunchesOfTwoDatabases: launches over two databases would not write
+// in one transaction; NewLaunches refuses it.
+func TestLaunchesOfTwoDatabases(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	one, two := openDB(t, clock), openDB(t, clock)
+	if _, err := sqlite.NewLaunches(sqlite.NewLocks(one), sqlite.NewRecords(two), sqlite.NewQueue(one, sqlite.QueueOptions{})); err == nil {
+		t.Error("NewLaunches() of two databases: no error")
+	}
+}
+
 // TestIntakeOfTwoDatabases: an intake over two databases would not write
 // in one transaction; NewIntake refuses it.
 func TestIntakeOfTwoDatabases(t *testing.T) {
@@ -226,6 +250,50 @@ func TestBusyDatabaseIsUnavailable(t *testing.T) {
 	// Reads go on in WAL mode.
 	if _, err := sqlite.NewLocks(db).List(t.Context()); err != nil {
 		t.Errorf("List() on a write-locked database error = %v", err)
+	}
+}
+
+// TestHeldClaimIsARead checks that a claim that holds is answered by a
+// read (a dispatcher claims again what ingest claimed): it answers while
+// another process holds the write lock, where a new claim cannot, and an
+// expired claim is taken anew by a write.
+func TestHeldClaimIsARead(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openPath(t, path, sqlite.Options{Now: clock.Now, BusyTimeout: 100 * time.Millisecond})
+	claims := sqlite.NewIdempotency(db)
+	first, second := build.NewID(clock.Now()), build.NewID(clock.Now())
+	if owner, err := claims.Claim(t.Context(), "delivery:d1", first, time.Hour); err != nil || owner != first {
+		t.Fatalf("Claim() = %s, %v; want %s", owner, err, first)
+	}
+
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("sql.Open() error = %v", err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(t.Context())
+	if err != nil {
+		t.Fatalf("Conn() error = %v", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("BEGIN IMMEDIATE error = %v", err)
+	}
+	if owner, err := claims.Claim(t.Context(), "delivery:d1", second, time.Hour); err != nil || owner != first {
+		t.Errorf("Claim() of a held claim while the database is write-locked = %s, %v; want %s", owner, err, first)
+	}
+	if _, err := claims.Claim(t.Context(), "delivery:d2", second, time.Hour); !errors.Is(err, build.ErrUnavailable) {
+		t.Errorf("Claim() of a new key while the database is write-locked error = %v, want ErrUnavailable", err)
+	}
+	if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Advance(time.Hour) // the claim expires: the next one writes
+	if owner, err := claims.Claim(t.Context(), "delivery:d1", second, time.Hour); err != nil || owner != second {
+		t.Errorf("Claim() of an expired claim = %s, %v; want %s", owner, err, second)
 	}
 }
 

@@ -1,0 +1,90 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/decap-ci/decap/internal/build"
+)
+
+// Launches writes a launch's claim and its start in one write each
+// (build.Launches): one transaction, or one savepoint of the writer's
+// group commit, where the separate calls took two and three. It is safe
+// for concurrent use.
+type Launches struct {
+	locks *Locks
+	recs  *Records
+	q     *Queue
+}
+
+// NewLaunches returns the launches of locks, recs and q, which must be of
+// one database.
+func NewLaunches(locks *Locks, recs *Records, q *Queue) (*Launches, error) {
+	if locks.db != recs.db || locks.db != q.db {
+		return nil, errors.New("sqlite launches: the locks, records and queue are of different databases")
+	}
+	return &Launches{locks: locks, recs: recs, q: q}, nil
+}
+
+// Claim implements build.Launches.
+func (s *Launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.Record) error {
+	if l.Key == "" || l.BuildID == "" || rec.BuildID != l.BuildID || !rec.Status.Valid() {
+		return fmt.Errorf("claim the launch of %s: %w: empty key, build ids that differ, or unknown status %q", l.BuildID, build.ErrInvalid, rec.Status)
+	}
+	db := s.locks.db
+	changed := false
+	err := db.write(ctx, func(tx *Tx) error {
+		if err := acquireTx(ctx, tx, l, cap, nanos(db.now())); err != nil {
+			return fmt.Errorf("acquire lock %s: %w", l.Key, err)
+		}
+		var err error
+		changed, err = s.recs.saveTx(ctx, tx, rec)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("claim the launch of %s: %w", l.BuildID, err)
+	}
+	if changed {
+		db.written.fire()
+	}
+	return nil
+}
+
+// Started implements build.Launches.
+func (s *Launches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
+	if key == "" || rec.BuildID == "" || !rec.Status.Valid() {
+		return false, fmt.Errorf("record the start of %s: %w: empty key or build id, or unknown status %q", rec.BuildID, build.ErrInvalid, rec.Status)
+	}
+	db := s.locks.db
+	var changed, deleted, more bool
+	err := db.write(ctx, func(tx *Tx) error {
+		if err := extendTx(ctx, tx, key, rec.BuildID, until, nanos(db.now())); err != nil {
+			return fmt.Errorf("extend lock %s: %w", key, err)
+		}
+		var err error
+		if changed, err = s.recs.saveTx(ctx, tx, rec); err != nil {
+			return err
+		}
+		more, err = deleteTx(ctx, tx, receipt)
+		switch {
+		case errors.Is(err, build.ErrNotFound):
+			return nil // received again: that delivery settles it
+		case err != nil:
+			return fmt.Errorf("delete message: %w", err)
+		}
+		deleted = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("record the start of %s: %w", rec.BuildID, err)
+	}
+	if changed {
+		db.written.fire()
+	}
+	if more {
+		db.wake.notify() // the group's next message is receivable
+	}
+	return deleted, nil
+}
