@@ -83,6 +83,9 @@ type DB struct {
 	written *signal
 	// pdb probes whether the database can be written (CheckWrites).
 	pdb *sql.DB
+	// claimsPurge and dedupPurge pace the purges of expired idempotency
+	// claims and queue dedup IDs.
+	claimsPurge, dedupPurge purger
 	// writeSince is when the oldest write still running began (Unix
 	// nanoseconds; 0: none): a write blocked on another process's lock
 	// makes readiness drop before its busy timeout ends.
@@ -560,4 +563,23 @@ func restrictMode(path string, perm fs.FileMode) error {
 		return nil
 	}
 	return os.Chmod(path, perm)
+}
+
+// Expired rows (idempotency claims, queue dedup IDs) are purged as rows
+// are written, up to purgePerWrite for each write: in one statement every
+// purgeEvery-th write, which keeps pace with the writes (the table holds
+// no more expired rows than writes can leave behind) at a fraction of a
+// statement per write, where a purge per write cost the most of a claim.
+const (
+	purgeEvery    = 16
+	purgePerWrite = 100
+)
+
+// purger counts a table's writes to say when a purge is due.
+type purger struct{ n atomic.Uint64 }
+
+// due reports whether this write purges, and how many rows at most: the
+// first write of the process does, and every purgeEvery-th after it.
+func (p *purger) due() (limit int, ok bool) {
+	return purgeEvery * purgePerWrite, p.n.Add(1)%purgeEvery == 1
 }

@@ -42,7 +42,7 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 	var owner build.ID
 	err = s.db.write(ctx, func(tx *Tx) error {
 		var err error
-		owner, err = claimTx(ctx, tx, key, id, ttl, nanos(s.db.now()))
+		owner, err = claimTx(ctx, s.db, tx, key, id, ttl, nanos(s.db.now()))
 		return err
 	})
 	if err != nil {
@@ -51,11 +51,14 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 	return owner, nil
 }
 
-// claimTx is Claim within tx, at now (Unix nanoseconds).
-func claimTx(ctx context.Context, tx *Tx, key string, id build.ID, ttl time.Duration, now int64) (build.ID, error) {
-	if _, err := tx.ExecContext(ctx,
-		`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
-		return "", err
+// claimTx is Claim within tx, at now (Unix nanoseconds); it purges
+// expired claims now and then (DB.claimsPurge).
+func claimTx(ctx context.Context, db *DB, tx *Tx, key string, id build.ID, ttl time.Duration, now int64) (build.ID, error) {
+	if limit, due := db.claimsPurge.due(); due {
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE expires_at <= ? LIMIT ?)`, now, limit); err != nil {
+			return "", err
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `
 INSERT INTO idempotency (key, build_id, expires_at) VALUES (?, ?, ?)

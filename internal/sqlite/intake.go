@@ -45,7 +45,7 @@ func (in *Intake) Enqueue(ctx context.Context, req build.Request, claims []strin
 		now := nanos(db.now())
 		owner = req.BuildID
 		for _, key := range claims {
-			o, err := claimTx(ctx, tx, key, owner, ttl, now)
+			o, err := claimTx(ctx, db, tx, key, owner, ttl, now)
 			if err != nil {
 				return fmt.Errorf("claim %s: %w", key, err)
 			}

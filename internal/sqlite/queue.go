@@ -123,9 +123,11 @@ func (q *Queue) send(ctx context.Context, msgs []outgoing) error {
 // whether it enqueued any (a duplicate within the dedup window is
 // dropped). The caller wakes the receivers after the commit.
 func (q *Queue) sendTx(ctx context.Context, tx *Tx, msgs []outgoing, now int64) (sent bool, err error) {
-	if _, err := tx.ExecContext(ctx,
-		`DELETE FROM queue_dedup WHERE dedup_id IN (SELECT dedup_id FROM queue_dedup WHERE expires_at <= ? LIMIT 100)`, now); err != nil {
-		return false, err
+	if limit, due := q.db.dedupPurge.due(); due {
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM queue_dedup WHERE dedup_id IN (SELECT dedup_id FROM queue_dedup WHERE expires_at <= ? LIMIT ?)`, now, limit); err != nil {
+			return false, err
+		}
 	}
 	for _, m := range msgs {
 		if m.dedupID != "" {
