@@ -87,6 +87,7 @@ func (c *calls) Blobs(b build.Blobs) build.Blobs                   { return coun
 func (c *calls) Gate(g build.Gate) build.Gate                      { return countedGate{g, c} }
 func (c *calls) Intake(i build.Intake) build.Intake                { return countedIntake{i, c} }
 func (c *calls) Launches(l build.Launches) build.Launches          { return countedLaunches{l, c} }
+func (c *calls) Ends(e build.Ends) build.Ends                      { return countedEnds{e, c} }
 
 // The wrappers embed the port, so that a method they do not count passes
 // through as it is.
@@ -144,6 +145,11 @@ func (w countedLocks) Acquire(ctx context.Context, l build.Lease, cap int) error
 func (w countedLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
 	w.c.inc("locks.extend")
 	return w.Locks.Extend(ctx, key, id, until)
+}
+
+func (w countedLocks) Release(ctx context.Context, key string, id build.ID) (string, error) {
+	w.c.inc("locks.release")
+	return w.Locks.Release(ctx, key, id)
 }
 
 func (w countedLocks) List(ctx context.Context) ([]build.Lease, error) {
@@ -254,4 +260,14 @@ func (w countedLaunches) Claim(ctx context.Context, l build.Lease, cap int, rec 
 func (w countedLaunches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
 	w.c.inc("launches.started")
 	return w.Launches.Started(ctx, key, until, rec, receipt)
+}
+
+type countedEnds struct {
+	build.Ends
+	c *calls
+}
+
+func (w countedEnds) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
+	w.c.inc("ends.ended")
+	return w.Ends.Ended(ctx, rec, key)
 }

@@ -131,7 +131,7 @@ func benchReap(ctx context.Context, e *env) (result, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	removed := &removeTimes{Executor: ex, at: map[build.ID]time.Time{}}
-	reaper := reap.New(reap.Config{}, reap.Deps{Records: st.set.Records, Locks: st.set.Locks, Executor: st.be.Reaped(removed),
+	reaper := reap.New(reap.Config{}, reap.Deps{Records: st.set.Records, Locks: st.set.Locks, Ends: st.set.Ends, Executor: st.be.Reaped(removed),
 		Observer: metrics.NewReap(st.reg), Logger: st.log, Now: time.Now})
 	done := make(chan error, 1)
 	go func() { done <- reaper.Run(rctx) }()

@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	r := reap.New(reap.Config{CancelInterval: cfg.CancelInterval}, reap.Deps{
-		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Publisher: b.Queue, Notifier: statuses,
+		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Ends: b.Ends, Publisher: b.Queue, Notifier: statuses,
 		Observer: metrics.NewReap(reg), Logger: log, Now: time.Now,
 	})
 

@@ -60,7 +60,11 @@ type Set struct {
 	// where the store can (the embedded backend); nil where it cannot,
 	// and the dispatcher makes separate calls.
 	Launches build.Launches
-	Blobs    build.Blobs
+	// Ends writes a build's end (record, lock release, wake-up) in one
+	// write where the store can (the embedded backend); nil where it
+	// cannot, and the reaper makes separate calls.
+	Ends  build.Ends
+	Blobs build.Blobs
 	// Gate is the dispatch gate: dispatchers honour it, ingest sets it.
 	Gate build.Gate
 	// Sessions are the UI's signed-in sessions (ingest only).
@@ -213,6 +217,9 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	if s.Launches, err = sqlite.NewLaunches(locks, records, queue); err != nil {
 		return err
 	}
+	if s.Ends, err = sqlite.NewEnds(locks, records, queue); err != nil {
+		return err
+	}
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
 	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic
 	s.Gate = sqlite.NewGate(db)
@@ -291,6 +298,7 @@ type Instrumenter interface {
 	Gate(build.Gate) build.Gate
 	Intake(build.Intake) build.Intake
 	Launches(build.Launches) build.Launches
+	Ends(build.Ends) build.Ends
 }
 
 // Instrument replaces the set's ports with what in makes of them. Call it
@@ -303,6 +311,9 @@ func (s *Set) Instrument(in Instrumenter) {
 	}
 	if s.Launches != nil {
 		s.Launches = in.Launches(s.Launches)
+	}
+	if s.Ends != nil {
+		s.Ends = in.Ends(s.Ends)
 	}
 }
 

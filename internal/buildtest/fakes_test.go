@@ -167,6 +167,16 @@ func TestFakeLaunches(t *testing.T) {
 	})
 }
 
+// TestFakeEnds runs the Ends contract for the fake, which reaper tests
+// use to take the combined path.
+func TestFakeEnds(t *testing.T) {
+	t.Parallel()
+	buildtest.TestEnds(t, func(t *testing.T, clock *buildtest.Clock) buildtest.EndsStores {
+		locks, recs, q := buildtest.NewLocks(clock.Now), buildtest.NewRecords(), buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
+		return buildtest.EndsStores{Ends: buildtest.NewEnds(locks, recs, q), Locks: locks, Records: recs, Queue: q}
+	})
+}
+
 // TestStepIntakeOnFakes runs the Intake contract for build.StepIntake over
 // the fakes: the composition every backend without a combined write uses.
 func TestStepIntakeOnFakes(t *testing.T) {

@@ -75,3 +75,44 @@ func (s *FakeLaunches) Started(ctx context.Context, key string, until time.Time,
 	s.Queue.wakeLocked()
 	return true, nil
 }
+
+// FakeEnds is build.Ends over a FakeLocks, a FakeRecords and a FakeQueue,
+// holding the three at once as FakeLaunches does. It is safe for
+// concurrent use.
+type FakeEnds struct {
+	Locks   *FakeLocks
+	Records *FakeRecords
+	Queue   *FakeQueue
+}
+
+// NewEnds returns the ends of locks, records and q.
+func NewEnds(locks *FakeLocks, records *FakeRecords, q *FakeQueue) *FakeEnds {
+	return &FakeEnds{Locks: locks, Records: records, Queue: q}
+}
+
+// Ended saves the final record, releases the lock and wakes its waiter,
+// or does nothing; see build.Ends.
+func (s *FakeEnds) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
+	if key == "" || rec.BuildID == "" || !rec.Status.Final() {
+		return false, fmt.Errorf("record the end of %s: %w: empty key or build id, or status %q not final", rec.BuildID, build.ErrInvalid, rec.Status)
+	}
+	s.Locks.mu.Lock()
+	defer s.Locks.mu.Unlock()
+	s.Records.mu.Lock()
+	defer s.Records.mu.Unlock()
+	s.Queue.mu.Lock()
+	defer s.Queue.mu.Unlock()
+	save, err := s.Records.saveLocked(rec)
+	if err != nil {
+		return false, fmt.Errorf("record the end of %s: %w", rec.BuildID, err)
+	}
+	save()
+	waiter, err := s.Locks.releaseLocked(key, rec.BuildID)
+	if err != nil {
+		return false, nil // another build holds the key: left as it is
+	}
+	if waiter != "" {
+		_ = s.Queue.changeVisibilityLocked(waiter, 0) // a stale receipt: nothing waits
+	}
+	return true, nil
+}

@@ -106,6 +106,11 @@ func later(a, b time.Time) time.Time {
 func (s *FakeLocks) Release(ctx context.Context, key string, id build.ID) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.releaseLocked(key, id)
+}
+
+// releaseLocked is Release with s.mu held.
+func (s *FakeLocks) releaseLocked(key string, id build.ID) (string, error) {
 	held, ok := s.leases[key]
 	switch {
 	case !ok:

@@ -256,6 +256,11 @@ func (q *FakeQueue) ChangeVisibility(ctx context.Context, receipt string, d time
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.changeVisibilityLocked(receipt, d)
+}
+
+// changeVisibilityLocked is ChangeVisibility with q.mu held.
+func (q *FakeQueue) changeVisibilityLocked(receipt string, d time.Duration) error {
 	i := q.findLocked(receipt)
 	if i < 0 {
 		return fmt.Errorf("change visibility: %w: receipt is stale or unknown", build.ErrNotFound)

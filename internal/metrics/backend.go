@@ -26,7 +26,7 @@ type Backend struct {
 func NewBackend(reg prometheus.Registerer) *Backend {
 	return &Backend{errors: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "decap_backend_errors_total",
-		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, intake, launches, executor) and operation (e.g. publish, acquire, save, launch).",
+		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, intake, launches, ends, executor) and operation (e.g. publish, acquire, save, launch).",
 	}, []string{"backend", "op"})}
 }
 
@@ -261,6 +261,22 @@ func (w *launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.
 func (w *launches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
 	deleted, err := w.l.Started(ctx, key, until, rec, receipt)
 	return deleted, w.m.count("launches", "started", err)
+}
+
+// Ends wraps e.
+func (m *Backend) Ends(e build.Ends) build.Ends {
+	m.known("ends", "ended")
+	return &ends{e, m}
+}
+
+type ends struct {
+	e build.Ends
+	m *Backend
+}
+
+func (w *ends) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
+	released, err := w.e.Ended(ctx, rec, key)
+	return released, w.m.count("ends", "ended", err)
 }
 
 // Gate wraps g.

@@ -28,32 +28,34 @@ func observed(f *fixture) *prometheus.Registry {
 
 func TestMetricsFinishedBuild(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture()
-	reg := observed(f)
-	rec := f.running(t, "main")
-	// It ran 42 s; the reaper hears of it 3 s after it ended.
-	end := t0.Add(42 * time.Second)
-	f.clock.Advance(45 * time.Second)
-	o := outcome(rec, build.StatusFailed, 3, end)
-	for range 2 { // a repeated report writes nothing and counts nothing
-		if err := f.reaper.Handle(ctx, o); err != nil {
-			t.Fatal(err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := separately(separate)
+		reg := observed(f)
+		rec := f.running(t, "main")
+		// It ran 42 s; the reaper hears of it 3 s after it ended.
+		end := t0.Add(42 * time.Second)
+		f.clock.Advance(45 * time.Second)
+		o := outcome(rec, build.StatusFailed, 3, end)
+		for range 2 { // a repeated report writes nothing and counts nothing
+			if err := f.reaper.Handle(ctx, o); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "failed"); got != 1 {
-		t.Errorf("decap_builds_finished_total{status=failed} = %v, want 1", got)
-	}
-	if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "succeeded"); got != 0 {
-		t.Errorf("decap_builds_finished_total{status=succeeded} = %v, want 0", got)
-	}
-	if got, sum := metricstest.Value(t, reg, "decap_build_duration_seconds", "status", "failed"),
-		metricstest.Sum(t, reg, "decap_build_duration_seconds", "status", "failed"); got != 1 || math.Abs(sum-42) > 1e-9 {
-		t.Errorf("decap_build_duration_seconds{status=failed}: %v observations summing to %v, want 1 of 42", got, sum)
-	}
-	if got, sum := metricstest.Value(t, reg, "decap_reaper_lag_seconds"), metricstest.Sum(t, reg, "decap_reaper_lag_seconds"); got != 1 || math.Abs(sum-3) > 1e-9 {
-		t.Errorf("decap_reaper_lag_seconds: %v observations summing to %v, want 1 of 3", got, sum)
-	}
+		if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "failed"); got != 1 {
+			t.Errorf("decap_builds_finished_total{status=failed} = %v, want 1", got)
+		}
+		if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "succeeded"); got != 0 {
+			t.Errorf("decap_builds_finished_total{status=succeeded} = %v, want 0", got)
+		}
+		if got, sum := metricstest.Value(t, reg, "decap_build_duration_seconds", "status", "failed"),
+			metricstest.Sum(t, reg, "decap_build_duration_seconds", "status", "failed"); got != 1 || math.Abs(sum-42) > 1e-9 {
+			t.Errorf("decap_build_duration_seconds{status=failed}: %v observations summing to %v, want 1 of 42", got, sum)
+		}
+		if got, sum := metricstest.Value(t, reg, "decap_reaper_lag_seconds"), metricstest.Sum(t, reg, "decap_reaper_lag_seconds"); got != 1 || math.Abs(sum-3) > 1e-9 {
+			t.Errorf("decap_reaper_lag_seconds: %v observations summing to %v, want 1 of 3", got, sum)
+		}
+	})
 }
 
 // A build found gone by reconciliation ends now: no end time from an
@@ -79,30 +81,32 @@ func TestMetricsReconciledBuild(t *testing.T) {
 
 func TestMetricsReaperErrors(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture()
-	reg := observed(f)
-	rec := f.running(t, "main")
-	f.exec.FailRemove(errors.New("api server unreachable"))
-	o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
-	if err := f.reaper.Handle(ctx, o); err == nil {
-		t.Fatal("Handle with a failing Remove: no error")
-	}
-	if got := metricstest.Value(t, reg, "decap_reaper_errors_total", "step", "remove"); got != 1 {
-		t.Errorf("decap_reaper_errors_total{step=remove} = %v, want 1", got)
-	}
-	// The record was written before the removal failed: the build counts
-	// once, and not again when the report is retried.
-	f.exec.FailRemove(nil)
-	if err := f.reaper.Handle(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "succeeded"); got != 1 {
-		t.Errorf("decap_builds_finished_total{status=succeeded} = %v, want 1", got)
-	}
-	if got := metricstest.Value(t, reg, "decap_reaper_errors_total", "step", "remove"); got != 1 {
-		t.Errorf("decap_reaper_errors_total{step=remove} after the retry = %v, want still 1", got)
-	}
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := separately(separate)
+		reg := observed(f)
+		rec := f.running(t, "main")
+		f.exec.FailRemove(errors.New("api server unreachable"))
+		o := outcome(rec, build.StatusSucceeded, 0, t0.Add(time.Second))
+		if err := f.reaper.Handle(ctx, o); err == nil {
+			t.Fatal("Handle with a failing Remove: no error")
+		}
+		if got := metricstest.Value(t, reg, "decap_reaper_errors_total", "step", "remove"); got != 1 {
+			t.Errorf("decap_reaper_errors_total{step=remove} = %v, want 1", got)
+		}
+		// The record was written before the removal failed: the build counts
+		// once, and not again when the report is retried.
+		f.exec.FailRemove(nil)
+		if err := f.reaper.Handle(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if got := metricstest.Value(t, reg, "decap_builds_finished_total", "status", "succeeded"); got != 1 {
+			t.Errorf("decap_builds_finished_total{status=succeeded} = %v, want 1", got)
+		}
+		if got := metricstest.Value(t, reg, "decap_reaper_errors_total", "step", "remove"); got != 1 {
+			t.Errorf("decap_reaper_errors_total{step=remove} after the retry = %v, want still 1", got)
+		}
+	})
 }
 
 // The reaper's lines about a build carry its build ID, lock key and, as its

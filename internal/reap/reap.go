@@ -147,6 +147,10 @@ type Deps struct {
 	// Waker, when set, wakes the request deferred behind a lock the reaper
 	// releases, at once rather than after its backoff.
 	Waker Waker
+	// Ends, when set, writes a build's final record, its lock's release
+	// and the waiting request's wake-up in one write (the embedded
+	// store's); nil: separate calls to Records, Locks and Waker.
+	Ends build.Ends
 	// Notifier, when set, hears of every build the reaper ends.
 	Notifier Notifier
 	// Publisher puts the retries of builds that infrastructure failures
@@ -175,6 +179,7 @@ type Reaper struct {
 	now     func() time.Time
 	notify  Notifier
 	waker   Waker
+	ends    build.Ends
 	publish Publisher
 	obs     Observer
 
@@ -197,7 +202,7 @@ func New(cfg Config, d Deps) *Reaper {
 	}
 	return &Reaper{
 		cfg: cfg.withDefaults(), records: d.Records, locks: d.Locks, exec: d.Executor,
-		log: d.Logger, now: d.Now, notify: d.Notifier, waker: d.Waker, publish: d.Publisher, obs: d.Observer,
+		log: d.Logger, now: d.Now, notify: d.Notifier, waker: d.Waker, ends: d.Ends, publish: d.Publisher, obs: d.Observer,
 	}
 }
 
@@ -277,6 +282,9 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 	if rec.DeliveryID != "" {
 		log = log.With("delivery_id", rec.DeliveryID)
 	}
+	// settled: the end's one write (Ends) recorded it and, when released,
+	// freed the lock and woke its waiter.
+	var settled, released bool
 	if !rec.Status.Final() {
 		// End records a build stopped on request (SweepCancels) as
 		// cancelled, whatever the executor saw of the stop, and keeps only
@@ -284,7 +292,19 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 		if err := rec.End(o, r.now()); err != nil {
 			return StepRecord, fmt.Errorf("record %s: %w", o.BuildID, err)
 		}
-		switch err := r.records.Save(ctx, rec); {
+		var err error
+		if r.ends != nil && o.Team != "" {
+			// The record, the release and the wake-up in one write; on
+			// any error, nothing was written and the separate calls
+			// below find out what to do.
+			if released, err = r.ends.Ended(ctx, rec, o.LockKey()); err == nil {
+				settled = true
+			}
+		}
+		if !settled && !errors.Is(err, build.ErrConflict) {
+			err = r.records.Save(ctx, rec)
+		}
+		switch {
 		case errors.Is(err, build.ErrConflict):
 			// Another reaper (or a cancel) wrote the final record first:
 			// the stored end is the build's, and the retry follows from
@@ -313,9 +333,30 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 			}(rec)
 		}
 	}
-	if o.Team == "" {
+	switch {
+	case settled && !released:
+		log.Warn("lock already held by another build")
+	case settled:
+	case o.Team == "":
 		log.Warn("build has neither labels nor a record; its lock, if any, is freed when its lease expires")
-	} else if waiter, err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
+	default:
+		if step, err := r.release(ctx, log, o); err != nil {
+			return step, err
+		}
+	}
+	if err := r.retry(ctx, log, rec); err != nil {
+		return StepRetry, err
+	}
+	if err := r.exec.Remove(ctx, o.BuildID); err != nil {
+		return StepRemove, fmt.Errorf("remove %s: %w", o.BuildID, err)
+	}
+	return "", nil
+}
+
+// release frees the lock of o's build and wakes the request waiting for
+// it.
+func (r *Reaper) release(ctx context.Context, log *slog.Logger, o build.Outcome) (Step, error) {
+	if waiter, err := r.locks.Release(ctx, o.LockKey(), o.BuildID); err != nil {
 		if !errors.Is(err, build.ErrConflict) {
 			return StepRelease, fmt.Errorf("release lock %s: %w", o.LockKey(), err)
 		}
@@ -328,12 +369,6 @@ func (r *Reaper) handle(ctx context.Context, o build.Outcome) (Step, error) {
 		if err := r.waker.ChangeVisibility(ctx, waiter, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
 			log.Warn("wake the request waiting for the lock", "err", err)
 		}
-	}
-	if err := r.retry(ctx, log, rec); err != nil {
-		return StepRetry, err
-	}
-	if err := r.exec.Remove(ctx, o.BuildID); err != nil {
-		return StepRemove, fmt.Errorf("remove %s: %w", o.BuildID, err)
 	}
 	return "", nil
 }

@@ -3,7 +3,9 @@ package reap_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,22 +21,54 @@ var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
 type fixture struct {
 	records *buildtest.FakeRecords
 	locks   *buildtest.FakeLocks
+	queue   *buildtest.FakeQueue
 	exec    *buildtest.FakeExecutor
 	reaper  *reap.Reaper
 	clock   *buildtest.Clock
+	// separate: the reaper writes a build's end in separate calls, as on
+	// AWS, rather than in one (build.Ends, the embedded store's).
+	separate bool
 }
 
 func newFixture() *fixture {
 	clock := buildtest.NewClock(t0)
-	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: buildtest.NewExecutor(clock.Now), clock: clock}
+	f := &fixture{records: buildtest.NewRecords(), locks: buildtest.NewLocks(clock.Now), exec: buildtest.NewExecutor(clock.Now), clock: clock,
+		queue: buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})}
 	f.reaper = f.reaperWith(nil)
 	return f
+}
+
+// separately returns a fixture whose reaper writes a build's end in
+// separate calls when separate is set.
+func separately(separate bool) *fixture {
+	f := newFixture()
+	f.separate = separate
+	f.reaper = f.reaperWith(nil)
+	return f
+}
+
+// bothWays runs test with a build's end written at once (build.Ends) and
+// in separate calls.
+func bothWays(t *testing.T, test func(t *testing.T, separate bool)) {
+	for _, separate := range []bool{false, true} {
+		name := "combined"
+		if separate {
+			name = "separate"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, separate)
+		})
+	}
 }
 
 // reaperWith returns a Reaper of f's stores and executor, as change
 // alters its configuration and collaborators.
 func (f *fixture) reaperWith(change func(*reap.Config, *reap.Deps)) *reap.Reaper {
-	cfg, deps := reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: f.exec, Now: f.clock.Now}
+	cfg, deps := reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: f.exec, Waker: f.queue, Now: f.clock.Now}
+	if !f.separate {
+		deps.Ends = buildtest.NewEnds(f.locks, f.records, f.queue)
+	}
 	if change != nil {
 		change(&cfg, &deps)
 	}
@@ -79,49 +113,53 @@ func outcome(rec build.Record, status build.Status, code int, at time.Time) buil
 
 func TestHandleEndsBuild(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture()
-	rec := f.running(t, "main")
-	o := outcome(rec, build.StatusFailed, 3, t0.Add(42*time.Second))
-	for range 2 { // the second call is a repeat report: a no-op
-		if err := f.reaper.Handle(ctx, o); err != nil {
-			t.Fatal(err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := separately(separate)
+		rec := f.running(t, "main")
+		o := outcome(rec, build.StatusFailed, 3, t0.Add(42*time.Second))
+		for range 2 { // the second call is a repeat report: a no-op
+			if err := f.reaper.Handle(ctx, o); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	got, _ := f.records.Get(ctx, rec.BuildID)
-	want := rec
-	three := 3
-	want.Status, want.ExitCode, want.Reason, want.FinishedAt = build.StatusFailed, &three, "exit code", t0.Add(42*time.Second)
-	want.LogKey, want.ArtifactsKey = build.LogKey(rec.BuildID), build.ArtifactsKey(rec.BuildID)
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("record (-want +got):\n%s", diff)
-	}
-	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
-		t.Errorf("locks still held: %v", leases)
-	}
-	if ids, _ := f.exec.Present(ctx); len(ids) != 0 {
-		t.Errorf("pods left: %v", ids)
-	}
+		got, _ := f.records.Get(ctx, rec.BuildID)
+		want := rec
+		three := 3
+		want.Status, want.ExitCode, want.Reason, want.FinishedAt = build.StatusFailed, &three, "exit code", t0.Add(42*time.Second)
+		want.LogKey, want.ArtifactsKey = build.LogKey(rec.BuildID), build.ArtifactsKey(rec.BuildID)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("record (-want +got):\n%s", diff)
+		}
+		if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+			t.Errorf("locks still held: %v", leases)
+		}
+		if ids, _ := f.exec.Present(ctx); len(ids) != 0 {
+			t.Errorf("pods left: %v", ids)
+		}
+	})
 }
 
 func TestHandleKeepsOtherBuildsLock(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture()
-	old := f.running(t, "main")
-	// Its lease expired and a newer build of the branch took the lock.
-	f.clock.Advance(2 * time.Hour)
-	newer := build.NewID(f.clock.Now())
-	if err := f.locks.Acquire(ctx, build.Lease{Key: old.LockKey(), BuildID: newer, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.reaper.Handle(ctx, outcome(old, build.StatusSucceeded, 0, f.clock.Now())); err != nil {
-		t.Fatal(err)
-	}
-	leases, _ := f.locks.List(ctx)
-	if len(leases) != 1 || leases[0].BuildID != newer {
-		t.Errorf("leases = %v, want the newer build's kept", leases)
-	}
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := separately(separate)
+		old := f.running(t, "main")
+		// Its lease expired and a newer build of the branch took the lock.
+		f.clock.Advance(2 * time.Hour)
+		newer := build.NewID(f.clock.Now())
+		if err := f.locks.Acquire(ctx, build.Lease{Key: old.LockKey(), BuildID: newer, Owner: "d", AcquiredAt: f.clock.Now(), ExpiresAt: f.clock.Now().Add(time.Hour)}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.reaper.Handle(ctx, outcome(old, build.StatusSucceeded, 0, f.clock.Now())); err != nil {
+			t.Fatal(err)
+		}
+		leases, _ := f.locks.List(ctx)
+		if len(leases) != 1 || leases[0].BuildID != newer {
+			t.Errorf("leases = %v, want the newer build's kept", leases)
+		}
+	})
 }
 
 func TestHandleFailureIsRetried(t *testing.T) {
@@ -149,30 +187,32 @@ func TestHandleFailureIsRetried(t *testing.T) {
 
 func TestHandleWithoutRecordOrLabels(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	f := newFixture()
-	// A build whose dispatcher died before its first record write.
-	id := build.NewID(t0)
-	code := 0
-	o := build.Outcome{BuildID: id, Team: "decap-ci", Project: "hello", Ref: "main", Status: build.StatusSucceeded, ExitCode: &code, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
-	if err := f.reaper.Handle(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := f.records.Get(ctx, id); err != nil || got.Status != build.StatusSucceeded || got.LockKey() != "decap-ci/hello/main" {
-		t.Errorf("record = %+v, %v", got, err)
-	}
-	// An outcome without labels takes the lock key from the record.
-	rec := f.running(t, "feature")
-	bare := build.Outcome{BuildID: rec.BuildID, Status: build.StatusErrored, Reason: "launch interrupted"}
-	if err := f.reaper.Handle(ctx, bare); err != nil {
-		t.Fatal(err)
-	}
-	if leases, _ := f.locks.List(ctx); len(leases) != 0 {
-		t.Errorf("lock of an unlabelled outcome still held: %v", leases)
-	}
-	if err := f.reaper.Handle(ctx, build.Outcome{BuildID: rec.BuildID, Status: build.StatusRunning}); err == nil {
-		t.Errorf("a non-final outcome was accepted")
-	}
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := separately(separate)
+		// A build whose dispatcher died before its first record write.
+		id := build.NewID(t0)
+		code := 0
+		o := build.Outcome{BuildID: id, Team: "decap-ci", Project: "hello", Ref: "main", Status: build.StatusSucceeded, ExitCode: &code, StartedAt: t0, FinishedAt: t0.Add(time.Second)}
+		if err := f.reaper.Handle(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.records.Get(ctx, id); err != nil || got.Status != build.StatusSucceeded || got.LockKey() != "decap-ci/hello/main" {
+			t.Errorf("record = %+v, %v", got, err)
+		}
+		// An outcome without labels takes the lock key from the record.
+		rec := f.running(t, "feature")
+		bare := build.Outcome{BuildID: rec.BuildID, Status: build.StatusErrored, Reason: "launch interrupted"}
+		if err := f.reaper.Handle(ctx, bare); err != nil {
+			t.Fatal(err)
+		}
+		if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+			t.Errorf("lock of an unlabelled outcome still held: %v", leases)
+		}
+		if err := f.reaper.Handle(ctx, build.Outcome{BuildID: rec.BuildID, Status: build.StatusRunning}); err == nil {
+			t.Errorf("a non-final outcome was accepted")
+		}
+	})
 }
 
 func TestReconcileEndsVanishedBuilds(t *testing.T) {
@@ -281,4 +321,121 @@ func TestRunEndsWhenWatchFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "informer failed") {
 		t.Errorf("Run with a failing Watch: %v, want its error", err)
 	}
+}
+
+// writes counts the reaper's writes to the records, the locks and the
+// queue, and through Ends.
+type writes struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (w *writes) inc(op string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == nil {
+		w.n = map[string]int{}
+	}
+	w.n[op]++
+}
+
+func (w *writes) get() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.n)
+}
+
+type countedRecords struct {
+	*buildtest.FakeRecords
+	w *writes
+}
+
+func (r countedRecords) Save(ctx context.Context, rec build.Record) error {
+	r.w.inc("records.save")
+	return r.FakeRecords.Save(ctx, rec)
+}
+
+type countedLocks struct {
+	*buildtest.FakeLocks
+	w *writes
+}
+
+func (l countedLocks) Release(ctx context.Context, key string, id build.ID) (string, error) {
+	l.w.inc("locks.release")
+	return l.FakeLocks.Release(ctx, key, id)
+}
+
+type countedWaker struct {
+	*buildtest.FakeQueue
+	w *writes
+}
+
+func (q countedWaker) ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error {
+	q.w.inc("queue.change_visibility")
+	return q.FakeQueue.ChangeVisibility(ctx, receipt, d)
+}
+
+type countedEnds struct {
+	*buildtest.FakeEnds
+	w *writes
+}
+
+func (e countedEnds) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
+	e.w.inc("ends.ended")
+	return e.FakeEnds.Ended(ctx, rec, key)
+}
+
+// TestEndWritesAtOnce checks that a reaper given Ends records a build's
+// end, frees its lock and wakes the request waiting for the lock in one
+// write, and that without it (AWS) it makes the separate calls; either
+// way the record is final, the lock free and the waiting request visible.
+func TestEndWritesAtOnce(t *testing.T) {
+	t.Parallel()
+	bothWays(t, func(t *testing.T, separate bool) {
+		ctx := context.Background()
+		f := newFixture()
+		rec := f.running(t, "main")
+		next := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: rec.Team, Project: rec.Project, Ref: rec.Ref,
+			RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
+		if err := f.queue.Publish(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := f.queue.Receive(ctx, 1, 0)
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("Receive() = %d messages, %v", len(msgs), err)
+		}
+		// Deferred behind the lock, as a dispatcher leaves it.
+		if err := f.queue.ChangeVisibility(ctx, msgs[0].Receipt, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.locks.Await(ctx, rec.LockKey(), msgs[0].Receipt); err != nil {
+			t.Fatal(err)
+		}
+		w := &writes{}
+		want := map[string]int{"ends.ended": 1}
+		r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) {
+			d.Records, d.Locks, d.Waker = countedRecords{f.records, w}, countedLocks{f.locks, w}, countedWaker{f.queue, w}
+			if separate {
+				d.Ends = nil
+				want = map[string]int{"records.save": 1, "locks.release": 1, "queue.change_visibility": 1}
+			} else {
+				d.Ends = countedEnds{buildtest.NewEnds(f.locks, f.records, f.queue), w}
+			}
+		})
+		if err := r.Handle(ctx, outcome(rec, build.StatusSucceeded, 0, f.clock.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.get(); !maps.Equal(got, want) {
+			t.Errorf("writes %v, want %v", got, want)
+		}
+		if got, _ := f.records.Get(ctx, rec.BuildID); got.Status != build.StatusSucceeded {
+			t.Errorf("record %s, want succeeded", got.Status)
+		}
+		if leases, _ := f.locks.List(ctx); len(leases) != 0 {
+			t.Errorf("locks still held: %v", leases)
+		}
+		if again, _ := f.queue.Receive(ctx, 1, 0); len(again) != 1 {
+			t.Errorf("the waiting request is not visible after the build's end (%d messages)", len(again))
+		}
+	})
 }

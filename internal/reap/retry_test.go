@@ -110,34 +110,36 @@ func queued(t *testing.T, q *buildtest.FakeQueue) []build.Request {
 // report makes no second retry.
 func TestRetryOfAnInfrastructureFailure(t *testing.T) {
 	t.Parallel()
-	f, q, obs := retryFixture()
-	rec := f.launched(t, "main", 2, true)
-	o := infraEnd(rec, build.InfraEvicted, f.clock.Now())
-	for range 2 {
-		if err := f.reaper.Handle(t.Context(), o); err != nil {
-			t.Fatal(err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		f, q, obs := retryFixture()
+		rec := f.launched(t, "main", 2, true)
+		o := infraEnd(rec, build.InfraEvicted, f.clock.Now())
+		for range 2 {
+			if err := f.reaper.Handle(t.Context(), o); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	failed := recordOf(t, f, rec.BuildID)
-	if failed.Status != build.StatusErrored || failed.Infra != build.InfraEvicted {
-		t.Fatalf("failed build: %s (%q), want errored by eviction", failed.Status, failed.Infra)
-	}
-	reqs := queued(t, q.FakeQueue)
-	if len(reqs) != 1 {
-		t.Fatalf("%d requests published, want one retry", len(reqs))
-	}
-	want := build.Request{V: 1, BuildID: build.RetryID(rec.BuildID, failed.FinishedAt), Team: rec.Team, Project: rec.Project,
-		Ref: rec.Ref, RefType: rec.RefType, SHA: rec.SHA, Trigger: rec.Trigger, RequestedAt: failed.FinishedAt}
-	if diff := cmp.Diff(want, reqs[0]); diff != "" {
-		t.Errorf("retry request (-want +got):\n%s", diff)
-	}
-	retry := recordOf(t, f, want.BuildID)
-	if retry.Status != build.StatusQueued || retry.Attempt != 2 || retry.RetryOf != rec.BuildID || retry.SHA != rec.SHA {
-		t.Errorf("retry record: %s, attempt %d, retryOf %s, sha %s; want queued, 2, %s, %s", retry.Status, retry.Attempt, retry.RetryOf, retry.SHA, rec.BuildID, rec.SHA)
-	}
-	if diff := cmp.Diff([]build.InfraCause{build.InfraEvicted}, obs.causes); diff != "" {
-		t.Errorf("retries heard (-want +got):\n%s", diff)
-	}
+		failed := recordOf(t, f, rec.BuildID)
+		if failed.Status != build.StatusErrored || failed.Infra != build.InfraEvicted {
+			t.Fatalf("failed build: %s (%q), want errored by eviction", failed.Status, failed.Infra)
+		}
+		reqs := queued(t, q.FakeQueue)
+		if len(reqs) != 1 {
+			t.Fatalf("%d requests published, want one retry", len(reqs))
+		}
+		want := build.Request{V: 1, BuildID: build.RetryID(rec.BuildID, failed.FinishedAt), Team: rec.Team, Project: rec.Project,
+			Ref: rec.Ref, RefType: rec.RefType, SHA: rec.SHA, Trigger: rec.Trigger, RequestedAt: failed.FinishedAt}
+		if diff := cmp.Diff(want, reqs[0]); diff != "" {
+			t.Errorf("retry request (-want +got):\n%s", diff)
+		}
+		retry := recordOf(t, f, want.BuildID)
+		if retry.Status != build.StatusQueued || retry.Attempt != 2 || retry.RetryOf != rec.BuildID || retry.SHA != rec.SHA {
+			t.Errorf("retry record: %s, attempt %d, retryOf %s, sha %s; want queued, 2, %s, %s", retry.Status, retry.Attempt, retry.RetryOf, retry.SHA, rec.BuildID, rec.SHA)
+		}
+		if diff := cmp.Diff([]build.InfraCause{build.InfraEvicted}, obs.causes); diff != "" {
+			t.Errorf("retries heard (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // TestRetryCrashSafe fails the retry's publish (as a crash between the
@@ -374,28 +376,30 @@ func (s *staleRecords) Get(ctx context.Context, id build.ID) (build.Record, erro
 // as it is stored, not as it would have written it: one retry in all.
 func TestRetryAfterLosingTheEndRace(t *testing.T) {
 	t.Parallel()
-	f, q, obs := retryFixture()
-	rec := f.launched(t, "main", 2, false)
-	first := infraEnd(rec, build.InfraDeleted, f.clock.Now())
-	second := first
-	second.FinishedAt = first.FinishedAt.Add(3 * time.Second) // the other reaper's now
-	stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
-		if err := f.reaper.Handle(t.Context(), first); err != nil {
-			t.Errorf("first reaper: %v", err)
+	bothWays(t, func(t *testing.T, separate bool) {
+		f, q, obs := retryFixture()
+		rec := f.launched(t, "main", 2, false)
+		first := infraEnd(rec, build.InfraDeleted, f.clock.Now())
+		second := first
+		second.FinishedAt = first.FinishedAt.Add(3 * time.Second) // the other reaper's now
+		stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
+			if err := f.reaper.Handle(t.Context(), first); err != nil {
+				t.Errorf("first reaper: %v", err)
+			}
+		}}
+		late := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
+		if err := late.Handle(t.Context(), second); err != nil {
+			t.Fatal(err)
 		}
-	}}
-	late := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
-	if err := late.Handle(t.Context(), second); err != nil {
-		t.Fatal(err)
-	}
-	failed := recordOf(t, f, rec.BuildID)
-	reqs := queued(t, q.FakeQueue)
-	if len(reqs) != 1 || reqs[0].BuildID != build.RetryID(rec.BuildID, failed.FinishedAt) {
-		t.Errorf("published %v, want only the retry of the stored end (%s)", reqs, build.RetryID(rec.BuildID, failed.FinishedAt))
-	}
-	if len(obs.causes) != 1 {
-		t.Errorf("retries heard %v, want one", obs.causes)
-	}
+		failed := recordOf(t, f, rec.BuildID)
+		reqs := queued(t, q.FakeQueue)
+		if len(reqs) != 1 || reqs[0].BuildID != build.RetryID(rec.BuildID, failed.FinishedAt) {
+			t.Errorf("published %v, want only the retry of the stored end (%s)", reqs, build.RetryID(rec.BuildID, failed.FinishedAt))
+		}
+		if len(obs.causes) != 1 {
+			t.Errorf("retries heard %v, want one", obs.causes)
+		}
+	})
 }
 
 // TestNoRetryOfABuildCancelledMeanwhile: a build launched by a dispatcher
@@ -404,38 +408,40 @@ func TestRetryAfterLosingTheEndRace(t *testing.T) {
 // cancelled, and a cancel is never retried.
 func TestNoRetryOfABuildCancelledMeanwhile(t *testing.T) {
 	t.Parallel()
-	f, q, obs := retryFixture()
-	req := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello", Ref: "main",
-		RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
-	rec := build.RecordFor(req)
-	if err := rec.Launching(f.clock.Now(), 2, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.records.Save(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
-	f.launch(t, build.Job{Request: req})
-	o := infraEnd(rec, build.InfraLaunchInterrupted, f.clock.Now())
-	stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
-		cur, err := f.records.Get(t.Context(), rec.BuildID)
-		if err == nil {
-			err = cur.Cancel(f.clock.Now(), "someone")
+	bothWays(t, func(t *testing.T, separate bool) {
+		f, q, obs := retryFixture()
+		req := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello", Ref: "main",
+			RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
+		rec := build.RecordFor(req)
+		if err := rec.Launching(f.clock.Now(), 2, false); err != nil {
+			t.Fatal(err)
 		}
-		if err == nil {
-			err = f.records.Save(t.Context(), cur)
+		if err := f.records.Save(t.Context(), rec); err != nil {
+			t.Fatal(err)
 		}
-		if err != nil {
-			t.Errorf("cancel: %v", err)
+		f.launch(t, build.Job{Request: req})
+		o := infraEnd(rec, build.InfraLaunchInterrupted, f.clock.Now())
+		stale := &staleRecords{Records: f.records, id: rec.BuildID, hook: func() {
+			cur, err := f.records.Get(t.Context(), rec.BuildID)
+			if err == nil {
+				err = cur.Cancel(f.clock.Now(), "someone")
+			}
+			if err == nil {
+				err = f.records.Save(t.Context(), cur)
+			}
+			if err != nil {
+				t.Errorf("cancel: %v", err)
+			}
+		}}
+		r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
+		if err := r.Handle(t.Context(), o); err != nil {
+			t.Fatal(err)
 		}
-	}}
-	r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) { d.Records, d.Publisher, d.Observer = stale, q, obs })
-	if err := r.Handle(t.Context(), o); err != nil {
-		t.Fatal(err)
-	}
-	if got := recordOf(t, f, rec.BuildID); got.Status != build.StatusCancelled {
-		t.Errorf("record %s, want cancelled", got.Status)
-	}
-	if reqs := queued(t, q.FakeQueue); len(reqs) != 0 || len(obs.causes) != 0 {
-		t.Errorf("a cancelled build was retried: published %v, heard %v", reqs, obs.causes)
-	}
+		if got := recordOf(t, f, rec.BuildID); got.Status != build.StatusCancelled {
+			t.Errorf("record %s, want cancelled", got.Status)
+		}
+		if reqs := queued(t, q.FakeQueue); len(reqs) != 0 || len(obs.causes) != 0 {
+			t.Errorf("a cancelled build was retried: published %v, heard %v", reqs, obs.causes)
+		}
+	})
 }

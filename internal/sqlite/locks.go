@@ -112,26 +112,32 @@ func extendTx(ctx context.Context, tx *Tx, key string, id build.ID, until time.T
 func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, error) {
 	var waiter string
 	err := s.db.write(ctx, func(tx *Tx) error {
-		var holder string
-		var expires int64
-		err := tx.QueryRowContext(ctx, `SELECT build_id, expires_at, waiter FROM locks WHERE key = ?`, key).Scan(&holder, &expires, &waiter)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return nil
-		case err != nil:
-			return err
-		case holder != string(id) && expires > nanos(s.db.now()):
-			waiter = ""
-			return fmt.Errorf("%w: held by build %s", build.ErrConflict, holder)
-		}
-		// Ours, or an expired lease of another build: either way free.
-		_, err = tx.ExecContext(ctx, `DELETE FROM locks WHERE key = ?`, key)
+		var err error
+		waiter, err = releaseTx(ctx, tx, key, id, nanos(s.db.now()))
 		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("release lock %s: %w", key, err)
 	}
 	return waiter, nil
+}
+
+// releaseTx is Release within tx, at now (Unix nanoseconds).
+func releaseTx(ctx context.Context, tx *Tx, key string, id build.ID, now int64) (waiter string, err error) {
+	var holder string
+	var expires int64
+	err = tx.QueryRowContext(ctx, `SELECT build_id, expires_at, waiter FROM locks WHERE key = ?`, key).Scan(&holder, &expires, &waiter)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", err
+	case holder != string(id) && expires > now:
+		return "", fmt.Errorf("%w: held by build %s", build.ErrConflict, holder)
+	}
+	// Ours, or an expired lease of another build: either way free.
+	_, err = tx.ExecContext(ctx, `DELETE FROM locks WHERE key = ?`, key)
+	return waiter, err
 }
 
 // Await records waiter on key's unexpired lease, replacing an earlier one;

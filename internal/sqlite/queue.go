@@ -366,23 +366,28 @@ func (q *Queue) ChangeVisibility(ctx context.Context, receipt string, d time.Dur
 		return fmt.Errorf("change visibility: %w: negative duration %v", build.ErrInvalid, d)
 	}
 	err := q.db.write(ctx, func(tx *Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE queue_messages SET visible_at = ? WHERE receipt = ?`,
-			nanos(q.db.now().Add(d)), receipt)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return fmt.Errorf("%w: receipt is stale or unknown", build.ErrNotFound)
-		}
-		return nil
+		return changeVisibilityTx(ctx, tx, receipt, nanos(q.db.now().Add(d)))
 	})
 	if err != nil {
 		return fmt.Errorf("change visibility: %w", err)
 	}
 	// Waiting receivers recompute when to look again.
 	q.db.wake.notify()
+	return nil
+}
+
+// changeVisibilityTx is ChangeVisibility within tx: the message becomes
+// visible at visibleAt (Unix nanoseconds).
+func changeVisibilityTx(ctx context.Context, tx *Tx, receipt string, visibleAt int64) error {
+	res, err := tx.ExecContext(ctx, `UPDATE queue_messages SET visible_at = ? WHERE receipt = ?`, visibleAt, receipt)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return fmt.Errorf("%w: receipt is stale or unknown", build.ErrNotFound)
+	}
 	return nil
 }
 

@@ -85,6 +85,19 @@ func TestLaunches(t *testing.T) {
 	})
 }
 
+func TestEnds(t *testing.T) {
+	t.Parallel()
+	buildtest.TestEnds(t, func(t *testing.T, clock *buildtest.Clock) buildtest.EndsStores {
+		db := openDB(t, clock)
+		locks, recs, q := sqlite.NewLocks(db), sqlite.NewRecords(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+		e, err := sqlite.NewEnds(locks, recs, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buildtest.EndsStores{Ends: e, Locks: locks, Records: recs, Queue: q}
+	})
+}
+
 // TestLaunchesOfTwoDatabases: launches over two databases would not write
 // in one transaction; NewLaunches refuses it.
 func TestLaunchesOfTwoDatabases(t *testing.T) {
