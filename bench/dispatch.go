@@ -11,7 +11,6 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/dispatch"
-	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 )
 
@@ -218,10 +217,15 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 	lt := newLaunchTimes(nil)
 	lt.keepJobs = true
 	dec := &decisions{}
-	reaper := reap.New(reap.Config{}, reap.Deps{Records: rp.set.Records, Locks: rp.set.Locks, Executor: rp.be.Reaped(lt.fake),
-		Observer: metrics.NewReap(rp.reg), Logger: rp.log, Now: time.Now})
+	reaper, err := rp.reaper(lt.fake)
+	if err != nil {
+		return dispatchRun{}, err
+	}
 	var reapFailed atomic.Int64
-	d, _ := dis.dispatcher(lt, observers{dec, endsAtOnce{lt: lt, reaper: reaper, failed: &reapFailed}})
+	d, err := dis.dispatcher(lt, dec, endsAtOnce{lt: lt, reaper: reaper.Reaper, failed: &reapFailed})
+	if err != nil {
+		return dispatchRun{}, err
+	}
 
 	before, rBefore := counted.snapshot(), reaped.snapshot()
 	var stop func() (string, float64)
@@ -251,8 +255,7 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 	}
 	if r.done > 0 {
 		r.writes = float64(writeCalls(calls)) / float64(r.done)
-		// The reaper's releases are not counted: one per build.
-		r.reapWrites = float64(writeCalls(rcalls)+r.done) / float64(r.done)
+		r.reapWrites = float64(writeCalls(rcalls)) / float64(r.done)
 	}
 	r.perCall = format(calls)
 	return r, ctx.Err()

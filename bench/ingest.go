@@ -25,7 +25,10 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer st.close()
-	srv := st.ingestServer()
+	srv, err := st.ingestServer()
+	if err != nil {
+		return result{}, err
+	}
 	srv.Echo().POST("/bench/empty", func(c echo.Context) error { return c.NoContent(http.StatusAccepted) })
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
