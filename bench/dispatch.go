@@ -11,7 +11,6 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/dispatch"
-	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 )
 
@@ -226,10 +225,15 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 	lt := newLaunchTimes(nil)
 	lt.keepJobs = true
 	dec := &decisions{}
-	reaper := reap.New(reap.Config{}, reap.Deps{Records: rp.set.Records, Locks: rp.set.Locks, Ends: rp.set.Ends, Executor: rp.be.Reaped(lt.fake),
-		Observer: metrics.NewReap(rp.reg), Logger: rp.log, Now: time.Now})
+	reaper, err := rp.reaper(lt.fake)
+	if err != nil {
+		return dispatchRun{}, err
+	}
 	var reapFailed atomic.Int64
-	d, _ := dis.dispatcher(lt, observers{dec, endsAtOnce{lt: lt, reaper: reaper, failed: &reapFailed}})
+	d, err := dis.dispatcher(lt, dec, endsAtOnce{lt: lt, reaper: reaper.Reaper, failed: &reapFailed})
+	if err != nil {
+		return dispatchRun{}, err
+	}
 
 	before, rBefore := counted.snapshot(), reaped.snapshot()
 	var stop func() (string, float64)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
-	"github.com/decap-ci/decap/internal/metrics"
 )
 
 // idleLimit is the most queue calls a minute an idle dispatcher may make:
@@ -60,9 +59,11 @@ func benchIdle(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer st.close()
-	d, m := st.dispatcher(newLaunchTimes(nil), nil)
-	wg.Go(func() { d.Run(ictx) })
-	wg.Go(func() { m.Sample(ictx, st.set.Queue, st.set.Locks, metrics.SampleEvery, st.log) })
+	d, err := st.dispatcher(newLaunchTimes(nil))
+	if err != nil {
+		return result{}, err
+	}
+	wg.Go(func() { d.Run(ictx) }) // with its sampler, as cmd/dispatcher
 	bareCalls := newCalls()
 	bare, err := openStack(ctx, e, "bare", "embedded", e.dir("idle-bare"), bareCalls)
 	if err != nil {

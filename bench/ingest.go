@@ -25,7 +25,10 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer st.close()
-	srv := st.ingestServer()
+	srv, err := st.ingestServer()
+	if err != nil {
+		return result{}, err
+	}
 	srv.Echo().POST("/bench/empty", func(c echo.Context) error { return c.NoContent(http.StatusAccepted) })
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -177,7 +180,7 @@ func writeCalls(m map[string]int) int {
 		case "queue.publish", "queue.delete", "queue.change_visibility", "queue.dead_letter",
 			"locks.acquire", "locks.extend", "locks.release", "locks.force_release",
 			"idempotency.claim", "records.save", "gate.set", "blobs.put",
-			"intake.enqueue", "launches.claim", "launches.started", "ends.ended":
+			"intake.enqueue", "launches.claim", "launches.started", "ends.ended", "records.end_waiting", "locks.await":
 			n += v
 		}
 	}

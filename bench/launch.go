@@ -60,14 +60,21 @@ func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTime
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	dec := &decisions{}
-	d, _ := dis.dispatcher(lt, dec)
+	d, err := dis.dispatcher(lt, dec)
+	if err != nil {
+		return nil, nil, err
+	}
 	done := make(chan error, 1)
 	go func() { done <- d.Run(rctx) }()
 	defer func() {
 		cancel()
 		<-done
 	}()
-	base, err := serve(rctx, ing.ingestServer())
+	srv, err := ing.ingestServer()
+	if err != nil {
+		return nil, nil, err
+	}
+	base, err := serve(rctx, srv)
 	if err != nil {
 		return nil, nil, err
 	}

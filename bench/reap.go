@@ -20,7 +20,6 @@ import (
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/entrypoint"
 	"github.com/decap-ci/decap/internal/kube"
-	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 )
 
@@ -131,8 +130,10 @@ func benchReap(ctx context.Context, e *env) (result, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	removed := &removeTimes{Executor: ex, at: map[build.ID]time.Time{}}
-	reaper := reap.New(reap.Config{}, reap.Deps{Records: st.set.Records, Locks: st.set.Locks, Ends: st.set.Ends, Executor: st.be.Reaped(removed),
-		Observer: metrics.NewReap(st.reg), Logger: st.log, Now: time.Now})
+	reaper, err := st.reaper(removed)
+	if err != nil {
+		return result{}, err
+	}
 	done := make(chan error, 1)
 	go func() { done <- reaper.Run(rctx) }()
 	defer func() {

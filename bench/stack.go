@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,29 +21,43 @@ import (
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/ingest"
 	"github.com/decap-ci/decap/internal/metrics"
+	"github.com/decap-ci/decap/internal/reap"
+	"github.com/decap-ci/decap/internal/services"
 )
 
-// stack is one service's view of a backend, opened and instrumented as
-// cmd/ingest, cmd/dispatcher and cmd/reaper open theirs. Two stacks on one
-// embedded data directory are two SQLite connections that wake each other
-// through the wake sockets, as two processes do.
+// stack is one service's view of a backend, opened and instrumented by
+// services.Open as cmd/ingest, cmd/dispatcher and cmd/reaper open theirs;
+// its services are assembled by the services package, as theirs are. Two
+// stacks on one embedded data directory are two SQLite connections that
+// wake each other through the wake sockets, as two processes do. Unlike
+// the processes, a stack forwards no build events (Set.StartEvents) unless
+// its scenario starts that.
 type stack struct {
-	cfg config.Config
-	set *backend.Set
-	reg *prometheus.Registry
-	be  *metrics.Backend
-	log *slog.Logger
+	base *services.Base
+	set  *backend.Set
+	reg  *prometheus.Registry
+	log  *slog.Logger
 }
 
-// openStack opens the backend kind ("embedded" or "aws") for service. The
-// service's log goes where the real one's would, formatted the same, but
-// to io.Discard.
-func openStack(ctx context.Context, e *env, service, kind, dataDir string, in ...backend.Instrumenter) (*stack, error) {
+// openStack opens the backend kind ("embedded" or "aws") for service;
+// calls, at most one, hears every call of its ports. The service's log
+// goes where the real one's would, formatted the same, but to io.Discard.
+func openStack(ctx context.Context, e *env, service, kind, dataDir string, calls ...metrics.Calls) (*stack, error) {
+	var counted metrics.Calls
+	switch len(calls) {
+	case 0:
+	case 1:
+		counted = calls[0]
+	default:
+		return nil, errors.New("openStack: at most one counter of calls")
+	}
 	vars := map[string]string{
-		"DECAP_BACKEND":            kind,
-		"DECAP_DATA_DIR":           dataDir,
-		"DECAP_BUILD_SCRIPTS":      e.scripts,
-		"DECAP_MAX_RUNNING_BUILDS": "0", // builds never end in most scenarios: no cap
+		"DECAP_BACKEND":               kind,
+		"DECAP_DATA_DIR":              dataDir,
+		"DECAP_BUILD_SCRIPTS":         e.scripts,
+		"DECAP_MAX_RUNNING_BUILDS":    "0", // builds never end in most scenarios: no cap
+		"DECAP_GITHUB_WEBHOOK_SECRET": webhookSecret,
+		"DECAP_API_TOKEN":             apiToken,
 	}
 	if kind == "aws" {
 		w, err := e.world(ctx)
@@ -61,72 +74,34 @@ func openStack(ctx context.Context, e *env, service, kind, dataDir string, in ..
 		return nil, err
 	}
 	log := cfg.Logger(io.Discard, service)
-	reg := metrics.NewRegistry()
-	set, err := backend.Open(ctx, cfg, log, time.Now)
+	b, err := services.Open(ctx, cfg, log, time.Now, counted)
 	if err != nil {
 		return nil, err
 	}
-	be := metrics.NewBackend(reg)
-	set.Instrument(be)
-	for _, i := range in {
-		set.Instrument(i)
-	}
-	if err := set.Catalog.Refresh(ctx); err != nil {
-		set.Close()
+	if err := b.Set.Catalog.Refresh(ctx); err != nil {
+		b.Close()
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	return &stack{cfg: cfg, set: set, reg: reg, be: be, log: log}, nil
+	return &stack{base: b, set: b.Set, reg: b.Registry, log: log}, nil
 }
 
-func (s *stack) close() { s.set.Close() }
+func (s *stack) close() { s.base.Close() }
 
-// ingestServer returns ingest's HTTP surface on s, wired as cmd/ingest
-// wires it (without the executor, GitHub and the UI, which webhooks do not
-// touch).
-func (s *stack) ingestServer() *ingest.Server {
-	b := s.set
-	return ingest.New(ingest.Config{WebhookSecret: []byte(webhookSecret), APIToken: apiToken}, ingest.Deps{
-		Publisher: b.Queue, Idempotency: b.Idempotency, Intake: b.Intake, Catalog: b.Catalog, Records: b.Records, Blobs: b.Blobs,
-		Queue: b.Queue, Waiting: b.Records, Locks: b.Locks, Gate: b.Gate,
-		Observer: metrics.NewIngest(s.reg), Metrics: metrics.Handler(s.reg),
-		Ready:  []ingest.Check{{Name: "database", Check: b.Ping}, {Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)}},
-		Logger: s.log, Now: time.Now,
-	})
+// ingestServer returns ingest's HTTP surface on s, as cmd/ingest assembles
+// it (services.NewIngest).
+func (s *stack) ingestServer() (*ingest.Server, error) { return services.NewIngest(s.base) }
+
+// dispatcher returns a dispatcher on s, as cmd/dispatcher assembles it
+// (services.NewDispatcher), launching through l; obs hear every decision
+// too. Its Run samples for the metrics, as the real one's does.
+func (s *stack) dispatcher(l services.Launcher, obs ...dispatch.Observer) (*services.Dispatcher, error) {
+	return services.NewDispatcher(s.base, services.DispatcherOptions{Executor: l, Observers: obs})
 }
 
-// dispatcher returns a dispatcher on s, wired as cmd/dispatcher wires it,
-// launching through l. obs, if not nil, hears every decision too.
-func (s *stack) dispatcher(l dispatch.Launcher, obs dispatch.Observer) (*dispatch.Dispatcher, *metrics.Dispatch) {
-	b := s.set
-	m := metrics.NewDispatch(s.reg, s.cfg.Cap)
-	var o dispatch.Observer = m
-	if obs != nil {
-		o = observers{m, obs}
-	}
-	d := dispatch.New(dispatch.Config{
-		Owner: fmt.Sprintf("bench/%d", os.Getpid()), Cap: s.cfg.Cap,
-		Workers: s.cfg.DispatchWorkers, MaxDeferAge: s.cfg.MaxDeferAge,
-	}, dispatch.Deps{
-		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launches: b.Launches, Launcher: s.be.Launcher(l), Gate: b.Gate,
-		Observer: o, Logger: s.log, Now: time.Now,
-	})
-	return d, m
-}
-
-// observers tells several observers.
-type observers []dispatch.Observer
-
-func (os observers) Decided(d dispatch.Decision) {
-	for _, o := range os {
-		o.Decided(d)
-	}
-}
-
-func (os observers) Paused(p bool) {
-	for _, o := range os {
-		o.Paused(p)
-	}
+// reaper returns a reaper on s, as cmd/reaper assembles it
+// (services.NewReaper), on the executor ex.
+func (s *stack) reaper(ex reap.Executor) (*services.Reaper, error) {
+	return services.NewReaper(s.base, services.ReaperOptions{Executor: ex})
 }
 
 // decisions counts decisions by action and cause.
@@ -163,11 +138,11 @@ func (c *decisions) String() string {
 	return fmt.Sprintf("%d launched, %d deferred, %d dropped (by cause: %v)", c.launched.Load(), c.deferred.Load(), c.dropped.Load(), c.causes)
 }
 
-// launchTimes is a Launcher that hands the job to next and notes when that
-// returned (the Pod create call of the kubernetes executor); with next nil,
+// launchTimes is a services.Launcher that hands the job to next and notes
+// when that returned (the Pod create call of the kubernetes executor); with next nil,
 // it launches on fake, where nothing runs until someone ends it.
 type launchTimes struct {
-	next dispatch.Launcher
+	next services.Launcher
 	fake *buildtest.FakeExecutor
 	// keepJobs keeps every launched job for job.
 	keepJobs bool
@@ -178,7 +153,7 @@ type launchTimes struct {
 	n    atomic.Int64
 }
 
-func newLaunchTimes(next dispatch.Launcher) *launchTimes {
+func newLaunchTimes(next services.Launcher) *launchTimes {
 	l := &launchTimes{next: next, at: map[build.ID]time.Time{}, jobs: map[build.ID]build.Job{}}
 	if next == nil {
 		l.fake = buildtest.NewExecutor(time.Now)
@@ -203,6 +178,9 @@ func (l *launchTimes) Launch(ctx context.Context, job build.Job) error {
 	l.mu.Unlock()
 	return nil
 }
+
+// Cancel stops the build id on next.
+func (l *launchTimes) Cancel(ctx context.Context, id build.ID) error { return l.next.Cancel(ctx, id) }
 
 // job returns the launched job of build id, if keepJobs kept it.
 func (l *launchTimes) job(id build.ID) (build.Job, bool) {

@@ -16,10 +16,10 @@ import (
 
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
-	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/harden"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/metrics"
+	"github.com/decap-ci/decap/internal/services"
 )
 
 func main() {
@@ -41,57 +41,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "dispatcher")
-	reg := metrics.NewRegistry()
-	b, err := backend.Open(ctx, cfg, log, time.Now)
+	b, err := services.Open(ctx, cfg, log, time.Now, nil)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	be := metrics.NewBackend(reg)
-	b.Instrument(be)
-	defer b.StartEvents(ctx, metrics.NewEvents(reg))()
-	if err := b.Catalog.Refresh(ctx); err != nil {
-		log.Error("first catalog refresh failed; will retry", "err", err)
-	}
-	go b.Catalog.Run(ctx, cfg.CatalogRefresh)
-	ex, err := b.OpenExecutor(time.Now)
+	defer b.Set.StartEvents(ctx, metrics.NewEvents(b.Registry))()
+	b.StartCatalog(ctx)
+	d, err := services.NewDispatcher(b, services.DispatcherOptions{})
 	if err != nil {
 		return err
 	}
-	secrets, err := b.OpenSecrets()
-	if err != nil {
-		return err
-	}
-
-	host, _ := os.Hostname()
-	maxRetries := cfg.MaxInfraRetries
-	if maxRetries == 0 {
-		maxRetries = -1 // dispatch.Config's "none"; its 0 is "no cap"
-	}
-	m := metrics.NewDispatch(reg, cfg.Cap)
-	d := dispatch.New(dispatch.Config{
-		Owner: fmt.Sprintf("%s/%d", host, os.Getpid()), Cap: cfg.Cap,
-		Workers: cfg.DispatchWorkers, MaxDeferAge: cfg.MaxDeferAge, MaxInfraRetries: maxRetries,
-	}, dispatch.Deps{
-		Queue: b.Queue, Catalog: backend.FreshCatalog(b.Catalog, 2*time.Second), Locks: b.Locks,
-		Idempotency: b.Idempotency, Records: b.Records, Launches: b.Launches, Launcher: be.Launcher(ex), Secrets: secrets, Canceller: ex, Gate: b.Gate,
-		Observer: m, Logger: log, Now: time.Now,
-	})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		m.Sample(ctx, b.Queue, b.Locks, metrics.SampleEvery, log)
-	}()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(metrics.Handler(reg),
-			health.Check{Name: "database", Check: b.Ping},
-			health.Check{Name: "catalog", Check: backend.CatalogLoaded(b.Catalog)},
-		), log, b.BuildsRefused(log))
+		errc <- health.Serve(ctx, cfg.DispatcherAddr, health.Handler(metrics.Handler(b.Registry),
+			health.Check{Name: "database", Check: b.Set.Ping},
+			health.Check{Name: "catalog", Check: backend.CatalogLoaded(b.Set.Catalog)},
+		), log, b.Set.BuildsRefused(log))
 	}()
 	fmt.Fprintf(stdout, "dispatcher: consuming the queue (at most %d running builds)\n", cfg.Cap)
 	runErr := d.Run(ctx)
-	err = errors.Join(runErr, <-errc)
-	<-sampled
-	return err
+	return errors.Join(runErr, <-errc)
 }

@@ -17,13 +17,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/config"
-	"github.com/decap-ci/decap/internal/github"
 	"github.com/decap-ci/decap/internal/harden"
 	"github.com/decap-ci/decap/internal/health"
 	"github.com/decap-ci/decap/internal/metrics"
-	"github.com/decap-ci/decap/internal/reap"
+	"github.com/decap-ci/decap/internal/services"
 )
 
 func main() {
@@ -45,60 +43,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := cfg.Logger(stderr, "reaper")
-	reg := metrics.NewRegistry()
-	b, err := backend.Open(ctx, cfg, log, time.Now)
+	b, err := services.Open(ctx, cfg, log, time.Now, nil)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	be := metrics.NewBackend(reg)
-	b.Instrument(be)
-	defer b.StartEvents(ctx, metrics.NewEvents(reg))()
+	defer b.Set.StartEvents(ctx, metrics.NewEvents(b.Registry))()
 	// Outgoing webhooks are delivered here (the consumer group webhooks):
 	// the reaper always runs, is on no request path and takes no
 	// unauthenticated traffic. Stopped before the store closes.
-	defer b.StartWebhooks(ctx, metrics.NewWebhooks(reg))()
-	ex, err := b.OpenExecutor(time.Now)
+	defer b.Set.StartWebhooks(ctx, metrics.NewWebhooks(b.Registry))()
+	r, err := services.NewReaper(b, services.ReaperOptions{})
 	if err != nil {
 		return err
 	}
-	// Commit statuses, only with a token: from the build-event stream,
-	// where the backend has one (the consumer group github-statuses, run
-	// here: the reaper is the one service that always runs and is on no
-	// request path); posted inline as builds end where it has none, and
-	// ingest then posts the queued ones.
-	var statuses reap.Notifier
-	var statusEvents *github.StatusEvents
-	if cfg.GitHubToken != "" {
-		st, err := github.NewStatuses(github.Config{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, PublicURL: cfg.PublicURL}, 0)
-		if err != nil {
-			return fmt.Errorf("github: %w", err)
-		}
-		if b.Events != nil {
-			statusEvents = github.NewStatusEvents(st, log.With("component", "github-statuses"), time.Now, 0)
-		} else {
-			statuses = st
-		}
-	}
-	r := reap.New(reap.Config{CancelInterval: cfg.CancelInterval}, reap.Deps{
-		Records: b.Records, Locks: b.Locks, Executor: be.Reaped(ex), Waker: b.Queue, Ends: b.Ends, Publisher: b.Queue, Notifier: statuses,
-		Observer: metrics.NewReap(reg), Logger: log, Now: time.Now,
-	})
 
 	// Whichever of the two ends first ends the other.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if statusEvents != nil {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			statusEvents.Run(ctx, b.Events)
-		}()
-		defer func() { stop(); <-done }() // before the store closes
-	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(reg), health.Check{Name: "database", Check: b.Ping}), log, b.BuildsRefused(log))
+		errc <- health.Serve(ctx, cfg.ReaperAddr, health.Handler(metrics.Handler(b.Registry), health.Check{Name: "database", Check: b.Set.Ping}), log, b.Set.BuildsRefused(log))
 		stop()
 	}()
 	fmt.Fprintln(stdout, "reaper: watching builds")

@@ -17,14 +17,30 @@ import (
 // the errors that mean the backend failed; the series of a wrapped port's
 // operations start at zero. Answers (build.ErrNotFound,
 // ErrLocked, ErrCapReached, ErrConflict, ErrInvalid) and cancellations are
-// not failures.
+// not failures. Made by NewCountingBackend, it also tells every call.
 type Backend struct {
 	errors *prometheus.CounterVec
+	calls  Calls
+}
+
+// Calls hears every call of a wrapped port as it returns, failed or not,
+// by port (queue, locks, …, executor) and operation, named as in
+// decap_backend_errors_total except a queue's Depth, which is "depth"
+// here. The bench counts a service's calls so, through the very wrappers
+// the services run. It must be cheap and safe for concurrent use.
+type Calls interface {
+	Called(port, op string)
 }
 
 // NewBackend registers decap_backend_errors_total on reg.
 func NewBackend(reg prometheus.Registerer) *Backend {
-	return &Backend{errors: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+	return NewCountingBackend(reg, nil)
+}
+
+// NewCountingBackend is NewBackend whose wrappers also tell calls, if not
+// nil, of every call.
+func NewCountingBackend(reg prometheus.Registerer, calls Calls) *Backend {
+	return &Backend{calls: calls, errors: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "decap_backend_errors_total",
 		Help: "Failed calls to a backend, by backend port (queue, locks, idempotency, records, blobs, gate, intake, launches, ends, executor) and operation (e.g. publish, acquire, save, launch).",
 	}, []string{"backend", "op"})}
@@ -38,8 +54,17 @@ func (m *Backend) known(backend string, ops ...string) {
 	}
 }
 
-// count counts err if it is a failure, and returns it.
+// count tells the call to m.calls and counts err if it is a failure; it
+// returns err.
 func (m *Backend) count(backend, op string, err error) error {
+	if m.calls != nil {
+		m.calls.Called(backend, op)
+	}
+	return m.countError(backend, op, err)
+}
+
+// countError counts err if it is a failure, and returns it.
+func (m *Backend) countError(backend, op string, err error) error {
 	if failed(err) {
 		m.errors.WithLabelValues(backend, op).Inc()
 	}
@@ -97,7 +122,10 @@ func (w *queue) Stats(ctx context.Context) (build.QueueStats, error) {
 // Depth is the wrapped queue's build.DepthOf: its Depth, or its Stats.
 func (w *queue) Depth(ctx context.Context) (build.QueueStats, error) {
 	st, err := build.DepthOf(ctx, w.q)
-	return st, w.m.count("queue", "stats", err)
+	if w.m.calls != nil {
+		w.m.calls.Called("queue", "depth")
+	}
+	return st, w.m.countError("queue", "stats", err)
 }
 
 // Locks wraps l.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -348,5 +349,57 @@ func TestDispatchSamplesDeadLettersLessOften(t *testing.T) {
 	}
 	if got := metricstest.Value(t, reg, "decap_queue_dead_letter_messages"); got != 3 {
 		t.Errorf("decap_queue_dead_letter_messages = %v, want the last count, 3", got)
+	}
+}
+
+// callLog is a metrics.Calls that keeps what it hears.
+type callLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (c *callLog) Called(port, op string) {
+	c.mu.Lock()
+	c.calls = append(c.calls, port+"."+op)
+	c.mu.Unlock()
+}
+
+// TestCountingBackendTellsEveryCall: the wrappers of NewCountingBackend
+// tell every call, failed or answered, by port and operation (a queue's
+// Depth as depth), and still count only the failures.
+func TestCountingBackendTellsEveryCall(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	heard := &callLog{}
+	m := metrics.NewCountingBackend(reg, heard)
+	q := m.Queue(failingQueue{errors.New("disk full")})
+	_ = q.Publish(ctx)
+	_, _ = q.Receive(ctx, 1, 0)
+	_, _ = build.DepthOf(ctx, q)
+	clock := buildtest.NewClock(time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC))
+	locks := m.Locks(buildtest.NewLocks(clock.Now))
+	if _, err := locks.Release(ctx, "decap-ci/hello/main", build.NewID(clock.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Records(buildtest.NewRecords()).Get(ctx, build.NewID(clock.Now())); !errors.Is(err, build.ErrNotFound) {
+		t.Fatalf("Get of no record: got %v, want build.ErrNotFound", err)
+	}
+	ex := buildtest.NewExecutor(clock.Now)
+	ex.FailLaunch(errors.New("api server down"))
+	if err := m.Launcher(ex).Launch(ctx, build.Job{}); err == nil {
+		t.Fatal("Launch on a failing executor: got no error")
+	}
+	want := []string{"queue.publish", "queue.receive", "queue.depth", "locks.release", "records.get", "executor.launch"}
+	if diff := cmp.Diff(want, heard.calls); diff != "" {
+		t.Errorf("calls heard (-want +got):\n%s", diff)
+	}
+	for _, op := range []string{"publish", "receive", "stats"} {
+		if got := metricstest.Value(t, reg, "decap_backend_errors_total", "backend", "queue", "op", op); got != 1 {
+			t.Errorf("decap_backend_errors_total{backend=queue,op=%s} = %v, want 1", op, got)
+		}
+	}
+	if got := metricstest.Value(t, reg, "decap_backend_errors_total", "backend", "records", "op", "get"); got != 0 {
+		t.Errorf("decap_backend_errors_total{backend=records,op=get} = %v, want 0: not found is an answer", got)
 	}
 }
