@@ -1,0 +1,366 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/flowcontrol"
+
+	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/config"
+	"github.com/decap-ci/decap/internal/dispatch"
+	"github.com/decap-ci/decap/internal/kube"
+	"github.com/decap-ci/decap/internal/kubetest"
+)
+
+// benchLaunchKubeAPI: the embedded default launching through the
+// kubernetes executor on a real API server (internal/kubetest: etcd,
+// kube-apiserver, kube-scheduler, and kwok's fake node, which runs each
+// Pod). The executor's client is the dispatcher's: DECAP_KUBE_QPS and
+// DECAP_KUBE_BURST at their defaults, acting as the decap-dispatcher
+// ServiceAccount under the RBAC of manifests/, which are applied first.
+// Besides push → Pod created (Launch returned), a watch times push → Pod
+// bound to the node (the scheduler) and push → Pod Running (kwok). The
+// time of the create is split into the wait for the client's rate limiter
+// and the POST's round trip.
+func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
+	cp, err := startControlPlane(ctx, e)
+	if cp != nil {
+		defer cp.Stop()
+	}
+	if err != nil {
+		return result{}, err
+	}
+
+	cfg, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		return result{}, err
+	}
+	qps, burst := cfg.Kube.QPS, cfg.Kube.Burst
+	kubeconfig, err := cp.ServiceAccountConfig("decap-system", "decap-dispatcher")
+	if err != nil {
+		return result{}, err
+	}
+	rc, err := kube.RESTConfig(kubeconfig, qps, burst)
+	if err != nil {
+		return result{}, err
+	}
+	// What client-go makes of QPS and Burst when no RateLimiter is set,
+	// timed.
+	waits, trips := &stamps{}, &stamps{}
+	rc.RateLimiter = timedLimiter{flowcontrol.NewTokenBucketRateLimiter(qps, burst), waits}
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return timedTrips{rt, trips} })
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return result{}, err
+	}
+	ex, err := kube.New(kube.Config{
+		Client: client, Namespace: cfg.Kube.Namespace, EntrypointImage: "ghcr.io/decap-ci/decap-build:bench",
+		ScriptsRepo: "https://github.com/Codertocat/build-scripts.git", Uploads: benchUploads,
+	})
+	if err != nil {
+		return result{}, err
+	}
+
+	pods := newPodTimes()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := pods.watch(wctx, cp.Client, cfg.Kube.Namespace); err != nil {
+		return result{}, err
+	}
+
+	lt := newLaunchTimes(beginTimes{ex, pods})
+	loads := []load{
+		{name: "light", rate: e.scale.LightRate, d: e.scale.LightFor, target: true},
+		{name: "heavy", rate: e.scale.KubeAPIRate, d: e.scale.HeavyFor, target: true},
+	}
+	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", lt, loads)
+	if err != nil {
+		return result{}, err
+	}
+	var ids []build.ID
+	for _, r := range runs {
+		for _, b := range r.builds {
+			ids = append(ids, b.id)
+		}
+	}
+	notRunning := pods.waitRunning(ctx, ids, launchGrace)
+
+	who := fmt.Sprintf("embedded (SQLite) + kubernetes executor on kube-apiserver %s (kubetest, kwok node), client QPS %s / Burst %d",
+		kubetest.Version, trimFloat(float64(qps)), burst)
+	res := launchRows(e, "launch-kubeapi", who, "kube.Executor.Launch (PodFor, presign, Pod create) returned", runs, dec)
+	var b strings.Builder
+	fmt.Fprintf(&b, "The client is the dispatcher's: `kube.RESTConfig` with DECAP_KUBE_QPS=%s and DECAP_KUBE_BURST=%d (the defaults, as manifests/configmap.yaml sets them), ",
+		trimFloat(float64(qps)), burst)
+	b.WriteString("as the decap-dispatcher ServiceAccount under manifests/' RBAC; the presigned upload URLs are made up, as in launch-kube (the embedded default has no S3). ")
+	b.WriteString("Split of each build's path, from the webhook's scheduled send: to the executor's Launch call (ingest, queue, dispatcher), ")
+	b.WriteString("Launch itself (its wait for the client's rate limiter and the POST's round trip to the API server are the next two columns, over all the load's requests), ")
+	b.WriteString("then, from a watch on the namespace, the Pod created → bound to the node (kube-scheduler) → Running (kwok).\n\n")
+	b.WriteString("| load | to Launch p50 | p99 | Launch p50 | p99 | limiter wait p99 | max | POST p50 | p99 | created → bound p50 | p99 | bound → Running p50 | p99 |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range runs {
+		s := pods.split(r, lt)
+		w, t := waits.within(r.from, r.to), trips.within(r.from, r.to)
+		fmt.Fprintf(&b, "| %s, %s/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, trimFloat(r.rate),
+			ms(s.toLaunch.quantile(0.5)), ms(s.toLaunch.quantile(0.99)), ms(s.launch.quantile(0.5)), ms(s.launch.quantile(0.99)),
+			ms(w.quantile(0.99)), ms(w.max()), ms(t.quantile(0.5)), ms(t.quantile(0.99)),
+			ms(s.bound.quantile(0.5)), ms(s.bound.quantile(0.99)), ms(s.running.quantile(0.5)), ms(s.running.quantile(0.99)))
+
+		res.rows = append(res.rows, row{
+			what:     fmt.Sprintf("push → Pod Running (kwok), %s load %s/s for %s (%d webhooks), real kube-apiserver", r.name, trimFloat(r.rate), r.d, r.n),
+			figure:   fmt.Sprintf("p50 %s, p99 %s%s", ms(s.toRunning.quantile(0.5)), ms(s.toRunning.quantile(0.99)), notRunningNote(len(r.builds)-len(s.toRunning))),
+			baseline: fmt.Sprintf("p50 %s, p99 %s (webhook answered)", ms(r.answered.quantile(0.5)), ms(r.answered.quantile(0.99))),
+			ratio:    ratio(float64(s.toRunning.quantile(0.99)), float64(r.answered.quantile(0.99))) + " (p99)",
+			holds:    noTarget, command: e.command("launch-kubeapi"),
+		})
+	}
+	if notRunning > 0 {
+		fmt.Fprintf(&b, "\n%d Pods were not seen Running within %s of the last launch.\n", notRunning, launchGrace)
+	}
+	res.details = append(res.details, b.String())
+	return res, nil
+}
+
+func notRunningNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d not seen Running within %s)", n, launchGrace)
+}
+
+// benchUploads stands in for S3's presigning, which the embedded default
+// does not have.
+func benchUploads(_ context.Context, id build.ID, _ time.Duration) (map[string]string, error) {
+	return map[string]string{
+		build.LogKey(id):       "https://bench.invalid/" + build.LogKey(id) + "?X-Amz-Signature=x",
+		build.ArtifactsKey(id): "https://bench.invalid/" + build.ArtifactsKey(id) + "?X-Amz-Signature=x",
+	}, nil
+}
+
+// startControlPlane starts kubetest's control plane and applies
+// manifests/ to it, as an operator would. The caller stops a returned
+// control plane, also after an error.
+func startControlPlane(ctx context.Context, e *env) (*kubetest.ControlPlane, error) {
+	start := time.Now()
+	cp, err := kubetest.Run(e.dir("kube-controlplane"))
+	if err != nil {
+		if cp != nil {
+			err = fmt.Errorf("%w\n%s", err, cp.LogTails())
+		}
+		return cp, fmt.Errorf("start the control plane: %w", err)
+	}
+	rendered, err := exec.CommandContext(ctx, "kubectl", "kustomize", filepath.Join(e.root, "manifests")).Output()
+	if err != nil {
+		return cp, fmt.Errorf("kubectl kustomize manifests/: %w", err)
+	}
+	if out, err := cp.Kubectl(rendered, "apply", "-f", "-"); err != nil {
+		return cp, fmt.Errorf("kubectl apply the manifests: %w\n%s", err, out)
+	}
+	e.logf("control plane %s up with manifests/ applied in %s", kubetest.Version, time.Since(start).Round(100*time.Millisecond))
+	return cp, nil
+}
+
+// stamps collects durations with the time each ended.
+type stamps struct {
+	mu sync.Mutex
+	at []time.Time
+	d  latencies
+}
+
+func (s *stamps) add(start time.Time) {
+	now := time.Now()
+	s.mu.Lock()
+	s.at = append(s.at, now)
+	s.d = append(s.d, now.Sub(start))
+	s.mu.Unlock()
+}
+
+// within returns the durations that ended between from and to.
+func (s *stamps) within(from, to time.Time) latencies {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out latencies
+	for i, at := range s.at {
+		if !at.Before(from) && !at.After(to) {
+			out = append(out, s.d[i])
+		}
+	}
+	return out
+}
+
+// timedLimiter notes how long each request waited for the client's rate
+// limiter.
+type timedLimiter struct {
+	flowcontrol.RateLimiter
+	waits *stamps
+}
+
+func (l timedLimiter) Wait(ctx context.Context) error {
+	start := time.Now()
+	err := l.RateLimiter.Wait(ctx)
+	l.waits.add(start)
+	return err
+}
+
+// timedTrips notes the round trip of each Pod create.
+type timedTrips struct {
+	next  http.RoundTripper
+	trips *stamps
+}
+
+func (t timedTrips) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/pods") {
+		t.trips.add(start)
+	}
+	return resp, err
+}
+
+// beginTimes notes when the executor's Launch was called for each build.
+type beginTimes struct {
+	next dispatch.Launcher
+	pods *podTimes
+}
+
+func (b beginTimes) Launch(ctx context.Context, job build.Job) error {
+	b.pods.begin(job.Request.BuildID)
+	return b.next.Launch(ctx, job)
+}
+
+// podTimes is when each build's Launch began, and when a watch first saw
+// its Pod bound to a node and Running (or past it).
+type podTimes struct {
+	mu             sync.Mutex
+	begun          map[build.ID]time.Time
+	bound, running map[string]time.Time // by Pod name
+	changed        chan struct{}        // closed and replaced on every change
+}
+
+func newPodTimes() *podTimes {
+	return &podTimes{begun: map[build.ID]time.Time{}, bound: map[string]time.Time{}, running: map[string]time.Time{}, changed: make(chan struct{})}
+}
+
+func (p *podTimes) begin(id build.ID) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.begun[id]; !ok {
+		p.begun[id] = now
+	}
+}
+
+// watch starts an informer on the build Pods of namespace; it returns
+// once it has synced.
+func (p *podTimes) watch(ctx context.Context, client kubernetes.Interface, namespace string) error {
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
+	inf := f.Core().V1().Pods().Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    p.saw,
+		UpdateFunc: func(_, obj any) { p.saw(obj) },
+	}); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if !cache.WaitForCacheSync(sctx.Done(), inf.HasSynced) {
+		return fmt.Errorf("the watch on namespace %s did not sync", namespace)
+	}
+	return nil
+}
+
+func (p *podTimes) saw(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Labels[kube.LabelType] != kube.TypeBuild {
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := false
+	if _, ok := p.bound[pod.Name]; !ok && pod.Spec.NodeName != "" {
+		p.bound[pod.Name], changed = now, true
+	}
+	switch pod.Status.Phase {
+	case corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed:
+		if _, ok := p.running[pod.Name]; !ok {
+			p.running[pod.Name], changed = now, true
+		}
+	}
+	if changed {
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+// waitRunning waits up to grace for the Pods of ids to be seen Running,
+// and returns how many were not.
+func (p *podTimes) waitRunning(ctx context.Context, ids []build.ID, grace time.Duration) int {
+	deadline := time.After(grace)
+	for {
+		p.mu.Lock()
+		missing := 0
+		for _, id := range ids {
+			if _, ok := p.running[id.PodName()]; !ok {
+				missing++
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		if missing == 0 {
+			return 0
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return missing
+		case <-ctx.Done():
+			return missing
+		}
+	}
+}
+
+// podSplit is where the time of one load's builds went.
+type podSplit struct {
+	toLaunch, launch latencies // sent → Launch called → Launch returned
+	bound, running   latencies // Launch returned → bound → Running
+	toRunning        latencies // sent → Running
+}
+
+func (p *podTimes) split(r launchRun, lt *launchTimes) podSplit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s podSplit
+	for _, b := range r.builds {
+		begun, ok := p.begun[b.id]
+		created, ok2 := lt.get(b.id)
+		if !ok || !ok2 {
+			continue
+		}
+		s.toLaunch = append(s.toLaunch, begun.Sub(b.sent))
+		s.launch = append(s.launch, created.Sub(begun))
+		name := b.id.PodName()
+		bound, ok := p.bound[name]
+		if ok {
+			s.bound = append(s.bound, bound.Sub(created))
+		}
+		if running, ok3 := p.running[name]; ok3 {
+			s.toRunning = append(s.toRunning, running.Sub(b.sent))
+			if ok {
+				s.running = append(s.running, running.Sub(bound))
+			}
+		}
+	}
+	return s
+}
