@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,7 +86,16 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 		{name: "light", rate: e.scale.LightRate, d: e.scale.LightFor, target: true},
 		{name: "heavy", rate: e.scale.KubeAPIRate, d: e.scale.HeavyFor, target: true},
 	}
-	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", lt, loads)
+	// The control plane idle first, for what it costs without Pods.
+	idle := startCost(ctx, cp, trips)
+	select {
+	case <-time.After(min(3*time.Second, e.scale.LightFor)):
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	}
+	idleCost := idle()
+	probe := func() func() string { return startCost(ctx, cp, trips) }
+	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", lt, loads, probe)
 	if err != nil {
 		return result{}, err
 	}
@@ -123,6 +134,15 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 			ratio:    ratio(float64(s.toRunning.quantile(0.99)), float64(r.answered.quantile(0.99))) + " (p99)",
 			holds:    noTarget, command: e.command("launch-kubeapi"),
 		})
+	}
+	b.WriteString("\nWhat each load cost: the machine's busy cores (of all its processes), each process's cores and its CPU per Pod created over the load ")
+	b.WriteString("(a Pod's whole life there: create, binding, kwok's two status updates, the watches); the bench process holds ingest, the dispatcher, ")
+	b.WriteString("the executor's client and the load generator. Then the Pod creates' mean time at the client and in the API server and its etcd write, ")
+	b.WriteString("from the API server's metrics (how many POSTs it counted).\n\n")
+	b.WriteString("| load | " + strings.Join(costColumns, " | ") + " |\n|---|" + strings.Repeat("---|", len(costColumns)) + "\n")
+	fmt.Fprintf(&b, "| idle control plane | %s |\n", idleCost)
+	for _, r := range runs {
+		fmt.Fprintf(&b, "| %s, %s/s | %s |\n", r.name, trimFloat(r.rate), r.probed)
 	}
 	if notRunning > 0 {
 		fmt.Fprintf(&b, "\n%d Pods were not seen Running within %s of the last launch.\n", notRunning, launchGrace)
@@ -168,6 +188,111 @@ func startControlPlane(ctx context.Context, e *env) (*kubetest.ControlPlane, err
 	}
 	e.logf("control plane %s up with manifests/ applied in %s", kubetest.Version, time.Since(start).Round(100*time.Millisecond))
 	return cp, nil
+}
+
+var costColumns = []string{
+	"machine busy", "kube-apiserver", "etcd", "kube-scheduler", "kwok", "bench process",
+	"Pod POST mean: client round trip", "in the API server", "its etcd create",
+}
+
+// startCost notes the CPU the control plane's processes, this one and the
+// machine have used, and the Pod creates so far by the client's count
+// (trips) and the API server's; the function it returns gives what the
+// time since cost, as the cells of costColumns: cores busy, and CPU per
+// Pod created.
+func startCost(ctx context.Context, cp *kubetest.ControlPlane, trips *stamps) func() string {
+	pids := cp.Pids()
+	procs := []string{"kube-apiserver", "etcd", "kube-scheduler", "kwok"}
+	cpu := func() []time.Duration {
+		var out []time.Duration
+		for _, p := range procs {
+			d, _ := procCPU(pids[p])
+			out = append(out, d)
+		}
+		return append(out, cpuTime())
+	}
+	// The scrapes outside the CPU's interval: the API server serves 2 MB.
+	m0 := scrapeCreates(ctx, cp)
+	cpu0, wall0 := cpu(), time.Now()
+	busy0, total0 := machineTicks()
+	return func() string {
+		cpu1, wall1 := cpu(), time.Now()
+		busy1, total1 := machineTicks()
+		m1 := scrapeCreates(ctx, cp)
+		wall := wall1.Sub(wall0)
+		n := m1.posts - m0.posts
+		cells := []string{"?"}
+		if total1 > total0 {
+			cells[0] = fmt.Sprintf("%.2f cores", float64(busy1-busy0)/float64(total1-total0)*float64(runtime.NumCPU()))
+		}
+		for i := range cpu1 {
+			c := fmt.Sprintf("%.2f cores", float64(cpu1[i]-cpu0[i])/float64(wall))
+			if n > 0 {
+				c += fmt.Sprintf(", %s/Pod", ms((cpu1[i]-cpu0[i])/time.Duration(n)))
+			}
+			cells = append(cells, c)
+		}
+		mean := func(sum, count float64) string {
+			if count <= 0 {
+				return "—"
+			}
+			return ms(time.Duration(sum / count * float64(time.Second)))
+		}
+		var client time.Duration
+		t := trips.within(wall0, wall1)
+		for _, d := range t {
+			client += d
+		}
+		return strings.Join(append(cells, mean(client.Seconds(), float64(len(t))),
+			fmt.Sprintf("%s (%d)", mean(m1.postSum-m0.postSum, n), int(n)),
+			mean(m1.etcdSum-m0.etcdSum, m1.etcdCount-m0.etcdCount)), " | ")
+	}
+}
+
+// creates is what the API server's metrics say of Pod creates so far.
+type creates struct {
+	posts, postSum     float64 // apiserver_request_duration_seconds, POST pods
+	etcdCount, etcdSum float64 // etcd_request_duration_seconds, create pods
+}
+
+// scrapeCreates reads the API server's /metrics as the admin; zeros when
+// it cannot.
+func scrapeCreates(ctx context.Context, cp *kubetest.ControlPlane) creates {
+	var c creates
+	body, err := cp.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return c
+	}
+	for line := range strings.Lines(string(body)) {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		has := func(l ...string) bool {
+			for _, x := range l {
+				if !strings.Contains(labels, x) {
+					return false
+				}
+			}
+			return true
+		}
+		switch {
+		case name == "apiserver_request_duration_seconds_sum" && has(`resource="pods"`, `subresource=""`, `verb="POST"`):
+			c.postSum += v
+		case name == "apiserver_request_duration_seconds_count" && has(`resource="pods"`, `subresource=""`, `verb="POST"`):
+			c.posts += v
+		case name == "etcd_request_duration_seconds_sum" && has(`operation="create"`, `resource="pods"`):
+			c.etcdSum += v
+		case name == "etcd_request_duration_seconds_count" && has(`operation="create"`, `resource="pods"`):
+			c.etcdCount += v
+		}
+	}
+	return c
 }
 
 // stamps collects durations with the time each ended.

@@ -36,6 +36,7 @@ type launchRun struct {
 	failed   int       // webhooks not answered 202
 	missing  int       // answered but not launched within the grace
 	builds   []sentBuild
+	probed   string // what the probe saw during the load
 	// from and to bound the load: its first webhook's scheduled send and
 	// the end of the wait for its launches.
 	from, to time.Time
@@ -56,8 +57,10 @@ const launchGrace = 30 * time.Second
 // stack of its own (as two processes are), the dispatcher launching through
 // lt, and sends signed push webhooks at each load, each to a lock key of
 // its own (builds never end here). It measures from the moment a webhook
-// is sent until the dispatcher calls Launch for its build.
-func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTimes, loads []load) ([]launchRun, *decisions, error) {
+// is sent until the dispatcher calls Launch for its build. probe, if not
+// nil, is called as each load starts; what the function it returns says
+// at the load's end goes into the run.
+func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTimes, loads []load, probe func() func() string) ([]launchRun, *decisions, error) {
 	dataDir := e.dir(name)
 	ing, err := openStack(ctx, e, "ingest", kind, dataDir)
 	if err != nil {
@@ -106,6 +109,10 @@ func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTime
 			bodies[i] = e.pushFor(fmt.Sprintf("%s/%s-%d", run, l.name, i))
 			sigs[i] = sign(bodies[i])
 		}
+		var probed func() string
+		if probe != nil {
+			probed = probe()
+		}
 		from := time.Now()
 		got := openLoop(ctx, client, l.rate, n, 512, func(i int) *http.Request {
 			return webhook(url, bodies[i], sigs[i], fmt.Sprintf("%s-%s-%d", run, l.name, i))
@@ -137,6 +144,9 @@ func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTime
 			}
 		}
 		r.to = time.Now()
+		if probed != nil {
+			r.probed = probed()
+		}
 		runs = append(runs, r)
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -195,7 +205,7 @@ func (e *env) loads(heavyRate float64) []load {
 // benchLaunch: the embedded default, with its wake-ups.
 func benchLaunch(ctx context.Context, e *env) (result, error) {
 	lt := newLaunchTimes(nil)
-	runs, dec, err := pushToLaunch(ctx, e, "launch", "embedded", lt, e.loads(e.scale.HeavyRate))
+	runs, dec, err := pushToLaunch(ctx, e, "launch", "embedded", lt, e.loads(e.scale.HeavyRate), nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -205,7 +215,7 @@ func benchLaunch(ctx context.Context, e *env) (result, error) {
 // benchLaunchAWS: the AWS adapters on moto.
 func benchLaunchAWS(ctx context.Context, e *env) (result, error) {
 	lt := newLaunchTimes(nil)
-	runs, dec, err := pushToLaunch(ctx, e, "launch-aws", "aws", lt, e.loads(e.scale.AWSHeavyRate))
+	runs, dec, err := pushToLaunch(ctx, e, "launch-aws", "aws", lt, e.loads(e.scale.AWSHeavyRate), nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -231,7 +241,7 @@ func benchLaunchKube(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	lt := newLaunchTimes(ex)
-	runs, dec, err := pushToLaunch(ctx, e, "launch-kube", "embedded", lt, e.loads(e.scale.HeavyRate)[:1])
+	runs, dec, err := pushToLaunch(ctx, e, "launch-kube", "embedded", lt, e.loads(e.scale.HeavyRate)[:1], nil)
 	if err != nil {
 		return result{}, err
 	}

@@ -383,6 +383,16 @@ func (cp *ControlPlane) Stop() {
 	cp.procs = nil
 }
 
+// Pids returns the process ID of each process of the control plane, by
+// name ("etcd", "kube-apiserver", "kube-scheduler", "kwok").
+func (cp *ControlPlane) Pids() map[string]int {
+	pids := map[string]int{}
+	for _, p := range cp.procs {
+		pids[filepath.Base(p.Path)] = p.Process.Pid
+	}
+	return pids
+}
+
 // LogTails returns the last 8 KiB of each process's log.
 func (cp *ControlPlane) LogTails() string {
 	var b strings.Builder
