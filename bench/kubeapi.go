@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -96,7 +97,15 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 		return result{}, ctx.Err()
 	}
 	idleCost := idle()
-	probe := func() func() string { return startCost(ctx, cp, trips) }
+	// The API server's CPU profile over the heavy load.
+	var apiProfile func() string
+	probe := func(l load) func() string {
+		cost := startCost(ctx, cp, trips) // its scrape before the profile starts
+		if l.name == "heavy" {
+			apiProfile = startAPIProfile(ctx, e, cp, l.d)
+		}
+		return cost
+	}
 	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", lt, loads, probe)
 	if err != nil {
 		return result{}, err
@@ -148,6 +157,10 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 	fmt.Fprintf(&b, "| idle control plane | %s |\n", idleCost)
 	for _, r := range runs {
 		fmt.Fprintf(&b, "| %s, %s/s | %s |\n", r.name, trimFloat(r.rate), r.probed)
+	}
+	if apiProfile != nil {
+		fmt.Fprintf(&b, "\nkube-apiserver's CPU profile over the heavy load (its /debug/pprof/profile): the shares of its parts (cumulative; "+
+			"the storage work of a request runs in a goroutine of its own, outside the request filters), then the functions the time is spent in:\n\n%s\n", codeBlock(apiProfile()))
 	}
 	if notRunning > 0 {
 		fmt.Fprintf(&b, "\n%d Pods were not seen Running within %s of the last launch.\n", notRunning, launchGrace)
@@ -251,6 +264,59 @@ func startCost(ctx context.Context, cp *kubetest.ControlPlane, trips *stamps) fu
 			fmt.Sprintf("%s (%d)", mean(m1.postSum-m0.postSum, n), int(n)),
 			mean(m1.etcdSum-m0.etcdSum, m1.etcdCount-m0.etcdCount)), " | ")
 	}
+}
+
+// startAPIProfile asks the API server for a CPU profile of d; the
+// function it returns waits for it and gives its top entries.
+func startAPIProfile(ctx context.Context, e *env, cp *kubetest.ControlPlane, d time.Duration) func() string {
+	done := make(chan string, 1)
+	go func() {
+		body, err := cp.Client.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(max(int(d.Seconds()), 1))).Timeout(d + time.Minute).DoRaw(ctx)
+		if err != nil {
+			done <- fmt.Sprintf("(no profile: %v)", err)
+			return
+		}
+		path := filepath.Join(e.tmp, "kube-apiserver.cpu.pprof")
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			done <- fmt.Sprintf("(no profile: %v)", err)
+			return
+		}
+		done <- apiParts(path) + "\n\n" + pprofTopBy(path, 15, "-flat")
+	}()
+	return func() string { return <-done }
+}
+
+// apiParts returns the shares of a CPU profile of the API server that
+// parts of its work took: each part is a function of its code (a regexp
+// matching the whole name), its cumulative share what the part cost.
+func apiParts(path string) string {
+	parts := []struct{ what, fn string }{
+		{"storage work of all requests (finishRequest)", `k8s\.io/apiserver/pkg/endpoints/handlers/finisher\.finishRequest\.func1`},
+		{"  Pod status updates (kwok's: StatusREST.Update)", `k8s\.io/kubernetes/pkg/registry/core/pod/storage\.\(\*StatusREST\)\.Update`},
+		{"  creates (the Pods, their bindings: Store.Create)", `k8s\.io/apiserver/pkg/registry/generic/registry\.\(\*Store\)\.Create`},
+		{"request filters, all requests (authentication and below)", `k8s\.io/apiserver/pkg/endpoints/filters\.withAuthentication\.func1`},
+		{"watches served (WatchServer.HandleHTTP)", `k8s\.io/apiserver/pkg/endpoints/handlers\.\(\*WatchServer\)\.HandleHTTP`},
+		{"garbage collection (gcBgMarkWorker)", `runtime\.gcBgMarkWorker`},
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=100000", path).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("(go tool pprof failed: %v)", err)
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		re := regexp.MustCompile(`^` + p.fn + `$`)
+		share := "0%"
+		for line := range strings.Lines(string(out)) {
+			f := strings.Fields(line)
+			if len(f) == 6 && re.MatchString(f[5]) {
+				share = f[4] + " (" + f[3] + ")"
+				break
+			}
+		}
+		fmt.Fprintf(&b, "%-58s %s\n", p.what, share)
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
 
 // schedTimes is the time a process's threads have run on a CPU and waited

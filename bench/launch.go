@@ -60,7 +60,7 @@ const launchGrace = 30 * time.Second
 // is sent until the dispatcher calls Launch for its build. probe, if not
 // nil, is called as each load starts; what the function it returns says
 // at the load's end goes into the run.
-func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTimes, loads []load, probe func() func() string) ([]launchRun, *decisions, error) {
+func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTimes, loads []load, probe func(load) func() string) ([]launchRun, *decisions, error) {
 	dataDir := e.dir(name)
 	ing, err := openStack(ctx, e, "ingest", kind, dataDir)
 	if err != nil {
@@ -111,7 +111,7 @@ func pushToLaunch(ctx context.Context, e *env, name, kind string, lt *launchTime
 		}
 		var probed func() string
 		if probe != nil {
-			probed = probe()
+			probed = probe(l)
 		}
 		from := time.Now()
 		got := openLoop(ctx, client, l.rate, n, 512, func(i int) *http.Request {

@@ -197,7 +197,7 @@ func (cp *ControlPlane) run() error {
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+path("sa.pub"),
 		"--service-account-signing-key-file="+path("sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24", "--endpoint-reconciler-type=none",
-		"--enable-priority-and-fairness=false", "--profiling=false"); err != nil {
+		"--enable-priority-and-fairness=false", "--profiling=true"); err != nil { // the bench reads its CPU profile
 		return err
 	}
 
