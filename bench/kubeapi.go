@@ -46,69 +46,49 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-
 	cfg, err := config.Load(func(string) string { return "" })
 	if err != nil {
 		return result{}, err
 	}
-	qps, burst := cfg.Kube.QPS, cfg.Kube.Burst
-	kubeconfig, err := cp.ServiceAccountConfig("decap-system", "decap-dispatcher")
+	k := &kubeAPIRun{qps: cfg.Kube.QPS, burst: cfg.Kube.Burst, waits: &stamps{}, trips: &stamps{}, pods: newPodTimes()}
+	ex, err := k.executor(cp, cfg.Kube.Namespace)
 	if err != nil {
 		return result{}, err
 	}
-	rc, err := kube.RESTConfig(kubeconfig, qps, burst)
-	if err != nil {
-		return result{}, err
-	}
-	// What client-go makes of QPS and Burst when no RateLimiter is set,
-	// timed.
-	waits, trips := &stamps{}, &stamps{}
-	rc.RateLimiter = timedLimiter{flowcontrol.NewTokenBucketRateLimiter(qps, burst), waits}
-	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return timedTrips{rt, trips} })
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return result{}, err
-	}
-	ex, err := kube.New(kube.Config{
-		Client: client, Namespace: cfg.Kube.Namespace, EntrypointImage: "ghcr.io/decap-ci/decap-build:bench",
-		ScriptsRepo: "https://github.com/Codertocat/build-scripts.git", Uploads: benchUploads,
-	})
-	if err != nil {
-		return result{}, err
-	}
-
-	pods := newPodTimes()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	if err := pods.watch(wctx, cp.Client, cfg.Kube.Namespace); err != nil {
+	if err := k.pods.watch(wctx, cp.Client, cfg.Kube.Namespace); err != nil {
 		return result{}, err
 	}
+	k.lt = newLaunchTimes(beginTimes{ex, k.pods})
 
-	lt := newLaunchTimes(beginTimes{ex, pods})
-	loads := []load{
-		{name: "light", rate: e.scale.LightRate, d: e.scale.LightFor, target: true},
-		{name: "heavy", rate: e.scale.KubeAPIRate, d: e.scale.HeavyFor, target: true},
-	}
 	// The control plane idle first, for what it costs without Pods.
-	idle := startCost(ctx, cp, trips)
+	idle := startCost(ctx, cp, k.trips)
 	select {
 	case <-time.After(min(3*time.Second, e.scale.LightFor)):
 	case <-ctx.Done():
 		return result{}, ctx.Err()
 	}
-	idleCost := idle()
-	// The API server's CPU profile over the heavy load.
+	k.idleCost = idle()
+	// Each load's cost, and the API server's CPU profile over the heavy one.
 	var apiProfile func() string
 	probe := func(l load) func() string {
-		cost := startCost(ctx, cp, trips) // its scrape before the profile starts
+		cost := startCost(ctx, cp, k.trips) // its scrape before the profile starts
 		if l.name == "heavy" {
 			apiProfile = startAPIProfile(ctx, e, cp, l.d)
 		}
 		return cost
 	}
-	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", lt, loads, probe)
+	loads := []load{
+		{name: "light", rate: e.scale.LightRate, d: e.scale.LightFor, target: true},
+		{name: "heavy", rate: e.scale.KubeAPIRate, d: e.scale.HeavyFor, target: true},
+	}
+	runs, dec, err := pushToLaunch(ctx, e, "launch-kubeapi", "embedded", k.lt, loads, probe)
 	if err != nil {
 		return result{}, err
+	}
+	if apiProfile != nil {
+		k.apiProfile = apiProfile()
 	}
 	var ids []build.ID
 	for _, r := range runs {
@@ -116,31 +96,56 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 			ids = append(ids, b.id)
 		}
 	}
-	notRunning := pods.waitRunning(ctx, ids, launchGrace)
+	k.notRunning = k.pods.waitRunning(ctx, ids, launchGrace)
+	return k.result(e, runs, dec), nil
+}
 
+// kubeAPIRun is what launch-kubeapi measures besides the launch rows.
+type kubeAPIRun struct {
+	qps          float32
+	burst        int
+	waits, trips *stamps // the client's rate-limiter waits, its Pod POSTs' round trips
+	pods         *podTimes
+	lt           *launchTimes
+	idleCost     string // startCost's cells over the idle control plane
+	apiProfile   string // apiParts and the flat top of the API server's profile
+	notRunning   int
+}
+
+// executor returns a kube.Executor whose client is the dispatcher's
+// (kube.RESTConfig with its QPS and Burst), acting as the decap-dispatcher
+// ServiceAccount, its rate limiter's waits and its round trips timed.
+func (k *kubeAPIRun) executor(cp *kubetest.ControlPlane, namespace string) (*kube.Executor, error) {
+	kubeconfig, err := cp.ServiceAccountConfig("decap-system", "decap-dispatcher")
+	if err != nil {
+		return nil, err
+	}
+	rc, err := kube.RESTConfig(kubeconfig, k.qps, k.burst)
+	if err != nil {
+		return nil, err
+	}
+	// What client-go makes of QPS and Burst when no RateLimiter is set,
+	// timed.
+	rc.RateLimiter = timedLimiter{flowcontrol.NewTokenBucketRateLimiter(k.qps, k.burst), k.waits}
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return timedTrips{rt, k.trips} })
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(kube.Config{
+		Client: client, Namespace: namespace, EntrypointImage: "ghcr.io/decap-ci/decap-build:bench",
+		ScriptsRepo: "https://github.com/Codertocat/build-scripts.git", Uploads: benchUploads,
+	})
+}
+
+// result makes the launch rows, a push → Pod Running row per load, and
+// the details: where each load's time went and what it cost.
+func (k *kubeAPIRun) result(e *env, runs []launchRun, dec *decisions) result {
 	who := fmt.Sprintf("embedded (SQLite) + kubernetes executor on kube-apiserver %s (kubetest, kwok node), client QPS %s / Burst %d",
-		kubetest.Version, trimFloat(float64(qps)), burst)
+		kubetest.Version, trimFloat(float64(k.qps)), k.burst)
 	res := launchRows(e, "launch-kubeapi", who, "kube.Executor.Launch (PodFor, presign, Pod create) returned", runs, dec)
-	var b strings.Builder
-	fmt.Fprintf(&b, "The client is the dispatcher's: `kube.RESTConfig` with DECAP_KUBE_QPS=%s and DECAP_KUBE_BURST=%d (the defaults, as manifests/configmap.yaml sets them), ",
-		trimFloat(float64(qps)), burst)
-	b.WriteString("as the decap-dispatcher ServiceAccount under manifests/' RBAC; the presigned upload URLs are made up, as in launch-kube (the embedded default has no S3). ")
-	b.WriteString("Split of each build's path, from the webhook's scheduled send: to the executor's Launch call (ingest, queue, dispatcher), ")
-	b.WriteString("Launch itself (its wait for the client's rate limiter and the POST's round trip to the API server are the next two columns, over all the load's requests), ")
-	b.WriteString("then, from a watch on the namespace, the Pod created → bound to the node (kube-scheduler) → Running (kwok). ")
-	b.WriteString("The last two columns split the slowest 5% of push → Pod created (their means).\n\n")
-	b.WriteString("| load | to Launch p50 | p99 | Launch p50 | p99 | limiter wait p99 | max | POST p50 | p99 | created → bound p50 | p99 | bound → Running p50 | p99 | slowest 5%: to Launch | Launch |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
-		s := pods.split(r, lt)
-		w, t := waits.within(r.from, r.to), trips.within(r.from, r.to)
-		slowTo, slowLaunch := s.slowest(0.05)
-		fmt.Fprintf(&b, "| %s, %s/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, trimFloat(r.rate),
-			ms(s.toLaunch.quantile(0.5)), ms(s.toLaunch.quantile(0.99)), ms(s.launch.quantile(0.5)), ms(s.launch.quantile(0.99)),
-			ms(w.quantile(0.99)), ms(w.max()), ms(t.quantile(0.5)), ms(t.quantile(0.99)),
-			ms(s.bound.quantile(0.5)), ms(s.bound.quantile(0.99)), ms(s.running.quantile(0.5)), ms(s.running.quantile(0.99)),
-			ms(slowTo), ms(slowLaunch))
-
+		s := k.pods.split(r, k.lt)
 		res.rows = append(res.rows, row{
 			what:     fmt.Sprintf("push → Pod Running (kwok), %s load %s/s for %s (%d webhooks), real kube-apiserver", r.name, trimFloat(r.rate), r.d, r.n),
 			figure:   fmt.Sprintf("p50 %s, p99 %s%s", ms(s.toRunning.quantile(0.5)), ms(s.toRunning.quantile(0.99)), notRunningNote(len(r.builds)-len(s.toRunning))),
@@ -149,24 +154,56 @@ func benchLaunchKubeAPI(ctx context.Context, e *env) (result, error) {
 			holds:    noTarget, command: e.command("launch-kubeapi"),
 		})
 	}
-	b.WriteString("\nWhat each load cost: the machine's busy cores (of all its processes), each process's cores, and its CPU and its threads' wait for a CPU (run queue, /proc schedstat) per Pod created over the load ")
+	res.details = append(res.details, k.splitTable(runs), k.costTable(runs))
+	if k.apiProfile != "" {
+		res.details = append(res.details, "kube-apiserver's CPU profile over the heavy load (its /debug/pprof/profile): the shares of its parts "+
+			"(cumulative; the storage work of a request runs in a goroutine of its own, outside the request filters), "+
+			"then the functions the time is spent in:\n\n"+codeBlock(k.apiProfile))
+	}
+	if k.notRunning > 0 {
+		res.details = append(res.details, fmt.Sprintf("%d Pods were not seen Running within %s of the last launch.", k.notRunning, launchGrace))
+	}
+	return res
+}
+
+// splitTable says where the time of each load's builds went.
+func (k *kubeAPIRun) splitTable(runs []launchRun) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "The client is the dispatcher's: `kube.RESTConfig` with DECAP_KUBE_QPS=%s and DECAP_KUBE_BURST=%d (the defaults, as manifests/configmap.yaml sets them), ",
+		trimFloat(float64(k.qps)), k.burst)
+	b.WriteString("as the decap-dispatcher ServiceAccount under manifests/' RBAC; the presigned upload URLs are made up, as in launch-kube (the embedded default has no S3). ")
+	b.WriteString("Split of each build's path, from the webhook's scheduled send: to the executor's Launch call (ingest, queue, dispatcher), ")
+	b.WriteString("Launch itself (its wait for the client's rate limiter and the POST's round trip to the API server are the next two columns, over all the load's requests), ")
+	b.WriteString("then, from a watch on the namespace, the Pod created → bound to the node (kube-scheduler) → Running (kwok). ")
+	b.WriteString("The last two columns split the slowest 5% of push → Pod created (their means).\n\n")
+	b.WriteString("| load | to Launch p50 | p99 | Launch p50 | p99 | limiter wait p99 | max | POST p50 | p99 | created → bound p50 | p99 | bound → Running p50 | p99 | slowest 5%: to Launch | Launch |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range runs {
+		s := k.pods.split(r, k.lt)
+		w, t := k.waits.within(r.from, r.to), k.trips.within(r.from, r.to)
+		slowTo, slowLaunch := s.slowest(0.05)
+		fmt.Fprintf(&b, "| %s, %s/s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, trimFloat(r.rate),
+			ms(s.toLaunch.quantile(0.5)), ms(s.toLaunch.quantile(0.99)), ms(s.launch.quantile(0.5)), ms(s.launch.quantile(0.99)),
+			ms(w.quantile(0.99)), ms(w.max()), ms(t.quantile(0.5)), ms(t.quantile(0.99)),
+			ms(s.bound.quantile(0.5)), ms(s.bound.quantile(0.99)), ms(s.running.quantile(0.5)), ms(s.running.quantile(0.99)),
+			ms(slowTo), ms(slowLaunch))
+	}
+	return b.String()
+}
+
+// costTable says what each load cost the machine and the control plane.
+func (k *kubeAPIRun) costTable(runs []launchRun) string {
+	var b strings.Builder
+	b.WriteString("What each load cost: the machine's busy cores (of all its processes), each process's cores, and its CPU and its threads' wait for a CPU (run queue, /proc schedstat) per Pod created over the load ")
 	b.WriteString("(a Pod's whole life there: create, binding, kwok's two status updates, the watches); the bench process holds ingest, the dispatcher, ")
 	b.WriteString("the executor's client and the load generator. Then the Pod creates' mean time at the client and in the API server and its etcd write, ")
 	b.WriteString("from the API server's metrics (how many POSTs it counted).\n\n")
 	b.WriteString("| load | " + strings.Join(costColumns, " | ") + " |\n|---|" + strings.Repeat("---|", len(costColumns)) + "\n")
-	fmt.Fprintf(&b, "| idle control plane | %s |\n", idleCost)
+	fmt.Fprintf(&b, "| idle control plane | %s |\n", k.idleCost)
 	for _, r := range runs {
 		fmt.Fprintf(&b, "| %s, %s/s | %s |\n", r.name, trimFloat(r.rate), r.probed)
 	}
-	if apiProfile != nil {
-		fmt.Fprintf(&b, "\nkube-apiserver's CPU profile over the heavy load (its /debug/pprof/profile): the shares of its parts (cumulative; "+
-			"the storage work of a request runs in a goroutine of its own, outside the request filters), then the functions the time is spent in:\n\n%s\n", codeBlock(apiProfile()))
-	}
-	if notRunning > 0 {
-		fmt.Fprintf(&b, "\n%d Pods were not seen Running within %s of the last launch.\n", notRunning, launchGrace)
-	}
-	res.details = append(res.details, b.String())
-	return res, nil
+	return b.String()
 }
 
 func notRunningNote(n int) string {
