@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decap-ci/decap/internal/kubetest"
 )
 
 // TestSmoke runs the embedded scenarios at a tiny scale and checks that the
@@ -50,6 +52,70 @@ func TestSmoke(t *testing.T) {
 	if strings.Contains(string(report), "failed:") {
 		t.Errorf("a scenario failed:\n%s", report)
 	}
+}
+
+// TestSmokeKubeAPI runs the scenario on a real API server at a tiny scale
+// and checks that the report has its rows; without the control plane's
+// binaries, TestKubeAPINotRun checks the report says why instead.
+func TestSmokeKubeAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane; skipped under -short")
+	}
+	if why := kubetest.Missing(); why != "" {
+		t.Skip(why)
+	}
+	report := runKubeAPI(t)
+	for _, want := range []string{
+		"| launch-kubeapi | push → Launch, light load 10/s for 300ms (3 webhooks), embedded (SQLite) + kubernetes executor on kube-apiserver",
+		"| launch-kubeapi | push → Launch, heavy load 20/s for 250ms (5 webhooks)",
+		"client QPS ", " / Burst ",
+		"| launch-kubeapi | push → Pod Running (kwok), heavy load 20/s",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report has no %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(report, "failed:") || strings.Contains(report, "not seen Running") || strings.Contains(report, "not launched within") {
+		t.Errorf("a build was lost or the scenario failed:\n%s", report)
+	}
+}
+
+func TestKubeAPINotRun(t *testing.T) {
+	t.Setenv("DECAP_KUBE_BIN", t.TempDir()) // no binaries there
+	report := runKubeAPI(t)
+	if want := "- Not run: launch-kubeapi: the Kubernetes control plane"; !strings.Contains(report, want) {
+		t.Errorf("the report does not say %q:\n%s", want, report)
+	}
+	if strings.Contains(report, "| launch-kubeapi |") {
+		t.Errorf("the report has rows of a scenario that did not run:\n%s", report)
+	}
+}
+
+// runKubeAPI runs the launch-kubeapi scenario at a tiny scale and returns
+// the report.
+func runKubeAPI(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "BENCHMARKS.md")
+	args := []string{
+		"-scale", "quick", "-aws", "off", "-only", "^launch-kubeapi$", "-out", out,
+		"-light-rate", "10", "-light-for", "300ms", "-kubeapi-rate", "20", "-heavy-for", "250ms",
+	}
+	getenv := func(k string) string {
+		if k == "TMPDIR" {
+			return tmp
+		}
+		return os.Getenv(k)
+	}
+	var stderr bytes.Buffer
+	if err := run(context.Background(), args, getenv, io.Discard, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	report, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(report)
 }
 
 func TestQuantile(t *testing.T) {

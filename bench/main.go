@@ -10,7 +10,9 @@
 //
 // The scenarios on the AWS backend run when AWS_ENDPOINT_URL is set (make
 // bench runs the program under scripts/with-moto.sh); without it their rows
-// say they were not run. Every server binds 127.0.0.1, every scenario is
+// say they were not run. Likewise the one on a real API server
+// (launch-kubeapi) runs when the control plane's binaries are built
+// (scripts/kube-controlplane.sh build, make kube-controlplane). Every server binds 127.0.0.1, every scenario is
 // bounded in count and time, and nothing here is a test: no figure fails
 // anything.
 package main
@@ -26,6 +28,8 @@ import (
 	"regexp"
 	"syscall"
 	"time"
+
+	"github.com/decap-ci/decap/internal/kubetest"
 )
 
 func main() {
@@ -43,7 +47,10 @@ type scenario struct {
 	name string
 	// aws scenarios need AWS_ENDPOINT_URL.
 	aws bool
-	run func(ctx context.Context, e *env) (result, error)
+	// kube scenarios need the Kubernetes control plane's binaries
+	// (scripts/kube-controlplane.sh build).
+	kube bool
+	run  func(ctx context.Context, e *env) (result, error)
 }
 
 func scenarios() []scenario {
@@ -51,6 +58,7 @@ func scenarios() []scenario {
 		{name: "ingest", run: benchIngest},
 		{name: "launch", run: benchLaunch},
 		{name: "launch-kube", run: benchLaunchKube},
+		{name: "launch-kubeapi", kube: true, run: benchLaunchKubeAPI},
 		{name: "launch-aws", aws: true, run: benchLaunchAWS},
 		{name: "dispatch", run: benchDispatch},
 		{name: "dispatch-aws", aws: true, run: benchDispatchAWS},
@@ -120,6 +128,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		if sc.aws && !e.useAWS {
 			rep.skipped = append(rep.skipped, sc.name)
+			continue
+		}
+		if why := kubetest.Missing(); sc.kube && why != "" {
+			rep.notRun = append(rep.notRun, sc.name+": "+why)
 			continue
 		}
 		e.logf("== %s", sc.name)

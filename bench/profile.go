@@ -63,9 +63,13 @@ func writerParts(path string) string {
 
 // pprofTop returns the first n entries of go tool pprof -top -cum of a
 // profile: the subtrees the time goes to.
-func pprofTop(path string, n int) string {
+func pprofTop(path string, n int) string { return pprofTopBy(path, n, "-cum") }
+
+// pprofTopBy is pprofTop ordered by "-cum" or "-flat" (the functions the
+// time is spent in).
+func pprofTopBy(path string, n int, order string) string {
 	var out bytes.Buffer
-	cmd := exec.Command("go", "tool", "pprof", "-top", "-cum", "-tagignore=side=client", fmt.Sprintf("-nodecount=%d", n), path)
+	cmd := exec.Command("go", "tool", "pprof", "-top", order, "-tagignore=side=client", fmt.Sprintf("-nodecount=%d", n), path)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Sprintf("(go tool pprof failed: %v)\n%s", err, out.String())

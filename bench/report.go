@@ -67,6 +67,7 @@ type report struct {
 	machine           string
 	sections          []section
 	skipped           []string
+	notRun            []string // other scenarios not run, each with why
 	failed            int
 }
 
@@ -102,6 +103,9 @@ func (r *report) write(w io.Writer) error {
 	fmt.Fprintf(&b, "- Machine: %s.\n", r.machine)
 	if len(r.skipped) > 0 {
 		fmt.Fprintf(&b, "- Not run: %s (they need AWS_ENDPOINT_URL: run under `scripts/with-moto.sh`, as `make bench` does).\n", strings.Join(r.skipped, ", "))
+	}
+	for _, n := range r.notRun {
+		fmt.Fprintf(&b, "- Not run: %s.\n", n)
 	}
 	b.WriteString("\n## Summary\n\n")
 	b.WriteString("| scenario | measured | figure | baseline (same run) | ratio | target | holds | command |\n")

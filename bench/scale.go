@@ -19,6 +19,7 @@ type scale struct {
 	LightRate, HeavyRate float64       // push-to-launch: webhooks/s
 	LightFor, HeavyFor   time.Duration // and for how long
 	AWSHeavyRate         float64       // the heavy load on moto
+	KubeAPIRate          float64       // the heavy load on a real API server (DESIGN.md: 20)
 
 	DispatchN, DispatchKeys       int // queued requests and lock keys, embedded
 	AWSDispatchN, AWSDispatchKeys int // on moto, which is slower
@@ -45,7 +46,7 @@ type scale struct {
 var scales = map[string]scale{
 	"full": {
 		IngestRound: 5 * time.Second, IngestRounds: 3, IngestClients: 16, IngestRate: 100, IngestRateFor: 10 * time.Second,
-		LightRate: 5, LightFor: 30 * time.Second, HeavyRate: 50, HeavyFor: 10 * time.Second, AWSHeavyRate: 20,
+		LightRate: 5, LightFor: 30 * time.Second, HeavyRate: 50, HeavyFor: 10 * time.Second, AWSHeavyRate: 20, KubeAPIRate: 20,
 		DispatchN: 10000, DispatchKeys: 1000, AWSDispatchN: 500, AWSDispatchKeys: 50,
 		ReapN: 300, ReapRate: 30, WebhookN: 300, EndN: 40,
 		MemN: 10000, MemKeys: 1000, MemRun: 30 * time.Second, Idle: 60 * time.Second,
@@ -54,7 +55,7 @@ var scales = map[string]scale{
 	},
 	"quick": {
 		IngestRound: time.Second, IngestRounds: 2, IngestClients: 8, IngestRate: 50, IngestRateFor: 2 * time.Second,
-		LightRate: 5, LightFor: 4 * time.Second, HeavyRate: 20, HeavyFor: 2 * time.Second, AWSHeavyRate: 10,
+		LightRate: 5, LightFor: 4 * time.Second, HeavyRate: 20, HeavyFor: 2 * time.Second, AWSHeavyRate: 10, KubeAPIRate: 20,
 		DispatchN: 500, DispatchKeys: 50, AWSDispatchN: 100, AWSDispatchKeys: 20,
 		ReapN: 40, ReapRate: 20, WebhookN: 40, EndN: 10,
 		MemN: 300, MemKeys: 30, MemRun: 5 * time.Second, Idle: 5 * time.Second,
@@ -80,6 +81,7 @@ func (s *scale) fields() []field {
 		{"heavy-rate", "push-to-launch heavy load, webhooks/s", &s.HeavyRate},
 		{"heavy-for", "push-to-launch heavy load, length", &s.HeavyFor},
 		{"aws-heavy-rate", "push-to-launch heavy load on moto, webhooks/s", &s.AWSHeavyRate},
+		{"kubeapi-rate", "push-to-launch heavy load on a real API server, webhooks/s", &s.KubeAPIRate},
 		{"dispatch-n", "queued requests of the embedded dispatcher run", &s.DispatchN},
 		{"dispatch-keys", "lock keys of the embedded dispatcher run", &s.DispatchKeys},
 		{"aws-dispatch-n", "queued requests of the dispatcher run on moto", &s.AWSDispatchN},

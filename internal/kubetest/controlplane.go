@@ -92,8 +92,8 @@ func Missing() string {
 	return ""
 }
 
-// ControlPlane is a running control plane. Everything it started stops
-// when the test ends.
+// ControlPlane is a running control plane. What Start started stops when
+// the test ends; what Run started stops on Stop.
 type ControlPlane struct {
 	// Dir holds its state, logs and kubeconfigs.
 	Dir string
@@ -103,79 +103,131 @@ type ControlPlane struct {
 	Config *rest.Config
 	Client kubernetes.Interface
 
-	t      testing.TB
+	t      testing.TB // nil when Run started it
 	server string
 	ca     []byte
 	procs  []*exec.Cmd
 }
 
-// Start starts a control plane, or skips t when Missing says why not. It
-// returns once the API server answers, and kwok's node is Ready.
+// Start starts a control plane in a temporary directory of t, or skips t
+// when Missing says why not. It returns once the API server answers, and
+// kwok's node is Ready.
 func Start(t testing.TB) *ControlPlane {
 	t.Helper()
 	if why := Missing(); why != "" {
 		t.Skip(why)
 	}
-	dir := t.TempDir()
-	cp := &ControlPlane{Dir: dir, t: t}
-	t.Cleanup(cp.stop)
-	bin := BinDir()
-
-	cert, key := cp.servingCert()
-	saKey, saPub := cp.serviceAccountKeys()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
+	cp, err := Run(t.TempDir())
+	if cp != nil {
+		cp.t = t
+		t.Cleanup(func() {
+			cp.Stop()
+			if t.Failed() {
+				t.Log(cp.LogTails())
+			}
+		})
 	}
-	certFile, keyFile := write("apiserver.crt", cert), write("apiserver.key", key)
-	saKeyFile, saPubFile := write("sa.key", saKey), write("sa.pub", saPub)
-	tokens := write("tokens.csv", []byte(adminToken+",decap-admin,decap-admin,system:masters\n"))
-	cp.ca = cert
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
 
-	etcdClient, etcdPeer := freePort(t), freePort(t)
-	cp.start(filepath.Join(bin, "etcd"), "etcd",
-		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
+// Run starts a control plane in dir, for a program that is not a test
+// (bench). It returns once the API server answers, and kwok's node is
+// Ready. The caller stops it with Stop, also after an error, when the
+// ControlPlane is not nil (LogTails then says what went wrong); Missing
+// says beforehand whether the binaries are there.
+func Run(dir string) (*ControlPlane, error) {
+	if why := Missing(); why != "" {
+		return nil, errors.New(why)
+	}
+	cp := &ControlPlane{Dir: dir}
+	if err := cp.run(); err != nil {
+		return cp, err
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) run() error {
+	dir, bin := cp.Dir, BinDir()
+	cert, key, err := servingCert()
+	if err != nil {
+		return err
+	}
+	saKey, saPub, err := serviceAccountKeys()
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"apiserver.crt": cert, "apiserver.key": key, "sa.key": saKey, "sa.pub": saPub,
+		"tokens.csv":  []byte(adminToken + ",decap-admin,decap-admin,system:masters\n"),
+		"stages.yaml": stages,
+	}
+	path := func(name string) string { return filepath.Join(dir, name) }
+	for name, data := range files {
+		if err := os.WriteFile(path(name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	cp.ca = cert
+	var ports [5]string
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+	}
+	etcdClient, etcdPeer, apiPort, schedulerPort, kwokPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+
+	if err := cp.start(filepath.Join(bin, "etcd"), "etcd",
+		"--name=default", "--data-dir="+path("etcd"),
 		"--listen-client-urls=http://127.0.0.1:"+etcdClient, "--advertise-client-urls=http://127.0.0.1:"+etcdClient,
 		"--listen-peer-urls=http://127.0.0.1:"+etcdPeer, "--initial-advertise-peer-urls=http://127.0.0.1:"+etcdPeer,
 		"--initial-cluster=default=http://127.0.0.1:"+etcdPeer,
-		"--unsafe-no-fsync", "--log-level=warn")
+		"--unsafe-no-fsync", "--log-level=warn"); err != nil {
+		return err
+	}
 
-	apiPort := freePort(t)
 	cp.server = "https://127.0.0.1:" + apiPort
-	cp.start(filepath.Join(bin, "kube-apiserver"), "kube-apiserver",
+	if err := cp.start(filepath.Join(bin, "kube-apiserver"), "kube-apiserver",
 		"--etcd-servers=http://127.0.0.1:"+etcdClient,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+apiPort,
-		"--tls-cert-file="+certFile, "--tls-private-key-file="+keyFile,
-		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+saPubFile,
-		"--service-account-signing-key-file="+saKeyFile,
+		"--tls-cert-file="+path("apiserver.crt"), "--tls-private-key-file="+path("apiserver.key"),
+		"--token-auth-file="+path("tokens.csv"), "--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+path("sa.pub"),
+		"--service-account-signing-key-file="+path("sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24", "--endpoint-reconciler-type=none",
-		"--enable-priority-and-fairness=false", "--profiling=false")
+		"--enable-priority-and-fairness=false", "--profiling=true"); err != nil { // the bench reads its CPU profile
+		return err
+	}
 
-	cp.Kubeconfig = cp.WriteKubeconfig("admin", adminToken)
+	if cp.Kubeconfig, err = cp.kubeconfig("admin", adminToken); err != nil {
+		return err
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cp.Kubeconfig)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	rc.QPS, rc.Burst = 100, 200
 	cp.Config = rc
 	if cp.Client, err = kubernetes.NewForConfig(rc); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	cp.waitFor(90*time.Second, "kube-apiserver to be ready", func(ctx context.Context) error {
+	if err := cp.waitFor(90*time.Second, "kube-apiserver to be ready", func(ctx context.Context) error {
 		body, err := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, body)
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 
-	cp.start(filepath.Join(bin, "kube-scheduler"), "kube-scheduler",
+	if err := cp.start(filepath.Join(bin, "kube-scheduler"), "kube-scheduler",
 		"--kubeconfig="+cp.Kubeconfig, "--leader-elect=false",
-		"--bind-address=127.0.0.1", "--secure-port="+freePort(t))
+		"--bind-address=127.0.0.1", "--secure-port="+schedulerPort); err != nil {
+		return err
+	}
 
 	// The node first, so that kwok finds it to manage; kwok makes it Ready.
 	_, err = cp.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{
@@ -186,14 +238,15 @@ func Start(t testing.TB) *ControlPlane {
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("create the fake node: %v", err)
+		return fmt.Errorf("create the fake node: %w", err)
 	}
-	stageFile := write("stages.yaml", stages)
-	cp.start(filepath.Join(bin, "kwok"), "kwok",
-		"--kubeconfig="+cp.Kubeconfig, "--config="+stageFile,
+	if err := cp.start(filepath.Join(bin, "kwok"), "kwok",
+		"--kubeconfig="+cp.Kubeconfig, "--config="+path("stages.yaml"),
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-		"--node-ip=127.0.0.1", "--cidr=10.1.0.0/16", "--server-address=127.0.0.1:"+freePort(t))
-	cp.waitFor(60*time.Second, "kwok's node to be Ready", func(ctx context.Context) error {
+		"--node-ip=127.0.0.1", "--cidr=10.1.0.0/16", "--server-address=127.0.0.1:"+kwokPort); err != nil {
+		return err
+	}
+	if err := cp.waitFor(60*time.Second, "kwok's node to be Ready", func(ctx context.Context) error {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -204,10 +257,12 @@ func Start(t testing.TB) *ControlPlane {
 			}
 		}
 		return fmt.Errorf("node conditions: %v", n.Status.Conditions)
-	})
+	}); err != nil {
+		return err
+	}
 	// The API server taints a new node not-ready; the node lifecycle
 	// controller (kube-controller-manager, not started here) would lift it.
-	cp.waitFor(30*time.Second, "the not-ready taint to be lifted", func(ctx context.Context) error {
+	return cp.waitFor(30*time.Second, "the not-ready taint to be lifted", func(ctx context.Context) error {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -222,13 +277,20 @@ func Start(t testing.TB) *ControlPlane {
 		}
 		return err
 	})
-	return cp
 }
 
 // WriteKubeconfig writes a kubeconfig for the API server with a bearer
 // token, and returns its path.
 func (cp *ControlPlane) WriteKubeconfig(name, token string) string {
 	cp.t.Helper()
+	p, err := cp.kubeconfig(name, token)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	return p
+}
+
+func (cp *ControlPlane) kubeconfig(name, token string) (string, error) {
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -247,9 +309,9 @@ current-context: kubetest
 `, cp.server, b64(cp.ca), name, token, name)
 	p := filepath.Join(cp.Dir, name+".kubeconfig")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
-		cp.t.Fatal(err)
+		return "", err
 	}
-	return p
+	return p, nil
 }
 
 // ServiceAccountKubeconfig writes a kubeconfig that acts as the
@@ -257,13 +319,23 @@ current-context: kubetest
 // and returns its path.
 func (cp *ControlPlane) ServiceAccountKubeconfig(namespace, name string) string {
 	cp.t.Helper()
+	p, err := cp.ServiceAccountConfig(namespace, name)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	return p
+}
+
+// ServiceAccountConfig is ServiceAccountKubeconfig for a ControlPlane
+// that Run started: it returns the error.
+func (cp *ControlPlane) ServiceAccountConfig(namespace, name string) (string, error) {
 	hour := int64(3600)
 	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &hour}}, metav1.CreateOptions{})
 	if err != nil {
-		cp.t.Fatalf("token of service account %s/%s: %v", namespace, name, err)
+		return "", fmt.Errorf("token of service account %s/%s: %w", namespace, name, err)
 	}
-	return cp.WriteKubeconfig(namespace+"-"+name, tr.Status.Token)
+	return cp.kubeconfig(namespace+"-"+name, tr.Status.Token)
 }
 
 // Kubectl runs kubectl as the admin, with stdin, and returns its combined
@@ -276,11 +348,10 @@ func (cp *ControlPlane) Kubectl(stdin []byte, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-func (cp *ControlPlane) start(path, name string, args ...string) {
-	cp.t.Helper()
+func (cp *ControlPlane) start(path, name string, args ...string) error {
 	logFile, err := os.Create(filepath.Join(cp.Dir, name+".log"))
 	if err != nil {
-		cp.t.Fatal(err)
+		return err
 	}
 	defer logFile.Close()
 	cmd := exec.Command(path, args...)
@@ -288,12 +359,15 @@ func (cp *ControlPlane) start(path, name string, args ...string) {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		cp.t.Fatalf("start %s: %v", name, err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	cp.procs = append(cp.procs, cmd)
+	return nil
 }
 
-func (cp *ControlPlane) stop() {
+// Stop stops every process of the control plane, the last started first;
+// a second call does nothing.
+func (cp *ControlPlane) Stop() {
 	for i := len(cp.procs) - 1; i >= 0; i-- {
 		p := cp.procs[i]
 		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
@@ -306,43 +380,56 @@ func (cp *ControlPlane) stop() {
 			<-done
 		}
 	}
-	if cp.t.Failed() {
-		for _, name := range []string{"kube-apiserver", "kube-scheduler", "kwok", "etcd"} {
-			b, _ := os.ReadFile(filepath.Join(cp.Dir, name+".log"))
-			if len(b) > 8<<10 {
-				b = b[len(b)-8<<10:]
-			}
-			cp.t.Logf("--- %s log (tail) ---\n%s", name, b)
-		}
-	}
+	cp.procs = nil
 }
 
-func (cp *ControlPlane) waitFor(timeout time.Duration, what string, check func(context.Context) error) {
-	cp.t.Helper()
+// Pids returns the process ID of each process of the control plane, by
+// name ("etcd", "kube-apiserver", "kube-scheduler", "kwok").
+func (cp *ControlPlane) Pids() map[string]int {
+	pids := map[string]int{}
+	for _, p := range cp.procs {
+		pids[filepath.Base(p.Path)] = p.Process.Pid
+	}
+	return pids
+}
+
+// LogTails returns the last 8 KiB of each process's log.
+func (cp *ControlPlane) LogTails() string {
+	var b strings.Builder
+	for _, name := range []string{"kube-apiserver", "kube-scheduler", "kwok", "etcd"} {
+		log, _ := os.ReadFile(filepath.Join(cp.Dir, name+".log"))
+		if len(log) > 8<<10 {
+			log = log[len(log)-8<<10:]
+		}
+		fmt.Fprintf(&b, "--- %s log (tail) ---\n%s\n", name, log)
+	}
+	return b.String()
+}
+
+func (cp *ControlPlane) waitFor(timeout time.Duration, what string, check func(context.Context) error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		for _, p := range cp.procs {
 			if p.ProcessState != nil {
-				cp.t.Fatalf("waiting for %s: %s exited: %v", what, filepath.Base(p.Path), p.ProcessState)
+				return fmt.Errorf("waiting for %s: %s exited: %v", what, filepath.Base(p.Path), p.ProcessState)
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		last = check(ctx)
 		cancel()
 		if last == nil {
-			return
+			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	cp.t.Fatalf("%s did not happen within %s: %v", what, timeout, last)
+	return fmt.Errorf("%s did not happen within %s: %v", what, timeout, last)
 }
 
-func (cp *ControlPlane) servingCert() (certPEM, keyPEM []byte) {
-	cp.t.Helper()
+func servingCert() (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		cp.t.Fatal(err)
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -358,33 +445,36 @@ func (cp *ControlPlane) servingCert() (certPEM, keyPEM []byte) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		cp.t.Fatal(err)
+		return nil, nil, err
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		cp.t.Fatal(err)
+		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
-func (cp *ControlPlane) serviceAccountKeys() (keyPEM, pubPEM []byte) {
-	cp.t.Helper()
+func serviceAccountKeys() (keyPEM, pubPEM []byte, err error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		cp.t.Fatal(err)
+		return nil, nil, err
 	}
 	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		cp.t.Fatal(err)
+		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
-		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), nil
 }
 
-// freePort is the port of proctest.FreeAddr, for flags that take a port.
-func freePort(t testing.TB) string {
-	_, port, _ := net.SplitHostPort(proctest.FreeAddr(t))
-	return port
+// freePort is the port of proctest.UnusedAddr, for flags that take a port.
+func freePort() (string, error) {
+	addr, err := proctest.UnusedAddr()
+	if err != nil {
+		return "", err
+	}
+	_, port, err := net.SplitHostPort(addr)
+	return port, err
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

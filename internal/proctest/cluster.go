@@ -12,6 +12,7 @@
 package proctest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -124,19 +125,28 @@ var handedOut sync.Map
 // /readyz).
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
+	addr, err := UnusedAddr()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return addr
+}
+
+// UnusedAddr is FreeAddr for a program that is not a test: it returns the
+// error.
+func UnusedAddr() (string, error) {
 	for range 100 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			tb.Fatalf("find a free port: %v", err)
+			return "", fmt.Errorf("find a free port: %w", err)
 		}
 		addr := ln.Addr().String()
 		ln.Close()
 		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
+			return addr, nil
 		}
 	}
-	tb.Fatal("find a free port: the kernel kept offering ports already handed out")
-	return ""
+	return "", errors.New("find a free port: the kernel kept offering ports already handed out")
 }
 
 // Dir returns the cluster's own directory: logs/ holds a log per service
