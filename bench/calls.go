@@ -239,3 +239,8 @@ func (w countedIntake) Enqueue(ctx context.Context, req build.Request, claims []
 	w.c.inc("intake.enqueue")
 	return w.Intake.Enqueue(ctx, req, claims, ttl)
 }
+
+func (w countedIntake) EnqueueSuperseding(ctx context.Context, req build.Request, claims []string, ttl time.Duration, now time.Time) (build.ID, []build.ID, error) {
+	w.c.inc("intake.enqueue")
+	return w.Intake.EnqueueSuperseding(ctx, req, claims, ttl, now)
+}
