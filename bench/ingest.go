@@ -180,7 +180,7 @@ func writeCalls(m map[string]int) int {
 		case "queue.publish", "queue.delete", "queue.change_visibility", "queue.dead_letter",
 			"locks.acquire", "locks.extend", "locks.release", "locks.force_release",
 			"idempotency.claim", "records.save", "gate.set", "blobs.put",
-			"intake.enqueue", "launches.claim", "launches.started", "ends.ended", "records.end_waiting", "locks.await":
+			"intake.enqueue", "intake.enqueue_superseding", "launches.claim", "launches.started", "ends.ended", "records.end_waiting", "locks.await":
 			n += v
 		}
 	}

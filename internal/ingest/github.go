@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -41,7 +40,9 @@ func Sign(secret, body []byte) string {
 }
 
 // pushEvent holds the few fields of a push payload that Decap reads; the rest
-// of the (possibly large) payload is skipped by the decoder.
+// of the (possibly large) payload is skipped by decodePush. The tags say
+// how encoding/json would read it, which decodePush matches
+// (github_diff_test.go).
 type pushEvent struct {
 	Ref        string `json:"ref"`
 	Before     string `json:"before"`
@@ -80,10 +81,15 @@ type parsedPush struct {
 // a push that is well-formed but not buildable (a deletion, a ref outside
 // refs/heads/ and refs/tags/) comes back with ignored set.
 func parsePush(body []byte) (parsedPush, error) {
-	var ev pushEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		return parsedPush{}, fmt.Errorf("%w: push payload: %v", build.ErrInvalid, err)
+	ev, err := decodePush(body)
+	if err != nil {
+		return parsedPush{}, err
 	}
+	return pushFrom(ev)
+}
+
+// pushFrom is parsePush once the payload is decoded.
+func pushFrom(ev pushEvent) (parsedPush, error) {
 	p := parsedPush{project: ev.Repository.Name, sha: ev.After, deleted: ev.Deleted}
 	p.team = ev.Repository.Owner.Login
 	if p.team == "" {

@@ -45,3 +45,22 @@ func BenchmarkParsePush(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParsePushStd is BenchmarkParsePush with the payload decoded by
+// encoding/json, as it was before decodePush (issue 15): run both in one
+// binary to compare them.
+func BenchmarkParsePushStd(b *testing.B) {
+	body := benchPush(b)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		ev, err := decodePushStd(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := pushFrom(ev)
+		if err != nil || p.ignored != "" {
+			b.Fatalf("parsePush: %+v, %v", p, err)
+		}
+	}
+}

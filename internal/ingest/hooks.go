@@ -199,9 +199,25 @@ func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey strin
 	}
 	// A new request's claims, record and message are written at once (one
 	// write on the embedded store); a redelivery's claims name its first
-	// build, and nothing else is written.
+	// build, and nothing else is written. A project that supersedes
+	// waiting requests only (the default for a branch) has them ended in
+	// that same write; one that stops running builds too goes through
+	// supersede.Older after it (supersedeOlder).
+	policy := s.supersedePolicy(req)
 	start := time.Now()
-	owner, err := s.deps.Intake.Enqueue(ctx, req, claims, build.IdempotencyTTL)
+	var owner build.ID
+	var superseded []build.ID
+	if policy.Queued && !policy.Running {
+		owner, superseded, err = s.deps.Intake.EnqueueSuperseding(ctx, req, claims, build.IdempotencyTTL, s.now().UTC())
+		if err != nil && owner != "" {
+			// Accepted; only the superseding failed (build.Intake),
+			// which costs build time: the older requests run.
+			log.Warn("supersede older requests", "err", err)
+			err = nil
+		}
+	} else {
+		owner, err = s.deps.Intake.Enqueue(ctx, req, claims, build.IdempotencyTTL)
+	}
 	if err != nil {
 		s.obs.Published(time.Since(start)) // failures are timed too
 		return "", false, fmt.Errorf("enqueue build %s of %s: %w", req.BuildID, req.LockKey(), err)
@@ -229,7 +245,14 @@ func (s *Server) enqueue(ctx context.Context, req build.Request, replayKey strin
 		s.obs.BuildQueued(req.Trigger)
 		log.Info("build queued", "trigger", req.Trigger)
 		s.notify(build.RecordFor(req), Notifier.BuildQueued)
-		s.supersedeOlder(ctx, log, build.RecordFor(req))
+		if policy.Queued && !policy.Running {
+			s.obs.Superseded(len(superseded), 0)
+			for _, id := range superseded {
+				log.Info("request superseded", "superseded", id)
+			}
+		} else {
+			s.supersedeOlder(ctx, log, build.RecordFor(req), policy)
+		}
 	} else {
 		log.Info("redelivery answered with the delivery's first build")
 	}
@@ -268,17 +291,27 @@ func (s *Server) republish(ctx context.Context, log *slog.Logger, req build.Requ
 	return nil
 }
 
+// supersedePolicy is what a new request of req's project ends of the
+// older requests of its lock key: nothing when the project is not
+// buildable any more (the dispatcher drops them all).
+func (s *Server) supersedePolicy(req build.Request) build.SupersedePolicy {
+	desc, _, err := s.deps.Catalog.Lookup(req.Team, req.Project)
+	if err != nil {
+		return build.SupersedePolicy{}
+	}
+	return desc.SupersedeFor(req.Ref)
+}
+
 // supersedeOlder ends the older requests of rec's lock key that rec, a
 // request just queued, makes unnecessary, as its project's supersede says
 // (internal/supersede). It runs after the publish, so that a request is
 // never superseded by one that did not reach the queue. A failure costs
 // only build time (the older requests run) and is logged here.
-func (s *Server) supersedeOlder(ctx context.Context, log *slog.Logger, rec build.Record) {
-	desc, _, err := s.deps.Catalog.Lookup(rec.Team, rec.Project)
-	if err != nil {
-		return // not buildable any more: the dispatcher drops them all
+func (s *Server) supersedeOlder(ctx context.Context, log *slog.Logger, rec build.Record, policy build.SupersedePolicy) {
+	if !policy.Any() {
+		return
 	}
-	res, err := supersede.Older(ctx, s.deps.Records, rec, desc.SupersedeFor(rec.Ref), s.now().UTC())
+	res, err := supersede.Older(ctx, s.deps.Records, rec, policy, s.now().UTC())
 	s.obs.Superseded(len(res.Superseded), len(res.Stopping))
 	for _, id := range res.Superseded {
 		log.Info("request superseded", "superseded", id)

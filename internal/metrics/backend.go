@@ -257,7 +257,7 @@ func (w *blobs) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // Intake wraps i.
 func (m *Backend) Intake(i build.Intake) build.Intake {
-	m.known("intake", "enqueue")
+	m.known("intake", "enqueue", "enqueue_superseding")
 	return &intake{i, m}
 }
 
@@ -269,6 +269,11 @@ type intake struct {
 func (w *intake) Enqueue(ctx context.Context, req build.Request, claims []string, ttl time.Duration) (build.ID, error) {
 	owner, err := w.i.Enqueue(ctx, req, claims, ttl)
 	return owner, w.m.count("intake", "enqueue", err)
+}
+
+func (w *intake) EnqueueSuperseding(ctx context.Context, req build.Request, claims []string, ttl time.Duration, now time.Time) (build.ID, []build.ID, error) {
+	owner, superseded, err := w.i.EnqueueSuperseding(ctx, req, claims, ttl, now)
+	return owner, superseded, w.m.count("intake", "enqueue_superseding", err)
 }
 
 // Launches wraps l.

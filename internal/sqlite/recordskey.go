@@ -44,47 +44,94 @@ func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if !r.Status.Final() {
 		return fmt.Errorf("end waiting build %s: %w: status %q is not final", r.BuildID, build.ErrInvalid, r.Status)
 	}
-	err := s.db.write(ctx, func(tx *Tx) error {
-		var stored []byte
-		var version int
-		err := tx.QueryRowContext(ctx, `SELECT version, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&version, &stored)
-		if errors.Is(err, sql.ErrNoRows) {
-			return build.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		var old build.Record
-		if err := json.Unmarshal(stored, &old); err != nil {
-			return fmt.Errorf("decode stored record: %w", err)
-		}
-		if !old.Waiting() || !old.LaunchingAt.IsZero() {
-			return fmt.Errorf("%w: stored status %s, launching since %v", build.ErrConflict, old.Status, old.LaunchingAt)
-		}
-		r.Number = old.Number // the store's: kept, as Save keeps it
-		doc, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		// The status in the WHERE repeats the check for the reader: the
-		// write transaction holds the database's write lock throughout.
-		res, err := tx.ExecContext(ctx, `
-UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
-WHERE id = ? AND status IN ('queued', 'deferred')`,
-			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n != 1 { // cannot be: the write lock is held since the read
-			return fmt.Errorf("%w: stored record changed under the write lock", build.ErrConflict)
-		}
-		return s.db.writeEvent(ctx, tx, r, version+1, doc)
-	})
+	err := s.db.write(ctx, func(tx *Tx) error { return s.endWaitingTx(ctx, tx, r) })
 	if err != nil {
 		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
 	}
 	s.db.written.fire()
 	return nil
 }
+
+// endWaitingTx is EndWaiting in tx.
+func (s *Records) endWaitingTx(ctx context.Context, tx *Tx, r build.Record) error {
+	var stored []byte
+	var version int
+	err := tx.QueryRowContext(ctx, `SELECT version, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&version, &stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return build.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	var old build.Record
+	if err := json.Unmarshal(stored, &old); err != nil {
+		return fmt.Errorf("decode stored record: %w", err)
+	}
+	if !old.Waiting() || !old.LaunchingAt.IsZero() {
+		return fmt.Errorf("%w: stored status %s, launching since %v", build.ErrConflict, old.Status, old.LaunchingAt)
+	}
+	r.Number = old.Number // the store's: kept, as Save keeps it
+	return s.writeEndedTx(ctx, tx, r, version)
+}
+
+// writeEndedTx writes r, a waiting record now final whose stored version
+// is version (read in tx, under the write lock, and found waiting and not
+// being launched), and its event.
+func (s *Records) writeEndedTx(ctx context.Context, tx *Tx, r build.Record, version int) error {
+	doc, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	// The status in the WHERE repeats the check for the reader: the
+	// write transaction holds the database's write lock throughout.
+	res, err := tx.ExecContext(ctx, `
+UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
+WHERE id = ? AND status IN ('queued', 'deferred')`,
+		string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 { // cannot be: the write lock is held since the read
+		return fmt.Errorf("%w: stored record changed under the write lock", build.ErrConflict)
+	}
+	return s.db.writeEvent(ctx, tx, r, version+1, doc)
+}
+
+// unfinishedTx is Unfinished read in tx, with each record's stored
+// version.
+func (s *Records) unfinishedTx(ctx context.Context, tx *Tx, key string) ([]build.Record, map[build.ID]int, error) {
+	team, project, ref, err := build.SplitLockKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := tx.QueryContext(ctx, unfinishedVersionsQuery, team, project, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var list []build.Record
+	versions := map[build.ID]int{}
+	for rows.Next() {
+		var doc []byte
+		var version int
+		if err := rows.Scan(&version, &doc); err != nil {
+			return nil, nil, err
+		}
+		var r build.Record
+		if err := json.Unmarshal(doc, &r); err != nil {
+			return nil, nil, fmt.Errorf("decode record: %w", err)
+		}
+		list = append(list, r)
+		versions[r.BuildID] = version
+	}
+	return list, versions, rows.Err()
+}
+
+// unfinishedVersionsQuery is unfinishedQuery with the versions.
+const unfinishedVersionsQuery = `
+SELECT version, doc FROM records
+WHERE team = ? AND project = ? AND status IN ('queued', 'deferred', 'running')
+	AND json_extract(CAST(doc AS TEXT), '$.ref') = ?
+ORDER BY queued_at, id`

@@ -321,3 +321,122 @@ func TestOpenRejectsNonFilePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestIntakeSupersedingEvents: the records EnqueueSuperseding ends have
+// their events in the outbox, as EndWaiting writes them (the record as
+// ended, its version one more than the stored one), beside the new
+// request's creation; a record it leaves alone has none.
+func TestIntakeSupersedingEvents(t *testing.T) {
+	t.Parallel()
+	clock := buildtest.NewClock(time.Time{})
+	db := openDB(t, clock)
+	q, claims, recs := sqlite.NewQueue(db, sqlite.QueueOptions{}), sqlite.NewIdempotency(db), sqlite.NewRecords(db)
+	in, err := sqlite.NewIntake(q, claims, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func() build.Request {
+		clock.Advance(time.Second)
+		now := clock.Now().UTC()
+		return build.Request{V: build.MessageVersion, BuildID: build.NewID(now), Team: "team", Project: "project", Ref: "main",
+			RefType: build.Branch, SHA: "0123456789abcdef0123456789abcdef01234567", Trigger: build.TriggerPush, RequestedAt: now}
+	}
+	older := build.RecordFor(request())
+	if err := recs.Save(t.Context(), older); err != nil {
+		t.Fatal(err)
+	}
+	launching := build.RecordFor(request())
+	if err := launching.Launching(clock.Now(), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := recs.Save(t.Context(), launching); err != nil {
+		t.Fatal(err)
+	}
+	o := recs.Outbox()
+	before, err := o.Pending(t.Context(), 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Forwarded(t.Context(), before...); err != nil {
+		t.Fatal(err)
+	}
+
+	req := request()
+	now := clock.Now().Add(time.Minute)
+	if _, superseded, err := in.EnqueueSuperseding(t.Context(), req, nil, time.Hour, now); err != nil || len(superseded) != 1 || superseded[0] != older.BuildID {
+		t.Fatalf("EnqueueSuperseding() = %v, %v; want [%s]", superseded, err, older.BuildID)
+	}
+	evs, err := o.Pending(t.Context(), 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySubject := map[build.ID]build.Event{}
+	for _, e := range evs {
+		bySubject[e.Subject] = e
+	}
+	if e, ok := bySubject[older.BuildID]; !ok || e.Version != 2 || e.Record.Status != build.StatusSuperseded || e.Record.SupersededBy != req.BuildID || !e.Record.FinishedAt.Equal(now) {
+		t.Errorf("event of the superseded %s = %+v (found %v); want version 2, superseded by %s at %v", older.BuildID, e, ok, req.BuildID, now)
+	}
+	if e, ok := bySubject[req.BuildID]; !ok || e.Version != 1 || e.Record.Status != build.StatusQueued {
+		t.Errorf("event of the new request %s = %+v (found %v); want version 1, queued", req.BuildID, e, ok)
+	}
+	if e, ok := bySubject[launching.BuildID]; ok {
+		t.Errorf("an event of %s, which was being launched: %+v", launching.BuildID, e)
+	}
+	if len(evs) != 2 {
+		t.Errorf("%d events, want 2", len(evs))
+	}
+}
+
+// TestIntakeSupersedingFailureAcceptsTheRequest: a stored record of the
+// lock key that does not decode makes the superseding fail, not the
+// request: it is recorded and published, its superseding undone alone,
+// and the error says so beside the owner (build.Intake).
+func TestIntakeSupersedingFailureAcceptsTheRequest(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openPath(t, path, sqlite.Options{})
+	q, claims, recs := sqlite.NewQueue(db, sqlite.QueueOptions{}), sqlite.NewIdempotency(db), sqlite.NewRecords(db)
+	in, err := sqlite.NewIntake(q, claims, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().UTC().Truncate(time.Millisecond)
+	request := func(at time.Time) build.Request {
+		return build.Request{V: build.MessageVersion, BuildID: build.NewID(at), Team: "team", Project: "project", Ref: "main",
+			RefType: build.Branch, SHA: "0123456789abcdef0123456789abcdef01234567", Trigger: build.TriggerPush, RequestedAt: at}
+	}
+	older, corrupt := build.RecordFor(request(base)), build.RecordFor(request(base.Add(time.Second)))
+	for _, r := range []build.Record{older, corrupt} {
+		if err := recs.Save(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`UPDATE records SET doc = json_set(CAST(doc AS TEXT), '$.queuedAt', 'not a time') WHERE id = ?`, string(corrupt.BuildID)); err != nil {
+		t.Fatal(err)
+	}
+
+	req := request(base.Add(time.Minute))
+	req.DeliveryID = "d1"
+	owner, superseded, err := in.EnqueueSuperseding(t.Context(), req, []string{req.IdempotencyKey()}, time.Hour, base.Add(time.Minute))
+	if owner != req.BuildID || err == nil || len(superseded) != 0 {
+		t.Fatalf("EnqueueSuperseding() = %s, %v, %v; want %s, nothing superseded and an error", owner, superseded, err, req.BuildID)
+	}
+	if r, err := recs.Get(t.Context(), req.BuildID); err != nil || r.Status != build.StatusQueued {
+		t.Errorf("Get(%s) = %s, %v; want it queued", req.BuildID, r.Status, err)
+	}
+	if r, err := recs.Get(t.Context(), older.BuildID); err != nil || r.Status != build.StatusQueued {
+		t.Errorf("Get(%s) = %s, %v; want it left queued", older.BuildID, r.Status, err)
+	}
+	if msgs, err := q.Receive(t.Context(), 10, 0); err != nil || len(msgs) != 1 {
+		t.Errorf("Receive() = %d messages, %v; want the request's one", len(msgs), err)
+	}
+	if o, err := claims.Claim(t.Context(), req.IdempotencyKey(), build.NewID(base.Add(time.Hour)), time.Hour); err != nil || o != req.BuildID {
+		t.Errorf("the delivery's claim is %s's (%v), want %s's", o, err, req.BuildID)
+	}
+}

@@ -72,12 +72,7 @@ func Older(ctx context.Context, recs Records, accepted build.Record, p build.Sup
 		// The store's index may not show it yet (DynamoDB's lags).
 		list = append(list, accepted)
 	}
-	newest := accepted
-	for _, r := range list {
-		if r.Waiting() && supersedes(r) && newest.Older(r) {
-			newest = r
-		}
-	}
+	newest, _ := build.WaitingSuperseded(list, accepted)
 	var errs []error
 	for _, r := range list {
 		if r.BuildID == newest.BuildID || r.Waiting() && !r.Older(newest) {
@@ -184,7 +179,7 @@ func HasNewer(ctx context.Context, recs Lister, rec build.Record) (build.ID, err
 // push accepted while the build failed that the reaper did not see yet
 // (HasNewer). Both are superseded by a later request themselves, as any
 // request is.
-func supersedes(r build.Record) bool { return r.RebuildOf == "" && r.RetryOf == "" }
+func supersedes(r build.Record) bool { return r.SupersedesOlder() }
 
 // endWaiting ends r, a waiting request, superseded by by; ended is false
 // when EndWaiting refused because r started or ended meanwhile.
