@@ -163,7 +163,7 @@ func TestFakeLaunches(t *testing.T) {
 	t.Parallel()
 	buildtest.TestLaunches(t, func(t *testing.T, clock *buildtest.Clock) buildtest.LaunchesStores {
 		locks, recs, q := buildtest.NewLocks(clock.Now), buildtest.NewRecords(), buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
-		return buildtest.LaunchesStores{Launches: buildtest.NewLaunches(locks, recs, q), Locks: locks, Records: recs, Queue: q}
+		return buildtest.LaunchesStores{Launches: buildtest.NewOneWrite(locks, recs, q), Locks: locks, Records: recs, Queue: q}
 	})
 }
 
@@ -173,7 +173,7 @@ func TestFakeEnds(t *testing.T) {
 	t.Parallel()
 	buildtest.TestEnds(t, func(t *testing.T, clock *buildtest.Clock) buildtest.EndsStores {
 		locks, recs, q := buildtest.NewLocks(clock.Now), buildtest.NewRecords(), buildtest.NewQueue(clock.Now, buildtest.QueueOptions{})
-		return buildtest.EndsStores{Ends: buildtest.NewEnds(locks, recs, q), Locks: locks, Records: recs, Queue: q}
+		return buildtest.EndsStores{Ends: buildtest.NewOneWrite(locks, recs, q), Locks: locks, Records: recs, Queue: q}
 	})
 }
 

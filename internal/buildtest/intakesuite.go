@@ -26,30 +26,6 @@ type IntakeStores struct {
 // empty stores that read time from clock. Subtests run in parallel.
 func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeStores) {
 	const ttl = 7 * 24 * time.Hour
-	// messages returns the build IDs of the messages waiting.
-	messages := func(t *testing.T, s IntakeStores) []build.ID {
-		t.Helper()
-		var ids []build.ID
-		for {
-			msgs, err := s.Queue.Receive(t.Context(), 10, 0)
-			if err != nil {
-				t.Fatalf("Receive() error = %v", err)
-			}
-			if len(msgs) == 0 {
-				return ids
-			}
-			for _, m := range msgs {
-				req, err := build.Decode(m.Body)
-				if err != nil {
-					t.Fatalf("a message that is no request: %v", err)
-				}
-				ids = append(ids, req.BuildID)
-				if err := s.Queue.Delete(t.Context(), m.Receipt); err != nil {
-					t.Fatalf("Delete() error = %v", err)
-				}
-			}
-		}
-	}
 	enqueue := func(t *testing.T, s IntakeStores, req build.Request, claims ...string) build.ID {
 		t.Helper()
 		owner, err := s.Intake.Enqueue(t.Context(), req, claims, ttl)
@@ -86,7 +62,7 @@ func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeS
 		if err != nil || r.Status != build.StatusQueued || r.LockKey() != req.LockKey() || r.DeliveryID != "d1" || r.Number != 1 {
 			t.Errorf("Get() = %s %s %q #%d, %v; want queued %s d1 #1", r.Status, r.LockKey(), r.DeliveryID, r.Number, err, req.LockKey())
 		}
-		if got := messages(t, s); len(got) != 1 || got[0] != req.BuildID {
+		if got := intakeMessages(t, s); len(got) != 1 || got[0] != req.BuildID {
 			t.Errorf("messages %v, want [%s]", got, req.BuildID)
 		}
 		for _, key := range []string{"push:k1", req.IdempotencyKey()} {
@@ -110,7 +86,7 @@ func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeS
 			t.Errorf("Enqueue() of a redelivery = %s, want the first build %s", owner, first.BuildID)
 		}
 		noRecord(t, s, again.BuildID)
-		if got := messages(t, s); len(got) != 1 || got[0] != first.BuildID {
+		if got := intakeMessages(t, s); len(got) != 1 || got[0] != first.BuildID {
 			t.Errorf("messages %v, want only the first build's [%s]", got, first.BuildID)
 		}
 	})
@@ -132,7 +108,7 @@ func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeS
 			t.Errorf("the delivery's claim is %s's, want the earlier build %s's", owner, earlier)
 		}
 		noRecord(t, s, req.BuildID)
-		if got := messages(t, s); len(got) != 0 {
+		if got := intakeMessages(t, s); len(got) != 0 {
 			t.Errorf("messages %v, want none", got)
 		}
 	})
@@ -149,7 +125,7 @@ func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeS
 		if _, err := s.Records.Get(t.Context(), req.BuildID); err != nil {
 			t.Errorf("Get() error = %v", err)
 		}
-		if got := messages(t, s); len(got) != 1 || got[0] != req.BuildID {
+		if got := intakeMessages(t, s); len(got) != 1 || got[0] != req.BuildID {
 			t.Errorf("messages %v, want [%s]", got, req.BuildID)
 		}
 	})
@@ -187,7 +163,7 @@ func TestIntake(t *testing.T, newStores func(t *testing.T, clock *Clock) IntakeS
 		if owner, err := s.Idempotency.Claim(t.Context(), "push:bad", fresh, ttl); err != nil || owner != fresh {
 			t.Errorf("Claim() after the invalid requests = %s, %v; want %s (they claimed nothing)", owner, err, fresh)
 		}
-		if got := messages(t, s); len(got) != 0 {
+		if got := intakeMessages(t, s); len(got) != 0 {
 			t.Errorf("messages %v, want none", got)
 		}
 	})

@@ -3,35 +3,48 @@ package buildtest
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sync"
+	"testing"
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
 )
 
-// FakeLaunches is build.Launches over a FakeLocks, a FakeRecords and a
-// FakeQueue: each call holds the three at once (always in that order), so
-// it does all of its parts or none, as the embedded store's one write
-// does. It is safe for concurrent use.
-type FakeLaunches struct {
+// FakeOneWrite is build.Launches and build.Ends over a FakeLocks, a
+// FakeRecords and a FakeQueue: each call holds the three at once (always
+// in that order), so it does all of its parts or none, as the embedded
+// store's one write does. It is safe for concurrent use.
+type FakeOneWrite struct {
 	Locks   *FakeLocks
 	Records *FakeRecords
 	Queue   *FakeQueue
 }
 
-// NewLaunches returns the launches of locks, records and q.
-func NewLaunches(locks *FakeLocks, records *FakeRecords, q *FakeQueue) *FakeLaunches {
-	return &FakeLaunches{Locks: locks, Records: records, Queue: q}
+// NewOneWrite returns the combined writes of locks, records and q.
+func NewOneWrite(locks *FakeLocks, records *FakeRecords, q *FakeQueue) *FakeOneWrite {
+	return &FakeOneWrite{Locks: locks, Records: records, Queue: q}
+}
+
+// lock holds the three fakes, always in this order; it returns their
+// unlock.
+func (s *FakeOneWrite) lock() (unlock func()) {
+	s.Locks.mu.Lock()
+	s.Records.mu.Lock()
+	s.Queue.mu.Lock()
+	return func() {
+		s.Queue.mu.Unlock()
+		s.Records.mu.Unlock()
+		s.Locks.mu.Unlock()
+	}
 }
 
 // Claim takes the lock and saves rec, or neither; see build.Launches.
-func (s *FakeLaunches) Claim(ctx context.Context, l build.Lease, cap int, rec build.Record) error {
+func (s *FakeOneWrite) Claim(ctx context.Context, l build.Lease, cap int, rec build.Record) error {
 	if l.Key == "" || l.BuildID == "" || rec.BuildID != l.BuildID || !rec.Status.Valid() {
 		return fmt.Errorf("claim the launch of %s: %w: empty key, build ids that differ, or unknown status %q", l.BuildID, build.ErrInvalid, rec.Status)
 	}
-	s.Locks.mu.Lock()
-	defer s.Locks.mu.Unlock()
-	s.Records.mu.Lock()
-	defer s.Records.mu.Unlock()
+	defer s.lock()()
 	take, err := s.Locks.acquireLocked(l, cap)
 	if err != nil {
 		return fmt.Errorf("claim the launch of %s: %w", l.BuildID, err)
@@ -47,16 +60,11 @@ func (s *FakeLaunches) Claim(ctx context.Context, l build.Lease, cap int, rec bu
 
 // Started extends the lease, saves rec and deletes the message, or does
 // none of it; see build.Launches.
-func (s *FakeLaunches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
+func (s *FakeOneWrite) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
 	if key == "" || rec.BuildID == "" || !rec.Status.Valid() {
 		return false, fmt.Errorf("record the start of %s: %w: empty key or build id, or unknown status %q", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
-	s.Locks.mu.Lock()
-	defer s.Locks.mu.Unlock()
-	s.Records.mu.Lock()
-	defer s.Records.mu.Unlock()
-	s.Queue.mu.Lock()
-	defer s.Queue.mu.Unlock()
+	defer s.lock()()
 	extend, err := s.Locks.extendLocked(key, rec.BuildID, until)
 	if err != nil {
 		return false, fmt.Errorf("record the start of %s: %w", rec.BuildID, err)
@@ -76,32 +84,13 @@ func (s *FakeLaunches) Started(ctx context.Context, key string, until time.Time,
 	return true, nil
 }
 
-// FakeEnds is build.Ends over a FakeLocks, a FakeRecords and a FakeQueue,
-// holding the three at once as FakeLaunches does. It is safe for
-// concurrent use.
-type FakeEnds struct {
-	Locks   *FakeLocks
-	Records *FakeRecords
-	Queue   *FakeQueue
-}
-
-// NewEnds returns the ends of locks, records and q.
-func NewEnds(locks *FakeLocks, records *FakeRecords, q *FakeQueue) *FakeEnds {
-	return &FakeEnds{Locks: locks, Records: records, Queue: q}
-}
-
 // Ended saves the final record, releases the lock and wakes its waiter,
 // or does nothing; see build.Ends.
-func (s *FakeEnds) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
+func (s *FakeOneWrite) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
 	if key == "" || rec.BuildID == "" || !rec.Status.Final() {
 		return false, fmt.Errorf("record the end of %s: %w: empty key or build id, or status %q not final", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
-	s.Locks.mu.Lock()
-	defer s.Locks.mu.Unlock()
-	s.Records.mu.Lock()
-	defer s.Records.mu.Unlock()
-	s.Queue.mu.Lock()
-	defer s.Queue.mu.Unlock()
+	defer s.lock()()
 	save, err := s.Records.saveLocked(rec)
 	if err != nil {
 		return false, fmt.Errorf("record the end of %s: %w", rec.BuildID, err)
@@ -115,4 +104,44 @@ func (s *FakeEnds) Ended(ctx context.Context, rec build.Record, key string) (boo
 		_ = s.Queue.changeVisibilityLocked(waiter, 0) // a stale receipt: nothing waits
 	}
 	return true, nil
+}
+
+// BothWays runs test twice, as a subtest each: with a service's writes
+// combined (build.Launches, build.Ends: separate false) and in separate
+// calls (separate true), as the two backends make them.
+func BothWays(t *testing.T, test func(t *testing.T, separate bool)) {
+	for _, separate := range []bool{false, true} {
+		name := "combined"
+		if separate {
+			name = "separate"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, separate)
+		})
+	}
+}
+
+// Calls counts calls by name ("locks.acquire"), for tests that check
+// which writes a service makes. It is safe for concurrent use.
+type Calls struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// Inc counts a call of op.
+func (c *Calls) Inc(op string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[op]++
+}
+
+// Counts returns the calls so far by name.
+func (c *Calls) Counts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
 }

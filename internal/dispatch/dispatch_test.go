@@ -53,7 +53,7 @@ type fixture struct {
 	// launches writes a launch's claim and start at once, as the embedded
 	// store does; with separate the dispatcher makes separate calls, as
 	// on AWS.
-	launches *buildtest.FakeLaunches
+	launches *buildtest.FakeOneWrite
 	separate bool
 	cfg      dispatch.Config
 }
@@ -64,21 +64,6 @@ func (f *fixture) withLaunches() build.Launches {
 		return nil
 	}
 	return f.launches
-}
-
-// bothWays runs test with a launch's writes combined (build.Launches) and
-// in separate calls.
-func bothWays(t *testing.T, test func(t *testing.T, separate bool)) {
-	for _, separate := range []bool{false, true} {
-		name := "combined"
-		if separate {
-			name = "separate"
-		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, separate)
-		})
-	}
 }
 
 var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
@@ -102,7 +87,7 @@ func newFixture(cap int, clock *buildtest.Clock) *fixture {
 		cfg: dispatch.Config{Owner: "test", Cap: cap, BackoffBase: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond},
 	}
 	f.launcher = buildtest.NewExecutor(now)
-	f.launches = buildtest.NewLaunches(f.locks, f.records, f.queue)
+	f.launches = buildtest.NewOneWrite(f.locks, f.records, f.queue)
 	return f
 }
 
@@ -222,7 +207,7 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			bothWays(t, func(t *testing.T, separate bool) {
+			buildtest.BothWays(t, func(t *testing.T, separate bool) {
 				clock := buildtest.NewClock(t0)
 				f := newFixture(2, clock)
 				f.separate = separate
@@ -397,7 +382,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestTwoPushesToOneBranchRunInOrder(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		f := newFixture(0, nil)
@@ -434,7 +419,7 @@ func TestTwoPushesToOneBranchRunInOrder(t *testing.T) {
 
 func TestCapHoldsAcrossDispatchers(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		const cap, branches, perBranch = 3, 12, 2
@@ -481,7 +466,7 @@ func TestCapHoldsAcrossDispatchers(t *testing.T) {
 
 func TestDispatcherDiesBetweenLockAndLaunch(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		clock := buildtest.NewClock(t0)
 		f := newFixture(1, clock)
@@ -621,7 +606,7 @@ func (r *endingRecords) Get(ctx context.Context, id build.ID) (build.Record, err
 
 func TestBuildEndingDuringDecisionIsNotLaunchedAgain(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		clock := buildtest.NewClock(t0)
 		f := newFixture(0, clock)
@@ -644,76 +629,54 @@ func TestBuildEndingDuringDecisionIsNotLaunchedAgain(t *testing.T) {
 	})
 }
 
-// writeCounts counts the dispatcher's writes to the locks, the records
-// and the queue, by port and operation.
-type writeCounts struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (c *writeCounts) inc(op string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = map[string]int{}
-	}
-	c.n[op]++
-}
-
-func (c *writeCounts) get() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.n)
-}
-
 type countedLocks struct {
 	*buildtest.FakeLocks
-	c *writeCounts
+	c *buildtest.Calls
 }
 
 func (l countedLocks) Acquire(ctx context.Context, lease build.Lease, cap int) error {
-	l.c.inc("locks.acquire")
+	l.c.Inc("locks.acquire")
 	return l.FakeLocks.Acquire(ctx, lease, cap)
 }
 
 func (l countedLocks) Extend(ctx context.Context, key string, id build.ID, until time.Time) error {
-	l.c.inc("locks.extend")
+	l.c.Inc("locks.extend")
 	return l.FakeLocks.Extend(ctx, key, id, until)
 }
 
 type countedRecords struct {
 	*buildtest.FakeRecords
-	c *writeCounts
+	c *buildtest.Calls
 }
 
 func (r countedRecords) Save(ctx context.Context, rec build.Record) error {
-	r.c.inc("records.save")
+	r.c.Inc("records.save")
 	return r.FakeRecords.Save(ctx, rec)
 }
 
 type countedQueue struct {
 	*buildtest.FakeQueue
-	c *writeCounts
+	c *buildtest.Calls
 }
 
 func (q countedQueue) Delete(ctx context.Context, receipt string) error {
-	q.c.inc("queue.delete")
+	q.c.Inc("queue.delete")
 	return q.FakeQueue.Delete(ctx, receipt)
 }
 
 type countedLaunches struct {
-	*buildtest.FakeLaunches
-	c *writeCounts
+	*buildtest.FakeOneWrite
+	c *buildtest.Calls
 }
 
 func (l countedLaunches) Claim(ctx context.Context, lease build.Lease, cap int, rec build.Record) error {
-	l.c.inc("launches.claim")
-	return l.FakeLaunches.Claim(ctx, lease, cap, rec)
+	l.c.Inc("launches.claim")
+	return l.FakeOneWrite.Claim(ctx, lease, cap, rec)
 }
 
 func (l countedLaunches) Started(ctx context.Context, key string, until time.Time, rec build.Record, receipt string) (bool, error) {
-	l.c.inc("launches.started")
-	return l.FakeLaunches.Started(ctx, key, until, rec, receipt)
+	l.c.Inc("launches.started")
+	return l.FakeOneWrite.Started(ctx, key, until, rec, receipt)
 }
 
 // TestLaunchWritesAtOnce checks that a dispatcher given Launches claims
@@ -723,7 +686,7 @@ func (l countedLaunches) Started(ctx context.Context, key string, until time.Tim
 // message is gone.
 func TestLaunchWritesAtOnce(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		clock := buildtest.NewClock(t0)
 		f := newFixture(0, clock)
@@ -738,7 +701,7 @@ func TestLaunchWritesAtOnce(t *testing.T) {
 		if err != nil || len(msgs) != 1 {
 			t.Fatalf("Receive() = %d messages, %v", len(msgs), err)
 		}
-		c := &writeCounts{}
+		c := &buildtest.Calls{}
 		deps := dispatch.Deps{
 			Queue: countedQueue{f.queue, c}, Catalog: f.catalog, Locks: countedLocks{f.locks, c}, Idempotency: f.idem,
 			Records: countedRecords{f.records, c}, Launcher: f.launcher, Now: clock.Now,
@@ -752,7 +715,7 @@ func TestLaunchWritesAtOnce(t *testing.T) {
 		if dec := dispatch.New(f.cfg, deps).Handle(ctx, msgs[0]); dec.Action != dispatch.Launched || dec.Cause != dispatch.CauseStarted {
 			t.Fatalf("Handle() = %v %s (%s), want launched", dec.Action, dec.Cause, dec.Reason)
 		}
-		if got := c.get(); !maps.Equal(got, want) {
+		if got := c.Counts(); !maps.Equal(got, want) {
 			t.Errorf("writes %v, want %v", got, want)
 		}
 		if rec := record(t, f, req.BuildID); rec.Status != build.StatusRunning || rec.LaunchingAt.IsZero() {

@@ -161,7 +161,7 @@ func TestLaunchedBuildKeepsItsLock(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			bothWays(t, func(t *testing.T, separate bool) {
+			buildtest.BothWays(t, func(t *testing.T, separate bool) {
 				f := newFixture(2, buildtest.NewClock(t0))
 				f.separate = separate
 				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
@@ -217,7 +217,7 @@ const keepRetries = 3
 // released the lock) is not locked again.
 func TestBuildEndedDuringSlowLaunchHoldsNoLock(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := newFixture(2, buildtest.NewClock(t0))
 		f.separate = separate
@@ -275,7 +275,7 @@ func TestSecondReplicaKeepsTheRunningLease(t *testing.T) {
 	for _, held := range []bool{true, false} {
 		t.Run(fmt.Sprintf("lease held %t", held), func(t *testing.T) {
 			t.Parallel()
-			bothWays(t, func(t *testing.T, separate bool) {
+			buildtest.BothWays(t, func(t *testing.T, separate bool) {
 				f := newFixture(2, buildtest.NewClock(t0))
 				f.separate = separate
 				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())
@@ -332,7 +332,7 @@ func TestCancelledWhileLaunchingIsStopped(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			bothWays(t, func(t *testing.T, separate bool) {
+			buildtest.BothWays(t, func(t *testing.T, separate bool) {
 				f := newFixture(2, buildtest.NewClock(t0))
 				f.separate = separate
 				req := request("decap-ci/hello", "main", build.TriggerPush, f.clock.Now())

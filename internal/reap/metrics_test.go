@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/decap-ci/decap/internal/build"
+	"github.com/decap-ci/decap/internal/buildtest"
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/metrics/metricstest"
 	"github.com/decap-ci/decap/internal/reap"
@@ -28,7 +29,7 @@ func observed(f *fixture) *prometheus.Registry {
 
 func TestMetricsFinishedBuild(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := separately(separate)
 		reg := observed(f)
@@ -81,7 +82,7 @@ func TestMetricsReconciledBuild(t *testing.T) {
 
 func TestMetricsReaperErrors(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := separately(separate)
 		reg := observed(f)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"maps"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,27 +46,12 @@ func separately(separate bool) *fixture {
 	return f
 }
 
-// bothWays runs test with a build's end written at once (build.Ends) and
-// in separate calls.
-func bothWays(t *testing.T, test func(t *testing.T, separate bool)) {
-	for _, separate := range []bool{false, true} {
-		name := "combined"
-		if separate {
-			name = "separate"
-		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, separate)
-		})
-	}
-}
-
 // reaperWith returns a Reaper of f's stores and executor, as change
 // alters its configuration and collaborators.
 func (f *fixture) reaperWith(change func(*reap.Config, *reap.Deps)) *reap.Reaper {
 	cfg, deps := reap.Config{}, reap.Deps{Records: f.records, Locks: f.locks, Executor: f.exec, Waker: f.queue, Now: f.clock.Now}
 	if !f.separate {
-		deps.Ends = buildtest.NewEnds(f.locks, f.records, f.queue)
+		deps.Ends = buildtest.NewOneWrite(f.locks, f.records, f.queue)
 	}
 	if change != nil {
 		change(&cfg, &deps)
@@ -113,7 +97,7 @@ func outcome(rec build.Record, status build.Status, code int, at time.Time) buil
 
 func TestHandleEndsBuild(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := separately(separate)
 		rec := f.running(t, "main")
@@ -142,7 +126,7 @@ func TestHandleEndsBuild(t *testing.T) {
 
 func TestHandleKeepsOtherBuildsLock(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := separately(separate)
 		old := f.running(t, "main")
@@ -187,7 +171,7 @@ func TestHandleFailureIsRetried(t *testing.T) {
 
 func TestHandleWithoutRecordOrLabels(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := separately(separate)
 		// A build whose dispatcher died before its first record write.
@@ -323,66 +307,44 @@ func TestRunEndsWhenWatchFails(t *testing.T) {
 	}
 }
 
-// writes counts the reaper's writes to the records, the locks and the
-// queue, and through Ends.
-type writes struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (w *writes) inc(op string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.n == nil {
-		w.n = map[string]int{}
-	}
-	w.n[op]++
-}
-
-func (w *writes) get() map[string]int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return maps.Clone(w.n)
-}
-
 type countedRecords struct {
 	*buildtest.FakeRecords
-	w *writes
+	w *buildtest.Calls
 }
 
 func (r countedRecords) Save(ctx context.Context, rec build.Record) error {
-	r.w.inc("records.save")
+	r.w.Inc("records.save")
 	return r.FakeRecords.Save(ctx, rec)
 }
 
 type countedLocks struct {
 	*buildtest.FakeLocks
-	w *writes
+	w *buildtest.Calls
 }
 
 func (l countedLocks) Release(ctx context.Context, key string, id build.ID) (string, error) {
-	l.w.inc("locks.release")
+	l.w.Inc("locks.release")
 	return l.FakeLocks.Release(ctx, key, id)
 }
 
 type countedWaker struct {
 	*buildtest.FakeQueue
-	w *writes
+	w *buildtest.Calls
 }
 
 func (q countedWaker) ChangeVisibility(ctx context.Context, receipt string, d time.Duration) error {
-	q.w.inc("queue.change_visibility")
+	q.w.Inc("queue.change_visibility")
 	return q.FakeQueue.ChangeVisibility(ctx, receipt, d)
 }
 
 type countedEnds struct {
-	*buildtest.FakeEnds
-	w *writes
+	*buildtest.FakeOneWrite
+	w *buildtest.Calls
 }
 
 func (e countedEnds) Ended(ctx context.Context, rec build.Record, key string) (bool, error) {
-	e.w.inc("ends.ended")
-	return e.FakeEnds.Ended(ctx, rec, key)
+	e.w.Inc("ends.ended")
+	return e.FakeOneWrite.Ended(ctx, rec, key)
 }
 
 // TestEndWritesAtOnce checks that a reaper given Ends records a build's
@@ -391,7 +353,7 @@ func (e countedEnds) Ended(ctx context.Context, rec build.Record, key string) (b
 // way the record is final, the lock free and the waiting request visible.
 func TestEndWritesAtOnce(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		ctx := context.Background()
 		f := newFixture()
 		rec := f.running(t, "main")
@@ -411,7 +373,7 @@ func TestEndWritesAtOnce(t *testing.T) {
 		if err := f.locks.Await(ctx, rec.LockKey(), msgs[0].Receipt); err != nil {
 			t.Fatal(err)
 		}
-		w := &writes{}
+		w := &buildtest.Calls{}
 		want := map[string]int{"ends.ended": 1}
 		r := f.reaperWith(func(_ *reap.Config, d *reap.Deps) {
 			d.Records, d.Locks, d.Waker = countedRecords{f.records, w}, countedLocks{f.locks, w}, countedWaker{f.queue, w}
@@ -419,13 +381,13 @@ func TestEndWritesAtOnce(t *testing.T) {
 				d.Ends = nil
 				want = map[string]int{"records.save": 1, "locks.release": 1, "queue.change_visibility": 1}
 			} else {
-				d.Ends = countedEnds{buildtest.NewEnds(f.locks, f.records, f.queue), w}
+				d.Ends = countedEnds{buildtest.NewOneWrite(f.locks, f.records, f.queue), w}
 			}
 		})
 		if err := r.Handle(ctx, outcome(rec, build.StatusSucceeded, 0, f.clock.Now())); err != nil {
 			t.Fatal(err)
 		}
-		if got := w.get(); !maps.Equal(got, want) {
+		if got := w.Counts(); !maps.Equal(got, want) {
 			t.Errorf("writes %v, want %v", got, want)
 		}
 		if got, _ := f.records.Get(ctx, rec.BuildID); got.Status != build.StatusSucceeded {

@@ -110,7 +110,7 @@ func queued(t *testing.T, q *buildtest.FakeQueue) []build.Request {
 // report makes no second retry.
 func TestRetryOfAnInfrastructureFailure(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		f, q, obs := retryFixture()
 		rec := f.launched(t, "main", 2, true)
 		o := infraEnd(rec, build.InfraEvicted, f.clock.Now())
@@ -376,7 +376,7 @@ func (s *staleRecords) Get(ctx context.Context, id build.ID) (build.Record, erro
 // as it is stored, not as it would have written it: one retry in all.
 func TestRetryAfterLosingTheEndRace(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		f, q, obs := retryFixture()
 		rec := f.launched(t, "main", 2, false)
 		first := infraEnd(rec, build.InfraDeleted, f.clock.Now())
@@ -408,7 +408,7 @@ func TestRetryAfterLosingTheEndRace(t *testing.T) {
 // cancelled, and a cancel is never retried.
 func TestNoRetryOfABuildCancelledMeanwhile(t *testing.T) {
 	t.Parallel()
-	bothWays(t, func(t *testing.T, separate bool) {
+	buildtest.BothWays(t, func(t *testing.T, separate bool) {
 		f, q, obs := retryFixture()
 		req := build.Request{V: 1, BuildID: build.NewID(f.clock.Now()), Team: "decap-ci", Project: "hello", Ref: "main",
 			RefType: build.Branch, Trigger: build.TriggerPush, RequestedAt: f.clock.Now()}
