@@ -91,49 +91,80 @@ func BenchmarkStoreWebhook(b *testing.B) {
 
 // BenchmarkStoreLaunch is a build's store calls from its publish to its
 // end, one build at a time: the queued record and the publish (as
-// ingest), receive, lock, the running record and delete (a launch), the
-// release and the final record (the reaper).
+// ingest), receive, then the launch and the end as the dispatcher and the
+// reaper write them: in separate calls (steps: lock, launch claim,
+// running lease, running record, delete; final record, release) or in
+// one write for each moment (combined: Launches.Claim, Launches.Started,
+// Ends.Ended), as they do on the embedded store.
 func BenchmarkStoreLaunch(b *testing.B) {
-	ctx := context.Background()
-	_, q, records, locks, _ := benchStores(b)
-	b.ReportAllocs()
-	defer reportCPU(b, cpuTime(b))
-	for i := 0; b.Loop(); i++ {
-		req := benchRequest(i)
-		rec := build.RecordFor(req)
-		if err := records.Save(ctx, rec); err != nil {
-			b.Fatal(err)
-		}
-		if err := q.Publish(ctx, req); err != nil {
-			b.Fatal(err)
-		}
-		msgs, err := q.Receive(ctx, 1, 0)
-		if err != nil || len(msgs) != 1 {
-			b.Fatalf("Receive() = %d messages, %v", len(msgs), err)
-		}
-		now := time.Now()
-		lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "bench", AcquiredAt: now, ExpiresAt: now.Add(time.Hour)}
-		if err := locks.Acquire(ctx, lease, 10); err != nil {
-			b.Fatal(err)
-		}
-		if err := rec.Start(now, "", "catalog"); err != nil {
-			b.Fatal(err)
-		}
-		if err := records.Save(ctx, rec); err != nil {
-			b.Fatal(err)
-		}
-		if err := q.Delete(ctx, msgs[0].Receipt); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := locks.Release(ctx, lease.Key, lease.BuildID); err != nil {
-			b.Fatal(err)
-		}
-		if err := rec.End(build.Outcome{BuildID: req.BuildID, Status: build.StatusSucceeded}, time.Now()); err != nil {
-			b.Fatal(err)
-		}
-		if err := records.Save(ctx, rec); err != nil {
-			b.Fatal(err)
-		}
+	for _, variant := range []string{"steps", "combined"} {
+		b.Run(variant, func(b *testing.B) {
+			ctx := context.Background()
+			_, q, records, locks, _ := benchStores(b)
+			launches, err := sqlite.NewLaunches(locks, records, q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ends, err := sqlite.NewEnds(locks, records, q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			defer reportCPU(b, cpuTime(b))
+			for i := 0; b.Loop(); i++ {
+				req := benchRequest(i)
+				rec := build.RecordFor(req)
+				if err := records.Save(ctx, rec); err != nil {
+					b.Fatal(err)
+				}
+				if err := q.Publish(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+				msgs, err := q.Receive(ctx, 1, 0)
+				if err != nil || len(msgs) != 1 {
+					b.Fatalf("Receive() = %d messages, %v", len(msgs), err)
+				}
+				now := time.Now()
+				lease := build.Lease{Key: req.LockKey(), BuildID: req.BuildID, Owner: "bench", AcquiredAt: now, ExpiresAt: now.Add(time.Minute)}
+				if err := rec.Launching(now, 2, true); err != nil {
+					b.Fatal(err)
+				}
+				started := rec
+				if err := started.Start(now, "", "catalog"); err != nil {
+					b.Fatal(err)
+				}
+				ended := started
+				if err := ended.End(build.Outcome{BuildID: req.BuildID, Status: build.StatusSucceeded}, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+				until := now.Add(time.Hour)
+				if variant == "combined" {
+					if err := launches.Claim(ctx, lease, 10, rec); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := launches.Started(ctx, lease.Key, until, started, msgs[0].Receipt); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := ends.Ended(ctx, ended, lease.Key); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				for _, step := range []func() error{
+					func() error { return locks.Acquire(ctx, lease, 10) },
+					func() error { return records.Save(ctx, rec) },
+					func() error { return locks.Extend(ctx, lease.Key, lease.BuildID, until) },
+					func() error { return records.Save(ctx, started) },
+					func() error { return q.Delete(ctx, msgs[0].Receipt) },
+					func() error { return records.Save(ctx, ended) },
+					func() error { _, err := locks.Release(ctx, lease.Key, lease.BuildID); return err },
+				} {
+					if err := step(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
 	}
 }
 
