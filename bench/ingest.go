@@ -161,7 +161,7 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		us(eCPU), us(rCPU), float64(rCPU)/float64(eCPU), runtime.NumCPU(), float64(eCPU)/float64(rCPU))
 	w := median(real, func(r round) float64 { return r.writes })
 	if w > 0 {
-		fmt.Fprintf(&b, "\nEach accepted webhook made %.1f write calls to the store (idempotency claim, queued record, publish): "+
+		fmt.Fprintf(&b, "\nEach accepted webhook made %.1f write calls to the store (on the embedded store one write: idempotency claims, queued record, publish, and the superseding of the branch's older waiting requests; elsewhere one call each): "+
 			"%.0f a second. Each is a write transaction on SQLite's one write connection, made durable (synchronous=FULL) by "+
 			"an fsync of the WAL, which the adapter shares among concurrent writes when it can; an fdatasync alone takes %s (p50) "+
 			"on this file system.\n", w, rRate*w, ms(e.fsync.quantile(0.5)))
