@@ -22,34 +22,18 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a few seconds of load; skipped under -short")
 	}
-	tmp := t.TempDir()
-	out := filepath.Join(tmp, "BENCHMARKS.md")
-	args := []string{
-		"-scale", "quick", "-aws", "off", "-only", "^(ingest|launch|dispatch|reap)$", "-out", out,
+	report := runBench(t,
+		"-scale", "quick", "-aws", "off", "-only", "^(ingest|launch|dispatch|reap)$",
 		"-ingest-round", "200ms", "-ingest-rounds", "1", "-ingest-clients", "2", "-ingest-rate", "20", "-ingest-rate-for", "250ms",
 		"-light-rate", "10", "-light-for", "300ms", "-heavy-rate", "20", "-heavy-for", "250ms",
 		"-dispatch-n", "40", "-dispatch-keys", "4", "-reap-n", "5", "-reap-rate", "50",
-	}
-	getenv := func(k string) string {
-		if k == "TMPDIR" {
-			return tmp
-		}
-		return os.Getenv(k)
-	}
-	var stderr bytes.Buffer
-	if err := run(context.Background(), args, getenv, io.Discard, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
-	report, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	)
 	for _, want := range []string{"| ingest | signed push webhooks", "| launch | push → Launch, light", "| dispatch | dispatcher: 40 queued", "| reap | reaper lag"} {
-		if !strings.Contains(string(report), want) {
+		if !strings.Contains(report, want) {
 			t.Errorf("the report has no row %q:\n%s", want, report)
 		}
 	}
-	if strings.Contains(string(report), "failed:") {
+	if strings.Contains(report, "failed:") {
 		t.Errorf("a scenario failed:\n%s", report)
 	}
 }
@@ -95,12 +79,16 @@ func TestKubeAPINotRun(t *testing.T) {
 // the report.
 func runKubeAPI(t *testing.T) string {
 	t.Helper()
+	return runBench(t, "-scale", "quick", "-aws", "off", "-only", "^launch-kubeapi$",
+		"-light-rate", "10", "-light-for", "300ms", "-kubeapi-rate", "20", "-heavy-for", "250ms")
+}
+
+// runBench runs the bench with args, its temporary files and its report
+// in a directory of the test's, and returns the report.
+func runBench(t *testing.T, args ...string) string {
+	t.Helper()
 	tmp := t.TempDir()
 	out := filepath.Join(tmp, "BENCHMARKS.md")
-	args := []string{
-		"-scale", "quick", "-aws", "off", "-only", "^launch-kubeapi$", "-out", out,
-		"-light-rate", "10", "-light-for", "300ms", "-kubeapi-rate", "20", "-heavy-for", "250ms",
-	}
 	getenv := func(k string) string {
 		if k == "TMPDIR" {
 			return tmp
@@ -108,7 +96,7 @@ func runKubeAPI(t *testing.T) string {
 		return os.Getenv(k)
 	}
 	var stderr bytes.Buffer
-	if err := run(context.Background(), args, getenv, io.Discard, &stderr); err != nil {
+	if err := run(context.Background(), append(args, "-out", out), getenv, io.Discard, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
 	report, err := os.ReadFile(out)

@@ -218,8 +218,9 @@ func checkOutgoingWebhooks(t *testing.T, c *proctest.Cluster, rcv *hookReceiver)
 	}
 	rcv.mu.Unlock()
 
-	// The API lists the deliveries, every one delivered.
-	status, body = c.MustDo(http.MethodGet, "/api/v1/subscriptions/"+sub.ID+"/deliveries", nil, nil)
+	// The API lists the deliveries, every one delivered. The deliverer
+	// settles a delivery once the receiver has answered, a moment after
+	// the receiver recorded the event: wait for that first.
 	var ds struct {
 		Deliveries []struct {
 			EventID  string `json:"eventId"`
@@ -227,9 +228,19 @@ func checkOutgoingWebhooks(t *testing.T, c *proctest.Cluster, rcv *hookReceiver)
 			Attempts int    `json:"attempts"`
 		} `json:"deliveries"`
 	}
-	if status != http.StatusOK || json.Unmarshal(body, &ds) != nil || len(ds.Deliveries) < 6 {
-		t.Fatalf("deliveries: %d %s", status, body)
-	}
+	c.WaitFor(proctest.BuildTimeout, "every delivery settled", func() (bool, string) {
+		status, body = c.MustDo(http.MethodGet, "/api/v1/subscriptions/"+sub.ID+"/deliveries", nil, nil)
+		ds.Deliveries = nil
+		if status != http.StatusOK || json.Unmarshal(body, &ds) != nil || len(ds.Deliveries) < 6 {
+			t.Fatalf("deliveries: %d %s", status, body)
+		}
+		for _, d := range ds.Deliveries {
+			if d.State == "pending" {
+				return false, "delivery " + d.EventID + " pending"
+			}
+		}
+		return true, ""
+	})
 	retried := false
 	for _, d := range ds.Deliveries {
 		if d.State != "delivered" {

@@ -13,19 +13,16 @@ import (
 // lock in one transaction, or one savepoint of the writer's group commit,
 // where the separate calls took two or three. It is safe for concurrent
 // use.
-type Ends struct {
-	locks *Locks
-	recs  *Records
-	q     *Queue
-}
+type Ends struct{ oneWrite }
 
 // NewEnds returns the ends of locks, recs and q, which must be of one
 // database.
 func NewEnds(locks *Locks, recs *Records, q *Queue) (*Ends, error) {
-	if locks.db != recs.db || locks.db != q.db {
-		return nil, errors.New("sqlite ends: the locks, records and queue are of different databases")
+	w, err := newOneWrite("ends", locks, recs, q)
+	if err != nil {
+		return nil, err
 	}
-	return &Ends{locks: locks, recs: recs, q: q}, nil
+	return &Ends{w}, nil
 }
 
 // Ended implements build.Ends.
@@ -33,7 +30,7 @@ func (s *Ends) Ended(ctx context.Context, rec build.Record, key string) (bool, e
 	if key == "" || rec.BuildID == "" || !rec.Status.Final() {
 		return false, fmt.Errorf("record the end of %s: %w: empty key or build id, or status %q not final", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
-	db := s.locks.db
+	db := s.db
 	var changed, released, woke bool
 	err := db.write(ctx, func(tx *Tx) error {
 		var err error

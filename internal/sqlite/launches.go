@@ -13,19 +13,30 @@ import (
 // (build.Launches): one transaction, or one savepoint of the writer's
 // group commit, where the separate calls took two and three. It is safe
 // for concurrent use.
-type Launches struct {
-	locks *Locks
-	recs  *Records
-	q     *Queue
-}
+type Launches struct{ oneWrite }
 
 // NewLaunches returns the launches of locks, recs and q, which must be of
 // one database.
 func NewLaunches(locks *Locks, recs *Records, q *Queue) (*Launches, error) {
-	if locks.db != recs.db || locks.db != q.db {
-		return nil, errors.New("sqlite launches: the locks, records and queue are of different databases")
+	w, err := newOneWrite("launches", locks, recs, q)
+	if err != nil {
+		return nil, err
 	}
-	return &Launches{locks: locks, recs: recs, q: q}, nil
+	return &Launches{w}, nil
+}
+
+// oneWrite is what a combined write (Launches, Ends) works on: the one
+// database of the locks, records and queue it writes, and the records.
+type oneWrite struct {
+	db   *DB
+	recs *Records
+}
+
+func newOneWrite(what string, locks *Locks, recs *Records, q *Queue) (oneWrite, error) {
+	if locks.db != recs.db || locks.db != q.db {
+		return oneWrite{}, fmt.Errorf("sqlite %s: the locks, records and queue are of different databases", what)
+	}
+	return oneWrite{db: locks.db, recs: recs}, nil
 }
 
 // Claim implements build.Launches.
@@ -33,7 +44,7 @@ func (s *Launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.
 	if l.Key == "" || l.BuildID == "" || rec.BuildID != l.BuildID || !rec.Status.Valid() {
 		return fmt.Errorf("claim the launch of %s: %w: empty key, build ids that differ, or unknown status %q", l.BuildID, build.ErrInvalid, rec.Status)
 	}
-	db := s.locks.db
+	db := s.db
 	changed := false
 	err := db.write(ctx, func(tx *Tx) error {
 		if err := acquireTx(ctx, tx, l, cap, nanos(db.now())); err != nil {
@@ -57,7 +68,7 @@ func (s *Launches) Started(ctx context.Context, key string, until time.Time, rec
 	if key == "" || rec.BuildID == "" || !rec.Status.Valid() {
 		return false, fmt.Errorf("record the start of %s: %w: empty key or build id, or unknown status %q", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
-	db := s.locks.db
+	db := s.db
 	var changed, deleted, more bool
 	err := db.write(ctx, func(tx *Tx) error {
 		if err := extendTx(ctx, tx, key, rec.BuildID, until, nanos(db.now())); err != nil {

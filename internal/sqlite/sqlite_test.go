@@ -72,11 +72,18 @@ func TestIntake(t *testing.T) {
 	})
 }
 
+// oneDB returns the locks, records and queue of a fresh database, which
+// the combined writes (Launches, Ends) take.
+func oneDB(t *testing.T, clock *buildtest.Clock) (*sqlite.Locks, *sqlite.Records, *sqlite.Queue) {
+	t.Helper()
+	db := openDB(t, clock)
+	return sqlite.NewLocks(db), sqlite.NewRecords(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+}
+
 func TestLaunches(t *testing.T) {
 	t.Parallel()
 	buildtest.TestLaunches(t, func(t *testing.T, clock *buildtest.Clock) buildtest.LaunchesStores {
-		db := openDB(t, clock)
-		locks, recs, q := sqlite.NewLocks(db), sqlite.NewRecords(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+		locks, recs, q := oneDB(t, clock)
 		l, err := sqlite.NewLaunches(locks, recs, q)
 		if err != nil {
 			t.Fatal(err)
@@ -88,8 +95,7 @@ func TestLaunches(t *testing.T) {
 func TestEnds(t *testing.T) {
 	t.Parallel()
 	buildtest.TestEnds(t, func(t *testing.T, clock *buildtest.Clock) buildtest.EndsStores {
-		db := openDB(t, clock)
-		locks, recs, q := sqlite.NewLocks(db), sqlite.NewRecords(db), sqlite.NewQueue(db, sqlite.QueueOptions{})
+		locks, recs, q := oneDB(t, clock)
 		e, err := sqlite.NewEnds(locks, recs, q)
 		if err != nil {
 			t.Fatal(err)
