@@ -591,6 +591,9 @@ func (s *session) checkLists(quickID, slowID string) string {
 	s.waitFor("the filtered history", 10*time.Second, `(() => {
   const q = new URLSearchParams(location.search);
   if (q.get('status') !== 'succeeded' || q.get('ref') !== 'main') return '';
+  // The new URL shows before the page has been parsed to its end: the
+  // history's table is the page's last part.
+  if (document.readyState === 'loading') return '';
   const h = document.getElementById('history-h').parentElement;
   const statuses = [...h.querySelectorAll('table.builds [data-field="status"]')].map((e) => e.textContent);
   if (statuses.length === 0 || statuses.some((st) => st !== 'succeeded')) return 'fail:filtered statuses ' + statuses.join(',');

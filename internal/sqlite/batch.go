@@ -139,7 +139,7 @@ func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
 	results = make([]error, len(live))
 	// The transaction outlives any one caller: a caller that gives up
 	// waits for the commit instead (see submit).
-	sqlTx, err := db.wdb.BeginTx(context.Background(), nil)
+	sqlTx, err := db.beginWrite(context.Background())
 	if err != nil {
 		return results, err
 	}

@@ -272,6 +272,39 @@ func TestBusyDatabaseIsUnavailable(t *testing.T) {
 	}
 }
 
+// TestWriteWaitEndsWithItsContext: a write waiting for another process's
+// write lock gives up when its caller's context ends, long before the busy
+// timeout, and the next write goes through once the lock is free.
+func TestWriteWaitEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openPath(t, path, sqlite.Options{BusyTimeout: time.Hour})
+	holder, err := sql.Open("sqlite", path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	tx, err := holder.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+
+	locks := sqlite.NewLocks(db)
+	l := build.Lease{Key: "t/p/main", BuildID: build.NewID(time.Now()), AcquiredAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := locks.Acquire(ctx, l, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Acquire() waiting for a held write lock, its context ended: error = %v, want DeadlineExceeded", err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := locks.Acquire(t.Context(), l, 1); err != nil {
+		t.Errorf("Acquire() once the lock is free: %v", err)
+	}
+}
+
 // TestHeldClaimIsARead checks that a claim that holds is answered by a
 // read (a dispatcher claims again what ingest claimed): it answers while
 // another process holds the write lock, where a new claim cannot, and an
