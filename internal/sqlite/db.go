@@ -134,6 +134,11 @@ func Open(path string, opts Options) (*DB, error) {
 			"_synchronous=FULL",
 			"_foreign_keys=on",
 			"_txlock=immediate",
+			// The sub-journal of the group commit's savepoints (batch.go)
+			// in memory: SQLite writes it to a temporary file once past
+			// 64 KiB otherwise, a pwrite for every page a write first
+			// touches (a quarter of ingest's writer, tuning 10).
+			"_pragma=temp_store(MEMORY)",
 		}, "&")
 	}
 	// The write connection waits for the write lock in beginWrite, not in
