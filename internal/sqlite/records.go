@@ -65,6 +65,7 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record) (changed bool, err error) {
 	var stored []byte
 	var version, rank int
+	var old build.Record
 	err = tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -74,7 +75,6 @@ INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
 ON CONFLICT (team, project) DO UPDATE SET last = last + 1
 RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	case err == nil:
-		var old build.Record
 		if err = json.Unmarshal(stored, &old); err != nil {
 			return false, fmt.Errorf("decode stored record: %w", err)
 		}
@@ -90,28 +90,37 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	if err != nil {
 		return false, err
 	}
-	// The WHERE of the upsert is the rank rule: rank 2 is final. A
-	// stored record keeps its number.
-	res, err := tx.ExecContext(ctx, `
+	// A stored record whose key columns stay as they are (a build's
+	// team, project and queue time never change) is updated in the
+	// columns that change: SQLite rewrites the entries of every index
+	// whose columns an UPDATE sets, so the upsert below, which sets them
+	// all, rewrote the project history's entry on every save too. The
+	// WHERE is the rank rule: rank 2 is final.
+	var res sql.Result
+	if version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt) {
+		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
+WHERE id = ? AND rank < 2 AND rank <= ?`,
+			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
+	} else {
+		// The WHERE of the upsert is the rank rule: rank 2 is final. A
+		// stored record keeps its number.
+		res, err = tx.ExecContext(ctx, `
 INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, version, doc)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
 status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
 started_at = excluded.started_at, finished_at = excluded.finished_at, version = excluded.version, doc = excluded.doc
 WHERE records.rank < 2 AND records.rank <= excluded.rank`,
-		string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
-		nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
+			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
+	}
 	if err != nil {
 		return false, err
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return false, err
-	} else if n == 0 {
-		var old string
-		if err := tx.QueryRowContext(ctx, `SELECT status FROM records WHERE id = ?`, string(r.BuildID)).Scan(&old); err != nil {
-			return false, err
-		}
-		return false, fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old, r.Status)
+	} else if n == 0 { // refused by the rank rule: the record is stored, and old is it
+		return false, fmt.Errorf("%w: stored status %s, new status %s", build.ErrConflict, old.Status, r.Status)
 	}
 	if err := s.db.writeEvent(ctx, tx, r, version+1, doc); err != nil {
 		return false, err

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +133,64 @@ func TestRecords(t *testing.T) {
 	buildtest.TestRecords(t, func(t *testing.T) buildtest.Records {
 		return sqlite.NewRecords(openDB(t, nil))
 	})
+}
+
+// TestRecordSaveKeepsItsColumnsInStep: a save that changes a record's
+// status updates only the columns that change; one that changes its queue
+// time (no build does, but Save allows it) still moves it in the lists
+// that order by it.
+func TestRecordSaveKeepsItsColumnsInStep(t *testing.T) {
+	t.Parallel()
+	recs := sqlite.NewRecords(openDB(t, nil))
+	ctx := t.Context()
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	rec := func(i int) build.Record {
+		return build.RecordFor(build.Request{V: build.MessageVersion, BuildID: build.NewID(t0), Team: "t", Project: "p",
+			Ref: "main", RefType: build.Branch, Trigger: build.TriggerAPI, RequestedAt: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	a, b := rec(0), rec(1)
+	for _, r := range []build.Record{a, b} {
+		if err := recs.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(rs []build.Record) []build.ID {
+		var out []build.ID
+		for _, r := range rs {
+			out = append(out, r.BuildID)
+		}
+		return out
+	}
+	a.QueuedAt = t0.Add(2 * time.Minute) // now the newer of the two
+	if err := recs.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := recs.Waiting(ctx, 0, 0); err != nil || !slices.Equal(ids(got), []build.ID{b.BuildID, a.BuildID}) {
+		t.Errorf("Waiting() = %v, %v; want %v, %v (oldest first)", ids(got), err, b.BuildID, a.BuildID)
+	}
+	if got, _, err := recs.ListProject(ctx, "t", "p", 0, ""); err != nil || !slices.Equal(ids(got), []build.ID{a.BuildID, b.BuildID}) {
+		t.Errorf("ListProject() = %v, %v; want %v, %v (newest first)", ids(got), err, a.BuildID, b.BuildID)
+	}
+	if err := b.Start(t0.Add(3*time.Minute), "pod", "catalog"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recs.Save(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := recs.Waiting(ctx, 0, 0); err != nil || !slices.Equal(ids(got), []build.ID{a.BuildID}) {
+		t.Errorf("Waiting() after b started = %v, %v; want %v", ids(got), err, a.BuildID)
+	}
+	if got, err := recs.Running(ctx); err != nil || !slices.Equal(ids(got), []build.ID{b.BuildID}) {
+		t.Errorf("Running() = %v, %v; want %v", ids(got), err, b.BuildID)
+	}
+	if got, err := recs.Get(ctx, b.BuildID); err != nil || got.Status != build.StatusRunning || got.Number != 2 {
+		t.Errorf("Get(b) = %s #%d, %v; want running #2", got.Status, got.Number, err)
+	}
+	queued := b
+	queued.Status, queued.StartedAt, queued.PodName = build.StatusQueued, time.Time{}, ""
+	if err := recs.Save(ctx, queued); !errors.Is(err, build.ErrConflict) || !strings.Contains(err.Error(), "stored status running") {
+		t.Errorf("Save() of a running build as queued: error = %v, want ErrConflict naming the stored status", err)
+	}
 }
 
 // TestRecordsNumbersAcrossOpens numbers builds saved at once through two
