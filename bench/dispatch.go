@@ -12,6 +12,7 @@ import (
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/reap"
+	"github.com/decap-ci/decap/internal/sqlite"
 )
 
 // bareLoops is how many receive+delete loops the baseline runs at once, as
@@ -24,6 +25,40 @@ type throughput struct {
 	elapsed  time.Duration
 	timedOut bool
 	cores    float64
+	// store is the embedded store's write transactions during the
+	// drain, of every open taking part (zero on aws).
+	store sqlite.WriteStats
+}
+
+// storeWrites returns the write counts of the stacks' embedded stores,
+// added up.
+func storeWrites(stacks ...*stack) sqlite.WriteStats {
+	var sum sqlite.WriteStats
+	for _, s := range stacks {
+		st, _ := s.set.StoreWrites()
+		sum.Transactions += st.Transactions
+		sum.Writes += st.Writes
+		sum.LockHeld += st.LockHeld
+		sum.LockWait += st.LockWait
+	}
+	return sum
+}
+
+// writesSince is w less before.
+func writesSince(w, before sqlite.WriteStats) sqlite.WriteStats {
+	return sqlite.WriteStats{Transactions: w.Transactions - before.Transactions, Writes: w.Writes - before.Writes,
+		LockHeld: w.LockHeld - before.LockHeld, LockWait: w.LockWait - before.LockWait}
+}
+
+// lockShare says how much of the drain the store's write lock was held,
+// and for how long per request.
+func (t throughput) lockShare() string {
+	if t.done == 0 || t.elapsed <= 0 {
+		return "no drain"
+	}
+	return fmt.Sprintf("held the write lock %.0f%% of the time, %s per request (%.1f write transactions and %.1f writes per request; %s of waits for the lock in all)",
+		100*t.store.LockHeld.Seconds()/t.elapsed.Seconds(), ms(t.store.LockHeld/time.Duration(t.done)),
+		float64(t.store.Transactions)/float64(t.done), float64(t.store.Writes)/float64(t.done), t.store.LockWait.Round(time.Millisecond))
 }
 
 func (t throughput) rate() float64 {
@@ -236,6 +271,11 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 	}
 
 	before, rBefore := counted.snapshot(), reaped.snapshot()
+	stacks := []*stack{dis}
+	if !sharedReaper {
+		stacks = append(stacks, rp)
+	}
+	wBefore := storeWrites(stacks...)
 	var stop func() (string, float64)
 	if profile {
 		stop = e.profile(name)
@@ -249,6 +289,7 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 		time.Sleep(2 * time.Millisecond)
 	}
 	r := dispatchRun{throughput: throughput{n: n, done: int(lt.n.Load()), elapsed: time.Since(start)}, dec: dec}
+	r.store = writesSince(storeWrites(stacks...), wBefore)
 	r.cores = float64(cpuTime()-c0) / float64(r.elapsed)
 	if stop != nil {
 		r.top, _ = stop()
@@ -294,10 +335,12 @@ func dispatchThroughput(ctx context.Context, e *env, name, kind string, n, keys 
 		if err := fill(ctx, st.set, fmt.Sprintf("%s-bare%d-%d", name, i, time.Now().UnixNano()), n, keys, false); err != nil {
 			return err
 		}
+		w0 := storeWrites(st)
 		t, err := bareDrain(ctx, st.set.Queue, n, limit)
 		if err != nil {
 			return fmt.Errorf("bare receive+delete: %w", err)
 		}
+		t.store = writesSince(storeWrites(st), w0)
 		e.logf("%s: bare receive+delete drained %d of %d in %s", name, t.done, n, t.elapsed.Round(time.Millisecond))
 		bases = append(bases, t)
 		return nil
@@ -375,6 +418,14 @@ func dispatchThroughput(ctx context.Context, e *env, name, kind string, n, keys 
 	}
 	b.WriteString("\n")
 	if kind == "embedded" {
+		var bare []string
+		for _, t := range bases {
+			bare = append(bare, t.lockShare())
+		}
+		fmt.Fprintf(&b, "\nSQLite's write lock, which one connection at a time holds (sqlite.DB.WriteStats, the "+
+			"decap_sqlite_write_* metrics): the dispatcher's and the reaper's connections together %s. The bare drains: %s. "+
+			"A store whose writes the lock serialises launches at most 1/(lock time per request) a second, whatever the cores.\n",
+			run.lockShare(), strings.Join(bare, "; "))
 		fmt.Fprintf(&b, "\nDiagnostic, not the figure: the same drain with the reaper writing through the dispatcher's own "+
 			"connection (one writer for both, as if they were one process) launched %d in %s: %s, %s of the bare rate. "+
 			"The difference is what two processes' writers cost each other on one SQLite file: the one that finds the "+

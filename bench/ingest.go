@@ -58,12 +58,21 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		firstErr    string
 		// writes is the write transactions per accepted webhook.
 		writes float64
+		// lock is the share of the round SQLite's write lock was held,
+		// and lockPer its time per accepted webhook.
+		lock    float64
+		lockPer time.Duration
 	}
 	measure := func(path, tag string) round {
-		before := counted.snapshot()
+		before, wBefore := counted.snapshot(), storeWrites(st)
 		c0, w0 := cpuTime(), time.Now()
 		ok, failed, elapsed, firstErr := closedLoop(ctx, client, s.IngestClients, s.IngestRound, http.StatusAccepted, target(path, tag))
 		r := round{rate: float64(ok) / elapsed.Seconds(), cores: float64(cpuTime()-c0) / float64(time.Since(w0)), failed: failed, firstErr: firstErr}
+		held := writesSince(storeWrites(st), wBefore).LockHeld
+		r.lock = held.Seconds() / elapsed.Seconds()
+		if ok > 0 {
+			r.lockPer = held / time.Duration(ok)
+		}
 		if ok > 0 {
 			r.writes = float64(writeCalls(counted.since(before))) / float64(ok)
 		}
@@ -165,6 +174,12 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 			"%.0f a second. Each is a write transaction on SQLite's one write connection, made durable (synchronous=FULL) by "+
 			"an fsync of the WAL, which the adapter shares among concurrent writes when it can; an fdatasync alone takes %s (p50) "+
 			"on this file system.\n", w, rRate*w, ms(e.fsync.quantile(0.5)))
+	}
+	if lock := median(real, func(r round) float64 { return r.lock }); lock > 0 {
+		per := time.Duration(median(real, func(r round) float64 { return float64(r.lockPer) }))
+		fmt.Fprintf(&b, "\nSQLite's write lock (sqlite.DB.WriteStats) was held %.0f%% of an ingest round, %s per accepted webhook "+
+			"(medians of the rounds): one writer at a time, so at most %s webhooks a second while the lock is the bound.\n",
+			100*lock, us(per), fmt.Sprintf("%.0f", time.Second.Seconds()/per.Seconds()))
 	}
 	res.details = append(res.details, b.String(),
 		"CPU profile of ingest during the first round (server side; the load generator's goroutines left out):",

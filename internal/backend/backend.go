@@ -99,6 +99,9 @@ type Set struct {
 	// embedded backend: reads go on while another process holds its
 	// write lock).
 	checkWrites func(context.Context) error
+	// writeStats, if set, counts the embedded store's write
+	// transactions (StoreWrites).
+	writeStats func() sqlite.WriteStats
 	// runDir is the local executor's directory of running builds
 	// (config.Config.RunDir, or localexec.RunDirFor the data directory).
 	runDir string
@@ -227,7 +230,18 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	s.Webhooks = sqlite.NewWebhooks(db)
 	s.Pulls = sqlite.NewPullRequests(db)
 	s.checkWrites = db.CheckWrites
+	s.writeStats = db.WriteStats
 	return nil
+}
+
+// StoreWrites returns the counts of this open's write transactions on
+// the embedded store (sqlite.DB.WriteStats); ok is false on a backend
+// without them (aws).
+func (s *Set) StoreWrites() (stats sqlite.WriteStats, ok bool) {
+	if s.writeStats == nil {
+		return sqlite.WriteStats{}, false
+	}
+	return s.writeStats(), true
 }
 
 // EventsTopic is the build-event stream's topic on the embedded backend

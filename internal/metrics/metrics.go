@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -64,4 +65,34 @@ func newSupersedes(f promauto.Factory) *prometheus.CounterVec {
 func countSupersedes(c *prometheus.CounterVec, waiting, running int) {
 	c.WithLabelValues("waiting").Add(float64(waiting))
 	c.WithLabelValues("running").Add(float64(running))
+}
+
+// StoreWrites are the embedded store's counts of a process's write
+// transactions (sqlite.WriteStats).
+type StoreWrites struct {
+	Transactions, Writes int64
+	LockHeld, LockWait   time.Duration
+}
+
+// NewStoreWrites registers the embedded store's write metrics on reg,
+// read from stats at each scrape.
+func NewStoreWrites(reg prometheus.Registerer, stats func() StoreWrites) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "decap_sqlite_write_transactions_total",
+			Help: "Write transactions this process began on the embedded store (group commit runs several writes in one).",
+		}, func() float64 { return float64(stats().Transactions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "decap_sqlite_writes_total",
+			Help: "Writes this process made on the embedded store.",
+		}, func() float64 { return float64(stats().Writes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "decap_sqlite_write_lock_held_seconds_total",
+			Help: "Time this process held the embedded store's write lock, commits and their fsyncs included.",
+		}, func() float64 { return stats().LockHeld.Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "decap_sqlite_write_lock_wait_seconds_total",
+			Help: "Time this process's writes waited for another process's write lock on the embedded store.",
+		}, func() float64 { return stats().LockWait.Seconds() }),
+	)
 }

@@ -403,3 +403,23 @@ func TestCountingBackendTellsEveryCall(t *testing.T) {
 		t.Errorf("decap_backend_errors_total{backend=records,op=get} = %v, want 0: not found is an answer", got)
 	}
 }
+
+// TestStoreWritesReadAtScrape: the embedded store's write counts are read
+// from the store at each scrape.
+func TestStoreWritesReadAtScrape(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	var st metrics.StoreWrites
+	metrics.NewStoreWrites(reg, func() metrics.StoreWrites { return st })
+	st = metrics.StoreWrites{Transactions: 3, Writes: 7, LockHeld: 1500 * time.Millisecond, LockWait: 250 * time.Millisecond}
+	for name, want := range map[string]float64{
+		"decap_sqlite_write_transactions_total":      3,
+		"decap_sqlite_writes_total":                  7,
+		"decap_sqlite_write_lock_held_seconds_total": 1.5,
+		"decap_sqlite_write_lock_wait_seconds_total": 0.25,
+	} {
+		if got := metricstest.Value(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}

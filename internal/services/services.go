@@ -57,6 +57,12 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	}
 	be := metrics.NewCountingBackend(reg, calls)
 	set.Instrument(be)
+	if _, ok := set.StoreWrites(); ok {
+		metrics.NewStoreWrites(reg, func() metrics.StoreWrites {
+			st, _ := set.StoreWrites()
+			return metrics.StoreWrites{Transactions: st.Transactions, Writes: st.Writes, LockHeld: st.LockHeld, LockWait: st.LockWait}
+		})
+	}
 	return &Base{Config: cfg, Set: set, Registry: reg, Backend: be, Logger: logger, Now: now}, nil
 }
 

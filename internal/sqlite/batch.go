@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Group commit. Every write of a process goes through one writer goroutine
@@ -143,6 +144,7 @@ func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
 	if err != nil {
 		return results, err
 	}
+	defer db.stats.held(time.Now(), len(live))
 	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
 	for i, r := range live {
 		if err := r.ctx.Err(); err != nil {

@@ -12,7 +12,13 @@ import (
 
 func openTestDB(t *testing.T) *DB {
 	t.Helper()
-	db, err := Open(filepath.Join(t.TempDir(), "decap.db"), Options{})
+	return openTestDBAt(t, filepath.Join(t.TempDir(), "decap.db"))
+}
+
+// openTestDBAt opens the database at path with a table t (k, v).
+func openTestDBAt(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
 package sqlite
 
 import (
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -42,5 +46,65 @@ func TestWriteRetrySchedule(t *testing.T) {
 	}
 	if slow < 3 {
 		t.Errorf("%d sleeps of %v after %v of waiting, want 3", slow, writeRetrySlow, writeRetrySlowAfter)
+	}
+}
+
+// TestWriteStatsCountWritesAndWaits: WriteStats counts the transactions
+// and the writes they ran, the time the write lock was held, and the time
+// a write waited for another connection's lock.
+func TestWriteStatsCountWritesAndWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openTestDBAt(t, path)
+	ctx := t.Context()
+	before := db.WriteStats()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if err := db.write(ctx, func(tx *Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES (?)`, fmt.Sprint(i))
+				return err
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st := db.WriteStats()
+	if st.Writes-before.Writes != 20 || st.Transactions <= before.Transactions || st.Transactions-before.Transactions > 20 {
+		t.Errorf("after 20 writes: %d writes in %d transactions, want 20 in 1 to 20", st.Writes-before.Writes, st.Transactions-before.Transactions)
+	}
+	if st.LockHeld <= before.LockHeld || st.LockWait != before.LockWait {
+		t.Errorf("lock held %v → %v, waited %v → %v: want it held longer and no wait", before.LockHeld, st.LockHeld, before.LockWait, st.LockWait)
+	}
+
+	// Another connection holds the write lock while a write waits for it.
+	other, err := sql.Open("sqlite", path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- db.write(ctx, func(tx *Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES ('after')`)
+			return err
+		})
+	}()
+	for db.writeSince.Load() == 0 { // the write has begun
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if after := db.WriteStats(); after.LockWait <= st.LockWait || after.Writes != st.Writes+1 {
+		t.Errorf("a write that waited for another connection's lock: LockWait %v → %v, writes %d → %d", st.LockWait, after.LockWait, st.Writes, after.Writes)
 	}
 }

@@ -93,6 +93,9 @@ type DB struct {
 	// makes readiness drop before its busy timeout ends.
 	writeSince atomic.Int64
 
+	// stats counts the write transactions (WriteStats).
+	stats writeCounters
+
 	// The writer goroutine (batch.go): writes, its queue; stop ends it.
 	writes   chan *writeReq
 	stop     chan struct{}
@@ -452,6 +455,7 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return classify(err)
 	}
+	defer db.stats.held(time.Now(), 1)
 	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback() // the error of fn matters more
@@ -496,6 +500,9 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 		tx, err := db.wdb.BeginTx(ctx, nil)
 		var se *sqlite.Error
 		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY {
+			if !start.IsZero() {
+				db.stats.lockWait.Add(int64(time.Since(start)))
+			}
 			return tx, err
 		}
 		now := time.Now()
@@ -504,6 +511,7 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 		}
 		waited := now.Sub(start)
 		if waited >= db.busyTimeout {
+			db.stats.lockWait.Add(int64(waited))
 			return nil, err
 		}
 		wait = writeRetryAfter(wait, waited)
@@ -511,10 +519,46 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			db.stats.lockWait.Add(int64(time.Since(start)))
 			return nil, ctx.Err()
 		case <-t.C:
 		}
 	}
+}
+
+// WriteStats counts a process's write transactions on the database since
+// Open: the embedded store's one writer (group commit) and the waits for
+// the write lock, which one process at a time holds.
+type WriteStats struct {
+	// Transactions is the write transactions begun (committed or not);
+	// Writes the writes they ran: group commit runs several in one.
+	Transactions, Writes int64
+	// LockHeld is how long this process held the write lock, from
+	// taking it to the end of the commit (its fsync included): the
+	// share of the time its writes kept every other writer waiting.
+	LockHeld time.Duration
+	// LockWait is how long it waited for another process's write lock.
+	LockWait time.Duration
+}
+
+// WriteStats returns the counts of this open's write transactions.
+func (db *DB) WriteStats() WriteStats {
+	return WriteStats{
+		Transactions: db.stats.transactions.Load(), Writes: db.stats.writes.Load(),
+		LockHeld: time.Duration(db.stats.lockHeld.Load()), LockWait: time.Duration(db.stats.lockWait.Load()),
+	}
+}
+
+// writeCounters are WriteStats' counters.
+type writeCounters struct {
+	transactions, writes, lockHeld, lockWait atomic.Int64
+}
+
+// held counts a transaction of writes begun at since, ending now.
+func (c *writeCounters) held(since time.Time, writes int) {
+	c.transactions.Add(1)
+	c.writes.Add(int64(writes))
+	c.lockHeld.Add(int64(time.Since(since)))
 }
 
 // writeRetryAfter is how long beginWrite sleeps before its next try, after
