@@ -535,7 +535,10 @@ type WriteStats struct {
 	Transactions, Writes int64
 	// LockHeld is how long this process held the write lock, from
 	// taking it to the end of the commit (its fsync included): the
-	// share of the time its writes kept every other writer waiting.
+	// share of the time its writes kept every other writer waiting. It
+	// also counts the WAL checkpoints SQLite runs at the end of a commit
+	// now and then, during which the lock is already free: two
+	// processes' LockHeld may add up to a little more than the time.
 	LockHeld time.Duration
 	// LockWait is how long it waited for another process's write lock.
 	LockWait time.Duration
