@@ -423,13 +423,16 @@ func dispatchThroughput(ctx context.Context, e *env, name, kind string, n, keys 
 			bare = append(bare, t.lockShare())
 		}
 		fmt.Fprintf(&b, "\nSQLite's write lock, which one connection at a time holds (sqlite.DB.WriteStats, the "+
-			"decap_sqlite_write_* metrics): the dispatcher's and the reaper's connections together %s. The bare drains: %s. "+
+			"decap_sqlite_write_* metrics; the time held includes the checkpoints at the end of some commits, when the "+
+			"lock is free already, so two connections' shares may add up to a little over 100%%): the dispatcher's and "+
+			"the reaper's connections together %s. The bare drains: %s. "+
 			"A store whose writes the lock serialises launches at most 1/(lock time per request) a second, whatever the cores.\n",
 			run.lockShare(), strings.Join(bare, "; "))
 		fmt.Fprintf(&b, "\nDiagnostic, not the figure: the same drain with the reaper writing through the dispatcher's own "+
 			"connection (one writer for both, as if they were one process) launched %d in %s: %s, %s of the bare rate. "+
-			"The difference is what two processes' writers cost each other on one SQLite file: the one that finds the "+
-			"write lock taken waits in SQLite's busy handler, which sleeps and retries rather than being woken.\n",
+			"The difference is what two processes' writers cost each other on one SQLite file: a write that finds the "+
+			"lock taken waits for it (it tries again within tens of microseconds: tuning 2), and each transaction of one "+
+			"begins with a page cache the other's commits made stale.\n",
 			shared.done, shared.elapsed.Round(time.Millisecond), perSec(shared.rate(), "requests launched"), ratio(shared.rate(), base.rate()))
 		fmt.Fprintf(&b, "\nTuning 4's before, not the figure: the same drain with the dispatcher making a launch's writes in separate "+
 			"calls (lock, launch claim; running lease, running record, message delete), as before the store combined them "+
