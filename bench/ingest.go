@@ -71,10 +71,8 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		held := writesSince(storeWrites(st), wBefore).LockHeld
 		r.lock = held.Seconds() / elapsed.Seconds()
 		if ok > 0 {
-			r.lockPer = held / time.Duration(ok)
-		}
-		if ok > 0 {
 			r.writes = float64(writeCalls(counted.since(before))) / float64(ok)
+			r.lockPer = held / time.Duration(ok)
 		}
 		return r
 	}
@@ -175,11 +173,11 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 			"an fsync of the WAL, which the adapter shares among concurrent writes when it can; an fdatasync alone takes %s (p50) "+
 			"on this file system.\n", w, rRate*w, ms(e.fsync.quantile(0.5)))
 	}
-	if lock := median(real, func(r round) float64 { return r.lock }); lock > 0 {
-		per := time.Duration(median(real, func(r round) float64 { return float64(r.lockPer) }))
+	lock := median(real, func(r round) float64 { return r.lock })
+	if per := time.Duration(median(real, func(r round) float64 { return float64(r.lockPer) })); lock > 0 && per > 0 {
 		fmt.Fprintf(&b, "\nSQLite's write lock (sqlite.DB.WriteStats) was held %.0f%% of an ingest round, %s per accepted webhook "+
-			"(medians of the rounds): one writer at a time, so at most %s webhooks a second while the lock is the bound.\n",
-			100*lock, us(per), fmt.Sprintf("%.0f", time.Second.Seconds()/per.Seconds()))
+			"(medians of the rounds): one writer at a time, so at most %.0f webhooks a second while the lock is the bound.\n",
+			100*lock, us(per), 1/per.Seconds())
 	}
 	res.details = append(res.details, b.String(),
 		"CPU profile of ingest during the first round (server side; the load generator's goroutines left out):",
