@@ -154,7 +154,14 @@ moto_stop() {
 moto_env() {
   local port=${1:-${MOTO_PORT:-5000}}
   moto_check_port "$port"
-  moto_ready "$port" || moto_die "no moto_server answers on port $port (make run-aws starts one there; MOTO_PORT or an argument names another port)"
+  # A moto_server busy with other clients (a test run's) may take more
+  # than moto_ready's 2 s to answer: ask a few times before giving up.
+  local tries=1
+  until moto_ready "$port"; do
+    [ "$tries" -lt 5 ] || moto_die "no moto_server answers on port $port (make run-aws starts one there; MOTO_PORT or an argument names another port)"
+    tries=$((tries + 1))
+    sleep 1
+  done
   moto_exports "$port"
 }
 
