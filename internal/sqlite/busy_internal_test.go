@@ -97,7 +97,7 @@ func TestWriteStatsCountWritesAndWaits(t *testing.T) {
 	for db.writeSince.Load() == 0 { // the write has begun
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // it tries the lock meanwhile, however loaded the machine
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
