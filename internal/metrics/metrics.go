@@ -12,12 +12,13 @@ package metrics
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/decap-ci/decap/internal/sqlite"
 )
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -67,16 +68,9 @@ func countSupersedes(c *prometheus.CounterVec, waiting, running int) {
 	c.WithLabelValues("running").Add(float64(running))
 }
 
-// StoreWrites are the embedded store's counts of a process's write
-// transactions (sqlite.WriteStats).
-type StoreWrites struct {
-	Transactions, Writes int64
-	LockHeld, LockWait   time.Duration
-}
-
-// NewStoreWrites registers the embedded store's write metrics on reg,
-// read from stats at each scrape.
-func NewStoreWrites(reg prometheus.Registerer, stats func() StoreWrites) {
+// NewStoreWrites registers the embedded store's write metrics on reg
+// (sqlite.DB.WriteStats), read from stats at each scrape.
+func NewStoreWrites(reg prometheus.Registerer, stats func() sqlite.WriteStats) {
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "decap_sqlite_write_transactions_total",

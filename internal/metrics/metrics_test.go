@@ -23,6 +23,7 @@ import (
 	"github.com/decap-ci/decap/internal/dispatch"
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/metrics/metricstest"
+	"github.com/decap-ci/decap/internal/sqlite"
 )
 
 func TestRegistryServesRuntimeMetrics(t *testing.T) {
@@ -409,9 +410,9 @@ func TestCountingBackendTellsEveryCall(t *testing.T) {
 func TestStoreWritesReadAtScrape(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	var st metrics.StoreWrites
-	metrics.NewStoreWrites(reg, func() metrics.StoreWrites { return st })
-	st = metrics.StoreWrites{Transactions: 3, Writes: 7, LockHeld: 1500 * time.Millisecond, LockWait: 250 * time.Millisecond}
+	var st sqlite.WriteStats
+	metrics.NewStoreWrites(reg, func() sqlite.WriteStats { return st })
+	st = sqlite.WriteStats{Transactions: 3, Writes: 7, LockHeld: 1500 * time.Millisecond, LockWait: 250 * time.Millisecond}
 	for name, want := range map[string]float64{
 		"decap_sqlite_write_transactions_total":      3,
 		"decap_sqlite_writes_total":                  7,

@@ -27,6 +27,7 @@ import (
 	"github.com/decap-ci/decap/internal/ingest"
 	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
+	"github.com/decap-ci/decap/internal/sqlite"
 	"github.com/decap-ci/decap/internal/ui"
 )
 
@@ -58,10 +59,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	be := metrics.NewCountingBackend(reg, calls)
 	set.Instrument(be)
 	if _, ok := set.StoreWrites(); ok {
-		metrics.NewStoreWrites(reg, func() metrics.StoreWrites {
-			st, _ := set.StoreWrites()
-			return metrics.StoreWrites{Transactions: st.Transactions, Writes: st.Writes, LockHeld: st.LockHeld, LockWait: st.LockWait}
-		})
+		metrics.NewStoreWrites(reg, func() sqlite.WriteStats { st, _ := set.StoreWrites(); return st })
 	}
 	return &Base{Config: cfg, Set: set, Registry: reg, Backend: be, Logger: logger, Now: now}, nil
 }

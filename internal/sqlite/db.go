@@ -405,8 +405,7 @@ func (db *DB) useWAL(ctx context.Context, timeout time.Duration) error {
 			}
 			return nil
 		}
-		var se *sqlite.Error
-		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+		if !isBusy(err) || time.Now().After(deadline) {
 			return fmt.Errorf("set journal mode: %w", classify(err))
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -498,8 +497,7 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 	var wait time.Duration
 	for {
 		tx, err := db.wdb.BeginTx(ctx, nil)
-		var se *sqlite.Error
-		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY {
+		if !isBusy(err) {
 			if !start.IsZero() {
 				db.stats.lockWait.Add(int64(time.Since(start)))
 			}
@@ -562,6 +560,13 @@ func (c *writeCounters) held(since time.Time, writes int) {
 	c.transactions.Add(1)
 	c.writes.Add(int64(writes))
 	c.lockHeld.Add(int64(time.Since(since)))
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY (any extended code):
+// another connection holds the lock.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // writeRetryAfter is how long beginWrite sleeps before its next try, after

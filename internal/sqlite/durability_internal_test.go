@@ -6,46 +6,33 @@ import (
 	"testing"
 )
 
-// TestWritesAreSynchronousFull: with WAL, synchronous=NORMAL may lose the
-// last commits on power loss, and with them requests already answered 202.
-func TestWritesAreSynchronousFull(t *testing.T) {
+// TestWriteConnectionPragmas: the write connection syncs every commit
+// (synchronous FULL). It keeps the group commit's savepoint sub-journal in
+// memory (temp_store MEMORY), where it would otherwise become a temporary
+// file written page by page, and has no busy timeout of its own:
+// beginWrite waits for the lock.
+func TestWriteConnectionPragmas(t *testing.T) {
 	t.Parallel()
 	db, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var sync int
-	if err := db.wdb.QueryRowContext(context.Background(), "PRAGMA synchronous").Scan(&sync); err != nil {
-		t.Fatal(err)
-	}
-	if sync != 2 {
-		t.Errorf("PRAGMA synchronous = %d on the write connection, want 2 (FULL)", sync)
-	}
-}
-
-// TestWriteConnectionKeepsItsSubJournalInMemory: the group commit's
-// savepoints journal the pages each write first touches; with temp_store
-// MEMORY that sub-journal never becomes a temporary file written page by
-// page. The busy timeout is beginWrite's, not SQLite's.
-func TestWriteConnectionKeepsItsSubJournalInMemory(t *testing.T) {
-	t.Parallel()
-	db, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var store, busy int
-	if err := db.wdb.QueryRowContext(context.Background(), "PRAGMA temp_store").Scan(&store); err != nil {
-		t.Fatal(err)
-	}
-	if store != 2 {
-		t.Errorf("PRAGMA temp_store = %d on the write connection, want 2 (MEMORY)", store)
-	}
-	if err := db.wdb.QueryRowContext(context.Background(), "PRAGMA busy_timeout").Scan(&busy); err != nil {
-		t.Fatal(err)
-	}
-	if busy != 0 {
-		t.Errorf("PRAGMA busy_timeout = %d on the write connection, want 0 (beginWrite waits)", busy)
+	for _, p := range []struct {
+		name string
+		want int
+		what string
+	}{
+		{"synchronous", 2, "FULL"},
+		{"temp_store", 2, "MEMORY"},
+		{"busy_timeout", 0, "beginWrite waits"},
+	} {
+		var got int
+		if err := db.wdb.QueryRowContext(context.Background(), "PRAGMA "+p.name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != p.want {
+			t.Errorf("PRAGMA %s = %d on the write connection, want %d (%s)", p.name, got, p.want, p.what)
+		}
 	}
 }
