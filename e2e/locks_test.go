@@ -73,7 +73,7 @@ func TestCapAcrossDispatcherProcesses(t *testing.T) {
 	t.Parallel()
 	const capacity, branches = 2, 10
 	s := newScripts(t)
-	s.addTraced("e2e", "app", 700*time.Millisecond)
+	s.addSideBySide("e2e", "app", "", 700*time.Millisecond)
 	c := s.cluster(capacity)
 	c.Start("reaper")
 	dispatchers := []*proctest.Service{c.Start("dispatcher"), c.Start("dispatcher"), c.Start("dispatcher")}
@@ -92,9 +92,8 @@ func TestCapAcrossDispatcherProcesses(t *testing.T) {
 	if most > capacity {
 		t.Errorf("most builds running at once: got %d, want at most the cap of %d\n%s", most, capacity, tr)
 	}
-	// With ten 0.7 s builds queued at once, two run side by side unless
-	// the machine is very slow; one at a time would mean the cap is
-	// enforced as 1.
+	// With ten builds queued at once, the first waiting for a second, two
+	// run side by side; one at a time would mean the cap is enforced as 1.
 	if most < 2 {
 		t.Errorf("most builds running at once: got %d, want %d (builds ran one at a time)\n%s", most, capacity, tr)
 	}

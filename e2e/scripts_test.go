@@ -59,17 +59,27 @@ func (s *scriptsDir) add(team, project, descriptor, script string) {
 // and sleeps for sleep in between.
 func (s *scriptsDir) addTraced(team, project string, sleep time.Duration) {
 	s.t.Helper()
-	s.add(team, project, validDescriptor, tracedScript(s.t, s.trace, sleep))
+	s.add(team, project, validDescriptor, tracedScript(s.t, s.trace, sleep, 0))
 }
+
+// companyWait is how long the first build of a test that wants builds side
+// by side waits for a second to start (see traced-build.sh.tmpl): far
+// longer than a launch takes, even on a loaded emulator, and short of the
+// harness's build timeout.
+const companyWait = 60 * time.Second
 
 var tracedTemplate = template.Must(template.ParseFiles(filepath.Join("testdata", "traced-build.sh.tmpl")))
 
-func tracedScript(t *testing.T, trace string, sleep time.Duration) string {
+// tracedScript renders traced-build.sh.tmpl: the build sleeps for sleep;
+// with a company wait, the first build to start first waits up to that long
+// for a second one.
+func tracedScript(t *testing.T, trace string, sleep, company time.Duration) string {
 	t.Helper()
 	var b bytes.Buffer
-	err := tracedTemplate.Execute(&b, map[string]string{
-		"Trace": shellQuote(trace),
-		"Sleep": strconv.FormatFloat(sleep.Seconds(), 'f', 3, 64),
+	err := tracedTemplate.Execute(&b, map[string]any{
+		"Trace":   shellQuote(trace),
+		"Sleep":   strconv.FormatFloat(sleep.Seconds(), 'f', 3, 64),
+		"Company": int(company.Seconds()),
 	})
 	if err != nil {
 		t.Fatalf("render build script: %v", err)

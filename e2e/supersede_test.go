@@ -25,11 +25,23 @@ const keepEveryRequest = `"supersede": {"queued": false}`
 // sleep, with descriptor's fields added to a valid project.json.
 func (s *scriptsDir) addSlow(team, project, fields string, sleep time.Duration) {
 	s.t.Helper()
-	descriptor := validDescriptor
-	if fields != "" {
-		descriptor = strings.TrimSuffix(validDescriptor, "}") + ", " + fields + "}"
+	s.add(team, project, descriptorWith(fields), tracedScript(s.t, s.trace, sleep, 0))
+}
+
+// addSideBySide adds a traced project like addSlow's whose first build
+// waits for a second to start (companyWait), for tests that assert builds
+// ran side by side.
+func (s *scriptsDir) addSideBySide(team, project, fields string, sleep time.Duration) {
+	s.t.Helper()
+	s.add(team, project, descriptorWith(fields), tracedScript(s.t, s.trace, sleep, companyWait))
+}
+
+// descriptorWith is a valid project.json with fields added.
+func descriptorWith(fields string) string {
+	if fields == "" {
+		return validDescriptor
 	}
-	s.add(team, project, descriptor, tracedScript(s.t, s.trace, sleep))
+	return strings.TrimSuffix(validDescriptor, "}") + ", " + fields + "}"
 }
 
 // waitStarted waits until build id's script has written its start line.
