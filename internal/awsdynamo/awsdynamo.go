@@ -57,11 +57,11 @@
 // first try landed meets, on its retry, the item it wrote itself. Every
 // write tells that from a conflict: a record write bears a token of its
 // Save or EndWaiting call (writeToken) and a project marker's count the
-// token of its Save (numberedBy); a pull request's or a session's put
-// compares the stored item with the one it wrote; a lock or slot write's
-// condition admits the writer's own lease (Acquire, Extend), a claim
-// answers its owner (Claim), and a lock's delete that finds the lock gone
-// has released it. A failed condition returns the stored item
+// token of its Save (numberedBy); a pull request's, a session's or a
+// webhook item's put compares the stored item with the one it wrote; a
+// lock or slot write's condition admits the writer's own lease (Acquire,
+// Extend), a claim answers its owner (Claim), and a lock's delete that
+// finds the lock gone has released it. A failed condition returns the stored item
 // (ReturnValuesOnConditionCheckFailure); where an emulator returns none,
 // it is read consistently.
 //

@@ -150,17 +150,19 @@ func (s *PullRequests) landed(ctx context.Context, p build.PullRequestState, ite
 		}
 		old = out.Item
 	}
-	same := func(name string) bool {
-		a, aok := old[name].(*types.AttributeValueMemberS)
-		b, bok := item[name].(*types.AttributeValueMemberS)
-		if aok && bok {
-			return a.Value == b.Value
-		}
-		an, aok := old[name].(*types.AttributeValueMemberN)
-		bn, bok := item[name].(*types.AttributeValueMemberN)
-		return aok && bok && an.Value == bn.Value
+	return sameAttr(old, item, "version") && sameAttr(old, item, "doc")
+}
+
+// sameAttr reports whether items a and b hold the same string or number in
+// attribute name.
+func sameAttr(a, b map[string]types.AttributeValue, name string) bool {
+	if as, ok := a[name].(*types.AttributeValueMemberS); ok {
+		bs, ok := b[name].(*types.AttributeValueMemberS)
+		return ok && as.Value == bs.Value
 	}
-	return same("version") && same("doc")
+	an, aok := a[name].(*types.AttributeValueMemberN)
+	bn, bok := b[name].(*types.AttributeValueMemberN)
+	return aok && bok && an.Value == bn.Value
 }
 
 // ListOpen returns the project's open pull requests by number, read from

@@ -116,3 +116,11 @@ func TestConcurrentLocksWithRetriedWrites(t *testing.T) {
 	}
 	buildtest.CheckConcurrentLocks(t, stores, clock)
 }
+
+func TestWebhooksWithRetriedWrites(t *testing.T) {
+	t.Parallel()
+	client := newClient(t)
+	buildtest.TestWebhooks(t, func(t *testing.T, clock *buildtest.Clock) buildtest.Webhooks {
+		return awsdynamo.NewWebhooks(retriedWrites{client}, newTables(t, client, buildsOnly).Builds, clock.Now)
+	})
+}

@@ -99,7 +99,9 @@ func (e webhookEntry) delivery(sub string) build.Delivery {
 // cas reads the item key's doc into v (left as it is when there is none)
 // and calls change; if change returns true, it writes v back on condition
 // that nobody wrote the item meanwhile, and tries again from the read if
-// somebody did. An error from change is returned as it is.
+// somebody did (a failed condition that meets this put's own item is its
+// landed first try: see landed). An error from change is returned as it
+// is.
 func (w *Webhooks) cas(ctx context.Context, key string, v any, change func() (bool, error)) error {
 	for try := 1; ; try++ {
 		version, err := w.read(ctx, key, v)
@@ -121,13 +123,17 @@ func (w *Webhooks) cas(ctx context.Context, key string, v any, change func() (bo
 		if version > 0 {
 			cond, vals = "version = :v", map[string]types.AttributeValue{":v": num(version)}
 		}
+		item := map[string]types.AttributeValue{"buildId": str(key), "version": num(version + 1), "doc": str(string(doc))}
 		_, err = w.client.PutItem(ctx, &dynamodb.PutItemInput{
-			TableName: aws.String(w.table),
-			Item: map[string]types.AttributeValue{"buildId": str(key), "version": num(version + 1),
-				"doc": str(string(doc))},
+			TableName: aws.String(w.table), Item: item,
 			ConditionExpression: aws.String(cond), ExpressionAttributeValues: vals,
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		})
-		if _, failed := conditionFailed(err); failed || conflicted(err) {
+		stored, failed := conditionFailed(err)
+		if failed && w.landed(ctx, key, item, stored) {
+			return nil // the SDK's retry of this put, whose first try landed
+		}
+		if failed || conflicted(err) {
 			if try >= webhookCASTries {
 				return fmt.Errorf("%w: item %s: too many concurrent writes", build.ErrUnavailable, key)
 			}
@@ -141,6 +147,25 @@ func (w *Webhooks) cas(ctx context.Context, key string, v any, change func() (bo
 		}
 		return nil
 	}
+}
+
+// landed reports whether the stored item (the one a failed condition
+// returned, read consistently where an emulator returns none) is item
+// itself, version and doc: the SDK retried a put whose first try landed
+// but whose answer was lost or failed (a timeout, a 5xx, a response
+// failing its checksum), and its retry met the item it wrote. Another
+// writer's item differs at least in its doc (an entry's update time, a
+// claim's token) unless it made the very same change.
+func (w *Webhooks) landed(ctx context.Context, key string, item, stored map[string]types.AttributeValue) bool {
+	if stored == nil {
+		out, err := w.client.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(w.table), ConsistentRead: aws.Bool(true),
+			Key: map[string]types.AttributeValue{"buildId": str(key)}})
+		if err != nil || out.Item == nil {
+			return false
+		}
+		stored = out.Item
+	}
+	return sameAttr(stored, item, "version") && sameAttr(stored, item, "doc")
 }
 
 // read reads key's doc into v (consistently) and returns its version, 0
