@@ -148,11 +148,12 @@ func TestAWSSignedPushBecomesSucceededBuild(t *testing.T) {
 		t.Errorf("build-info.txt: got %q, want it to contain %q", info, want)
 	}
 	// And the log's line times, uploaded through a presigned URL of their
-	// own (issue 16).
+	// own (issue 16): line 1 has the first pair, a few milliseconds after
+	// the start at most (0 on a quiet machine, 1 in a loaded CI run).
 	code, body := c.MustDo(http.MethodGet, "/api/v1/builds/"+id+"/log?times=1", nil, nil)
 	var times api.LogTimes
 	if err := json.Unmarshal(body, &times); code != http.StatusOK || err != nil || !times.Complete ||
-		times.Lines != int64(strings.Count(log, "\n")) || len(times.Times) == 0 || times.Times[0] != [2]int64{1, 0} {
+		times.Lines != int64(strings.Count(log, "\n")) || len(times.Times) == 0 || times.Times[0][0] != 1 || times.Times[0][1] > 5000 {
 		t.Errorf("line times of %s: got %d %s (%v), want the complete index of its %d lines", id, code, body, err, strings.Count(log, "\n"))
 	}
 	// And they are where DESIGN.md's S3 layout puts them.

@@ -631,11 +631,11 @@ func TestPresignedUploads(t *testing.T) {
 	mu.Lock()
 	timesGz := got["/"+build.LogTimesKey(job.Request.BuildID)]
 	mu.Unlock()
-	var times build.LogTimes
+	var times build.LogTimes // line 1 has the first pair, 0 ms or a few after the start
 	if zr, err := gzip.NewReader(bytes.NewReader(timesGz)); err != nil {
 		t.Errorf("uploaded line times are not gzip: %v", err)
 	} else if err := json.NewDecoder(zr).Decode(&times); err != nil || times.Validate() != nil ||
-		times.Lines != int64(strings.Count(string(text), "\n")) || len(times.Times) == 0 || times.Times[0] != [2]int64{1, 0} {
+		times.Lines != int64(strings.Count(string(text), "\n")) || len(times.Times) == 0 || times.Times[0][0] != 1 || times.Times[0][1] > 5000 {
 		t.Errorf("uploaded line times %+v (%v), want an index of the log's %d lines", times, err, strings.Count(string(text), "\n"))
 	}
 	f, err := ex.OpenLiveTimes(job.Request.BuildID)
