@@ -142,6 +142,11 @@ func Open(path string, opts Options) (*DB, error) {
 			// 64 KiB otherwise, a pwrite for every page a write first
 			// touches (a quarter of ingest's writer, tuning 10).
 			"_pragma=temp_store(MEMORY)",
+			// A checkpoint once the WAL holds 4000 pages (~16 MiB), not
+			// SQLite's 1000: a page that many commits rewrite is copied
+			// into the database, and the database fsynced, a quarter as
+			// often (ingest's lock time per webhook -12%, tuning 12).
+			"_pragma=wal_autocheckpoint(4000)",
 		}, "&")
 	}
 	// The write connection waits for the write lock in beginWrite, not in

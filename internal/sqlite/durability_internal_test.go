@@ -26,6 +26,7 @@ func TestWriteConnectionPragmas(t *testing.T) {
 		{"synchronous", 2, "FULL"},
 		{"temp_store", 2, "MEMORY"},
 		{"busy_timeout", 0, "beginWrite waits"},
+		{"wal_autocheckpoint", 4000, "a checkpoint every 4000 pages, tuning 12"},
 	} {
 		var got int
 		if err := db.wdb.QueryRowContext(context.Background(), "PRAGMA "+p.name).Scan(&got); err != nil {
