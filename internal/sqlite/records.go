@@ -96,12 +96,21 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	// whose columns an UPDATE sets, so the upsert below, which sets them
 	// all, rewrote the project history's entry on every save too. The
 	// WHERE is the rank rule: rank 2 is final.
+	// So, too, a save that keeps the status (a launch claim) leaves the
+	// status out: the partial indexes of waiting, unfinished and running
+	// records have it in their WHERE, and an UPDATE that sets it rewrites
+	// their entries.
 	var res sql.Result
-	if version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt) {
+	switch {
+	case version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt) && old.Status == r.Status:
+		res, err = tx.ExecContext(ctx, `UPDATE records SET started_at = ?, finished_at = ?, version = ?, doc = ?
+WHERE id = ? AND rank < 2 AND rank <= ?`,
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
+	case version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt):
 		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND rank < 2 AND rank <= ?`,
 			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
-	} else {
+	default:
 		// The WHERE of the upsert is the rank rule: rank 2 is final. A
 		// stored record keeps its number.
 		res, err = tx.ExecContext(ctx, `

@@ -171,6 +171,20 @@ func TestRecordSaveKeepsItsColumnsInStep(t *testing.T) {
 	if got, _, err := recs.ListProject(ctx, "t", "p", 0, ""); err != nil || !slices.Equal(ids(got), []build.ID{a.BuildID, b.BuildID}) {
 		t.Errorf("ListProject() = %v, %v; want %v, %v (newest first)", ids(got), err, a.BuildID, b.BuildID)
 	}
+	// A save that keeps the status (a launch claim) leaves it out of the
+	// UPDATE: the record still waits, its document changed.
+	if err := a.Launching(t0.Add(3*time.Minute), 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := recs.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := recs.Waiting(ctx, 0, 0); err != nil || !slices.Equal(ids(got), []build.ID{b.BuildID, a.BuildID}) {
+		t.Errorf("Waiting() after a's launch claim = %v, %v; want %v, %v", ids(got), err, b.BuildID, a.BuildID)
+	}
+	if got, err := recs.Get(ctx, a.BuildID); err != nil || got.Status != build.StatusQueued || !got.LaunchingAt.Equal(a.LaunchingAt) {
+		t.Errorf("Get(a) after its launch claim = %s launching at %v, %v; want queued, launching at %v", got.Status, got.LaunchingAt, err, a.LaunchingAt)
+	}
 	if err := b.Start(t0.Add(3*time.Minute), "pod", "catalog"); err != nil {
 		t.Fatal(err)
 	}
