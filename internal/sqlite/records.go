@@ -94,19 +94,19 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	// team, project and queue time never change) is updated in the
 	// columns that change: SQLite rewrites the entries of every index
 	// whose columns an UPDATE sets, so the upsert below, which sets them
-	// all, rewrote the project history's entry on every save too. The
-	// WHERE is the rank rule: rank 2 is final.
-	// So, too, a save that keeps the status (a launch claim) leaves the
-	// status out: the partial indexes of waiting, unfinished and running
-	// records have it in their WHERE, and an UPDATE that sets it rewrites
-	// their entries.
+	// all, rewrote the project history's entry on every save too. A save
+	// that keeps the status (a launch claim) leaves the status out as
+	// well: the partial indexes of waiting, unfinished and running records
+	// have it in their WHERE, so setting it rewrote their entries. The
+	// WHERE of the UPDATE is the rank rule: rank 2 is final.
+	keysStay := version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt)
 	var res sql.Result
 	switch {
-	case version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt) && old.Status == r.Status:
+	case keysStay && old.Status == r.Status:
 		res, err = tx.ExecContext(ctx, `UPDATE records SET started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND rank < 2 AND rank <= ?`,
 			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
-	case version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt):
+	case keysStay:
 		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND rank < 2 AND rank <= ?`,
 			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
