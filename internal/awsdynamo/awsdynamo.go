@@ -335,6 +335,45 @@ func conditionFailed(err error) (map[string]types.AttributeValue, bool) {
 	return nil, false
 }
 
+// itemGetter is the read storedItem makes.
+type itemGetter interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+}
+
+// storedItem returns the item under key that a failed condition met: old,
+// as the failure returned it (ReturnValuesOnConditionCheckFailure), or,
+// where the answer holds none (as an emulator may give), the item read
+// consistently; nil when there is none.
+func storedItem(ctx context.Context, c itemGetter, table string, key, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+	if old != nil {
+		return old, nil
+	}
+	res, err := c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(table), Key: key, ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return nil, classify(err)
+	}
+	return res.Item, nil
+}
+
+// sameVersionAndDoc reports whether items a and b hold the same version
+// and doc: a put whose first try landed meets, on the SDK's retry, the
+// item it wrote.
+func sameVersionAndDoc(a, b map[string]types.AttributeValue) bool {
+	return sameAttr(a, b, "version") && sameAttr(a, b, "doc")
+}
+
+// sameAttr reports whether items a and b hold the same string or number in
+// attribute name.
+func sameAttr(a, b map[string]types.AttributeValue, name string) bool {
+	if as, ok := a[name].(*types.AttributeValueMemberS); ok {
+		bs, ok := b[name].(*types.AttributeValueMemberS)
+		return ok && as.Value == bs.Value
+	}
+	an, aok := a[name].(*types.AttributeValueMemberN)
+	bn, bok := b[name].(*types.AttributeValueMemberN)
+	return aok && bok && an.Value == bn.Value
+}
+
 // pause sleeps a short, jittered, growing while before retry attempt n
 // (n >= 1); it returns early with ctx's error.
 func pause(ctx context.Context, n int) error {

@@ -135,34 +135,11 @@ func (s *PullRequests) Put(ctx context.Context, p build.PullRequestState) error 
 	return nil
 }
 
-// landed reports whether the stored item is item itself: its version and
-// doc. old is the stored item a failed condition returned; without one
-// (an emulator that does not return it) it is read, consistently.
+// landed reports whether the stored item (storedItem) is item itself,
+// its version and doc.
 func (s *PullRequests) landed(ctx context.Context, p build.PullRequestState, item, old map[string]types.AttributeValue) bool {
-	if old == nil {
-		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-			TableName:      aws.String(s.table),
-			Key:            pullKey(p.Team, p.Project, p.Number),
-			ConsistentRead: aws.Bool(true),
-		})
-		if err != nil || out.Item == nil {
-			return false
-		}
-		old = out.Item
-	}
-	return sameAttr(old, item, "version") && sameAttr(old, item, "doc")
-}
-
-// sameAttr reports whether items a and b hold the same string or number in
-// attribute name.
-func sameAttr(a, b map[string]types.AttributeValue, name string) bool {
-	if as, ok := a[name].(*types.AttributeValueMemberS); ok {
-		bs, ok := b[name].(*types.AttributeValueMemberS)
-		return ok && as.Value == bs.Value
-	}
-	an, aok := a[name].(*types.AttributeValueMemberN)
-	bn, bok := b[name].(*types.AttributeValueMemberN)
-	return aok && bok && an.Value == bn.Value
+	stored, err := storedItem(ctx, s.client, s.table, pullKey(p.Team, p.Project, p.Number), old)
+	return err == nil && sameVersionAndDoc(stored, item)
 }
 
 // ListOpen returns the project's open pull requests by number, read from

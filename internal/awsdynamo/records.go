@@ -509,22 +509,10 @@ func (s *Records) replace(ctx context.Context, r build.Record, token string) err
 	return classify(err)
 }
 
-// stored returns the item under key that a failed condition returned, or,
-// where the answer holds none (as an emulator may give), the item read
-// consistently; nil when there is none.
+// stored returns the record item under key that a failed condition met
+// (storedItem).
 func (s *Records) stored(ctx context.Context, key string, old map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
-	if old != nil {
-		return old, nil
-	}
-	res, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(s.table),
-		Key:            map[string]types.AttributeValue{attrBuildID: str(key)},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, classify(err)
-	}
-	return res.Item, nil
+	return storedItem(ctx, s.client, s.table, map[string]types.AttributeValue{attrBuildID: str(key)}, old)
 }
 
 // bears reports whether item's string attribute attr is token.

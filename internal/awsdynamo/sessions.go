@@ -89,19 +89,11 @@ func (s *Sessions) Create(ctx context.Context, sess build.Session) error {
 	return nil
 }
 
-// landed reports whether the stored session is it: old, the item a failed
-// condition returned, or, without one, the item read consistently.
+// landed reports whether the stored session (storedItem) is it.
 func (s *Sessions) landed(ctx context.Context, it sessionItem, old map[string]types.AttributeValue) (bool, error) {
-	if old == nil {
-		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
-			TableName:      aws.String(s.table),
-			Key:            map[string]types.AttributeValue{"pk": str(it.PK)},
-			ConsistentRead: aws.Bool(true),
-		})
-		if err != nil {
-			return false, classify(err)
-		}
-		old = out.Item
+	old, err := storedItem(ctx, s.client, s.table, map[string]types.AttributeValue{"pk": str(it.PK)}, old)
+	if err != nil {
+		return false, err
 	}
 	var stored sessionItem
 	if old == nil || attributevalue.UnmarshalMap(old, &stored) != nil {

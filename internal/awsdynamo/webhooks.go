@@ -149,23 +149,15 @@ func (w *Webhooks) cas(ctx context.Context, key string, v any, change func() (bo
 	}
 }
 
-// landed reports whether the stored item (the one a failed condition
-// returned, read consistently where an emulator returns none) is item
-// itself, version and doc: the SDK retried a put whose first try landed
-// but whose answer was lost or failed (a timeout, a 5xx, a response
-// failing its checksum), and its retry met the item it wrote. Another
-// writer's item differs at least in its doc (an entry's update time, a
-// claim's token) unless it made the very same change.
-func (w *Webhooks) landed(ctx context.Context, key string, item, stored map[string]types.AttributeValue) bool {
-	if stored == nil {
-		out, err := w.client.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(w.table), ConsistentRead: aws.Bool(true),
-			Key: map[string]types.AttributeValue{"buildId": str(key)}})
-		if err != nil || out.Item == nil {
-			return false
-		}
-		stored = out.Item
-	}
-	return sameAttr(stored, item, "version") && sameAttr(stored, item, "doc")
+// landed reports whether the stored item (storedItem) is item itself,
+// version and doc: the SDK retried a put whose first try landed but whose
+// answer was lost or failed (a timeout, a 5xx, a response failing its
+// checksum), and its retry met the item it wrote. Another writer's item
+// differs at least in its doc (an entry's update time, a claim's token)
+// unless it made the very same change.
+func (w *Webhooks) landed(ctx context.Context, key string, item, old map[string]types.AttributeValue) bool {
+	stored, err := storedItem(ctx, w.client, w.table, map[string]types.AttributeValue{"buildId": str(key)}, old)
+	return err == nil && sameVersionAndDoc(stored, item)
 }
 
 // read reads key's doc into v (consistently) and returns its version, 0

@@ -9,8 +9,8 @@ import (
 // TestWriteConnectionPragmas: the write connection syncs every commit
 // (synchronous FULL). It keeps the group commit's savepoint sub-journal in
 // memory (temp_store MEMORY), where it would otherwise become a temporary
-// file written page by page, and has no busy timeout of its own:
-// beginWrite waits for the lock.
+// file written page by page, has no busy timeout of its own (beginWrite
+// waits for the lock), and checkpoints the WAL every 4000 pages.
 func TestWriteConnectionPragmas(t *testing.T) {
 	t.Parallel()
 	db, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{})
