@@ -16,12 +16,12 @@ import (
 // whatever crashes after. Pending reads it in write order; Forwarded
 // deletes from it. It is safe for concurrent use, and several processes
 // may forward one database's outbox at once.
-// maxPending bounds the events one Pending returns.
-const maxPending = 1000
-
 type Outbox struct {
 	db *DB
 }
+
+// maxPending bounds the events one Pending returns.
+const maxPending = 1000
 
 // Outbox returns the outbox of the records' database.
 func (s *Records) Outbox() build.EventOutbox { return &Outbox{db: s.db} }
@@ -62,20 +62,22 @@ func (o *Outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]
 	}
 }
 
-// read returns the first limit events in write order.
+// read returns the first limit events in write order, and remembers
+// their rows for Forwarded.
 func (o *Outbox) read(ctx context.Context, limit int) ([]build.Event, error) {
-	rows, err := o.db.rdb.QueryContext(ctx, `SELECT build_id, version, type, at, doc FROM record_events ORDER BY seq LIMIT ?`, limit)
+	rows, err := o.db.rdb.QueryContext(ctx, `SELECT seq, build_id, version, type, at, doc FROM record_events ORDER BY seq LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read the outbox: %w", classify(err))
 	}
 	defer rows.Close()
 	var out []build.Event
+	var seqs []int64
 	for rows.Next() {
 		var id, typ string
+		var seq, at int64
 		var version int
-		var at int64
 		var doc []byte
-		if err := rows.Scan(&id, &version, &typ, &at, &doc); err != nil {
+		if err := rows.Scan(&seq, &id, &version, &typ, &at, &doc); err != nil {
 			return nil, fmt.Errorf("read the outbox: %w", classify(err))
 		}
 		e := build.Event{ID: build.EventID(build.ID(id), version), Type: build.EventType(typ), Subject: build.ID(id),
@@ -84,27 +86,33 @@ func (o *Outbox) read(ctx context.Context, limit int) ([]build.Event, error) {
 			return nil, fmt.Errorf("read the outbox: event %s: %w", e.ID, err)
 		}
 		out = append(out, e)
+		seqs = append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the outbox: %w", classify(err))
 	}
+	o.db.eventSeqs.remember(out, seqs)
 	return out, nil
 }
 
 // Forwarded deletes the events from the outbox, in one write; events
-// already gone are no error.
+// already gone are no error. An event that Pending returned in this
+// process is found by its row (seq); another (Pending of another process,
+// or long ago) by a scan of the outbox, which holds the events not yet
+// forwarded.
 func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
 	err := o.db.write(ctx, func(tx *Tx) error {
-		del, err := tx.PrepareContext(ctx, `DELETE FROM record_events WHERE build_id = ? AND version = ?`)
-		if err != nil {
-			return err
-		}
-		defer del.Close()
 		for _, e := range evs {
-			if _, err := del.ExecContext(ctx, string(e.Subject), e.Version); err != nil {
+			var err error
+			if seq, ok := o.db.eventSeqs.seq(e.ID); ok {
+				_, err = tx.ExecContext(ctx, `DELETE FROM record_events WHERE seq = ? AND build_id = ? AND version = ?`, seq, string(e.Subject), e.Version)
+			} else {
+				_, err = tx.ExecContext(ctx, `DELETE FROM record_events WHERE build_id = ? AND version = ?`, string(e.Subject), e.Version)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -113,7 +121,48 @@ func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
 	if err != nil {
 		return fmt.Errorf("remove %d forwarded events: %w", len(evs), err)
 	}
+	o.db.eventSeqs.forget(evs)
 	return nil
+}
+
+// seqMemo remembers the outbox rows (seq) of the events Pending returned,
+// by event ID, so that Forwarded finds them without an index by build and
+// version (schemaV11). It holds at most maxRemembered; past that it
+// starts afresh, and an event it forgot is found by a scan. The zero
+// value is ready; it is safe for concurrent use.
+type seqMemo struct {
+	mu   sync.Mutex
+	seqs map[string]int64
+}
+
+// maxRemembered bounds seqMemo: a few reads' worth.
+const maxRemembered = 4 * maxPending
+
+func (m *seqMemo) remember(evs []build.Event, seqs []int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seqs == nil || len(m.seqs)+len(evs) > maxRemembered {
+		m.seqs = make(map[string]int64, len(evs))
+	}
+	for i, e := range evs {
+		m.seqs[e.ID] = seqs[i]
+	}
+}
+
+func (m *seqMemo) seq(id string) (int64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seq, ok := m.seqs[id]
+	return seq, ok
+}
+
+// forget drops the rows of events that left the outbox.
+func (m *seqMemo) forget(evs []build.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range evs {
+		delete(m.seqs, e.ID)
+	}
 }
 
 // writeEvent adds the event of a change to the outbox, in the change's

@@ -59,6 +59,77 @@ func TestEventOutboxAcrossOpens(t *testing.T) {
 	}
 }
 
+// TestForwardedFindsEvents removes events from the outbox both ways
+// Forwarded finds them (schemaV11 dropped the index by build and version):
+// by the row Pending read in this open, and, for events another open read,
+// by a scan. A row Pending read that another open removed meanwhile, its
+// seq given to a newer event (the table emptied: SQLite numbers rows from
+// the largest present), must not take the newer event with it.
+func TestForwardedFindsEvents(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decap.db")
+	a := sqlite.NewRecords(openPath(t, path, sqlite.Options{}))
+	b := sqlite.NewRecords(openPath(t, path, sqlite.Options{}))
+	now := time.Now()
+	r := build.Record{BuildID: build.NewID(now), Team: "ae6rt", Project: "p", Ref: "main", RefType: build.Branch,
+		Trigger: build.TriggerManual, Status: build.StatusQueued, QueuedAt: now}
+	change := func() {
+		t.Helper()
+		if err := a.Save(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := func(o build.EventOutbox) []build.Event {
+		t.Helper()
+		evs, err := o.Pending(t.Context(), 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	change()
+	if err := r.Defer(now, now.Add(time.Minute), "busy"); err != nil {
+		t.Fatal(err)
+	}
+	change()
+	read := pending(a.Outbox()) // versions 1 and 2, their rows remembered by a
+	if got := eventIDs(read); len(got) != 2 {
+		t.Fatalf("Pending() = %v, want versions 1 and 2", got)
+	}
+	// v1 by its row (a read it), v2 by a scan (b never read it).
+	if err := a.Outbox().Forwarded(t.Context(), read[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Outbox().Forwarded(t.Context(), read[1]); err != nil {
+		t.Fatal(err)
+	}
+	if left := pending(b.Outbox()); len(left) > 0 {
+		t.Fatalf("outbox after forwarding both = %v, want empty", eventIDs(left))
+	}
+
+	// a reads version 3; b forwards it; version 4 is written into the
+	// emptied table, at the row version 3 had.
+	if err := r.Defer(now, now.Add(2*time.Minute), "still busy"); err != nil {
+		t.Fatal(err)
+	}
+	change()
+	v3 := pending(a.Outbox())
+	if err := b.Outbox().Forwarded(t.Context(), v3...); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Defer(now, now.Add(3*time.Minute), "busier"); err != nil {
+		t.Fatal(err)
+	}
+	change()
+	if err := a.Outbox().Forwarded(t.Context(), v3...); err != nil { // gone already: no error, nothing else removed
+		t.Fatalf("Forwarded() of an event gone already error = %v", err)
+	}
+	want := []string{build.EventID(r.BuildID, 4)}
+	if got := eventIDs(pending(b.Outbox())); !slices.Equal(got, want) {
+		t.Errorf("outbox after a stale Forwarded = %v, want %v", got, want)
+	}
+}
+
 // TestEventOutboxSurvivesKill runs a child process (this test binary, as
 // TestOutboxKilledChild) that writes a build's changes and is killed (-9)
 // before anything forwards them: a new open of the file has every event
