@@ -400,10 +400,10 @@ CREATE TABLE stream_groups (
 
 // schemaV11 drops the outbox's index of the events by build and version.
 // A build's IDs are random within their millisecond, so each event written
-// put an entry in a page of its own, one more page written per record
-// change (a launch changes its record three times), and the writer's lock
-// held ~8% longer per launch (tuning 14). Forwarded finds the events it
-// removes by seq, which Pending read (Outbox).
+// put an entry in a page of its own: one more page written per record
+// change (a launch changes its record three times). Without it the write
+// lock is held ~22% less per launched request (tuning 14). Forwarded finds
+// the events it removes by the seq Pending read (Outbox).
 const schemaV11 = `
 DROP INDEX record_events_build;
 `
