@@ -372,6 +372,10 @@ const StopperUID = 1<<31 - 1
 // StopperUID: kill(-1) by one would kill another.
 const stopperLock = "stopper"
 
+// stopperHeld keeps the stopper lock of this process's StopUID open (and
+// its file from the collector) until the process exits.
+var stopperHeld *os.File
+
 // stopperLockWait bounds how long StopUID waits for another to finish.
 const stopperLockWait = 2 * stopUIDTimeout
 
@@ -396,7 +400,11 @@ func StopUID(uid int) error {
 	if err != nil {
 		return fmt.Errorf("stop uid %d: %w", uid, err)
 	}
-	defer lock.Close() // held until then: no other StopUID runs as StopperUID
+	// Held until the process has ended: never closed, the kernel lets go
+	// of it at the exit. The next StopUID, also of real user StopperUID,
+	// may signal this process, and its kill(-1) would SIGKILL one that let
+	// go of the lock and had yet to exit: a stop done, reported failed.
+	stopperHeld = lock
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("stop uid %d: setgroups: %w", uid, err)
 	}

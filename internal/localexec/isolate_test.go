@@ -534,3 +534,26 @@ func TestNewRefusesUIDsOfUsers(t *testing.T) {
 		t.Errorf("New with uid 65534 in the range: %v, want ErrInvalid naming it", err)
 	}
 }
+
+// TestStopUIDsOneAfterAnother: stops of different uids queue for the
+// stopper lock, one at a time running as StopperUID, and every one
+// succeeds. A stopper that let go of the lock before its process ended
+// could be SIGKILLed by the next one's kill(-1) (both run as real user
+// StopperUID), and its stop reported as failed though it had succeeded.
+func TestStopUIDsOneAfterAnother(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	uids := testUIDs(1_899_000_400, 4)
+	var wg sync.WaitGroup
+	for uid := uids.First; uid <= uids.Last; uid++ {
+		wg.Go(func() {
+			for round := range 50 {
+				if err := localexec.RunStopUID(t.Context(), entrypointPath, uid); err != nil {
+					t.Errorf("uid %d, round %d: RunStopUID: %v", uid, round, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
