@@ -38,6 +38,11 @@ const (
 	BuildTimeout = 90 * time.Second
 	// StopTimeout bounds how long a service may take to exit on SIGTERM.
 	StopTimeout = 30 * time.Second
+	// RequestTimeout bounds each request of the cluster's client, as
+	// ingest's own DECAP_HTTP_WRITE_TIMEOUT default bounds its answer: on
+	// a moto that other packages' tests load, a pull request's webhook (a
+	// dozen AWS calls) took over 15 s, the bound before.
+	RequestTimeout = 60 * time.Second
 	// PollEvery is how often WaitFor asks its condition.
 	PollEvery = 100 * time.Millisecond
 )
@@ -104,7 +109,7 @@ func NewCluster(tb testing.TB, opts Options) *Cluster {
 		dir:        dir,
 		dataDir:    filepath.Join(dir, "data"),
 		ingestAddr: FreeAddr(tb),
-		client:     &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{}},
+		client:     &http.Client{Timeout: RequestTimeout, Transport: &http.Transport{}},
 		started:    map[string]int{},
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
