@@ -408,11 +408,21 @@ func TestStopUIDOutlastsAFightingBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := range 10 {
-		cmd := exec.Command(exe)
-		cmd.Env = []string{signalAllEnv + "=1"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		var cmd *exec.Cmd
+		for attempt := 0; ; attempt++ {
+			cmd = exec.Command(exe)
+			cmd.Env = []string{signalAllEnv + "=1"}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+			err := cmd.Start()
+			if err == nil {
+				break
+			}
+			// ETXTBSY: a process another test forked while exe was open
+			// for writing holds it until that process execs (golang.org/issue/22315).
+			if !errors.Is(err, syscall.ETXTBSY) || attempt == 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		waited := make(chan struct{})
 		go func() { cmd.Wait(); close(waited) }()
