@@ -104,10 +104,11 @@ func (o *Outbox) Forwarded(ctx context.Context, evs ...build.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	seqs := o.db.eventSeqs.rows(evs) // before the write lock is taken
 	err := o.db.write(ctx, func(tx *Tx) error {
-		for _, e := range evs {
+		for i, e := range evs {
 			var err error
-			if seq, ok := o.db.eventSeqs.seq(e.ID); ok {
+			if seq, ok := seqs[i]; ok {
 				_, err = tx.ExecContext(ctx, `DELETE FROM record_events WHERE seq = ? AND build_id = ? AND version = ?`, seq, string(e.Subject), e.Version)
 			} else {
 				_, err = tx.ExecContext(ctx, `DELETE FROM record_events WHERE build_id = ? AND version = ?`, string(e.Subject), e.Version)
@@ -149,11 +150,17 @@ func (m *seqMemo) remember(evs []build.Event, seqs []int64) {
 	}
 }
 
-func (m *seqMemo) seq(id string) (int64, bool) {
+// rows returns the remembered rows of evs, by index in evs.
+func (m *seqMemo) rows(evs []build.Event) map[int]int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	seq, ok := m.seqs[id]
-	return seq, ok
+	out := make(map[int]int64, len(evs))
+	for i, e := range evs {
+		if seq, ok := m.seqs[e.ID]; ok {
+			out[i] = seq
+		}
+	}
+	return out
 }
 
 // forget drops the rows of events that left the outbox.
