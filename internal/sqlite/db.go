@@ -75,8 +75,9 @@ type DB struct {
 	busyTimeout time.Duration
 	rdb         *sql.DB // reads; several connections
 	wdb         *sql.DB // writes; one connection, BEGIN IMMEDIATE
-	// stmts are wdb's prepared statements (stmt.go).
+	// stmts are wdb's prepared statements, reads rdb's (stmt.go).
 	stmts *stmtCache
+	reads readStmts
 	wake  *waker
 	// streamWake wakes the event stream's consumers and tails (Stream).
 	streamWake *waker
@@ -88,9 +89,9 @@ type DB struct {
 	eventSeqs seqMemo
 	// pdb probes whether the database can be written (CheckWrites).
 	pdb *sql.DB
-	// claimsPurge and dedupPurge pace the purges of expired idempotency
-	// claims and queue dedup IDs.
-	claimsPurge, dedupPurge purger
+	// claimsPurge, dedupPurge and locksPurge pace the purges of expired
+	// idempotency claims, queue dedup IDs and lock leases.
+	claimsPurge, dedupPurge, locksPurge purger
 	// writeSince is when the oldest write still running began (Unix
 	// nanoseconds; 0: none): a write blocked on another process's lock
 	// makes readiness drop before its busy timeout ends.
@@ -216,6 +217,7 @@ func (db *DB) Close() error {
 func (db *DB) close() error {
 	db.stopWriter()
 	db.stmts.close()
+	db.reads.close()
 	return errors.Join(db.wdb.Close(), db.rdb.Close(), db.pdb.Close())
 }
 
@@ -713,11 +715,12 @@ func restrictMode(path string, perm fs.FileMode) error {
 	return os.Chmod(path, perm)
 }
 
-// Expired rows (idempotency claims, queue dedup IDs) are purged as rows
-// are written, up to purgePerWrite for each write: in one statement every
-// purgeEvery-th write, which keeps pace with the writes (the table holds
-// no more expired rows than writes can leave behind) at a fraction of a
-// statement per write, where a purge per write cost the most of a claim.
+// Expired rows (idempotency claims, queue dedup IDs, lock leases) are
+// purged as rows are written, up to purgePerWrite for each write: in one
+// statement every purgeEvery-th write, which keeps pace with the writes
+// (the table holds no more expired rows than writes can leave behind) at
+// a fraction of a statement per write, where a purge per write cost the
+// most of a claim.
 const (
 	purgeEvery    = 16
 	purgePerWrite = 100

@@ -32,7 +32,7 @@ func (s *Idempotency) Claim(ctx context.Context, key string, id build.ID, ttl ti
 	// A claim that holds answers without a write: its owner cannot change
 	// before it expires (a dispatcher claims again what ingest claimed).
 	var held string
-	err := s.db.rdb.QueryRowContext(ctx, `SELECT build_id FROM idempotency WHERE key = ? AND expires_at > ?`, key, nanos(s.db.now())).Scan(&held)
+	err := s.db.reads.queryRow(ctx, s.db.rdb, `SELECT build_id FROM idempotency WHERE key = ? AND expires_at > ?`, key, nanos(s.db.now())).Scan(&held)
 	switch {
 	case err == nil:
 		return build.ID(held), nil

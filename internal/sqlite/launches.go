@@ -47,7 +47,7 @@ func (s *Launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.
 	db := s.db
 	changed := false
 	err := db.write(ctx, func(tx *Tx) error {
-		if err := acquireTx(ctx, tx, l, cap, nanos(db.now())); err != nil {
+		if err := acquireTx(ctx, db, tx, l, cap, nanos(db.now())); err != nil {
 			return fmt.Errorf("acquire lock %s: %w", l.Key, err)
 		}
 		var err error

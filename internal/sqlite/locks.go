@@ -34,7 +34,7 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 		return fmt.Errorf("acquire lock %s: %w: empty key or build id", l.Key, build.ErrInvalid)
 	}
 	err := s.db.write(ctx, func(tx *Tx) error {
-		return acquireTx(ctx, tx, l, cap, nanos(s.db.now()))
+		return acquireTx(ctx, s.db, tx, l, cap, nanos(s.db.now()))
 	})
 	if err != nil {
 		return fmt.Errorf("acquire lock %s: %w", l.Key, err)
@@ -42,11 +42,16 @@ func (s *Locks) Acquire(ctx context.Context, l build.Lease, cap int) error {
 	return nil
 }
 
-// acquireTx is Acquire within tx, at now (Unix nanoseconds).
-func acquireTx(ctx context.Context, tx *Tx, l build.Lease, cap int, now int64) error {
-	// Expired leases hold nothing; purging them changes no answer.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM locks WHERE expires_at <= ?`, now); err != nil {
-		return err
+// acquireTx is Acquire within tx, at now (Unix nanoseconds). It purges
+// expired leases now and then (DB.locksPurge), as claimTx purges claims.
+func acquireTx(ctx context.Context, db *DB, tx *Tx, l build.Lease, cap int, now int64) error {
+	// Expired leases hold nothing (every read of the table but Release's
+	// skips them, and Release frees them): purging them changes no answer.
+	if limit, due := db.locksPurge.due(); due {
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM locks WHERE key IN (SELECT key FROM locks WHERE expires_at <= ? LIMIT ?)`, now, limit); err != nil {
+			return err
+		}
 	}
 	var holder string
 	err := tx.QueryRowContext(ctx, `SELECT build_id FROM locks WHERE key = ? AND expires_at > ?`, l.Key, now).Scan(&holder)
@@ -122,22 +127,25 @@ func (s *Locks) Release(ctx context.Context, key string, id build.ID) (string, e
 	return waiter, nil
 }
 
-// releaseTx is Release within tx, at now (Unix nanoseconds).
+// releaseTx is Release within tx, at now (Unix nanoseconds): one
+// statement when the lease is id's or expired, as a build's end finds it.
 func releaseTx(ctx context.Context, tx *Tx, key string, id build.ID, now int64) (waiter string, err error) {
+	// Ours, or an expired lease of another build: either way free.
+	err = tx.QueryRowContext(ctx, `DELETE FROM locks WHERE key = ? AND (build_id = ? OR expires_at <= ?) RETURNING waiter`,
+		key, string(id), now).Scan(&waiter)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return waiter, err
+	}
+	// Nothing freed: no lease at all, or another build's live one.
 	var holder string
-	var expires int64
-	err = tx.QueryRowContext(ctx, `SELECT build_id, expires_at, waiter FROM locks WHERE key = ?`, key).Scan(&holder, &expires, &waiter)
+	err = tx.QueryRowContext(ctx, `SELECT build_id FROM locks WHERE key = ?`, key).Scan(&holder)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return "", nil
 	case err != nil:
 		return "", err
-	case holder != string(id) && expires > now:
-		return "", fmt.Errorf("%w: held by build %s", build.ErrConflict, holder)
 	}
-	// Ours, or an expired lease of another build: either way free.
-	_, err = tx.ExecContext(ctx, `DELETE FROM locks WHERE key = ?`, key)
-	return waiter, err
+	return "", fmt.Errorf("%w: held by build %s", build.ErrConflict, holder)
 }
 
 // Await records waiter on key's unexpired lease, replacing an earlier one;

@@ -10,8 +10,8 @@ import (
 	"github.com/decap-ci/decap/internal/build"
 )
 
-// TestExpiredRowsArePurged checks that expired idempotency claims and
-// queue dedup IDs do not pile up though not every write purges: after
+// TestExpiredRowsArePurged checks that expired idempotency claims, queue
+// dedup IDs and lock leases do not pile up though not every write purges: after
 // purgeEvery writes, none of the expired rows (fewer than purgeEvery *
 // purgePerWrite) is left.
 func TestExpiredRowsArePurged(t *testing.T) {
@@ -29,12 +29,18 @@ func TestExpiredRowsArePurged(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 	claims := NewIdempotency(db)
 	q := NewQueue(db, QueueOptions{DedupWindow: time.Minute})
+	locks := NewLocks(db)
 	send := func(i int) {
 		t.Helper()
 		if err := q.SendRaw(t.Context(), fmt.Sprintf("g%d", i), fmt.Sprintf("dedup-%d", i), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := claims.Claim(t.Context(), fmt.Sprintf("key-%d", i), build.NewID(clock()), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		at := clock()
+		l := build.Lease{Key: fmt.Sprintf("lock-%d", i), BuildID: build.NewID(at), Owner: "test", AcquiredAt: at, ExpiresAt: at.Add(time.Minute)}
+		if err := locks.Acquire(t.Context(), l, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,13 +59,15 @@ func TestExpiredRowsArePurged(t *testing.T) {
 		}
 		return n
 	}
-	if got := expired("idempotency"); got != old {
-		t.Fatalf("%d expired claims before the purge, want %d", got, old)
+	for _, table := range []string{"idempotency", "locks"} {
+		if got := expired(table); got != old {
+			t.Fatalf("%d expired rows in %s before the purge, want %d", got, table, old)
+		}
 	}
 	for i := range purgeEvery {
 		send(old + i)
 	}
-	for _, table := range []string{"idempotency", "queue_dedup"} {
+	for _, table := range []string{"idempotency", "queue_dedup", "locks"} {
 		if got := expired(table); got != 0 {
 			t.Errorf("%d expired rows left in %s after %d writes", got, table, purgeEvery)
 		}

@@ -140,7 +140,7 @@ WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 // Get returns one record; build.ErrNotFound if none.
 func (s *Records) Get(ctx context.Context, id build.ID) (build.Record, error) {
 	var doc []byte
-	err := s.db.rdb.QueryRowContext(ctx, `SELECT doc FROM records WHERE id = ?`, string(id)).Scan(&doc)
+	err := s.db.reads.queryRow(ctx, s.db.rdb, `SELECT doc FROM records WHERE id = ?`, string(id)).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
 		return build.Record{}, fmt.Errorf("get record %s: %w", id, build.ErrNotFound)
 	}

@@ -2,8 +2,10 @@ package sqlite
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -131,5 +133,51 @@ func TestPreparedStatementsFollowSchemaChanges(t *testing.T) {
 	var w string
 	if err := db.rdb.QueryRow(`SELECT w FROM t WHERE k = 5`).Scan(&w); err != nil || w != "new" {
 		t.Errorf("row written after the schema change: w = %q, %v; want new", w, err)
+	}
+}
+
+// TestReadsRunPreparedStatements: a read through readStmts is prepared
+// once, answers with each call's own arguments on every read connection
+// (more at once than the pool holds), and a text that cannot be prepared
+// runs plain and reports its error, keeping nothing.
+func TestReadsRunPreparedStatements(t *testing.T) {
+	db := openTestDB(t)
+	for k := 1; k <= 3; k++ {
+		if err := db.write(t.Context(), func(tx *Tx) error {
+			_, err := tx.ExecContext(t.Context(), `INSERT INTO t (k, v) VALUES (?, ?)`, k, fmt.Sprint("v", k))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const get = `SELECT v FROM t WHERE k = ?`
+	errs := make(chan error, 24)
+	for i := range cap(errs) {
+		go func() {
+			k := i%3 + 1
+			var v string
+			err := db.reads.queryRow(t.Context(), db.rdb, get, k).Scan(&v)
+			if err == nil && v != fmt.Sprint("v", k) {
+				err = fmt.Errorf("k %d read %q", k, v)
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v string
+	if err := db.reads.queryRow(t.Context(), db.rdb, get, 4).Scan(&v); !errors.Is(err, sql.ErrNoRows) {
+		t.Errorf("read of a missing row error = %v, want sql.ErrNoRows", err)
+	}
+	if err := db.reads.queryRow(t.Context(), db.rdb, `SELECT v FROM missing WHERE k = ?`, 1).Scan(&v); err == nil || !strings.Contains(err.Error(), "no such table") {
+		t.Errorf("read of a missing table error = %v, want no such table", err)
+	}
+	db.reads.mu.Lock()
+	defer db.reads.mu.Unlock()
+	if len(db.reads.m) != 1 || db.reads.m[get] == nil {
+		t.Errorf("prepared reads %v, want only %q", db.reads.m, get)
 	}
 }
