@@ -22,6 +22,7 @@ type scale struct {
 	KubeAPIRate          float64       // the heavy load on a real API server (DESIGN.md: 20)
 
 	DispatchN, DispatchKeys       int // queued requests and lock keys, embedded
+	DispatchRounds                int // embedded dispatcher drains, each between two bare ones
 	AWSDispatchN, AWSDispatchKeys int // on moto, which is slower
 
 	ReapN    int     // build Pods that end
@@ -47,7 +48,7 @@ var scales = map[string]scale{
 	"full": {
 		IngestRound: 5 * time.Second, IngestRounds: 3, IngestClients: 16, IngestRate: 100, IngestRateFor: 10 * time.Second,
 		LightRate: 5, LightFor: 30 * time.Second, HeavyRate: 50, HeavyFor: 10 * time.Second, AWSHeavyRate: 20, KubeAPIRate: 20,
-		DispatchN: 10000, DispatchKeys: 1000, AWSDispatchN: 500, AWSDispatchKeys: 50,
+		DispatchN: 10000, DispatchKeys: 1000, DispatchRounds: 3, AWSDispatchN: 500, AWSDispatchKeys: 50,
 		ReapN: 300, ReapRate: 30, WebhookN: 300, EndN: 40,
 		MemN: 10000, MemKeys: 1000, MemRun: 30 * time.Second, Idle: 60 * time.Second,
 		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 30 * time.Second,
@@ -56,7 +57,7 @@ var scales = map[string]scale{
 	"quick": {
 		IngestRound: time.Second, IngestRounds: 2, IngestClients: 8, IngestRate: 50, IngestRateFor: 2 * time.Second,
 		LightRate: 5, LightFor: 4 * time.Second, HeavyRate: 20, HeavyFor: 2 * time.Second, AWSHeavyRate: 10, KubeAPIRate: 20,
-		DispatchN: 500, DispatchKeys: 50, AWSDispatchN: 100, AWSDispatchKeys: 20,
+		DispatchN: 500, DispatchKeys: 50, DispatchRounds: 1, AWSDispatchN: 100, AWSDispatchKeys: 20,
 		ReapN: 40, ReapRate: 20, WebhookN: 40, EndN: 10,
 		MemN: 300, MemKeys: 30, MemRun: 5 * time.Second, Idle: 5 * time.Second,
 		AbuseUploads: 100, AbuseFollowers: 500, AbuseFor: 5 * time.Second,
@@ -84,6 +85,7 @@ func (s *scale) fields() []field {
 		{"kubeapi-rate", "push-to-launch heavy load on a real API server, webhooks/s", &s.KubeAPIRate},
 		{"dispatch-n", "queued requests of the embedded dispatcher run", &s.DispatchN},
 		{"dispatch-keys", "lock keys of the embedded dispatcher run", &s.DispatchKeys},
+		{"dispatch-rounds", "embedded dispatcher drains, each between two bare drains (the figure: the median round)", &s.DispatchRounds},
 		{"aws-dispatch-n", "queued requests of the dispatcher run on moto", &s.AWSDispatchN},
 		{"aws-dispatch-keys", "lock keys of the dispatcher run on moto", &s.AWSDispatchKeys},
 		{"reap-n", "build Pods that end in the reaper run", &s.ReapN},

@@ -67,7 +67,11 @@ type Config struct {
 
 	// Cap bounds running builds; 0 means no cap.
 	Cap int
-	// DispatchWorkers bounds decisions in flight per dispatcher.
+	// DispatchWorkers bounds decisions in flight per dispatcher:
+	// DefaultEmbeddedWorkers on the embedded store, whose group commit
+	// makes the writes in flight durable with one fsync (more decisions
+	// in flight, more writes to a commit), DefaultAWSWorkers on AWS, where
+	// each call is a request of its own.
 	DispatchWorkers int
 	// MaxDeferAge is how long a request may wait before it expires.
 	MaxDeferAge time.Duration
@@ -150,22 +154,29 @@ type HTTP struct {
 	TrustedProxies []netip.Prefix
 }
 
+// The dispatcher's workers when DECAP_DISPATCH_WORKERS is unset: on the
+// embedded store 128 in flight made the group commit's transactions a
+// third fewer per launch than 32 (docs/BENCHMARKS.md, tuning 16).
+const (
+	DefaultEmbeddedWorkers = 128
+	DefaultAWSWorkers      = 32
+)
+
 // Load reads the configuration through getenv. A value that cannot be parsed
 // is an error naming the variable (never the value of a secret).
 func Load(getenv func(string) string) (Config, error) {
 	c := Config{
-		Backend:         or(getenv("DECAP_BACKEND"), "embedded"),
-		Prefix:          or(getenv("DECAP_PREFIX"), "decap"),
-		Executor:        or(getenv("DECAP_EXECUTOR"), "local"),
-		DataDir:         or(getenv("DECAP_DATA_DIR"), ".decap"),
-		BuildScripts:    or(getenv("DECAP_BUILD_SCRIPTS"), "examples/build-scripts"),
-		IngestAddr:      or(getenv("DECAP_ADDR"), "127.0.0.1:8080"),
-		DispatcherAddr:  or(getenv("DECAP_DISPATCHER_ADDR"), "127.0.0.1:8081"),
-		ReaperAddr:      or(getenv("DECAP_REAPER_ADDR"), "127.0.0.1:8082"),
-		Entrypoint:      getenv("DECAP_ENTRYPOINT"),
-		LogFormat:       or(getenv("DECAP_LOG_FORMAT"), "json"),
-		Cap:             4,
-		DispatchWorkers: 32,
+		Backend:        or(getenv("DECAP_BACKEND"), "embedded"),
+		Prefix:         or(getenv("DECAP_PREFIX"), "decap"),
+		Executor:       or(getenv("DECAP_EXECUTOR"), "local"),
+		DataDir:        or(getenv("DECAP_DATA_DIR"), ".decap"),
+		BuildScripts:   or(getenv("DECAP_BUILD_SCRIPTS"), "examples/build-scripts"),
+		IngestAddr:     or(getenv("DECAP_ADDR"), "127.0.0.1:8080"),
+		DispatcherAddr: or(getenv("DECAP_DISPATCHER_ADDR"), "127.0.0.1:8081"),
+		ReaperAddr:     or(getenv("DECAP_REAPER_ADDR"), "127.0.0.1:8082"),
+		Entrypoint:     getenv("DECAP_ENTRYPOINT"),
+		LogFormat:      or(getenv("DECAP_LOG_FORMAT"), "json"),
+		Cap:            4,
 	}
 	var errs []string
 	fail := func(name, why string) { errs = append(errs, name+": "+why) }
@@ -237,7 +248,11 @@ func Load(getenv func(string) string) (Config, error) {
 	c.ReapInterval = dur("DECAP_REAP_INTERVAL", 500*time.Millisecond)
 	c.CancelInterval = dur("DECAP_CANCEL_INTERVAL", time.Second)
 	c.Cap = integer("DECAP_MAX_RUNNING_BUILDS", c.Cap, 0)
-	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", c.DispatchWorkers, 1)
+	workers := DefaultAWSWorkers
+	if c.Backend == "embedded" {
+		workers = DefaultEmbeddedWorkers
+	}
+	c.DispatchWorkers = integer("DECAP_DISPATCH_WORKERS", workers, 1)
 	c.MaxInfraRetries = integer("DECAP_MAX_INFRA_RETRIES", 3, 0)
 	if c.MaxInfraRetries > build.MaxInfraRetries {
 		fail("DECAP_MAX_INFRA_RETRIES", fmt.Sprintf("want a whole number from 0 to %d", build.MaxInfraRetries))

@@ -21,6 +21,21 @@ func TestLoadDefaults(t *testing.T) {
 	if c.IngestAddr != "127.0.0.1:8080" || c.Backend != "embedded" || c.Cap != 4 || c.CatalogRefresh != 30*time.Second || c.AuthDisabled {
 		t.Errorf("defaults: got %+v", c)
 	}
+	if c.DispatchWorkers != config.DefaultEmbeddedWorkers {
+		t.Errorf("DispatchWorkers = %d on the embedded store, want %d", c.DispatchWorkers, config.DefaultEmbeddedWorkers)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{"DECAP_BACKEND": "aws"}, config.DefaultAWSWorkers},
+		{map[string]string{"DECAP_BACKEND": "aws", "DECAP_DISPATCH_WORKERS": "64"}, 64},
+		{map[string]string{"DECAP_DISPATCH_WORKERS": "8"}, 8},
+	} {
+		if c, err := config.Load(env(tt.env)); err != nil || c.DispatchWorkers != tt.want {
+			t.Errorf("%v: DispatchWorkers %d (%v), want %d", tt.env, c.DispatchWorkers, err, tt.want)
+		}
+	}
 	if c.ReadPublic || c.SessionTTL != 12*time.Hour {
 		t.Errorf("read auth defaults: ReadPublic %v, SessionTTL %v; want reads behind the token, 12h sessions", c.ReadPublic, c.SessionTTL)
 	}
