@@ -57,6 +57,12 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := db.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations()) {
 		t.Errorf("user_version after Open = %d, %v; want %d", v, err, len(migrations()))
 	}
+	// Version 12 made the records a rowid table (a WITHOUT ROWID table
+	// has no rowid column).
+	var rowid int64
+	if err := db.rdb.QueryRow(`SELECT rowid FROM records WHERE id = ?`, string(running.BuildID)).Scan(&rowid); err != nil {
+		t.Errorf("records after the upgrade: no rowid: %v", err)
+	}
 	waiting, _, err := NewRecords(db).Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatalf("Waiting() error = %v", err)
