@@ -83,3 +83,13 @@ func entryError(code, message string, senderFault bool) error {
 	}
 	return fmt.Errorf("%w: %s: %s", s, code, message)
 }
+
+// staleAttempt reports whether err is SQS refusing a receive's attempt ID
+// ("Value … for parameter ReceiveRequestAttemptId is invalid. Reason: The
+// receiveRequestAttemptId is not valid anymore since the receive call is
+// not retryable").
+func staleAttempt(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && strings.Contains(ae.ErrorCode(), "InvalidParameterValue") &&
+		strings.Contains(ae.ErrorMessage(), "ReceiveRequestAttemptId")
+}

@@ -19,6 +19,12 @@ import (
 //     MessageDeduplicationId.
 //     https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
 //     https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatchRequestEntry.html
+//   - ReceiveMessage ReceiveRequestAttemptId: "The maximum length ... is 128
+//     characters", "alphanumeric characters ... and punctuation"; a retry
+//     with the same ID within 5 minutes returns the same messages, and SQS
+//     refuses an ID whose call it answered as not retryable (attemptID,
+//     staleAttempt).
+//     https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html
 //   - SendMessageBatchRequestEntry Id: "up to 80 characters ... alphanumeric
 //     characters, hyphens(-), and underscores (_)" (the adapter sends the
 //     entry's index).

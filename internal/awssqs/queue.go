@@ -13,6 +13,7 @@ package awssqs
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -337,11 +338,25 @@ func (q *Queue) Receive(ctx context.Context, n int, wait time.Duration) ([]build
 	}
 	for {
 		in.WaitTimeSeconds = int32(seconds(min(time.Until(deadline), q.cfg.WaitTime)))
+		// One attempt ID per call, kept by the SDK's retries of it: a
+		// receive whose answer was lost (a reset connection, a 5xx)
+		// and is retried gets the same messages back, where without an
+		// ID (SQS then makes one per request) they stay in flight, and
+		// their whole message group with them, until the visibility
+		// timeout ends.
+		in.ReceiveRequestAttemptId = aws.String(attemptID())
 		var optFns []func(*sqs.Options)
 		if in.WaitTimeSeconds == 0 {
 			optFns = append(optFns, noWait)
 		}
 		out, err := q.client.ReceiveMessage(ctx, in, optFns...)
+		if err != nil && staleAttempt(err) && ctx.Err() == nil {
+			// SQS refuses an attempt ID once it answered that the call
+			// may not be retried (a throttled receive), and the SDK's
+			// retry repeated it: a fresh ID asks again, once.
+			in.ReceiveRequestAttemptId = aws.String(attemptID())
+			out, err = q.client.ReceiveMessage(ctx, in, optFns...)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("receive: %w", ctx.Err())
@@ -359,6 +374,14 @@ func (q *Queue) Receive(ctx context.Context, n int, wait time.Duration) ([]build
 			return nil, nil
 		}
 	}
+}
+
+// attemptID returns a fresh ReceiveRequestAttemptId: 32 random hex
+// digits (SQS: at most 128 characters, letters, digits and punctuation).
+func attemptID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b[:])
 }
 
 // toMessage converts a received SQS message. GroupID is the MessageGroupId as

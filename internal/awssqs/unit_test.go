@@ -2,8 +2,12 @@ package awssqs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
@@ -296,5 +302,113 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// attemptClient answers ReceiveMessage with one message and records each
+// call's ReceiveRequestAttemptId; the first refuse calls get SQS's error
+// for an attempt ID it no longer takes.
+type attemptClient struct {
+	api
+	mu     sync.Mutex
+	ids    []string
+	refuse int
+}
+
+func (c *attemptClient) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ids = append(c.ids, aws.ToString(in.ReceiveRequestAttemptId))
+	if len(c.ids) <= c.refuse {
+		return nil, &smithy.GenericAPIError{Code: "InvalidParameterValue", Message: "Value " + aws.ToString(in.ReceiveRequestAttemptId) +
+			" for parameter ReceiveRequestAttemptId is invalid. Reason: The receiveRequestAttemptId is not valid anymore since the receive call is not retryable."}
+	}
+	return &sqs.ReceiveMessageOutput{Messages: []types.Message{{MessageId: aws.String("id-1"), ReceiptHandle: aws.String("r-1"), Body: aws.String("{}")}}}, nil
+}
+
+// TestReceiveAttemptIDs: every ReceiveMessage call carries an attempt ID
+// SQS accepts (at most 128 letters, digits and punctuation), a new one
+// for each call; an ID SQS refuses as no longer retryable is replaced by
+// a fresh one at once, once, and the receive answers.
+func TestReceiveAttemptIDs(t *testing.T) {
+	t.Parallel()
+	c := &attemptClient{}
+	q, err := New(c, Config{QueueURL: "https://sqs.example/q.fifo", DLQURL: "https://sqs.example/dlq.fifo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if msgs, err := q.Receive(t.Context(), 10, 0); err != nil || len(msgs) != 1 {
+			t.Fatalf("Receive() = %v, %v", msgs, err)
+		}
+	}
+	c.refuse = 4 // the next call's first try
+	if msgs, err := q.Receive(t.Context(), 10, 0); err != nil || len(msgs) != 1 {
+		t.Fatalf("Receive() after a refused attempt ID = %v, %v; want the message", msgs, err)
+	}
+	seen := map[string]bool{}
+	for _, id := range c.ids {
+		if !validID(id) || seen[id] {
+			t.Errorf("attempt IDs sent %q: %q invalid or sent twice", c.ids, id)
+		}
+		seen[id] = true
+	}
+	if len(c.ids) != 5 {
+		t.Errorf("%d ReceiveMessage calls, want 5 (the refused one asked again once)", len(c.ids))
+	}
+	c.refuse = 7 // both tries of the next call
+	if _, err := q.Receive(t.Context(), 10, 0); err == nil {
+		t.Errorf("Receive() with every attempt ID refused: no error")
+	}
+	if len(c.ids) != 7 {
+		t.Errorf("%d ReceiveMessage calls, want 7 (one fresh ID per refusal, no more)", len(c.ids))
+	}
+}
+
+// TestReceiveRetryKeepsAttemptID runs the SDK's own client against a
+// server whose first answer to ReceiveMessage is lost to a 500: the SDK's
+// retry must send the same attempt ID, so that SQS answers it with the
+// same messages instead of leaving them in flight until the visibility
+// timeout.
+func TestReceiveRetryKeepsAttemptID(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var ids []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct{ ReceiveRequestAttemptId string }
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		ids = append(ids, in.ReceiveRequestAttemptId)
+		n := len(ids)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		if n == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{"__type":"com.amazonaws.sqs#InternalError","message":"answer lost"}`)
+			return
+		}
+		io.WriteString(w, `{"Messages":[{"MessageId":"id-1","ReceiptHandle":"r-1","Body":"{}"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	client := sqs.New(sqs.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), HTTPClient: srv.Client(),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""),
+		Retryer:     retry.AddWithMaxBackoffDelay(retry.NewStandard(), time.Millisecond),
+	})
+	q, err := New(client, Config{QueueURL: srv.URL + "/123456789012/q.fifo", DLQURL: srv.URL + "/123456789012/dlq.fifo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := q.Receive(t.Context(), 10, 0)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("Receive() = %v, %v; want the message of the retry", msgs, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 2 || ids[0] == "" || ids[0] != ids[1] {
+		t.Errorf("attempt IDs of the call and its retry = %q, want one ID twice", ids)
 	}
 }
