@@ -23,6 +23,7 @@ func TestMigrateFromV1(t *testing.T) {
 	base := time.Date(2025, time.March, 1, 12, 0, 0, 0, time.UTC)
 	queued := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "main", Status: build.StatusQueued, QueuedAt: base}
 	running := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "dev", Status: build.StatusRunning, QueuedAt: base}
+	done := build.Record{BuildID: build.NewID(base), Team: "t", Project: "p", Ref: "dev", Status: build.StatusSucceeded, QueuedAt: base.Add(-time.Minute)}
 
 	old, err := sql.Open("sqlite", path)
 	if err != nil {
@@ -34,7 +35,7 @@ func TestMigrateFromV1(t *testing.T) {
 	if _, err := old.Exec("PRAGMA user_version = 1"); err != nil {
 		t.Fatalf("set version 1: %v", err)
 	}
-	for _, r := range []build.Record{queued, running} {
+	for _, r := range []build.Record{queued, running, done} {
 		doc, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +64,10 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := db.rdb.QueryRow(`SELECT rowid FROM records WHERE id = ?`, string(running.BuildID)).Scan(&rowid); err != nil {
 		t.Errorf("records after the upgrade: no rowid: %v", err)
 	}
+	// Version 12 gave the unfinished records a column of their own.
+	if got, err := NewRecords(db).Unfinished(t.Context(), running.LockKey()); err != nil || len(got) != 1 || got[0].BuildID != running.BuildID {
+		t.Errorf("Unfinished(%s) after the upgrade = %v, %v; want only the running record", running.LockKey(), got, err)
+	}
 	waiting, _, err := NewRecords(db).Waiting(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatalf("Waiting() error = %v", err)
@@ -89,7 +94,7 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := records.Save(t.Context(), fresh); err != nil {
 		t.Fatalf("Save() of a new record error = %v", err)
 	}
-	for id, want := range map[build.ID]int{queued.BuildID: 0, running.BuildID: 0, fresh.BuildID: 1} {
+	for id, want := range map[build.ID]int{queued.BuildID: 0, running.BuildID: 0, done.BuildID: 0, fresh.BuildID: 1} {
 		if got, err := records.Get(t.Context(), id); err != nil || got.Number != want {
 			t.Errorf("Get(%s) after the upgrade = number %d, %v; want number %d", id, got.Number, err, want)
 		}

@@ -99,6 +99,9 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	// well: the partial indexes of waiting, unfinished and running records
 	// have it in their WHERE, so setting it rewrote their entries. The
 	// WHERE of the UPDATE is the rank rule: rank 2 is final.
+	// The unfinished column, which the index of unfinished records names
+	// alone, is set only when it changes (at the end), for the same
+	// reason (schemaV12).
 	keysStay := version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt)
 	var res sql.Result
 	switch {
@@ -106,21 +109,26 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 		res, err = tx.ExecContext(ctx, `UPDATE records SET started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND rank < 2 AND rank <= ?`,
 			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
-	case keysStay:
+	case keysStay && unfinished(old.Status) == unfinished(r.Status):
 		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND rank < 2 AND rank <= ?`,
 			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
+	case keysStay:
+		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, unfinished = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
+WHERE id = ? AND rank < 2 AND rank <= ?`,
+			string(r.Status), r.Status.Rank(), unfinished(r.Status), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc,
+			string(r.BuildID), r.Status.Rank())
 	default:
 		// The WHERE of the upsert is the rank rule: rank 2 is final. A
 		// stored record keeps its number.
 		res, err = tx.ExecContext(ctx, `
-INSERT INTO records (id, team, project, status, rank, queued_at, started_at, finished_at, number, version, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO records (id, team, project, status, rank, unfinished, queued_at, started_at, finished_at, number, version, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET team = excluded.team, project = excluded.project,
-status = excluded.status, rank = excluded.rank, queued_at = excluded.queued_at,
+status = excluded.status, rank = excluded.rank, unfinished = excluded.unfinished, queued_at = excluded.queued_at,
 started_at = excluded.started_at, finished_at = excluded.finished_at, version = excluded.version, doc = excluded.doc
 WHERE records.rank < 2 AND records.rank <= excluded.rank`,
-			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), nanos(r.QueuedAt),
+			string(r.BuildID), r.Team, r.Project, string(r.Status), r.Status.Rank(), unfinished(r.Status), nanos(r.QueuedAt),
 			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), r.Number, version+1, doc)
 	}
 	if err != nil {
@@ -288,6 +296,16 @@ func (s *Records) query(ctx context.Context, query string, args ...any) ([]build
 		return nil, classify(err)
 	}
 	return out, nil
+}
+
+// unfinished is the unfinished column of a record of status s: 1 when
+// it is in the index of unfinished records (queued, deferred, running:
+// rank below final), else 0.
+func unfinished(s build.Status) int {
+	if s.Rank() < 2 {
+		return 1
+	}
+	return 0
 }
 
 func nullNanos(t time.Time) sql.NullInt64 {

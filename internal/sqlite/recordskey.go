@@ -27,12 +27,12 @@ func (s *Records) Unfinished(ctx context.Context, key string) ([]build.Record, e
 }
 
 // unfinishedQuery selects one lock key's unfinished records, oldest
-// first: the status condition is the partial index's, so SQLite reads
+// first: the unfinished condition is the partial index's, so SQLite reads
 // records_unfinished; the ref is in the record's JSON, stored as a BLOB,
 // hence the cast (SQLite reads a BLOB as JSONB).
 const unfinishedQuery = `
 SELECT doc FROM records
-WHERE team = ? AND project = ? AND status IN ('queued', 'deferred', 'running')
+WHERE team = ? AND project = ? AND unfinished = 1
 	AND json_extract(CAST(doc AS TEXT), '$.ref') = ?
 ORDER BY queued_at, id`
 
@@ -85,7 +85,7 @@ func (s *Records) writeEndedTx(ctx context.Context, tx *Tx, r build.Record, vers
 	// The status in the WHERE repeats the check for the reader: the
 	// write transaction holds the database's write lock throughout.
 	res, err := tx.ExecContext(ctx, `
-UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
+UPDATE records SET status = ?, rank = ?, unfinished = 0, started_at = ?, finished_at = ?, version = ?, doc = ?
 WHERE id = ? AND status IN ('queued', 'deferred')`,
 		string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID))
 	if err != nil {
@@ -132,6 +132,6 @@ func (s *Records) unfinishedTx(ctx context.Context, tx *Tx, key string) ([]build
 // unfinishedVersionsQuery is unfinishedQuery with the versions.
 const unfinishedVersionsQuery = `
 SELECT version, doc FROM records
-WHERE team = ? AND project = ? AND status IN ('queued', 'deferred', 'running')
+WHERE team = ? AND project = ? AND unfinished = 1
 	AND json_extract(CAST(doc AS TEXT), '$.ref') = ?
 ORDER BY queued_at, id`
