@@ -155,8 +155,8 @@ type HTTP struct {
 }
 
 // The dispatcher's workers when DECAP_DISPATCH_WORKERS is unset: on the
-// embedded store 128 in flight made the group commit's transactions a
-// third fewer per launch than 32 (docs/BENCHMARKS.md, tuning 16).
+// embedded store 128 in flight made the group commit's transactions per
+// launch 0.3 where 32 made 0.5 (docs/BENCHMARKS.md, tuning 16).
 const (
 	DefaultEmbeddedWorkers = 128
 	DefaultAWSWorkers      = 32
