@@ -106,7 +106,14 @@ type ControlPlane struct {
 	t      testing.TB // nil when Run started it
 	server string
 	ca     []byte
-	procs  []*exec.Cmd
+	procs  []*proc
+}
+
+// proc is one process of the control plane; exited is closed once it has
+// exited and been waited for (cmd.ProcessState is set then).
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // Start starts a control plane in a temporary directory of t, or skips t
@@ -361,7 +368,11 @@ func (cp *ControlPlane) start(path, name string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	cp.procs = append(cp.procs, cmd)
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	// Waited for at once, so that a process that crashes is noticed by
+	// the next waitFor, not at its timeout.
+	go func() { cmd.Wait(); close(p.exited) }()
+	cp.procs = append(cp.procs, p)
 	return nil
 }
 
@@ -370,14 +381,12 @@ func (cp *ControlPlane) start(path, name string, args ...string) error {
 func (cp *ControlPlane) Stop() {
 	for i := len(cp.procs) - 1; i >= 0; i-- {
 		p := cp.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-p.exited:
 		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.exited
 		}
 	}
 	cp.procs = nil
@@ -388,7 +397,7 @@ func (cp *ControlPlane) Stop() {
 func (cp *ControlPlane) Pids() map[string]int {
 	pids := map[string]int{}
 	for _, p := range cp.procs {
-		pids[filepath.Base(p.Path)] = p.Process.Pid
+		pids[filepath.Base(p.cmd.Path)] = p.cmd.Process.Pid
 	}
 	return pids
 }
@@ -411,8 +420,10 @@ func (cp *ControlPlane) waitFor(timeout time.Duration, what string, check func(c
 	var last error
 	for time.Now().Before(deadline) {
 		for _, p := range cp.procs {
-			if p.ProcessState != nil {
-				return fmt.Errorf("waiting for %s: %s exited: %v", what, filepath.Base(p.Path), p.ProcessState)
+			select {
+			case <-p.exited:
+				return fmt.Errorf("waiting for %s: %s exited: %v", what, filepath.Base(p.cmd.Path), p.cmd.ProcessState)
+			default:
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
