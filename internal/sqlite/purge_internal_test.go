@@ -11,9 +11,9 @@ import (
 )
 
 // TestExpiredRowsArePurged checks that expired idempotency claims, queue
-// dedup IDs and lock leases do not pile up though not every write purges: after
-// purgeEvery writes, none of the expired rows (fewer than purgeEvery *
-// purgePerWrite) is left.
+// dedup IDs and lock leases do not pile up though not every write purges:
+// after purgeEvery writes, none of the expired rows (fewer than purgeEvery
+// * purgePerWrite) is left.
 func TestExpiredRowsArePurged(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)

@@ -96,12 +96,11 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	// whose columns an UPDATE sets, so the upsert below, which sets them
 	// all, rewrote the project history's entry on every save too. A save
 	// that keeps the status (a launch claim) leaves the status out as
-	// well: the partial indexes of waiting, unfinished and running records
-	// have it in their WHERE, so setting it rewrote their entries. The
-	// WHERE of the UPDATE is the rank rule: rank 2 is final.
-	// The unfinished column, which the index of unfinished records names
-	// alone, is set only when it changes (at the end), for the same
-	// reason (schemaV12).
+	// well: the partial indexes of waiting and running records have it in
+	// their WHERE, so setting it rewrote their entries. The unfinished
+	// column, which the index of unfinished records names instead
+	// (schemaV12), is set only when it changes (at the end), for the same
+	// reason. The WHERE of the UPDATE is the rank rule: rank 2 is final.
 	keysStay := version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt)
 	var res sql.Result
 	switch {
