@@ -179,10 +179,7 @@ func (c *deadLetterClient) DeleteMessage(context.Context, *sqs.DeleteMessageInpu
 func TestDeadLetterSendsWhatSQSAccepts(t *testing.T) {
 	t.Parallel()
 	c := &deadLetterClient{}
-	q, err := New(c, Config{QueueURL: "https://sqs.example/q.fifo", DLQURL: "https://sqs.example/dlq.fifo"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newStubQueue(t, c)
 	m := build.Message{ID: strings.Repeat("i", 200), Receipt: "r", GroupID: "ae6rt/p/fix/umlaut-ü", Body: []byte("not json")}
 	if err := q.DeadLetter(t.Context(), m, "bad \x00 reason"); err != nil {
 		t.Fatalf("DeadLetter: %v", err)

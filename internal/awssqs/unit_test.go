@@ -77,7 +77,8 @@ func (c *stubClient) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageI
 	}}}, nil
 }
 
-func newStubQueue(t *testing.T, c *stubClient) *Queue {
+// newStubQueue returns a queue on the stub client c.
+func newStubQueue(t *testing.T, c api) *Queue {
 	t.Helper()
 	q, err := New(c, Config{QueueURL: "https://sqs.example/q.fifo", DLQURL: "https://sqs.example/dlq.fifo"})
 	if err != nil {
@@ -333,10 +334,7 @@ func (c *attemptClient) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessa
 func TestReceiveAttemptIDs(t *testing.T) {
 	t.Parallel()
 	c := &attemptClient{}
-	q, err := New(c, Config{QueueURL: "https://sqs.example/q.fifo", DLQURL: "https://sqs.example/dlq.fifo"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := newStubQueue(t, c)
 	for range 3 {
 		if msgs, err := q.Receive(t.Context(), 10, 0); err != nil || len(msgs) != 1 {
 			t.Fatalf("Receive() = %v, %v", msgs, err)

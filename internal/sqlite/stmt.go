@@ -110,9 +110,14 @@ func (c *stmtCache) prepare(wdb *sql.DB) {
 func (c *stmtCache) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for q, s := range c.ready {
+	closeStmts(c.ready)
+}
+
+// closeStmts closes the statements of m and empties it.
+func closeStmts(m map[string]*sql.Stmt) {
+	for q, s := range m {
 		s.Close()
-		delete(c.ready, q)
+		delete(m, q)
 	}
 }
 
@@ -159,8 +164,5 @@ func (c *readStmts) queryRow(ctx context.Context, rdb *sql.DB, query string, arg
 func (c *readStmts) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for q, s := range c.m {
-		s.Close()
-		delete(c.m, q)
-	}
+	closeStmts(c.m)
 }
