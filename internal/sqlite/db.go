@@ -84,6 +84,9 @@ type DB struct {
 	// written is closed and replaced when a write of this process put an
 	// event in the outbox (Outbox.Pending waits on it).
 	written *signal
+	// docs are the records last written or read, with their documents
+	// (doccache.go).
+	docs *docCache
 	// eventSeqs are the outbox rows of the events this process's Pending
 	// returned, for Forwarded.
 	eventSeqs seqMemo
@@ -176,7 +179,8 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	pdb.SetMaxOpenConns(1)
-	db := &DB{now: opts.Now, busyTimeout: opts.BusyTimeout, rdb: rdb, wdb: wdb, stmts: newStmtCache(), pdb: pdb, written: newSignal()}
+	db := &DB{now: opts.Now, busyTimeout: opts.BusyTimeout, rdb: rdb, wdb: wdb, stmts: newStmtCache(), pdb: pdb, written: newSignal(),
+		docs: newDocCache()}
 	if err := db.useWAL(context.Background(), opts.BusyTimeout); err != nil {
 		db.close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)

@@ -31,10 +31,14 @@ func (s *Ends) Ended(ctx context.Context, rec build.Record, key string) (bool, e
 		return false, fmt.Errorf("record the end of %s: %w: empty key or build id, or status %q not final", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
 	db := s.db
+	pre, err := encodeRecord(rec)
+	if err != nil {
+		return false, fmt.Errorf("record the end of %s: %w", rec.BuildID, err)
+	}
 	var changed, released, woke bool
-	err := db.write(ctx, func(tx *Tx) error {
+	err = db.write(ctx, func(tx *Tx) error {
 		var err error
-		if changed, err = s.recs.saveTx(ctx, tx, rec); err != nil {
+		if changed, err = s.recs.saveTx(ctx, tx, rec, pre); err != nil {
 			return err
 		}
 		now := db.now()

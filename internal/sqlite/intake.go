@@ -71,7 +71,7 @@ func (in *Intake) enqueue(ctx context.Context, req build.Request, claims []strin
 			return nil // a redelivery: the claims only
 		}
 		var err error
-		if changed, err = in.recs.saveTx(ctx, tx, build.RecordFor(req)); err != nil {
+		if changed, err = in.recs.saveTx(ctx, tx, build.RecordFor(req), nil); err != nil {
 			return fmt.Errorf("record %s: %w", req.BuildID, err)
 		}
 		sent, err = in.q.sendTx(ctx, tx, []outgoing{{group: req.LockKey(), dedupID: req.DedupID(), body: body}}, now)

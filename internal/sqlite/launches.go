@@ -45,13 +45,17 @@ func (s *Launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.
 		return fmt.Errorf("claim the launch of %s: %w: empty key, build ids that differ, or unknown status %q", l.BuildID, build.ErrInvalid, rec.Status)
 	}
 	db := s.db
+	pre, err := encodeRecord(rec)
+	if err != nil {
+		return fmt.Errorf("claim the launch of %s: %w", l.BuildID, err)
+	}
 	changed := false
-	err := db.write(ctx, func(tx *Tx) error {
+	err = db.write(ctx, func(tx *Tx) error {
 		if err := acquireTx(ctx, db, tx, l, cap, nanos(db.now())); err != nil {
 			return fmt.Errorf("acquire lock %s: %w", l.Key, err)
 		}
 		var err error
-		changed, err = s.recs.saveTx(ctx, tx, rec)
+		changed, err = s.recs.saveTx(ctx, tx, rec, pre)
 		return err
 	})
 	if err != nil {
@@ -69,13 +73,17 @@ func (s *Launches) Started(ctx context.Context, key string, until time.Time, rec
 		return false, fmt.Errorf("record the start of %s: %w: empty key or build id, or unknown status %q", rec.BuildID, build.ErrInvalid, rec.Status)
 	}
 	db := s.db
+	pre, err := encodeRecord(rec)
+	if err != nil {
+		return false, fmt.Errorf("record the start of %s: %w", rec.BuildID, err)
+	}
 	var changed, deleted, more bool
-	err := db.write(ctx, func(tx *Tx) error {
+	err = db.write(ctx, func(tx *Tx) error {
 		if err := extendTx(ctx, tx, key, rec.BuildID, until, nanos(db.now())); err != nil {
 			return fmt.Errorf("extend lock %s: %w", key, err)
 		}
 		var err error
-		if changed, err = s.recs.saveTx(ctx, tx, rec); err != nil {
+		if changed, err = s.recs.saveTx(ctx, tx, rec, pre); err != nil {
 			return err
 		}
 		more, err = deleteTx(ctx, tx, receipt)

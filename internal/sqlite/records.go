@@ -45,10 +45,14 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)
 	}
+	pre, err := encodeRecord(r)
+	if err != nil {
+		return fmt.Errorf("save record %s: %w", r.BuildID, err)
+	}
 	changed := false
-	err := s.db.write(ctx, func(tx *Tx) error {
+	err = s.db.write(ctx, func(tx *Tx) error {
 		var err error
-		changed, err = s.saveTx(ctx, tx, r)
+		changed, err = s.saveTx(ctx, tx, r, pre)
 		return err
 	})
 	if err != nil {
@@ -61,11 +65,15 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 }
 
 // saveTx is Save within tx: it tells whether it changed the record (and
-// wrote its event); the caller fires db.written after the commit.
-func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record) (changed bool, err error) {
+// wrote its event); the caller fires db.written after the commit. pre, if
+// not nil, is r encoded (encodeRecord), made by the caller before the
+// write lock: used when the store keeps r as it is (its number, no claim
+// to keep), which is every save of a record already launching.
+func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record, pre []byte) (changed bool, err error) {
 	var stored []byte
 	var version, rank int
 	var old build.Record
+	number, kept := r.Number, false
 	err = tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -75,9 +83,10 @@ INSERT INTO project_numbers (team, project, last) VALUES (?, ?, 1)
 ON CONFLICT (team, project) DO UPDATE SET last = last + 1
 RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	case err == nil:
-		if err = json.Unmarshal(stored, &old); err != nil {
-			return false, fmt.Errorf("decode stored record: %w", err)
+		if old, err = s.decodeStored(r.BuildID, stored); err != nil {
+			return false, err
 		}
+		kept = r.LaunchingAt.IsZero()
 		r.KeepClaim(old)
 		if rank < 2 && rank <= r.Status.Rank() && build.SameRecord(old, r) {
 			return false, nil // the record as it is: no write, no event
@@ -86,9 +95,11 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	if err != nil {
 		return false, err
 	}
-	doc, err := json.Marshal(r)
-	if err != nil {
-		return false, err
+	doc := pre
+	if doc == nil || kept || r.Number != number {
+		if doc, err = json.Marshal(r); err != nil {
+			return false, err
+		}
 	}
 	// A stored record whose key columns stay as they are (a build's
 	// team, project and queue time never change) is updated in the
@@ -141,7 +152,32 @@ WHERE records.rank < 2 AND records.rank <= excluded.rank`,
 	if err := s.db.writeEvent(ctx, tx, r, version+1, doc); err != nil {
 		return false, err
 	}
+	s.db.docs.put(r.BuildID, doc, r)
 	return true, nil
+}
+
+// decodeStored returns the record stored as doc: the one this process
+// last wrote or read for id if doc is its document (docCache), else doc
+// decoded.
+func (s *Records) decodeStored(id build.ID, doc []byte) (build.Record, error) {
+	if r, ok := s.db.docs.get(id, doc); ok {
+		return r, nil
+	}
+	var r build.Record
+	if err := json.Unmarshal(doc, &r); err != nil {
+		return build.Record{}, fmt.Errorf("decode stored record: %w", err)
+	}
+	s.db.docs.put(id, doc, r)
+	return r, nil
+}
+
+// encodeRecord is r as saveTx stores it, for its pre.
+func encodeRecord(r build.Record) ([]byte, error) {
+	doc, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	return doc, nil
 }
 
 // Get returns one record; build.ErrNotFound if none.
@@ -158,6 +194,7 @@ func (s *Records) Get(ctx context.Context, id build.ID) (build.Record, error) {
 	if err := json.Unmarshal(doc, &r); err != nil {
 		return build.Record{}, fmt.Errorf("get record %s: %w", id, err)
 	}
+	s.db.docs.put(id, doc, r) // the save that most often follows a read
 	return r, nil
 }
 

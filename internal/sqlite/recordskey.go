@@ -63,9 +63,9 @@ func (s *Records) endWaitingTx(ctx context.Context, tx *Tx, r build.Record) erro
 	if err != nil {
 		return err
 	}
-	var old build.Record
-	if err := json.Unmarshal(stored, &old); err != nil {
-		return fmt.Errorf("decode stored record: %w", err)
+	old, err := s.decodeStored(r.BuildID, stored)
+	if err != nil {
+		return err
 	}
 	if !old.Waiting() || !old.LaunchingAt.IsZero() {
 		return fmt.Errorf("%w: stored status %s, launching since %v", build.ErrConflict, old.Status, old.LaunchingAt)
