@@ -71,10 +71,11 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 // to keep), which is every save of a record already launching.
 func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record, pre []byte) (changed bool, err error) {
 	var stored []byte
+	var row int64
 	var version, rank int
 	var old build.Record
 	number, kept := r.Number, false
-	err = tx.QueryRowContext(ctx, `SELECT number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&r.Number, &version, &rank, &stored)
+	err = tx.QueryRowContext(ctx, `SELECT rowid, number, version, rank, doc FROM records WHERE id = ?`, string(r.BuildID)).Scan(&row, &r.Number, &version, &rank, &stored)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		version = 0
@@ -111,23 +112,25 @@ RETURNING last`, r.Team, r.Project).Scan(&r.Number)
 	// their WHERE, so setting it rewrote their entries. The unfinished
 	// column, which the index of unfinished records names instead
 	// (schemaV12), is set only when it changes (at the end), for the same
-	// reason. The WHERE of the UPDATE is the rank rule: rank 2 is final.
+	// reason. The WHERE of the UPDATE is the rank rule: rank 2 is final;
+	// it finds the row by the rowid read above, where the id would take
+	// a second search of the id's index.
 	keysStay := version > 0 && old.Team == r.Team && old.Project == r.Project && old.QueuedAt.Equal(r.QueuedAt)
 	var res sql.Result
 	switch {
 	case keysStay && old.Status == r.Status:
 		res, err = tx.ExecContext(ctx, `UPDATE records SET started_at = ?, finished_at = ?, version = ?, doc = ?
-WHERE id = ? AND rank < 2 AND rank <= ?`,
-			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
+WHERE rowid = ? AND rank < 2 AND rank <= ?`,
+			nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, row, r.Status.Rank())
 	case keysStay && unfinished(old.Status) == unfinished(r.Status):
 		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
-WHERE id = ? AND rank < 2 AND rank <= ?`,
-			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, string(r.BuildID), r.Status.Rank())
+WHERE rowid = ? AND rank < 2 AND rank <= ?`,
+			string(r.Status), r.Status.Rank(), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc, row, r.Status.Rank())
 	case keysStay:
 		res, err = tx.ExecContext(ctx, `UPDATE records SET status = ?, rank = ?, unfinished = ?, started_at = ?, finished_at = ?, version = ?, doc = ?
-WHERE id = ? AND rank < 2 AND rank <= ?`,
+WHERE rowid = ? AND rank < 2 AND rank <= ?`,
 			string(r.Status), r.Status.Rank(), unfinished(r.Status), nullNanos(r.StartedAt), nullNanos(r.FinishedAt), version+1, doc,
-			string(r.BuildID), r.Status.Rank())
+			row, r.Status.Rank())
 	default:
 		// The WHERE of the upsert is the rank rule: rank 2 is final. A
 		// stored record keeps its number.
