@@ -16,6 +16,14 @@ import (
 // back alone when its function fails; its caller returns only after the
 // commit, with the commit's error if that failed. A single waiting write
 // runs exactly as it would without batching.
+//
+// When the writer had to wait for another process's write lock, the
+// writes that came meanwhile join the transaction that waited for it,
+// instead of waiting for one more. Two processes writing at once (the
+// dispatcher and the reaper, ingest and the dispatcher) thus take turns
+// with fuller transactions, where every turn costs each of them a commit
+// and a page cache the other's commit made stale (docs/BENCHMARKS.md,
+// tuning 21). A process writing alone batches as before.
 
 // maxBatch bounds the writes committed together, so that one commit never
 // holds the lock long.
@@ -43,12 +51,14 @@ func (db *DB) startWriter() {
 	db.writes = make(chan *writeReq)
 	db.stop = make(chan struct{})
 	db.stopped = make(chan struct{})
+	db.stopCtx, db.cancelStop = context.WithCancel(context.Background())
 	go db.writer()
 }
 
 func (db *DB) stopWriter() {
 	db.stopOnce.Do(func() {
 		if db.stop != nil {
+			db.cancelStop() // a wait for another process's lock
 			close(db.stop)
 			<-db.stopped
 		}
@@ -57,7 +67,7 @@ func (db *DB) stopWriter() {
 
 func (db *DB) writer() {
 	defer close(db.stopped)
-	var batch []*writeReq
+	batch := make([]*writeReq, 0, maxBatch)
 	for {
 		select {
 		case r := <-db.writes:
@@ -65,19 +75,23 @@ func (db *DB) writer() {
 		case <-db.stop:
 			return
 		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-db.writes:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		db.runBatch(batch)
+		batch = db.runBatch(db.gather(batch))
 		clear(batch)             // let the requests go
 		db.stmts.prepare(db.wdb) // between transactions: the connection is free
 	}
+}
+
+// gather adds the writes waiting now to batch, up to maxBatch.
+func (db *DB) gather(batch []*writeReq) []*writeReq {
+	for len(batch) < maxBatch {
+		select {
+		case r := <-db.writes:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // submit hands fn to the writer and waits for its outcome. A caller whose
@@ -104,48 +118,70 @@ func (db *DB) submit(ctx context.Context, fn func(*Tx) error) error {
 	}
 }
 
-// runBatch runs the batch's live writes: alone as before, or together.
-func (db *DB) runBatch(batch []*writeReq) {
+// runBatch takes the write lock, adds the writes that came while it
+// waited for another process's lock to batch, and runs the live ones:
+// alone as before, or together. It returns batch as run.
+func (db *DB) runBatch(batch []*writeReq) []*writeReq {
+	// The transaction outlives any one caller: a caller that gives up
+	// before its write starts is skipped, one that gives up later waits
+	// for the commit instead (see submit).
+	sqlTx, waited, err := db.beginWrite(db.stopCtx)
+	if waited {
+		batch = db.gather(batch)
+	}
 	live := make([]*writeReq, 0, len(batch))
 	for _, r := range batch {
 		if r.state.CompareAndSwap(reqPending, reqStarted) {
 			live = append(live, r)
 		}
 	}
-	switch len(live) {
-	case 0:
-		return
-	case 1:
-		live[0].done <- db.writeTx(live[0].ctx, live[0].fn)
-		return
-	}
-	results, err := db.writeBatch(live)
-	for i, r := range live {
-		switch {
-		case results[i] != nil:
-			r.done <- classify(results[i])
-		case err != nil:
-			r.done <- classify(err)
-		default:
-			r.done <- nil
-		}
-	}
-}
-
-// writeBatch runs the writes in one transaction, each in a savepoint, and
-// commits. results[i] is the error of the i-th write's own function (its
-// changes rolled back); err is the transaction's error, which undoes every
-// write that had none of its own.
-func (db *DB) writeBatch(live []*writeReq) (results []error, err error) {
-	results = make([]error, len(live))
-	// The transaction outlives any one caller: a caller that gives up
-	// waits for the commit instead (see submit).
-	sqlTx, err := db.beginWrite(context.Background())
 	if err != nil {
-		return results, err
+		if db.stopCtx.Err() != nil {
+			err = errClosed
+		}
+		for _, r := range live {
+			r.done <- classify(err)
+		}
+		return batch
 	}
 	defer db.stats.held(time.Now(), len(live))
 	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
+	switch len(live) {
+	case 0:
+		_ = tx.Rollback()
+	case 1:
+		live[0].done <- commitOne(tx, live[0].fn)
+	default:
+		results, err := writeBatch(tx, live)
+		for i, r := range live {
+			switch {
+			case results[i] != nil:
+				r.done <- classify(results[i])
+			case err != nil:
+				r.done <- classify(err)
+			default:
+				r.done <- nil
+			}
+		}
+	}
+	return batch
+}
+
+// commitOne runs fn in tx and commits, or rolls back if fn fails.
+func commitOne(tx *Tx, fn func(*Tx) error) error {
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error of fn matters more
+		return classify(err)
+	}
+	return classify(tx.Commit())
+}
+
+// writeBatch runs the writes in tx, each in a savepoint, and commits.
+// results[i] is the error of the i-th write's own function (its changes
+// rolled back); err is the transaction's error, which undoes every write
+// that had none of its own.
+func writeBatch(tx *Tx, live []*writeReq) (results []error, err error) {
+	results = make([]error, len(live))
 	for i, r := range live {
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err

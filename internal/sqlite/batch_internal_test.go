@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -163,4 +164,88 @@ func BenchmarkConcurrentWrites(b *testing.B) {
 			}
 		}
 	})
+}
+
+// holdWriteLock takes the write lock of the database at path on a
+// connection of its own, as another process would, and returns its
+// release.
+func holdWriteLock(t *testing.T, path string) func() {
+	t.Helper()
+	other, err := sql.Open("sqlite", path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	tx, err := other.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := tx.Rollback(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestWritesThatCameDuringALockWaitJoinIt: while the writer waits for
+// another process's write lock, the writes that come meanwhile join the
+// transaction that waited, instead of waiting for one more.
+func TestWritesThatCameDuringALockWaitJoinIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openTestDBAt(t, path)
+	release := holdWriteLock(t, path)
+	before := db.WriteStats()
+	insert := func(i int) error {
+		return db.write(t.Context(), func(tx *Tx) error {
+			_, err := tx.Exec(`INSERT INTO t (k, v) VALUES (?, 'x')`, i)
+			return err
+		})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := insert(0); err != nil {
+			t.Error(err)
+		}
+	})
+	for db.writeSince.Load() == 0 { // the first write has begun: the writer waits for the lock
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i <= 5; i++ {
+		wg.Go(func() {
+			if err := insert(i); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // the five reach the writer meanwhile, however loaded the machine
+	release()
+	wg.Wait()
+	st := db.WriteStats()
+	if tx, w := st.Transactions-before.Transactions, st.Writes-before.Writes; tx != 1 || w != 6 {
+		t.Errorf("six writes during one wait for the lock: %d writes in %d transactions, want 6 in 1", w, tx)
+	}
+}
+
+// TestCloseEndsAWaitForTheLock: a write waiting for another process's
+// write lock fails with errClosed when the database closes, without
+// waiting out the busy timeout.
+func TestCloseEndsAWaitForTheLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decap.db")
+	db := openTestDBAt(t, path)
+	release := holdWriteLock(t, path)
+	defer release()
+	done := make(chan error, 1)
+	go func() { done <- db.write(context.Background(), func(*Tx) error { return nil }) }()
+	for db.writeSince.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	go db.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errClosed) {
+			t.Errorf("a write waiting for the lock at Close: %v, want errClosed", err)
+		}
+	case <-time.After(DefaultBusyTimeout / 2):
+		t.Fatalf("the write still waits for the lock %v after Close", DefaultBusyTimeout/2)
+	}
 }

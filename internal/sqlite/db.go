@@ -104,10 +104,13 @@ type DB struct {
 	stats writeCounters
 
 	// The writer goroutine (batch.go): writes, its queue; stop ends it.
-	writes   chan *writeReq
-	stop     chan struct{}
-	stopped  chan struct{}
-	stopOnce sync.Once
+	writes chan *writeReq
+	stop   chan struct{}
+	// stopCtx ends when the writer stops (cancelStop).
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
+	stopped    chan struct{}
+	stopOnce   sync.Once
 }
 
 // SlowWrite is how long a write may take before CheckWrites reports the
@@ -517,23 +520,6 @@ func (db *DB) write(ctx context.Context, fn func(tx *Tx) error) error {
 	return db.submit(ctx, fn)
 }
 
-func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx) error) error {
-	sqlTx, err := db.beginWrite(ctx)
-	if err != nil {
-		return classify(err)
-	}
-	defer db.stats.held(time.Now(), 1)
-	tx := &Tx{Tx: sqlTx, stmts: db.stmts}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback() // the error of fn matters more
-		return classify(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return classify(err)
-	}
-	return nil
-}
-
 // Waits for another process's write lock (beginWrite): the first retry
 // after writeRetryFirst, each next one twice as long after the one before,
 // at most writeRetryMax apart, and writeRetrySlow apart once the wait has
@@ -546,10 +532,10 @@ const (
 )
 
 // beginWrite starts a write transaction (BEGIN IMMEDIATE: it takes the
-// write lock) on the write connection. While another process holds the
-// lock it tries again, for up to the busy timeout, and then fails with
-// SQLite's SQLITE_BUSY (classify: build.ErrUnavailable); it gives up at
-// once when ctx ends.
+// write lock) on the write connection, and tells whether it waited for
+// it. While another process holds the lock it tries again, for up to the
+// busy timeout, and then fails with SQLite's SQLITE_BUSY (classify:
+// build.ErrUnavailable); it gives up at once when ctx ends.
 //
 // SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between
 // tries, where another process's write transaction holds the lock for a
@@ -560,7 +546,7 @@ const (
 // wait is short (docs/BENCHMARKS.md, tuning 2: the dispatcher drain's
 // waits for the lock fell from 4.1 s to 2.9 s of its 5 s, its rate up
 // ~35%).
-func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
+func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, bool, error) {
 	var start time.Time
 	var wait time.Duration
 	for {
@@ -569,7 +555,7 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 			if !start.IsZero() {
 				db.stats.lockWait.Add(int64(time.Since(start)))
 			}
-			return tx, err
+			return tx, !start.IsZero(), err
 		}
 		now := time.Now()
 		if start.IsZero() {
@@ -578,7 +564,7 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 		waited := now.Sub(start)
 		if waited >= db.busyTimeout {
 			db.stats.lockWait.Add(int64(waited))
-			return nil, err
+			return nil, true, err
 		}
 		wait = writeRetryAfter(wait, waited)
 		t := time.NewTimer(min(wait, db.busyTimeout-waited))
@@ -586,7 +572,7 @@ func (db *DB) beginWrite(ctx context.Context) (*sql.Tx, error) {
 		case <-ctx.Done():
 			t.Stop()
 			db.stats.lockWait.Add(int64(time.Since(start)))
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		case <-t.C:
 		}
 	}
