@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"database/sql"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -78,15 +77,7 @@ func TestWriteStatsCountWritesAndWaits(t *testing.T) {
 	}
 
 	// Another connection holds the write lock while a write waits for it.
-	other, err := sql.Open("sqlite", path+"?_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	tx, err := other.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	release := holdWriteLock(t, path)
 	done := make(chan error, 1)
 	go func() {
 		done <- db.write(ctx, func(tx *Tx) error {
@@ -98,9 +89,7 @@ func TestWriteStatsCountWritesAndWaits(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // it tries the lock meanwhile, however loaded the machine
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
