@@ -9,8 +9,14 @@ import (
 )
 
 // docCacheSize bounds the records a docCache remembers: more than the
-// dispatcher's decisions in flight (128), ~1.5 KiB each.
-const docCacheSize = 1024
+// dispatcher's decisions in flight (128), ~1.5 KiB each; docCacheMaxDoc
+// bounds the document of one (a record is ~750 bytes; a larger one is
+// decoded each time), so that the cache stays under ~8 MiB whatever the
+// records hold.
+const (
+	docCacheSize   = 1024
+	docCacheMaxDoc = 4 << 10
+)
 
 // docCache remembers, for the records this process wrote or read last,
 // the stored document and the record it decodes to, so that a save that
@@ -50,6 +56,15 @@ func (c *docCache) get(id build.ID, doc []byte) (build.Record, bool) {
 // put remembers r as what doc, which the caller no longer changes,
 // decodes to (as far as a save compares records: build.SameRecord).
 func (c *docCache) put(id build.ID, doc []byte, r build.Record) {
+	if len(doc) > docCacheMaxDoc {
+		c.mu.Lock()
+		// An older, smaller document of id is not the stored one either.
+		// The id keeps its place in the ring: put again, it may be
+		// forgotten early (a miss, never a wrong answer).
+		delete(c.m, id)
+		c.mu.Unlock()
+		return
+	}
 	r = cloneRecord(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -11,8 +11,9 @@ import (
 )
 
 // TestDocCacheMatchesTheDocument: the cache answers for an id only with
-// the document it was given (byte for byte), forgets the oldest ids
-// beyond docCacheSize, and shares nothing with its callers.
+// the document it was given (byte for byte), keeps no document above
+// docCacheMaxDoc, forgets the oldest ids beyond docCacheSize, and shares
+// nothing with its callers.
 func TestDocCacheMatchesTheDocument(t *testing.T) {
 	c := newDocCache()
 	code := 3
@@ -33,6 +34,13 @@ func TestDocCacheMatchesTheDocument(t *testing.T) {
 	if !slices.Equal(again.Secrets, []string{"a"}) || *again.ExitCode != 3 || again.PullRequest.Number != 7 {
 		t.Errorf("the cache's record changed with its callers': %+v", again)
 	}
+
+	big := make([]byte, docCacheMaxDoc+1)
+	c.put(r.BuildID, big, r)
+	if _, ok := c.get(r.BuildID, big); ok {
+		t.Errorf("a document of %d bytes is remembered, above the %d bound", len(big), docCacheMaxDoc)
+	}
+	c.put(r.BuildID, []byte(`{"v":1}`), r)
 
 	for i := range docCacheSize {
 		c.put(build.ID(fmt.Sprintf("id-%d", i)), []byte("d"), build.Record{})
