@@ -24,7 +24,7 @@ const (
 // record from here instead of decoding it under the write lock: a
 // launch's claim follows the dispatcher's read of the record, its start
 // the claim, and a build's end the reaper's read (docs/BENCHMARKS.md,
-// tuning 20). A document another process wrote since is not the one
+// tuning 19). A document another process wrote since is not the one
 // remembered, and is decoded. It is safe for concurrent use.
 type docCache struct {
 	mu   sync.Mutex
