@@ -124,6 +124,7 @@ func SameRecord(stored, r Record) bool {
 // normalize returns r with its times in UTC (no monotonic reading), empty
 // lists nil, and no Number.
 func normalize(r Record) Record {
+	r = r.Clone()
 	r.Number = 0
 	for _, t := range []*time.Time{&r.QueuedAt, &r.StartedAt, &r.FinishedAt, &r.NextAttemptAt,
 		&r.CancelRequestedAt, &r.LaunchingAt} {
@@ -135,14 +136,6 @@ func normalize(r Record) Record {
 	}
 	if len(r.Secrets) == 0 {
 		r.Secrets = nil
-	}
-	if r.PullRequest != nil {
-		p := *r.PullRequest
-		r.PullRequest = &p
-	}
-	if r.ExitCode != nil {
-		c := *r.ExitCode
-		r.ExitCode = &c
 	}
 	return r
 }

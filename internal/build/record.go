@@ -160,6 +160,21 @@ func (r *Record) Launching(now time.Time, infraRetries int, supersedable bool) e
 	return nil
 }
 
+// Clone returns r with nothing shared with it (the exit code, the pull
+// request and the secrets' names copied).
+func (r Record) Clone() Record {
+	if r.ExitCode != nil {
+		c := *r.ExitCode
+		r.ExitCode = &c
+	}
+	if r.PullRequest != nil {
+		p := *r.PullRequest
+		r.PullRequest = &p
+	}
+	r.Secrets = slices.Clone(r.Secrets)
+	return r
+}
+
 // KeepClaim gives r, about to replace the stored record, the stored launch
 // claim (LaunchingAt, InfraRetries, Supersedable) when r has none: a
 // writer that read the request before a dispatcher claimed it (a second

@@ -19,17 +19,24 @@ func openTestDB(t *testing.T) *DB {
 // openTestDBAt opens the database at path with a table t (k, v).
 func openTestDBAt(t *testing.T, path string) *DB {
 	t.Helper()
-	db, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openPlainDBAt(t, path)
 	if err := db.write(t.Context(), func(tx *Tx) error {
 		_, err := tx.Exec(`CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)`)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// openPlainDBAt opens the database at path, closed when the test ends.
+func openPlainDBAt(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
 	return db
 }
 

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"bytes"
-	"slices"
 	"sync"
 
 	"github.com/decap-ci/decap/internal/build"
@@ -50,7 +49,7 @@ func (c *docCache) get(id build.ID, doc []byte) (build.Record, bool) {
 	if !ok || !bytes.Equal(e.doc, doc) {
 		return build.Record{}, false
 	}
-	return cloneRecord(e.rec), true
+	return e.rec.Clone(), true
 }
 
 // put remembers r as what doc, which the caller no longer changes,
@@ -65,7 +64,7 @@ func (c *docCache) put(id build.ID, doc []byte, r build.Record) {
 		c.mu.Unlock()
 		return
 	}
-	r = cloneRecord(r)
+	r = r.Clone()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[id]; !ok {
@@ -78,19 +77,4 @@ func (c *docCache) put(id build.ID, doc []byte, r build.Record) {
 		}
 	}
 	c.m[id] = docEntry{doc: doc, rec: r}
-}
-
-// cloneRecord returns r with nothing shared with it: the cache's records
-// and its callers' never alias.
-func cloneRecord(r build.Record) build.Record {
-	if r.ExitCode != nil {
-		c := *r.ExitCode
-		r.ExitCode = &c
-	}
-	if r.PullRequest != nil {
-		p := *r.PullRequest
-		r.PullRequest = &p
-	}
-	r.Secrets = slices.Clone(r.Secrets)
-	return r
 }

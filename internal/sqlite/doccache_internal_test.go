@@ -93,15 +93,3 @@ func TestSaveDecodesWhatAnotherProcessWrote(t *testing.T) {
 		t.Errorf("stored: launching at %v, reason %q; want the claim kept (%v) and the reason written", got.LaunchingAt, got.Reason, now.Add(time.Second))
 	}
 }
-
-// openPlainDBAt opens the database at path (a second open of a file
-// openTestDBAt made).
-func openPlainDBAt(t *testing.T, path string) *DB {
-	t.Helper()
-	db, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
