@@ -118,6 +118,10 @@ type Config struct {
 	Workers int
 	// BatchSize is the most messages one Receive asks for (default 10).
 	BatchSize int
+	// Receives bounds the receives in flight while the queue keeps a
+	// batch waiting (see Run; default 4, at most Workers/BatchSize, at
+	// least 1). An idle dispatcher makes one.
+	Receives int
 	// WaitTime is the long-poll wait of one Receive (default 20s).
 	WaitTime time.Duration
 	// LaunchLease is the lock lease while launching: how long a lock stays
@@ -162,6 +166,10 @@ func (c Config) withDefaults() Config {
 	if c.BatchSize <= 0 || c.BatchSize > 10 {
 		c.BatchSize = 10
 	}
+	if c.Receives <= 0 {
+		c.Receives = 4
+	}
+	c.Receives = max(1, min(c.Receives, c.Workers/c.BatchSize))
 	if c.Owner == "" {
 		c.Owner = "dispatcher"
 	}

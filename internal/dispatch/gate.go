@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/decap-ci/decap/internal/build"
@@ -22,9 +23,11 @@ const gateReadTimeout = 10 * time.Second
 
 // gateWatch is Run's view of the gate: the state last read, trusted for
 // the gate interval, so that an idle dispatcher reads it about once per
-// long poll and a paused one once per interval. It belongs to one Run
-// loop and is not safe for concurrent use. Its clock is the real,
-// monotonic one, as the waits are real.
+// long poll and a paused one once per interval. Run's first receive loop
+// reads it (waitOpen, pausedAfter: not safe for concurrent use); the
+// others only look at what it read (openFresh, knownPaused), which any
+// goroutine may. Its clock is the real, monotonic one, as the waits are
+// real.
 type gateWatch struct {
 	gate    Gate // nil: always open
 	every   time.Duration
@@ -33,6 +36,39 @@ type gateWatch struct {
 	paused  bool      // last known; open until a read says otherwise
 	readAt  time.Time // of the last read, failed or not; zero before the first
 	failing bool      // the last read failed
+
+	mu         sync.Mutex // guards the copies below, for the other loops
+	seenPaused bool
+	seenAt     time.Time
+}
+
+// openFresh reports whether the last read left the gate open and is no
+// older than the gate interval: what waitOpen would trust without a read.
+// False before the first read (of a gate that is set).
+func (w *gateWatch) openFresh() bool {
+	if w.gate == nil {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.seenPaused && !w.seenAt.IsZero() && time.Since(w.seenAt) < w.every
+}
+
+// knownPaused reports whether the last read left the gate paused.
+func (w *gateWatch) knownPaused() bool {
+	if w.gate == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.seenPaused
+}
+
+// publish copies the state read for openFresh and knownPaused.
+func (w *gateWatch) publish() {
+	w.mu.Lock()
+	w.seenPaused, w.seenAt = w.paused, w.readAt
+	w.mu.Unlock()
 }
 
 // waitOpen returns true once the gate is open, reading it when the last
@@ -69,6 +105,7 @@ func (w *gateWatch) read(ctx context.Context) {
 	st, err := w.gate.Get(rctx)
 	cancel()
 	w.readAt = time.Now()
+	defer w.publish()
 	if err != nil {
 		if ctx.Err() != nil {
 			return

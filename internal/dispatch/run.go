@@ -18,6 +18,14 @@ import (
 // up another. Run returns nil when ctx is cancelled after in-flight decisions
 // finish.
 //
+// One receive loop long-polls the queue. While the queue keeps a batch
+// waiting (a receive came back with all it asked for), up to Receives-1
+// more loops receive beside it, each without waiting (a short poll), and
+// each stops at its first receive that comes back short, so an idle
+// dispatcher makes one receive per long poll, as before, and a busy one is
+// not held up by one receive at a time (each a round trip on SQS, a write
+// transaction on SQLite).
+//
 // Before each receive Run consults the dispatch gate (Deps.Gate), read at
 // most once per GateInterval. While the gate is paused Run receives
 // nothing and reads the gate again every GateInterval; requests wait on the
@@ -25,51 +33,98 @@ import (
 // are decided only if a fresh read finds the gate open; those received
 // while a pause was set go back to the queue undecided.
 // A failed read keeps the state Run saw last (open before the first read).
+// Only the first loop reads the gate; the others receive while the state
+// it read last is open and no older than GateInterval, and stop otherwise.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	// One token per message being decided.
-	sem := make(chan struct{}, d.cfg.Workers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	gate := &gateWatch{gate: d.gate, every: d.cfg.GateInterval, log: d.log, obs: d.obs}
+	r := &receiving{
+		d: d,
+		// One token per message being decided.
+		sem:  make(chan struct{}, d.cfg.Workers),
+		gate: &gateWatch{gate: d.gate, every: d.cfg.GateInterval, log: d.log, obs: d.obs},
+	}
+	defer r.decisions.Wait()
+	defer r.loops.Wait()
+	r.loop(ctx, false)
+	return nil
+}
+
+// receiving is one Run's receive loops and the decisions they started.
+type receiving struct {
+	d         *Dispatcher
+	sem       chan struct{}
+	gate      *gateWatch
+	loops     sync.WaitGroup // the extra receive loops
+	decisions sync.WaitGroup
+	mu        sync.Mutex
+	extra     int // extra receive loops running
+}
+
+// loop receives until ctx is done; an extra loop (see Run) also ends at a
+// receive that comes back short, a failed one, or a gate it cannot trust.
+func (r *receiving) loop(ctx context.Context, extra bool) {
+	d := r.d
+	if extra {
+		defer func() {
+			r.mu.Lock()
+			r.extra--
+			r.mu.Unlock()
+		}()
+	}
 	backoff := time.Duration(0)
 	for {
 		// Block until a worker is free, then take what else is free, up to
 		// a batch, without blocking.
 		select {
-		case sem <- struct{}{}:
+		case r.sem <- struct{}{}:
 		case <-ctx.Done():
-			return nil
+			return
 		}
 		n := 1
 	take:
 		for n < d.cfg.BatchSize {
 			select {
-			case sem <- struct{}{}:
+			case r.sem <- struct{}{}:
 				n++
 			default:
 				break take
 			}
 		}
+		release := func(k int) {
+			for range k {
+				<-r.sem
+			}
+		}
 		// Consulted after the wait for workers, which may be long, so
 		// that what it says is fresh.
-		if !gate.waitOpen(ctx) {
-			return nil
+		if extra && !r.gate.openFresh() {
+			release(n)
+			return
+		}
+		if !extra && !r.gate.waitOpen(ctx) {
+			release(n)
+			return
+		}
+		wait := d.cfg.WaitTime
+		if extra {
+			wait = 0
 		}
 		received := time.Now()
-		msgs, err := d.queue.Receive(ctx, n, d.cfg.WaitTime)
-		for range n - len(msgs) {
-			<-sem
-		}
+		msgs, err := d.queue.Receive(ctx, n, wait)
+		release(n - len(msgs))
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
+			}
+			if extra {
+				d.log.Warn("receive from queue; the first receive loop goes on", "err", err)
+				return
 			}
 			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
 			d.log.Error("receive from queue", "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				return nil
+				return
 			}
 			continue
 		}
@@ -77,29 +132,61 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		// A long poll may outlast a pause: read the gate afresh after a
 		// receive that waited, and hand what came back to the queue,
 		// untouched, so a pause takes effect at once rather than after
-		// the poll.
-		if len(msgs) > 0 && gate.pausedAfter(ctx, time.Since(received)) {
+		// the poll. An extra loop hands back what it received once the
+		// first loop has seen a pause.
+		paused := false
+		if len(msgs) > 0 {
+			if extra {
+				paused = r.gate.knownPaused()
+			} else {
+				paused = r.gate.pausedAfter(ctx, time.Since(received))
+			}
+		}
+		if paused {
 			for _, m := range msgs {
 				if err := d.queue.ChangeVisibility(context.WithoutCancel(ctx), m.Receipt, 0); err != nil && !errors.Is(err, build.ErrNotFound) {
 					d.log.Warn("return message to the paused queue", "message_id", m.ID, "group_id", m.GroupID, "err", err)
 				}
-				<-sem
+				<-r.sem
+			}
+			if extra {
+				return
 			}
 			continue
 		}
 		for _, group := range groupInOrder(msgs) {
-			wg.Add(1)
+			r.decisions.Add(1)
 			go func() {
-				defer wg.Done()
+				defer r.decisions.Done()
 				// A decision in progress finishes even when ctx ends, so
 				// shutdown never leaves a lock taken and nothing launched.
 				d.handleGroup(context.WithoutCancel(ctx), group)
 				for range group {
-					<-sem
+					<-r.sem
 				}
 			}()
 		}
+		switch {
+		case len(msgs) < n:
+			if extra {
+				return // the queue has no batch waiting: the first loop goes on alone
+			}
+		case n == d.cfg.BatchSize:
+			r.more(ctx)
+		}
 	}
+}
+
+// more starts an extra receive loop after a full batch, unless Receives
+// loops run already.
+func (r *receiving) more(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.extra+1 >= r.d.cfg.Receives {
+		return
+	}
+	r.extra++
+	r.loops.Go(func() { r.loop(ctx, true) })
 }
 
 // groupInOrder splits a batch by message group, keeping the order of groups'
