@@ -89,19 +89,14 @@ func (r *receiving) loop(ctx context.Context, extra bool) {
 				break take
 			}
 		}
-		release := func(k int) {
-			for range k {
-				<-r.sem
-			}
-		}
 		// Consulted after the wait for workers, which may be long, so
 		// that what it says is fresh.
 		if extra && !r.gate.openFresh() {
-			release(n)
+			r.release(n)
 			return
 		}
 		if !extra && !r.gate.waitOpen(ctx) {
-			release(n)
+			r.release(n)
 			return
 		}
 		wait := d.cfg.WaitTime
@@ -110,7 +105,7 @@ func (r *receiving) loop(ctx context.Context, extra bool) {
 		}
 		received := time.Now()
 		msgs, err := d.queue.Receive(ctx, n, wait)
-		release(n - len(msgs))
+		r.release(n - len(msgs))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -174,6 +169,13 @@ func (r *receiving) loop(ctx context.Context, extra bool) {
 		case n == d.cfg.BatchSize:
 			r.more(ctx)
 		}
+	}
+}
+
+// release gives back k workers' tokens.
+func (r *receiving) release(k int) {
+	for range k {
+		<-r.sem
 	}
 }
 
