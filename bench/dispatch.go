@@ -13,6 +13,7 @@ import (
 	"github.com/decap-ci/decap/internal/backend"
 	"github.com/decap-ci/decap/internal/build"
 	"github.com/decap-ci/decap/internal/dispatch"
+	"github.com/decap-ci/decap/internal/metrics"
 	"github.com/decap-ci/decap/internal/reap"
 	"github.com/decap-ci/decap/internal/sqlite"
 )
@@ -261,6 +262,12 @@ func drainWithDispatcher(ctx context.Context, e *env, name, kind, dataDir string
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Both forward build events, as cmd/dispatcher and cmd/reaper do: the
+	// record changes' events go from the outbox to the stream meanwhile.
+	defer dis.set.StartEvents(rctx, metrics.NewEvents(dis.reg))()
+	if !sharedReaper {
+		defer rp.set.StartEvents(rctx, metrics.NewEvents(rp.reg))()
+	}
 	lt := newLaunchTimes(nil)
 	lt.keepJobs = true
 	dec := &decisions{}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/decap-ci/decap/internal/metrics"
 )
 
 // benchIngest measures signed push webhooks accepted per second by the real
@@ -63,7 +65,19 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 		lock    float64
 		lockPer time.Duration
 	}
+	// While webhooks come, ingest's event forwarder runs beside them, as
+	// in cmd/ingest (Set.StartEvents: each record change's event goes
+	// from the outbox to the stream, writes of its own); not while the
+	// empty handler's requests come, which would pay for the backlog.
+	evObs := metrics.NewEvents(st.reg)
+	forwarding := func(path string) (stop func()) {
+		if path == "/bench/empty" {
+			return func() {}
+		}
+		return st.set.StartEvents(ctx, evObs)
+	}
 	measure := func(path, tag string) round {
+		defer forwarding(path)()
 		before, wBefore := counted.snapshot(), storeWrites(st)
 		c0, w0 := cpuTime(), time.Now()
 		ok, failed, elapsed, firstErr := closedLoop(ctx, client, s.IngestClients, s.IngestRound, http.StatusAccepted, target(path, tag))
@@ -106,6 +120,7 @@ func benchIngest(ctx context.Context, e *env) (result, error) {
 	// Fixed rate: an open loop, latency from each request's scheduled time.
 	n := int(s.IngestRate * s.IngestRateFor.Seconds())
 	fixed := func(path, tag string) (latencies, int) {
+		defer forwarding(path)()
 		got := openLoop(ctx, client, s.IngestRate, n, 256, func(i int) *http.Request {
 			delivery := fmt.Sprintf("%s-%d", tag, i)
 			body := distinctPush(e.push, delivery)
