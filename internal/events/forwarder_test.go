@@ -375,3 +375,73 @@ func eventIDs(evs []build.Event) []string {
 	}
 	return out
 }
+
+// allOrNothing is buildtest's stream as an events.AllOrNothing publisher
+// that counts its calls and fails the next fail of them whole.
+type allOrNothing struct {
+	next  message.Publisher
+	mu    sync.Mutex
+	calls []int // messages per call
+	fail  int
+}
+
+func (p *allOrNothing) PublishesAllOrNothing() {}
+
+func (p *allOrNothing) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	p.calls = append(p.calls, len(msgs))
+	failing := p.fail > 0
+	if failing {
+		p.fail--
+	}
+	p.mu.Unlock()
+	if failing {
+		return errors.New("the stream is down")
+	}
+	return p.next.Publish(topic, msgs...)
+}
+
+func (p *allOrNothing) Close() error { return nil }
+
+// A round goes to an all-or-nothing publisher in one call, one write
+// (sqlite.Stream), in order; a failed call leaves the whole round in the
+// outbox, and the next round publishes it.
+func TestForwardPublishesARoundInOneCallWhereAllOrNothing(t *testing.T) {
+	t.Parallel()
+	s, stream := buildtest.NewRecords(), buildtest.NewStream()
+	rs := interleaved(t, s, 2)
+	pub := &allOrNothing{next: stream, fail: 1}
+	obs := &observer{}
+	f := newForwarder(t, s.Outbox(), pub, events.ForwarderConfig{Observer: obs})
+
+	if n, err := f.Forward(t.Context(), 0); err == nil || n != 0 {
+		t.Fatalf("Forward() with the publish failing = %d, %v, want 0 and an error", n, err)
+	}
+	if got := stream.Published(); len(got) != 0 {
+		t.Errorf("published %v after a failed call, want nothing", eventIDs(got))
+	}
+	if left := pending(t, s.Outbox()); len(left) != 8 {
+		t.Errorf("outbox after the failed round holds %d events, want all 8", len(left))
+	}
+
+	if n, err := f.Forward(t.Context(), 0); err != nil || n != 8 {
+		t.Fatalf("Forward() = %d, %v, want 8, nil", n, err)
+	}
+	if !slices.Equal(pub.calls, []int{8, 8}) {
+		t.Errorf("publish calls of %v messages, want one call of the 8 per round", pub.calls)
+	}
+	got := versions(stream.Published())
+	for _, r := range rs {
+		if !slices.Equal(got[r.BuildID], []int{1, 2, 3, 4}) {
+			t.Errorf("build %s published as versions %v, want [1 2 3 4]", r.BuildID, got[r.BuildID])
+		}
+	}
+	if left := pending(t, s.Outbox()); len(left) > 0 {
+		t.Errorf("outbox after forwarding holds %v", eventIDs(left))
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.failed != 8 || obs.published != 8 || obs.forwarded != 8 {
+		t.Errorf("observed %d failed and %d good publishes, %d forwarded, want 8, 8, 8", obs.failed, obs.published, obs.forwarded)
+	}
+}
