@@ -187,12 +187,12 @@ func (f *Forwarder) Forward(ctx context.Context, wait time.Duration) (int, error
 	for i, m := range msgs {
 		err := f.pub.Publish(f.cfg.Topic, m)
 		f.cfg.Observer.EventPublished(err)
-		if err == nil {
-			err = pctx.Err()
-		}
 		if err != nil {
-			// After the encode error, if any, of a later event.
-			perr = errors.Join(fmt.Errorf("publish event %s: %w", evs[i].ID, err), perr)
+			perr = fmt.Errorf("publish event %s: %w", evs[i].ID, err)
+			break
+		}
+		if pctx.Err() != nil {
+			perr = fmt.Errorf("publish event %s: %w", evs[i].ID, pctx.Err())
 			break
 		}
 		published = append(published, evs[i])
