@@ -121,20 +121,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// AllOrNothing marks a publisher whose Publish of several messages
-// publishes all of them or none (sqlite.Stream: one transaction). The
-// forwarder hands it a round's events in one call, one write for the
-// round where a publish of each would make one write each.
-type AllOrNothing interface {
-	PublishesAllOrNothing()
-}
-
 // Forward runs one round: it takes up to a batch of pending events
 // (waiting up to wait for the first), publishes them one by one in the
-// order given (all in one call to an AllOrNothing publisher), and removes
-// the published ones from the outbox. It stops at the first failed
-// publish, so that no later event of its build goes out before it. It
-// returns how many events it forwarded.
+// order given, and removes the published ones from the outbox. It stops
+// at the first failed publish, so that no later event of its build goes
+// out before it. It returns how many events it forwarded.
 func (f *Forwarder) Forward(ctx context.Context, wait time.Duration) (int, error) {
 	evs, err := f.outbox.Pending(ctx, f.cfg.Batch, wait)
 	if err != nil {
@@ -154,7 +145,7 @@ func (f *Forwarder) Forward(ctx context.Context, wait time.Duration) (int, error
 
 	pctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
-	msgs := make([]*message.Message, 0, len(evs))
+	published := make([]build.Event, 0, len(evs))
 	var perr error
 	for _, e := range evs {
 		e.Source = f.cfg.Source
@@ -166,36 +157,17 @@ func (f *Forwarder) Forward(ctx context.Context, wait time.Duration) (int, error
 			break
 		}
 		m.SetContext(pctx)
-		msgs = append(msgs, m)
-	}
-	published := make([]build.Event, 0, len(msgs))
-	if _, ok := f.pub.(AllOrNothing); ok && len(msgs) > 1 {
-		// One call, one write: all of them went out, or none.
-		err := f.pub.Publish(f.cfg.Topic, msgs...)
-		for range msgs {
-			f.cfg.Observer.EventPublished(err)
-		}
-		if err == nil {
-			err = pctx.Err()
-		}
-		if err != nil {
-			return 0, errors.Join(perr, fmt.Errorf("publish %d events from %s: %w", len(msgs), evs[0].ID, err))
-		}
-		published = evs[:len(msgs)]
-		msgs = nil
-	}
-	for i, m := range msgs {
-		err := f.pub.Publish(f.cfg.Topic, m)
+		err = f.pub.Publish(f.cfg.Topic, m)
 		f.cfg.Observer.EventPublished(err)
 		if err != nil {
-			perr = fmt.Errorf("publish event %s: %w", evs[i].ID, err)
+			perr = fmt.Errorf("publish event %s: %w", e.ID, err)
 			break
 		}
 		if pctx.Err() != nil {
-			perr = fmt.Errorf("publish event %s: %w", evs[i].ID, pctx.Err())
+			perr = fmt.Errorf("publish event %s: %w", e.ID, pctx.Err())
 			break
 		}
-		published = append(published, evs[i])
+		published = append(published, e)
 	}
 	if len(published) > 0 {
 		// The removal outlives a cancelled round: what went out must

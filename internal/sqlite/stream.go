@@ -139,11 +139,6 @@ func (s *Stream) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-// PublishesAllOrNothing marks Publish as all or nothing (one write): the
-// event forwarder publishes a round's events in one call
-// (events.AllOrNothing).
-func (s *Stream) PublishesAllOrNothing() {}
-
 // Close does nothing: the database is its opener's to close.
 func (s *Stream) Close() error { return nil }
 

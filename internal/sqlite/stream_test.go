@@ -18,10 +18,6 @@ import (
 	"github.com/decap-ci/decap/internal/sqlite"
 )
 
-// The forwarder publishes a round's events to the stream in one call, one
-// write: the stream's Publish is all or nothing (one transaction).
-var _ events.AllOrNothing = (*sqlite.Stream)(nil)
-
 func TestEventStream(t *testing.T) {
 	t.Parallel()
 	buildtest.TestEventStream(t, func(t *testing.T) (message.Publisher, build.EventStream) {
