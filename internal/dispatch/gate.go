@@ -32,14 +32,15 @@ type gateWatch struct {
 	gate    Gate // nil: always open
 	every   time.Duration
 	log     *slog.Logger
-	obs     Observer  // hears every successful read
-	paused  bool      // last known; open until a read says otherwise
-	readAt  time.Time // of the last read, failed or not; zero before the first
-	failing bool      // the last read failed
+	obs     Observer // hears every successful read
+	failing bool     // the last read failed
 
-	mu         sync.Mutex // guards the copies below, for the other loops
-	seenPaused bool
-	seenAt     time.Time
+	// mu guards paused and readAt, written only by the method read (the
+	// first loop's): that loop reads them without it, the others
+	// (openFresh, knownPaused) with it.
+	mu     sync.Mutex
+	paused bool      // last known; open until a read says otherwise
+	readAt time.Time // of the last read, failed or not; zero before the first
 }
 
 // openFresh reports whether the last read left the gate open and is no
@@ -51,7 +52,7 @@ func (w *gateWatch) openFresh() bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return !w.seenPaused && !w.seenAt.IsZero() && time.Since(w.seenAt) < w.every
+	return !w.paused && !w.readAt.IsZero() && time.Since(w.readAt) < w.every
 }
 
 // knownPaused reports whether the last read left the gate paused.
@@ -61,14 +62,7 @@ func (w *gateWatch) knownPaused() bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.seenPaused
-}
-
-// publish copies the state read for openFresh and knownPaused.
-func (w *gateWatch) publish() {
-	w.mu.Lock()
-	w.seenPaused, w.seenAt = w.paused, w.readAt
-	w.mu.Unlock()
+	return w.paused
 }
 
 // waitOpen returns true once the gate is open, reading it when the last
@@ -104,8 +98,9 @@ func (w *gateWatch) read(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, gateReadTimeout)
 	st, err := w.gate.Get(rctx)
 	cancel()
+	w.mu.Lock()
 	w.readAt = time.Now()
-	defer w.publish()
+	w.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -127,7 +122,9 @@ func (w *gateWatch) read(ctx context.Context) {
 	case !st.Paused && w.paused:
 		w.log.Info("dispatch resumed", "by", st.By, "since", st.Since)
 	}
+	w.mu.Lock()
 	w.paused = st.Paused
+	w.mu.Unlock()
 	if w.obs != nil {
 		w.obs.Paused(w.paused)
 	}
