@@ -223,7 +223,13 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 	if s.Ends, err = sqlite.NewEnds(locks, records, queue); err != nil {
 		return err
 	}
+	// The stream lives in the records' database: each record change writes
+	// its event straight into it, in the change's transaction. The outbox
+	// and its forwarder stay for what an older Decap left there.
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
+	if err := stream.TakeRecordEvents(s.cfg.PublicURL); err != nil {
+		return fmt.Errorf("configuration: DECAP_PUBLIC_URL: %w", err)
+	}
 	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic
 	s.Gate = sqlite.NewGate(db)
 	s.Sessions = sqlite.NewSessions(db)

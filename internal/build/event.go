@@ -151,17 +151,23 @@ const (
 
 // wireEvent is an Event as JSON structured-mode CloudEvents: the required
 // attributes, subject, time, datacontenttype, the extension recordversion
-// (an integer: Event.Version) and data.
+// (an integer: Event.Version) and data. Its head, all but data, is encoded
+// on its own (EncodeEventData); the JSON of the embedded struct's fields
+// is the outer object's.
 type wireEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            EventType       `json:"type"`
-	Subject         ID              `json:"subject"`
-	Time            time.Time       `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	RecordVersion   int             `json:"recordversion"`
-	Data            json.RawMessage `json:"data"`
+	wireHead
+	Data json.RawMessage `json:"data"`
+}
+
+type wireHead struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            EventType `json:"type"`
+	Subject         ID        `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	RecordVersion   int       `json:"recordversion"`
 }
 
 // EncodeEvent returns e as a CloudEvents 1.0 event in JSON structured mode.
@@ -175,8 +181,71 @@ func EncodeEvent(e Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	return json.Marshal(wireEvent{SpecVersion: eventSpecVersion, ID: e.ID, Source: e.Source, Type: e.Type,
-		Subject: e.Subject, Time: e.Time.UTC(), DataContentType: eventDataContentType, RecordVersion: e.Version, Data: data})
+	return EncodeEventData(e, data)
+}
+
+// EncodeEventData is EncodeEvent with the record already encoded: data
+// must be json.Marshal(e.Record), as a store keeps it. A store that writes
+// the event in the change's own transaction spares itself a second
+// encoding of the record under its write lock; data is not checked
+// against the record, only that it is one JSON object.
+func EncodeEventData(e Event, data []byte) ([]byte, error) {
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+		return nil, fmt.Errorf("%w: event %q data is not a JSON object", ErrInvalid, e.ID)
+	}
+	out, ok := appendHead(make([]byte, 0, 256+len(data)), e)
+	if !ok {
+		head, err := json.Marshal(wireHead{SpecVersion: eventSpecVersion, ID: e.ID, Source: e.Source, Type: e.Type,
+			Subject: e.Subject, Time: e.Time.UTC(), DataContentType: eventDataContentType, RecordVersion: e.Version})
+		if err != nil {
+			return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		out = append(out[:0], head[:len(head)-1]...) // without its closing brace
+	}
+	out = append(out, `,"data":`...)
+	out = append(out, data...)
+	return append(out, '}'), nil
+}
+
+// appendHead appends e's head to b as encoding/json writes wireHead, but
+// its closing brace, without reflection (a store encodes events under its
+// write lock): when the ID, source, type and subject are printable ASCII
+// that JSON does not escape, and the time has a four-digit year. Else it
+// returns b and false.
+func appendHead(b []byte, e Event) ([]byte, bool) {
+	t := e.Time.UTC()
+	if y := t.Year(); y < 0 || y > 9999 || !plainJSON(e.ID) || !plainJSON(e.Source) || !plainJSON(string(e.Type)) ||
+		!plainJSON(string(e.Subject)) {
+		return b, false
+	}
+	b = append(b, `{"specversion":"`+eventSpecVersion+`","id":"`...)
+	b = append(b, e.ID...)
+	b = append(b, `","source":"`...)
+	b = append(b, e.Source...)
+	b = append(b, `","type":"`...)
+	b = append(b, e.Type...)
+	b = append(b, `","subject":"`...)
+	b = append(b, e.Subject...)
+	b = append(b, `","time":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano) // time.Time's MarshalJSON
+	b = append(b, `","datacontenttype":"`+eventDataContentType+`","recordversion":`...)
+	return strconv.AppendInt(b, int64(e.Version), 10), true
+}
+
+// plainJSON reports whether s is a JSON string's content as encoding/json
+// writes it: printable ASCII but the quote, the backslash and the HTML
+// characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // DecodeEvent parses an event that EncodeEvent made. Anything else — not
@@ -205,13 +274,24 @@ func DecodeEvent(b []byte) (Event, error) {
 	return e, nil
 }
 
+// ValidateEventSource checks an event source (DECAP_PUBLIC_URL): not empty,
+// and a URI reference (no spaces or control characters). ErrInvalid if not.
+func ValidateEventSource(source string) error {
+	switch {
+	case source == "":
+		return fmt.Errorf("%w: event has no source", ErrInvalid)
+	case strings.ContainsFunc(source, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return fmt.Errorf("%w: event source %q is not a URI reference", ErrInvalid, source)
+	}
+	return nil
+}
+
 // validate checks what every published event must satisfy.
 func (e Event) validate() error {
+	if err := ValidateEventSource(e.Source); err != nil {
+		return fmt.Errorf("event %q: %w", e.ID, err)
+	}
 	switch {
-	case e.Source == "":
-		return fmt.Errorf("%w: event %q has no source", ErrInvalid, e.ID)
-	case strings.ContainsFunc(e.Source, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		return fmt.Errorf("%w: event %q source %q is not a URI reference", ErrInvalid, e.ID, e.Source)
 	case e.Subject == "" || e.Subject != e.Record.BuildID:
 		return fmt.Errorf("%w: event %q subject %q is not its record's build %q", ErrInvalid, e.ID, e.Subject, e.Record.BuildID)
 	case e.Version < 1 || e.ID != EventID(e.Subject, e.Version):

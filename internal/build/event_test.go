@@ -166,6 +166,85 @@ func TestDecodeEventRefuses(t *testing.T) {
 	}
 }
 
+// TestEncodeEventDataIsEncodeEvent: the event a store makes from the record
+// it stored (EncodeEventData) is, byte for byte, the structured-mode event
+// as encoding/json writes it with every attribute in one object, data
+// last — on its fast path (plain attributes) and off it (a source JSON
+// escapes); and it refuses what EncodeEvent refuses, and data that is no
+// JSON object.
+func TestEncodeEventDataIsEncodeEvent(t *testing.T) {
+	t.Parallel()
+	base := sampleEvent()
+	at := base.Time
+	for _, tc := range []struct {
+		name   string
+		source string
+		time   time.Time
+	}{
+		{"plain", "https://decap.example.com", at},
+		{"whole second", "https://decap.example.com", at.Truncate(time.Second)},
+		{"trailing zeros", "https://decap.example.com", at.Truncate(time.Second).Add(120 * time.Millisecond)},
+		{"another zone", "https://decap.example.com", at.In(time.FixedZone("x", -7*3600))},
+		{"source with <", "https://decap.example.com/<", at},
+		{"source with >", "https://decap.example.com/>", at},
+		{"source with &", "https://decap.example.com/?a&b", at},
+		{"source with a quote", `https://decap.example.com/"`, at},
+		{"source with a backslash", `https://decap.example.com/\`, at},
+		{"non-ASCII source", "https://décap.example.com", at},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := base
+			e.Source, e.Time = tc.source, tc.time
+			data, err := json.Marshal(e.Record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := build.EncodeEventData(e, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(struct {
+				SpecVersion     string          `json:"specversion"`
+				ID              string          `json:"id"`
+				Source          string          `json:"source"`
+				Type            string          `json:"type"`
+				Subject         string          `json:"subject"`
+				Time            time.Time       `json:"time"`
+				DataContentType string          `json:"datacontenttype"`
+				RecordVersion   int             `json:"recordversion"`
+				Data            json.RawMessage `json:"data"`
+			}{"1.0", e.ID, e.Source, string(e.Type), string(e.Subject), e.Time.UTC(), "application/json", e.Version, data})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("EncodeEventData() =\n%s\nwant\n%s", got, want)
+			}
+			if viaRecord, err := build.EncodeEvent(e); err != nil || string(viaRecord) != string(want) {
+				t.Errorf("EncodeEvent() = %s, %v; want %s", viaRecord, err, want)
+			}
+			if back, err := build.DecodeEvent(got); err != nil || back.ID != e.ID || back.Source != e.Source ||
+				!back.Time.Equal(e.Time) || back.Record.Number != e.Record.Number {
+				t.Errorf("DecodeEvent(EncodeEventData()) = %+v, %v", back, err)
+			}
+		})
+	}
+	data, err := json.Marshal(base.Record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]string{"empty": "", "array": "[1]", "string": `"x"`, "cut": `{"buildId"`} {
+		if _, err := build.EncodeEventData(base, []byte(d)); !errors.Is(err, build.ErrInvalid) {
+			t.Errorf("EncodeEventData(data %s) error = %v, want ErrInvalid", name, err)
+		}
+	}
+	noSource := base
+	noSource.Source = ""
+	if _, err := build.EncodeEventData(noSource, data); !errors.Is(err, build.ErrInvalid) {
+		t.Errorf("EncodeEventData(no source) error = %v, want ErrInvalid", err)
+	}
+}
+
 func TestSameRecord(t *testing.T) {
 	t.Parallel()
 	a := build.RecordFor(sampleRequest())

@@ -1,7 +1,8 @@
 // Package sqlite is the embedded default's durable store: the build queue,
 // branch locks with the concurrency cap, idempotency claims, build records
 // and their event outbox (each change's event written in the change's
-// transaction; Outbox), the dispatch gate and the UI's sessions in one
+// transaction; Outbox, or the event stream itself when it takes the
+// records' events: Stream.TakeRecordEvents), the dispatch gate and the UI's sessions in one
 // SQLite database file (modernc.org/sqlite, pure Go).
 //
 // Several processes (dispatcher, ingest, reaper) may open the same file at
@@ -84,6 +85,9 @@ type DB struct {
 	// written is closed and replaced when a write of this process put an
 	// event in the outbox (Outbox.Pending waits on it).
 	written *signal
+	// toStream, when set, is the stream that the record changes' events go
+	// to instead of the outbox (Stream.TakeRecordEvents).
+	toStream atomic.Pointer[streamSink]
 	// docs are the records last written or read, with their documents
 	// (doccache.go).
 	docs *docCache
@@ -231,7 +235,8 @@ func (db *DB) close() error {
 // migrations returns the statements that bring the schema from version i to
 // i+1. Append only: a released migration never changes.
 func migrations() []string {
-	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9, schemaV10, schemaV11, schemaV12}
+	return []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6, schemaV7, schemaV8, schemaV9, schemaV10, schemaV11, schemaV12,
+		schemaV13}
 }
 
 // schemaV1 is the first schema. Times are Unix nanoseconds.
@@ -459,6 +464,15 @@ CREATE INDEX records_history ON records (team, project, queued_at, id);
 CREATE INDEX records_running ON records (id) WHERE status = 'running';
 CREATE INDEX records_waiting ON records (queued_at, id) WHERE status IN ('queued', 'deferred');
 CREATE INDEX records_unfinished ON records (team, project, queued_at, id) WHERE unfinished = 1;
+`
+
+// schemaV13 drops the stream's index of events by publish time. The
+// record changes now write their events into the stream (tuning 23:
+// Stream.TakeRecordEvents), so each change paid for that index's entry
+// too; the trim, its only user, finds the old events by seq instead, as
+// they were published in seq order.
+const schemaV13 = `
+DROP INDEX stream_events_published;
 `
 
 // useWAL puts the database file in WAL mode, which persists in the file.

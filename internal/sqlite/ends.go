@@ -66,7 +66,7 @@ func (s *Ends) Ended(ctx context.Context, rec build.Record, key string) (bool, e
 		return false, fmt.Errorf("record the end of %s: %w", rec.BuildID, err)
 	}
 	if changed {
-		db.written.fire()
+		db.eventsWritten()
 	}
 	if woke {
 		db.wake.notify()

@@ -99,7 +99,7 @@ func (in *Intake) enqueue(ctx context.Context, req build.Request, claims []strin
 		return "", nil, fmt.Errorf("enqueue %s: %w", req.BuildID, err)
 	}
 	if changed {
-		db.written.fire()
+		db.eventsWritten()
 	}
 	if sent {
 		db.wake.notify()

@@ -62,7 +62,7 @@ func (s *Launches) Claim(ctx context.Context, l build.Lease, cap int, rec build.
 		return fmt.Errorf("claim the launch of %s: %w", l.BuildID, err)
 	}
 	if changed {
-		db.written.fire()
+		db.eventsWritten()
 	}
 	return nil
 }
@@ -100,7 +100,7 @@ func (s *Launches) Started(ctx context.Context, key string, until time.Time, rec
 		return false, fmt.Errorf("record the start of %s: %w", rec.BuildID, err)
 	}
 	if changed {
-		db.written.fire()
+		db.eventsWritten()
 	}
 	if more {
 		db.wake.notify() // the group's next message is receivable

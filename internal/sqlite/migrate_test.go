@@ -58,6 +58,11 @@ func TestMigrateFromV1(t *testing.T) {
 	if err := db.rdb.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations()) {
 		t.Errorf("user_version after Open = %d, %v; want %d", v, err, len(migrations()))
 	}
+	// Version 13 dropped the stream's index of publish times.
+	var indexes int
+	if err := db.rdb.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'stream_events_published'`).Scan(&indexes); err != nil || indexes != 0 {
+		t.Errorf("stream_events_published after the upgrade: %d, %v; want dropped", indexes, err)
+	}
 	// Version 12 made the records a rowid table (a WITHOUT ROWID table
 	// has no rowid column).
 	var rowid int64

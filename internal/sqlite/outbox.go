@@ -39,10 +39,18 @@ func (s *Records) Outbox() build.EventOutbox { return &Outbox{db: s.db} }
 // wait only when it died before forwarding them).
 func (o *Outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]build.Event, error) {
 	limit = min(max(limit, 1), maxPending)
+	return awaitEvents(ctx, wait, "read the outbox", o.db.written.wait, func() ([]build.Event, error) { return o.read(ctx, limit) })
+}
+
+// awaitEvents calls read until it returns events or fails, and while it
+// returns none, waits for the next wake-up (woken: a channel closed at
+// the next one, taken before each read so none is missed), up to wait in
+// all: then it returns nothing. what names the read in a context's error.
+func awaitEvents(ctx context.Context, wait time.Duration, what string, woken func() <-chan struct{}, read func() ([]build.Event, error)) ([]build.Event, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		woken := o.db.written.wait()
-		evs, err := o.read(ctx, limit)
+		next := woken()
+		evs, err := read()
 		if err != nil || len(evs) > 0 {
 			return evs, err
 		}
@@ -54,8 +62,8 @@ func (o *Outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return nil, fmt.Errorf("read the outbox: %w", ctx.Err())
-		case <-woken:
+			return nil, fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-next:
 		case <-timer.C: // read once more: another process may have written
 		}
 		timer.Stop()
@@ -172,18 +180,37 @@ func (m *seqMemo) forget(evs []build.Event) {
 	}
 }
 
-// writeEvent adds the event of a change to the outbox, in the change's
-// transaction tx: version is the record's version after the change, doc
-// the record as stored. The caller wakes Pending (db.written) once the
-// transaction committed.
+// writeEvent adds the event of a change to the outbox, or to the stream
+// if it takes the records' events (Stream.TakeRecordEvents), in the
+// change's transaction tx: version is the record's version after the
+// change, doc the record as stored. The caller calls db.eventsWritten
+// once the transaction committed.
 func (db *DB) writeEvent(ctx context.Context, tx *Tx, r build.Record, version int, doc []byte) error {
 	e := build.NewEvent(r, version, db.now())
+	if sink := db.toStream.Load(); sink != nil {
+		if err := sink.publishTx(ctx, tx, e, doc); err != nil {
+			return fmt.Errorf("publish event %s: %w", e.ID, err)
+		}
+		return nil
+	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO record_events (build_id, version, type, at, doc) VALUES (?, ?, ?, ?, ?)`,
 		string(e.Subject), e.Version, string(e.Type), nanos(e.Time), doc)
 	if err != nil {
 		return fmt.Errorf("write event %s: %w", e.ID, err)
 	}
 	return nil
+}
+
+// eventsWritten wakes what waits for the events of this process's record
+// changes, once their write committed: the outbox's Pending, or the
+// stream's consumers and tails (of every process) when the stream took
+// the events.
+func (db *DB) eventsWritten() {
+	if db.toStream.Load() != nil {
+		db.streamWake.notify()
+		return
+	}
+	db.written.fire()
 }
 
 // signal wakes the waiters of this process: wait returns a channel that

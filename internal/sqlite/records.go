@@ -59,14 +59,14 @@ func (s *Records) Save(ctx context.Context, r build.Record) error {
 		return fmt.Errorf("save record %s: %w", r.BuildID, err)
 	}
 	if changed {
-		s.db.written.fire()
+		s.db.eventsWritten()
 	}
 	return nil
 }
 
 // saveTx is Save within tx: it tells whether it changed the record (and
-// wrote its event); the caller fires db.written after the commit. pre, if
-// not nil, is r encoded (encodeRecord), made by the caller before the
+// wrote its event); the caller calls db.eventsWritten after the commit.
+// pre, if not nil, is r encoded (encodeRecord), made by the caller before the
 // write lock: used when the store keeps r as it is (its number, no claim
 // to keep), which is every save of a record already launching.
 func (s *Records) saveTx(ctx context.Context, tx *Tx, r build.Record, pre []byte) (changed bool, err error) {

@@ -48,7 +48,7 @@ func (s *Records) EndWaiting(ctx context.Context, r build.Record) error {
 	if err != nil {
 		return fmt.Errorf("end waiting build %s: %w", r.BuildID, err)
 	}
-	s.db.written.fire()
+	s.db.eventsWritten()
 	return nil
 }
 

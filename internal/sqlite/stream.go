@@ -112,31 +112,84 @@ func (s *Stream) Publish(topic string, msgs ...*message.Message) error {
 	}
 	ctx := msgs[0].Context()
 	now := s.db.now()
-	trim := now.UnixNano()-s.lastTrim.Load() > int64(time.Minute)
 	err := s.db.write(ctx, func(tx *Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO stream_events (id, body, published_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
 		for i, m := range msgs {
-			if _, err := ins.ExecContext(ctx, ids[i], []byte(m.Payload), now.UnixNano()); err != nil {
+			if err := s.appendTx(ctx, tx, ids[i], []byte(m.Payload), now); err != nil {
 				return err
 			}
 		}
-		if trim {
-			_, err = tx.ExecContext(ctx, `DELETE FROM stream_events WHERE published_at < ?`, now.Add(-s.opts.Retention).UnixNano())
-		}
-		return err
+		return s.trimTx(ctx, tx, now)
 	})
 	if err != nil {
 		return fmt.Errorf("publish %d events to %s: %w", len(msgs), topic, err)
 	}
-	if trim {
-		s.lastTrim.Store(now.UnixNano())
-	}
 	s.db.streamWake.notify()
 	return nil
+}
+
+// appendTx appends one event (its ID and its CloudEvents body) in tx,
+// unless an event of its ID was published before.
+func (s *Stream) appendTx(ctx context.Context, tx *Tx, id string, body []byte, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO stream_events (id, body, published_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		id, body, now.UnixNano())
+	return err
+}
+
+// trimTx deletes in tx the events older than the retention, once a minute
+// at most in this process. A write that rolls back after it leaves them
+// for the next minute's. The events were published in seq order, so the
+// old ones are those before the first young one, which a walk in seq order
+// finds past the old ones (the rows deleted anyway), without an index of
+// publish times (schemaV13).
+func (s *Stream) trimTx(ctx context.Context, tx *Tx, now time.Time) error {
+	last := s.lastTrim.Load()
+	if now.UnixNano()-last <= int64(time.Minute) || !s.lastTrim.CompareAndSwap(last, now.UnixNano()) {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `
+DELETE FROM stream_events WHERE seq < IFNULL(
+	(SELECT seq FROM stream_events WHERE published_at >= ? ORDER BY seq LIMIT 1),
+	(SELECT IFNULL(MAX(seq), 0) + 1 FROM stream_events))`, now.Add(-s.opts.Retention).UnixNano())
+	return err
+}
+
+// TakeRecordEvents has the record changes of db, from now on, write their
+// events straight into the stream, in the change's own transaction,
+// instead of into the outbox (Outbox) for a forwarder to publish here: the
+// stream is in the same database, so it is the outbox, and an event is
+// published when its change commits — none is lost on a crash, none
+// waits for a forwarder, and the change's write is the only one. source
+// is every event's CloudEvents source (DECAP_PUBLIC_URL); ErrInvalid if
+// it is none. The outbox keeps what was written before (or by a process
+// that does not call this): a forwarder still publishes it, at its sweep,
+// since such writes no longer wake it.
+func (s *Stream) TakeRecordEvents(source string) error {
+	if err := build.ValidateEventSource(source); err != nil {
+		return fmt.Errorf("record events to the stream: %w", err)
+	}
+	s.db.toStream.Store(&streamSink{stream: s, source: source})
+	return nil
+}
+
+// streamSink is where a DB's record changes publish their events when the
+// stream takes them (TakeRecordEvents).
+type streamSink struct {
+	stream *Stream
+	source string
+}
+
+// publishTx appends e, the event of a change, to the stream in the
+// change's transaction tx; doc is the record as stored (its JSON).
+func (k *streamSink) publishTx(ctx context.Context, tx *Tx, e build.Event, doc []byte) error {
+	e.Source = k.source
+	body, err := build.EncodeEventData(e, doc)
+	if err != nil {
+		return err
+	}
+	if err := k.stream.appendTx(ctx, tx, e.ID, body, e.Time); err != nil {
+		return err
+	}
+	return k.stream.trimTx(ctx, tx, e.Time)
 }
 
 // Close does nothing: the database is its opener's to close.
