@@ -467,7 +467,7 @@ CREATE INDEX records_unfinished ON records (team, project, queued_at, id) WHERE 
 `
 
 // schemaV13 drops the stream's index of events by publish time. The
-// record changes now write their events into the stream (tuning 23:
+// record changes now write their events into the stream (tuning 25:
 // Stream.TakeRecordEvents), so each change paid for that index's entry
 // too; the trim, its only user, finds the old events by seq instead, as
 // they were published in seq order.
