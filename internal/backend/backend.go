@@ -132,7 +132,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger, now func(
 	s := &Set{Catalog: cat, cfg: cfg, log: logger, runDir: runDir}
 	switch cfg.Backend {
 	case "embedded":
-		err = s.openEmbedded(now)
+		err = s.openEmbedded(ctx, now)
 	case "aws":
 		err = s.openAWS(ctx, now)
 	default:
@@ -197,7 +197,7 @@ func restrictDataDir(dir string, searchable bool) error {
 	return nil
 }
 
-func (s *Set) openEmbedded(now func() time.Time) error {
+func (s *Set) openEmbedded(ctx context.Context, now func() time.Time) error {
 	db, err := sqlite.Open(filepath.Join(s.cfg.DataDir, "decap.db"), sqlite.Options{Now: now})
 	if err != nil {
 		return err
@@ -224,10 +224,11 @@ func (s *Set) openEmbedded(now func() time.Time) error {
 		return err
 	}
 	// The stream lives in the records' database: each record change writes
-	// its event straight into it, in the change's transaction. The outbox
-	// and its forwarder stay for what an older Decap left there.
+	// its event straight into it, in the change's transaction, after what
+	// the outbox held is moved in. The forwarder stays for a process of an
+	// older Decap that shares the file and still writes to the outbox.
 	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
-	if err := stream.TakeRecordEvents(s.cfg.PublicURL); err != nil {
+	if err := stream.TakeRecordEvents(ctx, s.cfg.PublicURL); err != nil {
 		return fmt.Errorf("configuration: DECAP_PUBLIC_URL: %w", err)
 	}
 	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic

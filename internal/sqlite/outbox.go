@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -39,14 +40,17 @@ func (s *Records) Outbox() build.EventOutbox { return &Outbox{db: s.db} }
 // wait only when it died before forwarding them).
 func (o *Outbox) Pending(ctx context.Context, limit int, wait time.Duration) ([]build.Event, error) {
 	limit = min(max(limit, 1), maxPending)
-	return awaitEvents(ctx, wait, "read the outbox", o.db.written.wait, func() ([]build.Event, error) { return o.read(ctx, limit) })
+	return awaitEvents(ctx, wait, "read the outbox", o.db.written.wait, func() ([]build.Event, error) {
+		return o.read(ctx, limit)
+	})
 }
 
 // awaitEvents calls read until it returns events or fails, and while it
 // returns none, waits for the next wake-up (woken: a channel closed at
 // the next one, taken before each read so none is missed), up to wait in
 // all: then it returns nothing. what names the read in a context's error.
-func awaitEvents(ctx context.Context, wait time.Duration, what string, woken func() <-chan struct{}, read func() ([]build.Event, error)) ([]build.Event, error) {
+func awaitEvents(ctx context.Context, wait time.Duration, what string, woken func() <-chan struct{},
+	read func() ([]build.Event, error)) ([]build.Event, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		next := woken()
@@ -81,15 +85,10 @@ func (o *Outbox) read(ctx context.Context, limit int) ([]build.Event, error) {
 	var out []build.Event
 	var seqs []int64
 	for rows.Next() {
-		var id, typ string
-		var seq, at int64
-		var version int
-		var doc []byte
-		if err := rows.Scan(&seq, &id, &version, &typ, &at, &doc); err != nil {
+		seq, e, doc, err := scanOutbox(rows)
+		if err != nil {
 			return nil, fmt.Errorf("read the outbox: %w", classify(err))
 		}
-		e := build.Event{ID: build.EventID(build.ID(id), version), Type: build.EventType(typ), Subject: build.ID(id),
-			Time: fromNanos(at), Version: version}
 		if err := json.Unmarshal(doc, &e.Record); err != nil {
 			return nil, fmt.Errorf("read the outbox: event %s: %w", e.ID, err)
 		}
@@ -101,6 +100,20 @@ func (o *Outbox) read(ctx context.Context, limit int) ([]build.Event, error) {
 	}
 	o.db.eventSeqs.remember(out, seqs)
 	return out, nil
+}
+
+// scanOutbox reads an outbox row: seq, build_id, version, type, at, doc;
+// the event's Record is left to decode from doc.
+func scanOutbox(rows *sql.Rows) (seq int64, e build.Event, doc []byte, err error) {
+	var id, typ string
+	var at int64
+	var version int
+	if err := rows.Scan(&seq, &id, &version, &typ, &at, &doc); err != nil {
+		return 0, build.Event{}, nil, err
+	}
+	e = build.Event{ID: build.EventID(build.ID(id), version), Type: build.EventType(typ), Subject: build.ID(id),
+		Time: fromNanos(at), Version: version}
+	return seq, e, doc, nil
 }
 
 // Forwarded deletes the events from the outbox, in one write; events

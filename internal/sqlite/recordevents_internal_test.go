@@ -23,7 +23,7 @@ func openTaken(t *testing.T, path string, opts StreamOptions) (*DB, *Stream) {
 	t.Helper()
 	db := openPlainDBAt(t, path)
 	s := NewStream(db, opts)
-	if err := s.TakeRecordEvents(testSource); err != nil {
+	if err := s.TakeRecordEvents(t.Context(), testSource); err != nil {
 		t.Fatal(err)
 	}
 	return db, s
@@ -209,11 +209,76 @@ func TestRecordEventsWakeAnotherOpen(t *testing.T) {
 	}
 }
 
+// TestTakeRecordEventsMovesTheOutbox: what the outbox held when the stream
+// took the records' events (a process crashed before forwarding them)
+// goes into the stream first, in the outbox's order, so a build's later
+// change comes after them; a row that does not decode stays in the outbox
+// for the forwarder to report, and keeps nothing from starting.
+func TestTakeRecordEventsMovesTheOutbox(t *testing.T) {
+	t.Parallel()
+	db := openPlainDBAt(t, filepath.Join(t.TempDir(), "decap.db"))
+	recs := NewRecords(db)
+	ctx := t.Context()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	a := build.Record{BuildID: build.NewID(now), Team: "ae6rt", Project: "p", Ref: "a", RefType: build.Branch,
+		Trigger: build.TriggerManual, Status: build.StatusQueued, QueuedAt: now}
+	b := a
+	b.BuildID, b.Ref = build.NewID(now.Add(time.Millisecond)), "b"
+	save := func(r build.Record) {
+		t.Helper()
+		if err := recs.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(a)
+	save(b)
+	if err := a.Defer(now, now.Add(time.Minute), "lock busy"); err != nil {
+		t.Fatal(err)
+	}
+	save(a)
+	if err := db.write(ctx, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO record_events (build_id, version, type, at, doc) VALUES (?, 1, ?, ?, ?)`,
+			string(build.NewID(now)), string(build.EventQueued), nanos(now), []byte("not a record"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	s := NewStream(db, StreamOptions{})
+	if err := s.TakeRecordEvents(ctx, testSource); err != nil {
+		t.Fatalf("TakeRecordEvents() with an undecodable event in the outbox: %v", err)
+	}
+	if err := a.Start(now.Add(time.Second), "pod", "c0ffee"); err != nil {
+		t.Fatal(err)
+	}
+	save(a)
+	evs, err := (&streamView{db: db, gone: map[string]bool{}}).Pending(ctx, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.ID)
+	}
+	want := []string{build.EventID(a.BuildID, 1), build.EventID(b.BuildID, 1), build.EventID(a.BuildID, 2), build.EventID(a.BuildID, 3)}
+	if !slices.Equal(got, want) {
+		t.Errorf("stream = %v, want %v", got, want)
+	}
+	var left int
+	if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM record_events WHERE doc = ?`, []byte("not a record")).Scan(&left); err != nil || left != 1 {
+		t.Errorf("the undecodable event: %d left in the outbox (%v), want 1", left, err)
+	}
+	var all int
+	if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM record_events`).Scan(&all); err != nil || all != 1 {
+		t.Errorf("the outbox holds %d events (%v), want only the undecodable one", all, err)
+	}
+}
+
 func TestTakeRecordEventsRefusesABadSource(t *testing.T) {
 	t.Parallel()
 	s := NewStream(openPlainDBAt(t, filepath.Join(t.TempDir(), "decap.db")), StreamOptions{})
 	for _, source := range []string{"", "http://a b", "http://a\n"} {
-		if err := s.TakeRecordEvents(source); !errors.Is(err, build.ErrInvalid) {
+		if err := s.TakeRecordEvents(t.Context(), source); !errors.Is(err, build.ErrInvalid) {
 			t.Errorf("TakeRecordEvents(%q) error = %v, want ErrInvalid", source, err)
 		}
 	}
@@ -234,7 +299,7 @@ func TestStreamTrimsOldEvents(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	s := NewStream(db, StreamOptions{Retention: time.Hour})
-	if err := s.TakeRecordEvents(testSource); err != nil {
+	if err := s.TakeRecordEvents(t.Context(), testSource); err != nil {
 		t.Fatal(err)
 	}
 	recs := NewRecords(db)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -160,15 +161,76 @@ DELETE FROM stream_events WHERE seq < IFNULL(
 // published when its change commits — none is lost on a crash, none
 // waits for a forwarder, and the change's write is the only one. source
 // is every event's CloudEvents source (DECAP_PUBLIC_URL); ErrInvalid if
-// it is none. The outbox keeps what was written before (or by a process
-// that does not call this): a forwarder still publishes it, at its sweep,
-// since such writes no longer wake it.
-func (s *Stream) TakeRecordEvents(source string) error {
+// it is none. Call it before the first write.
+//
+// First it moves what the outbox holds (events a process wrote before and
+// did not forward: it crashed, or ran an older Decap) into the stream, in
+// the outbox's order, in one write, so that no build's later event is
+// published before them. A process that does not take the records' events
+// still writes to the outbox, and its forwarder publishes from there.
+func (s *Stream) TakeRecordEvents(ctx context.Context, source string) error {
 	if err := build.ValidateEventSource(source); err != nil {
 		return fmt.Errorf("record events to the stream: %w", err)
 	}
+	moved := 0
+	err := s.db.write(ctx, func(tx *Tx) error {
+		var err error
+		moved, err = s.moveOutboxTx(ctx, tx, source)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record events to the stream: move the outbox's events: %w", err)
+	}
 	s.db.toStream.Store(&streamSink{stream: s, source: source})
+	if moved > 0 {
+		s.db.streamWake.notify()
+	}
 	return nil
+}
+
+// moveOutboxTx publishes in tx the events the outbox holds, in its order,
+// and removes them from it; it returns how many it moved. An event whose
+// record does not decode, or that does not encode, stays in the outbox,
+// where the forwarder reports it (a bug; it must not keep the services
+// from starting).
+func (s *Stream) moveOutboxTx(ctx context.Context, tx *Tx, source string) (int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT seq, build_id, version, type, at, doc FROM record_events ORDER BY seq`)
+	if err != nil {
+		return 0, err
+	}
+	type event struct {
+		seq  int64
+		body []byte
+		id   string
+	}
+	var evs []event
+	for rows.Next() {
+		seq, e, doc, err := scanOutbox(rows)
+		if err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if json.Unmarshal(doc, &e.Record) != nil {
+			continue
+		}
+		e.Source = source
+		if body, err := build.EncodeEventData(e, doc); err == nil {
+			evs = append(evs, event{seq: seq, body: body, id: e.ID})
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	now := s.db.now()
+	for _, e := range evs {
+		if err := s.appendTx(ctx, tx, e.id, e.body, now); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM record_events WHERE seq = ?`, e.seq); err != nil {
+			return 0, err
+		}
+	}
+	return len(evs), nil
 }
 
 // streamSink is where a DB's record changes publish their events when the
