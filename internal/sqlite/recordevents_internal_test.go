@@ -19,14 +19,13 @@ const testSource = "https://decap.test"
 
 // openTaken opens a database whose record changes write their events
 // into its stream (Stream.TakeRecordEvents), as the embedded backend does.
-func openTaken(t *testing.T, path string, opts StreamOptions) (*DB, *Stream) {
+func openTaken(t *testing.T, path string) *DB {
 	t.Helper()
 	db := openPlainDBAt(t, path)
-	s := NewStream(db, opts)
-	if err := s.TakeRecordEvents(t.Context(), testSource); err != nil {
+	if err := NewStream(db, StreamOptions{}).TakeRecordEvents(t.Context(), testSource); err != nil {
 		t.Fatal(err)
 	}
-	return db, s
+	return db
 }
 
 // streamView is the outbox as the stream that takes the records' events
@@ -90,7 +89,7 @@ func (v *streamView) Forwarded(_ context.Context, evs ...build.Event) error {
 func TestRecordEventsToTheStream(t *testing.T) {
 	t.Parallel()
 	buildtest.TestEventOutbox(t, func(t *testing.T) (buildtest.Records, build.EventOutbox) {
-		db, _ := openTaken(t, filepath.Join(t.TempDir(), "decap.db"), StreamOptions{})
+		db := openTaken(t, filepath.Join(t.TempDir(), "decap.db"))
 		t.Cleanup(func() {
 			if evs, err := NewRecords(db).Outbox().Pending(context.Background(), 10, 0); err != nil || len(evs) > 0 {
 				t.Errorf("the outbox holds %d events (%v): the stream took none of them", len(evs), err)
@@ -105,7 +104,7 @@ func TestRecordEventsToTheStream(t *testing.T) {
 // the stream in their own transaction, with the source given.
 func TestRecordEventsOfALife(t *testing.T) {
 	t.Parallel()
-	db, _ := openTaken(t, filepath.Join(t.TempDir(), "decap.db"), StreamOptions{})
+	db := openTaken(t, filepath.Join(t.TempDir(), "decap.db"))
 	q, locks, recs := NewQueue(db, QueueOptions{}), NewLocks(db), NewRecords(db)
 	in, err := NewIntake(q, NewIdempotency(db), recs)
 	if err != nil {
@@ -179,7 +178,7 @@ func TestRecordEventsOfALife(t *testing.T) {
 func TestRecordEventsWakeAnotherOpen(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "decap.db")
-	writer, _ := openTaken(t, path, StreamOptions{})
+	writer := openTaken(t, path)
 	sub := NewStream(openPlainDBAt(t, path), StreamOptions{Recheck: time.Minute})
 	got := make(chan build.Event, 10)
 	ctx, cancel := context.WithCancel(t.Context())
