@@ -227,9 +227,17 @@ func (s *Set) openEmbedded(ctx context.Context, now func() time.Time) error {
 	// its event straight into it, in the change's transaction, after what
 	// the outbox held is moved in. The forwarder stays for a process of an
 	// older Decap that shares the file and still writes to the outbox.
-	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
-	if err := stream.TakeRecordEvents(ctx, s.cfg.PublicURL); err != nil {
+	if err := build.ValidateEventSource(s.cfg.PublicURL); err != nil {
 		return fmt.Errorf("configuration: DECAP_PUBLIC_URL: %w", err)
+	}
+	stream := sqlite.NewStream(db, sqlite.StreamOptions{})
+	left, err := stream.TakeRecordEvents(ctx, s.cfg.PublicURL)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		s.log.Error("build events left in the outbox: their records do not decode, and the forwarder stops at them",
+			"events", left)
 	}
 	s.Outbox, s.Events, s.eventsPub, s.eventsTopic = records.Outbox(), stream, stream, EventsTopic
 	s.Gate = sqlite.NewGate(db)

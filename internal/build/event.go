@@ -188,7 +188,8 @@ func EncodeEvent(e Event) ([]byte, error) {
 // must be json.Marshal(e.Record), as a store keeps it. A store that writes
 // the event in the change's own transaction spares itself a second
 // encoding of the record under its write lock; data is not checked
-// against the record, only that it is one JSON object.
+// against the record, and of its JSON only that it starts and ends as an
+// object does.
 func EncodeEventData(e Event, data []byte) ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ const testSource = "https://decap.test"
 func openTaken(t *testing.T, path string) *DB {
 	t.Helper()
 	db := openPlainDBAt(t, path)
-	if err := NewStream(db, StreamOptions{}).TakeRecordEvents(t.Context(), testSource); err != nil {
+	if _, err := NewStream(db, StreamOptions{}).TakeRecordEvents(t.Context(), testSource); err != nil {
 		t.Fatal(err)
 	}
 	return db
@@ -235,17 +235,22 @@ func TestTakeRecordEventsMovesTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	save(a)
+	bad := build.NewID(now)
 	if err := db.write(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO record_events (build_id, version, type, at, doc) VALUES (?, 1, ?, ?, ?)`,
-			string(build.NewID(now)), string(build.EventQueued), nanos(now), []byte("not a record"))
+			string(bad), string(build.EventQueued), nanos(now), []byte("not a record"))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 
 	s := NewStream(db, StreamOptions{})
-	if err := s.TakeRecordEvents(ctx, testSource); err != nil {
+	left, err := s.TakeRecordEvents(ctx, testSource)
+	if err != nil {
 		t.Fatalf("TakeRecordEvents() with an undecodable event in the outbox: %v", err)
+	}
+	if want := []string{build.EventID(bad, 1)}; !slices.Equal(left, want) {
+		t.Errorf("TakeRecordEvents() left %v in the outbox, want %v", left, want)
 	}
 	if err := a.Start(now.Add(time.Second), "pod", "c0ffee"); err != nil {
 		t.Fatal(err)
@@ -263,9 +268,9 @@ func TestTakeRecordEventsMovesTheOutbox(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("stream = %v, want %v", got, want)
 	}
-	var left int
-	if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM record_events WHERE doc = ?`, []byte("not a record")).Scan(&left); err != nil || left != 1 {
-		t.Errorf("the undecodable event: %d left in the outbox (%v), want 1", left, err)
+	var stays int
+	if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM record_events WHERE doc = ?`, []byte("not a record")).Scan(&stays); err != nil || stays != 1 {
+		t.Errorf("the undecodable event: %d left in the outbox (%v), want 1", stays, err)
 	}
 	var all int
 	if err := db.rdb.QueryRowContext(ctx, `SELECT count(*) FROM record_events`).Scan(&all); err != nil || all != 1 {
@@ -277,7 +282,7 @@ func TestTakeRecordEventsRefusesABadSource(t *testing.T) {
 	t.Parallel()
 	s := NewStream(openPlainDBAt(t, filepath.Join(t.TempDir(), "decap.db")), StreamOptions{})
 	for _, source := range []string{"", "http://a b", "http://a\n"} {
-		if err := s.TakeRecordEvents(t.Context(), source); !errors.Is(err, build.ErrInvalid) {
+		if _, err := s.TakeRecordEvents(t.Context(), source); !errors.Is(err, build.ErrInvalid) {
 			t.Errorf("TakeRecordEvents(%q) error = %v, want ErrInvalid", source, err)
 		}
 	}
@@ -298,7 +303,7 @@ func TestStreamTrimsOldEvents(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	s := NewStream(db, StreamOptions{Retention: time.Hour})
-	if err := s.TakeRecordEvents(t.Context(), testSource); err != nil {
+	if _, err := s.TakeRecordEvents(t.Context(), testSource); err != nil {
 		t.Fatal(err)
 	}
 	recs := NewRecords(db)

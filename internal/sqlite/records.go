@@ -39,8 +39,9 @@ func NewRecords(db *DB) *Records {
 // status gives build.ErrInvalid.
 //
 // A change adds its event to the outbox in the same transaction (the
-// record's next version; see Outbox); a Save that leaves the record as it
-// is (build.SameRecord) writes nothing.
+// record's next version; see Outbox), or to the stream when it takes the
+// records' events (Stream.TakeRecordEvents); a Save that leaves the record
+// as it is (build.SameRecord) writes nothing.
 func (s *Records) Save(ctx context.Context, r build.Record) error {
 	if r.BuildID == "" || !r.Status.Valid() {
 		return fmt.Errorf("save record %s: %w: empty build id or unknown status %q", r.BuildID, build.ErrInvalid, r.Status)

@@ -15,8 +15,11 @@ import (
 )
 
 // The embedded build-event stream (DESIGN.md "Build events"): a small
-// watermill Publisher, which the events forwarder publishes to, and the
-// build.EventStream that Decap's consumers read, over two tables of the
+// watermill Publisher, which the events forwarder publishes to, the
+// destination of the record changes' events when it takes them
+// (TakeRecordEvents: then each change writes its event here itself, in its
+// own transaction), and the build.EventStream that Decap's consumers read,
+// over two tables of the
 // database (schema version 9): stream_events, the events published in
 // publish order, one per event ID (a second publish of an event, by a
 // forwarder that crashed before it removed it from the outbox, is
@@ -141,13 +144,16 @@ func (s *Stream) appendTx(ctx context.Context, tx *Tx, id string, body []byte, n
 // for the next minute's. The events were published in seq order, so the
 // old ones are those before the first young one, which a walk in seq order
 // finds past the old ones (the rows deleted anyway), without an index of
-// publish times (schemaV13).
+// publish times (schemaV13); an event stamped in the future (the clock
+// stepped back) holds the trim behind it until it ages. The statement
+// outlives a cancelled ctx: it runs inside a record change's write, which
+// a trim cut short must not fail.
 func (s *Stream) trimTx(ctx context.Context, tx *Tx, now time.Time) error {
 	last := s.lastTrim.Load()
 	if now.UnixNano()-last <= int64(time.Minute) || !s.lastTrim.CompareAndSwap(last, now.UnixNano()) {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `
+	_, err := tx.ExecContext(context.WithoutCancel(ctx), `
 DELETE FROM stream_events WHERE seq < IFNULL(
 	(SELECT seq FROM stream_events WHERE published_at >= ? ORDER BY seq LIMIT 1),
 	(SELECT IFNULL(MAX(seq), 0) + 1 FROM stream_events))`, now.Add(-s.opts.Retention).UnixNano())
@@ -166,37 +172,43 @@ DELETE FROM stream_events WHERE seq < IFNULL(
 // First it moves what the outbox holds (events a process wrote before and
 // did not forward: it crashed, or ran an older Decap) into the stream, in
 // the outbox's order, in one write, so that no build's later event is
-// published before them. A process that does not take the records' events
-// still writes to the outbox, and its forwarder publishes from there.
-func (s *Stream) TakeRecordEvents(ctx context.Context, source string) error {
+// published before them. It returns the IDs of the events it left there,
+// whose records do not decode (a bug: they cannot be published, and must
+// not keep the services from starting; the forwarder reports them). A
+// process that does not take the records' events still writes to the
+// outbox, and its forwarder publishes from there: the processes sharing a
+// file are upgraded together (stopped, then started), or a build changed
+// by an older one and a newer one at once could see its events out of
+// order.
+func (s *Stream) TakeRecordEvents(ctx context.Context, source string) (left []string, err error) {
 	if err := build.ValidateEventSource(source); err != nil {
-		return fmt.Errorf("record events to the stream: %w", err)
+		return nil, fmt.Errorf("record events to the stream: %w", err)
 	}
 	moved := 0
-	err := s.db.write(ctx, func(tx *Tx) error {
+	err = s.db.write(ctx, func(tx *Tx) error {
 		var err error
-		moved, err = s.moveOutboxTx(ctx, tx, source)
+		moved, left, err = s.moveOutboxTx(ctx, tx, source)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record events to the stream: move the outbox's events: %w", err)
+		return nil, fmt.Errorf("record events to the stream: move the outbox's events: %w", err)
 	}
 	s.db.toStream.Store(&streamSink{stream: s, source: source})
 	if moved > 0 {
 		s.db.streamWake.notify()
 	}
-	return nil
+	return left, nil
 }
 
 // moveOutboxTx publishes in tx the events the outbox holds, in its order,
-// and removes them from it; it returns how many it moved. An event whose
-// record does not decode, or that does not encode, stays in the outbox,
-// where the forwarder reports it (a bug; it must not keep the services
-// from starting).
-func (s *Stream) moveOutboxTx(ctx context.Context, tx *Tx, source string) (int, error) {
+// and removes them from it; it returns how many it moved, and the IDs of
+// those it left: an event whose record does not decode, or that does not
+// encode. An event is encoded from its record as this Decap encodes one,
+// as the forwarder did, whatever shape an older Decap stored it in.
+func (s *Stream) moveOutboxTx(ctx context.Context, tx *Tx, source string) (moved int, left []string, err error) {
 	rows, err := tx.QueryContext(ctx, `SELECT seq, build_id, version, type, at, doc FROM record_events ORDER BY seq`)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	type event struct {
 		seq  int64
@@ -208,29 +220,32 @@ func (s *Stream) moveOutboxTx(ctx context.Context, tx *Tx, source string) (int, 
 		seq, e, doc, err := scanOutbox(rows)
 		if err != nil {
 			rows.Close()
-			return 0, err
-		}
-		if json.Unmarshal(doc, &e.Record) != nil {
-			continue
+			return 0, nil, err
 		}
 		e.Source = source
-		if body, err := build.EncodeEventData(e, doc); err == nil {
-			evs = append(evs, event{seq: seq, body: body, id: e.ID})
+		var body []byte
+		if err = json.Unmarshal(doc, &e.Record); err == nil {
+			body, err = build.EncodeEvent(e)
 		}
+		if err != nil {
+			left = append(left, e.ID)
+			continue
+		}
+		evs = append(evs, event{seq: seq, body: body, id: e.ID})
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	now := s.db.now()
 	for _, e := range evs {
 		if err := s.appendTx(ctx, tx, e.id, e.body, now); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM record_events WHERE seq = ?`, e.seq); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
-	return len(evs), nil
+	return len(evs), left, nil
 }
 
 // streamSink is where a DB's record changes publish their events when the
