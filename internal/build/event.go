@@ -174,9 +174,6 @@ type wireHead struct {
 // An event without source, or whose ID, type, subject or version do not
 // agree with its record, gives ErrInvalid.
 func EncodeEvent(e Event) ([]byte, error) {
-	if err := e.validate(); err != nil {
-		return nil, err
-	}
 	data, err := json.Marshal(e.Record)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)

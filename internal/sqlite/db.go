@@ -2,8 +2,8 @@
 // branch locks with the concurrency cap, idempotency claims, build records
 // and their event outbox (each change's event written in the change's
 // transaction; Outbox, or the event stream itself when it takes the
-// records' events: Stream.TakeRecordEvents), the dispatch gate and the UI's sessions in one
-// SQLite database file (modernc.org/sqlite, pure Go).
+// records' events: Stream.TakeRecordEvents), the dispatch gate and the
+// UI's sessions in one SQLite database file (modernc.org/sqlite, pure Go).
 //
 // Several processes (dispatcher, ingest, reaper) may open the same file at
 // once. The database runs in WAL mode; every read-modify-write runs in a

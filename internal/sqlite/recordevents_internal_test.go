@@ -39,8 +39,12 @@ type streamView struct {
 	gone map[string]bool
 }
 
+func newStreamView(db *DB) *streamView { return &streamView{db: db, gone: map[string]bool{}} }
+
 func (v *streamView) Pending(ctx context.Context, limit int, wait time.Duration) ([]build.Event, error) {
-	return awaitEvents(ctx, wait, "read the stream", v.db.streamWake.wait, func() ([]build.Event, error) { return v.read(ctx, limit) })
+	return awaitEvents(ctx, wait, "read the stream", v.db.streamWake.wait, func() ([]build.Event, error) {
+		return v.read(ctx, limit)
+	})
 }
 
 func (v *streamView) read(ctx context.Context, limit int) ([]build.Event, error) {
@@ -95,7 +99,7 @@ func TestRecordEventsToTheStream(t *testing.T) {
 				t.Errorf("the outbox holds %d events (%v): the stream took none of them", len(evs), err)
 			}
 		})
-		return NewRecords(db), &streamView{db: db, gone: map[string]bool{}}
+		return NewRecords(db), newStreamView(db)
 	})
 }
 
@@ -152,7 +156,7 @@ func TestRecordEventsOfALife(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	view := &streamView{db: db, gone: map[string]bool{}}
+	view := newStreamView(db)
 	evs, err := view.Pending(ctx, 10, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +260,7 @@ func TestTakeRecordEventsMovesTheOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	save(a)
-	evs, err := (&streamView{db: db, gone: map[string]bool{}}).Pending(ctx, 10, 0)
+	evs, err := newStreamView(db).Pending(ctx, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +335,7 @@ func TestStreamTrimsOldEvents(t *testing.T) {
 	}
 	refs := func() []string {
 		t.Helper()
-		evs, err := (&streamView{db: db, gone: map[string]bool{}}).Pending(t.Context(), 100, 0)
+		evs, err := newStreamView(db).Pending(t.Context(), 100, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
